@@ -1,0 +1,64 @@
+//! HTTP basic auth against `[[users]]`: an `Authorization` header in, the matching user out.
+
+use base64::Engine;
+use subtle::ConstantTimeEq;
+
+use super::ApiError;
+use crate::config::User;
+
+/// Finds the user whose name and password match the `Authorization: Basic ...` header.
+pub fn authenticate<'u>(users: &'u [User], authorization: Option<&str>) -> Result<&'u User, ApiError> {
+    if users.is_empty() {
+        return Err(ApiError::Unauthenticated(
+            "no users are configured; add a [[users]] entry to config.toml to use the produce API".into(),
+        ));
+    }
+    let header = authorization
+        .ok_or_else(|| ApiError::Unauthenticated("send HTTP basic auth credentials (curl -u user:password)".into()))?;
+    let encoded = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))
+        .ok_or_else(|| ApiError::Unauthenticated("only HTTP basic auth is supported".into()))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| ApiError::Unauthenticated("the basic auth credentials are not valid base64".into()))?;
+    let decoded = String::from_utf8_lossy(&decoded);
+    let (name, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| ApiError::Unauthenticated("basic auth credentials must be user:password".into()))?;
+    // Every user is compared in constant time so timing tells nothing about which names exist.
+    let mut found = None;
+    for user in users {
+        let name_ok = user.name.as_bytes().ct_eq(name.as_bytes());
+        let password_ok = user.password.as_bytes().ct_eq(password.as_bytes());
+        if bool::from(name_ok & password_ok) {
+            found = Some(user);
+        }
+    }
+    found.ok_or_else(|| ApiError::Unauthenticated("wrong user name or password".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TopicPattern;
+
+    fn users() -> Vec<User> {
+        vec![User { name: "demo".into(), password: "s3cret".into(), topics: vec![TopicPattern::parse("*").unwrap()] }]
+    }
+
+    fn basic(credentials: &str) -> String {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials))
+    }
+
+    #[test]
+    fn accepts_the_right_password_only() {
+        let users = users();
+        assert_eq!(authenticate(&users, Some(&basic("demo:s3cret"))).unwrap().name, "demo");
+        assert!(authenticate(&users, Some(&basic("demo:wrong"))).is_err());
+        assert!(authenticate(&users, Some(&basic("other:s3cret"))).is_err());
+        assert!(authenticate(&users, None).is_err());
+        assert!(authenticate(&users, Some("Bearer x")).is_err());
+        assert!(authenticate(&[], Some(&basic("demo:s3cret"))).unwrap_err().to_string().contains("no users"));
+    }
+}

@@ -1,0 +1,119 @@
+//! The REST produce API, wire-compatible with the hosted Producer API (`seeds/002_*`).
+//!
+//! Takes an authenticated request on `/produce`, `/produce/<topic>` or `/produce/<topic>/<message>`, gives the
+//! metadata of every written message in request order. The whole request (JSON, topics, permissions, partitions)
+//! is checked before anything is written.
+
+mod auth;
+mod message;
+
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::produce::{Delivery, Message, ProduceError, Producer};
+
+pub use message::parse_body;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+
+    #[error("authentication required: {0}")]
+    Unauthenticated(String),
+
+    #[error("message {number}: user '{user}' may not write to topic '{topic}'")]
+    Forbidden { number: usize, user: String, topic: String },
+
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+}
+
+/// What the client asked for, once the path is understood.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ProduceCall {
+    /// `GET /produce/<topic>/<message>?key=`: answered with one metadata object.
+    Path(Message),
+    /// `/produce` or `/produce/<topic>` with a JSON body: answered with an array.
+    Body { topic: Option<String> },
+}
+
+/// Writes the messages of `call` as `authorization`'s user; gives the JSON answer.
+pub async fn produce(
+    config: &Config,
+    producer: &Producer,
+    authorization: Option<&str>,
+    call: ProduceCall,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let user = auth::authenticate(&config.users, authorization)?;
+    let (messages, single) = match call {
+        ProduceCall::Path(message) => (vec![message], true),
+        ProduceCall::Body { topic } => (parse_body(body, topic.as_deref())?, false),
+    };
+    if let Some((index, m)) = messages.iter().enumerate().find(|(_, m)| !user.may_write(&m.topic)) {
+        return Err(ApiError::Forbidden { number: index + 1, user: user.name.clone(), topic: m.topic.clone() });
+    }
+    let deliveries = producer.produce(messages).await?;
+    let mut metadata: Vec<Value> = deliveries.iter().map(metadata).collect();
+    Ok(if single { metadata.remove(0) } else { Value::Array(metadata) })
+}
+
+/// `{topic, partition, offset, timestamp}`, as the hosted API answers.
+pub fn metadata(delivery: &Delivery) -> Value {
+    json!({
+        "topic": delivery.topic,
+        "partition": delivery.partition,
+        "offset": delivery.offset,
+        "timestamp": delivery.timestamp_ms,
+    })
+}
+
+/// Splits the part of the path after `/produce` into a call; `None` if the path is not a produce path.
+pub fn parse_path(rest: &str, query: Option<&str>) -> Option<ProduceCall> {
+    let rest = match rest {
+        "" | "/" => return Some(ProduceCall::Body { topic: None }),
+        rest => rest.strip_prefix('/')?,
+    };
+    let (topic, message) = match rest.split_once('/') {
+        Some((topic, message)) => (topic, Some(message)),
+        None => (rest, None),
+    };
+    let topic = decode(topic);
+    Some(match message {
+        None | Some("") => ProduceCall::Body { topic: Some(topic) },
+        Some(message) => {
+            let key = query.and_then(|q| {
+                form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "key").map(|(_, v)| v.into_owned())
+            });
+            ProduceCall::Path(Message {
+                topic,
+                value: Some(decode(message).into_bytes()),
+                key: key.map(String::into_bytes),
+                ..Message::default()
+            })
+        }
+    })
+}
+
+fn decode(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_the_three_variants() {
+        assert_eq!(parse_path("", None), Some(ProduceCall::Body { topic: None }));
+        assert_eq!(parse_path("/greetings", None), Some(ProduceCall::Body { topic: Some("greetings".into()) }));
+        let Some(ProduceCall::Path(m)) = parse_path("/greetings/hello%20kafka", Some("key=a%2Bb&x=1")) else {
+            panic!("expected a path message");
+        };
+        assert_eq!(m.topic, "greetings");
+        assert_eq!(m.value.as_deref(), Some(&b"hello kafka"[..]));
+        assert_eq!(m.key.as_deref(), Some(&b"a+b"[..]));
+        assert_eq!(parse_path("x", None), None);
+    }
+}

@@ -1,0 +1,142 @@
+//! The embedded development broker: a listen address in, a running Kafka-protocol broker (tansu, in-memory
+//! storage) out. Behind the default `embedded-broker` feature; luka works against external clusters without it.
+//!
+//! The broker can be stopped and started again on the same address with its data kept, which is how the tests
+//! take a broker away from a running luka and bring it back.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+/// How long `start` waits for the broker to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("embedded broker cannot listen on {addr}: {source} (is another broker running there?)")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+
+    #[error("embedded broker on {addr} failed to start: {detail}")]
+    Start { addr: SocketAddr, detail: String },
+}
+
+type ListenFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// tansu's broker over in-memory storage, the type its builder produces.
+type EmbeddedTansu = tansu_broker::broker::Broker<
+    tansu_broker::coordinator::group::administrator::Controller<tansu_storage::StorageContainer>,
+    tansu_storage::StorageContainer,
+>;
+
+/// A running in-process broker.
+pub struct EmbeddedBroker {
+    addr: SocketAddr,
+    /// Starts the broker's accept loop on the shared storage; called again to restart after `stop`.
+    listen: Arc<dyn Fn() -> ListenFuture + Send + Sync>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for EmbeddedBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBroker").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedBroker {
+    /// Starts a broker listening (and advertising itself) on `addr`, and waits until it accepts connections.
+    pub async fn start(addr: SocketAddr) -> Result<Self, BrokerError> {
+        let url = |scheme_and_rest: String| {
+            url::Url::parse(&scheme_and_rest).map_err(|e| BrokerError::Start { addr, detail: e.to_string() })
+        };
+        let listener = url(format!("tcp://{addr}"))?;
+        let mut broker = EmbeddedTansu::builder()
+            .node_id(tansu_broker::NODE_ID)
+            .cluster_id("luka-embedded")
+            .incarnation_id(uuid::Uuid::new_v4())
+            .advertised_listener(listener.clone())
+            .storage(url("memory://tansu/".to_owned())?)
+            .listener(listener)
+            .silent(true)
+            .build()
+            .await
+            .map_err(|e| BrokerError::Start { addr, detail: format!("{e:?}") })?;
+        broker.register().await.map_err(|e| BrokerError::Start { addr, detail: format!("{e:?}") })?;
+        let listen: Arc<dyn Fn() -> ListenFuture + Send + Sync> = Arc::new(move || {
+            let broker = broker.clone();
+            Box::pin(async move {
+                if let Err(e) = broker.listen(tokio::time::Instant::now()).await {
+                    tracing::error!(error = ?e, "embedded broker stopped");
+                }
+            })
+        });
+        let embedded = Self { addr, listen, task: Mutex::new(None) };
+        embedded.resume().await?;
+        Ok(embedded)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops listening and drops every connection; the stored topics and records stay for [`Self::resume`].
+    pub fn stop(&self) {
+        if let Some(task) = self.task.lock().expect("broker task lock poisoned").take() {
+            task.abort();
+        }
+    }
+
+    /// Listens again on the same address, after [`Self::stop`].
+    pub async fn resume(&self) -> Result<(), BrokerError> {
+        self.stop();
+        // Bind once ourselves: tansu reports a failed bind only in its log, and the caller deserves an error.
+        let probe = bind_with_retry(self.addr).await?;
+        drop(probe);
+        let task = tokio::spawn((self.listen)());
+        *self.task.lock().expect("broker task lock poisoned") = Some(task);
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(BrokerError::Start { addr: self.addr, detail: "not accepting connections".into() });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(addr = %self.addr, "embedded kafka broker listening");
+        Ok(())
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A just-aborted broker may hold its port for a moment while its task unwinds.
+async fn bind_with_retry(addr: SocketAddr) -> Result<std::net::TcpListener, BrokerError> {
+    let mut attempts = 0;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(e) if attempts < 50 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(source) => return Err(BrokerError::Bind { addr, source }),
+        }
+    }
+}
+
+/// Starts a broker for every cluster configured with `embedded = true`.
+pub async fn start_configured(config: &crate::config::Config) -> Result<Vec<EmbeddedBroker>, BrokerError> {
+    let mut brokers = Vec::new();
+    for cluster in config.clusters.values() {
+        if let Some(addr) = cluster.embedded {
+            brokers.push(EmbeddedBroker::start(addr).await?);
+        }
+    }
+    Ok(brokers)
+}

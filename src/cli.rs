@@ -1,0 +1,40 @@
+//! Command line: arguments in, the command to run out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// luka serves HTTP: Lua edge functions and a REST produce API that write to the Kafka clusters config.toml names.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// Config file to read.
+    #[arg(long, short, global = true, default_value = "config.toml", env = "LUKA_CONFIG")]
+    pub config: PathBuf,
+
+    /// Address to serve HTTP on, overriding [server] listen (for `serve`, the default command).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP (the default): start embedded brokers, then answer requests until ctrl-c or SIGTERM.
+    Serve {
+        /// Address to serve HTTP on, overriding [server] listen.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Load and check the whole config without serving; lists every problem and exits non-zero if there is one.
+    Check,
+    /// Run only the embedded development broker (no HTTP), e.g. for benchmarks.
+    Broker {
+        /// Address the Kafka-protocol broker listens on and advertises.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        listen: SocketAddr,
+    },
+}

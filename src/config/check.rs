@@ -1,0 +1,418 @@
+//! Whole-config checks: takes the parsed [`RawConfig`], gives the [`Config`] the rest of luka uses, or every
+//! problem found (undefined clusters, bad patterns, conflicting defaults, missing files), each with its line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::pattern::TopicPattern;
+use super::types::{Compression, RawCluster, RawConfig, RawTopic, RawUser, SaslConfig, ServerConfig, TlsConfig};
+use super::{ConfigProblem, line_of};
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
+    /// Most specific first: exact names, then patterns by literal length.
+    pub topics: Vec<Topic>,
+    pub users: Vec<User>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: String,
+    pub bootstrap: Vec<String>,
+    pub client_id: String,
+    pub compression: Compression,
+    pub linger: Duration,
+    pub produce_timeout: Duration,
+    pub max_batch_bytes: usize,
+    pub metadata_max_age: Duration,
+    /// Listen address of the in-process development broker, when `embedded = true`.
+    pub embedded: Option<SocketAddr>,
+    pub sasl: Option<SaslConfig>,
+    /// With file paths made absolute.
+    pub tls: Option<TlsConfig>,
+    /// Topics to create when missing, with their partition count and replication factor.
+    pub create_topics: Vec<(String, i32, i16)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Topic {
+    pub pattern: TopicPattern,
+    pub cluster: String,
+    pub partitions: Option<i32>,
+    pub replication_factor: i16,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+    pub topics: Vec<TopicPattern>,
+}
+
+impl User {
+    pub fn may_write(&self, topic: &str) -> bool {
+        self.topics.iter().any(|p| p.matches(topic))
+    }
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    problems: Vec<ConfigProblem>,
+}
+
+impl Checker<'_> {
+    fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
+        self.problems.push(ConfigProblem::at_line(line_of(self.text, spanned.span().start), message));
+    }
+
+    fn general(&mut self, message: impl Into<String>) {
+        self.problems.push(ConfigProblem::new(message));
+    }
+}
+
+pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigProblem>> {
+    let mut c = Checker { text, problems: Vec::new() };
+    check_server(&mut c, &raw.server);
+    let default_cluster = default_cluster(&mut c, &raw.clusters);
+    let topics = check_topics(&mut c, &raw.topics, &raw.clusters, default_cluster.as_deref());
+    let mut clusters = BTreeMap::new();
+    for (name, cluster) in &raw.clusters {
+        if let Some(checked) = check_cluster(&mut c, name, cluster, base_dir, &topics) {
+            clusters.insert(name.get_ref().clone(), Arc::new(checked));
+        }
+    }
+    let users = check_users(&mut c, raw.users);
+    if c.problems.is_empty() {
+        Ok(Config { server: raw.server, clusters, topics, users })
+    } else {
+        Err(c.problems)
+    }
+}
+
+fn check_server(c: &mut Checker<'_>, server: &ServerConfig) {
+    for (value, key) in [
+        (server.max_body_bytes as u64, "max_body_bytes"),
+        (server.request_timeout_ms, "request_timeout_ms"),
+        (server.max_connections as u64, "max_connections"),
+    ] {
+        if value == 0 {
+            c.general(format!("[server] {key} must be greater than 0"));
+        }
+    }
+}
+
+fn default_cluster(c: &mut Checker<'_>, clusters: &BTreeMap<Spanned<String>, RawCluster>) -> Option<String> {
+    let defaults: Vec<&Spanned<String>> = clusters.iter().filter(|(_, v)| v.default).map(|(k, _)| k).collect();
+    match defaults.as_slice() {
+        [] if clusters.len() == 1 => clusters.keys().next().map(|k| k.get_ref().clone()),
+        [] => None,
+        [one] => Some(one.get_ref().clone()),
+        [first, rest @ ..] => {
+            let others: Vec<&str> = rest.iter().map(|k| k.get_ref().as_str()).collect();
+            c.at(first, format!(
+                "more than one cluster has default = true ({} and {}); keep it on one",
+                first.get_ref(),
+                others.join(", ")
+            ));
+            None
+        }
+    }
+}
+
+fn check_topics(
+    c: &mut Checker<'_>,
+    raw: &BTreeMap<Spanned<String>, RawTopic>,
+    clusters: &BTreeMap<Spanned<String>, RawCluster>,
+    default_cluster: Option<&str>,
+) -> Vec<Topic> {
+    let defined: Vec<&str> = clusters.keys().map(|k| k.get_ref().as_str()).collect();
+    let mut topics = Vec::new();
+    for (name, topic) in raw {
+        let pattern = match TopicPattern::parse(name.get_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                c.at(name, format!("[topics.\"{}\"]: {e}", name.get_ref()));
+                continue;
+            }
+        };
+        let cluster = match (&topic.cluster, default_cluster) {
+            (Some(cluster), _) if !defined.contains(&cluster.get_ref().as_str()) => {
+                c.at(cluster, format!(
+                    "[topics.\"{}\"] names cluster '{}', which is not defined; define [clusters.{}] or use one of: {}",
+                    name.get_ref(),
+                    cluster.get_ref(),
+                    cluster.get_ref(),
+                    list_or_none(&defined)
+                ));
+                continue;
+            }
+            (Some(cluster), _) => cluster.get_ref().clone(),
+            (None, Some(default)) => default.to_owned(),
+            (None, None) if defined.is_empty() => {
+                c.at(name, format!(
+                    "[topics.\"{}\"] needs a cluster, and no [clusters.<name>] is defined",
+                    name.get_ref()
+                ));
+                continue;
+            }
+            (None, None) => {
+                c.at(name, format!(
+                    "[topics.\"{}\"] names no cluster and no cluster is the default; add cluster = \"...\" \
+                     here or default = true to one of: {}",
+                    name.get_ref(),
+                    defined.join(", ")
+                ));
+                continue;
+            }
+        };
+        if let Some(partitions) = topic.partitions.filter(|p| *p < 1) {
+            c.at(name, format!("[topics.\"{}\"] partitions = {partitions}: must be at least 1", name.get_ref()));
+        }
+        if topic.replication_factor < 1 {
+            c.at(name, format!("[topics.\"{}\"] replication_factor must be at least 1", name.get_ref()));
+        }
+        topics.push(Topic {
+            pattern,
+            cluster,
+            partitions: topic.partitions,
+            replication_factor: topic.replication_factor,
+        });
+    }
+    // Exact names first, then the most literal pattern: that is the order routing tries them in.
+    topics.sort_by_key(|t| (!t.pattern.is_exact(), std::cmp::Reverse(t.pattern.specificity())));
+    topics
+}
+
+fn check_cluster(
+    c: &mut Checker<'_>,
+    name: &Spanned<String>,
+    raw: &RawCluster,
+    base_dir: &Path,
+    topics: &[Topic],
+) -> Option<Cluster> {
+    let n = name.get_ref();
+    let before = c.problems.len();
+    if raw.bootstrap.is_empty() {
+        c.at(name, format!("[clusters.{n}] bootstrap is empty; list at least one \"host:port\""));
+    }
+    for broker in &raw.bootstrap {
+        if !is_host_port(broker) {
+            c.at(name, format!("[clusters.{n}] bootstrap entry '{broker}' is not host:port"));
+        }
+    }
+    for (value, key) in [(raw.produce_timeout_ms, "produce_timeout_ms"), (raw.max_batch_bytes as u64, "max_batch_bytes")] {
+        if value == 0 {
+            c.at(name, format!("[clusters.{n}] {key} must be greater than 0"));
+        }
+    }
+    let embedded = if raw.embedded { embedded_address(c, name, raw) } else { None };
+    let tls = raw.tls.as_ref().map(|tls| resolve_tls(c, name, tls, base_dir));
+    if c.problems.len() > before {
+        return None;
+    }
+    let create_topics = topics
+        .iter()
+        .filter(|t| t.cluster == *n && t.pattern.is_exact())
+        .filter_map(|t| t.partitions.map(|p| (t.pattern.as_str().to_owned(), p, t.replication_factor)))
+        .collect();
+    Some(Cluster {
+        name: n.clone(),
+        bootstrap: raw.bootstrap.clone(),
+        client_id: raw.client_id.clone(),
+        compression: raw.compression,
+        linger: Duration::from_millis(raw.linger_ms),
+        produce_timeout: Duration::from_millis(raw.produce_timeout_ms),
+        max_batch_bytes: raw.max_batch_bytes,
+        metadata_max_age: Duration::from_millis(raw.metadata_max_age_ms),
+        embedded,
+        sasl: raw.sasl.clone(),
+        tls,
+        create_topics,
+    })
+}
+
+fn embedded_address(c: &mut Checker<'_>, name: &Spanned<String>, raw: &RawCluster) -> Option<SocketAddr> {
+    let n = name.get_ref();
+    if !cfg!(feature = "embedded-broker") {
+        c.at(name, format!(
+            "[clusters.{n}] embedded = true, but this luka was built without the embedded-broker feature; \
+             rebuild with default features or point bootstrap at a running broker"
+        ));
+        return None;
+    }
+    match raw.bootstrap.as_slice() {
+        [one] => match one.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                c.at(name, format!(
+                    "[clusters.{n}] embedded = true needs bootstrap = [\"IP:PORT\"] to listen on, got '{one}'"
+                ));
+                None
+            }
+        },
+        _ => {
+            c.at(name, format!("[clusters.{n}] embedded = true needs exactly one bootstrap address to listen on"));
+            None
+        }
+    }
+}
+
+fn resolve_tls(c: &mut Checker<'_>, name: &Spanned<String>, tls: &TlsConfig, base_dir: &Path) -> TlsConfig {
+    let n = name.get_ref();
+    let mut resolve = |key: &str, path: &Option<std::path::PathBuf>| {
+        path.as_ref().map(|p| {
+            let full = base_dir.join(p);
+            if !full.is_file() {
+                c.at(name, format!("[clusters.{n}.tls] {key} '{}' does not exist", full.display()));
+            }
+            full
+        })
+    };
+    let resolved = TlsConfig {
+        ca_file: resolve("ca_file", &tls.ca_file),
+        cert_file: resolve("cert_file", &tls.cert_file),
+        key_file: resolve("key_file", &tls.key_file),
+    };
+    if resolved.cert_file.is_some() != resolved.key_file.is_some() {
+        c.at(name, format!("[clusters.{n}.tls] cert_file and key_file go together; set both or neither"));
+    }
+    resolved
+}
+
+fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>) -> Vec<User> {
+    let mut seen = BTreeSet::new();
+    let mut users = Vec::new();
+    for user in raw {
+        let name = user.name.get_ref().clone();
+        if name.is_empty() || name.contains(':') {
+            c.at(&user.name, format!("[[users]] name '{name}' must be non-empty and contain no ':'"));
+        }
+        if !seen.insert(name.clone()) {
+            c.at(&user.name, format!("[[users]] name '{name}' is defined twice"));
+        }
+        if user.password.is_empty() {
+            c.at(&user.name, format!("[[users]] '{name}' has an empty password"));
+        }
+        let mut topics = Vec::new();
+        for topic in &user.topics {
+            match TopicPattern::parse(topic.get_ref()) {
+                Ok(p) => topics.push(p),
+                Err(e) => c.at(topic, format!("[[users]] '{name}' topics: {e}")),
+            }
+        }
+        users.push(User { name, password: user.password, topics });
+    }
+    users
+}
+
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+        None => false,
+    }
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() { "(none defined)".to_owned() } else { items.join(", ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn load(text: &str) -> Result<Config, Vec<String>> {
+        Config::from_toml(text, std::path::Path::new("."), |_| None)
+            .map_err(|ps| ps.into_iter().map(|p| p.to_string()).collect())
+    }
+
+    const TWO_CLUSTERS: &str = r#"
+[clusters.a]
+bootstrap = ["127.0.0.1:9092"]
+default = true
+
+[clusters.b]
+bootstrap = ["127.0.0.1:9093"]
+
+[topics.orders]
+[topics."events.*"]
+cluster = "b"
+[topics."*"]
+cluster = "b"
+"#;
+
+    #[test]
+    fn topics_take_the_default_cluster_and_sort_most_specific_first() {
+        let config = load(TWO_CLUSTERS).unwrap();
+        let order: Vec<(&str, &str)> =
+            config.topics.iter().map(|t| (t.pattern.as_str(), t.cluster.as_str())).collect();
+        assert_eq!(order, [("orders", "a"), ("events.*", "b"), ("*", "b")]);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line() {
+        let errors = load("[server]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("line 3:"), "{errors:?}");
+        assert!(errors[0].contains("listn"), "{errors:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+[clusters.a]
+bootstrap = []
+default = true
+
+[clusters.b]
+bootstrap = ["nohostport"]
+default = true
+
+[topics.x]
+cluster = "missing"
+
+[topics."bad name"]
+
+[[users]]
+name = "u"
+password = ""
+topics = ["ok", "no/slash"]
+"#;
+        let errors = load(text).unwrap_err();
+        let all = errors.join("\n");
+        for expected in [
+            "bootstrap is empty",
+            "'nohostport' is not host:port",
+            "more than one cluster has default = true",
+            "names cluster 'missing', which is not defined",
+            "'bad name' contains ' '",
+            "empty password",
+            "'no/slash' contains '/'",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+        assert!(errors.iter().any(|e| e.starts_with("line 11:")), "{all}");
+    }
+
+    #[test]
+    fn topic_without_cluster_needs_a_default_when_several_exist() {
+        let errors = load(
+            "[clusters.a]\nbootstrap = [\"h:1\"]\n[clusters.b]\nbootstrap = [\"h:2\"]\n[topics.t]\n",
+        )
+        .unwrap_err();
+        assert!(errors[0].contains("no cluster is the default"), "{errors:?}");
+    }
+
+    #[test]
+    fn unset_environment_variables_are_errors() {
+        let errors = load("[[users]]\nname = \"u\"\npassword = \"${LUKA_TEST_UNSET}\"\ntopics = []\n").unwrap_err();
+        assert!(errors[0].contains("LUKA_TEST_UNSET is not set"), "{errors:?}");
+    }
+}

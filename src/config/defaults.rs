@@ -1,0 +1,38 @@
+//! Every default value of `config.toml`, in one place, each with the reason for its value.
+
+use std::net::SocketAddr;
+
+/// Loopback, so a fresh install is not reachable from the network until the user says so.
+pub fn listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// 1 MiB: Kafka's default `max.message.bytes`, so a body that fits is a record the broker accepts.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Whole request, including Kafka acknowledgement; above the produce timeout so a slow broker yields its own 504.
+pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+/// Open connections at once; a new one waits for a free slot, so memory stays bounded under a flood.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// How long shutdown waits for in-flight requests before closing connections.
+pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+
+pub const CLIENT_ID: &str = "luka";
+
+/// Short enough to be invisible to a webhook caller, long enough for concurrent requests to share a batch.
+pub const LINGER_MS: u64 = 2;
+
+/// Upper bound for one produce, retries for leader changes and reconnects included (rskafka retries forever
+/// unless given a deadline).
+pub const PRODUCE_TIMEOUT_MS: u64 = 10_000;
+
+/// Batches are cut at 1 MiB, Kafka's default `max.message.bytes` for a record batch.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Cached topic metadata (partition counts) is refreshed after this age, and at once after an error.
+pub const METADATA_MAX_AGE_MS: u64 = 30_000;
+
+/// A single development broker has one replica to give.
+pub const REPLICATION_FACTOR: i16 = 1;

@@ -1,0 +1,199 @@
+//! The serde shape of `config.toml`, as written by the user. Field doc comments are the user documentation.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::defaults;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub clusters: BTreeMap<Spanned<String>, RawCluster>,
+    #[serde(default)]
+    pub topics: BTreeMap<Spanned<String>, RawTopic>,
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+}
+
+/// `[server]`: the HTTP side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on, e.g. `"127.0.0.1:8080"`; `luka --listen` overrides it.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted; larger bodies get 413.
+    #[serde(default = "max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Time limit for a whole request; past it the client gets 504.
+    #[serde(default = "request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Connections served at once; further connections wait to be accepted.
+    #[serde(default = "max_connections")]
+    pub max_connections: usize,
+    /// On SIGTERM/ctrl-c, how long in-flight requests may still finish.
+    #[serde(default = "shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+    /// `"human"` (default) or `"json"` log lines.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::listen(),
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            request_timeout_ms: defaults::REQUEST_TIMEOUT_MS,
+            max_connections: defaults::MAX_CONNECTIONS,
+            shutdown_grace_ms: defaults::SHUTDOWN_GRACE_MS,
+            log_format: LogFormat::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// `[clusters.<name>]`: one Kafka cluster.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// Bootstrap brokers, `host:port`.
+    pub bootstrap: Vec<String>,
+    /// Kafka client id sent with every request.
+    #[serde(default = "client_id")]
+    pub client_id: String,
+    /// Record batch compression: none, gzip, lz4, snappy or zstd.
+    #[serde(default)]
+    pub compression: Compression,
+    /// How long a batch waits for more records before it is sent.
+    #[serde(default = "linger_ms")]
+    pub linger_ms: u64,
+    /// Time limit for one produce, retries included; past it the caller gets an error (503 or 504).
+    #[serde(default = "produce_timeout_ms")]
+    pub produce_timeout_ms: u64,
+    /// Largest record batch sent in one produce request.
+    #[serde(default = "max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// Age after which cached topic metadata is fetched again.
+    #[serde(default = "metadata_max_age_ms")]
+    pub metadata_max_age_ms: u64,
+    /// Topics that name no cluster go to the default cluster (or to the only cluster, when there is one).
+    #[serde(default)]
+    pub default: bool,
+    /// Start an in-process development broker listening on the (single) bootstrap address.
+    #[serde(default)]
+    pub embedded: bool,
+    pub sasl: Option<SaslConfig>,
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Lz4,
+    Snappy,
+    Zstd,
+}
+
+/// `[clusters.<name>.sasl]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslConfig {
+    /// `"PLAIN"`, `"SCRAM-SHA-256"` or `"SCRAM-SHA-512"`.
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+/// `[clusters.<name>.tls]`: present means TLS is on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of trusted CA certificates; without it the Mozilla root store is used.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for brokers that require mutual TLS (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[topics.<name or pattern>]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTopic {
+    /// Cluster holding the topic; without it, the default cluster.
+    pub cluster: Option<Spanned<String>>,
+    /// Development convenience: create the topic with this many partitions when the cluster lacks it.
+    pub partitions: Option<i32>,
+    /// Replication factor used when creating the topic.
+    #[serde(default = "replication_factor")]
+    pub replication_factor: i16,
+}
+
+/// `[[users]]`: credentials for the REST produce API (HTTP basic auth).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: Spanned<String>,
+    pub password: String,
+    /// Topics (names or `*` patterns) this user may write.
+    pub topics: Vec<Spanned<String>>,
+}
+
+fn max_body_bytes() -> usize {
+    defaults::MAX_BODY_BYTES
+}
+fn request_timeout_ms() -> u64 {
+    defaults::REQUEST_TIMEOUT_MS
+}
+fn max_connections() -> usize {
+    defaults::MAX_CONNECTIONS
+}
+fn shutdown_grace_ms() -> u64 {
+    defaults::SHUTDOWN_GRACE_MS
+}
+fn client_id() -> String {
+    defaults::CLIENT_ID.to_owned()
+}
+fn linger_ms() -> u64 {
+    defaults::LINGER_MS
+}
+fn produce_timeout_ms() -> u64 {
+    defaults::PRODUCE_TIMEOUT_MS
+}
+fn max_batch_bytes() -> usize {
+    defaults::MAX_BATCH_BYTES
+}
+fn metadata_max_age_ms() -> u64 {
+    defaults::METADATA_MAX_AGE_MS
+}
+fn replication_factor() -> i16 {
+    defaults::REPLICATION_FACTOR
+}

@@ -1,0 +1,224 @@
+//! One connected Kafka cluster: its rskafka client, cached topic metadata, and a batching producer per partition.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use rskafka::client::Client;
+use rskafka::client::error::{Error as ClientError, ProtocolError};
+use rskafka::client::partition::{Compression as WireCompression, UnknownTopicHandling};
+use rskafka::client::producer::{BatchProducer, BatchProducerBuilder, Error as ProducerError};
+use rskafka::record::Record;
+use tokio::sync::OnceCell;
+
+use super::KafkaError;
+use super::batch::{CountingClient, ProduceCounters, RequestAggregator};
+use crate::config::{Cluster, Compression};
+
+/// An absent topic is looked up again after this long, so a flood of requests for a missing topic costs at
+/// most one metadata request per interval, while a topic created meanwhile is found quickly.
+const ABSENT_TOPIC_TTL: Duration = Duration::from_secs(1);
+
+/// Extra time past the produce timeout before luka stops waiting on rskafka, whose own deadline should fire first.
+const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
+
+type Producer = BatchProducer<RequestAggregator>;
+
+#[derive(Debug, Clone, Copy)]
+struct CachedTopic {
+    /// `None`: the cluster has no such topic.
+    partitions: Option<i32>,
+    fetched_at: Instant,
+}
+
+/// What to do when a topic is missing: create it with these partitions and replication factor.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateIfMissing {
+    pub partitions: i32,
+    pub replication_factor: i16,
+}
+
+#[derive(Debug)]
+pub struct ClusterClient {
+    config: Arc<Cluster>,
+    client: Client,
+    metadata: Mutex<HashMap<String, CachedTopic>>,
+    /// One metadata refresh at a time; callers arriving meanwhile reuse its result.
+    refresh: tokio::sync::Mutex<()>,
+    producers: DashMap<(String, i32), Arc<OnceCell<Arc<Producer>>>>,
+    counters: Arc<ProduceCounters>,
+}
+
+impl ClusterClient {
+    pub(crate) fn new(config: Arc<Cluster>, client: Client) -> Self {
+        Self {
+            config,
+            client,
+            metadata: Mutex::default(),
+            refresh: tokio::sync::Mutex::default(),
+            producers: DashMap::new(),
+            counters: Arc::default(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn counters(&self) -> &ProduceCounters {
+        &self.counters
+    }
+
+    /// Creates the configured development topics that the cluster lacks.
+    pub(crate) async fn create_configured_topics(&self) {
+        for (topic, partitions, replication_factor) in &self.config.create_topics {
+            let create = CreateIfMissing { partitions: *partitions, replication_factor: *replication_factor };
+            if let Err(e) = self.partition_count(topic, Some(create)).await {
+                tracing::warn!(cluster = %self.config.name, %topic, error = %e, "could not create configured topic");
+            }
+        }
+    }
+
+    /// Partition count of `topic`, from cache when fresh; creates the topic if it is missing and `create` says so.
+    pub async fn partition_count(&self, topic: &str, create: Option<CreateIfMissing>) -> Result<i32, KafkaError> {
+        match self.cached(topic) {
+            Some(Some(count)) => return Ok(count),
+            Some(None) if create.is_none() => return Err(self.unknown_topic(topic)),
+            _ => {}
+        }
+        let _single_flight = self.refresh.lock().await;
+        if self.cached(topic).is_none() {
+            self.refresh_metadata().await?;
+        }
+        match self.cached(topic).flatten() {
+            Some(count) => Ok(count),
+            None => match create {
+                Some(create) => self.create_topic(topic, create).await,
+                None => Err(self.unknown_topic(topic)),
+            },
+        }
+    }
+
+    /// Cached partition count, if the entry is still fresh: `Some(None)` means known to be absent.
+    fn cached(&self, topic: &str) -> Option<Option<i32>> {
+        let metadata = self.metadata.lock().expect("metadata lock poisoned");
+        let entry = metadata.get(topic)?;
+        let max_age = if entry.partitions.is_some() { self.config.metadata_max_age } else { ABSENT_TOPIC_TTL };
+        (entry.fetched_at.elapsed() < max_age).then_some(entry.partitions)
+    }
+
+    async fn refresh_metadata(&self) -> Result<(), KafkaError> {
+        let topics = tokio::time::timeout(self.config.produce_timeout, self.client.list_topics())
+            .await
+            .map_err(|_| self.timeout())?
+            .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))?;
+        let now = Instant::now();
+        let mut metadata = self.metadata.lock().expect("metadata lock poisoned");
+        for entry in metadata.values_mut() {
+            *entry = CachedTopic { partitions: None, fetched_at: now };
+        }
+        for topic in topics {
+            let partitions = i32::try_from(topic.partitions.len()).ok().filter(|n| *n > 0);
+            metadata.insert(topic.name, CachedTopic { partitions, fetched_at: now });
+        }
+        Ok(())
+    }
+
+    async fn create_topic(&self, topic: &str, create: CreateIfMissing) -> Result<i32, KafkaError> {
+        let controller = self.client.controller_client().map_err(|e| self.create_error(topic, &e))?;
+        let timeout_ms = i32::try_from(self.config.produce_timeout.as_millis()).unwrap_or(i32::MAX);
+        let created = tokio::time::timeout(
+            self.config.produce_timeout,
+            controller.create_topic(topic, create.partitions, create.replication_factor, timeout_ms),
+        )
+        .await
+        .map_err(|_| self.timeout())?;
+        match created {
+            Ok(()) => tracing::info!(cluster = %self.config.name, %topic, partitions = create.partitions, "created topic"),
+            // Another luka (or client) created it first: fine.
+            Err(ClientError::ServerError { protocol_error: ProtocolError::TopicAlreadyExists, .. }) => {}
+            Err(e) => return Err(self.create_error(topic, &e)),
+        }
+        self.refresh_metadata().await?;
+        self.cached(topic).flatten().ok_or_else(|| self.unknown_topic(topic))
+    }
+
+    /// Writes `records` to one partition, sharing a batch with concurrent callers; gives their offsets in order.
+    pub async fn produce(&self, topic: &str, partition: i32, records: Vec<Record>) -> Result<Vec<i64>, KafkaError> {
+        let deadline = self.config.produce_timeout + TIMEOUT_MARGIN;
+        let work = async {
+            let producer = self.producer(topic, partition).await?;
+            producer.produce(records).await.map_err(|e| self.producer_error(topic, partition, &e))
+        };
+        let result = tokio::time::timeout(deadline, work).await.map_err(|_| self.timeout())?;
+        if let Err(KafkaError::UnknownTopic { .. }) = &result {
+            self.forget_topic(topic);
+        }
+        result
+    }
+
+    async fn producer(&self, topic: &str, partition: i32) -> Result<Arc<Producer>, KafkaError> {
+        let cell = self.producers.entry((topic.to_owned(), partition)).or_default().clone();
+        cell.get_or_try_init(|| async {
+            let client = self
+                .client
+                .partition_client(topic, partition, UnknownTopicHandling::Error)
+                .await
+                .map_err(|e| KafkaError::from_client(&self.config.name, topic, partition, &e))?;
+            let counting = CountingClient { inner: Arc::new(client), counters: Arc::clone(&self.counters) };
+            Ok(Arc::new(
+                BatchProducerBuilder::new_with_client(Arc::new(counting))
+                    .with_linger(self.config.linger)
+                    .with_compression(wire_compression(self.config.compression))
+                    .build(RequestAggregator::new(self.config.max_batch_bytes)),
+            ))
+        })
+        .await
+        .cloned()
+    }
+
+    /// Drops cached knowledge of a topic after Kafka says it is gone, so the next request looks again.
+    fn forget_topic(&self, topic: &str) {
+        self.metadata.lock().expect("metadata lock poisoned").remove(topic);
+        self.producers.retain(|(t, _), _| t != topic);
+    }
+
+    /// Whether the cluster answers a metadata request within `within`.
+    pub async fn ping(&self, within: Duration) -> Result<(), KafkaError> {
+        tokio::time::timeout(within, self.client.list_topics())
+            .await
+            .map_err(|_| KafkaError::Timeout { cluster: self.config.name.clone(), after: within })?
+            .map(|_| ())
+            .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))
+    }
+
+    fn producer_error(&self, topic: &str, partition: i32, error: &ProducerError) -> KafkaError {
+        match error {
+            ProducerError::Client(e) => KafkaError::from_client(&self.config.name, topic, partition, e),
+            other => KafkaError::Unavailable { cluster: self.config.name.clone(), detail: other.to_string() },
+        }
+    }
+
+    fn unknown_topic(&self, topic: &str) -> KafkaError {
+        KafkaError::UnknownTopic { cluster: self.config.name.clone(), topic: topic.to_owned() }
+    }
+
+    fn timeout(&self) -> KafkaError {
+        KafkaError::Timeout { cluster: self.config.name.clone(), after: self.config.produce_timeout }
+    }
+
+    fn create_error(&self, topic: &str, error: &ClientError) -> KafkaError {
+        KafkaError::CreateTopic { cluster: self.config.name.clone(), topic: topic.to_owned(), detail: error.to_string() }
+    }
+}
+
+fn wire_compression(compression: Compression) -> WireCompression {
+    match compression {
+        Compression::None => WireCompression::NoCompression,
+        Compression::Gzip => WireCompression::Gzip,
+        Compression::Lz4 => WireCompression::Lz4,
+        Compression::Snappy => WireCompression::Snappy,
+        Compression::Zstd => WireCompression::Zstd,
+    }
+}

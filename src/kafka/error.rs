@@ -1,0 +1,68 @@
+//! Errors of the Kafka side, with the cluster, topic and partition they concern.
+
+use std::time::Duration;
+
+use rskafka::client::error::{Error as ClientError, ProtocolError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka cluster '{cluster}' is unavailable: {detail}")]
+    Unavailable { cluster: String, detail: String },
+
+    #[error("kafka cluster '{cluster}' did not answer within {} ms", .after.as_millis())]
+    Timeout { cluster: String, after: Duration },
+
+    #[error("kafka topic '{topic}' not found on cluster '{cluster}'")]
+    UnknownTopic { cluster: String, topic: String },
+
+    #[error("kafka topic '{topic}' has no partition {partition} (it has {count}: 0 to {})", .count - 1)]
+    UnknownPartition { topic: String, partition: i32, count: i32 },
+
+    #[error("kafka cluster '{cluster}' rejected the records for '{topic}' partition {partition}: {error:?}")]
+    Rejected { cluster: String, topic: String, partition: i32, error: ProtocolError },
+
+    #[error("kafka cluster '{cluster}' could not create topic '{topic}': {detail}")]
+    CreateTopic { cluster: String, topic: String, detail: String },
+
+    #[error("kafka cluster '{cluster}' is misconfigured: {detail}")]
+    Setup { cluster: String, detail: String },
+}
+
+impl KafkaError {
+    /// Classifies an rskafka error: unreachable brokers, broker-side rejections and timeouts are different
+    /// answers for the caller (503, 4xx, 504).
+    pub(crate) fn from_client(cluster: &str, topic: &str, partition: i32, error: &ClientError) -> Self {
+        match error {
+            ClientError::ServerError { protocol_error, .. } => match protocol_error {
+                ProtocolError::UnknownTopicOrPartition => {
+                    Self::UnknownTopic { cluster: cluster.to_owned(), topic: topic.to_owned() }
+                }
+                ProtocolError::RequestTimedOut => Self::Timeout { cluster: cluster.to_owned(), after: Duration::ZERO },
+                ProtocolError::NotEnoughReplicas
+                | ProtocolError::NotEnoughReplicasAfterAppend
+                | ProtocolError::LeaderNotAvailable
+                | ProtocolError::NotLeaderOrFollower
+                | ProtocolError::BrokerNotAvailable
+                | ProtocolError::NetworkException
+                | ProtocolError::CoordinatorNotAvailable => Self::Unavailable {
+                    cluster: cluster.to_owned(),
+                    detail: format!("{protocol_error:?}"),
+                },
+                other => Self::Rejected {
+                    cluster: cluster.to_owned(),
+                    topic: topic.to_owned(),
+                    partition,
+                    error: *other,
+                },
+            },
+            ClientError::RetryFailed(rskafka::BackoffError::DeadlineExceded { source, .. }) => {
+                match source.downcast_ref::<ClientError>() {
+                    Some(inner) => Self::from_client(cluster, topic, partition, inner),
+                    None => Self::Unavailable { cluster: cluster.to_owned(), detail: source.to_string() },
+                }
+            }
+            ClientError::Timeout => Self::Timeout { cluster: cluster.to_owned(), after: Duration::ZERO },
+            other => Self::Unavailable { cluster: cluster.to_owned(), detail: other.to_string() },
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The Kafka side: cluster name in, connected [`ClusterClient`] out.
+//!
+//! One client per cluster, created on first use and shared by every request; each holds its topic metadata
+//! cache and a batching producer per partition ([`batch`]).
+//!
+//! ```text
+//! produce core ──(cluster, topic, partition, records)──> ClusterPool ──> ClusterClient ──> BatchProducer ──> broker
+//! ```
+
+mod batch;
+mod cluster;
+mod connect;
+mod error;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::sync::OnceCell;
+
+pub use batch::ProduceCounters;
+pub use cluster::{ClusterClient, CreateIfMissing};
+pub use error::KafkaError;
+
+use crate::config::Cluster;
+
+/// After a failed connection attempt, callers within this window get the same error at once instead of each
+/// waiting out a full connect timeout in turn.
+const CONNECT_FAILURE_MEMORY: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub struct ClusterPool {
+    configs: BTreeMap<String, Arc<Cluster>>,
+    clients: DashMap<String, Arc<OnceCell<Arc<ClusterClient>>>>,
+    last_failure: Mutex<BTreeMap<String, (Instant, String)>>,
+}
+
+impl ClusterPool {
+    pub fn new(configs: BTreeMap<String, Arc<Cluster>>) -> Self {
+        Self { configs, clients: DashMap::new(), last_failure: Mutex::default() }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.configs.keys().map(String::as_str)
+    }
+
+    /// The shared client of cluster `name`, connecting (and creating configured topics) on first use.
+    pub async fn cluster(&self, name: &str) -> Result<Arc<ClusterClient>, KafkaError> {
+        let config = self.configs.get(name).ok_or_else(|| KafkaError::Setup {
+            cluster: name.to_owned(),
+            detail: "no such cluster in config".to_owned(),
+        })?;
+        let cell = self.clients.entry(name.to_owned()).or_default().clone();
+        if let Some(client) = cell.get() {
+            return Ok(Arc::clone(client));
+        }
+        if let Some(detail) = self.recent_failure(name) {
+            return Err(KafkaError::Unavailable { cluster: name.to_owned(), detail });
+        }
+        let result: Result<Arc<ClusterClient>, KafkaError> = cell
+            .get_or_try_init(|| async {
+                let client = connect::connect(config).await?;
+                let cluster = ClusterClient::new(Arc::clone(config), client);
+                cluster.create_configured_topics().await;
+                tracing::info!(cluster = %name, bootstrap = ?config.bootstrap, "connected to kafka cluster");
+                Ok(Arc::new(cluster))
+            })
+            .await
+            .cloned();
+        if let Err(e) = &result {
+            self.last_failure
+                .lock()
+                .expect("failure lock poisoned")
+                .insert(name.to_owned(), (Instant::now(), e.to_string()));
+        }
+        result
+    }
+
+    fn recent_failure(&self, name: &str) -> Option<String> {
+        let failures = self.last_failure.lock().expect("failure lock poisoned");
+        let (at, detail) = failures.get(name)?;
+        (at.elapsed() < CONNECT_FAILURE_MEMORY).then(|| detail.clone())
+    }
+
+    /// Connects every cluster in the background, so configured topics exist before the first request.
+    pub fn warm_up(self: &Arc<Self>) {
+        for name in self.configs.keys().cloned() {
+            let pool = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(e) = pool.cluster(&name).await {
+                    tracing::warn!(cluster = %name, error = %e, "kafka cluster not reachable yet; will retry on use");
+                }
+            });
+        }
+    }
+
+    /// Whether each cluster answers within `within`, by name.
+    pub async fn readiness(&self, within: Duration) -> Vec<(String, Result<(), KafkaError>)> {
+        let checks = self.configs.keys().map(|name| async move {
+            let result = match tokio::time::timeout(within, self.cluster(name)).await {
+                Ok(Ok(client)) => client.ping(within).await,
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(KafkaError::Timeout { cluster: name.clone(), after: within }),
+            };
+            (name.clone(), result)
+        });
+        futures::future::join_all(checks).await
+    }
+}

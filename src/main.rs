@@ -1,0 +1,106 @@
+//! The `luka` binary: parse the command line, load the config, run the chosen command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use luka::cli::{Cli, Command};
+use luka::config::{Config, ConfigError};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
+    match cli.command {
+        Some(Command::Check) => check(&cli),
+        Some(Command::Broker { listen }) => {
+            init_tracing(false);
+            runtime.block_on(broker(listen))
+        }
+        Some(Command::Serve { listen }) => runtime.block_on(serve(&cli, listen.or(cli.listen))),
+        None => runtime.block_on(serve(&cli, cli.listen)),
+    }
+}
+
+fn check(cli: &Cli) -> ExitCode {
+    match Config::load(&cli.config) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} clusters, {} topics, {} users)",
+                cli.config.display(),
+                config.clusters.len(),
+                config.topics.len(),
+                config.users.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => report(&e),
+    }
+}
+
+async fn serve(cli: &Cli, listen: Option<std::net::SocketAddr>) -> ExitCode {
+    let mut config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => return report(&e),
+    };
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    init_tracing(config.server.log_format == luka::config::LogFormat::Json);
+    #[cfg(feature = "embedded-broker")]
+    let _brokers = match luka::broker::start_configured(&config).await {
+        Ok(brokers) => brokers,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("cannot listen on {}: {e} (pass --listen ADDR to use another address)", config.server.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = luka::App::new(config);
+    app.producer.pool().warm_up();
+    tracing::info!("luka listening on http://{}", app.config.server.listen);
+    luka::server::run(listener, app, luka::server::shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+#[cfg(feature = "embedded-broker")]
+async fn broker(listen: std::net::SocketAddr) -> ExitCode {
+    match luka::broker::EmbeddedBroker::start(listen).await {
+        Ok(_broker) => {
+            println!("kafka broker listening on {listen}; ctrl-c to stop");
+            luka::server::shutdown_signal().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "embedded-broker"))]
+async fn broker(_listen: std::net::SocketAddr) -> ExitCode {
+    eprintln!("this luka was built without the embedded-broker feature; rebuild with default features");
+    ExitCode::FAILURE
+}
+
+fn report(error: &ConfigError) -> ExitCode {
+    eprintln!("{error}");
+    ExitCode::FAILURE
+}
+
+/// `RUST_LOG` overrides the default: luka at info, its dependencies at warn.
+fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,luka=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,50 @@
+//! Errors of the produce core: routing, per-message checks, and what Kafka answered.
+
+use super::Delivery;
+use crate::kafka::KafkaError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("kafka topic '{topic}' not found (configure it under [topics] in config.toml)")]
+    TopicNotConfigured { topic: String },
+
+    #[error("kafka topic '{topic}' not found on cluster '{cluster}'")]
+    TopicNotOnCluster { topic: String, cluster: String },
+
+    #[error("kafka cluster '{cluster}' not found (defined clusters: {defined})")]
+    ClusterNotFound { cluster: String, defined: String },
+
+    #[error("kafka topic '{topic}' is configured on several clusters ({clusters}); specify the cluster")]
+    AmbiguousTopic { topic: String, clusters: String },
+
+    #[error("'{topic}' is not a valid kafka topic name (letters, digits, '.', '_' and '-', at most 249)")]
+    InvalidTopicName { topic: String },
+
+    #[error("header '{name}' appears more than once; give each header name once")]
+    DuplicateHeader { name: String },
+
+    #[error("message {number}: {source}")]
+    InMessage { number: usize, source: Box<ProduceError> },
+
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+
+    /// Some messages may have been written before the failure: `results` holds, in request order, the
+    /// delivery of each message that was acknowledged.
+    #[error("{source}")]
+    Write { source: KafkaError, results: Vec<Option<Delivery>> },
+}
+
+impl ProduceError {
+    pub(crate) fn in_message(self, index: usize) -> Self {
+        Self::InMessage { number: index + 1, source: Box::new(self) }
+    }
+
+    /// The innermost error, past message numbers and partial-write wrappers.
+    pub fn root(&self) -> &ProduceError {
+        match self {
+            Self::InMessage { source, .. } => source.root(),
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The produce core shared by the REST API and (later) Lua's `kafka.produce`.
+//!
+//! Takes [`Message`]s (topic, optional cluster and partition, key/value bytes, headers, timestamp), gives one
+//! [`Delivery`] per message in the same order. Everything that can be checked before writing is checked for the
+//! whole call first (topic routing, partitions, headers), so a call with one bad message writes nothing.
+//!
+//! ```text
+//! messages ─> route (config) ─> partition counts (cached metadata) ─> choose partitions
+//!          ─> group by (cluster, topic, partition), order kept ─> write groups concurrently ─> deliveries
+//! ```
+
+mod error;
+pub mod partitioner;
+mod route;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rskafka::chrono::{TimeZone, Utc};
+use rskafka::record::Record;
+
+pub use error::ProduceError;
+pub use route::resolve;
+
+use crate::config::Config;
+use crate::kafka::{ClusterPool, CreateIfMissing, KafkaError};
+
+/// One record to write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    /// Cluster to write to; `None` routes by the topic's config.
+    pub cluster: Option<String>,
+    pub partition: Option<i32>,
+    pub key: Option<Vec<u8>>,
+    /// `None` writes a Kafka null value (a tombstone).
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Milliseconds since the epoch; `None` means now.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Where one message was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub cluster: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+}
+
+#[derive(Debug)]
+pub struct Producer {
+    config: Arc<Config>,
+    pool: Arc<ClusterPool>,
+    /// Unkeyed messages of one call go to one partition (so they share a batch); calls take turns.
+    next_partition: AtomicUsize,
+}
+
+/// A message with its destination decided.
+struct Placed {
+    cluster: String,
+    topic: String,
+    partition: i32,
+    timestamp_ms: i64,
+    record: Record,
+}
+
+impl Producer {
+    pub fn new(config: Arc<Config>, pool: Arc<ClusterPool>) -> Self {
+        Self { config, pool, next_partition: AtomicUsize::new(0) }
+    }
+
+    pub fn pool(&self) -> &Arc<ClusterPool> {
+        &self.pool
+    }
+
+    /// Writes every message and returns their deliveries in order, or the first error. Routing and partition
+    /// errors are found before anything is written.
+    pub async fn produce(&self, messages: Vec<Message>) -> Result<Vec<Delivery>, ProduceError> {
+        let placed = self.place(messages).await?;
+        self.write(placed).await
+    }
+
+    async fn place(&self, messages: Vec<Message>) -> Result<Vec<Placed>, ProduceError> {
+        let now_ms = Utc::now().timestamp_millis();
+        let mut counts: HashMap<(String, String), i32> = HashMap::new();
+        let mut unkeyed: HashMap<(String, String), i32> = HashMap::new();
+        let mut placed = Vec::with_capacity(messages.len());
+        for (index, message) in messages.into_iter().enumerate() {
+            let topic = resolve(&self.config, message.cluster.as_deref(), &message.topic)
+                .map_err(|e| e.in_message(index))?;
+            let cluster = topic.cluster.clone();
+            let slot = (cluster.clone(), message.topic.clone());
+            let count = match counts.get(&slot) {
+                Some(count) => *count,
+                None => {
+                    let create = topic.partitions.map(|partitions| CreateIfMissing {
+                        partitions,
+                        replication_factor: topic.replication_factor,
+                    });
+                    let client = self.pool.cluster(&cluster).await?;
+                    let count =
+                        client.partition_count(&message.topic, create).await.map_err(|e| e.into_message(index))?;
+                    counts.insert(slot.clone(), count);
+                    count
+                }
+            };
+            let partition = match (message.partition, &message.key) {
+                (Some(p), _) if (0..count).contains(&p) => p,
+                (Some(p), _) => {
+                    let e = KafkaError::UnknownPartition { topic: message.topic.clone(), partition: p, count };
+                    return Err(ProduceError::from(e).in_message(index));
+                }
+                (None, Some(key)) => partitioner::partition_for_key(key, count),
+                (None, None) => *unkeyed.entry(slot).or_insert_with(|| {
+                    (self.next_partition.fetch_add(1, Ordering::Relaxed) % count as usize) as i32
+                }),
+            };
+            let headers = unique_headers(message.headers).map_err(|e| e.in_message(index))?;
+            let timestamp_ms = message.timestamp_ms.unwrap_or(now_ms);
+            let timestamp = Utc.timestamp_millis_opt(timestamp_ms).single().unwrap_or_else(Utc::now);
+            placed.push(Placed {
+                cluster,
+                topic: message.topic,
+                partition,
+                timestamp_ms,
+                record: Record { key: message.key, value: message.value, headers, timestamp },
+            });
+        }
+        Ok(placed)
+    }
+
+    /// Writes placed messages: one batch per partition, all partitions at once.
+    async fn write(&self, placed: Vec<Placed>) -> Result<Vec<Delivery>, ProduceError> {
+        let mut results: Vec<Option<Delivery>> = vec![None; placed.len()];
+        let mut groups: BTreeMap<(String, String, i32), Vec<(usize, Record)>> = BTreeMap::new();
+        let mut meta = Vec::with_capacity(placed.len());
+        for (index, p) in placed.into_iter().enumerate() {
+            groups.entry((p.cluster.clone(), p.topic.clone(), p.partition)).or_default().push((index, p.record));
+            meta.push((p.cluster, p.topic, p.partition, p.timestamp_ms));
+        }
+        let writes = groups.into_iter().map(|((cluster, topic, partition), items)| async move {
+            let (indexes, records): (Vec<usize>, Vec<Record>) = items.into_iter().unzip();
+            let client = self.pool.cluster(&cluster).await?;
+            let offsets = client.produce(&topic, partition, records).await?;
+            Ok::<_, KafkaError>(indexes.into_iter().zip(offsets).collect::<Vec<_>>())
+        });
+        let mut first_error = None;
+        for outcome in futures::future::join_all(writes).await {
+            match outcome {
+                Ok(written) => {
+                    for (index, offset) in written {
+                        let (cluster, topic, partition, timestamp_ms) = meta[index].clone();
+                        results[index] = Some(Delivery { cluster, topic, partition, offset, timestamp_ms });
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            None => Ok(results.into_iter().map(|d| d.expect("every group wrote or failed")).collect()),
+            Some(source) => Err(ProduceError::Write { source, results }),
+        }
+    }
+}
+
+impl KafkaError {
+    fn into_message(self, index: usize) -> ProduceError {
+        ProduceError::from(self).in_message(index)
+    }
+}
+
+/// rskafka keys headers by name, so a repeated name would silently keep only one value: refuse it instead.
+fn unique_headers(headers: Vec<(String, Vec<u8>)>) -> Result<BTreeMap<String, Vec<u8>>, ProduceError> {
+    let mut unique = BTreeMap::new();
+    for (name, value) in headers {
+        if unique.contains_key(&name) {
+            return Err(ProduceError::DuplicateHeader { name });
+        }
+        unique.insert(name, value);
+    }
+    Ok(unique)
+}

@@ -1,0 +1,137 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Client errors (4xx) say what was wrong and how to fix it. Server-side errors (5xx) say which cluster failed
+//! and nothing more; the detail goes to the log.
+
+use hyper::StatusCode;
+use hyper::header::{HeaderValue, WWW_AUTHENTICATE};
+use rskafka::client::error::ProtocolError;
+use serde_json::{Value, json};
+
+use super::{Response, json_response};
+use crate::api::{self, ApiError};
+use crate::kafka::KafkaError;
+use crate::produce::ProduceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no route for {method} {path}")]
+    NotFound { method: String, path: String },
+
+    #[error("method {method} is not allowed on {path}; use {allowed}")]
+    MethodNotAllowed { method: String, path: String, allowed: &'static str },
+
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+
+    #[error("could not read the request body")]
+    BodyRead,
+
+    #[error("the request did not complete within {ms} ms")]
+    Timeout { ms: u128 },
+
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+pub fn into_response(error: &RequestError) -> Response {
+    let status = status_of(error);
+    let message = if status.is_server_error() { public_message(error) } else { error.to_string() };
+    if status.is_server_error() {
+        tracing::warn!(%status, error = %error, "request failed");
+    }
+    let mut body = json!({ "error": message, "status": status.as_u16() });
+    if let Some(results) = partial_results(error) {
+        body["results"] = results;
+    }
+    let mut response = json_response(status, &body);
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"luka\""));
+    }
+    if let RequestError::MethodNotAllowed { allowed, .. } = error {
+        response.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static(allowed));
+    }
+    response
+}
+
+fn status_of(error: &RequestError) -> StatusCode {
+    match error {
+        RequestError::NotFound { .. } => StatusCode::NOT_FOUND,
+        RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+        RequestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        RequestError::BodyRead => StatusCode::BAD_REQUEST,
+        RequestError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        RequestError::Api(ApiError::BadRequest(_)) => StatusCode::BAD_REQUEST,
+        RequestError::Api(ApiError::Unauthenticated(_)) => StatusCode::UNAUTHORIZED,
+        RequestError::Api(ApiError::Forbidden { .. }) => StatusCode::FORBIDDEN,
+        RequestError::Api(ApiError::Produce(e)) => produce_status(e.root()),
+    }
+}
+
+fn produce_status(error: &ProduceError) -> StatusCode {
+    match error {
+        ProduceError::TopicNotConfigured { .. }
+        | ProduceError::TopicNotOnCluster { .. }
+        | ProduceError::ClusterNotFound { .. } => StatusCode::NOT_FOUND,
+        ProduceError::AmbiguousTopic { .. }
+        | ProduceError::InvalidTopicName { .. }
+        | ProduceError::DuplicateHeader { .. } => StatusCode::BAD_REQUEST,
+        ProduceError::InMessage { source, .. } => produce_status(source),
+        ProduceError::Kafka(e) | ProduceError::Write { source: e, .. } => kafka_status(e),
+    }
+}
+
+fn kafka_status(error: &KafkaError) -> StatusCode {
+    match error {
+        KafkaError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        KafkaError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        KafkaError::UnknownTopic { .. } | KafkaError::UnknownPartition { .. } => StatusCode::NOT_FOUND,
+        KafkaError::Rejected { error, .. } => match error {
+            ProtocolError::MessageTooLarge | ProtocolError::RecordListTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProtocolError::InvalidRecord
+            | ProtocolError::CorruptMessage
+            | ProtocolError::InvalidTimestamp
+            | ProtocolError::InvalidTopicException => StatusCode::BAD_REQUEST,
+            _ => StatusCode::BAD_GATEWAY,
+        },
+        KafkaError::CreateTopic { .. } => StatusCode::BAD_GATEWAY,
+        KafkaError::Setup { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A 5xx message that names the failing cluster but none of the internals (addresses, OS errors).
+fn public_message(error: &RequestError) -> String {
+    let kafka = match error {
+        RequestError::Api(ApiError::Produce(e)) => match e.root() {
+            ProduceError::Kafka(k) | ProduceError::Write { source: k, .. } => Some(k),
+            _ => None,
+        },
+        RequestError::Timeout { .. } => return error.to_string(),
+        _ => None,
+    };
+    match kafka {
+        Some(KafkaError::Unavailable { cluster, .. }) => {
+            format!("kafka cluster '{cluster}' is unavailable; nothing was written unless listed in results")
+        }
+        Some(KafkaError::Timeout { cluster, .. }) => {
+            format!("kafka cluster '{cluster}' did not acknowledge in time; the records may or may not have been written")
+        }
+        Some(KafkaError::Rejected { cluster, topic, partition, error }) => {
+            format!("kafka cluster '{cluster}' rejected the records for '{topic}' partition {partition}: {error:?}")
+        }
+        Some(KafkaError::CreateTopic { cluster, topic, .. }) => {
+            format!("kafka cluster '{cluster}' could not create topic '{topic}'")
+        }
+        _ => "internal error".to_owned(),
+    }
+}
+
+/// For a write that failed part-way: the metadata of each message that was written, `null` for the rest.
+fn partial_results(error: &RequestError) -> Option<Value> {
+    let RequestError::Api(ApiError::Produce(ProduceError::Write { results, .. })) = error else {
+        return None;
+    };
+    results.iter().any(Option::is_some).then(|| {
+        Value::Array(results.iter().map(|d| d.as_ref().map_or(Value::Null, api::metadata)).collect())
+    })
+}

@@ -1,0 +1,91 @@
+//! Routing: a request in, the handler's response out. Health paths and the REST produce API come first;
+//! anything else is a JSON 404.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
+use hyper::{Method, Request, StatusCode};
+use serde_json::json;
+
+use super::error::{RequestError, into_response};
+use super::{Remote, Response, json_response};
+use crate::App;
+use crate::api;
+
+/// How long `/readyz` waits for each cluster.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn handle(app: &App, request: Request<Incoming>, remote: Remote) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
+    let result = match tokio::time::timeout(timeout, dispatch(app, request)).await {
+        Ok(result) => result,
+        Err(_) => Err(RequestError::Timeout { ms: timeout.as_millis() }),
+    };
+    let response = result.unwrap_or_else(|e| into_response(&e));
+    tracing::debug!(%remote, %method, %path, status = response.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64, "request");
+    response
+}
+
+async fn dispatch(app: &App, request: Request<Incoming>) -> Result<Response, RequestError> {
+    let path = request.uri().path();
+    if path == "/healthz" {
+        return Ok(json_response(StatusCode::OK, &json!({ "status": "ok" })));
+    }
+    if path == "/readyz" {
+        return Ok(ready(app).await);
+    }
+    if let Some(call) = path.strip_prefix("/produce").and_then(|rest| api::parse_path(rest, request.uri().query())) {
+        if request.method() != Method::GET && request.method() != Method::POST {
+            return Err(RequestError::MethodNotAllowed {
+                method: request.method().to_string(),
+                path: path.to_owned(),
+                allowed: "GET, POST",
+            });
+        }
+        let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = read_body(request, app.config.server.max_body_bytes).await?;
+        let answer = api::produce(&app.config, &app.producer, authorization.as_deref(), call, &body).await?;
+        return Ok(json_response(StatusCode::OK, &answer));
+    }
+    Err(RequestError::NotFound { method: request.method().to_string(), path: path.to_owned() })
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when the client sends it).
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, RequestError> {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(RequestError::BodyTooLarge { limit });
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(RequestError::BodyTooLarge { limit }),
+        Err(_) => Err(RequestError::BodyRead),
+    }
+}
+
+async fn ready(app: &App) -> Response {
+    let checks = app.producer.pool().readiness(READY_CHECK_TIMEOUT).await;
+    let all_ok = checks.iter().all(|(_, r)| r.is_ok());
+    let clusters: serde_json::Map<String, serde_json::Value> = checks
+        .into_iter()
+        .map(|(name, result)| {
+            if let Err(e) = &result {
+                tracing::warn!(cluster = %name, error = %e, "readiness check failed");
+            }
+            (name, json!(if result.is_ok() { "ok" } else { "unavailable" }))
+        })
+        .collect();
+    let (status, word) = if all_ok { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "unavailable") };
+    json_response(status, &json!({ "status": word, "clusters": clusters }))
+}

@@ -1,0 +1,104 @@
+//! The `luka` binary itself: `check`, `--help`, and serving a config with an embedded broker.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_addr, read_records, text};
+
+const LUKA: &str = env!("CARGO_BIN_EXE_luka");
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let out = Command::new(LUKA).args(["check", "--config", "config.toml"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}
+
+#[test]
+fn check_lists_every_problem_with_its_line() {
+    let dir = tempdir();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[clusters.a]\nbootstrap = [\"h:1\"]\n\n[topics.t]\ncluster = \"b\"\n\n[topics.\"x y\"]\n\n[[users]]\nname = \"u\"\npassword = \"${LUKA_SURELY_UNSET}\"\ntopics = []\n",
+    )
+    .unwrap();
+    let out = Command::new(LUKA).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml:line 11: environment variable LUKA_SURELY_UNSET is not set"), "{stderr}");
+
+    std::fs::write(&path, "[clusters.a]\nbootstrap = [\"h:1\"]\n\n[topics.t]\ncluster = \"b\"\n\n[topics.\"x y\"]\n").unwrap();
+    let out = Command::new(LUKA).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("2 problems in"), "{stderr}");
+    assert!(stderr.contains("line 5: [topics.\"t\"] names cluster 'b', which is not defined"), "{stderr}");
+    assert!(stderr.contains("line 7: [topics.\"x y\"]"), "{stderr}");
+
+    let out = Command::new(LUKA).args(["check", "--config", "/nonexistent/luka.toml"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+}
+
+#[test]
+fn help_explains_each_command() {
+    let out = Command::new(LUKA).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["serve", "check", "broker", "--config", "--listen"] {
+        assert!(help.contains(word), "--help lacks {word}:\n{help}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_a_config_with_an_embedded_broker() {
+    let (http, broker) = (free_addr(), free_addr());
+    let dir = tempdir();
+    let path = dir.join("config.toml");
+    let shipped = std::fs::read_to_string("config.toml").unwrap();
+    let config = shipped.replace("127.0.0.1:8080", &http.to_string()).replace("127.0.0.1:9092", &broker.to_string());
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(LUKA)
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("http://{http}/readyz")).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "luka did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let response = client
+        .post(format!("http://{http}/produce/cities"))
+        .basic_auth("demo", Some("demo"))
+        .body(r#"{"partition": 1, "key": "city", "value": "Istanbul"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    let records = read_records(&broker.to_string(), "cities", 1, answer[0]["offset"].as_i64().unwrap(), 1).await;
+    assert_eq!(text(&records[0]), (Some("city".into()), Some("Istanbul".into())));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("luka-cli-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
