@@ -42,7 +42,9 @@ pub struct EmbeddedBroker {
 
 impl std::fmt::Debug for EmbeddedBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedBroker").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("EmbeddedBroker")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -50,7 +52,10 @@ impl EmbeddedBroker {
     /// Starts a broker listening (and advertising itself) on `addr`, and waits until it accepts connections.
     pub async fn start(addr: SocketAddr) -> Result<Self, BrokerError> {
         let url = |scheme_and_rest: String| {
-            url::Url::parse(&scheme_and_rest).map_err(|e| BrokerError::Start { addr, detail: e.to_string() })
+            url::Url::parse(&scheme_and_rest).map_err(|e| BrokerError::Start {
+                addr,
+                detail: e.to_string(),
+            })
         };
         let listener = url(format!("tcp://{addr}"))?;
         let mut broker = EmbeddedTansu::builder()
@@ -63,8 +68,14 @@ impl EmbeddedBroker {
             .silent(true)
             .build()
             .await
-            .map_err(|e| BrokerError::Start { addr, detail: format!("{e:?}") })?;
-        broker.register().await.map_err(|e| BrokerError::Start { addr, detail: format!("{e:?}") })?;
+            .map_err(|e| BrokerError::Start {
+                addr,
+                detail: format!("{e:?}"),
+            })?;
+        broker.register().await.map_err(|e| BrokerError::Start {
+            addr,
+            detail: format!("{e:?}"),
+        })?;
         let listen: Arc<dyn Fn() -> ListenFuture + Send + Sync> = Arc::new(move || {
             let broker = broker.clone();
             Box::pin(async move {
@@ -73,7 +84,11 @@ impl EmbeddedBroker {
                 }
             })
         });
-        let embedded = Self { addr, listen, task: Mutex::new(None) };
+        let embedded = Self {
+            addr,
+            listen,
+            task: Mutex::new(None),
+        };
         embedded.resume().await?;
         Ok(embedded)
     }
@@ -100,7 +115,10 @@ impl EmbeddedBroker {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         while tokio::net::TcpStream::connect(self.addr).await.is_err() {
             if tokio::time::Instant::now() > deadline {
-                return Err(BrokerError::Start { addr: self.addr, detail: "not accepting connections".into() });
+                return Err(BrokerError::Start {
+                    addr: self.addr,
+                    detail: "not accepting connections".into(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

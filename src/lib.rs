@@ -40,6 +40,9 @@ impl App {
     pub fn new(config: Config) -> Arc<Self> {
         let config = Arc::new(config);
         let pool = Arc::new(ClusterPool::new(config.clusters.clone()));
-        Arc::new(Self { producer: Producer::new(Arc::clone(&config), pool), config })
+        Arc::new(Self {
+            producer: Producer::new(Arc::clone(&config), pool),
+            config,
+        })
     }
 }

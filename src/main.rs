@@ -57,7 +57,10 @@ async fn serve(cli: &Cli, listen: Option<std::net::SocketAddr>) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
         Ok(listener) => listener,
         Err(e) => {
-            tracing::error!("cannot listen on {}: {e} (pass --listen ADDR to use another address)", config.server.listen);
+            tracing::error!(
+                "cannot listen on {}: {e} (pass --listen ADDR to use another address)",
+                config.server.listen
+            );
             return ExitCode::FAILURE;
         }
     };

@@ -11,7 +11,10 @@ const LUKA: &str = env!("CARGO_BIN_EXE_luka");
 
 #[test]
 fn check_accepts_the_shipped_config() {
-    let out = Command::new(LUKA).args(["check", "--config", "config.toml"]).output().unwrap();
+    let out = Command::new(LUKA)
+        .args(["check", "--config", "config.toml"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
@@ -25,20 +28,41 @@ fn check_lists_every_problem_with_its_line() {
         "[clusters.a]\nbootstrap = [\"h:1\"]\n\n[topics.t]\ncluster = \"b\"\n\n[topics.\"x y\"]\n\n[[users]]\nname = \"u\"\npassword = \"${LUKA_SURELY_UNSET}\"\ntopics = []\n",
     )
     .unwrap();
-    let out = Command::new(LUKA).args(["check", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(LUKA)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("bad.toml:line 11: environment variable LUKA_SURELY_UNSET is not set"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml:line 11: environment variable LUKA_SURELY_UNSET is not set"),
+        "{stderr}"
+    );
 
-    std::fs::write(&path, "[clusters.a]\nbootstrap = [\"h:1\"]\n\n[topics.t]\ncluster = \"b\"\n\n[topics.\"x y\"]\n").unwrap();
-    let out = Command::new(LUKA).args(["check", "--config"]).arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        "[clusters.a]\nbootstrap = [\"h:1\"]\n\n[topics.t]\ncluster = \"b\"\n\n[topics.\"x y\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(LUKA)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("2 problems in"), "{stderr}");
-    assert!(stderr.contains("line 5: [topics.\"t\"] names cluster 'b', which is not defined"), "{stderr}");
+    assert!(
+        stderr.contains("line 5: [topics.\"t\"] names cluster 'b', which is not defined"),
+        "{stderr}"
+    );
     assert!(stderr.contains("line 7: [topics.\"x y\"]"), "{stderr}");
 
-    let out = Command::new(LUKA).args(["check", "--config", "/nonexistent/luka.toml"]).output().unwrap();
+    let out = Command::new(LUKA)
+        .args(["check", "--config", "/nonexistent/luka.toml"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 }
@@ -58,7 +82,9 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
     let dir = tempdir();
     let path = dir.join("config.toml");
     let shipped = std::fs::read_to_string("config.toml").unwrap();
-    let config = shipped.replace("127.0.0.1:8080", &http.to_string()).replace("127.0.0.1:9092", &broker.to_string());
+    let config = shipped
+        .replace("127.0.0.1:8080", &http.to_string())
+        .replace("127.0.0.1:9092", &broker.to_string());
     std::fs::write(&path, config).unwrap();
     let mut child = Command::new(LUKA)
         .arg("--config")
@@ -70,10 +96,9 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = client.get(format!("http://{http}/readyz")).send().await {
-            if r.status() == 200 {
-                break;
-            }
+        let ready = client.get(format!("http://{http}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
         }
         assert!(Instant::now() < deadline, "luka did not become ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -87,7 +112,14 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let answer: serde_json::Value = response.json().await.unwrap();
-    let records = read_records(&broker.to_string(), "cities", 1, answer[0]["offset"].as_i64().unwrap(), 1).await;
+    let records = read_records(
+        &broker.to_string(),
+        "cities",
+        1,
+        answer[0]["offset"].as_i64().unwrap(),
+        1,
+    )
+    .await;
     assert_eq!(text(&records[0]), (Some("city".into()), Some("Istanbul".into())));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -100,5 +132,8 @@ fn tempdir() -> std::path::PathBuf {
 }
 
 fn rand_suffix() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Harness, read_records, assert_no_record, text};
+use common::{Harness, assert_no_record, read_records, text};
 use serde_json::{Value, json};
 
 const CONFIG: &str = r#"
@@ -60,7 +60,10 @@ async fn body_variants_write_every_field_byte_for_byte() {
 
     let (status, single) = h.post("/produce/greetings", r#"{"value": "hello_kafka"}"#).await;
     assert_eq!(status, 200, "{single}");
-    assert!(single.is_array() && single.as_array().unwrap().len() == 1, "a single object answers an array: {single}");
+    assert!(
+        single.is_array() && single.as_array().unwrap().len() == 1,
+        "a single object answers an array: {single}"
+    );
 
     let body = json!([
         {"partition": 1, "timestamp": 1637745834744i64, "key": "city", "value": "Istanbul",
@@ -72,8 +75,13 @@ async fn body_variants_write_every_field_byte_for_byte() {
     assert_eq!(status, 200, "{answer}");
     let answer = answer.as_array().unwrap().clone();
     assert_eq!(answer.len(), 3);
-    for (i, (partition, ts, value)) in
-        [(1, 1637745834744i64, "Istanbul"), (2, 1637745823147, "London"), (3, 1637455583829, "Tokyo")].into_iter().enumerate()
+    for (i, (partition, ts, value)) in [
+        (1, 1637745834744i64, "Istanbul"),
+        (2, 1637745823147, "London"),
+        (3, 1637455583829, "Tokyo"),
+    ]
+    .into_iter()
+    .enumerate()
     {
         assert_eq!(answer[i]["topic"], "cities");
         assert_eq!(answer[i]["partition"], partition);
@@ -105,22 +113,51 @@ async fn body_variants_write_every_field_byte_for_byte() {
     ]);
     let (status, answer) = h.post("/produce", &body.to_string()).await;
     assert_eq!(status, 200, "{answer}");
-    let topics: Vec<&str> = answer.as_array().unwrap().iter().map(|m| m["topic"].as_str().unwrap()).collect();
-    assert_eq!(topics, ["greetings", "cities", "greetings", "events.click", "greetings"]);
+    let topics: Vec<&str> = answer
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        topics,
+        ["greetings", "cities", "greetings", "events.click", "greetings"]
+    );
     let first = offset(&answer[0]);
-    assert_eq!(offset(&answer[2]), first + 1, "one request's records for a partition are contiguous");
+    assert_eq!(
+        offset(&answer[2]),
+        first + 1,
+        "one request's records for a partition are contiguous"
+    );
     let records = read_records(&h.bootstrap(0), "greetings", 0, first, 3).await;
     assert_eq!(text(&records[0]).1.as_deref(), Some("hello_world"));
     assert_eq!(text(&records[1]).1.as_deref(), Some("hello_upstash"));
     assert_eq!(records[2].value, None, "null value is a tombstone");
     assert_eq!(records[2].key.as_deref(), Some(&b"gone"[..]));
     let event = &answer[3];
-    let records = read_records(&h.bootstrap(0), "events.click", event["partition"].as_i64().unwrap() as i32, offset(event), 1).await;
-    assert_eq!(text(&records[0]).1.as_deref(), Some(r#"{"x":1}"#), "pattern topic created and written");
+    let records = read_records(
+        &h.bootstrap(0),
+        "events.click",
+        event["partition"].as_i64().unwrap() as i32,
+        offset(event),
+        1,
+    )
+    .await;
+    assert_eq!(
+        text(&records[0]).1.as_deref(),
+        Some(r#"{"x":1}"#),
+        "pattern topic created and written"
+    );
 
     // GET with a body works like POST (the hosted API allows both).
-    let response = h.http.get(h.url("/produce/greetings")).basic_auth("demo", Some("demo"))
-        .body(r#"[{"value":"via get"}]"#).send().await.unwrap();
+    let response = h
+        .http
+        .get(h.url("/produce/greetings"))
+        .basic_auth("demo", Some("demo"))
+        .body(r#"[{"value":"via get"}]"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 200);
 }
 
@@ -129,7 +166,10 @@ async fn keyed_messages_land_where_javas_partitioner_puts_them() {
     let h = Harness::start(1, CONFIG).await;
     // From Kafka's murmur2 test vectors: toPositive(murmur2(key)) % 4.
     let expected = [("21", 0), ("foobar", 2), ("abc", 3)];
-    let body: Vec<Value> = expected.iter().map(|(k, _)| json!({"key": k, "value": format!("v-{k}")})).collect();
+    let body: Vec<Value> = expected
+        .iter()
+        .map(|(k, _)| json!({"key": k, "value": format!("v-{k}")}))
+        .collect();
     let (status, answer) = h.post("/produce/cities", &Value::Array(body).to_string()).await;
     assert_eq!(status, 200, "{answer}");
     for (i, (key, partition)) in expected.iter().enumerate() {
@@ -142,14 +182,40 @@ async fn keyed_messages_land_where_javas_partitioner_puts_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_have_the_right_status_and_say_what_to_fix() {
     let h = Harness::start(1, CONFIG).await;
-    let cases: [(&str, &str, u16, &str); 7] = [
+    let cases: [(&str, &str, u16, &str); 8] = [
+        (
+            "/produce/greetings",
+            r#"{"value":"a","timestamp":-5}"#,
+            400,
+            "timestamp -5 is not a time Kafka can store",
+        ),
         ("/produce/greetings", r#"{"value": "x""#, 400, "malformed JSON"),
-        ("/produce/greetings", r#"[{"value":"a"},{"key":"k"}]"#, 400, "message 2: missing field `value`"),
+        (
+            "/produce/greetings",
+            r#"[{"value":"a"},{"key":"k"}]"#,
+            400,
+            "message 2: missing field `value`",
+        ),
         ("/produce", r#"{"value":"a"}"#, 400, "missing field `topic`"),
-        ("/produce/greetings", r#"{"value":"a","headers":[{"key":"h","value":"1"},{"key":"h","value":"2"}]}"#, 400, "header 'h' appears more than once"),
+        (
+            "/produce/greetings",
+            r#"{"value":"a","headers":[{"key":"h","value":"1"},{"key":"h","value":"2"}]}"#,
+            400,
+            "header 'h' appears more than once",
+        ),
         ("/produce/nope", r#"{"value":"a"}"#, 404, "kafka topic 'nope' not found"),
-        ("/produce/cities", r#"[{"value":"a"},{"partition":9,"value":"b"}]"#, 404, "message 2: kafka topic 'cities' has no partition 9"),
-        ("/produce/events.unseen", r#"{"partition":5,"value":"a"}"#, 404, "has no partition 5"),
+        (
+            "/produce/cities",
+            r#"[{"value":"a"},{"partition":9,"value":"b"}]"#,
+            404,
+            "message 2: kafka topic 'cities' has no partition 9",
+        ),
+        (
+            "/produce/events.unseen",
+            r#"{"partition":5,"value":"a"}"#,
+            404,
+            "has no partition 5",
+        ),
     ];
     for (path, body, status, message) in cases {
         let started = Instant::now();
@@ -157,24 +223,52 @@ async fn errors_have_the_right_status_and_say_what_to_fix() {
         assert_eq!(got, status, "{path} {body}: {answer}");
         assert_eq!(answer["status"], status);
         let error = answer["error"].as_str().unwrap();
-        assert!(error.contains(message), "{path} {body}: expected {message:?} in {error:?}");
-        assert!(started.elapsed() < Duration::from_secs(1), "{path} answered in {:?}", started.elapsed());
+        assert!(
+            error.contains(message),
+            "{path} {body}: expected {message:?} in {error:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{path} answered in {:?}",
+            started.elapsed()
+        );
     }
 
     // 401 without credentials or with a wrong password, with a challenge.
-    let response = h.http.post(h.url("/produce/greetings")).body(r#"{"value":"a"}"#).send().await.unwrap();
+    let response = h
+        .http
+        .post(h.url("/produce/greetings"))
+        .body(r#"{"value":"a"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 401);
     assert_eq!(response.headers()["www-authenticate"], "Basic realm=\"luka\"");
-    let response = h.http.post(h.url("/produce/greetings")).basic_auth("demo", Some("nope"))
-        .body(r#"{"value":"a"}"#).send().await.unwrap();
+    let response = h
+        .http
+        .post(h.url("/produce/greetings"))
+        .basic_auth("demo", Some("nope"))
+        .body(r#"{"value":"a"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 401);
 
     // 403: greeter may write greetings only, and a mixed request is refused whole.
-    let response = h.http.post(h.url("/produce")).basic_auth("greeter", Some("hello"))
-        .body(r#"[{"topic":"greetings","value":"ok"},{"topic":"cities","value":"no"}]"#).send().await.unwrap();
+    let response = h
+        .http
+        .post(h.url("/produce"))
+        .basic_auth("greeter", Some("hello"))
+        .body(r#"[{"topic":"greetings","value":"ok"},{"topic":"cities","value":"no"}]"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 403);
     let answer: Value = response.json().await.unwrap();
-    assert_eq!(answer["error"], "message 2: user 'greeter' may not write to topic 'cities'");
+    assert_eq!(
+        answer["error"],
+        "message 2: user 'greeter' may not write to topic 'cities'"
+    );
 
     // 413 for a body over max_body_bytes.
     let big = format!(r#"{{"value":"{}"}}"#, "x".repeat(5000));
@@ -219,23 +313,39 @@ topics = ["*"]
 "#;
     let h = Harness::start(2, config).await;
     let (status, answer) = h
-        .post("/produce", r#"[{"topic":"orders","value":"o1"},{"topic":"audit","value":"a1"},{"topic":"orders","value":"o2"}]"#)
+        .post(
+            "/produce",
+            r#"[{"topic":"orders","value":"o1"},{"topic":"audit","value":"a1"},{"topic":"orders","value":"o2"}]"#,
+        )
         .await;
     assert_eq!(status, 200, "{answer}");
     let orders = read_records(&h.bootstrap(0), "orders", 0, offset(&answer[0]), 2).await;
-    assert_eq!(orders.iter().map(|r| text(r).1.unwrap()).collect::<Vec<_>>(), ["o1", "o2"]);
+    assert_eq!(
+        orders.iter().map(|r| text(r).1.unwrap()).collect::<Vec<_>>(),
+        ["o1", "o2"]
+    );
     let audit = read_records(&h.bootstrap(1), "audit", 0, offset(&answer[1]), 1).await;
     assert_eq!(text(&audit[0]).1.as_deref(), Some("a1"));
     // Each topic exists only on its own cluster.
     let east = h.app.producer.pool().cluster("east").await.unwrap();
-    assert!(east.partition_count("audit", None).await.is_err(), "audit must not be on east");
+    assert!(
+        east.partition_count("audit", None).await.is_err(),
+        "audit must not be on east"
+    );
     let west = h.app.producer.pool().cluster("west").await.unwrap();
-    assert!(west.partition_count("orders", None).await.is_err(), "orders must not be on west");
+    assert!(
+        west.partition_count("orders", None).await.is_err(),
+        "orders must not be on west"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_share_batches_and_get_distinct_offsets() {
-    let h = Harness::start(1, &CONFIG.replace("produce_timeout_ms = 3000", "produce_timeout_ms = 10000\nlinger_ms = 5")).await;
+    let h = Harness::start(
+        1,
+        &CONFIG.replace("produce_timeout_ms = 3000", "produce_timeout_ms = 10000\nlinger_ms = 5"),
+    )
+    .await;
     // Warm up: connect, create the topic.
     let (status, _) = h.post("/produce/greetings", r#"{"value":"warm"}"#).await;
     assert_eq!(status, 200);
@@ -255,22 +365,38 @@ async fn concurrent_requests_share_batches_and_get_distinct_offsets() {
     }
     assert_eq!(by_offset.len(), n, "every request got its own offset");
     let first = *by_offset.keys().next().unwrap();
-    assert_eq!(*by_offset.keys().last().unwrap(), first + n as i64 - 1, "offsets are contiguous");
+    assert_eq!(
+        *by_offset.keys().last().unwrap(),
+        first + n as i64 - 1,
+        "offsets are contiguous"
+    );
 
     let sent = cluster.counters().requests.load(std::sync::atomic::Ordering::Relaxed) - requests_before;
-    assert!(sent < n as u64, "{n} requests were sent as {sent} produce requests: batching did not happen");
+    assert!(
+        sent < n as u64,
+        "{n} requests were sent as {sent} produce requests: batching did not happen"
+    );
     eprintln!("{n} concurrent requests were sent to Kafka in {sent} produce requests");
 
     // Each offset holds exactly the value its caller was told.
     let records = read_records(&h.bootstrap(0), "greetings", 0, first, n).await;
     for record in records {
-        assert_eq!(text(&record).1.as_ref(), by_offset.get(&record.offset), "offset {}", record.offset);
+        assert_eq!(
+            text(&record).1.as_ref(),
+            by_offset.get(&record.offset),
+            "offset {}",
+            record.offset
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_is_a_503_and_recovery_needs_no_restart() {
-    let h = Harness::start(1, &CONFIG.replace("produce_timeout_ms = 3000", "produce_timeout_ms = 2000")).await;
+    let h = Harness::start(
+        1,
+        &CONFIG.replace("produce_timeout_ms = 3000", "produce_timeout_ms = 2000"),
+    )
+    .await;
     let (status, _) = h.post("/produce/greetings", r#"{"value":"before"}"#).await;
     assert_eq!(status, 200);
     let (status, _) = h.get("/readyz").await;
@@ -279,11 +405,26 @@ async fn broker_outage_is_a_503_and_recovery_needs_no_restart() {
     h.brokers[0].stop();
     for attempt in 0..3 {
         let started = Instant::now();
-        let (status, answer) = h.post("/produce/greetings", &format!(r#"{{"value":"during-{attempt}"}}"#)).await;
+        let (status, answer) = h
+            .post("/produce/greetings", &format!(r#"{{"value":"during-{attempt}"}}"#))
+            .await;
         assert_eq!(status, 503, "attempt {attempt}: {answer}");
-        assert!(answer["error"].as_str().unwrap().contains("kafka cluster 'local' is unavailable"), "{answer}");
-        assert!(!answer["error"].as_str().unwrap().contains("127.0.0.1"), "no internals leak: {answer}");
-        assert!(started.elapsed() < Duration::from_secs(4), "503 within the produce timeout, took {:?}", started.elapsed());
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("kafka cluster 'local' is unavailable"),
+            "{answer}"
+        );
+        assert!(
+            !answer["error"].as_str().unwrap().contains("127.0.0.1"),
+            "no internals leak: {answer}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "503 within the produce timeout, took {:?}",
+            started.elapsed()
+        );
     }
     let (status, _) = h.get("/readyz").await;
     assert_eq!(status, 503);
@@ -296,7 +437,10 @@ async fn broker_outage_is_a_503_and_recovery_needs_no_restart() {
             break answer;
         }
         assert_eq!(status, 503, "{answer}");
-        assert!(Instant::now() < deadline, "luka did not recover after the broker came back");
+        assert!(
+            Instant::now() < deadline,
+            "luka did not recover after the broker came back"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let records = read_records(&h.bootstrap(0), "greetings", 0, offset(&answer[0]), 1).await;
@@ -306,5 +450,8 @@ async fn broker_outage_is_a_503_and_recovery_needs_no_restart() {
 }
 
 fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

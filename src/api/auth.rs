@@ -44,11 +44,18 @@ mod tests {
     use crate::config::TopicPattern;
 
     fn users() -> Vec<User> {
-        vec![User { name: "demo".into(), password: "s3cret".into(), topics: vec![TopicPattern::parse("*").unwrap()] }]
+        vec![User {
+            name: "demo".into(),
+            password: "s3cret".into(),
+            topics: vec![TopicPattern::parse("*").unwrap()],
+        }]
     }
 
     fn basic(credentials: &str) -> String {
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        )
     }
 
     #[test]
@@ -59,6 +66,11 @@ mod tests {
         assert!(authenticate(&users, Some(&basic("other:s3cret"))).is_err());
         assert!(authenticate(&users, None).is_err());
         assert!(authenticate(&users, Some("Bearer x")).is_err());
-        assert!(authenticate(&[], Some(&basic("demo:s3cret"))).unwrap_err().to_string().contains("no users"));
+        assert!(
+            authenticate(&[], Some(&basic("demo:s3cret")))
+                .unwrap_err()
+                .to_string()
+                .contains("no users")
+        );
     }
 }

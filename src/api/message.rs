@@ -44,7 +44,9 @@ pub fn parse_body(body: &[u8], path_topic: Option<&str>) -> Result<Vec<Message>,
     })?;
     let items = match json {
         Value::Array(items) if items.is_empty() => {
-            return Err(ApiError::BadRequest("the message array is empty; send at least one message".into()));
+            return Err(ApiError::BadRequest(
+                "the message array is empty; send at least one message".into(),
+            ));
         }
         Value::Array(items) => items,
         object @ Value::Object(_) => vec![object],
@@ -58,7 +60,9 @@ pub fn parse_body(body: &[u8], path_topic: Option<&str>) -> Result<Vec<Message>,
     items
         .into_iter()
         .enumerate()
-        .map(|(index, item)| to_message(item, path_topic).map_err(|e| ApiError::BadRequest(format!("message {}: {e}", index + 1))))
+        .map(|(index, item)| {
+            to_message(item, path_topic).map_err(|e| ApiError::BadRequest(format!("message {}: {e}", index + 1)))
+        })
         .collect()
 }
 
@@ -69,7 +73,9 @@ fn to_message(item: Value, path_topic: Option<&str>) -> Result<Message, String> 
     let m: RestMessage = serde_json::from_value(item).map_err(|e| e.to_string())?;
     let topic = match (path_topic, m.topic) {
         (Some(path), Some(body)) if path != body => {
-            return Err(format!("topic '{body}' differs from the topic '{path}' in the URL; drop one of them"));
+            return Err(format!(
+                "topic '{body}' differs from the topic '{path}' in the URL; drop one of them"
+            ));
         }
         (Some(path), _) => path.to_owned(),
         (None, Some(body)) => body,
@@ -132,7 +138,10 @@ mod tests {
 
     #[test]
     fn errors_name_the_message_and_field() {
-        assert_eq!(err(r#"[{"value":"a"},{"key":"k"}]"#, Some("t")), "message 2: missing field `value`");
+        assert_eq!(
+            err(r#"[{"value":"a"},{"key":"k"}]"#, Some("t")),
+            "message 2: missing field `value`"
+        );
         assert!(err(r#"{"vaule":"a"}"#, Some("t")).contains("unknown field `vaule`"));
         assert!(err(r#"{"value":"a"}"#, None).contains("missing field `topic`"));
         assert!(err(r#"{"value": "a""#, Some("t")).starts_with("malformed JSON"));

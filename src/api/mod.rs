@@ -52,11 +52,19 @@ pub async fn produce(
         ProduceCall::Body { topic } => (parse_body(body, topic.as_deref())?, false),
     };
     if let Some((index, m)) = messages.iter().enumerate().find(|(_, m)| !user.may_write(&m.topic)) {
-        return Err(ApiError::Forbidden { number: index + 1, user: user.name.clone(), topic: m.topic.clone() });
+        return Err(ApiError::Forbidden {
+            number: index + 1,
+            user: user.name.clone(),
+            topic: m.topic.clone(),
+        });
     }
     let deliveries = producer.produce(messages).await?;
     let mut metadata: Vec<Value> = deliveries.iter().map(metadata).collect();
-    Ok(if single { metadata.remove(0) } else { Value::Array(metadata) })
+    Ok(if single {
+        metadata.remove(0)
+    } else {
+        Value::Array(metadata)
+    })
 }
 
 /// `{topic, partition, offset, timestamp}`, as the hosted API answers.
@@ -84,7 +92,9 @@ pub fn parse_path(rest: &str, query: Option<&str>) -> Option<ProduceCall> {
         None | Some("") => ProduceCall::Body { topic: Some(topic) },
         Some(message) => {
             let key = query.and_then(|q| {
-                form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "key").map(|(_, v)| v.into_owned())
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "key")
+                    .map(|(_, v)| v.into_owned())
             });
             ProduceCall::Path(Message {
                 topic,
@@ -97,7 +107,9 @@ pub fn parse_path(rest: &str, query: Option<&str>) -> Option<ProduceCall> {
 }
 
 fn decode(segment: &str) -> String {
-    percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -107,7 +119,12 @@ mod tests {
     #[test]
     fn paths_map_to_the_three_variants() {
         assert_eq!(parse_path("", None), Some(ProduceCall::Body { topic: None }));
-        assert_eq!(parse_path("/greetings", None), Some(ProduceCall::Body { topic: Some("greetings".into()) }));
+        assert_eq!(
+            parse_path("/greetings", None),
+            Some(ProduceCall::Body {
+                topic: Some("greetings".into())
+            })
+        );
         let Some(ProduceCall::Path(m)) = parse_path("/greetings/hello%20kafka", Some("key=a%2Bb&x=1")) else {
             panic!("expected a path message");
         };

@@ -70,7 +70,10 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
-        self.problems.push(ConfigProblem::at_line(line_of(self.text, spanned.span().start), message));
+        self.problems.push(ConfigProblem::at_line(
+            line_of(self.text, spanned.span().start),
+            message,
+        ));
     }
 
     fn general(&mut self, message: impl Into<String>) {
@@ -79,7 +82,10 @@ impl Checker<'_> {
 }
 
 pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigProblem>> {
-    let mut c = Checker { text, problems: Vec::new() };
+    let mut c = Checker {
+        text,
+        problems: Vec::new(),
+    };
     check_server(&mut c, &raw.server);
     let default_cluster = default_cluster(&mut c, &raw.clusters);
     let topics = check_topics(&mut c, &raw.topics, &raw.clusters, default_cluster.as_deref());
@@ -91,7 +97,12 @@ pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
     }
     let users = check_users(&mut c, raw.users);
     if c.problems.is_empty() {
-        Ok(Config { server: raw.server, clusters, topics, users })
+        Ok(Config {
+            server: raw.server,
+            clusters,
+            topics,
+            users,
+        })
     } else {
         Err(c.problems)
     }
@@ -117,11 +128,14 @@ fn default_cluster(c: &mut Checker<'_>, clusters: &BTreeMap<Spanned<String>, Raw
         [one] => Some(one.get_ref().clone()),
         [first, rest @ ..] => {
             let others: Vec<&str> = rest.iter().map(|k| k.get_ref().as_str()).collect();
-            c.at(first, format!(
-                "more than one cluster has default = true ({} and {}); keep it on one",
-                first.get_ref(),
-                others.join(", ")
-            ));
+            c.at(
+                first,
+                format!(
+                    "more than one cluster has default = true ({} and {}); keep it on one",
+                    first.get_ref(),
+                    others.join(", ")
+                ),
+            );
             None
         }
     }
@@ -157,27 +171,42 @@ fn check_topics(
             (Some(cluster), _) => cluster.get_ref().clone(),
             (None, Some(default)) => default.to_owned(),
             (None, None) if defined.is_empty() => {
-                c.at(name, format!(
-                    "[topics.\"{}\"] needs a cluster, and no [clusters.<name>] is defined",
-                    name.get_ref()
-                ));
+                c.at(
+                    name,
+                    format!(
+                        "[topics.\"{}\"] needs a cluster, and no [clusters.<name>] is defined",
+                        name.get_ref()
+                    ),
+                );
                 continue;
             }
             (None, None) => {
-                c.at(name, format!(
-                    "[topics.\"{}\"] names no cluster and no cluster is the default; add cluster = \"...\" \
+                c.at(
+                    name,
+                    format!(
+                        "[topics.\"{}\"] names no cluster and no cluster is the default; add cluster = \"...\" \
                      here or default = true to one of: {}",
-                    name.get_ref(),
-                    defined.join(", ")
-                ));
+                        name.get_ref(),
+                        defined.join(", ")
+                    ),
+                );
                 continue;
             }
         };
         if let Some(partitions) = topic.partitions.filter(|p| *p < 1) {
-            c.at(name, format!("[topics.\"{}\"] partitions = {partitions}: must be at least 1", name.get_ref()));
+            c.at(
+                name,
+                format!(
+                    "[topics.\"{}\"] partitions = {partitions}: must be at least 1",
+                    name.get_ref()
+                ),
+            );
         }
         if topic.replication_factor < 1 {
-            c.at(name, format!("[topics.\"{}\"] replication_factor must be at least 1", name.get_ref()));
+            c.at(
+                name,
+                format!("[topics.\"{}\"] replication_factor must be at least 1", name.get_ref()),
+            );
         }
         topics.push(Topic {
             pattern,
@@ -201,19 +230,32 @@ fn check_cluster(
     let n = name.get_ref();
     let before = c.problems.len();
     if raw.bootstrap.is_empty() {
-        c.at(name, format!("[clusters.{n}] bootstrap is empty; list at least one \"host:port\""));
+        c.at(
+            name,
+            format!("[clusters.{n}] bootstrap is empty; list at least one \"host:port\""),
+        );
     }
     for broker in &raw.bootstrap {
         if !is_host_port(broker) {
-            c.at(name, format!("[clusters.{n}] bootstrap entry '{broker}' is not host:port"));
+            c.at(
+                name,
+                format!("[clusters.{n}] bootstrap entry '{broker}' is not host:port"),
+            );
         }
     }
-    for (value, key) in [(raw.produce_timeout_ms, "produce_timeout_ms"), (raw.max_batch_bytes as u64, "max_batch_bytes")] {
+    for (value, key) in [
+        (raw.produce_timeout_ms, "produce_timeout_ms"),
+        (raw.max_batch_bytes as u64, "max_batch_bytes"),
+    ] {
         if value == 0 {
             c.at(name, format!("[clusters.{n}] {key} must be greater than 0"));
         }
     }
-    let embedded = if raw.embedded { embedded_address(c, name, raw) } else { None };
+    let embedded = if raw.embedded {
+        embedded_address(c, name, raw)
+    } else {
+        None
+    };
     let tls = raw.tls.as_ref().map(|tls| resolve_tls(c, name, tls, base_dir));
     if c.problems.len() > before {
         return None;
@@ -221,7 +263,10 @@ fn check_cluster(
     let create_topics = topics
         .iter()
         .filter(|t| t.cluster == *n && t.pattern.is_exact())
-        .filter_map(|t| t.partitions.map(|p| (t.pattern.as_str().to_owned(), p, t.replication_factor)))
+        .filter_map(|t| {
+            t.partitions
+                .map(|p| (t.pattern.as_str().to_owned(), p, t.replication_factor))
+        })
         .collect();
     Some(Cluster {
         name: n.clone(),
@@ -242,24 +287,31 @@ fn check_cluster(
 fn embedded_address(c: &mut Checker<'_>, name: &Spanned<String>, raw: &RawCluster) -> Option<SocketAddr> {
     let n = name.get_ref();
     if !cfg!(feature = "embedded-broker") {
-        c.at(name, format!(
-            "[clusters.{n}] embedded = true, but this luka was built without the embedded-broker feature; \
+        c.at(
+            name,
+            format!(
+                "[clusters.{n}] embedded = true, but this luka was built without the embedded-broker feature; \
              rebuild with default features or point bootstrap at a running broker"
-        ));
+            ),
+        );
         return None;
     }
     match raw.bootstrap.as_slice() {
         [one] => match one.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
             Err(_) => {
-                c.at(name, format!(
-                    "[clusters.{n}] embedded = true needs bootstrap = [\"IP:PORT\"] to listen on, got '{one}'"
-                ));
+                c.at(
+                    name,
+                    format!("[clusters.{n}] embedded = true needs bootstrap = [\"IP:PORT\"] to listen on, got '{one}'"),
+                );
                 None
             }
         },
         _ => {
-            c.at(name, format!("[clusters.{n}] embedded = true needs exactly one bootstrap address to listen on"));
+            c.at(
+                name,
+                format!("[clusters.{n}] embedded = true needs exactly one bootstrap address to listen on"),
+            );
             None
         }
     }
@@ -271,7 +323,10 @@ fn resolve_tls(c: &mut Checker<'_>, name: &Spanned<String>, tls: &TlsConfig, bas
         path.as_ref().map(|p| {
             let full = base_dir.join(p);
             if !full.is_file() {
-                c.at(name, format!("[clusters.{n}.tls] {key} '{}' does not exist", full.display()));
+                c.at(
+                    name,
+                    format!("[clusters.{n}.tls] {key} '{}' does not exist", full.display()),
+                );
             }
             full
         })
@@ -282,7 +337,10 @@ fn resolve_tls(c: &mut Checker<'_>, name: &Spanned<String>, tls: &TlsConfig, bas
         key_file: resolve("key_file", &tls.key_file),
     };
     if resolved.cert_file.is_some() != resolved.key_file.is_some() {
-        c.at(name, format!("[clusters.{n}.tls] cert_file and key_file go together; set both or neither"));
+        c.at(
+            name,
+            format!("[clusters.{n}.tls] cert_file and key_file go together; set both or neither"),
+        );
     }
     resolved
 }
@@ -293,7 +351,10 @@ fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>) -> Vec<User> {
     for user in raw {
         let name = user.name.get_ref().clone();
         if name.is_empty() || name.contains(':') {
-            c.at(&user.name, format!("[[users]] name '{name}' must be non-empty and contain no ':'"));
+            c.at(
+                &user.name,
+                format!("[[users]] name '{name}' must be non-empty and contain no ':'"),
+            );
         }
         if !seen.insert(name.clone()) {
             c.at(&user.name, format!("[[users]] name '{name}' is defined twice"));
@@ -308,7 +369,11 @@ fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>) -> Vec<User> {
                 Err(e) => c.at(topic, format!("[[users]] '{name}' topics: {e}")),
             }
         }
-        users.push(User { name, password: user.password, topics });
+        users.push(User {
+            name,
+            password: user.password,
+            topics,
+        });
     }
     users
 }
@@ -321,7 +386,11 @@ fn is_host_port(s: &str) -> bool {
 }
 
 fn list_or_none(items: &[&str]) -> String {
-    if items.is_empty() { "(none defined)".to_owned() } else { items.join(", ") }
+    if items.is_empty() {
+        "(none defined)".to_owned()
+    } else {
+        items.join(", ")
+    }
 }
 
 #[cfg(test)]
@@ -351,8 +420,11 @@ cluster = "b"
     #[test]
     fn topics_take_the_default_cluster_and_sort_most_specific_first() {
         let config = load(TWO_CLUSTERS).unwrap();
-        let order: Vec<(&str, &str)> =
-            config.topics.iter().map(|t| (t.pattern.as_str(), t.cluster.as_str())).collect();
+        let order: Vec<(&str, &str)> = config
+            .topics
+            .iter()
+            .map(|t| (t.pattern.as_str(), t.cluster.as_str()))
+            .collect();
         assert_eq!(order, [("orders", "a"), ("events.*", "b"), ("*", "b")]);
     }
 
@@ -403,10 +475,8 @@ topics = ["ok", "no/slash"]
 
     #[test]
     fn topic_without_cluster_needs_a_default_when_several_exist() {
-        let errors = load(
-            "[clusters.a]\nbootstrap = [\"h:1\"]\n[clusters.b]\nbootstrap = [\"h:2\"]\n[topics.t]\n",
-        )
-        .unwrap_err();
+        let errors =
+            load("[clusters.a]\nbootstrap = [\"h:1\"]\n[clusters.b]\nbootstrap = [\"h:2\"]\n[topics.t]\n").unwrap_err();
         assert!(errors[0].contains("no cluster is the default"), "{errors:?}");
     }
 

@@ -8,10 +8,7 @@
 use super::ConfigProblem;
 
 /// Expands `${NAME}` references; every unset variable is reported, not just the first.
-pub fn expand_env(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, Vec<ConfigProblem>> {
+pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, Vec<ConfigProblem>> {
     let mut out = String::with_capacity(text.len());
     let mut problems = Vec::new();
     for (index, line) in text.split_inclusive('\n').enumerate() {
@@ -37,7 +34,9 @@ pub fn expand_env(
                 if !is_var_name(name) {
                     problems.push(ConfigProblem::at_line(
                         index + 1,
-                        format!("`${{{name}}}` is not a valid environment variable reference (letters, digits and _ only)"),
+                        format!(
+                            "`${{{name}}}` is not a valid environment variable reference (letters, digits and _ only)"
+                        ),
                     ));
                 } else {
                     match lookup(name) {
@@ -57,11 +56,7 @@ pub fn expand_env(
         out.push_str(rest);
         out.push_str(comment);
     }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(problems)
-    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
 }
 
 fn is_var_name(name: &str) -> bool {

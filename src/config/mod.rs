@@ -26,11 +26,17 @@ pub struct ConfigProblem {
 
 impl ConfigProblem {
     pub fn at_line(line: usize, message: impl Into<String>) -> Self {
-        Self { line: Some(line), message: message.into() }
+        Self {
+            line: Some(line),
+            message: message.into(),
+        }
     }
 
     pub fn new(message: impl Into<String>) -> Self {
-        Self { line: None, message: message.into() }
+        Self {
+            line: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -50,7 +56,10 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
 
     #[error("{}", format_problems(.path, .problems))]
-    Invalid { path: PathBuf, problems: Vec<ConfigProblem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<ConfigProblem>,
+    },
 }
 
 fn format_problems(path: &Path, problems: &[ConfigProblem]) -> String {
@@ -70,11 +79,15 @@ impl Config {
     /// Reads, expands, parses and checks the config file at `path`, taking `${VAR}` values from the process
     /// environment. Relative paths inside the config are relative to the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
-        Self::from_toml(&text, &base_dir, |name| std::env::var(name).ok())
-            .map_err(|problems| ConfigError::Invalid { path: path.to_owned(), problems })
+        Self::from_toml(&text, &base_dir, |name| std::env::var(name).ok()).map_err(|problems| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        })
     }
 
     /// Parses and checks config text; `lookup` resolves `${VAR}` references.

@@ -22,7 +22,9 @@ impl TopicPattern {
             return Err("a topic name must not be empty".into());
         }
         if text.len() > MAX_TOPIC_NAME_LEN {
-            return Err(format!("topic name '{text}' is longer than Kafka's {MAX_TOPIC_NAME_LEN} characters"));
+            return Err(format!(
+                "topic name '{text}' is longer than Kafka's {MAX_TOPIC_NAME_LEN} characters"
+            ));
         }
         if let Some(bad) = text.chars().find(|c| !is_topic_char(*c) && *c != '*') {
             return Err(format!(
@@ -30,11 +32,17 @@ impl TopicPattern {
             ));
         }
         if !text.contains('*') {
-            return Ok(Self { text: text.to_owned(), regex: None });
+            return Ok(Self {
+                text: text.to_owned(),
+                regex: None,
+            });
         }
-        let body: Vec<String> = text.split('*').map(|part| regex::escape(part)).collect();
+        let body: Vec<String> = text.split('*').map(regex::escape).collect();
         let regex = Regex::new(&format!("^{}$", body.join(".*"))).map_err(|e| e.to_string())?;
-        Ok(Self { text: text.to_owned(), regex: Some(regex) })
+        Ok(Self {
+            text: text.to_owned(),
+            regex: Some(regex),
+        })
     }
 
     pub fn as_str(&self) -> &str {

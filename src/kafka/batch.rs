@@ -31,7 +31,11 @@ pub(crate) struct RequestAggregator {
 
 impl RequestAggregator {
     pub(crate) fn new(max_batch_bytes: usize) -> Self {
-        Self { max_batch_bytes, batch_bytes: 0, records: Vec::new() }
+        Self {
+            max_batch_bytes,
+            batch_bytes: 0,
+            records: Vec::new(),
+        }
     }
 }
 
@@ -124,7 +128,10 @@ mod tests {
     #[test]
     fn full_batches_refuse_more_but_an_empty_one_takes_anything() {
         let mut agg = RequestAggregator::new(100);
-        assert!(matches!(agg.try_push(vec![record(500)]).unwrap(), TryPush::Aggregated(_)));
+        assert!(matches!(
+            agg.try_push(vec![record(500)]).unwrap(),
+            TryPush::Aggregated(_)
+        ));
         assert!(matches!(agg.try_push(vec![record(1)]).unwrap(), TryPush::NoCapacity(_)));
         agg.flush().unwrap();
         assert!(matches!(agg.try_push(vec![record(1)]).unwrap(), TryPush::Aggregated(_)));

@@ -73,7 +73,10 @@ impl ClusterClient {
     /// Creates the configured development topics that the cluster lacks.
     pub(crate) async fn create_configured_topics(&self) {
         for (topic, partitions, replication_factor) in &self.config.create_topics {
-            let create = CreateIfMissing { partitions: *partitions, replication_factor: *replication_factor };
+            let create = CreateIfMissing {
+                partitions: *partitions,
+                replication_factor: *replication_factor,
+            };
             if let Err(e) = self.partition_count(topic, Some(create)).await {
                 tracing::warn!(cluster = %self.config.name, %topic, error = %e, "could not create configured topic");
             }
@@ -104,29 +107,46 @@ impl ClusterClient {
     fn cached(&self, topic: &str) -> Option<Option<i32>> {
         let metadata = self.metadata.lock().expect("metadata lock poisoned");
         let entry = metadata.get(topic)?;
-        let max_age = if entry.partitions.is_some() { self.config.metadata_max_age } else { ABSENT_TOPIC_TTL };
+        let max_age = if entry.partitions.is_some() {
+            self.config.metadata_max_age
+        } else {
+            ABSENT_TOPIC_TTL
+        };
         (entry.fetched_at.elapsed() < max_age).then_some(entry.partitions)
     }
 
     async fn refresh_metadata(&self) -> Result<(), KafkaError> {
-        let topics = tokio::time::timeout(self.config.produce_timeout, self.client.list_topics())
-            .await
-            .map_err(|_| self.timeout())?
-            .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))?;
+        let topics = match tokio::time::timeout(self.config.produce_timeout, self.client.list_topics()).await {
+            Ok(listed) => listed,
+            Err(_) => return Err(super::connect::timed_out(&self.config).await),
+        }
+        .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))?;
         let now = Instant::now();
         let mut metadata = self.metadata.lock().expect("metadata lock poisoned");
         for entry in metadata.values_mut() {
-            *entry = CachedTopic { partitions: None, fetched_at: now };
+            *entry = CachedTopic {
+                partitions: None,
+                fetched_at: now,
+            };
         }
         for topic in topics {
             let partitions = i32::try_from(topic.partitions.len()).ok().filter(|n| *n > 0);
-            metadata.insert(topic.name, CachedTopic { partitions, fetched_at: now });
+            metadata.insert(
+                topic.name,
+                CachedTopic {
+                    partitions,
+                    fetched_at: now,
+                },
+            );
         }
         Ok(())
     }
 
     async fn create_topic(&self, topic: &str, create: CreateIfMissing) -> Result<i32, KafkaError> {
-        let controller = self.client.controller_client().map_err(|e| self.create_error(topic, &e))?;
+        let controller = self
+            .client
+            .controller_client()
+            .map_err(|e| self.create_error(topic, &e))?;
         let timeout_ms = i32::try_from(self.config.produce_timeout.as_millis()).unwrap_or(i32::MAX);
         let created = tokio::time::timeout(
             self.config.produce_timeout,
@@ -135,9 +155,14 @@ impl ClusterClient {
         .await
         .map_err(|_| self.timeout())?;
         match created {
-            Ok(()) => tracing::info!(cluster = %self.config.name, %topic, partitions = create.partitions, "created topic"),
+            Ok(()) => {
+                tracing::info!(cluster = %self.config.name, %topic, partitions = create.partitions, "created topic")
+            }
             // Another luka (or client) created it first: fine.
-            Err(ClientError::ServerError { protocol_error: ProtocolError::TopicAlreadyExists, .. }) => {}
+            Err(ClientError::ServerError {
+                protocol_error: ProtocolError::TopicAlreadyExists,
+                ..
+            }) => {}
             Err(e) => return Err(self.create_error(topic, &e)),
         }
         self.refresh_metadata().await?;
@@ -149,9 +174,15 @@ impl ClusterClient {
         let deadline = self.config.produce_timeout + TIMEOUT_MARGIN;
         let work = async {
             let producer = self.producer(topic, partition).await?;
-            producer.produce(records).await.map_err(|e| self.producer_error(topic, partition, &e))
+            producer
+                .produce(records)
+                .await
+                .map_err(|e| self.producer_error(topic, partition, &e))
         };
-        let result = tokio::time::timeout(deadline, work).await.map_err(|_| self.timeout())?;
+        let result = match tokio::time::timeout(deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(super::connect::timed_out(&self.config).await),
+        };
         if let Err(KafkaError::UnknownTopic { .. }) = &result {
             self.forget_topic(topic);
         }
@@ -166,7 +197,10 @@ impl ClusterClient {
                 .partition_client(topic, partition, UnknownTopicHandling::Error)
                 .await
                 .map_err(|e| KafkaError::from_client(&self.config.name, topic, partition, &e))?;
-            let counting = CountingClient { inner: Arc::new(client), counters: Arc::clone(&self.counters) };
+            let counting = CountingClient {
+                inner: Arc::new(client),
+                counters: Arc::clone(&self.counters),
+            };
             Ok(Arc::new(
                 BatchProducerBuilder::new_with_client(Arc::new(counting))
                     .with_linger(self.config.linger)
@@ -188,7 +222,10 @@ impl ClusterClient {
     pub async fn ping(&self, within: Duration) -> Result<(), KafkaError> {
         tokio::time::timeout(within, self.client.list_topics())
             .await
-            .map_err(|_| KafkaError::Timeout { cluster: self.config.name.clone(), after: within })?
+            .map_err(|_| KafkaError::Timeout {
+                cluster: self.config.name.clone(),
+                after: within,
+            })?
             .map(|_| ())
             .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))
     }
@@ -196,20 +233,33 @@ impl ClusterClient {
     fn producer_error(&self, topic: &str, partition: i32, error: &ProducerError) -> KafkaError {
         match error {
             ProducerError::Client(e) => KafkaError::from_client(&self.config.name, topic, partition, e),
-            other => KafkaError::Unavailable { cluster: self.config.name.clone(), detail: other.to_string() },
+            other => KafkaError::Unavailable {
+                cluster: self.config.name.clone(),
+                detail: other.to_string(),
+            },
         }
     }
 
     fn unknown_topic(&self, topic: &str) -> KafkaError {
-        KafkaError::UnknownTopic { cluster: self.config.name.clone(), topic: topic.to_owned() }
+        KafkaError::UnknownTopic {
+            cluster: self.config.name.clone(),
+            topic: topic.to_owned(),
+        }
     }
 
     fn timeout(&self) -> KafkaError {
-        KafkaError::Timeout { cluster: self.config.name.clone(), after: self.config.produce_timeout }
+        KafkaError::Timeout {
+            cluster: self.config.name.clone(),
+            after: self.config.produce_timeout,
+        }
     }
 
     fn create_error(&self, topic: &str, error: &ClientError) -> KafkaError {
-        KafkaError::CreateTopic { cluster: self.config.name.clone(), topic: topic.to_owned(), detail: error.to_string() }
+        KafkaError::CreateTopic {
+            cluster: self.config.name.clone(),
+            topic: topic.to_owned(),
+            detail: error.to_string(),
+        }
     }
 }
 

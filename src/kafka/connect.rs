@@ -28,9 +28,11 @@ pub(crate) async fn connect(cluster: &Cluster) -> Result<Client, KafkaError> {
         .client_id(cluster.client_id.as_str())
         .backoff_config(backoff(cluster.produce_timeout));
     if let Some(tls) = &cluster.tls {
-        builder = builder.tls_config(Arc::new(tls_client_config(tls).map_err(|detail| KafkaError::Setup {
-            cluster: cluster.name.clone(),
-            detail,
+        builder = builder.tls_config(Arc::new(tls_client_config(tls).map_err(|detail| {
+            KafkaError::Setup {
+                cluster: cluster.name.clone(),
+                detail,
+            }
         })?));
     }
     if let Some(sasl) = &cluster.sasl {
@@ -45,7 +47,7 @@ pub(crate) async fn connect(cluster: &Cluster) -> Result<Client, KafkaError> {
     match attempt {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(KafkaError::from_client(&cluster.name, "", -1, &e)),
-        Err(_) => Err(KafkaError::Timeout { cluster: cluster.name.clone(), after: cluster.produce_timeout }),
+        Err(_) => Err(timed_out(cluster).await),
     }
 }
 
@@ -54,7 +56,9 @@ fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
     match &tls.ca_file {
         Some(path) => {
             for cert in read_pem_certs(path)? {
-                roots.add(cert).map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -82,4 +86,33 @@ fn read_pem_certs(path: &std::path::Path) -> Result<Vec<rustls::pki_types::Certi
     rustls_pemfile::certs(&mut BufReader::new(file))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// How long a reachability probe waits for a TCP connection.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Whether any bootstrap broker accepts a TCP connection: tells "the cluster is down" (503) from "the cluster is
+/// slow" (504) when a produce runs out of time, since rskafka's retries hide which one happened.
+pub(crate) async fn any_broker_accepts(bootstrap: &[String]) -> bool {
+    for broker in bootstrap {
+        if let Ok(Ok(_)) = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(broker.as_str())).await {
+            return true;
+        }
+    }
+    false
+}
+
+/// The error for an operation on `cluster` that ran out of time.
+pub(crate) async fn timed_out(cluster: &Cluster) -> KafkaError {
+    if any_broker_accepts(&cluster.bootstrap).await {
+        KafkaError::Timeout {
+            cluster: cluster.name.clone(),
+            after: cluster.produce_timeout,
+        }
+    } else {
+        KafkaError::Unavailable {
+            cluster: cluster.name.clone(),
+            detail: "no bootstrap broker accepts connections".into(),
+        }
+    }
 }

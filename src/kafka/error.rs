@@ -19,10 +19,19 @@ pub enum KafkaError {
     UnknownPartition { topic: String, partition: i32, count: i32 },
 
     #[error("kafka cluster '{cluster}' rejected the records for '{topic}' partition {partition}: {error:?}")]
-    Rejected { cluster: String, topic: String, partition: i32, error: ProtocolError },
+    Rejected {
+        cluster: String,
+        topic: String,
+        partition: i32,
+        error: ProtocolError,
+    },
 
     #[error("kafka cluster '{cluster}' could not create topic '{topic}': {detail}")]
-    CreateTopic { cluster: String, topic: String, detail: String },
+    CreateTopic {
+        cluster: String,
+        topic: String,
+        detail: String,
+    },
 
     #[error("kafka cluster '{cluster}' is misconfigured: {detail}")]
     Setup { cluster: String, detail: String },
@@ -34,10 +43,14 @@ impl KafkaError {
     pub(crate) fn from_client(cluster: &str, topic: &str, partition: i32, error: &ClientError) -> Self {
         match error {
             ClientError::ServerError { protocol_error, .. } => match protocol_error {
-                ProtocolError::UnknownTopicOrPartition => {
-                    Self::UnknownTopic { cluster: cluster.to_owned(), topic: topic.to_owned() }
-                }
-                ProtocolError::RequestTimedOut => Self::Timeout { cluster: cluster.to_owned(), after: Duration::ZERO },
+                ProtocolError::UnknownTopicOrPartition => Self::UnknownTopic {
+                    cluster: cluster.to_owned(),
+                    topic: topic.to_owned(),
+                },
+                ProtocolError::RequestTimedOut => Self::Timeout {
+                    cluster: cluster.to_owned(),
+                    after: Duration::ZERO,
+                },
                 ProtocolError::NotEnoughReplicas
                 | ProtocolError::NotEnoughReplicasAfterAppend
                 | ProtocolError::LeaderNotAvailable
@@ -58,11 +71,20 @@ impl KafkaError {
             ClientError::RetryFailed(rskafka::BackoffError::DeadlineExceded { source, .. }) => {
                 match source.downcast_ref::<ClientError>() {
                     Some(inner) => Self::from_client(cluster, topic, partition, inner),
-                    None => Self::Unavailable { cluster: cluster.to_owned(), detail: source.to_string() },
+                    None => Self::Unavailable {
+                        cluster: cluster.to_owned(),
+                        detail: source.to_string(),
+                    },
                 }
             }
-            ClientError::Timeout => Self::Timeout { cluster: cluster.to_owned(), after: Duration::ZERO },
-            other => Self::Unavailable { cluster: cluster.to_owned(), detail: other.to_string() },
+            ClientError::Timeout => Self::Timeout {
+                cluster: cluster.to_owned(),
+                after: Duration::ZERO,
+            },
+            other => Self::Unavailable {
+                cluster: cluster.to_owned(),
+                detail: other.to_string(),
+            },
         }
     }
 }

@@ -38,7 +38,11 @@ pub struct ClusterPool {
 
 impl ClusterPool {
     pub fn new(configs: BTreeMap<String, Arc<Cluster>>) -> Self {
-        Self { configs, clients: DashMap::new(), last_failure: Mutex::default() }
+        Self {
+            configs,
+            clients: DashMap::new(),
+            last_failure: Mutex::default(),
+        }
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -56,7 +60,10 @@ impl ClusterPool {
             return Ok(Arc::clone(client));
         }
         if let Some(detail) = self.recent_failure(name) {
-            return Err(KafkaError::Unavailable { cluster: name.to_owned(), detail });
+            return Err(KafkaError::Unavailable {
+                cluster: name.to_owned(),
+                detail,
+            });
         }
         let result: Result<Arc<ClusterClient>, KafkaError> = cell
             .get_or_try_init(|| async {
@@ -85,8 +92,8 @@ impl ClusterPool {
 
     /// Connects every cluster in the background, so configured topics exist before the first request.
     pub fn warm_up(self: &Arc<Self>) {
-        for name in self.configs.keys().cloned() {
-            let pool = Arc::clone(self);
+        for name in self.configs.keys() {
+            let (pool, name) = (Arc::clone(self), name.clone());
             tokio::spawn(async move {
                 if let Err(e) = pool.cluster(&name).await {
                     tracing::warn!(cluster = %name, error = %e, "kafka cluster not reachable yet; will retry on use");
@@ -101,7 +108,10 @@ impl ClusterPool {
             let result = match tokio::time::timeout(within, self.cluster(name)).await {
                 Ok(Ok(client)) => client.ping(within).await,
                 Ok(Err(e)) => Err(e),
-                Err(_) => Err(KafkaError::Timeout { cluster: name.clone(), after: within }),
+                Err(_) => Err(KafkaError::Timeout {
+                    cluster: name.clone(),
+                    after: within,
+                }),
             };
             (name.clone(), result)
         });

@@ -23,6 +23,9 @@ pub enum ProduceError {
     #[error("header '{name}' appears more than once; give each header name once")]
     DuplicateHeader { name: String },
 
+    #[error("timestamp {timestamp_ms} is not a time Kafka can store; give milliseconds since 1970-01-01")]
+    InvalidTimestamp { timestamp_ms: i64 },
+
     #[error("message {number}: {source}")]
     InMessage { number: usize, source: Box<ProduceError> },
 
@@ -32,12 +35,18 @@ pub enum ProduceError {
     /// Some messages may have been written before the failure: `results` holds, in request order, the
     /// delivery of each message that was acknowledged.
     #[error("{source}")]
-    Write { source: KafkaError, results: Vec<Option<Delivery>> },
+    Write {
+        source: KafkaError,
+        results: Vec<Option<Delivery>>,
+    },
 }
 
 impl ProduceError {
     pub(crate) fn in_message(self, index: usize) -> Self {
-        Self::InMessage { number: index + 1, source: Box::new(self) }
+        Self::InMessage {
+            number: index + 1,
+            source: Box::new(self),
+        }
     }
 
     /// The innermost error, past message numbers and partial-write wrappers.

@@ -70,7 +70,11 @@ struct Placed {
 
 impl Producer {
     pub fn new(config: Arc<Config>, pool: Arc<ClusterPool>) -> Self {
-        Self { config, pool, next_partition: AtomicUsize::new(0) }
+        Self {
+            config,
+            pool,
+            next_partition: AtomicUsize::new(0),
+        }
     }
 
     pub fn pool(&self) -> &Arc<ClusterPool> {
@@ -85,13 +89,13 @@ impl Producer {
     }
 
     async fn place(&self, messages: Vec<Message>) -> Result<Vec<Placed>, ProduceError> {
-        let now_ms = Utc::now().timestamp_millis();
+        let now_ms = now_ms();
         let mut counts: HashMap<(String, String), i32> = HashMap::new();
         let mut unkeyed: HashMap<(String, String), i32> = HashMap::new();
         let mut placed = Vec::with_capacity(messages.len());
         for (index, message) in messages.into_iter().enumerate() {
-            let topic = resolve(&self.config, message.cluster.as_deref(), &message.topic)
-                .map_err(|e| e.in_message(index))?;
+            let topic =
+                resolve(&self.config, message.cluster.as_deref(), &message.topic).map_err(|e| e.in_message(index))?;
             let cluster = topic.cluster.clone();
             let slot = (cluster.clone(), message.topic.clone());
             let count = match counts.get(&slot) {
@@ -102,8 +106,10 @@ impl Producer {
                         replication_factor: topic.replication_factor,
                     });
                     let client = self.pool.cluster(&cluster).await?;
-                    let count =
-                        client.partition_count(&message.topic, create).await.map_err(|e| e.into_message(index))?;
+                    let count = client
+                        .partition_count(&message.topic, create)
+                        .await
+                        .map_err(|e| e.into_message(index))?;
                     counts.insert(slot.clone(), count);
                     count
                 }
@@ -111,23 +117,36 @@ impl Producer {
             let partition = match (message.partition, &message.key) {
                 (Some(p), _) if (0..count).contains(&p) => p,
                 (Some(p), _) => {
-                    let e = KafkaError::UnknownPartition { topic: message.topic.clone(), partition: p, count };
+                    let e = KafkaError::UnknownPartition {
+                        topic: message.topic.clone(),
+                        partition: p,
+                        count,
+                    };
                     return Err(ProduceError::from(e).in_message(index));
                 }
                 (None, Some(key)) => partitioner::partition_for_key(key, count),
-                (None, None) => *unkeyed.entry(slot).or_insert_with(|| {
-                    (self.next_partition.fetch_add(1, Ordering::Relaxed) % count as usize) as i32
-                }),
+                (None, None) => *unkeyed
+                    .entry(slot)
+                    .or_insert_with(|| (self.next_partition.fetch_add(1, Ordering::Relaxed) % count as usize) as i32),
             };
             let headers = unique_headers(message.headers).map_err(|e| e.in_message(index))?;
             let timestamp_ms = message.timestamp_ms.unwrap_or(now_ms);
-            let timestamp = Utc.timestamp_millis_opt(timestamp_ms).single().unwrap_or_else(Utc::now);
+            let timestamp = Utc
+                .timestamp_millis_opt(timestamp_ms)
+                .single()
+                .filter(|_| timestamp_ms >= 0)
+                .ok_or_else(|| ProduceError::InvalidTimestamp { timestamp_ms }.in_message(index))?;
             placed.push(Placed {
                 cluster,
                 topic: message.topic,
                 partition,
                 timestamp_ms,
-                record: Record { key: message.key, value: message.value, headers, timestamp },
+                record: Record {
+                    key: message.key,
+                    value: message.value,
+                    headers,
+                    timestamp,
+                },
             });
         }
         Ok(placed)
@@ -139,22 +158,33 @@ impl Producer {
         let mut groups: BTreeMap<(String, String, i32), Vec<(usize, Record)>> = BTreeMap::new();
         let mut meta = Vec::with_capacity(placed.len());
         for (index, p) in placed.into_iter().enumerate() {
-            groups.entry((p.cluster.clone(), p.topic.clone(), p.partition)).or_default().push((index, p.record));
+            groups
+                .entry((p.cluster.clone(), p.topic.clone(), p.partition))
+                .or_default()
+                .push((index, p.record));
             meta.push((p.cluster, p.topic, p.partition, p.timestamp_ms));
         }
-        let writes = groups.into_iter().map(|((cluster, topic, partition), items)| async move {
-            let (indexes, records): (Vec<usize>, Vec<Record>) = items.into_iter().unzip();
-            let client = self.pool.cluster(&cluster).await?;
-            let offsets = client.produce(&topic, partition, records).await?;
-            Ok::<_, KafkaError>(indexes.into_iter().zip(offsets).collect::<Vec<_>>())
-        });
+        let writes = groups
+            .into_iter()
+            .map(|((cluster, topic, partition), items)| async move {
+                let (indexes, records): (Vec<usize>, Vec<Record>) = items.into_iter().unzip();
+                let client = self.pool.cluster(&cluster).await?;
+                let offsets = client.produce(&topic, partition, records).await?;
+                Ok::<_, KafkaError>(indexes.into_iter().zip(offsets).collect::<Vec<_>>())
+            });
         let mut first_error = None;
         for outcome in futures::future::join_all(writes).await {
             match outcome {
                 Ok(written) => {
                     for (index, offset) in written {
                         let (cluster, topic, partition, timestamp_ms) = meta[index].clone();
-                        results[index] = Some(Delivery { cluster, topic, partition, offset, timestamp_ms });
+                        results[index] = Some(Delivery {
+                            cluster,
+                            topic,
+                            partition,
+                            offset,
+                            timestamp_ms,
+                        });
                     }
                 }
                 Err(e) => {
@@ -163,7 +193,10 @@ impl Producer {
             }
         }
         match first_error {
-            None => Ok(results.into_iter().map(|d| d.expect("every group wrote or failed")).collect()),
+            None => Ok(results
+                .into_iter()
+                .map(|d| d.expect("every group wrote or failed"))
+                .collect()),
             Some(source) => Err(ProduceError::Write { source, results }),
         }
     }
@@ -173,6 +206,13 @@ impl KafkaError {
     fn into_message(self, index: usize) -> ProduceError {
         ProduceError::from(self).in_message(index)
     }
+}
+
+fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// rskafka keys headers by name, so a repeated name would silently keep only one value: refuse it instead.

@@ -9,13 +9,16 @@ use crate::config::{Config, Topic, is_valid_topic_name};
 /// entries on different clusters are ambiguous: the caller must say which cluster.
 pub fn resolve<'c>(config: &'c Config, cluster: Option<&str>, topic: &str) -> Result<&'c Topic, ProduceError> {
     if !is_valid_topic_name(topic) {
-        return Err(ProduceError::InvalidTopicName { topic: topic.to_owned() });
+        return Err(ProduceError::InvalidTopicName {
+            topic: topic.to_owned(),
+        });
     }
-    if let Some(cluster) = cluster {
-        if !config.clusters.contains_key(cluster) {
-            let defined: Vec<&str> = config.clusters.keys().map(String::as_str).collect();
-            return Err(ProduceError::ClusterNotFound { cluster: cluster.to_owned(), defined: defined.join(", ") });
-        }
+    if let Some(cluster) = cluster.filter(|c| !config.clusters.contains_key(*c)) {
+        let defined: Vec<&str> = config.clusters.keys().map(String::as_str).collect();
+        return Err(ProduceError::ClusterNotFound {
+            cluster: cluster.to_owned(),
+            defined: defined.join(", "),
+        });
     }
     let mut candidates = config
         .topics
@@ -24,8 +27,13 @@ pub fn resolve<'c>(config: &'c Config, cluster: Option<&str>, topic: &str) -> Re
         .filter(|t| cluster.is_none_or(|c| t.cluster == c));
     let Some(best) = candidates.next() else {
         return Err(match cluster {
-            Some(cluster) => ProduceError::TopicNotOnCluster { topic: topic.to_owned(), cluster: cluster.to_owned() },
-            None => ProduceError::TopicNotConfigured { topic: topic.to_owned() },
+            Some(cluster) => ProduceError::TopicNotOnCluster {
+                topic: topic.to_owned(),
+                cluster: cluster.to_owned(),
+            },
+            None => ProduceError::TopicNotConfigured {
+                topic: topic.to_owned(),
+            },
         });
     };
     let rivals: Vec<&Topic> = candidates
@@ -35,9 +43,15 @@ pub fn resolve<'c>(config: &'c Config, cluster: Option<&str>, topic: &str) -> Re
     if rivals.is_empty() {
         return Ok(best);
     }
-    let mut clusters: Vec<&str> = std::iter::once(best).chain(rivals).map(|t| t.cluster.as_str()).collect();
+    let mut clusters: Vec<&str> = std::iter::once(best)
+        .chain(rivals)
+        .map(|t| t.cluster.as_str())
+        .collect();
     clusters.dedup();
-    Err(ProduceError::AmbiguousTopic { topic: topic.to_owned(), clusters: clusters.join(", ") })
+    Err(ProduceError::AmbiguousTopic {
+        topic: topic.to_owned(),
+        clusters: clusters.join(", "),
+    })
 }
 
 #[cfg(test)]
@@ -81,14 +95,33 @@ cluster = "b"
         let c = config();
         let err = resolve(&c, None, "events.alerts").unwrap_err();
         assert!(err.to_string().contains("specify the cluster"), "{err}");
-        assert_eq!(resolve(&c, Some("a"), "events.alerts").unwrap().pattern.as_str(), "*.alerts");
+        assert_eq!(
+            resolve(&c, Some("a"), "events.alerts").unwrap().pattern.as_str(),
+            "*.alerts"
+        );
     }
 
     #[test]
     fn unknown_topics_and_clusters_say_so() {
         let c = config();
-        assert_eq!(resolve(&c, None, "nope").unwrap_err().to_string().split(" (").next().unwrap(), "kafka topic 'nope' not found");
-        assert_eq!(resolve(&c, Some("b"), "orders").unwrap_err().to_string(), "kafka topic 'orders' not found on cluster 'b'");
-        assert!(resolve(&c, Some("zz"), "orders").unwrap_err().to_string().starts_with("kafka cluster 'zz' not found"));
+        assert_eq!(
+            resolve(&c, None, "nope")
+                .unwrap_err()
+                .to_string()
+                .split(" (")
+                .next()
+                .unwrap(),
+            "kafka topic 'nope' not found"
+        );
+        assert_eq!(
+            resolve(&c, Some("b"), "orders").unwrap_err().to_string(),
+            "kafka topic 'orders' not found on cluster 'b'"
+        );
+        assert!(
+            resolve(&c, Some("zz"), "orders")
+                .unwrap_err()
+                .to_string()
+                .starts_with("kafka cluster 'zz' not found")
+        );
     }
 }

@@ -19,7 +19,11 @@ pub enum RequestError {
     NotFound { method: String, path: String },
 
     #[error("method {method} is not allowed on {path}; use {allowed}")]
-    MethodNotAllowed { method: String, path: String, allowed: &'static str },
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
 
     #[error("the request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
@@ -36,7 +40,11 @@ pub enum RequestError {
 
 pub fn into_response(error: &RequestError) -> Response {
     let status = status_of(error);
-    let message = if status.is_server_error() { public_message(error) } else { error.to_string() };
+    let message = if status.is_server_error() {
+        public_message(error)
+    } else {
+        error.to_string()
+    };
     if status.is_server_error() {
         tracing::warn!(%status, error = %error, "request failed");
     }
@@ -46,10 +54,14 @@ pub fn into_response(error: &RequestError) -> Response {
     }
     let mut response = json_response(status, &body);
     if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"luka\""));
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"luka\""));
     }
     if let RequestError::MethodNotAllowed { allowed, .. } = error {
-        response.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static(allowed));
+        response
+            .headers_mut()
+            .insert(hyper::header::ALLOW, HeaderValue::from_static(allowed));
     }
     response
 }
@@ -75,7 +87,8 @@ fn produce_status(error: &ProduceError) -> StatusCode {
         | ProduceError::ClusterNotFound { .. } => StatusCode::NOT_FOUND,
         ProduceError::AmbiguousTopic { .. }
         | ProduceError::InvalidTopicName { .. }
-        | ProduceError::DuplicateHeader { .. } => StatusCode::BAD_REQUEST,
+        | ProduceError::DuplicateHeader { .. }
+        | ProduceError::InvalidTimestamp { .. } => StatusCode::BAD_REQUEST,
         ProduceError::InMessage { source, .. } => produce_status(source),
         ProduceError::Kafka(e) | ProduceError::Write { source: e, .. } => kafka_status(e),
     }
@@ -114,9 +127,16 @@ fn public_message(error: &RequestError) -> String {
             format!("kafka cluster '{cluster}' is unavailable; nothing was written unless listed in results")
         }
         Some(KafkaError::Timeout { cluster, .. }) => {
-            format!("kafka cluster '{cluster}' did not acknowledge in time; the records may or may not have been written")
+            format!(
+                "kafka cluster '{cluster}' did not acknowledge in time; the records may or may not have been written"
+            )
         }
-        Some(KafkaError::Rejected { cluster, topic, partition, error }) => {
+        Some(KafkaError::Rejected {
+            cluster,
+            topic,
+            partition,
+            error,
+        }) => {
             format!("kafka cluster '{cluster}' rejected the records for '{topic}' partition {partition}: {error:?}")
         }
         Some(KafkaError::CreateTopic { cluster, topic, .. }) => {
@@ -132,6 +152,11 @@ fn partial_results(error: &RequestError) -> Option<Value> {
         return None;
     };
     results.iter().any(Option::is_some).then(|| {
-        Value::Array(results.iter().map(|d| d.as_ref().map_or(Value::Null, api::metadata)).collect())
+        Value::Array(
+            results
+                .iter()
+                .map(|d| d.as_ref().map_or(Value::Null, api::metadata))
+                .collect(),
+        )
     })
 }

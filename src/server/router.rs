@@ -25,7 +25,9 @@ pub async fn handle(app: &App, request: Request<Incoming>, remote: Remote) -> Re
     let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
     let result = match tokio::time::timeout(timeout, dispatch(app, request)).await {
         Ok(result) => result,
-        Err(_) => Err(RequestError::Timeout { ms: timeout.as_millis() }),
+        Err(_) => Err(RequestError::Timeout {
+            ms: timeout.as_millis(),
+        }),
     };
     let response = result.unwrap_or_else(|e| into_response(&e));
     tracing::debug!(%remote, %method, %path, status = response.status().as_u16(),
@@ -41,7 +43,10 @@ async fn dispatch(app: &App, request: Request<Incoming>) -> Result<Response, Req
     if path == "/readyz" {
         return Ok(ready(app).await);
     }
-    if let Some(call) = path.strip_prefix("/produce").and_then(|rest| api::parse_path(rest, request.uri().query())) {
+    if let Some(call) = path
+        .strip_prefix("/produce")
+        .and_then(|rest| api::parse_path(rest, request.uri().query()))
+    {
         if request.method() != Method::GET && request.method() != Method::POST {
             return Err(RequestError::MethodNotAllowed {
                 method: request.method().to_string(),
@@ -49,12 +54,19 @@ async fn dispatch(app: &App, request: Request<Incoming>) -> Result<Response, Req
                 allowed: "GET, POST",
             });
         }
-        let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let authorization = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = read_body(request, app.config.server.max_body_bytes).await?;
         let answer = api::produce(&app.config, &app.producer, authorization.as_deref(), call, &body).await?;
         return Ok(json_response(StatusCode::OK, &answer));
     }
-    Err(RequestError::NotFound { method: request.method().to_string(), path: path.to_owned() })
+    Err(RequestError::NotFound {
+        method: request.method().to_string(),
+        path: path.to_owned(),
+    })
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when the client sends it).
@@ -86,6 +98,10 @@ async fn ready(app: &App) -> Response {
             (name, json!(if result.is_ok() { "ok" } else { "unavailable" }))
         })
         .collect();
-    let (status, word) = if all_ok { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "unavailable") };
+    let (status, word) = if all_ok {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
     json_response(status, &json!({ "status": word, "clusters": clusters }))
 }

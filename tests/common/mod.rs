@@ -51,8 +51,17 @@ impl Harness {
         tokio::spawn(luka::server::run(listener, Arc::clone(&app), async {
             let _ = stopped.await;
         }));
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client");
-        Self { base, app, brokers, http, stop: Some(stop) }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("http client");
+        Self {
+            base,
+            app,
+            brokers,
+            http,
+            stop: Some(stop),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -78,7 +87,13 @@ impl Harness {
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = self.http.get(self.url(path)).basic_auth("demo", Some("demo")).send().await.expect("request");
+        let response = self
+            .http
+            .get(self.url(path))
+            .basic_auth("demo", Some("demo"))
+            .send()
+            .await
+            .expect("request");
         let status = response.status().as_u16();
         (status, response.json().await.expect("JSON answer"))
     }
@@ -120,7 +135,9 @@ fn read_blocking(bootstrap: &str, topic: &str, partition: i32, offset: i64, coun
         .create()
         .expect("librdkafka consumer");
     let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(offset)).expect("assignment");
+    assignment
+        .add_partition_offset(topic, partition, Offset::Offset(offset))
+        .expect("assignment");
     consumer.assign(&assignment).expect("assign");
     let deadline = std::time::Instant::now() + READ_TIMEOUT;
     let mut records = Vec::new();
@@ -140,7 +157,11 @@ fn read_blocking(bootstrap: &str, topic: &str, partition: i32, offset: i64, coun
                 value: m.payload().map(<[u8]>::to_vec),
                 headers: m
                     .headers()
-                    .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 timestamp_ms: m.timestamp().to_millis(),
             }),
@@ -151,7 +172,7 @@ fn read_blocking(bootstrap: &str, topic: &str, partition: i32, offset: i64, coun
 
 /// Asserts that `topic`/`partition` has no record at `offset` (waits a moment for one to show up).
 pub async fn assert_no_record(bootstrap: &str, topic: &str, partition: i32, offset: i64) {
-    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    let (bootstrap, owned_topic) = (bootstrap.to_owned(), topic.to_owned());
     let found = tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
@@ -160,7 +181,9 @@ pub async fn assert_no_record(bootstrap: &str, topic: &str, partition: i32, offs
             .create()
             .expect("librdkafka consumer");
         let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(&topic, partition, Offset::Offset(offset)).expect("assignment");
+        assignment
+            .add_partition_offset(&owned_topic, partition, Offset::Offset(offset))
+            .expect("assignment");
         consumer.assign(&assignment).expect("assign");
         let until = std::time::Instant::now() + Duration::from_secs(2);
         while std::time::Instant::now() < until {
