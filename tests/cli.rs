@@ -28,13 +28,7 @@ fn check_lists_every_problem_with_its_line() {
         "[clusters.a]\nbootstrap = [\"h:1\"]\n\n[topics.t]\ncluster = \"b\"\n\n[topics.\"x y\"]\n\n[[users]]\nname = \"u\"\npassword = \"${LUKA_SURELY_UNSET}\"\ntopics = []\n",
     )
     .unwrap();
-    let out = Command::new(LUKA)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = failed_check(&path);
     assert!(
         stderr.contains("bad.toml:line 11: environment variable LUKA_SURELY_UNSET is not set"),
         "{stderr}"
@@ -45,13 +39,7 @@ fn check_lists_every_problem_with_its_line() {
         "[clusters.a]\nbootstrap = [\"h:1\"]\n\n[topics.t]\ncluster = \"b\"\n\n[topics.\"x y\"]\n",
     )
     .unwrap();
-    let out = Command::new(LUKA)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = failed_check(&path);
     assert!(stderr.starts_with("2 problems in"), "{stderr}");
     assert!(
         stderr.contains("line 5: [topics.\"t\"] names cluster 'b', which is not defined"),
@@ -59,12 +47,8 @@ fn check_lists_every_problem_with_its_line() {
     );
     assert!(stderr.contains("line 7: [topics.\"x y\"]"), "{stderr}");
 
-    let out = Command::new(LUKA)
-        .args(["check", "--config", "/nonexistent/luka.toml"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+    let stderr = failed_check(std::path::Path::new("/nonexistent/luka.toml"));
+    assert!(stderr.contains("cannot read config file"), "{stderr}");
 }
 
 #[test]
@@ -123,6 +107,17 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
     assert_eq!(text(&records[0]), (Some("city".into()), Some("Istanbul".into())));
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Runs `luka check` on a config that must fail; gives what it printed on stderr.
+fn failed_check(path: &std::path::Path) -> String {
+    let out = Command::new(LUKA)
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "luka check accepted {}", path.display());
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn tempdir() -> std::path::PathBuf {

@@ -455,3 +455,36 @@ fn chrono_now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_accepts_but_never_answers_is_a_504() {
+    // A "broker" that accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let config = format!(
+        "[clusters.slow]\nbootstrap = [\"{silent_addr}\"]\nproduce_timeout_ms = 1000\n[topics.t]\n\
+         [[users]]\nname = \"demo\"\npassword = \"demo\"\ntopics = [\"*\"]\n"
+    );
+    let h = Harness::start(0, &config).await;
+    let started = Instant::now();
+    let (status, answer) = h.post("/produce/t", r#"{"value":"a"}"#).await;
+    assert_eq!(status, 504, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not acknowledge in time"),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -127,18 +127,7 @@ pub async fn read_records(bootstrap: &str, topic: &str, partition: i32, offset: 
 }
 
 fn read_blocking(bootstrap: &str, topic: &str, partition: i32, offset: i64, count: usize) -> Vec<ReadRecord> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "luka-tests")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("librdkafka consumer");
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, partition, Offset::Offset(offset))
-        .expect("assignment");
-    consumer.assign(&assignment).expect("assign");
+    let consumer = assigned_consumer(bootstrap, topic, partition, offset);
     let deadline = std::time::Instant::now() + READ_TIMEOUT;
     let mut records = Vec::new();
     while records.len() < count {
@@ -174,17 +163,7 @@ fn read_blocking(bootstrap: &str, topic: &str, partition: i32, offset: i64, coun
 pub async fn assert_no_record(bootstrap: &str, topic: &str, partition: i32, offset: i64) {
     let (bootstrap, owned_topic) = (bootstrap.to_owned(), topic.to_owned());
     let found = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", "luka-tests")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("librdkafka consumer");
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(&owned_topic, partition, Offset::Offset(offset))
-            .expect("assignment");
-        consumer.assign(&assignment).expect("assign");
+        let consumer = assigned_consumer(&bootstrap, &owned_topic, partition, offset);
         let until = std::time::Instant::now() + Duration::from_secs(2);
         while std::time::Instant::now() < until {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
@@ -196,6 +175,23 @@ pub async fn assert_no_record(bootstrap: &str, topic: &str, partition: i32, offs
     .await
     .expect("reader thread");
     assert_eq!(found, None, "expected nothing at {topic}/{partition} offset {offset}");
+}
+
+/// A librdkafka consumer reading `topic`/`partition` from `offset` (assigned, not subscribed: no group rebalance).
+fn assigned_consumer(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "luka-tests")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("librdkafka consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Offset(offset))
+        .expect("assignment");
+    consumer.assign(&assignment).expect("assign");
+    consumer
 }
 
 pub fn text(record: &ReadRecord) -> (Option<String>, Option<String>) {
