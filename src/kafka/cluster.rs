@@ -224,7 +224,7 @@ impl ClusterClient {
             .await
             .map_err(|_| KafkaError::Timeout {
                 cluster: self.config.name.clone(),
-                after: within,
+                limit: Some(within),
             })?
             .map(|_| ())
             .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))
@@ -250,7 +250,7 @@ impl ClusterClient {
     fn timeout(&self) -> KafkaError {
         KafkaError::Timeout {
             cluster: self.config.name.clone(),
-            after: self.config.produce_timeout,
+            limit: Some(self.config.produce_timeout),
         }
     }
 

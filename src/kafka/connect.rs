@@ -107,7 +107,7 @@ pub(crate) async fn timed_out(cluster: &Cluster) -> KafkaError {
     if any_broker_accepts(&cluster.bootstrap).await {
         KafkaError::Timeout {
             cluster: cluster.name.clone(),
-            after: cluster.produce_timeout,
+            limit: Some(cluster.produce_timeout),
         }
     } else {
         KafkaError::Unavailable {

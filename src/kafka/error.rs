@@ -9,8 +9,9 @@ pub enum KafkaError {
     #[error("kafka cluster '{cluster}' is unavailable: {detail}")]
     Unavailable { cluster: String, detail: String },
 
-    #[error("kafka cluster '{cluster}' did not answer within {} ms", .after.as_millis())]
-    Timeout { cluster: String, after: Duration },
+    /// The broker said it timed out, or it answered nothing within the limit (`limit` when luka's own clock ran out).
+    #[error("kafka cluster '{cluster}' did not answer in time{}", .limit.map(|l| format!(" (limit {} ms)", l.as_millis())).unwrap_or_default())]
+    Timeout { cluster: String, limit: Option<Duration> },
 
     #[error("kafka topic '{topic}' not found on cluster '{cluster}'")]
     UnknownTopic { cluster: String, topic: String },
@@ -49,7 +50,7 @@ impl KafkaError {
                 },
                 ProtocolError::RequestTimedOut => Self::Timeout {
                     cluster: cluster.to_owned(),
-                    after: Duration::ZERO,
+                    limit: None,
                 },
                 ProtocolError::NotEnoughReplicas
                 | ProtocolError::NotEnoughReplicasAfterAppend
@@ -79,7 +80,7 @@ impl KafkaError {
             }
             ClientError::Timeout => Self::Timeout {
                 cluster: cluster.to_owned(),
-                after: Duration::ZERO,
+                limit: None,
             },
             other => Self::Unavailable {
                 cluster: cluster.to_owned(),

@@ -110,7 +110,7 @@ impl ClusterPool {
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(KafkaError::Timeout {
                     cluster: name.clone(),
-                    after: within,
+                    limit: Some(within),
                 }),
             };
             (name.clone(), result)
