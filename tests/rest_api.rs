@@ -33,6 +33,11 @@ password = "hello"
 topics = ["greetings"]
 "#;
 
+/// The `error` text of an error answer.
+fn error_of(answer: &Value) -> &str {
+    answer["error"].as_str().expect("an error answer has an error text")
+}
+
 fn offset(metadata: &Value) -> i64 {
     metadata["offset"].as_i64().expect("offset")
 }
@@ -222,7 +227,7 @@ async fn errors_have_the_right_status_and_say_what_to_fix() {
         let (got, answer) = h.post(path, body).await;
         assert_eq!(got, status, "{path} {body}: {answer}");
         assert_eq!(answer["status"], status);
-        let error = answer["error"].as_str().unwrap();
+        let error = error_of(&answer);
         assert!(
             error.contains(message),
             "{path} {body}: expected {message:?} in {error:?}"
@@ -410,16 +415,10 @@ async fn broker_outage_is_a_503_and_recovery_needs_no_restart() {
             .await;
         assert_eq!(status, 503, "attempt {attempt}: {answer}");
         assert!(
-            answer["error"]
-                .as_str()
-                .unwrap()
-                .contains("kafka cluster 'local' is unavailable"),
+            error_of(&answer).contains("kafka cluster 'local' is unavailable"),
             "{answer}"
         );
-        assert!(
-            !answer["error"].as_str().unwrap().contains("127.0.0.1"),
-            "no internals leak: {answer}"
-        );
+        assert!(!error_of(&answer).contains("127.0.0.1"), "no internals leak: {answer}");
         assert!(
             started.elapsed() < Duration::from_secs(4),
             "503 within the produce timeout, took {:?}",
@@ -475,13 +474,7 @@ async fn a_cluster_that_accepts_but_never_answers_is_a_504() {
     let started = Instant::now();
     let (status, answer) = h.post("/produce/t", r#"{"value":"a"}"#).await;
     assert_eq!(status, 504, "{answer}");
-    assert!(
-        answer["error"]
-            .as_str()
-            .unwrap()
-            .contains("did not acknowledge in time"),
-        "{answer}"
-    );
+    assert!(error_of(&answer).contains("did not acknowledge in time"), "{answer}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "took {:?}",

@@ -14,6 +14,7 @@ use tokio::sync::OnceCell;
 
 use super::KafkaError;
 use super::batch::{CountingClient, ProduceCounters, RequestAggregator};
+use super::deadline::within;
 use crate::config::{Cluster, Compression};
 
 /// An absent topic is looked up again after this long, so a flood of requests for a missing topic costs at
@@ -60,10 +61,6 @@ impl ClusterClient {
             producers: DashMap::new(),
             counters: Arc::default(),
         }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.config.name
     }
 
     pub fn counters(&self) -> &ProduceCounters {
@@ -116,11 +113,13 @@ impl ClusterClient {
     }
 
     async fn refresh_metadata(&self) -> Result<(), KafkaError> {
-        let topics = match tokio::time::timeout(self.config.produce_timeout, self.client.list_topics()).await {
-            Ok(listed) => listed,
-            Err(_) => return Err(super::connect::timed_out(&self.config).await),
-        }
-        .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))?;
+        let topics = within(&self.config, self.config.produce_timeout, async {
+            self.client
+                .list_topics()
+                .await
+                .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))
+        })
+        .await?;
         let now = Instant::now();
         let mut metadata = self.metadata.lock().expect("metadata lock poisoned");
         for entry in metadata.values_mut() {
@@ -148,23 +147,24 @@ impl ClusterClient {
             .controller_client()
             .map_err(|e| self.create_error(topic, &e))?;
         let timeout_ms = i32::try_from(self.config.produce_timeout.as_millis()).unwrap_or(i32::MAX);
-        let created = tokio::time::timeout(
-            self.config.produce_timeout,
-            controller.create_topic(topic, create.partitions, create.replication_factor, timeout_ms),
-        )
-        .await
-        .map_err(|_| self.timeout())?;
-        match created {
-            Ok(()) => {
-                tracing::info!(cluster = %self.config.name, %topic, partitions = create.partitions, "created topic")
+        within(&self.config, self.config.produce_timeout, async {
+            let created = controller
+                .create_topic(topic, create.partitions, create.replication_factor, timeout_ms)
+                .await;
+            match created {
+                Ok(()) => {
+                    tracing::info!(cluster = %self.config.name, %topic, partitions = create.partitions, "created topic");
+                    Ok(())
+                }
+                // Another luka (or client) created it first: fine.
+                Err(ClientError::ServerError {
+                    protocol_error: ProtocolError::TopicAlreadyExists,
+                    ..
+                }) => Ok(()),
+                Err(e) => Err(self.create_error(topic, &e)),
             }
-            // Another luka (or client) created it first: fine.
-            Err(ClientError::ServerError {
-                protocol_error: ProtocolError::TopicAlreadyExists,
-                ..
-            }) => {}
-            Err(e) => return Err(self.create_error(topic, &e)),
-        }
+        })
+        .await?;
         self.refresh_metadata().await?;
         self.cached(topic).flatten().ok_or_else(|| self.unknown_topic(topic))
     }
@@ -179,10 +179,7 @@ impl ClusterClient {
                 .await
                 .map_err(|e| self.producer_error(topic, partition, &e))
         };
-        let result = match tokio::time::timeout(deadline, work).await {
-            Ok(result) => result,
-            Err(_) => Err(super::connect::timed_out(&self.config).await),
-        };
+        let result = within(&self.config, deadline, work).await;
         if let Err(KafkaError::UnknownTopic { .. }) = &result {
             self.forget_topic(topic);
         }
@@ -218,14 +215,11 @@ impl ClusterClient {
         self.producers.retain(|(t, _), _| t != topic);
     }
 
-    /// Whether the cluster answers a metadata request within `within`.
-    pub async fn ping(&self, within: Duration) -> Result<(), KafkaError> {
-        tokio::time::timeout(within, self.client.list_topics())
+    /// Whether the cluster answers a metadata request (unbounded: callers set the deadline).
+    pub async fn ping(&self) -> Result<(), KafkaError> {
+        self.client
+            .list_topics()
             .await
-            .map_err(|_| KafkaError::Timeout {
-                cluster: self.config.name.clone(),
-                limit: Some(within),
-            })?
             .map(|_| ())
             .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))
     }
@@ -244,13 +238,6 @@ impl ClusterClient {
         KafkaError::UnknownTopic {
             cluster: self.config.name.clone(),
             topic: topic.to_owned(),
-        }
-    }
-
-    fn timeout(&self) -> KafkaError {
-        KafkaError::Timeout {
-            cluster: self.config.name.clone(),
-            limit: Some(self.config.produce_timeout),
         }
     }
 

@@ -8,6 +8,7 @@ use rskafka::BackoffConfig;
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 
 use super::KafkaError;
+use super::deadline::within;
 use crate::config::{Cluster, SaslMechanism, TlsConfig};
 
 /// Reconnect attempts back off up to this: a broker that comes back is found again within a second.
@@ -43,12 +44,13 @@ pub(crate) async fn connect(cluster: &Cluster) -> Result<Client, KafkaError> {
             SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
         });
     }
-    let attempt = tokio::time::timeout(cluster.produce_timeout, builder.build()).await;
-    match attempt {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(KafkaError::from_client(&cluster.name, "", -1, &e)),
-        Err(_) => Err(timed_out(cluster).await),
-    }
+    within(cluster, cluster.produce_timeout, async {
+        builder
+            .build()
+            .await
+            .map_err(|e| KafkaError::from_client(&cluster.name, "", -1, &e))
+    })
+    .await
 }
 
 fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
@@ -86,33 +88,4 @@ fn read_pem_certs(path: &std::path::Path) -> Result<Vec<rustls::pki_types::Certi
     rustls_pemfile::certs(&mut BufReader::new(file))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// How long a reachability probe waits for a TCP connection.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
-
-/// Whether any bootstrap broker accepts a TCP connection: tells "the cluster is down" (503) from "the cluster is
-/// slow" (504) when a produce runs out of time, since rskafka's retries hide which one happened.
-pub(crate) async fn any_broker_accepts(bootstrap: &[String]) -> bool {
-    for broker in bootstrap {
-        if let Ok(Ok(_)) = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(broker.as_str())).await {
-            return true;
-        }
-    }
-    false
-}
-
-/// The error for an operation on `cluster` that ran out of time.
-pub(crate) async fn timed_out(cluster: &Cluster) -> KafkaError {
-    if any_broker_accepts(&cluster.bootstrap).await {
-        KafkaError::Timeout {
-            cluster: cluster.name.clone(),
-            limit: Some(cluster.produce_timeout),
-        }
-    } else {
-        KafkaError::Unavailable {
-            cluster: cluster.name.clone(),
-            detail: "no bootstrap broker accepts connections".into(),
-        }
-    }
 }

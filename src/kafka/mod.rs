@@ -10,6 +10,7 @@
 mod batch;
 mod cluster;
 mod connect;
+mod deadline;
 mod error;
 
 use std::collections::BTreeMap;
@@ -104,16 +105,9 @@ impl ClusterPool {
 
     /// Whether each cluster answers within `within`, by name.
     pub async fn readiness(&self, within: Duration) -> Vec<(String, Result<(), KafkaError>)> {
-        let checks = self.configs.keys().map(|name| async move {
-            let result = match tokio::time::timeout(within, self.cluster(name)).await {
-                Ok(Ok(client)) => client.ping(within).await,
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(KafkaError::Timeout {
-                    cluster: name.clone(),
-                    limit: Some(within),
-                }),
-            };
-            (name.clone(), result)
+        let checks = self.configs.iter().map(|(name, config)| async move {
+            let ping = async { self.cluster(name).await?.ping().await };
+            (name.clone(), deadline::within(config, within, ping).await)
         });
         futures::future::join_all(checks).await
     }

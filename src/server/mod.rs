@@ -8,7 +8,6 @@ mod router;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,6 +111,3 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
     );
     response
 }
-
-/// Remote address type passed to handlers.
-pub type Remote = SocketAddr;

@@ -11,14 +11,14 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
 use super::error::{RequestError, into_response};
-use super::{Remote, Response, json_response};
+use super::{Response, json_response};
 use crate::App;
 use crate::api;
 
 /// How long `/readyz` waits for each cluster.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn handle(app: &App, request: Request<Incoming>, remote: Remote) -> Response {
+pub async fn handle(app: &App, request: Request<Incoming>, remote: std::net::SocketAddr) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
