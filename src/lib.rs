@@ -6,8 +6,10 @@
 //! config (config.toml, checked at startup)
 //!    │
 //! server (accept, limits, timeout) ──> router ──> api (REST produce: auth, JSON messages)
+//!                                       │           │
+//!                                       └──> lua (edge functions: VM pool, sandbox, kafka.produce)
 //!                                                   │
-//!                                           produce (route topic → cluster, partition, check all, write)
+//!                                           produce (route topic → cluster, key/value, partition, check all, write)
 //!                                                   │
 //!                                           kafka (cluster pool, metadata cache, shared batches) ──> broker
 //! ```
@@ -20,6 +22,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod kafka;
+pub mod lua;
 pub mod produce;
 pub mod server;
 
@@ -27,22 +30,34 @@ use std::sync::Arc;
 
 use config::Config;
 use kafka::ClusterPool;
+use lua::{Functions, LoadErrors};
 use produce::Producer;
 
 /// Everything a request handler needs, shared by all connections.
 #[derive(Debug)]
 pub struct App {
     pub config: Arc<Config>,
-    pub producer: Producer,
+    pub producer: Arc<Producer>,
+    pub functions: Arc<Functions>,
 }
 
 impl App {
-    pub fn new(config: Config) -> Arc<Self> {
+    /// Compiles the functions and starts their VMs (inside the tokio runtime); a function that does not load
+    /// stops startup.
+    pub fn new(config: Config) -> Result<Arc<Self>, LoadErrors> {
         let config = Arc::new(config);
-        let pool = Arc::new(ClusterPool::new(config.clusters.clone()));
-        Arc::new(Self {
-            producer: Producer::new(Arc::clone(&config), pool),
+        let producer = producer(&config);
+        let functions = Functions::start(Arc::clone(&config), Arc::clone(&producer))?;
+        Ok(Arc::new(Self {
             config,
-        })
+            producer,
+            functions,
+        }))
     }
+}
+
+/// The produce core for `config`'s clusters (which it connects to on first use).
+pub fn producer(config: &Arc<Config>) -> Arc<Producer> {
+    let pool = Arc::new(ClusterPool::new(config.clusters.clone()));
+    Arc::new(Producer::new(Arc::clone(config), pool))
 }

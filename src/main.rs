@@ -22,18 +22,27 @@ fn main() -> ExitCode {
 }
 
 fn check(cli: &Cli) -> ExitCode {
-    match Config::load(&cli.config) {
-        Ok(config) => {
+    let config = match Config::load(&cli.config) {
+        Ok(config) => std::sync::Arc::new(config),
+        Err(e) => return report(&e),
+    };
+    match luka::lua::check(std::sync::Arc::clone(&config), luka::producer(&config)) {
+        Ok(functions) => {
             println!(
-                "{}: ok ({} clusters, {} topics, {} users)",
+                "{}: ok ({} clusters, {} topics, {} users, {} functions, {} routes)",
                 cli.config.display(),
                 config.clusters.len(),
                 config.topics.len(),
-                config.users.len()
+                config.users.len(),
+                functions,
+                config.routes.len()
             );
             ExitCode::SUCCESS
         }
-        Err(e) => report(&e),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -64,7 +73,14 @@ async fn serve(cli: &Cli, listen: Option<std::net::SocketAddr>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let app = luka::App::new(config);
+    let app = match luka::App::new(config) {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!("serving {} functions", app.functions.len());
     app.producer.pool().warm_up();
     tracing::info!("luka listening on http://{}", app.config.server.listen);
     luka::server::run(listener, app, luka::server::shutdown_signal()).await;

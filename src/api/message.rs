@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::ApiError;
-use crate::produce::Message;
+use crate::produce::{Key, Message, Payload};
 
 /// One message as the hosted Producer API defines it; unknown fields are refused so typos are caught.
 #[derive(Debug, Deserialize)]
@@ -92,8 +92,8 @@ fn to_message(item: Value, path_topic: Option<&str>) -> Result<Message, String> 
         topic,
         cluster: None,
         partition: m.partition,
-        key: m.key.map(String::into_bytes),
-        value,
+        key: m.key.map_or(Key::Null, |k| Key::Bytes(k.into_bytes())),
+        value: Payload::Bytes(value),
         headers: m.headers.into_iter().map(|h| (h.key, h.value.into_bytes())).collect(),
         timestamp_ms: m.timestamp,
     })

@@ -10,8 +10,9 @@ mod message;
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::produce::{Delivery, Message, ProduceError, Producer};
+use crate::produce::{Delivery, Key, Message, Payload, ProduceError, Producer};
 
+pub use auth::authenticate;
 pub use message::parse_body;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,8 +99,8 @@ pub fn parse_path(rest: &str, query: Option<&str>) -> Option<ProduceCall> {
             });
             ProduceCall::Path(Message {
                 topic,
-                value: Some(decode(message).into_bytes()),
-                key: key.map(String::into_bytes),
+                value: Payload::Bytes(Some(decode(message).into_bytes())),
+                key: key.map_or(Key::Null, |k| Key::Bytes(k.into_bytes())),
                 ..Message::default()
             })
         }

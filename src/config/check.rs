@@ -10,6 +10,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::pattern::TopicPattern;
+use super::routes::{LuaSettings, Route, check_lua, check_routes};
 use super::types::{Compression, RawCluster, RawConfig, RawTopic, RawUser, SaslConfig, ServerConfig, TlsConfig};
 use super::{ConfigProblem, line_of};
 
@@ -21,6 +22,8 @@ pub struct Config {
     /// Most specific first: exact names, then patterns by literal length.
     pub topics: Vec<Topic>,
     pub users: Vec<User>,
+    pub lua: LuaSettings,
+    pub routes: Vec<Route>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,20 +66,20 @@ impl User {
     }
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     text: &'a str,
     problems: Vec<ConfigProblem>,
 }
 
 impl Checker<'_> {
-    fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
+    pub(super) fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
         self.problems.push(ConfigProblem::at_line(
             line_of(self.text, spanned.span().start),
             message,
         ));
     }
 
-    fn general(&mut self, message: impl Into<String>) {
+    pub(super) fn general(&mut self, message: impl Into<String>) {
         self.problems.push(ConfigProblem::new(message));
     }
 }
@@ -96,12 +99,16 @@ pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
         }
     }
     let users = check_users(&mut c, raw.users);
+    let lua = check_lua(&mut c, &raw.lua, &raw.server, base_dir);
+    let routes = check_routes(&mut c, &raw.routes, &lua.functions_dir, !users.is_empty());
     if c.problems.is_empty() {
         Ok(Config {
             server: raw.server,
             clusters,
             topics,
             users,
+            lua,
+            routes,
         })
     } else {
         Err(c.problems)

@@ -36,3 +36,18 @@ pub const METADATA_MAX_AGE_MS: u64 = 30_000;
 
 /// A single development broker has one replica to give.
 pub const REPLICATION_FACTOR: i16 = 1;
+
+/// Handler files live beside config.toml, in the folder the README's examples use.
+pub const FUNCTIONS_DIR: &str = "functions";
+
+/// A webhook handler parses, checks a signature and builds a record in well under a millisecond; 50 ms of pure
+/// Lua is a runaway loop, not work, and stopping it early keeps one VM's other requests moving.
+pub const LUA_CPU_MS: u64 = 50;
+
+/// Wall clock for one handler, Kafka waits included: above the produce timeout so a slow broker yields its own
+/// error first, below the request timeout.
+pub const LUA_TIMEOUT_MS: u64 = 15_000;
+
+/// Per VM, for every request it runs at once: thousands of typical requests fit, a runaway allocation does not
+/// take the machine.
+pub const LUA_MEMORY_MB: usize = 64;

@@ -1,7 +1,8 @@
 //! `${VAR}` expansion of the raw config text.
 //!
 //! Takes the text of `config.toml` and a lookup function, gives the text with every `${NAME}` outside comments
-//! replaced by the variable's value. `$${` stands for a literal `${`. Expansion happens on the text (not on parsed
+//! replaced by the variable's value; `${NAME:-fallback}` gives `fallback` when NAME is unset or empty. `$${` stands
+//! for a literal `${`. Expansion happens on the text (not on parsed
 //! values) so that an unset variable can be reported with its line number, and commented-out lines never require
 //! a variable to be set.
 
@@ -30,7 +31,10 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
                     rest = "";
                     continue;
                 };
-                let name = &after[..end];
+                let (name, fallback) = match after[..end].split_once(":-") {
+                    Some((name, fallback)) => (name, Some(fallback)),
+                    None => (&after[..end], None),
+                };
                 if !is_var_name(name) {
                     problems.push(ConfigProblem::at_line(
                         index + 1,
@@ -39,9 +43,10 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
                         ),
                     ));
                 } else {
-                    match lookup(name) {
-                        Some(value) => out.push_str(&escape_for_toml_string(&value)),
-                        None => problems.push(ConfigProblem::at_line(
+                    match (lookup(name).filter(|v| fallback.is_none() || !v.is_empty()), fallback) {
+                        (Some(value), _) => out.push_str(&escape_for_toml_string(&value)),
+                        (None, Some(fallback)) => out.push_str(&escape_for_toml_string(fallback)),
+                        (None, None) => problems.push(ConfigProblem::at_line(
                             index + 1,
                             format!("environment variable {name} is not set; export {name}=... or replace ${{{name}}} with a value"),
                         )),
@@ -102,6 +107,12 @@ mod tests {
     fn replaces_set_variables() {
         let out = expand_env("name = \"${USER}\"\n", env).unwrap();
         assert_eq!(out, "name = \"alice\"\n");
+    }
+
+    #[test]
+    fn fallbacks_apply_when_unset() {
+        let out = expand_env("a = \"${NOPE:-dev secret}\"\nb = \"${USER:-x}\"\n", env).unwrap();
+        assert_eq!(out, "a = \"dev secret\"\nb = \"alice\"\n");
     }
 
     #[test]

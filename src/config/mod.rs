@@ -8,6 +8,7 @@ mod check;
 pub mod defaults;
 mod expand;
 mod pattern;
+mod routes;
 mod types;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use check::{Cluster, Config, Topic, User};
 pub use pattern::{TopicPattern, is_valid_topic_name};
+pub use routes::{LuaSettings, Route, RoutePath};
 pub use types::{Compression, LogFormat, SaslConfig, SaslMechanism, ServerConfig, TlsConfig};
 
 /// One thing wrong with the config, with the line it is on when known.

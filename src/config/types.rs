@@ -20,6 +20,10 @@ pub struct RawConfig {
     pub topics: BTreeMap<Spanned<String>, RawTopic>,
     #[serde(default)]
     pub users: Vec<RawUser>,
+    #[serde(default)]
+    pub lua: LuaConfig,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
 }
 
 /// `[server]`: the HTTP side.
@@ -65,6 +69,62 @@ pub enum LogFormat {
     #[default]
     Human,
     Json,
+}
+
+/// `[lua]`: the edge functions and the limits every handler runs under.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LuaConfig {
+    /// Folder of handler files, relative to config.toml; `functions/hooks/github.lua` serves `/hooks/github`.
+    /// Default `functions`, which may be absent (no handlers); a folder named here must exist.
+    pub functions: Option<PathBuf>,
+    /// Lua execution time one request may use (time spent waiting on Kafka does not count).
+    #[serde(default = "lua_cpu_ms")]
+    pub cpu_ms: u64,
+    /// Wall-clock limit for one handler, waiting on Kafka included; past it the client gets 504.
+    #[serde(default = "lua_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Memory one Lua VM may use, for all the requests it runs at once.
+    #[serde(default = "lua_memory_mb")]
+    pub memory_mb: usize,
+    /// Number of Lua VMs requests are spread over; 0 means one per CPU core.
+    #[serde(default)]
+    pub vms: usize,
+    /// Reload changed files under `functions` without a restart.
+    #[serde(default = "watch")]
+    pub watch: bool,
+}
+
+impl Default for LuaConfig {
+    fn default() -> Self {
+        Self {
+            functions: None,
+            cpu_ms: defaults::LUA_CPU_MS,
+            timeout_ms: defaults::LUA_TIMEOUT_MS,
+            memory_mb: defaults::LUA_MEMORY_MB,
+            vms: 0,
+            watch: true,
+        }
+    }
+}
+
+/// `[[routes]]`: an explicit route to a function, with parameters, methods, auth and environment values.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Path with `{name}` segments for parameters, e.g. `"/orders/{id}"`.
+    pub path: Spanned<String>,
+    /// Handler file, relative to the functions folder, e.g. `"orders.lua"`.
+    pub function: Spanned<String>,
+    /// Methods served; empty (the default) serves every method.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// Require HTTP basic auth against `[[users]]`.
+    #[serde(default)]
+    pub auth: bool,
+    /// Values the handler reads as `env.NAME` (use `${VAR}` to take them from the environment).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 /// `[clusters.<name>]`: one Kafka cluster.
@@ -193,6 +253,18 @@ fn max_batch_bytes() -> usize {
 }
 fn metadata_max_age_ms() -> u64 {
     defaults::METADATA_MAX_AGE_MS
+}
+fn lua_cpu_ms() -> u64 {
+    defaults::LUA_CPU_MS
+}
+fn lua_timeout_ms() -> u64 {
+    defaults::LUA_TIMEOUT_MS
+}
+fn lua_memory_mb() -> usize {
+    defaults::LUA_MEMORY_MB
+}
+fn watch() -> bool {
+    true
 }
 fn replication_factor() -> i16 {
     defaults::REPLICATION_FACTOR

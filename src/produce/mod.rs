@@ -1,16 +1,18 @@
-//! The produce core shared by the REST API and (later) Lua's `kafka.produce`.
+//! The produce core shared by the REST API and Lua's `kafka.produce`.
 //!
-//! Takes [`Message`]s (topic, optional cluster and partition, key/value bytes, headers, timestamp), gives one
-//! [`Delivery`] per message in the same order. Everything that can be checked before writing is checked for the
+//! Takes [`Message`]s (topic, optional cluster and partition, key and value as bytes, data or "generate one",
+//! headers, timestamp), gives one [`Delivery`] per message in the same order. Everything that can be checked before writing is checked for the
 //! whole call first (topic routing, partitions, headers), so a call with one bad message writes nothing.
 //!
 //! ```text
-//! messages ─> route (config) ─> partition counts (cached metadata) ─> choose partitions
+//! messages ─> route (config) ─> key and value bytes (payload) ─> partition counts (cached metadata)
+//!          ─> choose partitions
 //!          ─> group by (cluster, topic, partition), order kept ─> write groups concurrently ─> deliveries
 //! ```
 
 mod error;
 pub mod partitioner;
+mod payload;
 mod route;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +23,7 @@ use rskafka::chrono::{TimeZone, Utc};
 use rskafka::record::Record;
 
 pub use error::ProduceError;
+pub use payload::{Key, Payload, random_key};
 pub use route::resolve;
 
 use crate::config::Config;
@@ -33,12 +36,20 @@ pub struct Message {
     /// Cluster to write to; `None` routes by the topic's config.
     pub cluster: Option<String>,
     pub partition: Option<i32>,
-    pub key: Option<Vec<u8>>,
-    /// `None` writes a Kafka null value (a tombstone).
-    pub value: Option<Vec<u8>>,
+    pub key: Key,
+    pub value: Payload,
     pub headers: Vec<(String, Vec<u8>)>,
     /// Milliseconds since the epoch; `None` means now.
     pub timestamp_ms: Option<i64>,
+}
+
+/// What was written for one message, for callers that show it back (Lua's `kafka.produce` result).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub delivery: Delivery,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, Vec<u8>>,
 }
 
 /// Where one message was written.
@@ -88,6 +99,24 @@ impl Producer {
         self.write(placed).await
     }
 
+    /// Like [`Producer::produce`], and also gives the key, value and headers each message was written with (which
+    /// the caller may not know: generated keys and values, encoded data).
+    pub async fn produce_written(&self, messages: Vec<Message>) -> Result<Vec<Written>, ProduceError> {
+        let placed = self.place(messages).await?;
+        let records: Vec<Record> = placed.iter().map(|p| p.record.clone()).collect();
+        let deliveries = self.write(placed).await?;
+        Ok(deliveries
+            .into_iter()
+            .zip(records)
+            .map(|(delivery, record)| Written {
+                delivery,
+                key: record.key,
+                value: record.value,
+                headers: record.headers,
+            })
+            .collect())
+    }
+
     async fn place(&self, messages: Vec<Message>) -> Result<Vec<Placed>, ProduceError> {
         let now_ms = now_ms();
         let mut counts: HashMap<(String, String), i32> = HashMap::new();
@@ -114,7 +143,9 @@ impl Producer {
                     count
                 }
             };
-            let partition = match (message.partition, &message.key) {
+            let key = payload::key_bytes(message.key);
+            let value = payload::value_bytes(message.value);
+            let partition = match (message.partition, &key) {
                 (Some(p), _) if (0..count).contains(&p) => p,
                 (Some(p), _) => {
                     let e = KafkaError::UnknownPartition {
@@ -142,8 +173,8 @@ impl Producer {
                 partition,
                 timestamp_ms,
                 record: Record {
-                    key: message.key,
-                    value: message.value,
+                    key,
+                    value,
                     headers,
                     timestamp,
                 },

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::{Response, json_response};
 use crate::api::{self, ApiError};
 use crate::kafka::KafkaError;
+use crate::lua::LuaError;
 use crate::produce::ProduceError;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +23,7 @@ pub enum RequestError {
     MethodNotAllowed {
         method: String,
         path: String,
-        allowed: &'static str,
+        allowed: String,
     },
 
     #[error("the request body is larger than the limit of {limit} bytes")]
@@ -36,6 +37,9 @@ pub enum RequestError {
 
     #[error(transparent)]
     Api(#[from] ApiError),
+
+    #[error(transparent)]
+    Lua(#[from] LuaError),
 }
 
 pub fn into_response(error: &RequestError) -> Response {
@@ -61,7 +65,7 @@ pub fn into_response(error: &RequestError) -> Response {
     if let RequestError::MethodNotAllowed { allowed, .. } = error {
         response
             .headers_mut()
-            .insert(hyper::header::ALLOW, HeaderValue::from_static(allowed));
+            .insert(hyper::header::ALLOW, HeaderValue::from_str(allowed).unwrap_or(HeaderValue::from_static("")));
     }
     response
 }
@@ -77,6 +81,24 @@ fn status_of(error: &RequestError) -> StatusCode {
         RequestError::Api(ApiError::Unauthenticated(_)) => StatusCode::UNAUTHORIZED,
         RequestError::Api(ApiError::Forbidden { .. }) => StatusCode::FORBIDDEN,
         RequestError::Api(ApiError::Produce(e)) => produce_status(e.root()),
+        RequestError::Lua(e) => lua_status(e),
+    }
+}
+
+fn lua_status(error: &LuaError) -> StatusCode {
+    match error {
+        LuaError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        LuaError::Timeout { .. } | LuaError::Kafka { timed_out: true, .. } => StatusCode::GATEWAY_TIMEOUT,
+        LuaError::Kafka { timed_out: false, .. } | LuaError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        LuaError::Read { .. }
+        | LuaError::Compile { .. }
+        | LuaError::Load { .. }
+        | LuaError::Watch { .. }
+        | LuaError::Runtime { .. }
+        | LuaError::BadResponse { .. }
+        | LuaError::CpuLimit { .. }
+        | LuaError::MemoryLimit { .. }
+        | LuaError::Setup { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -120,6 +142,7 @@ fn public_message(error: &RequestError) -> String {
             _ => None,
         },
         RequestError::Timeout { .. } => return error.to_string(),
+        RequestError::Lua(e) => return lua_public_message(e),
         _ => None,
     };
     match kafka {
@@ -143,6 +166,21 @@ fn public_message(error: &RequestError) -> String {
             format!("kafka cluster '{cluster}' could not create topic '{topic}'")
         }
         _ => "internal error".to_owned(),
+    }
+}
+
+/// What a client of a failing function may know: which limit stopped it, never the Lua error or its location.
+fn lua_public_message(error: &LuaError) -> String {
+    match error {
+        LuaError::CpuLimit { limit_ms, .. } => format!("the function used more than its {limit_ms} ms of CPU time"),
+        LuaError::MemoryLimit { .. } => "the function ran out of memory".to_owned(),
+        LuaError::Timeout { limit_ms, .. } => format!("the function did not finish within {limit_ms} ms"),
+        LuaError::Kafka { cluster, timed_out: false, .. } => format!("kafka cluster '{cluster}' is unavailable"),
+        LuaError::Kafka { cluster, timed_out: true, .. } => {
+            format!("kafka cluster '{cluster}' did not acknowledge in time")
+        }
+        LuaError::ShuttingDown => "the server is shutting down; retry".to_owned(),
+        _ => "the function failed; the server log has the details".to_owned(),
     }
 }
 

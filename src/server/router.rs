@@ -1,12 +1,13 @@
-//! Routing: a request in, the handler's response out. Health paths and the REST produce API come first;
-//! anything else is a JSON 404.
+//! Routing: a request in, the handler's response out. Health paths and the REST produce API come first, then the
+//! Lua functions (explicit `[[routes]]`, then files); anything else is a JSON 404.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
@@ -14,16 +15,17 @@ use super::error::{RequestError, into_response};
 use super::{Response, json_response};
 use crate::App;
 use crate::api;
+use crate::lua::{Found, HttpRequest, Target};
 
 /// How long `/readyz` waits for each cluster.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn handle(app: &App, request: Request<Incoming>, remote: std::net::SocketAddr) -> Response {
+pub async fn handle(app: &App, request: Request<Incoming>, remote: SocketAddr) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
-    let result = match tokio::time::timeout(timeout, dispatch(app, request)).await {
+    let result = match tokio::time::timeout(timeout, dispatch(app, request, remote)).await {
         Ok(result) => result,
         Err(_) => Err(RequestError::Timeout {
             ms: timeout.as_millis(),
@@ -35,7 +37,7 @@ pub async fn handle(app: &App, request: Request<Incoming>, remote: std::net::Soc
     response
 }
 
-async fn dispatch(app: &App, request: Request<Incoming>) -> Result<Response, RequestError> {
+async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> Result<Response, RequestError> {
     let path = request.uri().path();
     if path == "/healthz" {
         return Ok(json_response(StatusCode::OK, &json!({ "status": "ok" })));
@@ -51,22 +53,76 @@ async fn dispatch(app: &App, request: Request<Incoming>) -> Result<Response, Req
             return Err(RequestError::MethodNotAllowed {
                 method: request.method().to_string(),
                 path: path.to_owned(),
-                allowed: "GET, POST",
+                allowed: "GET, POST".into(),
             });
         }
-        let authorization = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let authorization = authorization(&request);
         let body = read_body(request, app.config.server.max_body_bytes).await?;
         let answer = api::produce(&app.config, &app.producer, authorization.as_deref(), call, &body).await?;
         return Ok(json_response(StatusCode::OK, &answer));
     }
-    Err(RequestError::NotFound {
-        method: request.method().to_string(),
-        path: path.to_owned(),
-    })
+    match app.functions.find(request.method().as_str(), path) {
+        Found::Target(target) => call_function(app, request, remote, target).await,
+        Found::MethodNotAllowed { allowed } => Err(RequestError::MethodNotAllowed {
+            method: request.method().to_string(),
+            path: path.to_owned(),
+            allowed,
+        }),
+        Found::NotFound => Err(RequestError::NotFound {
+            method: request.method().to_string(),
+            path: path.to_owned(),
+        }),
+    }
+}
+
+fn authorization(request: &Request<Incoming>) -> Option<String> {
+    request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn call_function(
+    app: &App,
+    request: Request<Incoming>,
+    remote: SocketAddr,
+    target: Target,
+) -> Result<Response, RequestError> {
+    let user = if target.auth {
+        let authorization = authorization(&request);
+        Some(api::authenticate(&app.config.users, authorization.as_deref())?.name.clone())
+    } else {
+        None
+    };
+    let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), Bytes::copy_from_slice(value.as_bytes())))
+        .collect();
+    let body = read_body(request, app.config.server.max_body_bytes).await?;
+    let http = HttpRequest {
+        method,
+        path,
+        query,
+        headers,
+        body,
+        remote_addr: remote,
+        user,
+    };
+    let answer = app.functions.call(target, http).await?;
+    let mut response = hyper::Response::new(Full::new(answer.body));
+    *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in answer.headers {
+        // Checked when the handler's table was read; a header that still does not parse is skipped.
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    Ok(response)
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when the client sends it).

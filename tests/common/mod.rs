@@ -46,7 +46,7 @@ impl Harness {
             .unwrap_or_else(|problems| panic!("test config is invalid: {problems:?}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let app = App::new(config);
+        let app = App::new(config).expect("functions load");
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(luka::server::run(listener, Arc::clone(&app), async {
             let _ = stopped.await;

@@ -1,0 +1,275 @@
+//! `[lua]` and `[[routes]]`: takes the raw tables, gives the checked [`LuaSettings`] and [`Route`]s.
+//!
+//! A route path is literal segments and `{name}` parameter segments; a route names a handler file inside the
+//! functions folder. Paths luka serves itself (`/produce...`, `/healthz`, `/readyz`) cannot be taken by a route.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::check::Checker;
+use super::defaults;
+use super::types::{LuaConfig, RawRoute, ServerConfig};
+
+/// Methods a route may list.
+const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Checked `[lua]` settings.
+#[derive(Debug, Clone)]
+pub struct LuaSettings {
+    /// Absolute path of the functions folder.
+    pub functions_dir: PathBuf,
+    pub cpu: Duration,
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    /// Number of VMs, `0` already replaced by the number of cores.
+    pub vms: usize,
+    pub watch: bool,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub path: RoutePath,
+    /// Handler file relative to the functions folder, with `/` separators (`hooks/github.lua`).
+    pub function: String,
+    /// Upper-case methods; empty serves every method.
+    pub methods: Vec<String>,
+    pub auth: bool,
+    pub env: BTreeMap<String, String>,
+}
+
+impl Route {
+    pub fn allows(&self, method: &str) -> bool {
+        self.methods.is_empty() || self.methods.iter().any(|m| m == method)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+/// A route path such as `/orders/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePath {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+impl RoutePath {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err(format!("route path '{text}' must start with '/'"));
+        };
+        let mut segments = Vec::new();
+        let mut names = Vec::new();
+        for part in rest.split('/').filter(|p| !p.is_empty()) {
+            if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(format!(
+                        "route path '{text}': parameter '{{{name}}}' must be letters, digits and _"
+                    ));
+                }
+                if names.contains(&name) {
+                    return Err(format!("route path '{text}': parameter '{{{name}}}' appears twice"));
+                }
+                names.push(name);
+                segments.push(Segment::Param(name.to_owned()));
+            } else if part.contains(['{', '}']) {
+                return Err(format!(
+                    "route path '{text}': a parameter must be a whole segment, like /orders/{{id}}"
+                ));
+            } else {
+                segments.push(Segment::Literal(part.to_owned()));
+            }
+        }
+        Ok(Self {
+            text: text.to_owned(),
+            segments,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The parameters, when `path` matches.
+    pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        if parts.len() != self.segments.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (segment, part) in self.segments.iter().zip(parts) {
+            match segment {
+                Segment::Literal(literal) if literal == part => {}
+                Segment::Literal(_) => return None,
+                Segment::Param(name) => {
+                    let value = percent_encoding::percent_decode_str(part).decode_utf8_lossy();
+                    params.push((name.clone(), value.into_owned()));
+                }
+            }
+        }
+        Some(params)
+    }
+
+    /// Number of parameter segments: fewer means more specific.
+    pub fn param_count(&self) -> usize {
+        self.segments.iter().filter(|s| matches!(s, Segment::Param(_))).count()
+    }
+
+    /// Whether the route starts in a path luka serves itself, where it could never be reached.
+    fn shadows_builtin(&self) -> bool {
+        matches!(self.segments.first(), Some(Segment::Literal(s)) if ["produce", "healthz", "readyz"].contains(&s.as_str()))
+    }
+}
+
+pub(super) fn check_lua(c: &mut Checker<'_>, lua: &LuaConfig, server: &ServerConfig, base_dir: &Path) -> LuaSettings {
+    let functions_dir = base_dir.join(lua.functions.as_deref().unwrap_or(Path::new(defaults::FUNCTIONS_DIR)));
+    if lua.functions.is_some() && !functions_dir.is_dir() {
+        c.general(format!(
+            "[lua] functions folder '{}' does not exist; create it or point `functions` at your handlers",
+            functions_dir.display()
+        ));
+    }
+    if lua.cpu_ms == 0 || lua.timeout_ms == 0 || lua.memory_mb == 0 {
+        c.general("[lua] cpu_ms, timeout_ms and memory_mb must be greater than 0");
+    }
+    if lua.timeout_ms > server.request_timeout_ms {
+        c.general(format!(
+            "[lua] timeout_ms ({}) is above [server] request_timeout_ms ({}); lower it so handlers stop first",
+            lua.timeout_ms, server.request_timeout_ms
+        ));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    LuaSettings {
+        functions_dir,
+        cpu: Duration::from_millis(lua.cpu_ms),
+        timeout: Duration::from_millis(lua.timeout_ms),
+        memory_bytes: lua.memory_mb.saturating_mul(1024 * 1024),
+        vms: if lua.vms == 0 { cores } else { lua.vms },
+        watch: lua.watch,
+    }
+}
+
+pub(super) fn check_routes(c: &mut Checker<'_>, raw: &[RawRoute], functions_dir: &Path, has_users: bool) -> Vec<Route> {
+    let mut routes: Vec<Route> = Vec::new();
+    for route in raw {
+        let path = match RoutePath::parse(route.path.get_ref()) {
+            Ok(path) => path,
+            Err(e) => {
+                c.at(&route.path, format!("[[routes]] {e}"));
+                continue;
+            }
+        };
+        if path.shadows_builtin() {
+            c.at(
+                &route.path,
+                format!(
+                    "[[routes]] path '{}' is inside luka's own /produce, /healthz or /readyz and could never be reached; choose another path",
+                    path.as_str()
+                ),
+            );
+        }
+        let function = route.function.get_ref().replace('\\', "/");
+        if !is_inside(&function) || !function.ends_with(".lua") {
+            c.at(
+                &route.function,
+                format!("[[routes]] function '{function}' must be a .lua file inside the functions folder"),
+            );
+        } else if !functions_dir.join(&function).is_file() {
+            c.at(
+                &route.function,
+                format!(
+                    "[[routes]] function '{function}' not found in {}",
+                    functions_dir.display()
+                ),
+            );
+        }
+        let mut methods = Vec::new();
+        for method in &route.methods {
+            let upper = method.get_ref().to_ascii_uppercase();
+            if METHODS.contains(&upper.as_str()) {
+                methods.push(upper);
+            } else {
+                c.at(
+                    method,
+                    format!("[[routes]] method '{}' is not one of {}", method.get_ref(), METHODS.join(", ")),
+                );
+            }
+        }
+        if route.auth && !has_users {
+            c.at(
+                &route.path,
+                "[[routes]] auth = true needs at least one [[users]] entry to check credentials against",
+            );
+        }
+        let checked = Route {
+            path,
+            function,
+            methods,
+            auth: route.auth,
+            env: route.env.clone(),
+        };
+        let overlap = routes.iter().find(|r| {
+            r.path == checked.path
+                && (r.methods.is_empty()
+                    || checked.methods.is_empty()
+                    || r.methods.iter().any(|m| checked.methods.contains(m)))
+        });
+        if let Some(other) = overlap {
+            c.at(
+                &route.path,
+                format!(
+                    "[[routes]] path '{}' is already routed to '{}' for the same methods",
+                    other.path.as_str(),
+                    other.function
+                ),
+            );
+        }
+        routes.push(checked);
+    }
+    routes
+}
+
+/// A relative path that stays inside its folder (no `..`, no root).
+fn is_inside(relative: &str) -> bool {
+    Path::new(relative)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_literals_and_parameters() {
+        let path = RoutePath::parse("/orders/{id}/items/{item}").unwrap();
+        assert_eq!(
+            path.matches("/orders/42/items/a%20b"),
+            Some(vec![("id".into(), "42".into()), ("item".into(), "a b".into())])
+        );
+        assert_eq!(path.matches("/orders/42/things/1"), None);
+        assert_eq!(path.matches("/orders/42"), None);
+        assert_eq!(RoutePath::parse("/").unwrap().matches("/"), Some(vec![]));
+    }
+
+    #[test]
+    fn bad_paths_say_why() {
+        assert!(RoutePath::parse("orders").unwrap_err().contains("start with '/'"));
+        assert!(RoutePath::parse("/o/{id}x").unwrap_err().contains("whole segment"));
+        assert!(RoutePath::parse("/o/{a}/{a}").unwrap_err().contains("twice"));
+        assert!(RoutePath::parse("/o/{a-b}").unwrap_err().contains("letters"));
+    }
+
+    #[test]
+    fn builtin_paths_are_protected() {
+        assert!(RoutePath::parse("/produce/{topic}").unwrap().shadows_builtin());
+        assert!(RoutePath::parse("/healthz").unwrap().shadows_builtin());
+        assert!(!RoutePath::parse("/{any}").unwrap().shadows_builtin());
+        assert!(!RoutePath::parse("/hooks/{name}").unwrap().shadows_builtin());
+    }
+}

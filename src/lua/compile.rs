@@ -1,0 +1,159 @@
+//! The functions folder in, Luau bytecode out: one [`Compiled`] per `.lua` file, shared by every VM.
+//!
+//! Compiling is separate from loading so a file is parsed once, however many VMs run it, and so a reload can
+//! compile a changed file and keep the previous bytecode when the new text does not compile.
+
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::LuaError;
+
+/// One handler file, compiled.
+#[derive(Debug)]
+pub struct Compiled {
+    /// Unique per compilation, so a VM knows when its loaded copy is stale.
+    pub id: u64,
+    /// Path inside the functions folder, with `/` separators: `hooks/github.lua`.
+    pub name: Arc<str>,
+    /// The name used in error messages and logs: `functions/hooks/github.lua`.
+    pub display: Arc<str>,
+    pub bytecode: Vec<u8>,
+    /// Hash of the source, to tell a real edit from a touch.
+    pub source_hash: u64,
+}
+
+/// Every compiled file, by name.
+pub type FunctionSet = BTreeMap<String, Arc<Compiled>>;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The display prefix: the folder's own name, as users see it beside config.toml.
+pub fn display_prefix(dir: &Path) -> String {
+    dir.file_name().map_or_else(|| "functions".to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Every `.lua` file under `dir`, by name (hidden files and folders skipped). An absent folder has none.
+pub fn scan(dir: &Path) -> Result<BTreeMap<String, PathBuf>, LuaError> {
+    let mut found = BTreeMap::new();
+    if dir.is_dir() {
+        walk(dir, dir, &mut found)?;
+    }
+    Ok(found)
+}
+
+fn walk(root: &Path, dir: &Path, found: &mut BTreeMap<String, PathBuf>) -> Result<(), LuaError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LuaError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| LuaError::Read {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            walk(root, &path, found)?;
+        } else if path.extension().is_some_and(|e| e == "lua") {
+            let relative = path.strip_prefix(root).unwrap_or(&path);
+            let name = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            found.insert(name, path);
+        }
+    }
+    Ok(())
+}
+
+pub fn read(path: &Path) -> Result<Vec<u8>, LuaError> {
+    std::fs::read(path).map_err(|source| LuaError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+pub fn hash(source: &[u8]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    source.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Compiles one file's source; a syntax error names the file and line.
+pub fn compile(name: &str, display: &str, source: &[u8]) -> Result<Compiled, LuaError> {
+    let bytecode = mlua::chunk::Compiler::new()
+        .compile(source)
+        .map_err(|e| LuaError::Compile {
+            file: display.to_owned(),
+            message: syntax_message(display, &e),
+        })?;
+    Ok(Compiled {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        name: Arc::from(name),
+        display: Arc::from(display),
+        bytecode,
+        source_hash: hash(source),
+    })
+}
+
+/// Luau reports `:<line>: <problem>`; users want `<file>:<line>: <problem>`.
+fn syntax_message(display: &str, error: &mlua::Error) -> String {
+    let message = match error {
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    let message = message.trim();
+    match message.find(':') {
+        Some(0) => format!("{display}{message}"),
+        Some(i) if message[..i].starts_with('[') || message[..i].starts_with("string") => {
+            format!("{display}{}", &message[i..])
+        }
+        _ => format!("{display}: {message}"),
+    }
+}
+
+/// Compiles every file under `dir`; all syntax errors are reported, not just the first.
+pub fn compile_all(dir: &Path) -> Result<FunctionSet, Vec<LuaError>> {
+    let prefix = display_prefix(dir);
+    let files = scan(dir).map_err(|e| vec![e])?;
+    let mut set = FunctionSet::new();
+    let mut errors = Vec::new();
+    for (name, path) in files {
+        let display = format!("{prefix}/{name}");
+        match read(&path).and_then(|source| compile(&name, &display, &source)) {
+            Ok(compiled) => {
+                set.insert(name, Arc::new(compiled));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() { Ok(set) } else { Err(errors) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_name_file_and_line() {
+        let error = compile("x.lua", "functions/x.lua", b"return function(req)\n  local = 1\nend").unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("functions/x.lua:2:"), "{text}");
+    }
+
+    #[test]
+    fn valid_files_compile_with_unique_ids() {
+        let a = compile("a.lua", "functions/a.lua", b"return function() return 'a' end").unwrap();
+        let b = compile("a.lua", "functions/a.lua", b"return function() return 'a' end").unwrap();
+        assert_ne!(a.id, b.id);
+        assert_eq!(a.source_hash, b.source_hash);
+        assert!(!a.bytecode.is_empty());
+    }
+}

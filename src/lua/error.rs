@@ -1,0 +1,61 @@
+//! Errors of the Lua stage: compiling and loading functions (startup, reload), and running one request.
+//!
+//! Runtime variants carry the function's file and the Lua message for the log; `server::error` decides what the
+//! client sees, which for a failing handler is a generic message, never the Lua error.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LuaError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+
+    #[error("{message}")]
+    Compile { file: String, message: String },
+
+    /// The file compiled but running it did not give a handler.
+    #[error("{file}: {message}")]
+    Load { file: String, message: String },
+
+    #[error("cannot watch {} for changes: {message}", path.display())]
+    Watch { path: PathBuf, message: String },
+
+    /// `req:json()` on a body that is not JSON, not caught by the handler.
+    #[error("{0}")]
+    BadRequest(String),
+
+    #[error("{function} failed: {message}")]
+    Runtime { function: String, message: String },
+
+    #[error("{function} returned an unusable response: {problem}")]
+    BadResponse { function: String, problem: String },
+
+    #[error("{function} used more than its {limit_ms} ms of CPU time and was stopped")]
+    CpuLimit { function: String, limit_ms: u128 },
+
+    #[error("{function} ran out of its VM's {limit_mb} MiB of memory and was stopped")]
+    MemoryLimit { function: String, limit_mb: usize },
+
+    #[error("{function} did not finish within {limit_ms} ms")]
+    Timeout { function: String, limit_ms: u128 },
+
+    /// `kafka.produce` failed because the cluster was down or slow, and the handler did not catch it.
+    #[error("{function}: kafka cluster '{cluster}' is {}", if *timed_out { "slow" } else { "unavailable" })]
+    Kafka {
+        function: String,
+        cluster: String,
+        timed_out: bool,
+    },
+
+    /// The VM could not set up the request (for instance, out of memory before the handler ran).
+    #[error("cannot start {function}: {message}")]
+    Setup { function: String, message: String },
+
+    #[error("the Lua runtime is shutting down")]
+    ShuttingDown,
+}
+
+/// Every problem found loading the functions, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct LoadErrors(pub Vec<LuaError>);

@@ -1,0 +1,125 @@
+//! `json`, `base64`, `hex` and `crypto`: pure functions over strings and values.
+
+use base64::Engine;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::DecodePaddingMode;
+use hmac::{Hmac, Mac};
+use mlua::{Lua, Result, LuaString, Table, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::lua::convert;
+
+pub fn json(lua: &Lua) -> Result<Table> {
+    let json = lua.create_table()?;
+    json.set("null", Value::NULL)?;
+    json.set(
+        "encode",
+        lua.create_function(|_, value: Value| {
+            let json = convert::to_json(&value).map_err(|e| mlua::Error::runtime(format!("json.encode: {e}")))?;
+            Ok(json.to_string())
+        })?,
+    )?;
+    json.set(
+        "decode",
+        lua.create_function(|lua, text: LuaString| {
+            let value: serde_json::Value = serde_json::from_slice(&text.as_bytes())
+                .map_err(|e| mlua::Error::runtime(format!("json.decode: {e}")))?;
+            convert::from_json(lua, &value)
+        })?,
+    )?;
+    Ok(json)
+}
+
+pub fn base64(lua: &Lua) -> Result<Table> {
+    let table = lua.create_table()?;
+    table.set(
+        "encode",
+        lua.create_function(|_, data: LuaString| Ok(STANDARD.encode(data.as_bytes())))?,
+    )?;
+    table.set(
+        "decode",
+        lua.create_function(|lua, text: LuaString| {
+            let bytes = STANDARD
+                .decode(text.as_bytes())
+                .map_err(|e| mlua::Error::runtime(format!("base64.decode: {e}")))?;
+            lua.create_string(bytes)
+        })?,
+    )?;
+    table.set(
+        "encode_url",
+        lua.create_function(|_, data: LuaString| Ok(URL_SAFE_NO_PAD.encode(data.as_bytes())))?,
+    )?;
+    table.set(
+        "decode_url",
+        lua.create_function(|lua, text: LuaString| {
+            // Padding is optional in URL-safe base64 (JWTs omit it), so accept both.
+            let lenient = GeneralPurpose::new(
+                &base64::alphabet::URL_SAFE,
+                GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+            );
+            let bytes = lenient
+                .decode(text.as_bytes())
+                .map_err(|e| mlua::Error::runtime(format!("base64.decode_url: {e}")))?;
+            lua.create_string(bytes)
+        })?,
+    )?;
+    Ok(table)
+}
+
+pub fn hex(lua: &Lua) -> Result<Table> {
+    let table = lua.create_table()?;
+    table.set(
+        "encode",
+        lua.create_function(|_, data: LuaString| Ok(::hex::encode(data.as_bytes())))?,
+    )?;
+    table.set(
+        "decode",
+        lua.create_function(|lua, text: LuaString| {
+            let bytes =
+                ::hex::decode(text.as_bytes()).map_err(|e| mlua::Error::runtime(format!("hex.decode: {e}")))?;
+            lua.create_string(bytes)
+        })?,
+    )?;
+    Ok(table)
+}
+
+/// How a digest is returned: `"hex"` (the default), `"base64"` or `"raw"` bytes.
+fn output(lua: &Lua, digest: &[u8], encoding: Option<String>, function: &str) -> Result<LuaString> {
+    match encoding.as_deref().unwrap_or("hex") {
+        "hex" => lua.create_string(::hex::encode(digest)),
+        "base64" => lua.create_string(STANDARD.encode(digest)),
+        "raw" => lua.create_string(digest),
+        other => Err(mlua::Error::runtime(format!(
+            "crypto.{function}: unknown output '{other}'; use \"hex\", \"base64\" or \"raw\""
+        ))),
+    }
+}
+
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+pub fn crypto(lua: &Lua) -> Result<Table> {
+    let table = lua.create_table()?;
+    table.set(
+        "sha256",
+        lua.create_function(|lua, (data, encoding): (LuaString, Option<String>)| {
+            output(lua, &Sha256::digest(data.as_bytes()), encoding, "sha256")
+        })?,
+    )?;
+    table.set(
+        "hmac_sha256",
+        lua.create_function(|lua, (key, data, encoding): (LuaString, LuaString, Option<String>)| {
+            output(lua, &hmac_sha256(&key.as_bytes(), &data.as_bytes()), encoding, "hmac_sha256")
+        })?,
+    )?;
+    // Compares in time that depends only on the lengths, so a signature check leaks nothing about the secret.
+    table.set(
+        "equals",
+        lua.create_function(|_, (a, b): (LuaString, LuaString)| Ok(bool::from(a.as_bytes().ct_eq(&b.as_bytes()))))?,
+    )?;
+    Ok(table)
+}

@@ -1,0 +1,267 @@
+//! `kafka.produce{cluster?, topic?, messages={...}}`: Lua tables in, the shared produce core, a result table out.
+//!
+//! The call is read and checked whole (field names, types, data/value exclusivity) before the produce core
+//! resolves the topic, checks partitions and writes; so one bad message writes nothing. Errors are Lua errors with
+//! a plain string message, which a handler may `pcall`. The deprecated single-message form
+//! `kafka.produce{topic=, key=, value=}` is the same call with one message.
+
+use std::sync::Arc;
+
+use mlua::{Lua, Result, Table, Value};
+
+use crate::config::Config;
+use crate::kafka::KafkaError;
+use crate::lua::convert;
+use crate::lua::state::{KafkaOutage, VmShared};
+use crate::produce::{Key, Message, Payload, ProduceError, Producer, Written};
+
+const CALL_FIELDS: [&str; 3] = ["cluster", "topic", "messages"];
+const MESSAGE_FIELDS: [&str; 6] = ["partition", "key", "data", "value", "headers", "timestamp"];
+
+/// What `kafka.produce` needs from the server.
+#[derive(Debug)]
+pub struct KafkaContext {
+    pub config: Arc<Config>,
+    pub producer: Arc<Producer>,
+}
+
+pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> Result<Table> {
+    let table = lua.create_table()?;
+    let produce = lua.create_async_function(move |lua, args: Table| {
+        let context = Arc::clone(&context);
+        let request = shared.current();
+        let call = read_call(&context.config, &args);
+        async move {
+            let messages = call.map_err(|e| mlua::Error::runtime(format!("kafka.produce: {e}")))?;
+            match context.producer.produce_written(messages).await {
+                Ok(written) => result(&lua, &written),
+                Err(e) => {
+                    if let (Some(request), Some(outage)) = (request, outage(&e)) {
+                        request.record(|o| o.kafka_outage = Some(outage));
+                    }
+                    Err(mlua::Error::runtime(format!("kafka.produce: {e}")))
+                }
+            }
+        }
+    })?;
+    table.set("produce", produce)?;
+    Ok(table)
+}
+
+/// A cluster that was down or slow, as opposed to a mistake in the call.
+fn outage(error: &ProduceError) -> Option<KafkaOutage> {
+    match error.root() {
+        ProduceError::Kafka(k) | ProduceError::Write { source: k, .. } => match k {
+            KafkaError::Unavailable { cluster, .. } => Some(KafkaOutage {
+                cluster: cluster.clone(),
+                timed_out: false,
+            }),
+            KafkaError::Timeout { cluster, .. } => Some(KafkaOutage {
+                cluster: cluster.clone(),
+                timed_out: true,
+            }),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn read_call(config: &Config, args: &Table) -> std::result::Result<Vec<Message>, String> {
+    let messages: Option<Table> = field(args, "messages")?;
+    let allowed: Vec<&str> = match messages {
+        Some(_) => CALL_FIELDS.to_vec(),
+        None => CALL_FIELDS.iter().chain(&MESSAGE_FIELDS).copied().collect(),
+    };
+    check_fields(args, &allowed)?;
+    let topic = match field::<String>(args, "topic")? {
+        Some(topic) => topic,
+        None => only_topic(config)?,
+    };
+    let cluster: Option<String> = field(args, "cluster")?;
+    let Some(list) = messages else {
+        // The deprecated single-message form: the message fields sit beside the topic.
+        return Ok(vec![read_message(args, &topic, cluster.as_ref()).map_err(|e| e.to_string())?]);
+    };
+    let count = list.raw_len();
+    if count == 0 || list.pairs::<Value, Value>().count() != count {
+        return Err("messages must be a non-empty list of tables: messages = { {key = ..., value = ...} }".into());
+    }
+    (1..=count)
+        .map(|i| {
+            let message: Value = list.raw_get(i).map_err(|e| e.to_string())?;
+            let Value::Table(message) = message else {
+                return Err(format!("message {i}: expected a table, got a {}", message.type_name()));
+            };
+            read_message(&message, &topic, cluster.as_ref()).map_err(|e| format!("message {i}: {e}"))
+        })
+        .collect()
+}
+
+/// With exactly one topic configured (by name, not pattern), `topic` may be left out.
+fn only_topic(config: &Config) -> std::result::Result<String, String> {
+    match config.topics.as_slice() {
+        [only] if only.pattern.is_exact() => Ok(only.pattern.as_str().to_owned()),
+        [] => Err("give a topic: topic = \"...\" (config.toml configures none)".into()),
+        topics => Err(format!(
+            "give a topic: topic = \"...\" (configured: {})",
+            topics.iter().map(|t| t.pattern.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+fn read_message(table: &Table, topic: &str, cluster: Option<&String>) -> std::result::Result<Message, String> {
+    check_fields(table, &MESSAGE_FIELDS)?;
+    let partition = match field::<f64>(table, "partition")? {
+        None => None,
+        Some(p) if p.fract() == 0.0 && (0.0..=f64::from(i32::MAX)).contains(&p) => Some(p as i32),
+        Some(p) => return Err(format!("partition {p} is not a whole number >= 0")),
+    };
+    let timestamp_ms = match field::<f64>(table, "timestamp")? {
+        None => None,
+        Some(t) if t.fract() == 0.0 => Some(t as i64),
+        Some(t) => return Err(format!("timestamp {t} is not whole milliseconds since 1970-01-01")),
+    };
+    let key = match table.raw_get::<Value>("key").map_err(|e| e.to_string())? {
+        Value::Nil => Key::Random,
+        Value::LightUserData(p) if p.0.is_null() => Key::Null,
+        Value::String(s) => Key::Bytes(s.as_bytes().to_vec()),
+        other => Key::Bytes(json_text(&other, "key")?.into_bytes()),
+    };
+    let data = table.raw_get::<Value>("data").map_err(|e| e.to_string())?;
+    let value = table.raw_get::<Value>("value").map_err(|e| e.to_string())?;
+    let value = match (data, value) {
+        (Value::Nil, Value::Nil) => Payload::Random,
+        (data, Value::Nil) => Payload::Data(convert::to_json(&data).map_err(|e| format!("data: {e}"))?),
+        (Value::Nil, value) => Payload::Bytes(value_bytes(&value)?),
+        _ => return Err("give data (validated and encoded for the topic) or value (written as is), not both".into()),
+    };
+    let headers = match field::<Table>(table, "headers")? {
+        Some(headers) => read_headers(&headers)?,
+        None => Vec::new(),
+    };
+    Ok(Message {
+        topic: topic.to_owned(),
+        cluster: cluster.cloned(),
+        partition,
+        key,
+        value,
+        headers,
+        timestamp_ms,
+    })
+}
+
+/// `value`: strings as their bytes, numbers and booleans as text, tables as JSON, `json.null` as a tombstone.
+fn value_bytes(value: &Value) -> std::result::Result<Option<Vec<u8>>, String> {
+    Ok(match value {
+        Value::LightUserData(p) if p.0.is_null() => None,
+        Value::String(s) => Some(s.as_bytes().to_vec()),
+        other => Some(json_text(other, "value")?.into_bytes()),
+    })
+}
+
+fn json_text(value: &Value, name: &str) -> std::result::Result<String, String> {
+    convert::to_json(value)
+        .map(|json| json.to_string())
+        .map_err(|e| format!("{name}: {e}"))
+}
+
+/// A name → value table, or a list of `{key=, value=}` (the form for repeated names).
+fn read_headers(headers: &Table) -> std::result::Result<Vec<(String, Vec<u8>)>, String> {
+    let mut out = Vec::new();
+    if headers.raw_len() > 0 {
+        for entry in headers.sequence_values::<Value>() {
+            let Value::Table(entry) = entry.map_err(|e| e.to_string())? else {
+                return Err("headers given as a list must hold {key = ..., value = ...} tables".into());
+            };
+            let name: String =
+                field(&entry, "key")?.ok_or("every header in the list needs key = \"name\"")?;
+            let value: Value = entry.raw_get("value").map_err(|e| e.to_string())?;
+            out.push((name.clone(), header_value(&name, &value)?));
+        }
+        return Ok(out);
+    }
+    for pair in headers.pairs::<Value, Value>() {
+        let (name, value) = pair.map_err(|e| e.to_string())?;
+        let Value::String(name) = name else {
+            return Err("header names must be strings".into());
+        };
+        let name = name.to_string_lossy();
+        out.push((name.clone(), header_value(&name, &value)?));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn header_value(name: &str, value: &Value) -> std::result::Result<Vec<u8>, String> {
+    match value {
+        Value::String(s) => Ok(s.as_bytes().to_vec()),
+        Value::Number(_) | Value::Integer(_) | Value::Boolean(_) => Ok(json_text(value, name)?.into_bytes()),
+        other => Err(format!(
+            "header '{name}' must be a string, number or boolean, not a {}",
+            other.type_name()
+        )),
+    }
+}
+
+fn field<T: mlua::FromLua>(table: &Table, name: &str) -> std::result::Result<Option<T>, String> {
+    table
+        .raw_get::<Option<T>>(name)
+        .map_err(|_| format!("{name} has the wrong type"))
+}
+
+/// Refuses unknown (misspelt) fields, naming the ones expected.
+fn check_fields(table: &Table, allowed: &[&str]) -> std::result::Result<(), String> {
+    for pair in table.pairs::<Value, Value>() {
+        let (key, _) = pair.map_err(|e| e.to_string())?;
+        let known = matches!(&key, Value::String(s) if allowed.contains(&s.to_string_lossy().as_str()));
+        if !known {
+            return Err(format!("unknown field {} (expected {})", key_name(&key), allowed.join(", ")));
+        }
+    }
+    Ok(())
+}
+
+fn key_name(key: &Value) -> String {
+    match key {
+        Value::String(s) => format!("'{}'", s.to_string_lossy()),
+        other => format!("[{}]", other.to_string().unwrap_or_default()),
+    }
+}
+
+/// `{cluster, topic, messages = {{partition, offset, key, value, headers, timestamp}}}` plus the deprecated
+/// `partition, offset, key, value` of the first message.
+fn result(lua: &Lua, written: &[Written]) -> Result<Table> {
+    let table = lua.create_table()?;
+    let messages = lua.create_table_with_capacity(written.len(), 0)?;
+    for (i, w) in written.iter().enumerate() {
+        let message = lua.create_table_with_capacity(0, 6)?;
+        message.set("partition", w.delivery.partition)?;
+        message.set("offset", w.delivery.offset)?;
+        message.set("key", bytes_or_null(lua, w.key.as_deref())?)?;
+        message.set("value", bytes_or_null(lua, w.value.as_deref())?)?;
+        let headers = lua.create_table()?;
+        for (name, value) in &w.headers {
+            headers.set(name.as_str(), lua.create_string(value)?)?;
+        }
+        message.set("headers", headers)?;
+        message.set("timestamp", w.delivery.timestamp_ms)?;
+        messages.raw_set(i + 1, message)?;
+    }
+    if let Some(first) = written.first() {
+        table.set("cluster", first.delivery.cluster.as_str())?;
+        table.set("topic", first.delivery.topic.as_str())?;
+        table.set("partition", first.delivery.partition)?;
+        table.set("offset", first.delivery.offset)?;
+        table.set("key", bytes_or_null(lua, first.key.as_deref())?)?;
+        table.set("value", bytes_or_null(lua, first.value.as_deref())?)?;
+    }
+    table.set("messages", messages)?;
+    Ok(table)
+}
+
+fn bytes_or_null(lua: &Lua, bytes: Option<&[u8]>) -> Result<Value> {
+    match bytes {
+        Some(bytes) => Ok(Value::String(lua.create_string(bytes)?)),
+        None => Ok(Value::NULL),
+    }
+}

@@ -1,0 +1,139 @@
+//! `webhook.verify_github(req, secret)` and `webhook.verify_stripe(req, secret, tolerance_s)`.
+//!
+//! Both take the `req` table a handler receives (its raw `body` and its headers) and return `true`, or `false`
+//! and the reason, so a handler can answer 401 and log why. Signatures are compared in constant time.
+
+use mlua::{Lua, Result, LuaString, Table};
+use subtle::ConstantTimeEq;
+
+use super::codec::hmac_sha256;
+
+/// Stripe's own libraries accept signatures up to five minutes old.
+const STRIPE_DEFAULT_TOLERANCE_S: i64 = 300;
+
+pub fn module(lua: &Lua) -> Result<Table> {
+    let table = lua.create_table()?;
+    table.set(
+        "verify_github",
+        lua.create_function(|_, (req, secret): (Table, LuaString)| {
+            let (body, header) = body_and_header(&req, "x-hub-signature-256")?;
+            Ok(verdict(verify_github(&body, header.as_deref(), &secret.as_bytes())))
+        })?,
+    )?;
+    table.set(
+        "verify_stripe",
+        lua.create_function(|_, (req, secret, tolerance): (Table, LuaString, Option<i64>)| {
+            let (body, header) = body_and_header(&req, "stripe-signature")?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let tolerance = tolerance.unwrap_or(STRIPE_DEFAULT_TOLERANCE_S);
+            Ok(verdict(verify_stripe(&body, header.as_deref(), &secret.as_bytes(), now, tolerance)))
+        })?,
+    )?;
+    Ok(table)
+}
+
+fn verdict(result: std::result::Result<(), &'static str>) -> (bool, Option<&'static str>) {
+    match result {
+        Ok(()) => (true, None),
+        Err(reason) => (false, Some(reason)),
+    }
+}
+
+fn body_and_header(req: &Table, header: &str) -> Result<(Vec<u8>, Option<String>)> {
+    let body: Option<LuaString> = req.get("body")?;
+    let headers: Option<Table> = req.get("headers")?;
+    let value = match headers {
+        Some(headers) => headers.get::<Option<String>>(header)?,
+        None => None,
+    };
+    Ok((body.map(|b| b.as_bytes().to_vec()).unwrap_or_default(), value))
+}
+
+/// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>`.
+pub fn verify_github(body: &[u8], header: Option<&str>, secret: &[u8]) -> std::result::Result<(), &'static str> {
+    let header = header.ok_or("no X-Hub-Signature-256 header")?;
+    let given = header
+        .trim()
+        .strip_prefix("sha256=")
+        .ok_or("X-Hub-Signature-256 does not start with sha256=")?;
+    let given = hex::decode(given).map_err(|_| "X-Hub-Signature-256 is not hex")?;
+    let expected = hmac_sha256(secret, body);
+    if bool::from(expected.ct_eq(&given)) {
+        Ok(())
+    } else {
+        Err("signature does not match")
+    }
+}
+
+/// `Stripe-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">[,v1=...]`: any v1 may match, and `t`
+/// must be within `tolerance_s` of now.
+pub fn verify_stripe(
+    body: &[u8],
+    header: Option<&str>,
+    secret: &[u8],
+    now_s: i64,
+    tolerance_s: i64,
+) -> std::result::Result<(), &'static str> {
+    let header = header.ok_or("no Stripe-Signature header")?;
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
+            Some(("v1", v)) => signatures.extend(hex::decode(v).ok()),
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or("Stripe-Signature has no valid t=")?;
+    if signatures.is_empty() {
+        return Err("Stripe-Signature has no v1 signature");
+    }
+    let mut signed = timestamp.to_string().into_bytes();
+    signed.push(b'.');
+    signed.extend_from_slice(body);
+    let expected = hmac_sha256(secret, &signed);
+    let matched = signatures
+        .iter()
+        .fold(subtle::Choice::from(0), |acc, s| acc | expected.ct_eq(s));
+    if !bool::from(matched) {
+        return Err("signature does not match");
+    }
+    if (now_s - timestamp).abs() > tolerance_s {
+        return Err("timestamp is outside the tolerance");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_signature_of_the_documented_example() {
+        // From GitHub's "Validating webhook deliveries" documentation.
+        let header = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(verify_github(b"Hello, World!", Some(header), b"It's a Secret to Everybody"), Ok(()));
+        assert!(verify_github(b"Hello, World?", Some(header), b"It's a Secret to Everybody").is_err());
+        assert!(verify_github(b"x", None, b"s").is_err());
+        assert!(verify_github(b"x", Some("sha1=00"), b"s").is_err());
+    }
+
+    #[test]
+    fn stripe_accepts_any_v1_within_tolerance() {
+        let body = br#"{"id":"evt_1"}"#;
+        let good = hex::encode(hmac_sha256(b"whsec", b"1000.{\"id\":\"evt_1\"}"));
+        let header = format!("t=1000,v1={},v1={good},v0=ignored", "00".repeat(32));
+        assert_eq!(verify_stripe(body, Some(&header), b"whsec", 1100, 300), Ok(()));
+        assert_eq!(
+            verify_stripe(body, Some(&header), b"whsec", 1400, 300),
+            Err("timestamp is outside the tolerance")
+        );
+        assert_eq!(
+            verify_stripe(body, Some(&header), b"other", 1100, 300),
+            Err("signature does not match")
+        );
+        assert!(verify_stripe(body, Some("v1=00"), b"whsec", 1100, 300).is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! Reload on change: file events under the functions folder in, a new route table out.
+//!
+//! Events are gathered for a short quiet period (editors write a file in several steps), then the folder is
+//! scanned again. A file whose source changed is compiled and loaded once; if that fails, the previous version keeps
+//! serving and the error is logged. New files start serving, deleted files stop.
+
+use std::sync::{Arc, PoisonError, Weak};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::compile::{self, FunctionSet};
+use super::routes::RouteTable;
+use super::vm::Vm;
+use super::{Functions, LuaError, limits};
+
+/// Quiet time after the last event before reloading: editors save in several writes (temp file, rename).
+const SETTLE: Duration = Duration::from_millis(150);
+
+pub fn watch(functions: &Arc<Functions>) -> Result<notify::RecommendedWatcher, LuaError> {
+    let dir = functions.config.lua.functions_dir.clone();
+    let (events, mut received) = mpsc::unbounded_channel();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = events.send(());
+        }
+    })
+    .and_then(|mut w| w.watch(&dir, RecursiveMode::Recursive).map(|()| w))
+    .map_err(|e| LuaError::Watch {
+        path: dir.clone(),
+        message: e.to_string(),
+    })?;
+    let weak: Weak<Functions> = Arc::downgrade(functions);
+    tokio::spawn(async move {
+        while received.recv().await.is_some() {
+            // Wait until events stop arriving, then reload once.
+            while tokio::time::timeout(SETTLE, received.recv()).await.is_ok_and(|e| e.is_some()) {}
+            let Some(functions) = weak.upgrade() else { break };
+            reload(&functions);
+        }
+    });
+    // Events flow only while `watcher` is alive; the caller keeps it.
+    Ok(watcher)
+}
+
+/// Scans the folder again and swaps in the new table; broken edits keep their previous version.
+pub fn reload(functions: &Functions) {
+    let config = &functions.config;
+    let dir = &config.lua.functions_dir;
+    let files = match compile::scan(dir) {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot reload functions; the current ones keep serving");
+            return;
+        }
+    };
+    let current = functions.table();
+    let mut checker: Option<Vm> = None;
+    let prefix = compile::display_prefix(dir);
+    let mut next = FunctionSet::new();
+    for (name, path) in files {
+        let previous = current.functions().get(&name);
+        let source = match compile::read(&path) {
+            Ok(source) => source,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a changed function; keeping its previous version");
+                next.extend(previous.map(|p| (name.clone(), Arc::clone(p))));
+                continue;
+            }
+        };
+        if let Some(previous) = previous.filter(|p| p.source_hash == compile::hash(&source)) {
+            next.insert(name, Arc::clone(previous));
+            continue;
+        }
+        let label = format!("{prefix}/{name}");
+        let checked = compile::compile(&name, &label, &source).and_then(|compiled| {
+            let vm = match &mut checker {
+                Some(vm) => vm,
+                None => checker.insert(Vm::new(&functions.context, limits(config)).map_err(|e| LuaError::Setup {
+                    function: label.clone(),
+                    message: e.to_string(),
+                })?),
+            };
+            vm.check_loads(&compiled).map(|()| compiled)
+        });
+        match (checked, previous) {
+            (Ok(compiled), _) => {
+                tracing::info!(function = %label, "loaded");
+                next.insert(name, Arc::new(compiled));
+            }
+            (Err(e), Some(previous)) => {
+                tracing::error!(function = %label, error = %e, "the edit does not load; the previous version keeps serving");
+                next.insert(name, Arc::clone(previous));
+            }
+            (Err(e), None) => tracing::error!(function = %label, error = %e, "the new file does not load; not serving it"),
+        }
+    }
+    for name in current.functions().keys().filter(|n| !next.contains_key(*n)) {
+        tracing::info!(function = %format!("{prefix}/{name}"), "removed");
+    }
+    let table = Arc::new(RouteTable::new(&config.routes, next));
+    *functions.table.write().unwrap_or_else(PoisonError::into_inner) = table;
+}

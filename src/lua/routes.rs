@@ -1,0 +1,172 @@
+//! Which function serves a request: a method and path in, a [`Target`] (function, path parameters, auth, env) out.
+//!
+//! Explicit `[[routes]]` come first, most specific (fewest parameters) first; then file routes:
+//! `functions/hooks/github.lua` serves `/hooks/github` and `index.lua` serves its folder (`/` at the top). A file
+//! that an explicit route names is served only through its routes, so `auth = true` on a route cannot be walked
+//! around through the file's own path.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::compile::{Compiled, FunctionSet};
+use crate::config::Route;
+
+/// A function chosen for a request.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub function: Arc<Compiled>,
+    pub params: Vec<(String, String)>,
+    pub auth: bool,
+    pub env: Arc<BTreeMap<String, String>>,
+}
+
+#[derive(Debug)]
+pub enum Found {
+    Target(Target),
+    /// The path has routes, none for this method; `allowed` lists those that are.
+    MethodNotAllowed { allowed: String },
+    NotFound,
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Most specific first.
+    explicit: Vec<(Route, Arc<BTreeMap<String, String>>)>,
+    /// Request path → function.
+    files: HashMap<String, Arc<Compiled>>,
+    functions: FunctionSet,
+}
+
+impl RouteTable {
+    pub fn new(routes: &[Route], functions: FunctionSet) -> Self {
+        let mut explicit: Vec<(Route, Arc<BTreeMap<String, String>>)> =
+            routes.iter().map(|r| (r.clone(), Arc::new(r.env.clone()))).collect();
+        explicit.sort_by_key(|(r, _)| r.path.param_count());
+        let routed: BTreeSet<&str> = routes.iter().map(|r| r.function.as_str()).collect();
+        let files = functions
+            .iter()
+            .filter(|(name, _)| !routed.contains(name.as_str()))
+            .map(|(name, compiled)| (file_path(name), Arc::clone(compiled)))
+            .collect();
+        Self {
+            explicit,
+            files,
+            functions,
+        }
+    }
+
+    pub fn functions(&self) -> &FunctionSet {
+        &self.functions
+    }
+
+    pub fn find(&self, method: &str, path: &str) -> Found {
+        let mut allowed: Vec<&str> = Vec::new();
+        for (route, env) in &self.explicit {
+            let Some(params) = route.path.matches(path) else {
+                continue;
+            };
+            let Some(function) = self.functions.get(&route.function) else {
+                continue; // The file was deleted while serving.
+            };
+            if route.allows(method) {
+                return Found::Target(Target {
+                    function: Arc::clone(function),
+                    params,
+                    auth: route.auth,
+                    env: Arc::clone(env),
+                });
+            }
+            allowed.extend(route.methods.iter().map(String::as_str));
+        }
+        let normalized = match path.trim_end_matches('/') {
+            "" => "/",
+            trimmed => trimmed,
+        };
+        if let Some(function) = self.files.get(normalized) {
+            return Found::Target(Target {
+                function: Arc::clone(function),
+                params: Vec::new(),
+                auth: false,
+                env: Arc::default(),
+            });
+        }
+        if allowed.is_empty() {
+            Found::NotFound
+        } else {
+            allowed.sort_unstable();
+            allowed.dedup();
+            Found::MethodNotAllowed {
+                allowed: allowed.join(", "),
+            }
+        }
+    }
+}
+
+/// `hooks/github.lua` → `/hooks/github`; `index.lua` → `/`; `hooks/index.lua` → `/hooks`.
+fn file_path(name: &str) -> String {
+    let stem = name.strip_suffix(".lua").unwrap_or(name);
+    let stem = match stem.strip_suffix("index") {
+        Some(folder) if folder.is_empty() || folder.ends_with('/') => folder.trim_end_matches('/'),
+        _ => stem,
+    };
+    format!("/{stem}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RoutePath;
+    use crate::lua::compile::compile;
+
+    fn set(names: &[&str]) -> FunctionSet {
+        names
+            .iter()
+            .map(|n| (n.to_string(), Arc::new(compile(n, n, b"return function() end").unwrap())))
+            .collect()
+    }
+
+    fn route(path: &str, function: &str, methods: &[&str]) -> Route {
+        Route {
+            path: RoutePath::parse(path).unwrap(),
+            function: function.into(),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            auth: false,
+            env: BTreeMap::new(),
+        }
+    }
+
+    fn name(found: Found) -> String {
+        match found {
+            Found::Target(t) => t.function.name.to_string(),
+            Found::MethodNotAllowed { allowed } => format!("405 {allowed}"),
+            Found::NotFound => "404".into(),
+        }
+    }
+
+    #[test]
+    fn files_map_to_paths() {
+        assert_eq!(file_path("hooks/github.lua"), "/hooks/github");
+        assert_eq!(file_path("index.lua"), "/");
+        assert_eq!(file_path("hooks/index.lua"), "/hooks");
+        assert_eq!(file_path("reindex.lua"), "/reindex");
+        let table = RouteTable::new(&[], set(&["index.lua", "hooks/github.lua"]));
+        assert_eq!(name(table.find("POST", "/hooks/github/")), "hooks/github.lua");
+        assert_eq!(name(table.find("GET", "/")), "index.lua");
+        assert_eq!(name(table.find("GET", "/nope")), "404");
+    }
+
+    #[test]
+    fn explicit_routes_win_and_hide_their_file() {
+        let routes = [
+            route("/orders/{id}", "orders.lua", &["GET"]),
+            route("/orders/new", "new.lua", &["POST"]),
+        ];
+        let table = RouteTable::new(&routes, set(&["orders.lua", "new.lua", "other.lua"]));
+        assert_eq!(name(table.find("GET", "/orders/7")), "orders.lua");
+        assert_eq!(name(table.find("POST", "/orders/new")), "new.lua");
+        assert_eq!(name(table.find("DELETE", "/orders/7")), "405 GET");
+        assert_eq!(name(table.find("GET", "/orders")), "404");
+        assert_eq!(name(table.find("GET", "/new")), "404");
+        assert_eq!(name(table.find("GET", "/other")), "other.lua");
+    }
+}

@@ -1,0 +1,119 @@
+//! What a message asks to write, before the topic's configuration turns it into bytes.
+//!
+//! Takes a [`Key`] and a [`Payload`] as the caller gave them (bytes, structured `data`, or nothing, meaning "make
+//! one up"), gives the bytes of the record. Random keys are 9 lower-case letters; `data` is encoded as compact JSON
+//! and a missing value becomes a random JSON value: what an empty topic schema allows.
+
+use rand::Rng;
+use rand::seq::IndexedRandom;
+use serde_json::{Map, Value};
+
+/// The key of a message to write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Key {
+    /// A Kafka null key (REST messages without `key`).
+    #[default]
+    Null,
+    Bytes(Vec<u8>),
+    /// Generated for the topic (Lua messages without `key`).
+    Random,
+}
+
+/// The value of a message to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// Written as given; `None` is a Kafka null value (a tombstone).
+    Bytes(Option<Vec<u8>>),
+    /// Structured data, encoded by the topic's content type.
+    Data(Value),
+    /// Generated for the topic, then encoded like `Data`.
+    Random,
+}
+
+impl Default for Payload {
+    fn default() -> Self {
+        Self::Bytes(None)
+    }
+}
+
+/// Length of a generated key: as in the mock server the API comes from.
+const RANDOM_KEY_LEN: usize = 9;
+
+/// Deepest nesting of a generated value, so a random document stays small.
+const RANDOM_MAX_DEPTH: usize = 2;
+
+pub(super) fn key_bytes(key: Key) -> Option<Vec<u8>> {
+    match key {
+        Key::Null => None,
+        Key::Bytes(bytes) => Some(bytes),
+        Key::Random => Some(random_key().into_bytes()),
+    }
+}
+
+pub(super) fn value_bytes(payload: Payload) -> Option<Vec<u8>> {
+    match payload {
+        Payload::Bytes(bytes) => bytes,
+        Payload::Data(data) => Some(encode(&data)),
+        Payload::Random => Some(encode(&random_value(&mut rand::rng(), 0))),
+    }
+}
+
+fn encode(data: &Value) -> Vec<u8> {
+    serde_json::to_vec(data).unwrap_or_else(|_| unreachable!("a serde_json::Value always serializes"))
+}
+
+/// 9 random lower-case letters.
+pub fn random_key() -> String {
+    let mut rng = rand::rng();
+    (0..RANDOM_KEY_LEN).map(|_| rng.random_range(b'a'..=b'z') as char).collect()
+}
+
+/// Any JSON value: scalars, or a small array or object of them.
+fn random_value(rng: &mut impl Rng, depth: usize) -> Value {
+    let kinds = if depth >= RANDOM_MAX_DEPTH { 4 } else { 6 };
+    match rng.random_range(0..kinds) {
+        0 => Value::from(random_word(rng)),
+        1 => Value::from(rng.random_range(-1000..=1000)),
+        2 => Value::from((rng.random_range(0.0..1000.0_f64) * 100.0).round() / 100.0),
+        3 => Value::from(rng.random_bool(0.5)),
+        4 => Value::Array((0..rng.random_range(0..4)).map(|_| random_value(rng, depth + 1)).collect()),
+        _ => {
+            let mut object = Map::new();
+            for _ in 0..rng.random_range(1..5) {
+                object.insert(random_word(rng), random_value(rng, depth + 1));
+            }
+            Value::Object(object)
+        }
+    }
+}
+
+fn random_word(rng: &mut impl Rng) -> String {
+    const WORDS: [&str; 12] = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
+    ];
+    WORDS.choose(rng).copied().unwrap_or("alpha").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_keys_are_nine_lower_case_letters() {
+        for _ in 0..100 {
+            let key = random_key();
+            assert_eq!(key.len(), 9);
+            assert!(key.bytes().all(|b| b.is_ascii_lowercase()), "{key}");
+        }
+    }
+
+    #[test]
+    fn data_is_compact_json_and_random_values_are_json() {
+        let data = serde_json::json!({"a": [1, "x"], "b": null});
+        assert_eq!(value_bytes(Payload::Data(data)).unwrap(), br#"{"a":[1,"x"],"b":null}"#);
+        for _ in 0..100 {
+            let bytes = value_bytes(Payload::Random).unwrap();
+            serde_json::from_slice::<Value>(&bytes).unwrap();
+        }
+    }
+}
