@@ -196,7 +196,11 @@ pub(super) fn check_routes(c: &mut Checker<'_>, raw: &[RawRoute], functions_dir:
             } else {
                 c.at(
                     method,
-                    format!("[[routes]] method '{}' is not one of {}", method.get_ref(), METHODS.join(", ")),
+                    format!(
+                        "[[routes]] method '{}' is not one of {}",
+                        method.get_ref(),
+                        METHODS.join(", ")
+                    ),
                 );
             }
         }

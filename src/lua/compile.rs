@@ -32,7 +32,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The display prefix: the folder's own name, as users see it beside config.toml.
 pub fn display_prefix(dir: &Path) -> String {
-    dir.file_name().map_or_else(|| "functions".to_owned(), |n| n.to_string_lossy().into_owned())
+    dir.file_name()
+        .map_or_else(|| "functions".to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
 /// Every `.lua` file under `dir`, by name (hidden files and folders skipped). An absent folder has none.
@@ -103,19 +104,17 @@ pub fn compile(name: &str, display: &str, source: &[u8]) -> Result<Compiled, Lua
     })
 }
 
-/// Luau reports `:<line>: <problem>`; users want `<file>:<line>: <problem>`.
+/// Luau reports `<line>: <problem>`; users want `<file>:<line>: <problem>`.
 fn syntax_message(display: &str, error: &mlua::Error) -> String {
     let message = match error {
         mlua::Error::SyntaxError { message, .. } => message.clone(),
         other => other.to_string(),
     };
-    let message = message.trim();
-    match message.find(':') {
-        Some(0) => format!("{display}{message}"),
-        Some(i) if message[..i].starts_with('[') || message[..i].starts_with("string") => {
-            format!("{display}{}", &message[i..])
-        }
-        _ => format!("{display}: {message}"),
+    let message = message.trim().trim_start_matches(':');
+    if message.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("{display}:{message}")
+    } else {
+        format!("{display}: {message}")
     }
 }
 

@@ -23,7 +23,9 @@ pub fn to_json(value: &Value) -> Result<serde_json::Value, String> {
 
 fn to_json_at(value: &Value, depth: usize) -> Result<serde_json::Value, String> {
     if depth > MAX_DEPTH {
-        return Err(format!("nested deeper than {MAX_DEPTH} levels (does a table contain itself?)"));
+        return Err(format!(
+            "nested deeper than {MAX_DEPTH} levels (does a table contain itself?)"
+        ));
     }
     Ok(match value {
         Value::Nil => serde_json::Value::Null,
@@ -31,7 +33,9 @@ fn to_json_at(value: &Value, depth: usize) -> Result<serde_json::Value, String> 
         Value::Boolean(b) => serde_json::Value::Bool(*b),
         Value::Integer(i) => serde_json::Value::from(*i),
         Value::Number(n) => number(*n)?,
-        Value::String(s) => serde_json::Value::String(s.to_str().map_err(|_| "a string is not valid UTF-8")?.to_owned()),
+        Value::String(s) => {
+            serde_json::Value::String(s.to_str().map_err(|_| "a string is not valid UTF-8")?.to_owned())
+        }
         Value::Table(table) => table_to_json(table, depth)?,
         other => return Err(format!("a {} cannot be written as JSON", other.type_name())),
     })
@@ -68,7 +72,12 @@ fn table_to_json(table: &Table, depth: usize) -> Result<serde_json::Value, Strin
             Value::String(s) => s.to_str().map_err(|_| "a key is not valid UTF-8")?.to_owned(),
             Value::Integer(i) => i.to_string(),
             Value::Number(n) if n.fract() == 0.0 => (*n as i64).to_string(),
-            other => return Err(format!("a table key of type {} cannot be a JSON object key", other.type_name())),
+            other => {
+                return Err(format!(
+                    "a table key of type {} cannot be a JSON object key",
+                    other.type_name()
+                ));
+            }
         };
         object.insert(key, to_json_at(&item, depth + 1)?);
     }
@@ -124,7 +133,13 @@ mod tests {
     #[test]
     fn json_survives_a_round_trip() {
         let lua = Lua::new();
-        for json in [r#"{"a":[1,2.5,"x",null,true],"b":{}}"#, "[]", r#"[[],{}]"#, "null", r#""s""#] {
+        for json in [
+            r#"{"a":[1,2.5,"x",null,true],"b":{}}"#,
+            "[]",
+            r#"[[],{}]"#,
+            "null",
+            r#""s""#,
+        ] {
             assert_eq!(round_trip(&lua, json), json);
         }
     }
@@ -137,7 +152,10 @@ mod tests {
             .eval()
             .unwrap();
         let json = to_json(&value).unwrap();
-        assert_eq!(json, serde_json::json!({"list": [1, 2, 3], "map": {"x": 1}, "n": 3, "f": 0.5, "empty": {}}));
+        assert_eq!(
+            json,
+            serde_json::json!({"list": [1, 2, 3], "map": {"x": 1}, "n": 3, "f": 0.5, "empty": {}})
+        );
     }
 
     #[test]

@@ -76,7 +76,11 @@ fn load_all(config: &Config, context: &Arc<KafkaContext>) -> Result<FunctionSet,
         .values()
         .filter_map(|compiled| checker.check_loads(compiled).err())
         .collect();
-    if errors.is_empty() { Ok(set) } else { Err(LoadErrors(errors)) }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(LoadErrors(errors))
+    }
 }
 
 fn setup_error(error: mlua::Error) -> LoadErrors {

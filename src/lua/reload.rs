@@ -35,7 +35,10 @@ pub fn watch(functions: &Arc<Functions>) -> Result<notify::RecommendedWatcher, L
     tokio::spawn(async move {
         while received.recv().await.is_some() {
             // Wait until events stop arriving, then reload once.
-            while tokio::time::timeout(SETTLE, received.recv()).await.is_ok_and(|e| e.is_some()) {}
+            while tokio::time::timeout(SETTLE, received.recv())
+                .await
+                .is_ok_and(|e| e.is_some())
+            {}
             let Some(functions) = weak.upgrade() else { break };
             reload(&functions);
         }
@@ -77,10 +80,12 @@ pub fn reload(functions: &Functions) {
         let checked = compile::compile(&name, &label, &source).and_then(|compiled| {
             let vm = match &mut checker {
                 Some(vm) => vm,
-                None => checker.insert(Vm::new(&functions.context, limits(config)).map_err(|e| LuaError::Setup {
-                    function: label.clone(),
-                    message: e.to_string(),
-                })?),
+                None => checker.insert(
+                    Vm::new(&functions.context, limits(config)).map_err(|e| LuaError::Setup {
+                        function: label.clone(),
+                        message: e.to_string(),
+                    })?,
+                ),
             };
             vm.check_loads(&compiled).map(|()| compiled)
         });
@@ -93,7 +98,9 @@ pub fn reload(functions: &Functions) {
                 tracing::error!(function = %label, error = %e, "the edit does not load; the previous version keeps serving");
                 next.insert(name, Arc::clone(previous));
             }
-            (Err(e), None) => tracing::error!(function = %label, error = %e, "the new file does not load; not serving it"),
+            (Err(e), None) => {
+                tracing::error!(function = %label, error = %e, "the new file does not load; not serving it")
+            }
         }
     }
     for name in current.functions().keys().filter(|n| !next.contains_key(*n)) {

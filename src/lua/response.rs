@@ -56,15 +56,26 @@ fn from_table(table: &Table) -> Result<HandlerResponse, String> {
         other => return Err(format!("status must be a number from 100 to 599, not {other:?}")),
     };
     let mut headers = Vec::new();
-    if let Some(given) = table.raw_get::<Option<Table>>("headers").map_err(|_| "headers must be a table")? {
+    if let Some(given) = table
+        .raw_get::<Option<Table>>("headers")
+        .map_err(|_| "headers must be a table")?
+    {
         for pair in given.pairs::<String, Value>() {
             let (name, value) = pair.map_err(|_| "header names must be strings")?;
             let value = match value {
-                Value::String(s) => s.to_str().map_err(|_| format!("header {name} is not UTF-8"))?.to_owned(),
-                Value::Integer(_) | Value::Number(_) | Value::Boolean(_) => {
-                    convert::to_json(&value).map_err(|e| format!("header {name}: {e}"))?.to_string()
+                Value::String(s) => s
+                    .to_str()
+                    .map_err(|_| format!("header {name} is not UTF-8"))?
+                    .to_owned(),
+                Value::Integer(_) | Value::Number(_) | Value::Boolean(_) => convert::to_json(&value)
+                    .map_err(|e| format!("header {name}: {e}"))?
+                    .to_string(),
+                other => {
+                    return Err(format!(
+                        "header {name} must be a string or number, not a {}",
+                        other.type_name()
+                    ));
                 }
-                other => return Err(format!("header {name} must be a string or number, not a {}", other.type_name())),
             };
             if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()
                 || hyper::header::HeaderValue::from_str(&value).is_err()

@@ -24,7 +24,9 @@ pub struct Target {
 pub enum Found {
     Target(Target),
     /// The path has routes, none for this method; `allowed` lists those that are.
-    MethodNotAllowed { allowed: String },
+    MethodNotAllowed {
+        allowed: String,
+    },
     NotFound,
 }
 
@@ -121,7 +123,12 @@ mod tests {
     fn set(names: &[&str]) -> FunctionSet {
         names
             .iter()
-            .map(|n| (n.to_string(), Arc::new(compile(n, n, b"return function() end").unwrap())))
+            .map(|n| {
+                (
+                    n.to_string(),
+                    Arc::new(compile(n, n, b"return function() end").unwrap()),
+                )
+            })
             .collect()
     }
 

@@ -90,6 +90,7 @@ impl Vm {
         modules::install(&lua, context, &shared)?;
         let for_json = Arc::clone(&shared);
         let json = lua.create_function(move |lua, req: Table| req_json(lua, req, &for_json))?;
+        let json = modules::raising(&lua, json)?;
         let parts = RequestParts::new(&lua, json)?;
         let runner = lua.load(RUNNER).set_name("=luka").into_function()?;
         // Makes the globals and the standard library read-only, so no request can change what another sees.
@@ -133,7 +134,9 @@ impl Vm {
     fn environment(&self, target: &Target) -> mlua::Result<Table> {
         let env = self.lua.create_table()?;
         env.set_metatable(Some(self.request_meta.clone()))?;
-        let values = self.lua.create_table_from(target.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let values = self
+            .lua
+            .create_table_from(target.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         values.set_readonly(true);
         env.raw_set("env", values)?;
         Ok(env)
@@ -304,7 +307,9 @@ fn is_memory_error(error: &mlua::Error) -> bool {
         mlua::Error::CallbackError { cause, .. } => is_memory_error(cause),
         mlua::Error::WithContext { cause, .. } => is_memory_error(cause),
         mlua::Error::RuntimeError(message) => message.contains("not enough memory"),
-        mlua::Error::ExternalError(e) => e.downcast_ref::<CpuLimitHit>().is_none() && e.to_string().contains("not enough memory"),
+        mlua::Error::ExternalError(e) => {
+            e.downcast_ref::<CpuLimitHit>().is_none() && e.to_string().contains("not enough memory")
+        }
         _ => false,
     }
 }
@@ -314,16 +319,16 @@ fn first_line(text: &str) -> String {
 }
 
 /// `req:json()`: the body parsed as JSON; a body that is not JSON is the client's fault (400 unless caught).
-fn req_json(lua: &Lua, req: Table, shared: &VmShared) -> mlua::Result<Value> {
+fn req_json(lua: &Lua, req: Table, shared: &VmShared) -> mlua::Result<(bool, Value)> {
     let body: mlua::LuaString = req.raw_get("body")?;
     match serde_json::from_slice::<serde_json::Value>(&body.as_bytes()) {
-        Ok(value) => convert::from_json(lua, &value),
+        Ok(value) => modules::answer(lua, Ok(convert::from_json(lua, &value)?)),
         Err(e) => {
             let message = format!("the request body is not valid JSON: {e}");
             if let Some(state) = shared.current() {
                 state.record(|o| o.bad_request = Some(message.clone()));
             }
-            Err(mlua::Error::runtime(message))
+            modules::answer(lua, Err::<Value, _>(message))
         }
     }
 }

@@ -65,7 +65,9 @@ fn encode(data: &Value) -> Vec<u8> {
 /// 9 random lower-case letters.
 pub fn random_key() -> String {
     let mut rng = rand::rng();
-    (0..RANDOM_KEY_LEN).map(|_| rng.random_range(b'a'..=b'z') as char).collect()
+    (0..RANDOM_KEY_LEN)
+        .map(|_| rng.random_range(b'a'..=b'z') as char)
+        .collect()
 }
 
 /// Any JSON value: scalars, or a small array or object of them.
@@ -76,7 +78,11 @@ fn random_value(rng: &mut impl Rng, depth: usize) -> Value {
         1 => Value::from(rng.random_range(-1000..=1000)),
         2 => Value::from((rng.random_range(0.0..1000.0_f64) * 100.0).round() / 100.0),
         3 => Value::from(rng.random_bool(0.5)),
-        4 => Value::Array((0..rng.random_range(0..4)).map(|_| random_value(rng, depth + 1)).collect()),
+        4 => Value::Array(
+            (0..rng.random_range(0..4))
+                .map(|_| random_value(rng, depth + 1))
+                .collect(),
+        ),
         _ => {
             let mut object = Map::new();
             for _ in 0..rng.random_range(1..5) {

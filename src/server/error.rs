@@ -63,9 +63,10 @@ pub fn into_response(error: &RequestError) -> Response {
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"luka\""));
     }
     if let RequestError::MethodNotAllowed { allowed, .. } = error {
-        response
-            .headers_mut()
-            .insert(hyper::header::ALLOW, HeaderValue::from_str(allowed).unwrap_or(HeaderValue::from_static("")));
+        response.headers_mut().insert(
+            hyper::header::ALLOW,
+            HeaderValue::from_str(allowed).unwrap_or(HeaderValue::from_static("")),
+        );
     }
     response
 }
@@ -175,8 +176,16 @@ fn lua_public_message(error: &LuaError) -> String {
         LuaError::CpuLimit { limit_ms, .. } => format!("the function used more than its {limit_ms} ms of CPU time"),
         LuaError::MemoryLimit { .. } => "the function ran out of memory".to_owned(),
         LuaError::Timeout { limit_ms, .. } => format!("the function did not finish within {limit_ms} ms"),
-        LuaError::Kafka { cluster, timed_out: false, .. } => format!("kafka cluster '{cluster}' is unavailable"),
-        LuaError::Kafka { cluster, timed_out: true, .. } => {
+        LuaError::Kafka {
+            cluster,
+            timed_out: false,
+            ..
+        } => format!("kafka cluster '{cluster}' is unavailable"),
+        LuaError::Kafka {
+            cluster,
+            timed_out: true,
+            ..
+        } => {
             format!("kafka cluster '{cluster}' did not acknowledge in time")
         }
         LuaError::ShuttingDown => "the server is shutting down; retry".to_owned(),

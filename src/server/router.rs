@@ -91,7 +91,11 @@ async fn call_function(
 ) -> Result<Response, RequestError> {
     let user = if target.auth {
         let authorization = authorization(&request);
-        Some(api::authenticate(&app.config.users, authorization.as_deref())?.name.clone())
+        Some(
+            api::authenticate(&app.config.users, authorization.as_deref())?
+                .name
+                .clone(),
+        )
     } else {
         None
     };

@@ -25,6 +25,8 @@ pub fn free_addr() -> SocketAddr {
 
 pub struct Harness {
     pub base: String,
+    /// The folder config.toml is read from; its `functions/` holds the test's handlers.
+    pub dir: std::path::PathBuf,
     pub app: Arc<App>,
     pub brokers: Vec<EmbeddedBroker>,
     pub http: reqwest::Client,
@@ -35,6 +37,15 @@ impl Harness {
     /// Starts `broker_count` brokers and luka on `config`, where `{broker0}`, `{broker1}`... stand for the
     /// brokers' addresses.
     pub async fn start(broker_count: usize, config: &str) -> Self {
+        Self::start_with(broker_count, config, &[]).await
+    }
+
+    /// Like [`Harness::start`], with `functions` (path, source) written under `functions/` beside the config.
+    pub async fn start_with(broker_count: usize, config: &str, functions: &[(&str, &str)]) -> Self {
+        let dir = temp_dir();
+        for (path, source) in functions {
+            write_function(&dir, path, source);
+        }
         let mut brokers = Vec::new();
         let mut text = config.to_owned();
         for i in 0..broker_count {
@@ -42,7 +53,7 @@ impl Harness {
             text = text.replace(&format!("{{broker{i}}}"), &broker.addr().to_string());
             brokers.push(broker);
         }
-        let config = Config::from_toml(&text, std::path::Path::new("."), |name| std::env::var(name).ok())
+        let config = Config::from_toml(&text, &dir, |name| std::env::var(name).ok())
             .unwrap_or_else(|problems| panic!("test config is invalid: {problems:?}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -57,6 +68,7 @@ impl Harness {
             .expect("http client");
         Self {
             base,
+            dir,
             app,
             brokers,
             http,
@@ -104,7 +116,25 @@ impl Drop for Harness {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A fresh, empty folder for one test's config and functions.
+pub fn temp_dir() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("luka-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("functions")).expect("create test folder");
+    dir
+}
+
+/// Writes `functions/<path>` under `dir`.
+pub fn write_function(dir: &std::path::Path, path: &str, source: &str) {
+    let file = dir.join("functions").join(path);
+    std::fs::create_dir_all(file.parent().expect("parent")).expect("create function folder");
+    std::fs::write(file, source).expect("write function");
 }
 
 /// A record as librdkafka read it back.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use mlua::{Lua, Result, Table, Value};
 
+use super::{answer, raising};
 use crate::config::Config;
 use crate::kafka::KafkaError;
 use crate::lua::convert;
@@ -32,19 +33,22 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
         let request = shared.current();
         let call = read_call(&context.config, &args);
         async move {
-            let messages = call.map_err(|e| mlua::Error::runtime(format!("kafka.produce: {e}")))?;
+            let messages = match call {
+                Ok(messages) => messages,
+                Err(e) => return answer(&lua, Err::<Value, _>(format!("kafka.produce: {e}"))),
+            };
             match context.producer.produce_written(messages).await {
-                Ok(written) => result(&lua, &written),
+                Ok(written) => answer(&lua, Ok(result(&lua, &written)?)),
                 Err(e) => {
                     if let (Some(request), Some(outage)) = (request, outage(&e)) {
                         request.record(|o| o.kafka_outage = Some(outage));
                     }
-                    Err(mlua::Error::runtime(format!("kafka.produce: {e}")))
+                    answer(&lua, Err::<Value, _>(format!("kafka.produce: {e}")))
                 }
             }
         }
     })?;
-    table.set("produce", produce)?;
+    table.set("produce", raising(lua, produce)?)?;
     Ok(table)
 }
 
@@ -80,7 +84,7 @@ fn read_call(config: &Config, args: &Table) -> std::result::Result<Vec<Message>,
     let cluster: Option<String> = field(args, "cluster")?;
     let Some(list) = messages else {
         // The deprecated single-message form: the message fields sit beside the topic.
-        return Ok(vec![read_message(args, &topic, cluster.as_ref()).map_err(|e| e.to_string())?]);
+        return Ok(vec![read_message(args, &allowed, &topic, cluster.as_ref())?]);
     };
     let count = list.raw_len();
     if count == 0 || list.pairs::<Value, Value>().count() != count {
@@ -92,7 +96,7 @@ fn read_call(config: &Config, args: &Table) -> std::result::Result<Vec<Message>,
             let Value::Table(message) = message else {
                 return Err(format!("message {i}: expected a table, got a {}", message.type_name()));
             };
-            read_message(&message, &topic, cluster.as_ref()).map_err(|e| format!("message {i}: {e}"))
+            read_message(&message, &MESSAGE_FIELDS, &topic, cluster.as_ref()).map_err(|e| format!("message {i}: {e}"))
         })
         .collect()
 }
@@ -109,8 +113,13 @@ fn only_topic(config: &Config) -> std::result::Result<String, String> {
     }
 }
 
-fn read_message(table: &Table, topic: &str, cluster: Option<&String>) -> std::result::Result<Message, String> {
-    check_fields(table, &MESSAGE_FIELDS)?;
+fn read_message(
+    table: &Table,
+    allowed: &[&str],
+    topic: &str,
+    cluster: Option<&String>,
+) -> std::result::Result<Message, String> {
+    check_fields(table, allowed)?;
     let partition = match field::<f64>(table, "partition")? {
         None => None,
         Some(p) if p.fract() == 0.0 && (0.0..=f64::from(i32::MAX)).contains(&p) => Some(p as i32),
@@ -173,8 +182,7 @@ fn read_headers(headers: &Table) -> std::result::Result<Vec<(String, Vec<u8>)>, 
             let Value::Table(entry) = entry.map_err(|e| e.to_string())? else {
                 return Err("headers given as a list must hold {key = ..., value = ...} tables".into());
             };
-            let name: String =
-                field(&entry, "key")?.ok_or("every header in the list needs key = \"name\"")?;
+            let name: String = field(&entry, "key")?.ok_or("every header in the list needs key = \"name\"")?;
             let value: Value = entry.raw_get("value").map_err(|e| e.to_string())?;
             out.push((name.clone(), header_value(&name, &value)?));
         }
@@ -215,7 +223,11 @@ fn check_fields(table: &Table, allowed: &[&str]) -> std::result::Result<(), Stri
         let (key, _) = pair.map_err(|e| e.to_string())?;
         let known = matches!(&key, Value::String(s) if allowed.contains(&s.to_string_lossy().as_str()));
         if !known {
-            return Err(format!("unknown field {} (expected {})", key_name(&key), allowed.join(", ")));
+            return Err(format!(
+                "unknown field {} (expected {})",
+                key_name(&key),
+                allowed.join(", ")
+            ));
         }
     }
     Ok(())

@@ -9,7 +9,7 @@ mod webhook;
 
 use std::sync::Arc;
 
-use mlua::{Lua, Result};
+use mlua::{Function, IntoLua, Lua, Result, Value};
 
 pub use kafka::KafkaContext;
 
@@ -28,4 +28,22 @@ pub fn install(lua: &Lua, context: &Arc<KafkaContext>, shared: &Arc<VmShared>) -
     globals.set("uuid", misc::uuid(lua)?)?;
     globals.set("print", misc::print(lua, shared)?)?;
     Ok(())
+}
+
+/// Module functions give `(true, result)` or `(false, message)`; this shim raises the message as a plain string
+/// error at the caller's line, as Lua's own functions do, so `pcall` hands the handler a string (an error raised in
+/// Rust would arrive as a userdata carrying a Rust-side traceback).
+const RAISE: &str = "local f = ... return function(...) local ok, r = f(...) if ok then return r end error(r, 2) end";
+
+/// `f` (a Rust function answering with [`answer`]) as a Lua function that raises on failure.
+pub fn raising(lua: &Lua, f: Function) -> Result<Function> {
+    lua.load(RAISE).set_name("=luka").call(f)
+}
+
+/// The `(ok, result or message)` pair [`raising`] expects.
+pub fn answer(lua: &Lua, result: std::result::Result<impl IntoLua, String>) -> Result<(bool, Value)> {
+    match result {
+        Ok(value) => Ok((true, value.into_lua(lua)?)),
+        Err(message) => Ok((false, Value::String(lua.create_string(message)?))),
+    }
 }

@@ -3,7 +3,7 @@
 //! Both take the `req` table a handler receives (its raw `body` and its headers) and return `true`, or `false`
 //! and the reason, so a handler can answer 401 and log why. Signatures are compared in constant time.
 
-use mlua::{Lua, Result, LuaString, Table};
+use mlua::{Lua, LuaString, Result, Table};
 use subtle::ConstantTimeEq;
 
 use super::codec::hmac_sha256;
@@ -28,7 +28,13 @@ pub fn module(lua: &Lua) -> Result<Table> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
             let tolerance = tolerance.unwrap_or(STRIPE_DEFAULT_TOLERANCE_S);
-            Ok(verdict(verify_stripe(&body, header.as_deref(), &secret.as_bytes(), now, tolerance)))
+            Ok(verdict(verify_stripe(
+                &body,
+                header.as_deref(),
+                &secret.as_bytes(),
+                now,
+                tolerance,
+            )))
         })?,
     )?;
     Ok(table)
@@ -114,7 +120,10 @@ mod tests {
     fn github_signature_of_the_documented_example() {
         // From GitHub's "Validating webhook deliveries" documentation.
         let header = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        assert_eq!(verify_github(b"Hello, World!", Some(header), b"It's a Secret to Everybody"), Ok(()));
+        assert_eq!(
+            verify_github(b"Hello, World!", Some(header), b"It's a Secret to Everybody"),
+            Ok(())
+        );
         assert!(verify_github(b"Hello, World?", Some(header), b"It's a Secret to Everybody").is_err());
         assert!(verify_github(b"x", None, b"s").is_err());
         assert!(verify_github(b"x", Some("sha1=00"), b"s").is_err());

@@ -1,0 +1,10 @@
+-- GET / → what this luka serves.
+return function(req)
+  return {
+    json = {
+      service = "luka",
+      functions = { "POST /hooks/github", "POST /orders", "GET /events/random?n=5" },
+      rest = { "POST /produce/<topic>", "GET /healthz", "GET /readyz" },
+    },
+  }
+end
