@@ -130,8 +130,8 @@ mod tests {
             panic!("expected a path message");
         };
         assert_eq!(m.topic, "greetings");
-        assert_eq!(m.value.as_deref(), Some(&b"hello kafka"[..]));
-        assert_eq!(m.key.as_deref(), Some(&b"a+b"[..]));
+        assert_eq!(m.value, Payload::Bytes(Some(b"hello kafka".to_vec())));
+        assert_eq!(m.key, Key::Bytes(b"a+b".to_vec()));
         assert_eq!(parse_path("x", None), None);
     }
 }
