@@ -8,10 +8,14 @@
 //!
 //! Run: `bench/run.sh` (or `cargo bench --bench rest_throughput -- [--rounds N] [--seconds S]`).
 
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+#[path = "common/mod.rs"]
+mod common;
+
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use common::{Children, LoadResult, free_port, load, median, wait_for};
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -51,33 +55,6 @@ fn value(i: u64) -> String {
         i % 1000,
         i % 100
     )
-}
-
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{addr} did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[derive(Default)]
@@ -131,69 +108,20 @@ fn native(bootstrap: &str, records: usize) -> f64 {
     records as f64 / elapsed
 }
 
-struct RestResult {
-    messages_per_s: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
 /// 64 connections sending `per_request` records per POST for `seconds`.
-async fn rest(base: &str, per_request: usize, seconds: u64) -> RestResult {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(CONNECTIONS)
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let counter = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..CONNECTIONS)
-        .map(|c| {
-            let (client, url, counter) = (client.clone(), format!("{base}/produce/{TOPIC}"), Arc::clone(&counter));
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut n = (c as u64) << 40;
-                while Instant::now() < deadline {
-                    let body: Vec<serde_json::Value> = (0..per_request)
-                        .map(|_| {
-                            n += 1;
-                            serde_json::json!({ "value": value(n) })
-                        })
-                        .collect();
-                    let body = serde_json::to_vec(&body).unwrap();
-                    let sent = Instant::now();
-                    let response = client
-                        .post(&url)
-                        .basic_auth("bench", Some("bench"))
-                        .body(body)
-                        .send()
-                        .await;
-                    let response = response.expect("request");
-                    assert_eq!(response.status(), 200, "{:?}", response.text().await);
-                    let _ = response.bytes().await;
-                    latencies.push(sent.elapsed());
-                    counter.fetch_add(per_request as u64, Ordering::Relaxed);
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap());
+async fn rest(base: &str, per_request: usize, seconds: u64) -> LoadResult {
+    let url = format!("{base}/produce/{TOPIC}");
+    let result = load(&url, CONNECTIONS, seconds, Some(("bench", "bench")), move |n| {
+        let body: Vec<serde_json::Value> = (0..per_request as u64)
+            .map(|i| serde_json::json!({ "value": value(n * per_request as u64 + i) }))
+            .collect();
+        serde_json::to_vec(&body).unwrap()
+    })
+    .await;
+    LoadResult {
+        requests_per_s: result.requests_per_s * per_request as f64,
+        ..result
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
-    RestResult {
-        messages_per_s: counter.load(Ordering::Relaxed) as f64 / elapsed,
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
-    }
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }
 
 fn main() {
@@ -256,11 +184,11 @@ fn main() {
         println!(
             "round {round}: native {n:>9.0} msg/s | REST x1 {:>8.0} msg/s (p50 {:.1} ms, p99 {:.1} ms) | \
              REST x100 {:>9.0} msg/s (p50 {:.1} ms, p99 {:.1} ms)",
-            r1.messages_per_s, r1.p50_ms, r1.p99_ms, r100.messages_per_s, r100.p50_ms, r100.p99_ms
+            r1.requests_per_s, r1.p50_ms, r1.p99_ms, r100.requests_per_s, r100.p50_ms, r100.p99_ms
         );
         nat.push(n);
-        one.push(r1.messages_per_s);
-        hundred.push(r100.messages_per_s);
+        one.push(r1.requests_per_s);
+        hundred.push(r100.requests_per_s);
     }
     let (n, r1, r100) = (median(nat), median(one), median(hundred));
     println!("median: native {n:.0} msg/s, REST x1 {r1:.0} msg/s, REST x100 {r100:.0} msg/s");

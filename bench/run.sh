@@ -1,7 +1,21 @@
 #!/usr/bin/env bash
-# REST produce throughput vs a native librdkafka producer, against luka's standalone broker, in one run.
-# Needs what the tests need (scripts/test installs it: cmake, libcurl and zlib headers).
+# luka's benchmarks, each against luka's standalone broker, comparisons measured in the same run:
+#   bench/run.sh rest [--rounds N] [--seconds S]   REST produce throughput vs a native librdkafka producer
+#   bench/run.sh lua  [--rounds N] [--seconds S]   Lua webhook function vs luka REST vs Node.js http + kafkajs
+#   bench/run.sh                                   both
+# Needs what the tests need (scripts/test installs it: cmake, libcurl and zlib headers); `lua` also needs Node.js
+# and npm (kafkajs is installed from bench/node/package-lock.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/luka-target}"
-cargo bench --locked --bench rest_throughput -- "$@"
+which="${1:-all}"
+[[ $# -gt 0 ]] && shift
+case "$which" in
+  rest) cargo bench --locked --bench rest_throughput -- "$@" ;;
+  lua) cargo bench --locked --bench lua_webhook -- "$@" ;;
+  all)
+    cargo bench --locked --bench rest_throughput -- "$@"
+    cargo bench --locked --bench lua_webhook -- "$@"
+    ;;
+  *) echo "usage: bench/run.sh [rest|lua|all] [--rounds N] [--seconds S]" >&2; exit 2 ;;
+esac

@@ -21,7 +21,7 @@ fn check_accepts_the_shipped_config() {
 
 #[test]
 fn check_lists_every_problem_with_its_line() {
-    let dir = tempdir();
+    let dir = common::temp_dir();
     let path = dir.join("bad.toml");
     std::fs::write(
         &path,
@@ -52,6 +52,39 @@ fn check_lists_every_problem_with_its_line() {
 }
 
 #[test]
+fn check_compiles_every_function_and_checks_routes() {
+    let dir = common::temp_dir();
+    std::fs::create_dir_all(dir.join("functions/hooks")).unwrap();
+    std::fs::write(dir.join("functions/ok.lua"), "return function() return 'ok' end").unwrap();
+    std::fs::write(
+        dir.join("functions/hooks/broken.lua"),
+        "return function(req)\n  if then\nend",
+    )
+    .unwrap();
+    let path = dir.join("luka.toml");
+    std::fs::write(&path, "[[routes]]\npath = \"/x\"\nfunction = \"ok.lua\"\n").unwrap();
+    let stderr = failed_check(&path);
+    assert!(stderr.contains("functions/hooks/broken.lua:2:"), "{stderr}");
+
+    std::fs::remove_file(dir.join("functions/hooks/broken.lua")).unwrap();
+    let out = Command::new(LUKA)
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 functions, 1 routes"));
+
+    std::fs::write(&path, "[[routes]]\npath = \"/x\"\nfunction = \"missing.lua\"\n").unwrap();
+    let stderr = failed_check(&path);
+    assert!(
+        stderr.contains("line 3: [[routes]] function 'missing.lua' not found"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn help_explains_each_command() {
     let out = Command::new(LUKA).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
@@ -63,12 +96,14 @@ fn help_explains_each_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_a_config_with_an_embedded_broker() {
     let (http, broker) = (free_addr(), free_addr());
-    let dir = tempdir();
+    let dir = common::temp_dir();
     let path = dir.join("config.toml");
     let shipped = std::fs::read_to_string("config.toml").unwrap();
+    let functions = concat!(env!("CARGO_MANIFEST_DIR"), "/functions");
     let config = shipped
         .replace("127.0.0.1:8080", &http.to_string())
-        .replace("127.0.0.1:9092", &broker.to_string());
+        .replace("127.0.0.1:9092", &broker.to_string())
+        .replace("functions = \"functions\"", &format!("functions = \"{functions}\""));
     std::fs::write(&path, config).unwrap();
     let mut child = Command::new(LUKA)
         .arg("--config")
@@ -105,6 +140,32 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
     )
     .await;
     assert_eq!(text(&records[0]), (Some("city".into()), Some("Istanbul".into())));
+
+    // The shipped order function: data written as JSON, keyed by the order id.
+    let response = client
+        .post(format!("http://{http}/orders"))
+        .body(r#"{"id": "o-1", "item": "book", "quantity": 2}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["id"], "o-1");
+    let partition = answer["partition"].as_i64().unwrap() as i32;
+    let records = read_records(
+        &broker.to_string(),
+        "orders",
+        partition,
+        answer["offset"].as_i64().unwrap(),
+        1,
+    )
+    .await;
+    let order: serde_json::Value = serde_json::from_slice(records[0].value.as_ref().unwrap()).unwrap();
+    assert_eq!(records[0].key.as_deref(), Some(&b"o-1"[..]));
+    assert_eq!(
+        (order["item"].as_str(), order["quantity"].as_i64()),
+        (Some("book"), Some(2))
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -118,17 +179,4 @@ fn failed_check(path: &std::path::Path) -> String {
         .unwrap();
     assert!(!out.status.success(), "luka check accepted {}", path.display());
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("luka-cli-{}-{}", std::process::id(), rand_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }

@@ -654,3 +654,41 @@ async fn functions_that_do_not_load_stop_startup_with_file_and_line() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_unreachable_clusters_answer_504_and_503() {
+    // A listener that accepts and never answers, and an address nobody listens on.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = common::free_addr();
+    let config = format!(
+        r#"
+[clusters.slow]
+bootstrap = ["{}"]
+produce_timeout_ms = 10000
+[clusters.down]
+bootstrap = ["{down}"]
+produce_timeout_ms = 500
+[topics.s]
+cluster = "slow"
+[topics.d]
+cluster = "down"
+[lua]
+timeout_ms = 1000
+"#,
+        silent.local_addr().unwrap()
+    );
+    let function = "return function(req) kafka.produce{ topic = req.query.t, messages = { { value = 'x' } } } end";
+    let h = Harness::start_with(0, &config, &[("write.lua", function)]).await;
+    let started = Instant::now();
+    let (status, answer) = h.get("/write?t=s").await;
+    assert_eq!(status, 504, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("within 1000 ms"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "the Lua timeout, not the produce timeout, answered"
+    );
+    let (status, answer) = h.get("/write?t=d").await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "kafka cluster 'down' is unavailable");
+    drop(silent);
+}
