@@ -59,9 +59,11 @@ fn walk(root: &Path, dir: &Path, found: &mut BTreeMap<String, PathBuf>) -> Resul
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
-        if path.is_dir() {
+        // Symlinked folders are not followed (a link to a parent would loop); symlinked files are.
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir {
             walk(root, &path, found)?;
-        } else if path.extension().is_some_and(|e| e == "lua") {
+        } else if path.extension().is_some_and(|e| e == "lua") && path.is_file() {
             let relative = path.strip_prefix(root).unwrap_or(&path);
             let name = relative
                 .components()

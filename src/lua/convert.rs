@@ -4,8 +4,18 @@
 //! a JSON array when its keys are exactly 1..n, or when it carries the array marker that `json.decode` puts on
 //! arrays (so `[]` survives a round trip); any other table is an object, whose keys must be strings. `json.null`
 //! (a null light userdata) is JSON `null`.
+//!
+//! Conversion runs in Rust, outside the Lua memory limit and the CPU interrupt, so it has its own [`Budget`]: a
+//! table that holds one sub-table many times (`t = {t, t}`, forty times over) would otherwise expand to terabytes.
+//!
+//! Conversion runs in Rust, outside the Lua memory limit and the CPU interrupt, so it has its own [`Budget`]: a
+//! table that holds one sub-table many times (`t = {t, t}`, forty times over) would otherwise expand to terabytes.
+
+use std::sync::Arc;
 
 use mlua::{Lua, Table, Value};
+
+use super::state::VmShared;
 use serde_json::{Map, Number};
 
 /// Deeper nesting than this is almost surely a table that contains itself.
@@ -17,15 +27,77 @@ const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 /// Registry name of the metatable that marks tables decoded from JSON arrays.
 const ARRAY_MARKER: &str = "luka.json.array";
 
-pub fn to_json(value: &Value) -> Result<serde_json::Value, String> {
-    to_json_at(value, 0)
+/// How much JSON a conversion may build, estimated as it goes (each value costs [`NODE_COST`] plus its text), and,
+/// when metered, the request's CPU budget, checked every [`CLOCK_EVERY`] steps.
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    left: usize,
+    clock: Option<Arc<VmShared>>,
+    steps: u32,
 }
 
-fn to_json_at(value: &Value, depth: usize) -> Result<serde_json::Value, String> {
+/// Steps between clock reads: a read costs about as much as converting a few values.
+const CLOCK_EVERY: u32 = 256;
+
+/// Rough size of one `serde_json::Value` in memory.
+const NODE_COST: usize = 32;
+
+/// 64 MiB: far above any record Kafka accepts by default (1 MiB), far below what hurts the server.
+pub const MAX_JSON_BYTES: usize = 64 * 1024 * 1024;
+
+impl Budget {
+    /// [`MAX_JSON_BYTES`], no clock.
+    pub fn unmetered() -> Self {
+        Self {
+            left: MAX_JSON_BYTES,
+            ..Self::default()
+        }
+    }
+
+    /// [`MAX_JSON_BYTES`] and the CPU budget of the request running on `clock`'s VM.
+    pub fn metered(clock: &Arc<VmShared>) -> Self {
+        Self {
+            left: MAX_JSON_BYTES,
+            clock: Some(Arc::clone(clock)),
+            steps: 0,
+        }
+    }
+
+    /// Takes `bytes` from the budget; an error once it is spent.
+    pub fn spend(&mut self, bytes: usize) -> Result<(), String> {
+        self.left = self.left.checked_sub(bytes).ok_or_else(|| {
+            format!(
+                "larger than {} MiB (does a table repeat a large sub-table?)",
+                MAX_JSON_BYTES >> 20
+            )
+        })?;
+        self.steps = self.steps.wrapping_add(1);
+        if self.steps.is_multiple_of(CLOCK_EVERY) && self.clock.as_ref().is_some_and(|c| c.out_of_time()) {
+            return Err("stopped: the request used up its CPU time".into());
+        }
+        Ok(())
+    }
+}
+
+/// Unmetered (size-bounded only): for conversions outside a request.
+pub fn to_json(value: &Value) -> Result<serde_json::Value, String> {
+    to_json_within(value, &mut Budget::unmetered())
+}
+
+/// Like [`to_json`], spending from a budget shared with other conversions (the messages of one produce call).
+pub fn to_json_within(value: &Value, budget: &mut Budget) -> Result<serde_json::Value, String> {
+    to_json_at(value, 0, budget)
+}
+
+fn to_json_at(value: &Value, depth: usize, budget: &mut Budget) -> Result<serde_json::Value, String> {
     if depth > MAX_DEPTH {
         return Err(format!(
             "nested deeper than {MAX_DEPTH} levels (does a table contain itself?)"
         ));
+    }
+    budget.spend(NODE_COST)?;
+    if let Value::String(s) = value {
+        budget.spend(s.as_bytes().len())?;
     }
     Ok(match value {
         Value::Nil => serde_json::Value::Null,
@@ -36,7 +108,7 @@ fn to_json_at(value: &Value, depth: usize) -> Result<serde_json::Value, String> 
         Value::String(s) => {
             serde_json::Value::String(s.to_str().map_err(|_| "a string is not valid UTF-8")?.to_owned())
         }
-        Value::Table(table) => table_to_json(table, depth)?,
+        Value::Table(table) => table_to_json(table, depth, budget)?,
         other => return Err(format!("a {} cannot be written as JSON", other.type_name())),
     })
 }
@@ -50,18 +122,20 @@ fn number(n: f64) -> Result<serde_json::Value, String> {
         .ok_or_else(|| format!("{n} is not a JSON number"))
 }
 
-fn table_to_json(table: &Table, depth: usize) -> Result<serde_json::Value, String> {
+fn table_to_json(table: &Table, depth: usize, budget: &mut Budget) -> Result<serde_json::Value, String> {
     let marked = table
         .metatable()
         .and_then(|mt| mt.raw_get::<bool>(ARRAY_MARKER).ok())
         .unwrap_or(false);
     let len = table.raw_len();
     let pairs = table.pairs::<Value, Value>().count();
+    budget.spend(pairs * NODE_COST)?;
+    budget.spend(pairs * NODE_COST)?;
     if marked || (len > 0 && pairs == len) {
         let mut items = Vec::with_capacity(len);
         for i in 1..=len {
             let item: Value = table.raw_get(i).map_err(|e| e.to_string())?;
-            items.push(to_json_at(&item, depth + 1)?);
+            items.push(to_json_at(&item, depth + 1, budget)?);
         }
         return Ok(serde_json::Value::Array(items));
     }
@@ -79,7 +153,8 @@ fn table_to_json(table: &Table, depth: usize) -> Result<serde_json::Value, Strin
                 ));
             }
         };
-        object.insert(key, to_json_at(&item, depth + 1)?);
+        budget.spend(key.len())?;
+        object.insert(key, to_json_at(&item, depth + 1, budget)?);
     }
     Ok(serde_json::Value::Object(object))
 }
@@ -156,6 +231,16 @@ mod tests {
             json,
             serde_json::json!({"list": [1, 2, 3], "map": {"x": 1}, "n": 3, "f": 0.5, "empty": {}})
         );
+    }
+
+    #[test]
+    fn shared_sub_tables_cannot_expand_without_bound() {
+        let lua = Lua::new();
+        let doubling: Value = lua
+            .load("local t = {'x'} for i = 1, 40 do t = {t, t} end return t")
+            .eval()
+            .unwrap();
+        assert!(to_json(&doubling).unwrap_err().contains("larger than 64 MiB"));
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub enum LuaError {
     #[error("{file}: {message}")]
     Load { file: String, message: String },
 
+    /// A file no request could reach (it shares a path with another, or with luka's own).
+    #[error("{0}")]
+    Unreachable(String),
+
     #[error("cannot watch {} for changes: {message}", path.display())]
     Watch { path: PathBuf, message: String },
 

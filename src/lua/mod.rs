@@ -68,16 +68,24 @@ fn limits(config: &Config) -> Limits {
     }
 }
 
-/// Compiles every function and checks that each file gives a handler; every problem is reported.
-fn load_all(config: &Config, context: &Arc<KafkaContext>) -> Result<FunctionSet, LoadErrors> {
-    let set = compile::compile_all(&config.lua.functions_dir).map_err(LoadErrors)?;
+/// Compiles every function, checks that each file gives a handler and that each can be reached; every problem
+/// is reported.
+fn load_all(config: &Config, context: &Arc<KafkaContext>) -> Result<RouteTable, LoadErrors> {
+    let set: FunctionSet = compile::compile_all(&config.lua.functions_dir).map_err(LoadErrors)?;
     let mut checker = Vm::new(context, limits(config)).map_err(setup_error)?;
-    let errors: Vec<LuaError> = set
+    let mut errors: Vec<LuaError> = set
         .values()
         .filter_map(|compiled| checker.check_loads(compiled).err())
         .collect();
+    let table = RouteTable::new(&config.routes, set);
+    errors.extend(
+        table
+            .problems()
+            .iter()
+            .map(|problem| LuaError::Unreachable(problem.clone())),
+    );
     if errors.is_empty() {
-        Ok(set)
+        Ok(table)
     } else {
         Err(LoadErrors(errors))
     }
@@ -93,7 +101,7 @@ fn setup_error(error: mlua::Error) -> LoadErrors {
 /// `luka check`: compiles and loads every function without serving; gives how many there are.
 pub fn check(config: Arc<Config>, producer: Arc<Producer>) -> Result<usize, LoadErrors> {
     let context = Arc::new(KafkaContext { config, producer });
-    load_all(&context.config, &context).map(|set| set.len())
+    load_all(&context.config, &context).map(|table| table.functions().len())
 }
 
 impl Functions {
@@ -104,8 +112,7 @@ impl Functions {
             config: Arc::clone(&config),
             producer,
         });
-        let set = load_all(&config, &context)?;
-        let table = RouteTable::new(&config.routes, set);
+        let table = load_all(&config, &context)?;
         let pool = Pool::start(config.lua.vms, Arc::clone(&context), limits(&config)).map_err(setup_error)?;
         let functions = Arc::new(Self {
             config,

@@ -60,30 +60,44 @@ impl Pool {
         let mut job = Job { target, request, reply };
         for _ in 0..SEND_ATTEMPTS {
             let slot = self.least_busy();
-            slot.busy.fetch_add(1, Ordering::Relaxed);
-            let sent = slot.jobs.send(job).await;
-            match sent {
-                Ok(()) => {
-                    let result = answer.await.unwrap_or(Err(LuaError::ShuttingDown));
-                    slot.busy.fetch_sub(1, Ordering::Relaxed);
-                    return result;
-                }
-                Err(mpsc::error::SendError(returned)) => {
-                    slot.busy.fetch_sub(1, Ordering::Relaxed);
-                    job = returned;
-                }
+            // Counted until this future ends, however it ends (the client may go away while it waits).
+            let _busy = Busy::enter(&slot.busy);
+            match slot.jobs.send(job).await {
+                Ok(()) => return answer.await.unwrap_or(Err(LuaError::ShuttingDown)),
+                Err(mpsc::error::SendError(returned)) => job = returned,
             }
         }
         Err(LuaError::ShuttingDown)
     }
 
+    /// The open slot with the fewest requests (a slot whose VM could not be replaced stays closed).
     fn least_busy(&self) -> Slot {
-        self.inner
+        let slots: Vec<Slot> = self
+            .inner
             .slots
             .iter()
             .map(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).clone())
-            .min_by_key(|slot| slot.busy.load(Ordering::Relaxed))
+            .collect();
+        let open = slots.iter().filter(|slot| !slot.jobs.is_closed());
+        open.min_by_key(|slot| slot.busy.load(Ordering::Relaxed))
+            .or_else(|| slots.first())
+            .cloned()
             .unwrap_or_else(|| unreachable!("a pool has at least one VM"))
+    }
+}
+
+struct Busy<'a>(&'a AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -110,6 +124,6 @@ fn replace(inner: &Arc<Inner>, index: usize) {
             }
             tracing::warn!(vm = index, "a request hit a Lua limit; its VM was replaced");
         }
-        Err(e) => tracing::error!(vm = index, error = %e, "cannot create a Lua VM; keeping the old one"),
+        Err(e) => tracing::error!(vm = index, error = %e, "cannot create a Lua VM; this slot stays out of service"),
     }
 }

@@ -40,7 +40,8 @@ pub fn watch(functions: &Arc<Functions>) -> Result<notify::RecommendedWatcher, L
                 .is_ok_and(|e| e.is_some())
             {}
             let Some(functions) = weak.upgrade() else { break };
-            reload(&functions);
+            // Compiling and running top-level code is CPU work: keep it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || reload(&functions)).await;
         }
     });
     // Events flow only while `watcher` is alive; the caller keeps it.
@@ -107,5 +108,8 @@ pub fn reload(functions: &Functions) {
         tracing::info!(function = %format!("{prefix}/{name}"), "removed");
     }
     let table = Arc::new(RouteTable::new(&config.routes, next));
+    for problem in table.problems() {
+        tracing::error!("{problem}");
+    }
     *functions.table.write().unwrap_or_else(PoisonError::into_inner) = table;
 }

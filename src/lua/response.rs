@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use mlua::{Table, Value};
 
-use super::convert;
+use super::convert::{self, Budget};
 
 /// A handler's answer, ready for the server to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,8 +16,25 @@ pub struct HandlerResponse {
 
 const FIELDS: [&str; 4] = ["status", "headers", "body", "json"];
 
+/// Headers luka sets itself: a handler's value would desynchronise the connection (framing) or the protocol.
+const RESERVED_HEADERS: [&str; 7] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+/// More headers than this is a runaway loop, not a response.
+const MAX_HEADERS: usize = 100;
+
+/// Total size of the response headers: what common proxies accept (nginx's default buffers are 4-8 KiB each).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// A problem with the returned value, for the log (the client gets a generic 500).
-pub fn from_lua(value: Value) -> Result<HandlerResponse, String> {
+pub fn from_lua(value: Value, budget: &mut Budget) -> Result<HandlerResponse, String> {
     match value {
         Value::Nil => Ok(HandlerResponse {
             status: 204,
@@ -29,7 +46,7 @@ pub fn from_lua(value: Value) -> Result<HandlerResponse, String> {
             headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
             body: Bytes::from(s.as_bytes().to_vec()),
         }),
-        Value::Table(table) => from_table(&table),
+        Value::Table(table) => from_table(&table, budget),
         other => Err(format!(
             "the handler returned a {}; return a string or a table {{status=, headers=, body=}} or {{status=, json=}}",
             other.type_name()
@@ -37,7 +54,7 @@ pub fn from_lua(value: Value) -> Result<HandlerResponse, String> {
     }
 }
 
-fn from_table(table: &Table) -> Result<HandlerResponse, String> {
+fn from_table(table: &Table, budget: &mut Budget) -> Result<HandlerResponse, String> {
     for pair in table.pairs::<Value, Value>() {
         let (key, _) = pair.map_err(|e| e.to_string())?;
         let known = matches!(&key, Value::String(s) if FIELDS.contains(&s.to_string_lossy().as_str()));
@@ -51,17 +68,25 @@ fn from_table(table: &Table) -> Result<HandlerResponse, String> {
     }
     let status = match table.raw_get::<Value>("status").map_err(|e| e.to_string())? {
         Value::Nil => 200,
-        Value::Integer(n) if (100..=599).contains(&n) => n as u16,
-        Value::Number(n) if n.fract() == 0.0 && (100.0..=599.0).contains(&n) => n as u16,
-        other => return Err(format!("status must be a number from 100 to 599, not {other:?}")),
+        // 1xx would switch the connection's protocol handling; a handler answers with a final status.
+        Value::Integer(n) if (200..=599).contains(&n) => n as u16,
+        Value::Number(n) if n.fract() == 0.0 && (200.0..=599.0).contains(&n) => n as u16,
+        other => return Err(format!("status must be a number from 200 to 599, not {other:?}")),
     };
     let mut headers = Vec::new();
+    let mut header_bytes = 0;
     if let Some(given) = table
         .raw_get::<Option<Table>>("headers")
         .map_err(|_| "headers must be a table")?
     {
         for pair in given.pairs::<String, Value>() {
             let (name, value) = pair.map_err(|_| "header names must be strings")?;
+            if headers.len() == MAX_HEADERS {
+                return Err(format!("more than {MAX_HEADERS} headers"));
+            }
+            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(format!("header {name} is set by luka, not by handlers"));
+            }
             let value = match value {
                 Value::String(s) => s
                     .to_str()
@@ -82,6 +107,10 @@ fn from_table(table: &Table) -> Result<HandlerResponse, String> {
             {
                 return Err(format!("header {name}: {value:?} is not a valid HTTP header"));
             }
+            header_bytes += name.len() + value.len();
+            if header_bytes > MAX_HEADER_BYTES {
+                return Err(format!("the headers are larger than {MAX_HEADER_BYTES} bytes"));
+            }
             headers.push((name.to_ascii_lowercase(), value));
         }
     }
@@ -91,7 +120,9 @@ fn from_table(table: &Table) -> Result<HandlerResponse, String> {
         (Value::Nil, Value::Nil) => Bytes::new(),
         (Value::String(s), Value::Nil) => Bytes::from(s.as_bytes().to_vec()),
         (Value::Nil, json) => {
-            let text = convert::to_json(&json).map_err(|e| format!("json: {e}"))?.to_string();
+            let text = convert::to_json_within(&json, budget)
+                .map_err(|e| format!("json: {e}"))?
+                .to_string();
             if !headers.iter().any(|(n, _)| n == "content-type") {
                 headers.push(("content-type".into(), "application/json".into()));
             }

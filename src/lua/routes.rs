@@ -37,6 +37,8 @@ pub struct RouteTable {
     /// Request path → function.
     files: HashMap<String, Arc<Compiled>>,
     functions: FunctionSet,
+    /// Files that could never be reached: two on one path, or on a path luka serves itself.
+    problems: Vec<String>,
 }
 
 impl RouteTable {
@@ -45,16 +47,32 @@ impl RouteTable {
             routes.iter().map(|r| (r.clone(), Arc::new(r.env.clone()))).collect();
         explicit.sort_by_key(|(r, _)| r.path.param_count());
         let routed: BTreeSet<&str> = routes.iter().map(|r| r.function.as_str()).collect();
-        let files = functions
-            .iter()
-            .filter(|(name, _)| !routed.contains(name.as_str()))
-            .map(|(name, compiled)| (file_path(name), Arc::clone(compiled)))
-            .collect();
+        let mut files: HashMap<String, Arc<Compiled>> = HashMap::new();
+        let mut problems = Vec::new();
+        for (name, compiled) in functions.iter().filter(|(name, _)| !routed.contains(name.as_str())) {
+            let path = file_path(name);
+            if is_builtin(&path) {
+                problems.push(format!(
+                    "{} would serve {path}, which luka serves itself; rename it",
+                    compiled.display
+                ));
+            } else if let Some(other) = files.insert(path.clone(), Arc::clone(compiled)) {
+                problems.push(format!(
+                    "{} and {} both serve {path}; rename one",
+                    other.display, compiled.display
+                ));
+            }
+        }
         Self {
             explicit,
             files,
             functions,
+            problems,
         }
+    }
+
+    pub fn problems(&self) -> &[String] {
+        &self.problems
     }
 
     pub fn functions(&self) -> &FunctionSet {
@@ -102,6 +120,10 @@ impl RouteTable {
             }
         }
     }
+}
+
+fn is_builtin(path: &str) -> bool {
+    matches!(path, "/produce" | "/healthz" | "/readyz") || path.starts_with("/produce/")
 }
 
 /// `hooks/github.lua` → `/hooks/github`; `index.lua` → `/`; `hooks/index.lua` → `/hooks`.
@@ -160,6 +182,9 @@ mod tests {
         assert_eq!(name(table.find("POST", "/hooks/github/")), "hooks/github.lua");
         assert_eq!(name(table.find("GET", "/")), "index.lua");
         assert_eq!(name(table.find("GET", "/nope")), "404");
+        assert!(table.problems().is_empty());
+        let clashing = RouteTable::new(&[], set(&["hooks.lua", "hooks/index.lua", "healthz.lua"]));
+        assert_eq!(clashing.problems().len(), 2, "{:?}", clashing.problems());
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Outcome {
 pub struct KafkaOutage {
     pub cluster: String,
     pub timed_out: bool,
+    /// The error the handler was given, to recognise it if the handler fails with it.
+    pub message: String,
 }
 
 impl RequestState {
@@ -96,11 +98,20 @@ impl VmShared {
 
     /// The interrupt handler: an error once the budget is spent.
     pub fn check(&self) -> mlua::Result<mlua::VmState> {
-        let deadline = self.deadline_ns.load(Ordering::Relaxed);
-        if deadline != u64::MAX && self.epoch.elapsed().as_nanos() > u128::from(deadline) {
-            self.exceeded.store(true, Ordering::Relaxed);
+        if self.out_of_time() {
             return Err(mlua::Error::external(CpuLimitHit));
         }
         Ok(mlua::VmState::Continue)
+    }
+
+    /// Whether the running request has spent its budget (and marks it so); Rust work done for a handler (JSON
+    /// conversion) asks this too, since the interrupt cannot reach it.
+    pub fn out_of_time(&self) -> bool {
+        let deadline = self.deadline_ns.load(Ordering::Relaxed);
+        if deadline != u64::MAX && self.epoch.elapsed().as_nanos() > u128::from(deadline) {
+            self.exceeded.store(true, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 }

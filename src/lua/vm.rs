@@ -29,7 +29,7 @@ use super::modules::{self, KafkaContext};
 use super::request::{self, HttpRequest, RequestParts};
 use super::response::{self, HandlerResponse};
 use super::routes::Target;
-use super::state::{CpuLimitHit, RequestState, VmShared};
+use super::state::{RequestState, VmShared};
 
 /// Limits every request of a VM runs under.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +96,8 @@ impl Vm {
         // Makes the globals and the standard library read-only, so no request can change what another sees.
         lua.sandbox(true)?;
         let request_meta = lua.create_table()?;
-        request_meta.set("__index", lua.globals())?;
+        // The frozen globals themselves, not the writable proxy `sandbox` puts in front of them.
+        request_meta.set("__index", globals)?;
         request_meta.set_readonly(true);
         let interrupt = Arc::clone(&shared);
         lua.set_interrupt(move |_| interrupt.check());
@@ -131,15 +132,18 @@ impl Vm {
     }
 
     /// The request's own global environment: reads fall through to the shared globals, writes stay here.
-    fn environment(&self, target: &Target) -> mlua::Result<Table> {
+    fn environment(&self, values: Table) -> mlua::Result<Table> {
         let env = self.lua.create_table()?;
         env.set_metatable(Some(self.request_meta.clone()))?;
-        let values = self
-            .lua
-            .create_table_from(target.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         values.set_readonly(true);
         env.raw_set("env", values)?;
         Ok(env)
+    }
+
+    /// The route's `env` values.
+    fn route_env(&self, target: &Target) -> mlua::Result<Table> {
+        self.lua
+            .create_table_from(target.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
     /// Checks that a file, run once, gives a handler (at startup and on reload), without running the handler.
@@ -149,18 +153,13 @@ impl Vm {
             message,
         };
         let chunk = self.chunk(compiled).map_err(|e| load_error(e.to_string()))?;
-        let env = self.environment(&Target {
-            function: Arc::new(Compiled {
-                id: 0,
-                name: Arc::clone(&compiled.name),
-                display: Arc::clone(&compiled.display),
-                bytecode: Vec::new(),
-                source_hash: 0,
-            }),
-            params: Vec::new(),
-            auth: false,
-            env: Arc::default(),
-        });
+        // Which route's env the file will see is not known here: every name reads as "", so a file that checks
+        // `assert(env.SECRET)` at its top level still loads.
+        let env = self
+            .lua
+            .load("return setmetatable({}, { __index = function() return '' end })")
+            .eval::<Table>()
+            .and_then(|values| self.environment(values));
         let state = Arc::new(RequestState::new(Arc::clone(&compiled.display)));
         self.shared.enter(&state, self.limits.cpu);
         let result = env
@@ -182,7 +181,7 @@ impl Vm {
         let Job { target, request, reply } = job;
         let function = Arc::clone(&target.function.display);
         let prepared = self.chunk(&target.function).and_then(|chunk| {
-            chunk.set_environment(self.environment(&target)?)?;
+            chunk.set_environment(self.environment(self.route_env(&target)?)?)?;
             let req = request::build(&self.lua, &self.parts, &request, &target)?;
             let thread = self.lua.create_thread(self.runner.clone())?;
             thread.into_async::<Value>((chunk, req))
@@ -198,10 +197,11 @@ impl Vm {
             }
         };
         let state = Arc::new(RequestState::new(Arc::clone(&function)));
+        let clock = Arc::clone(&self.shared);
         let metered = Metered {
             inner: Box::pin(async move {
                 let value = call.await.map_err(Failure::Lua)?;
-                response::from_lua(value).map_err(Failure::Response)
+                response::from_lua(value, &mut convert::Budget::metered(&clock)).map_err(Failure::Response)
             }),
             shared: Arc::clone(&self.shared),
             state: Arc::clone(&state),
@@ -223,7 +223,9 @@ impl Vm {
                 }),
                 Ok((result, exceeded)) => classify(result, exceeded, &state, &limits),
             };
-            let retire = matches!(result, Err(LuaError::CpuLimit { .. } | LuaError::MemoryLimit { .. }));
+            // A stopped coroutine leaves nothing shared half-changed (globals and libraries are read-only), but
+            // memory exhaustion may have failed an allocation anywhere, so only then is the VM replaced.
+            let retire = matches!(result, Err(LuaError::MemoryLimit { .. }));
             let _ = reply.send(result);
             retire
         })
@@ -247,6 +249,10 @@ impl Vm {
                         let _ = self.lua.gc_collect();
                         retire();
                         jobs.close();
+                    } else if self.lua.used_memory() > self.limits.memory_bytes / 2 {
+                        // Luau does not collect when an allocation fails, so garbage left by a finished request
+                        // could make the next one fail: collect while there is still room.
+                        let _ = self.lua.gc_collect();
                     }
                 }
             }
@@ -284,32 +290,27 @@ fn classify(
             limit_mb: limits.memory_bytes / (1024 * 1024),
         });
     }
+    // A failure the handler caught and then failed differently is not the cause: the final error must carry it.
+    let message = error.to_string();
     let outcome = state.outcome();
-    if let Some(message) = outcome.bad_request {
-        return Err(LuaError::BadRequest(message));
+    if let Some(bad) = outcome.bad_request.filter(|m| message.contains(m.as_str())) {
+        return Err(LuaError::BadRequest(bad));
     }
-    if let Some(outage) = outcome.kafka_outage {
+    if let Some(outage) = outcome.kafka_outage.filter(|o| message.contains(o.message.as_str())) {
         return Err(LuaError::Kafka {
             function,
             cluster: outage.cluster,
             timed_out: outage.timed_out,
         });
     }
-    Err(LuaError::Runtime {
-        function,
-        message: error.to_string(),
-    })
+    Err(LuaError::Runtime { function, message })
 }
 
+/// Only Luau's own out-of-memory status counts: `error("not enough memory")` from a handler is a plain error.
 fn is_memory_error(error: &mlua::Error) -> bool {
     match error {
         mlua::Error::MemoryError(_) => true,
-        mlua::Error::CallbackError { cause, .. } => is_memory_error(cause),
-        mlua::Error::WithContext { cause, .. } => is_memory_error(cause),
-        mlua::Error::RuntimeError(message) => message.contains("not enough memory"),
-        mlua::Error::ExternalError(e) => {
-            e.downcast_ref::<CpuLimitHit>().is_none() && e.to_string().contains("not enough memory")
-        }
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => is_memory_error(cause),
         _ => false,
     }
 }

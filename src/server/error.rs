@@ -94,6 +94,7 @@ fn lua_status(error: &LuaError) -> StatusCode {
         LuaError::Read { .. }
         | LuaError::Compile { .. }
         | LuaError::Load { .. }
+        | LuaError::Unreachable(_)
         | LuaError::Watch { .. }
         | LuaError::Runtime { .. }
         | LuaError::BadResponse { .. }

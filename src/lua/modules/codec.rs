@@ -8,14 +8,18 @@ use mlua::{Lua, LuaString, Result, Table, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use std::sync::Arc;
+
 use super::{answer, raising};
 use crate::lua::convert;
+use crate::lua::state::VmShared;
 
-pub fn json(lua: &Lua) -> Result<Table> {
+pub fn json(lua: &Lua, clock: &Arc<VmShared>) -> Result<Table> {
     let json = lua.create_table()?;
     json.set("null", Value::NULL)?;
-    let encode = lua.create_function(|lua, value: Value| {
-        let json = convert::to_json(&value).map(|json| json.to_string());
+    let clock = Arc::clone(clock);
+    let encode = lua.create_function(move |lua, value: Value| {
+        let json = convert::to_json_within(&value, &mut convert::Budget::metered(&clock)).map(|json| json.to_string());
         answer(lua, json.map_err(|e| format!("json.encode: {e}")))
     })?;
     json.set("encode", raising(lua, encode)?)?;

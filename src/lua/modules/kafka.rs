@@ -12,7 +12,7 @@ use mlua::{Lua, Result, Table, Value};
 use super::{answer, raising};
 use crate::config::Config;
 use crate::kafka::KafkaError;
-use crate::lua::convert;
+use crate::lua::convert::{self, Budget};
 use crate::lua::state::{KafkaOutage, VmShared};
 use crate::produce::{Key, Message, Payload, ProduceError, Producer, Written};
 
@@ -31,7 +31,7 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
     let produce = lua.create_async_function(move |lua, args: Table| {
         let context = Arc::clone(&context);
         let request = shared.current();
-        let call = read_call(&context.config, &args);
+        let call = read_call(&context.config, &args, &mut Budget::metered(&shared));
         async move {
             let messages = match call {
                 Ok(messages) => messages,
@@ -40,10 +40,11 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
             match context.producer.produce_written(messages).await {
                 Ok(written) => answer(&lua, Ok(result(&lua, &written)?)),
                 Err(e) => {
-                    if let (Some(request), Some(outage)) = (request, outage(&e)) {
+                    let message = format!("kafka.produce: {e}");
+                    if let (Some(request), Some(outage)) = (request, outage(&e, &message)) {
                         request.record(|o| o.kafka_outage = Some(outage));
                     }
-                    answer(&lua, Err::<Value, _>(format!("kafka.produce: {e}")))
+                    answer(&lua, Err::<Value, _>(message))
                 }
             }
         }
@@ -53,16 +54,18 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
 }
 
 /// A cluster that was down or slow, as opposed to a mistake in the call.
-fn outage(error: &ProduceError) -> Option<KafkaOutage> {
+fn outage(error: &ProduceError, message: &str) -> Option<KafkaOutage> {
     match error.root() {
         ProduceError::Kafka(k) | ProduceError::Write { source: k, .. } => match k {
             KafkaError::Unavailable { cluster, .. } => Some(KafkaOutage {
                 cluster: cluster.clone(),
                 timed_out: false,
+                message: message.to_owned(),
             }),
             KafkaError::Timeout { cluster, .. } => Some(KafkaOutage {
                 cluster: cluster.clone(),
                 timed_out: true,
+                message: message.to_owned(),
             }),
             _ => None,
         },
@@ -70,7 +73,7 @@ fn outage(error: &ProduceError) -> Option<KafkaOutage> {
     }
 }
 
-fn read_call(config: &Config, args: &Table) -> std::result::Result<Vec<Message>, String> {
+fn read_call(config: &Config, args: &Table, budget: &mut Budget) -> std::result::Result<Vec<Message>, String> {
     let messages: Option<Table> = field(args, "messages")?;
     let allowed: Vec<&str> = match messages {
         Some(_) => CALL_FIELDS.to_vec(),
@@ -84,19 +87,21 @@ fn read_call(config: &Config, args: &Table) -> std::result::Result<Vec<Message>,
     let cluster: Option<String> = field(args, "cluster")?;
     let Some(list) = messages else {
         // The deprecated single-message form: the message fields sit beside the topic.
-        return Ok(vec![read_message(args, &allowed, &topic, cluster.as_ref())?]);
+        return Ok(vec![read_message(args, &allowed, &topic, cluster.as_ref(), budget)?]);
     };
     let count = list.raw_len();
     if count == 0 || list.pairs::<Value, Value>().count() != count {
         return Err("messages must be a non-empty list of tables: messages = { {key = ..., value = ...} }".into());
     }
+    // One budget for the whole call: its bytes are copied out of Lua, beyond the VM's memory limit.
     (1..=count)
         .map(|i| {
             let message: Value = list.raw_get(i).map_err(|e| e.to_string())?;
             let Value::Table(message) = message else {
                 return Err(format!("message {i}: expected a table, got a {}", message.type_name()));
             };
-            read_message(&message, &MESSAGE_FIELDS, &topic, cluster.as_ref()).map_err(|e| format!("message {i}: {e}"))
+            read_message(&message, &MESSAGE_FIELDS, &topic, cluster.as_ref(), budget)
+                .map_err(|e| format!("message {i}: {e}"))
         })
         .collect()
 }
@@ -118,6 +123,7 @@ fn read_message(
     allowed: &[&str],
     topic: &str,
     cluster: Option<&String>,
+    budget: &mut Budget,
 ) -> std::result::Result<Message, String> {
     check_fields(table, allowed)?;
     let partition = match field::<f64>(table, "partition")? {
@@ -133,19 +139,19 @@ fn read_message(
     let key = match table.raw_get::<Value>("key").map_err(|e| e.to_string())? {
         Value::Nil => Key::Random,
         Value::LightUserData(p) if p.0.is_null() => Key::Null,
-        Value::String(s) => Key::Bytes(s.as_bytes().to_vec()),
-        other => Key::Bytes(json_text(&other, "key")?.into_bytes()),
+        Value::String(s) => Key::Bytes(bytes(&s, budget)?),
+        other => Key::Bytes(json_text(&other, "key", budget)?.into_bytes()),
     };
     let data = table.raw_get::<Value>("data").map_err(|e| e.to_string())?;
     let value = table.raw_get::<Value>("value").map_err(|e| e.to_string())?;
     let value = match (data, value) {
         (Value::Nil, Value::Nil) => Payload::Random,
-        (data, Value::Nil) => Payload::Data(convert::to_json(&data).map_err(|e| format!("data: {e}"))?),
-        (Value::Nil, value) => Payload::Bytes(value_bytes(&value)?),
+        (data, Value::Nil) => Payload::Data(convert::to_json_within(&data, budget).map_err(|e| format!("data: {e}"))?),
+        (Value::Nil, value) => Payload::Bytes(value_bytes(&value, budget)?),
         _ => return Err("give data (validated and encoded for the topic) or value (written as is), not both".into()),
     };
     let headers = match field::<Table>(table, "headers")? {
-        Some(headers) => read_headers(&headers)?,
+        Some(headers) => read_headers(&headers, budget)?,
         None => Vec::new(),
     };
     Ok(Message {
@@ -160,22 +166,29 @@ fn read_message(
 }
 
 /// `value`: strings as their bytes, numbers and booleans as text, tables as JSON, `json.null` as a tombstone.
-fn value_bytes(value: &Value) -> std::result::Result<Option<Vec<u8>>, String> {
+fn value_bytes(value: &Value, budget: &mut Budget) -> std::result::Result<Option<Vec<u8>>, String> {
     Ok(match value {
         Value::LightUserData(p) if p.0.is_null() => None,
-        Value::String(s) => Some(s.as_bytes().to_vec()),
-        other => Some(json_text(other, "value")?.into_bytes()),
+        Value::String(s) => Some(bytes(s, budget)?),
+        other => Some(json_text(other, "value", budget)?.into_bytes()),
     })
 }
 
-fn json_text(value: &Value, name: &str) -> std::result::Result<String, String> {
-    convert::to_json(value)
+/// A Lua string's bytes, paid for from the call's budget before they are copied.
+fn bytes(s: &mlua::LuaString, budget: &mut Budget) -> std::result::Result<Vec<u8>, String> {
+    let bytes = s.as_bytes();
+    budget.spend(bytes.len())?;
+    Ok(bytes.to_vec())
+}
+
+fn json_text(value: &Value, name: &str, budget: &mut Budget) -> std::result::Result<String, String> {
+    convert::to_json_within(value, budget)
         .map(|json| json.to_string())
         .map_err(|e| format!("{name}: {e}"))
 }
 
 /// A name → value table, or a list of `{key=, value=}` (the form for repeated names).
-fn read_headers(headers: &Table) -> std::result::Result<Vec<(String, Vec<u8>)>, String> {
+fn read_headers(headers: &Table, budget: &mut Budget) -> std::result::Result<Vec<(String, Vec<u8>)>, String> {
     let mut out = Vec::new();
     if headers.raw_len() > 0 {
         for entry in headers.sequence_values::<Value>() {
@@ -184,7 +197,12 @@ fn read_headers(headers: &Table) -> std::result::Result<Vec<(String, Vec<u8>)>, 
             };
             let name: String = field(&entry, "key")?.ok_or("every header in the list needs key = \"name\"")?;
             let value: Value = entry.raw_get("value").map_err(|e| e.to_string())?;
-            out.push((name.clone(), header_value(&name, &value)?));
+            out.push((name.clone(), header_value(&name, &value, budget)?));
+        }
+        if out.len() != headers.pairs::<Value, Value>().count() {
+            return Err(
+                "headers must be either a list of {key = ..., value = ...} or a name = value table, not both".into(),
+            );
         }
         return Ok(out);
     }
@@ -194,16 +212,17 @@ fn read_headers(headers: &Table) -> std::result::Result<Vec<(String, Vec<u8>)>, 
             return Err("header names must be strings".into());
         };
         let name = name.to_string_lossy();
-        out.push((name.clone(), header_value(&name, &value)?));
+        budget.spend(name.len())?;
+        out.push((name.clone(), header_value(&name, &value, budget)?));
     }
     out.sort();
     Ok(out)
 }
 
-fn header_value(name: &str, value: &Value) -> std::result::Result<Vec<u8>, String> {
+fn header_value(name: &str, value: &Value, budget: &mut Budget) -> std::result::Result<Vec<u8>, String> {
     match value {
-        Value::String(s) => Ok(s.as_bytes().to_vec()),
-        Value::Number(_) | Value::Integer(_) | Value::Boolean(_) => Ok(json_text(value, name)?.into_bytes()),
+        Value::String(s) => bytes(s, budget),
+        Value::Number(_) | Value::Integer(_) | Value::Boolean(_) => Ok(json_text(value, name, budget)?.into_bytes()),
         other => Err(format!(
             "header '{name}' must be a string, number or boolean, not a {}",
             other.type_name()

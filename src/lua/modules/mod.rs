@@ -2,6 +2,7 @@
 //! read-only): `kafka`, `json`, `crypto`, `base64`, `hex`, `webhook`, `log`, `time`, `uuid`, and `print` (as
 //! `log.info`). `env` is per route, so it is set in each request's own environment instead.
 
+mod bounded;
 mod codec;
 pub mod kafka;
 mod misc;
@@ -18,7 +19,7 @@ use super::state::VmShared;
 pub fn install(lua: &Lua, context: &Arc<KafkaContext>, shared: &Arc<VmShared>) -> Result<()> {
     let globals = lua.globals();
     globals.set("kafka", kafka::module(lua, Arc::clone(context), Arc::clone(shared))?)?;
-    globals.set("json", codec::json(lua)?)?;
+    globals.set("json", codec::json(lua, shared)?)?;
     globals.set("crypto", codec::crypto(lua)?)?;
     globals.set("base64", codec::base64(lua)?)?;
     globals.set("hex", codec::hex(lua)?)?;
@@ -27,7 +28,7 @@ pub fn install(lua: &Lua, context: &Arc<KafkaContext>, shared: &Arc<VmShared>) -
     globals.set("time", misc::time(lua)?)?;
     globals.set("uuid", misc::uuid(lua)?)?;
     globals.set("print", misc::print(lua, shared)?)?;
-    Ok(())
+    bounded::install(lua)
 }
 
 /// Module functions give `(true, result)` or `(false, message)`; this shim raises the message as a plain string

@@ -50,8 +50,11 @@ fn verdict(result: std::result::Result<(), &'static str>) -> (bool, Option<&'sta
 fn body_and_header(req: &Table, header: &str) -> Result<(Vec<u8>, Option<String>)> {
     let body: Option<LuaString> = req.get("body")?;
     let headers: Option<Table> = req.get("headers")?;
+    // Read as bytes: a client may send a header that is not UTF-8, which is a bad signature, not a failure.
     let value = match headers {
-        Some(headers) => headers.get::<Option<String>>(header)?,
+        Some(headers) => headers
+            .get::<Option<LuaString>>(header)?
+            .map(|v| String::from_utf8_lossy(&v.as_bytes()).into_owned()),
         None => None,
     };
     Ok((body.map(|b| b.as_bytes().to_vec()).unwrap_or_default(), value))
@@ -106,7 +109,7 @@ pub fn verify_stripe(
     if !bool::from(matched) {
         return Err("signature does not match");
     }
-    if (now_s - timestamp).abs() > tolerance_s {
+    if now_s.abs_diff(timestamp) > tolerance_s.unsigned_abs() {
         return Err("timestamp is outside the tolerance");
     }
     Ok(())

@@ -1,0 +1,122 @@
+//! Standard-library functions that Luau runs as one long C call, out of reach of the CPU interrupt, replaced by
+//! bounded versions: a handler must not be able to hold its VM for minutes with a few megabytes.
+//!
+//! - `string.find` with a plain needle (or a pattern without special characters) and `string.split`: Luau compares
+//!   the needle at every position (quadratic on `("a"):rep(8e6)` / `("a"):rep(4e6) .. "b"`); here they use
+//!   `memchr::memmem`, linear in the haystack.
+//! - `table.sort` without a comparator compares long strings with one `memcmp` per step, no interrupt between;
+//!   here it always sorts with a Lua comparator, so the interrupt runs at every comparison.
+//! - `table.move` over a huge sparse range: Luau's own fix is behind a flag, turned on here.
+
+use mlua::{Lua, LuaString, Result, Table, Value};
+
+const WRAPPERS: &str = r#"
+local string, table, find_plain, split = ...
+local find, sort = string.find, table.sort
+local SPECIALS = "[%^%$%*%+%?%.%(%)%[%]%%%-]"
+string.find = function(s, pattern, init, plain)
+  if type(s) == "string" and type(pattern) == "string" and (plain or not find(pattern, SPECIALS)) then
+    return find_plain(s, pattern, init)
+  end
+  return find(s, pattern, init, plain)
+end
+string.split = split
+local function less(a, b) return a < b end
+table.sort = function(t, comp) return sort(t, comp or less) end
+"#;
+
+pub fn install(lua: &Lua) -> Result<()> {
+    if Lua::set_fflag("LuauTableMoveTimeoutFix", true).is_err() {
+        tracing::warn!("this Luau has no LuauTableMoveTimeoutFix flag; table.move over huge ranges is unbounded");
+    }
+    let globals = lua.globals();
+    let string: Table = globals.get("string")?;
+    let table: Table = globals.get("table")?;
+    let find_plain = lua.create_function(|_, (s, needle, init): (LuaString, LuaString, Option<i64>)| {
+        // Two results when found, `nil` otherwise, as string.find gives them.
+        Ok(match find_plain(&s.as_bytes(), &needle.as_bytes(), init.unwrap_or(1)) {
+            Some((start, end)) => mlua::MultiValue::from_iter([Value::Number(start as f64), Value::Number(end as f64)]),
+            None => mlua::MultiValue::from_iter([Value::Nil]),
+        })
+    })?;
+    let split = lua.create_function(|lua, (s, separator): (LuaString, Option<LuaString>)| {
+        let haystack = s.as_bytes();
+        let separator = separator.map_or_else(|| b",".to_vec(), |sep| sep.as_bytes().to_vec());
+        let parts = lua.create_table()?;
+        for (i, part) in split(&haystack, &separator).into_iter().enumerate() {
+            parts.raw_set(i + 1, lua.create_string(part)?)?;
+        }
+        Ok(Value::Table(parts))
+    })?;
+    lua.load(WRAPPERS)
+        .set_name("=luka.bounded")
+        .call::<()>((string, table, find_plain, split))
+}
+
+/// `string.find(s, needle, init, true)`: 1-based start and end of the first match at or after `init`.
+fn find_plain(haystack: &[u8], needle: &[u8], init: i64) -> Option<(i64, i64)> {
+    let len = haystack.len() as i64;
+    let start = match init {
+        i if i < 0 => (len + i + 1).max(1),
+        0 => 1,
+        i => i,
+    };
+    if start > len + 1 {
+        return None;
+    }
+    let from = (start - 1) as usize;
+    let at = memchr::memmem::find(&haystack[from..], needle)? as i64 + start;
+    Some((at, at + needle.len() as i64 - 1))
+}
+
+/// `string.split(s, separator)`: the pieces between separators; an empty separator splits into bytes.
+fn split<'a>(haystack: &'a [u8], separator: &[u8]) -> Vec<&'a [u8]> {
+    if separator.is_empty() {
+        return haystack.chunks(1).collect();
+    }
+    let mut parts = Vec::new();
+    let mut rest = 0;
+    for at in memchr::memmem::find_iter(haystack, separator) {
+        parts.push(&haystack[rest..at]);
+        rest = at + separator.len();
+    }
+    parts.push(&haystack[rest..]);
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_find_matches_lua() {
+        assert_eq!(find_plain(b"hello world", b"o", 1), Some((5, 5)));
+        assert_eq!(find_plain(b"hello world", b"o", 6), Some((8, 8)));
+        assert_eq!(find_plain(b"hello world", b"o", -3), None);
+        assert_eq!(find_plain(b"hello", b"", 3), Some((3, 2)));
+        assert_eq!(find_plain(b"hello", b"x", 1), None);
+        assert_eq!(find_plain(b"hello", b"lo", 99), None);
+    }
+
+    #[test]
+    fn split_keeps_empty_pieces() {
+        assert_eq!(split(b"a,,b,", b","), vec![&b"a"[..], b"", b"b", b""]);
+        assert_eq!(split(b"ab", b""), vec![&b"a"[..], b"b"]);
+        assert_eq!(split(b"", b","), vec![&b""[..]]);
+    }
+
+    #[test]
+    fn wrapped_functions_behave_like_the_originals() {
+        let lua = Lua::new();
+        install(&lua).unwrap();
+        let (a, b, c, d): (i64, Option<i64>, String, i64) = lua
+            .load(
+                r#"local t = {3, 1, 2} table.sort(t)
+                local s, e = ("a.b"):find(".", 1, true)
+                return s, ("x"):find("%a+z"), table.concat(string.split("a,b", ","), "|") .. table.concat(t), e"#,
+            )
+            .eval()
+            .unwrap();
+        assert_eq!((a, b, c.as_str(), d), (2, None, "a|b123", 2));
+    }
+}
