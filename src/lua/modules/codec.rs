@@ -33,35 +33,39 @@ pub fn json(lua: &Lua, clock: &Arc<VmShared>) -> Result<Table> {
     Ok(json)
 }
 
+/// A `name(text)` Lua function that decodes with `decode`, raising `name: <why>` on bad input.
+fn decoder<E: std::fmt::Display>(
+    lua: &Lua,
+    name: &'static str,
+    decode: impl Fn(&[u8]) -> std::result::Result<Vec<u8>, E> + Send + 'static,
+) -> Result<mlua::Function> {
+    let function = lua.create_function(move |lua, text: LuaString| match decode(&text.as_bytes()) {
+        Ok(bytes) => answer(lua, Ok(lua.create_string(bytes)?)),
+        Err(e) => answer(lua, Err::<Value, _>(format!("{name}: {e}"))),
+    })?;
+    raising(lua, function)
+}
+
 pub fn base64(lua: &Lua) -> Result<Table> {
     let table = lua.create_table()?;
     table.set(
         "encode",
         lua.create_function(|_, data: LuaString| Ok(STANDARD.encode(data.as_bytes())))?,
     )?;
-    let decode = lua.create_function(|lua, text: LuaString| {
-        let bytes = STANDARD
-            .decode(text.as_bytes())
-            .map_err(|e| format!("base64.decode: {e}"));
-        answer(lua, bytes.and_then(|b| lua.create_string(b).map_err(|e| e.to_string())))
-    })?;
-    table.set("decode", raising(lua, decode)?)?;
+    table.set("decode", decoder(lua, "base64.decode", |text| STANDARD.decode(text))?)?;
     table.set(
         "encode_url",
         lua.create_function(|_, data: LuaString| Ok(URL_SAFE_NO_PAD.encode(data.as_bytes())))?,
     )?;
-    let decode_url = lua.create_function(|lua, text: LuaString| {
-        // Padding is optional in URL-safe base64 (JWTs omit it), so accept both.
-        let lenient = GeneralPurpose::new(
-            &base64::alphabet::URL_SAFE,
-            GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-        );
-        let bytes = lenient
-            .decode(text.as_bytes())
-            .map_err(|e| format!("base64.decode_url: {e}"));
-        answer(lua, bytes.and_then(|b| lua.create_string(b).map_err(|e| e.to_string())))
-    })?;
-    table.set("decode_url", raising(lua, decode_url)?)?;
+    // Padding is optional in URL-safe base64 (JWTs omit it), so accept both.
+    let lenient = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    table.set(
+        "decode_url",
+        decoder(lua, "base64.decode_url", move |text| lenient.decode(text))?,
+    )?;
     Ok(table)
 }
 
@@ -71,11 +75,7 @@ pub fn hex(lua: &Lua) -> Result<Table> {
         "encode",
         lua.create_function(|_, data: LuaString| Ok(::hex::encode(data.as_bytes())))?,
     )?;
-    let decode = lua.create_function(|lua, text: LuaString| {
-        let bytes = ::hex::decode(text.as_bytes()).map_err(|e| format!("hex.decode: {e}"));
-        answer(lua, bytes.and_then(|b| lua.create_string(b).map_err(|e| e.to_string())))
-    })?;
-    table.set("decode", raising(lua, decode)?)?;
+    table.set("decode", decoder(lua, "hex.decode", |text| ::hex::decode(text))?)?;
     Ok(table)
 }
 
@@ -119,4 +119,42 @@ pub fn crypto(lua: &Lua) -> Result<Table> {
         lua.create_function(|_, (a, b): (LuaString, LuaString)| Ok(bool::from(a.as_bytes().ct_eq(&b.as_bytes()))))?,
     )?;
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codecs_round_trip_and_raise_plain_errors() {
+        let lua = Lua::new();
+        let clock = Arc::new(VmShared::new());
+        let globals = lua.globals();
+        globals.set("json", json(&lua, &clock).unwrap()).unwrap();
+        globals.set("base64", base64(&lua).unwrap()).unwrap();
+        globals.set("hex", hex(&lua).unwrap()).unwrap();
+        globals.set("crypto", crypto(&lua).unwrap()).unwrap();
+        lua.load(
+            r#"
+            assert(base64.decode(base64.encode("a\0b")) == "a\0b")
+            assert(base64.decode_url("_-8") == "\255\239" and base64.encode_url("\255\239") == "_-8")
+            assert(hex.encode("\1\255") == "01ff" and hex.decode("01FF") == "\1\255")
+            assert(crypto.sha256("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+            assert(crypto.hmac_sha256("key", "The quick brown fox jumps over the lazy dog")
+              == "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8")
+            assert(crypto.sha256("", "base64") == "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")
+            assert(crypto.equals("a", "a") and not crypto.equals("a", "b"))
+            assert(json.encode({a = {1, 2}, b = json.null}) == '{"a":[1,2],"b":null}')
+            assert(json.decode('{"x":[]}').x ~= nil and json.encode(json.decode('[]')) == "[]")
+            local ok, err = pcall(hex.decode, "zz")
+            assert(not ok and type(err) == "string" and err:find("^hex.decode: "), err)
+            ok, err = pcall(json.decode, "{")
+            assert(not ok and err:find("^json.decode: "), err)
+            ok, err = pcall(crypto.sha256, "x", "rot13")
+            assert(not ok and err:find("unknown output 'rot13'"), err)
+        "#,
+        )
+        .exec()
+        .unwrap();
+    }
 }
