@@ -24,6 +24,7 @@ pub mod config;
 pub mod kafka;
 pub mod lua;
 pub mod produce;
+pub mod schema;
 pub mod server;
 
 use std::sync::Arc;

@@ -13,6 +13,7 @@ use super::pattern::TopicPattern;
 use super::routes::{LuaSettings, Route, check_lua, check_routes};
 use super::types::{Compression, RawCluster, RawConfig, RawTopic, RawUser, SaslConfig, ServerConfig, TlsConfig};
 use super::{ConfigProblem, line_of};
+use crate::schema::Schema;
 
 /// The checked configuration.
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ pub struct Topic {
     pub cluster: String,
     pub partitions: Option<i32>,
     pub replication_factor: i16,
+    pub value_schema: Option<Arc<Schema>>,
+    pub key_schema: Option<Arc<Schema>>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,7 +94,7 @@ pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
     };
     check_server(&mut c, &raw.server);
     let default_cluster = default_cluster(&mut c, &raw.clusters);
-    let topics = check_topics(&mut c, &raw.topics, &raw.clusters, default_cluster.as_deref());
+    let topics = check_topics(&mut c, &raw.topics, &raw.clusters, default_cluster.as_deref(), base_dir);
     let mut clusters = BTreeMap::new();
     for (name, cluster) in &raw.clusters {
         if let Some(checked) = check_cluster(&mut c, name, cluster, base_dir, &topics) {
@@ -153,6 +156,7 @@ fn check_topics(
     raw: &BTreeMap<Spanned<String>, RawTopic>,
     clusters: &BTreeMap<Spanned<String>, RawCluster>,
     default_cluster: Option<&str>,
+    base_dir: &Path,
 ) -> Vec<Topic> {
     let defined: Vec<&str> = clusters.keys().map(|k| k.get_ref().as_str()).collect();
     let mut topics = Vec::new();
@@ -215,16 +219,42 @@ fn check_topics(
                 format!("[topics.\"{}\"] replication_factor must be at least 1", name.get_ref()),
             );
         }
+        let mut schema = |given: &Option<Spanned<toml::Value>>, key: &str| {
+            let given = given.as_ref()?;
+            compile_schema(given.get_ref(), base_dir)
+                .map_err(|e| c.at(given, format!("[topics.\"{}\"] {key}: {e}", name.get_ref())))
+                .ok()
+                .map(Arc::new)
+        };
+        let value_schema = schema(&topic.value_schema, "value_schema");
+        let key_schema = schema(&topic.key_schema, "key_schema");
         topics.push(Topic {
             pattern,
             cluster,
             partitions: topic.partitions,
             replication_factor: topic.replication_factor,
+            value_schema,
+            key_schema,
         });
     }
     // Exact names first, then the most literal pattern: that is the order routing tries them in.
     topics.sort_by_key(|t| (!t.pattern.is_exact(), std::cmp::Reverse(t.pattern.specificity())));
     topics
+}
+
+/// A schema given inline (a TOML table, read as JSON) or as a JSON file relative to config.toml.
+fn compile_schema(given: &toml::Value, base_dir: &Path) -> Result<Schema, String> {
+    match given {
+        toml::Value::String(file) => Schema::load(&base_dir.join(file)),
+        toml::Value::Table(_) => {
+            let document = serde_json::to_value(given).map_err(|e| e.to_string())?;
+            Schema::compile(document, None)
+        }
+        other => Err(format!(
+            "give a JSON Schema as an inline table or a file name, not a {}",
+            other.type_str()
+        )),
+    }
 }
 
 fn check_cluster(

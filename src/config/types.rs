@@ -215,6 +215,11 @@ pub struct RawTopic {
     /// Replication factor used when creating the topic.
     #[serde(default = "replication_factor")]
     pub replication_factor: i16,
+    /// JSON Schema of the values: an inline table, or a JSON file relative to config.toml. `data` given to
+    /// `kafka.produce` is checked against it before anything is written.
+    pub value_schema: Option<Spanned<toml::Value>>,
+    /// JSON Schema of the keys, same forms.
+    pub key_schema: Option<Spanned<toml::Value>>,
 }
 
 /// `[[users]]`: credentials for the REST produce API (HTTP basic auth).

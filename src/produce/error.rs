@@ -26,6 +26,14 @@ pub enum ProduceError {
     #[error("timestamp {timestamp_ms} is not a time Kafka can store; give milliseconds since 1970-01-01")]
     InvalidTimestamp { timestamp_ms: i64 },
 
+    /// `data` that does not match the topic's value schema; every violation, each with its JSON pointer.
+    #[error("message {number} of topic '{topic}' is invalid: {}", violations.join("; "))]
+    InvalidData {
+        number: usize,
+        topic: String,
+        violations: Vec<String>,
+    },
+
     #[error("message {number}: {source}")]
     InMessage { number: usize, source: Box<ProduceError> },
 

@@ -8,6 +8,8 @@ use rand::Rng;
 use rand::seq::IndexedRandom;
 use serde_json::{Map, Value};
 
+use crate::schema::Schema;
+
 /// The key of a message to write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Key {
@@ -50,11 +52,19 @@ pub(super) fn key_bytes(key: Key) -> Option<Vec<u8>> {
     }
 }
 
-pub(super) fn value_bytes(payload: Payload) -> Option<Vec<u8>> {
+/// The value's bytes; `data` is checked against the topic's value schema first (every violation is returned).
+pub(super) fn value_bytes(payload: Payload, schema: Option<&Schema>) -> Result<Option<Vec<u8>>, Vec<String>> {
     match payload {
-        Payload::Bytes(bytes) => bytes,
-        Payload::Data(data) => Some(encode(&data)),
-        Payload::Random => Some(encode(&random_value(&mut rand::rng(), 0))),
+        Payload::Bytes(bytes) => Ok(bytes),
+        Payload::Data(data) => {
+            let violations = schema.map(|s| s.violations(&data)).unwrap_or_default();
+            if violations.is_empty() {
+                Ok(Some(encode(&data)))
+            } else {
+                Err(violations)
+            }
+        }
+        Payload::Random => Ok(Some(encode(&random_value(&mut rand::rng(), 0)))),
     }
 }
 
@@ -116,9 +126,12 @@ mod tests {
     #[test]
     fn data_is_compact_json_and_random_values_are_json() {
         let data = serde_json::json!({"a": [1, "x"], "b": null});
-        assert_eq!(value_bytes(Payload::Data(data)).unwrap(), br#"{"a":[1,"x"],"b":null}"#);
+        assert_eq!(
+            value_bytes(Payload::Data(data), None).unwrap().unwrap(),
+            br#"{"a":[1,"x"],"b":null}"#
+        );
         for _ in 0..100 {
-            let bytes = value_bytes(Payload::Random).unwrap();
+            let bytes = value_bytes(Payload::Random, None).unwrap().unwrap();
             serde_json::from_slice::<Value>(&bytes).unwrap();
         }
     }

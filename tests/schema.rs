@@ -1,0 +1,126 @@
+//! Topic schemas through the real server and broker: `data` is checked against the topic's value schema, and a
+//! call with one invalid message writes nothing.
+
+mod common;
+
+use common::{Harness, assert_no_record, read_records};
+use serde_json::{Value, json};
+
+const CONFIG: &str = r#"
+[clusters.local]
+bootstrap = ["{broker0}"]
+
+[topics.orders]
+partitions = 1
+value_schema = { type = "object", required = ["item", "quantity"], properties = { item = { type = "string" }, quantity = { type = "integer", minimum = 1 } } }
+
+[topics.payments]
+partitions = 1
+value_schema = "schemas/payment.json"
+"#;
+
+const PAYMENT: &str = r#"{"type": "object", "required": ["amount"], "properties": {"amount": {"$ref": "money.json"}}}"#;
+const MONEY: &str = r#"{"type": "number", "exclusiveMinimum": 0}"#;
+
+const PRODUCE: &str = r#"
+return function(req)
+  local ok, result = pcall(kafka.produce, req:json())
+  if not ok then return { status = 400, json = { error = result } } end
+  return { json = { offset = result.offset } }
+end
+"#;
+
+async fn produce(h: &Harness, call: Value) -> (u16, Value) {
+    let response = h.http.post(h.url("/call")).body(call.to_string()).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_is_validated_against_the_topic_schema_before_anything_is_written() {
+    // "../schemas/..." lands beside config.toml, where the config's relative schema paths point.
+    let h = Harness::start_with(
+        1,
+        CONFIG,
+        &[
+            ("call.lua", PRODUCE),
+            ("../schemas/payment.json", PAYMENT),
+            ("../schemas/money.json", MONEY),
+        ],
+    )
+    .await;
+    let bootstrap = h.bootstrap(0);
+    let (status, answer) = produce(
+        &h,
+        json!({"topic": "orders", "messages": [
+            {"key": "a", "data": {"item": "book", "quantity": 1}},
+            {"key": "b", "data": {"item": "pen", "quantity": -1}},
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        answer["error"],
+        "kafka.produce: message 2 of topic 'orders' is invalid: /quantity: -1 is less than the minimum of 1"
+    );
+    let (status, answer) = produce(
+        &h,
+        json!({"topic": "orders", "messages": [{"data": {"quantity": 0, "item": 7}}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    for expected in [
+        "/quantity: 0 is less than the minimum of 1",
+        "/item: 7 is not of type \"string\"",
+    ] {
+        assert!(error.contains(expected), "{error}");
+    }
+    assert_no_record(&bootstrap, "orders", 0, 0).await;
+
+    let (status, answer) = produce(
+        &h,
+        json!({"topic": "orders", "messages": [{"key": "a", "data": {"item": "book", "quantity": 2}}]}),
+    )
+    .await;
+    assert_eq!((status, &answer), (200, &json!({"offset": 0})));
+    // `value` is written as given, without validation.
+    let (status, _) = produce(&h, json!({"topic": "orders", "messages": [{"value": "not an order"}]})).await;
+    assert_eq!(status, 200);
+    let records = read_records(&bootstrap, "orders", 0, 0, 2).await;
+    let order: Value = serde_json::from_slice(records[0].value.as_ref().unwrap()).unwrap();
+    assert_eq!(order, json!({"item": "book", "quantity": 2}));
+
+    // A schema from a file, with a $ref to a sibling file.
+    let (status, answer) = produce(&h, json!({"topic": "payments", "messages": [{"data": {"amount": 0}}]})).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("/amount: 0 is less than or equal to the minimum of 0"),
+        "{answer}"
+    );
+    let (status, _) = produce(
+        &h,
+        json!({"topic": "payments", "messages": [{"data": {"amount": 9.5}}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn bad_schemas_stop_startup_naming_the_topic_and_line() {
+    let dir = common::temp_dir();
+    let config = "[clusters.local]\nbootstrap = [\"127.0.0.1:9\"]\n\n[topics.orders]\nvalue_schema = { type = \"strange\" }\n\n[topics.other]\nvalue_schema = \"missing.json\"\n";
+    let problems = luka::config::Config::from_toml(config, &dir, |_| None).unwrap_err();
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter()
+            .any(|p| p.contains("line 5") && p.contains("[topics.\"orders\"] value_schema:")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|p| p.contains("line 8") && p.contains("cannot read")),
+        "{text:?}"
+    );
+}
