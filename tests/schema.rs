@@ -30,6 +30,13 @@ return function(req)
 end
 "#;
 
+const CHECK: &str = r#"
+return function(req)
+  local ok, violations = schema.validate(req.query.topic, req:json())
+  return { json = { ok = ok, violations = violations or {} } }
+end
+"#;
+
 async fn produce(h: &Harness, call: Value) -> (u16, Value) {
     let response = h.http.post(h.url("/call")).body(call.to_string()).send().await.unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
@@ -43,6 +50,7 @@ async fn data_is_validated_against_the_topic_schema_before_anything_is_written()
         CONFIG,
         &[
             ("call.lua", PRODUCE),
+            ("check.lua", CHECK),
             ("../schemas/payment.json", PAYMENT),
             ("../schemas/money.json", MONEY),
         ],
@@ -106,6 +114,32 @@ async fn data_is_validated_against_the_topic_schema_before_anything_is_written()
     )
     .await;
     assert_eq!(status, 200);
+
+    // schema.validate from Lua, without producing.
+    let check = |topic: &str, body: &str| {
+        h.http
+            .post(h.url(&format!("/check?topic={topic}")))
+            .body(body.to_owned())
+            .send()
+    };
+    let valid: Value = check("orders", r#"{"item": "x", "quantity": 3}"#)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(valid, json!({"ok": true, "violations": {}}));
+    let invalid: Value = check("orders", r#"{"item": "x", "quantity": 0}"#)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        invalid,
+        json!({"ok": false, "violations": ["/quantity: 0 is less than the minimum of 1"]})
+    );
+    assert_eq!(check("nope", "{}").await.unwrap().status(), 500);
 }
 
 #[test]

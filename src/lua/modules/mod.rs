@@ -1,11 +1,12 @@
 //! The modules a handler sees, installed as globals of every VM before it is sandboxed (which makes them
-//! read-only): `kafka`, `json`, `crypto`, `base64`, `hex`, `webhook`, `log`, `time`, `uuid`, and `print` (as
-//! `log.info`). `env` is per route, so it is set in each request's own environment instead.
+//! read-only): `kafka`, `json`, `schema`, `crypto`, `base64`, `hex`, `webhook`, `log`, `time`, `uuid`, and `print`
+//! (as `log.info`). `env` is per route, so it is set in each request's own environment instead.
 
 mod bounded;
 mod codec;
 pub mod kafka;
 mod misc;
+mod schema;
 mod webhook;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub fn install(lua: &Lua, context: &Arc<KafkaContext>, shared: &Arc<VmShared>) -
     let globals = lua.globals();
     globals.set("kafka", kafka::module(lua, Arc::clone(context), Arc::clone(shared))?)?;
     globals.set("json", codec::json(lua, shared)?)?;
+    globals.set("schema", schema::module(lua, Arc::clone(context), Arc::clone(shared))?)?;
     globals.set("crypto", codec::crypto(lua)?)?;
     globals.set("base64", codec::base64(lua)?)?;
     globals.set("hex", codec::hex(lua)?)?;
