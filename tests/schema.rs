@@ -17,6 +17,16 @@ value_schema = { type = "object", required = ["item", "quantity"], properties = 
 [topics.payments]
 partitions = 1
 value_schema = "schemas/payment.json"
+
+[topics.checked]
+partitions = 1
+validate = true
+value_schema = { type = "object", required = ["id"], properties = { id = { type = "integer" } } }
+
+[[users]]
+name = "demo"
+password = "demo"
+topics = ["*"]
 "#;
 
 const PAYMENT: &str = r#"{"type": "object", "required": ["amount"], "properties": {"amount": {"$ref": "money.json"}}}"#;
@@ -142,10 +152,47 @@ async fn data_is_validated_against_the_topic_schema_before_anything_is_written()
     assert_eq!(check("nope", "{}").await.unwrap().status(), 500);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_values_are_checked_on_topics_that_opt_in() {
+    let h = Harness::start_with(
+        1,
+        CONFIG,
+        &[("../schemas/payment.json", PAYMENT), ("../schemas/money.json", MONEY)],
+    )
+    .await;
+    let bootstrap = h.bootstrap(0);
+    let (status, answer) = h
+        .post(
+            "/produce/checked",
+            r#"[{"value": "{\"id\": 1}"}, {"value": "{\"id\": \"x\"}"}, {"value": "nope"}]"#,
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.contains("message 2 of topic 'checked' is invalid: /id: \"x\" is not of type \"integer\""),
+        "{error}"
+    );
+    assert_no_record(&bootstrap, "checked", 0, 0).await;
+    let (status, answer) = h.post("/produce/checked", r#"{"value": "nope"}"#).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("the value is not JSON"),
+        "{answer}"
+    );
+    let (status, answer) = h.post("/produce/checked", r#"{"value": {"id": 7}}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    let records = read_records(&bootstrap, "checked", 0, 0, 1).await;
+    assert_eq!(records[0].value.as_deref(), Some(&br#"{"id":7}"#[..]));
+    // Topics that do not opt in take any REST value.
+    let (status, _) = h.post("/produce/orders", r#"{"value": "anything"}"#).await;
+    assert_eq!(status, 200);
+}
+
 #[test]
 fn bad_schemas_stop_startup_naming_the_topic_and_line() {
     let dir = common::temp_dir();
-    let config = "[clusters.local]\nbootstrap = [\"127.0.0.1:9\"]\n\n[topics.orders]\nvalue_schema = { type = \"strange\" }\n\n[topics.other]\nvalue_schema = \"missing.json\"\n";
+    let config = "[clusters.local]\nbootstrap = [\"127.0.0.1:9\"]\n\n[topics.orders]\nvalue_schema = { type = \"strange\" }\n\n[topics.other]\nvalue_schema = \"missing.json\"\n\n[topics.third]\nvalidate = true\n";
     let problems = luka::config::Config::from_toml(config, &dir, |_| None).unwrap_err();
     let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
     assert!(

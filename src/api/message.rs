@@ -93,7 +93,7 @@ fn to_message(item: Value, path_topic: Option<&str>) -> Result<Message, String> 
         cluster: None,
         partition: m.partition,
         key: m.key.map_or(Key::Null, |k| Key::Bytes(k.into_bytes())),
-        value: Payload::Bytes(value),
+        value: Payload::Checked(value),
         headers: m.headers.into_iter().map(|h| (h.key, h.value.into_bytes())).collect(),
         timestamp_ms: m.timestamp,
     })
@@ -122,7 +122,7 @@ mod tests {
     fn single_object_and_arrays_with_every_field() {
         let one = parse_body(br#"{"value":"hello_kafka"}"#, Some("greetings")).unwrap();
         assert_eq!(one[0].topic, "greetings");
-        assert_eq!(one[0].value, Payload::Bytes(Some(b"hello_kafka".to_vec())));
+        assert_eq!(one[0].value, Payload::Checked(Some(b"hello_kafka".to_vec())));
         let many = parse_body(
             br#"[{"topic":"cities","partition":1,"timestamp":1637745834744,"key":"city","value":"Istanbul",
                  "headers":[{"key":"expire","value":"1637745834756"}]},{"topic":"t","value":null}]"#,
@@ -133,7 +133,7 @@ mod tests {
         assert_eq!(many[0].timestamp_ms, Some(1_637_745_834_744));
         assert_eq!(many[0].key, Key::Bytes(b"city".to_vec()));
         assert_eq!(many[0].headers, vec![("expire".to_owned(), b"1637745834756".to_vec())]);
-        assert_eq!(many[1].value, Payload::Bytes(None), "null is a tombstone");
+        assert_eq!(many[1].value, Payload::Checked(None), "null is a tombstone");
     }
 
     #[test]
@@ -153,6 +153,6 @@ mod tests {
     #[test]
     fn non_string_values_are_written_as_json() {
         let m = parse_body(br#"{"value":{"a":1}}"#, Some("t")).unwrap();
-        assert_eq!(m[0].value, Payload::Bytes(Some(br#"{"a":1}"#.to_vec())));
+        assert_eq!(m[0].value, Payload::Checked(Some(br#"{"a":1}"#.to_vec())));
     }
 }

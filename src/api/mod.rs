@@ -99,7 +99,7 @@ pub fn parse_path(rest: &str, query: Option<&str>) -> Option<ProduceCall> {
             });
             ProduceCall::Path(Message {
                 topic,
-                value: Payload::Bytes(Some(decode(message).into_bytes())),
+                value: Payload::Checked(Some(decode(message).into_bytes())),
                 key: key.map_or(Key::Null, |k| Key::Bytes(k.into_bytes())),
                 ..Message::default()
             })
@@ -130,7 +130,7 @@ mod tests {
             panic!("expected a path message");
         };
         assert_eq!(m.topic, "greetings");
-        assert_eq!(m.value, Payload::Bytes(Some(b"hello kafka".to_vec())));
+        assert_eq!(m.value, Payload::Checked(Some(b"hello kafka".to_vec())));
         assert_eq!(m.key, Key::Bytes(b"a+b".to_vec()));
         assert_eq!(parse_path("x", None), None);
     }

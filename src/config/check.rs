@@ -54,6 +54,8 @@ pub struct Topic {
     pub replication_factor: i16,
     pub value_schema: Option<Arc<Schema>>,
     pub key_schema: Option<Arc<Schema>>,
+    /// REST values are checked against `value_schema`.
+    pub validate: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -228,6 +230,15 @@ fn check_topics(
         };
         let value_schema = schema(&topic.value_schema, "value_schema");
         let key_schema = schema(&topic.key_schema, "key_schema");
+        if topic.validate && topic.value_schema.is_none() {
+            c.at(
+                name,
+                format!(
+                    "[topics.\"{}\"] validate = true needs a value_schema to check against",
+                    name.get_ref()
+                ),
+            );
+        }
         topics.push(Topic {
             pattern,
             cluster,
@@ -235,6 +246,7 @@ fn check_topics(
             replication_factor: topic.replication_factor,
             value_schema,
             key_schema,
+            validate: topic.validate,
         });
     }
     // Exact names first, then the most literal pattern: that is the order routing tries them in.

@@ -220,6 +220,9 @@ pub struct RawTopic {
     pub value_schema: Option<Spanned<toml::Value>>,
     /// JSON Schema of the keys, same forms.
     pub key_schema: Option<Spanned<toml::Value>>,
+    /// Check REST `value`s as JSON against `value_schema` (Lua's `data` is always checked, its `value` never).
+    #[serde(default)]
+    pub validate: bool,
 }
 
 /// `[[users]]`: credentials for the REST produce API (HTTP basic auth).

@@ -144,12 +144,10 @@ impl Producer {
                 }
             };
             let key = payload::key_bytes(message.key);
-            let value = payload::value_bytes(message.value, topic.value_schema.as_deref()).map_err(|violations| {
-                ProduceError::InvalidData {
-                    number: index + 1,
-                    topic: message.topic.clone(),
-                    violations,
-                }
+            let value = payload::value_bytes(message.value, topic).map_err(|violations| ProduceError::InvalidData {
+                number: index + 1,
+                topic: message.topic.clone(),
+                violations,
             })?;
             let partition = match (message.partition, &key) {
                 (Some(p), _) if (0..count).contains(&p) => p,

@@ -8,7 +8,7 @@ use rand::Rng;
 use rand::seq::IndexedRandom;
 use serde_json::{Map, Value};
 
-use crate::schema::Schema;
+use crate::config::Topic;
 
 /// The key of a message to write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +26,9 @@ pub enum Key {
 pub enum Payload {
     /// Written as given; `None` is a Kafka null value (a tombstone).
     Bytes(Option<Vec<u8>>),
+    /// Written as given, but read as JSON and checked against the topic's value schema when the topic sets
+    /// `validate = true` (REST values).
+    Checked(Option<Vec<u8>>),
     /// Structured data, encoded by the topic's content type.
     Data(Value),
     /// Generated for the topic, then encoded like `Data`.
@@ -53,9 +56,23 @@ pub(super) fn key_bytes(key: Key) -> Option<Vec<u8>> {
 }
 
 /// The value's bytes; `data` is checked against the topic's value schema first (every violation is returned).
-pub(super) fn value_bytes(payload: Payload, schema: Option<&Schema>) -> Result<Option<Vec<u8>>, Vec<String>> {
+pub(super) fn value_bytes(payload: Payload, topic: &Topic) -> Result<Option<Vec<u8>>, Vec<String>> {
+    let schema = topic.value_schema.as_deref();
     match payload {
         Payload::Bytes(bytes) => Ok(bytes),
+        Payload::Checked(Some(bytes)) if topic.validate => {
+            let violations = match (serde_json::from_slice::<Value>(&bytes), schema) {
+                (Ok(value), Some(schema)) => schema.violations(&value),
+                (Ok(_), None) => Vec::new(),
+                (Err(e), _) => vec![format!("/: the value is not JSON ({e})")],
+            };
+            if violations.is_empty() {
+                Ok(Some(bytes))
+            } else {
+                Err(violations)
+            }
+        }
+        Payload::Checked(bytes) => Ok(bytes),
         Payload::Data(data) => {
             let violations = schema.map(|s| s.violations(&data)).unwrap_or_default();
             if violations.is_empty() {
@@ -114,6 +131,18 @@ fn random_word(rng: &mut impl Rng) -> String {
 mod tests {
     use super::*;
 
+    fn topic() -> Topic {
+        Topic {
+            pattern: crate::config::TopicPattern::parse("t").unwrap(),
+            cluster: "c".into(),
+            partitions: None,
+            replication_factor: 1,
+            value_schema: None,
+            key_schema: None,
+            validate: false,
+        }
+    }
+
     #[test]
     fn random_keys_are_nine_lower_case_letters() {
         for _ in 0..100 {
@@ -127,11 +156,11 @@ mod tests {
     fn data_is_compact_json_and_random_values_are_json() {
         let data = serde_json::json!({"a": [1, "x"], "b": null});
         assert_eq!(
-            value_bytes(Payload::Data(data), None).unwrap().unwrap(),
+            value_bytes(Payload::Data(data), &topic()).unwrap().unwrap(),
             br#"{"a":[1,"x"],"b":null}"#
         );
         for _ in 0..100 {
-            let bytes = value_bytes(Payload::Random, None).unwrap().unwrap();
+            let bytes = value_bytes(Payload::Random, &topic()).unwrap().unwrap();
             serde_json::from_slice::<Value>(&bytes).unwrap();
         }
     }
