@@ -23,6 +23,14 @@ partitions = 1
 validate = true
 value_schema = { type = "object", required = ["id"], properties = { id = { type = "integer" } } }
 
+[topics.notes]
+partitions = 1
+content_type = "text/plain"
+
+[topics.blobs]
+partitions = 1
+content_type = "application/octet-stream"
+
 [[users]]
 name = "demo"
 password = "demo"
@@ -187,6 +195,49 @@ async fn rest_values_are_checked_on_topics_that_opt_in() {
     // Topics that do not opt in take any REST value.
     let (status, _) = h.post("/produce/orders", r#"{"value": "anything"}"#).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_types_encode_data_and_random_values() {
+    let h = Harness::start_with(
+        1,
+        CONFIG,
+        &[
+            ("call.lua", PRODUCE),
+            ("../schemas/payment.json", PAYMENT),
+            ("../schemas/money.json", MONEY),
+        ],
+    )
+    .await;
+    let bootstrap = h.bootstrap(0);
+    let (status, answer) = produce(
+        &h,
+        json!({"topic": "notes", "messages": [{"data": "hello"}, {"data": 42}, {"data": true}, {}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let records = read_records(&bootstrap, "notes", 0, 0, 4).await;
+    let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_deref().unwrap()).collect();
+    assert_eq!(&values[..3], &[&b"hello"[..], b"42", b"true"]);
+    assert!(
+        values[3].iter().all(u8::is_ascii_lowercase),
+        "a random text value: {:?}",
+        values[3]
+    );
+    let (status, answer) = produce(&h, json!({"topic": "notes", "messages": [{"data": {"a": 1}}]})).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        answer["error"],
+        "kafka.produce: message 1 of topic 'notes': an object cannot be encoded as text/plain; give a value the \
+         content type can carry"
+    );
+    let (status, _) = produce(&h, json!({"topic": "blobs", "messages": [{"data": "raw bytes"}]})).await;
+    assert_eq!(status, 200);
+    let (status, answer) = produce(&h, json!({"topic": "blobs", "messages": [{"data": 1}]})).await;
+    assert_eq!(status, 400, "{answer}");
+    let records = read_records(&bootstrap, "blobs", 0, 0, 1).await;
+    assert_eq!(records[0].value.as_deref(), Some(&b"raw bytes"[..]));
+    assert_no_record(&bootstrap, "notes", 0, 4).await;
 }
 
 #[test]

@@ -11,7 +11,9 @@ use toml::Spanned;
 
 use super::pattern::TopicPattern;
 use super::routes::{LuaSettings, Route, check_lua, check_routes};
-use super::types::{Compression, RawCluster, RawConfig, RawTopic, RawUser, SaslConfig, ServerConfig, TlsConfig};
+use super::types::{
+    Compression, ContentType, RawCluster, RawConfig, RawTopic, RawUser, SaslConfig, ServerConfig, TlsConfig,
+};
 use super::{ConfigProblem, line_of};
 use crate::schema::Schema;
 
@@ -56,6 +58,7 @@ pub struct Topic {
     pub key_schema: Option<Arc<Schema>>,
     /// REST values are checked against `value_schema`.
     pub validate: bool,
+    pub content_type: ContentType,
 }
 
 #[derive(Debug, Clone)]
@@ -247,6 +250,7 @@ fn check_topics(
             value_schema,
             key_schema,
             validate: topic.validate,
+            content_type: topic.content_type,
         });
     }
     // Exact names first, then the most literal pattern: that is the order routing tries them in.

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub use check::{Cluster, Config, Topic, User};
 pub use pattern::{TopicPattern, is_valid_topic_name};
 pub use routes::{LuaSettings, Route, RoutePath};
-pub use types::{Compression, LogFormat, SaslConfig, SaslMechanism, ServerConfig, TlsConfig};
+pub use types::{Compression, ContentType, LogFormat, SaslConfig, SaslMechanism, ServerConfig, TlsConfig};
 
 /// One thing wrong with the config, with the line it is on when known.
 #[derive(Debug, Clone, PartialEq, Eq)]

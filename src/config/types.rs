@@ -161,6 +161,31 @@ pub struct RawCluster {
     pub tls: Option<TlsConfig>,
 }
 
+/// How a topic's structured values (`data`, generated values) become record bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum ContentType {
+    /// Compact JSON.
+    #[default]
+    #[serde(rename = "application/json")]
+    Json,
+    /// Strings as their text, numbers and booleans as text; no objects, arrays or null.
+    #[serde(rename = "text/plain")]
+    Text,
+    /// Strings as their bytes; nothing else.
+    #[serde(rename = "application/octet-stream")]
+    OctetStream,
+}
+
+impl ContentType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Text => "text/plain",
+            Self::OctetStream => "application/octet-stream",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
@@ -223,6 +248,10 @@ pub struct RawTopic {
     /// Check REST `value`s as JSON against `value_schema` (Lua's `data` is always checked, its `value` never).
     #[serde(default)]
     pub validate: bool,
+    /// How `data` and generated values are encoded: `application/json` (default), `text/plain` or
+    /// `application/octet-stream`.
+    #[serde(default)]
+    pub content_type: ContentType,
 }
 
 /// `[[users]]`: credentials for the REST produce API (HTTP basic auth).

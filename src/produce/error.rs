@@ -34,6 +34,13 @@ pub enum ProduceError {
         violations: Vec<String>,
     },
 
+    #[error("message {number} of topic '{topic}': {problem}")]
+    Encode {
+        number: usize,
+        topic: String,
+        problem: String,
+    },
+
     #[error("message {number}: {source}")]
     InMessage { number: usize, source: Box<ProduceError> },
 

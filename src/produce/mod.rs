@@ -23,6 +23,7 @@ use rskafka::chrono::{TimeZone, Utc};
 use rskafka::record::Record;
 
 pub use error::ProduceError;
+use payload::ValueError;
 pub use payload::{Key, Payload, random_key};
 pub use route::resolve;
 
@@ -144,10 +145,17 @@ impl Producer {
                 }
             };
             let key = payload::key_bytes(message.key);
-            let value = payload::value_bytes(message.value, topic).map_err(|violations| ProduceError::InvalidData {
-                number: index + 1,
-                topic: message.topic.clone(),
-                violations,
+            let value = payload::value_bytes(message.value, topic).map_err(|e| match e {
+                ValueError::Invalid(violations) => ProduceError::InvalidData {
+                    number: index + 1,
+                    topic: message.topic.clone(),
+                    violations,
+                },
+                ValueError::Encode(problem) => ProduceError::Encode {
+                    number: index + 1,
+                    topic: message.topic.clone(),
+                    problem,
+                },
             })?;
             let partition = match (message.partition, &key) {
                 (Some(p), _) if (0..count).contains(&p) => p,

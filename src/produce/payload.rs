@@ -8,7 +8,7 @@ use rand::Rng;
 use rand::seq::IndexedRandom;
 use serde_json::{Map, Value};
 
-use crate::config::Topic;
+use crate::config::{ContentType, Topic};
 
 /// The key of a message to write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,38 +55,63 @@ pub(super) fn key_bytes(key: Key) -> Option<Vec<u8>> {
     }
 }
 
-/// The value's bytes; `data` is checked against the topic's value schema first (every violation is returned).
-pub(super) fn value_bytes(payload: Payload, topic: &Topic) -> Result<Option<Vec<u8>>, Vec<String>> {
+/// Why a value could not be written.
+#[derive(Debug)]
+pub(super) enum ValueError {
+    /// Every violation of the topic's value schema.
+    Invalid(Vec<String>),
+    /// The topic's content type cannot carry this value.
+    Encode(String),
+}
+
+/// The value's bytes; `data` is checked against the topic's value schema first, then encoded by its content type.
+pub(super) fn value_bytes(payload: Payload, topic: &Topic) -> Result<Option<Vec<u8>>, ValueError> {
     let schema = topic.value_schema.as_deref();
+    let check = |value: &Value| match schema.map(|s| s.violations(value)) {
+        Some(violations) if !violations.is_empty() => Err(ValueError::Invalid(violations)),
+        _ => Ok(()),
+    };
     match payload {
         Payload::Bytes(bytes) => Ok(bytes),
-        Payload::Checked(Some(bytes)) if topic.validate => {
-            let violations = match (serde_json::from_slice::<Value>(&bytes), schema) {
-                (Ok(value), Some(schema)) => schema.violations(&value),
-                (Ok(_), None) => Vec::new(),
-                (Err(e), _) => vec![format!("/: the value is not JSON ({e})")],
-            };
-            if violations.is_empty() {
-                Ok(Some(bytes))
-            } else {
-                Err(violations)
-            }
-        }
+        Payload::Checked(Some(bytes)) if topic.validate => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(value) => check(&value).map(|()| Some(bytes)),
+            Err(e) => Err(ValueError::Invalid(vec![format!("/: the value is not JSON ({e})")])),
+        },
         Payload::Checked(bytes) => Ok(bytes),
         Payload::Data(data) => {
-            let violations = schema.map(|s| s.violations(&data)).unwrap_or_default();
-            if violations.is_empty() {
-                Ok(Some(encode(&data)))
-            } else {
-                Err(violations)
-            }
+            check(&data)?;
+            encode(&data, topic.content_type).map(Some)
         }
-        Payload::Random => Ok(Some(encode(&random_value(&mut rand::rng(), 0)))),
+        Payload::Random => {
+            let value = match topic.content_type {
+                ContentType::Json => random_value(&mut rand::rng(), 0),
+                ContentType::Text | ContentType::OctetStream => Value::from(random_word(&mut rand::rng())),
+            };
+            encode(&value, topic.content_type).map(Some)
+        }
     }
 }
 
-fn encode(data: &Value) -> Vec<u8> {
-    serde_json::to_vec(data).unwrap_or_else(|_| unreachable!("a serde_json::Value always serializes"))
+/// Structured data as record bytes, by content type.
+fn encode(data: &Value, content_type: ContentType) -> Result<Vec<u8>, ValueError> {
+    let refuse = |what: &str| {
+        ValueError::Encode(format!(
+            "{what} cannot be encoded as {}; give a value the content type can carry",
+            content_type.as_str()
+        ))
+    };
+    match (content_type, data) {
+        (ContentType::Json, data) => {
+            Ok(serde_json::to_vec(data).unwrap_or_else(|_| unreachable!("a Value serializes")))
+        }
+        (ContentType::Text | ContentType::OctetStream, Value::String(s)) => Ok(s.clone().into_bytes()),
+        (ContentType::Text, Value::Number(n)) => Ok(n.to_string().into_bytes()),
+        (ContentType::Text, Value::Bool(b)) => Ok(b.to_string().into_bytes()),
+        (_, Value::Object(_)) => Err(refuse("an object")),
+        (_, Value::Array(_)) => Err(refuse("an array")),
+        (_, Value::Null) => Err(refuse("null")),
+        (ContentType::OctetStream, _) => Err(refuse("a number or boolean")),
+    }
 }
 
 /// 9 random lower-case letters.
@@ -131,7 +156,7 @@ fn random_word(rng: &mut impl Rng) -> String {
 mod tests {
     use super::*;
 
-    fn topic() -> Topic {
+    fn topic(content_type: ContentType) -> Topic {
         Topic {
             pattern: crate::config::TopicPattern::parse("t").unwrap(),
             cluster: "c".into(),
@@ -140,6 +165,30 @@ mod tests {
             value_schema: None,
             key_schema: None,
             validate: false,
+            content_type,
+        }
+    }
+
+    #[test]
+    fn content_types_encode_what_they_can_carry() {
+        let text = topic(ContentType::Text);
+        let bytes = |v: serde_json::Value, t: &Topic| value_bytes(Payload::Data(v), t);
+        assert_eq!(bytes(serde_json::json!("hi"), &text).unwrap().unwrap(), b"hi");
+        assert_eq!(bytes(serde_json::json!(2.5), &text).unwrap().unwrap(), b"2.5");
+        assert_eq!(bytes(serde_json::json!(true), &text).unwrap().unwrap(), b"true");
+        let Err(ValueError::Encode(e)) = bytes(serde_json::json!({"a": 1}), &text) else {
+            panic!()
+        };
+        assert!(e.contains("an object cannot be encoded as text/plain"), "{e}");
+        let octets = topic(ContentType::OctetStream);
+        assert_eq!(bytes(serde_json::json!("raw"), &octets).unwrap().unwrap(), b"raw");
+        assert!(matches!(
+            bytes(serde_json::json!(1), &octets),
+            Err(ValueError::Encode(_))
+        ));
+        for t in [&text, &octets] {
+            let random = value_bytes(Payload::Random, t).unwrap().unwrap();
+            assert!(random.iter().all(u8::is_ascii_lowercase), "{random:?}");
         }
     }
 
@@ -156,11 +205,15 @@ mod tests {
     fn data_is_compact_json_and_random_values_are_json() {
         let data = serde_json::json!({"a": [1, "x"], "b": null});
         assert_eq!(
-            value_bytes(Payload::Data(data), &topic()).unwrap().unwrap(),
+            value_bytes(Payload::Data(data), &topic(ContentType::Json))
+                .unwrap()
+                .unwrap(),
             br#"{"a":[1,"x"],"b":null}"#
         );
         for _ in 0..100 {
-            let bytes = value_bytes(Payload::Random, &topic()).unwrap().unwrap();
+            let bytes = value_bytes(Payload::Random, &topic(ContentType::Json))
+                .unwrap()
+                .unwrap();
             serde_json::from_slice::<Value>(&bytes).unwrap();
         }
     }

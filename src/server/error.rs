@@ -113,6 +113,7 @@ fn produce_status(error: &ProduceError) -> StatusCode {
         | ProduceError::InvalidTopicName { .. }
         | ProduceError::DuplicateHeader { .. }
         | ProduceError::InvalidData { .. }
+        | ProduceError::Encode { .. }
         | ProduceError::InvalidTimestamp { .. } => StatusCode::BAD_REQUEST,
         ProduceError::InMessage { source, .. } => produce_status(source),
         ProduceError::Kafka(e) | ProduceError::Write { source: e, .. } => kafka_status(e),
