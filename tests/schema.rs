@@ -31,6 +31,11 @@ content_type = "text/plain"
 partitions = 1
 content_type = "application/octet-stream"
 
+[topics.events]
+partitions = 1
+value_schema = "schemas/event.json"
+key_schema = { type = "string", pattern = "^evt-[0-9]{4}$" }
+
 [[users]]
 name = "demo"
 password = "demo"
@@ -39,6 +44,30 @@ topics = ["*"]
 
 const PAYMENT: &str = r#"{"type": "object", "required": ["amount"], "properties": {"amount": {"$ref": "money.json"}}}"#;
 const MONEY: &str = r#"{"type": "number", "exclusiveMinimum": 0}"#;
+const EVENT: &str = r#"{
+  "type": "object",
+  "required": ["id", "email", "amount", "at", "kind"],
+  "properties": {
+    "id": {"type": "string", "format": "uuid"},
+    "email": {"type": "string", "format": "email"},
+    "amount": {"$ref": "money.json"},
+    "at": {"type": "string", "format": "date-time"},
+    "kind": {"enum": ["created", "paid", "shipped"]},
+    "note": {"type": ["string", "null"], "maxLength": 20}
+  },
+  "additionalProperties": false
+}"#;
+
+const GENERATE: &str = r#"
+return function(req)
+  local messages = {}
+  for i = 1, 20 do messages[i] = {} end
+  kafka.produce{ topic = "events", messages = messages }
+  local one = schema.random("events")
+  local ok = schema.validate("events", one)
+  return { json = { ok = ok, kind = one.kind } }
+end
+"#;
 
 const PRODUCE: &str = r#"
 return function(req)
@@ -55,6 +84,18 @@ return function(req)
 end
 "#;
 
+/// The server on CONFIG, with `functions` and the schema files the config names.
+async fn start(functions: &[(&str, &str)]) -> Harness {
+    // "../schemas/..." lands beside config.toml, where the config's relative schema paths point.
+    let schemas = [
+        ("../schemas/payment.json", PAYMENT),
+        ("../schemas/money.json", MONEY),
+        ("../schemas/event.json", EVENT),
+    ];
+    let files: Vec<(&str, &str)> = functions.iter().copied().chain(schemas).collect();
+    Harness::start_with(1, CONFIG, &files).await
+}
+
 async fn produce(h: &Harness, call: Value) -> (u16, Value) {
     let response = h.http.post(h.url("/call")).body(call.to_string()).send().await.unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
@@ -62,18 +103,7 @@ async fn produce(h: &Harness, call: Value) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_is_validated_against_the_topic_schema_before_anything_is_written() {
-    // "../schemas/..." lands beside config.toml, where the config's relative schema paths point.
-    let h = Harness::start_with(
-        1,
-        CONFIG,
-        &[
-            ("call.lua", PRODUCE),
-            ("check.lua", CHECK),
-            ("../schemas/payment.json", PAYMENT),
-            ("../schemas/money.json", MONEY),
-        ],
-    )
-    .await;
+    let h = start(&[("call.lua", PRODUCE), ("check.lua", CHECK)]).await;
     let bootstrap = h.bootstrap(0);
     let (status, answer) = produce(
         &h,
@@ -162,12 +192,7 @@ async fn data_is_validated_against_the_topic_schema_before_anything_is_written()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_values_are_checked_on_topics_that_opt_in() {
-    let h = Harness::start_with(
-        1,
-        CONFIG,
-        &[("../schemas/payment.json", PAYMENT), ("../schemas/money.json", MONEY)],
-    )
-    .await;
+    let h = start(&[]).await;
     let bootstrap = h.bootstrap(0);
     let (status, answer) = h
         .post(
@@ -199,16 +224,7 @@ async fn rest_values_are_checked_on_topics_that_opt_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_types_encode_data_and_random_values() {
-    let h = Harness::start_with(
-        1,
-        CONFIG,
-        &[
-            ("call.lua", PRODUCE),
-            ("../schemas/payment.json", PAYMENT),
-            ("../schemas/money.json", MONEY),
-        ],
-    )
-    .await;
+    let h = start(&[("call.lua", PRODUCE)]).await;
     let bootstrap = h.bootstrap(0);
     let (status, answer) = produce(
         &h,
@@ -238,6 +254,26 @@ async fn content_types_encode_data_and_random_values() {
     let records = read_records(&bootstrap, "blobs", 0, 0, 1).await;
     assert_eq!(records[0].value.as_deref(), Some(&b"raw bytes"[..]));
     assert_no_record(&bootstrap, "notes", 0, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_keys_and_values_come_from_the_topic_schemas() {
+    let h = start(&[("generate.lua", GENERATE)]).await;
+    let response = h.http.get(h.url("/generate")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    let schema = luka::schema::Schema::load(&h.dir.join("schemas/event.json")).unwrap();
+    let records = read_records(&h.bootstrap(0), "events", 0, 0, 20).await;
+    for record in &records {
+        let key = String::from_utf8(record.key.clone().unwrap()).unwrap();
+        assert!(
+            key.len() == 8 && key.starts_with("evt-") && key[4..].bytes().all(|b| b.is_ascii_digit()),
+            "{key}"
+        );
+        let value: Value = serde_json::from_slice(record.value.as_ref().unwrap()).unwrap();
+        assert_eq!(schema.violations(&value), Vec::<String>::new(), "{value}");
+    }
 }
 
 #[test]

@@ -144,19 +144,9 @@ impl Producer {
                     count
                 }
             };
-            let key = payload::key_bytes(message.key);
-            let value = payload::value_bytes(message.value, topic).map_err(|e| match e {
-                ValueError::Invalid(violations) => ProduceError::InvalidData {
-                    number: index + 1,
-                    topic: message.topic.clone(),
-                    violations,
-                },
-                ValueError::Encode(problem) => ProduceError::Encode {
-                    number: index + 1,
-                    topic: message.topic.clone(),
-                    problem,
-                },
-            })?;
+            let key = payload::key_bytes(message.key, topic).map_err(|e| value_error(e, index, &message.topic))?;
+            let value =
+                payload::value_bytes(message.value, topic).map_err(|e| value_error(e, index, &message.topic))?;
             let partition = match (message.partition, &key) {
                 (Some(p), _) if (0..count).contains(&p) => p,
                 (Some(p), _) => {
@@ -248,6 +238,21 @@ impl Producer {
 impl KafkaError {
     fn into_message(self, index: usize) -> ProduceError {
         ProduceError::from(self).in_message(index)
+    }
+}
+
+fn value_error(error: ValueError, index: usize, topic: &str) -> ProduceError {
+    match error {
+        ValueError::Invalid(violations) => ProduceError::InvalidData {
+            number: index + 1,
+            topic: topic.to_owned(),
+            violations,
+        },
+        ValueError::Encode(problem) => ProduceError::Encode {
+            number: index + 1,
+            topic: topic.to_owned(),
+            problem,
+        },
     }
 }
 

@@ -1,14 +1,16 @@
 //! What a message asks to write, before the topic's configuration turns it into bytes.
 //!
 //! Takes a [`Key`] and a [`Payload`] as the caller gave them (bytes, structured `data`, or nothing, meaning "make
-//! one up"), gives the bytes of the record. Random keys are 9 lower-case letters; `data` is encoded as compact JSON
-//! and a missing value becomes a random JSON value: what an empty topic schema allows.
+//! one up"), gives the bytes of the record. `data` is checked against the topic's value schema and encoded by its
+//! content type. Random keys and values come from the topic's key and value schemas; without a key schema a key is
+//! 9 lower-case letters, without a value schema a value is any small JSON value.
 
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use serde_json::{Map, Value};
 
 use crate::config::{ContentType, Topic};
+use crate::schema::OPTIONAL_PROBABILITY;
 
 /// The key of a message to write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,11 +49,18 @@ const RANDOM_KEY_LEN: usize = 9;
 /// Deepest nesting of a generated value, so a random document stays small.
 const RANDOM_MAX_DEPTH: usize = 2;
 
-pub(super) fn key_bytes(key: Key) -> Option<Vec<u8>> {
-    match key {
-        Key::Null => None,
-        Key::Bytes(bytes) => Some(bytes),
-        Key::Random => Some(random_key().into_bytes()),
+/// The key's bytes; a random key comes from the topic's key schema (strings as their bytes, other values as JSON),
+/// or is 9 lower-case letters.
+pub(super) fn key_bytes(key: Key, topic: &Topic) -> Result<Option<Vec<u8>>, ValueError> {
+    match (key, &topic.key_schema) {
+        (Key::Null, _) => Ok(None),
+        (Key::Bytes(bytes), _) => Ok(Some(bytes)),
+        (Key::Random, None) => Ok(Some(random_key().into_bytes())),
+        (Key::Random, Some(schema)) => match schema.random(&mut rand::rng(), OPTIONAL_PROBABILITY) {
+            Ok(Value::String(key)) => Ok(Some(key.into_bytes())),
+            Ok(other) => Ok(Some(other.to_string().into_bytes())),
+            Err(e) => Err(ValueError::Encode(format!("cannot generate a key: {e}"))),
+        },
     }
 }
 
@@ -83,9 +92,12 @@ pub(super) fn value_bytes(payload: Payload, topic: &Topic) -> Result<Option<Vec<
             encode(&data, topic.content_type).map(Some)
         }
         Payload::Random => {
-            let value = match topic.content_type {
-                ContentType::Json => random_value(&mut rand::rng(), 0),
-                ContentType::Text | ContentType::OctetStream => Value::from(random_word(&mut rand::rng())),
+            let value = match (schema, topic.content_type) {
+                (Some(schema), _) => schema
+                    .random(&mut rand::rng(), OPTIONAL_PROBABILITY)
+                    .map_err(|e| ValueError::Encode(format!("cannot generate a value: {e}")))?,
+                (None, ContentType::Json) => random_value(&mut rand::rng(), 0),
+                (None, ContentType::Text | ContentType::OctetStream) => Value::from(random_word(&mut rand::rng())),
             };
             encode(&value, topic.content_type).map(Some)
         }

@@ -4,15 +4,30 @@
 //! `jsonschema` crate (drafts 4 to 2020-12; `$ref` within the document and, for schemas from files, to sibling
 //! files). A violation names where (a JSON pointer into the value) and what was expected.
 
-use std::fmt;
-use std::path::Path;
+mod random;
 
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use rand::Rng;
 use serde_json::Value;
+
+/// Values tried before generation gives up: enough for `oneOf` branches that overlap, few enough to answer fast.
+const RANDOM_ATTEMPTS: usize = 25;
+
+/// Chance that an optional property appears in a generated object.
+pub const OPTIONAL_PROBABILITY: f64 = 0.5;
 
 /// A compiled JSON Schema.
 pub struct Schema {
     document: Value,
     validator: jsonschema::Validator,
+    /// Folder of the schema's file, where relative `$ref`s point.
+    dir: Option<PathBuf>,
+    /// Sibling documents read for `$ref`s while generating.
+    siblings: Mutex<HashMap<PathBuf, Value>>,
 }
 
 impl fmt::Debug for Schema {
@@ -26,7 +41,8 @@ impl fmt::Debug for Schema {
 impl Schema {
     /// Compiles `document`; `file` (when the schema came from one) is where relative `$ref`s are looked up.
     pub fn compile(document: Value, file: Option<&Path>) -> Result<Self, String> {
-        let mut options = jsonschema::options();
+        // Formats (email, date-time, uuid...) are checked, not just annotations: a schema that names one means it.
+        let mut options = jsonschema::options().should_validate_formats(true);
         if let Some(file) = file {
             options = options.with_base_uri(format!("file://{}", file.display()));
         }
@@ -38,7 +54,12 @@ impl Schema {
                 format!("{at}: {e}")
             }
         })?;
-        Ok(Self { document, validator })
+        Ok(Self {
+            document,
+            validator,
+            dir: file.and_then(Path::parent).map(Path::to_owned),
+            siblings: Mutex::default(),
+        })
     }
 
     /// Reads and compiles a schema file (JSON).
@@ -53,6 +74,27 @@ impl Schema {
         &self.document
     }
 
+    /// A random value valid against the schema, or why none could be made.
+    pub fn random(&self, rng: &mut impl Rng, optional_probability: f64) -> Result<Value, String> {
+        let mut last_problem = String::new();
+        for _ in 0..RANDOM_ATTEMPTS {
+            let mut generator = random::Generator {
+                resolver: self,
+                rng: &mut *rng,
+                optional_probability,
+            };
+            let value = generator.value(&self.document)?;
+            match self.violations(&value).into_iter().next() {
+                None => return Ok(value),
+                Some(problem) => last_problem = problem,
+            }
+        }
+        Err(format!(
+            "no random value valid against the schema after {RANDOM_ATTEMPTS} attempts (the last one broke {last_problem}); \
+             is the schema satisfiable?"
+        ))
+    }
+
     /// Every violation of `value`, as `<JSON pointer>: <what was expected>`; empty when valid.
     pub fn violations(&self, value: &Value) -> Vec<String> {
         self.validator
@@ -62,6 +104,24 @@ impl Schema {
                 format!("{}: {e}", if at.is_empty() { "/" } else { at.as_str() })
             })
             .collect()
+    }
+}
+
+impl random::Resolve for Schema {
+    /// `#/pointer` in this document, or `file.json[#/pointer]` beside this schema's file.
+    fn resolve(&self, reference: &str) -> Option<Value> {
+        let (file, pointer) = reference.split_once('#').unwrap_or((reference, ""));
+        let pointer = percent_encoding::percent_decode_str(pointer).decode_utf8_lossy();
+        if file.is_empty() {
+            return self.document.pointer(&pointer).cloned();
+        }
+        let path = self.dir.as_ref()?.join(file);
+        let mut siblings = self.siblings.lock().unwrap_or_else(PoisonError::into_inner);
+        if !siblings.contains_key(&path) {
+            let text = std::fs::read_to_string(&path).ok()?;
+            siblings.insert(path.clone(), serde_json::from_str(&text).ok()?);
+        }
+        siblings.get(&path)?.pointer(&pointer).cloned()
     }
 }
 
@@ -103,6 +163,25 @@ mod tests {
                 .any(|v| v.starts_with("/: ") && v.contains("\"item\" is a required property"))
         );
         assert!(violations.iter().any(|v| v.starts_with("/tags/1: ")), "{violations:?}");
+    }
+
+    #[test]
+    fn random_values_follow_the_schema() {
+        let schema = order();
+        let mut rng = rand::rng();
+        for _ in 0..200 {
+            let value = schema.random(&mut rng, OPTIONAL_PROBABILITY).unwrap();
+            assert!(schema.violations(&value).is_empty(), "{value}");
+        }
+        let impossible = Schema::compile(json!({"type": "integer", "minimum": 5, "maximum": 1}), None).unwrap();
+        assert!(impossible.random(&mut rng, 0.5).is_err());
+        let contradictory = Schema::compile(json!({"allOf": [{"type": "string"}, {"type": "integer"}]}), None).unwrap();
+        assert!(
+            contradictory
+                .random(&mut rng, 0.5)
+                .unwrap_err()
+                .contains("is the schema satisfiable")
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `schema.validate(topic, value)`: the topic's value schema applied to a Lua value, without producing; gives
 //! `true`, or `false` and the list of violations (each `<JSON pointer>: <what was expected>`).
+//! `schema.random(topic)`: a random value valid against the topic's value schema.
 
 use std::sync::Arc;
 
@@ -9,9 +10,11 @@ use super::{KafkaContext, answer, raising};
 use crate::lua::convert::{self, Budget};
 use crate::lua::state::VmShared;
 use crate::produce;
+use crate::schema::{OPTIONAL_PROBABILITY, Schema};
 
 pub fn module(lua: &Lua, context: Arc<KafkaContext>, clock: Arc<VmShared>) -> Result<Table> {
     let table = lua.create_table()?;
+    let context_for_random = Arc::clone(&context);
     let validate = lua.create_function(move |lua, (topic, value): (String, Value)| {
         match check(&context, &clock, &topic, &value) {
             Ok(violations) => {
@@ -31,7 +34,25 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, clock: Arc<VmShared>) -> Re
         .set_name("=luka.schema")
         .call(raising(lua, validate)?)?;
     table.set("validate", spread)?;
+    let random_context = Arc::clone(&context_for_random);
+    let random = lua.create_function(move |lua, topic: String| match value_schema(&random_context, &topic) {
+        Ok(schema) => match schema.random(&mut rand::rng(), OPTIONAL_PROBABILITY) {
+            Ok(value) => answer(lua, Ok(convert::from_json(lua, &value)?)),
+            Err(e) => answer(lua, Err::<Value, _>(format!("schema.random: {e}"))),
+        },
+        Err(e) => answer(lua, Err::<Value, _>(format!("schema.random: {e}"))),
+    })?;
+    table.set("random", raising(lua, random)?)?;
     Ok(table)
+}
+
+/// The value schema configured for `topic`.
+fn value_schema<'c>(context: &'c KafkaContext, topic: &str) -> std::result::Result<&'c Arc<Schema>, String> {
+    let config = produce::resolve(&context.config, None, topic).map_err(|e| e.to_string())?;
+    config
+        .value_schema
+        .as_ref()
+        .ok_or_else(|| format!("topic '{topic}' has no value_schema in config.toml"))
 }
 
 fn check(
@@ -40,11 +61,7 @@ fn check(
     topic: &str,
     value: &Value,
 ) -> std::result::Result<Vec<String>, String> {
-    let config = produce::resolve(&context.config, None, topic).map_err(|e| e.to_string())?;
-    let schema = config
-        .value_schema
-        .as_ref()
-        .ok_or_else(|| format!("topic '{topic}' has no value_schema in config.toml"))?;
+    let schema = value_schema(context, topic)?;
     let json = convert::to_json_within(value, &mut Budget::metered(clock))?;
     Ok(schema.violations(&json))
 }
