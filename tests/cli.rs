@@ -85,6 +85,79 @@ fn check_compiles_every_function_and_checks_routes() {
 }
 
 #[test]
+fn check_accepts_the_examples() {
+    for example in ["multi-cluster", "event-generator"] {
+        let config = format!("examples/{example}/config.toml");
+        let out = Command::new(LUKA)
+            .args(["check", "--config", &config])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_generator_example_writes_schema_valid_events() {
+    let (http, broker) = (free_addr(), free_addr());
+    let dir = common::temp_dir();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/event-generator");
+    for sub in ["schemas", "functions"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for entry in std::fs::read_dir(example.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, dir.join(sub).join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let config = std::fs::read_to_string(example.join("config.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8080", &http.to_string())
+        .replace("127.0.0.1:9092", &broker.to_string());
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    let mut child = Command::new(LUKA)
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer: serde_json::Value = loop {
+        let response = client
+            .get(format!("http://{http}/generate?topic=orders&n=5"))
+            .send()
+            .await;
+        if let Some(response) = response.ok().filter(|r| r.status() == 200) {
+            break response.json().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "the example did not serve /generate");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let schema = luka::schema::Schema::load(&dir.join("schemas/order.json")).unwrap();
+    assert!(schema.violations(&answer["sample"]).is_empty(), "{answer}");
+    // Read each partition from its start (a fetch from the middle of a batch finds nothing on the embedded broker).
+    let written = answer["written"].as_array().unwrap();
+    for partition in 0..4 {
+        let on_partition: Vec<&serde_json::Value> = written.iter().filter(|w| w["partition"] == partition).collect();
+        let records = read_records(&broker.to_string(), "orders", partition, 0, on_partition.len()).await;
+        for (record, reported) in records.iter().zip(on_partition) {
+            let key = String::from_utf8(record.key.clone().unwrap()).unwrap();
+            assert_eq!(reported["key"], key.as_str());
+            assert!(key.starts_with("ord-") && key.len() == 10, "{key}");
+            let value: serde_json::Value = serde_json::from_slice(record.value.as_ref().unwrap()).unwrap();
+            assert_eq!(schema.violations(&value), Vec::<String>::new(), "{value}");
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn help_explains_each_command() {
     let out = Command::new(LUKA).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);

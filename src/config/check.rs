@@ -59,6 +59,8 @@ pub struct Topic {
     /// REST values are checked against `value_schema`.
     pub validate: bool,
     pub content_type: ContentType,
+    /// Chance that a generated object has each optional property.
+    pub optional_probability: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +235,15 @@ fn check_topics(
         };
         let value_schema = schema(&topic.value_schema, "value_schema");
         let key_schema = schema(&topic.key_schema, "key_schema");
+        if !(0.0..=1.0).contains(&topic.optional_probability) {
+            c.at(
+                name,
+                format!(
+                    "[topics.\"{}\"] optional_probability must be between 0 and 1",
+                    name.get_ref()
+                ),
+            );
+        }
         if topic.validate && topic.value_schema.is_none() {
             c.at(
                 name,
@@ -251,6 +262,7 @@ fn check_topics(
             key_schema,
             validate: topic.validate,
             content_type: topic.content_type,
+            optional_probability: topic.optional_probability,
         });
     }
     // Exact names first, then the most literal pattern: that is the order routing tries them in.

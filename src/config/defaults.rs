@@ -51,3 +51,6 @@ pub const LUA_TIMEOUT_MS: u64 = 15_000;
 /// Per VM, for every request it runs at once: thousands of typical requests fit, a runaway allocation does not
 /// take the machine.
 pub const LUA_MEMORY_MB: usize = 64;
+
+/// Half the optional properties of a generated object are present: documents vary without being sparse.
+pub const OPTIONAL_PROBABILITY: f64 = 0.5;

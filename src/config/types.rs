@@ -252,6 +252,9 @@ pub struct RawTopic {
     /// `application/octet-stream`.
     #[serde(default)]
     pub content_type: ContentType,
+    /// Chance that a generated object has each of its optional properties.
+    #[serde(default = "optional_probability")]
+    pub optional_probability: f64,
 }
 
 /// `[[users]]`: credentials for the REST produce API (HTTP basic auth).
@@ -302,6 +305,9 @@ fn lua_memory_mb() -> usize {
 }
 fn watch() -> bool {
     true
+}
+fn optional_probability() -> f64 {
+    defaults::OPTIONAL_PROBABILITY
 }
 fn replication_factor() -> i16 {
     defaults::REPLICATION_FACTOR

@@ -10,7 +10,6 @@ use rand::seq::IndexedRandom;
 use serde_json::{Map, Value};
 
 use crate::config::{ContentType, Topic};
-use crate::schema::OPTIONAL_PROBABILITY;
 
 /// The key of a message to write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,7 +55,7 @@ pub(super) fn key_bytes(key: Key, topic: &Topic) -> Result<Option<Vec<u8>>, Valu
         (Key::Null, _) => Ok(None),
         (Key::Bytes(bytes), _) => Ok(Some(bytes)),
         (Key::Random, None) => Ok(Some(random_key().into_bytes())),
-        (Key::Random, Some(schema)) => match schema.random(&mut rand::rng(), OPTIONAL_PROBABILITY) {
+        (Key::Random, Some(schema)) => match schema.random(&mut rand::rng(), topic.optional_probability) {
             Ok(Value::String(key)) => Ok(Some(key.into_bytes())),
             Ok(other) => Ok(Some(other.to_string().into_bytes())),
             Err(e) => Err(ValueError::Encode(format!("cannot generate a key: {e}"))),
@@ -94,7 +93,7 @@ pub(super) fn value_bytes(payload: Payload, topic: &Topic) -> Result<Option<Vec<
         Payload::Random => {
             let value = match (schema, topic.content_type) {
                 (Some(schema), _) => schema
-                    .random(&mut rand::rng(), OPTIONAL_PROBABILITY)
+                    .random(&mut rand::rng(), topic.optional_probability)
                     .map_err(|e| ValueError::Encode(format!("cannot generate a value: {e}")))?,
                 (None, ContentType::Json) => random_value(&mut rand::rng(), 0),
                 (None, ContentType::Text | ContentType::OctetStream) => Value::from(random_word(&mut rand::rng())),
@@ -178,6 +177,7 @@ mod tests {
             key_schema: None,
             validate: false,
             content_type,
+            optional_probability: 0.5,
         }
     }
 

@@ -17,8 +17,8 @@ use serde_json::Value;
 /// Values tried before generation gives up: enough for `oneOf` branches that overlap, few enough to answer fast.
 const RANDOM_ATTEMPTS: usize = 25;
 
-/// Chance that an optional property appears in a generated object.
-pub const OPTIONAL_PROBABILITY: f64 = 0.5;
+/// Chance that an optional property appears in a generated object, unless the topic sets its own.
+pub use crate::config::defaults::OPTIONAL_PROBABILITY;
 
 /// A compiled JSON Schema.
 pub struct Schema {
@@ -44,7 +44,9 @@ impl Schema {
         // Formats (email, date-time, uuid...) are checked, not just annotations: a schema that names one means it.
         let mut options = jsonschema::options().should_validate_formats(true);
         if let Some(file) = file {
-            options = options.with_base_uri(format!("file://{}", file.display()));
+            // A file URI must be absolute for relative `$ref`s to resolve against it.
+            let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+            options = options.with_base_uri(format!("file://{}", absolute.display()));
         }
         let validator = options.build(&document).map_err(|e| {
             let at = e.instance_path().as_str();

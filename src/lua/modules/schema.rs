@@ -10,7 +10,7 @@ use super::{KafkaContext, answer, raising};
 use crate::lua::convert::{self, Budget};
 use crate::lua::state::VmShared;
 use crate::produce;
-use crate::schema::{OPTIONAL_PROBABILITY, Schema};
+use crate::schema::Schema;
 
 pub fn module(lua: &Lua, context: Arc<KafkaContext>, clock: Arc<VmShared>) -> Result<Table> {
     let table = lua.create_table()?;
@@ -36,7 +36,7 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, clock: Arc<VmShared>) -> Re
     table.set("validate", spread)?;
     let random_context = Arc::clone(&context_for_random);
     let random = lua.create_function(move |lua, topic: String| match value_schema(&random_context, &topic) {
-        Ok(schema) => match schema.random(&mut rand::rng(), OPTIONAL_PROBABILITY) {
+        Ok((schema, probability)) => match schema.random(&mut rand::rng(), probability) {
             Ok(value) => answer(lua, Ok(convert::from_json(lua, &value)?)),
             Err(e) => answer(lua, Err::<Value, _>(format!("schema.random: {e}"))),
         },
@@ -46,13 +46,14 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, clock: Arc<VmShared>) -> Re
     Ok(table)
 }
 
-/// The value schema configured for `topic`.
-fn value_schema<'c>(context: &'c KafkaContext, topic: &str) -> std::result::Result<&'c Arc<Schema>, String> {
+/// The value schema configured for `topic`, with the topic's chance of optional properties.
+fn value_schema<'c>(context: &'c KafkaContext, topic: &str) -> std::result::Result<(&'c Arc<Schema>, f64), String> {
     let config = produce::resolve(&context.config, None, topic).map_err(|e| e.to_string())?;
-    config
+    let schema = config
         .value_schema
         .as_ref()
-        .ok_or_else(|| format!("topic '{topic}' has no value_schema in config.toml"))
+        .ok_or_else(|| format!("topic '{topic}' has no value_schema in config.toml"))?;
+    Ok((schema, config.optional_probability))
 }
 
 fn check(
@@ -61,7 +62,7 @@ fn check(
     topic: &str,
     value: &Value,
 ) -> std::result::Result<Vec<String>, String> {
-    let schema = value_schema(context, topic)?;
+    let (schema, _) = value_schema(context, topic)?;
     let json = convert::to_json_within(value, &mut Budget::metered(clock))?;
     Ok(schema.violations(&json))
 }
