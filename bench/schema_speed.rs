@@ -15,7 +15,10 @@ use luka::schema::{OPTIONAL_PROBABILITY, Schema};
 fn main() {
     let rounds = option("--rounds", 5) as usize;
     let seconds = option("--seconds", 2);
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/event-generator/schemas/order.json");
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/event-generator/schemas/order.json"
+    );
     let schema = Schema::load(std::path::Path::new(file)).expect("the example's order schema");
     let mut rng = rand::rng();
     println!(

@@ -233,8 +233,28 @@ fn check_topics(
                 .ok()
                 .map(Arc::new)
         };
-        let value_schema = schema(&topic.value_schema, "value_schema");
-        let key_schema = schema(&topic.key_schema, "key_schema");
+        let (value_schema, key_schema) = match &topic.imported {
+            None => (
+                schema(&topic.value_schema, "value_schema"),
+                schema(&topic.key_schema, "key_schema"),
+            ),
+            Some(imported) => {
+                let mut compile = |document: &Option<serde_json::Value>, what: &str| {
+                    let document = document.clone()?;
+                    Schema::compile(document, None)
+                        .map_err(|e| {
+                            let (file, topic) = (&imported.origin, name.get_ref());
+                            c.at(name, format!("asyncapi: {file}: channel '{topic}' {what}: {e}"));
+                        })
+                        .ok()
+                        .map(Arc::new)
+                };
+                (
+                    compile(&imported.value_schema, "payload"),
+                    compile(&imported.key_schema, "key"),
+                )
+            }
+        };
         if !(0.0..=1.0).contains(&topic.optional_probability) {
             c.at(
                 name,

@@ -4,9 +4,11 @@
 //! `${VAR}` expansion on the text ([`expand`]), serde parsing with `deny_unknown_fields` (this file), and whole-config
 //! checks such as undefined clusters and overlapping defaults ([`check`]). Every default lives in [`defaults`].
 
+mod asyncapi;
 mod check;
 pub mod defaults;
 mod expand;
+mod import;
 mod pattern;
 mod routes;
 mod types;
@@ -99,8 +101,17 @@ impl Config {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, Vec<ConfigProblem>> {
         let expanded = expand::expand_env(text, lookup)?;
-        let raw: types::RawConfig = toml::from_str(&expanded).map_err(|e| vec![toml_problem(&expanded, &e)])?;
-        check::check(raw, &expanded, base_dir)
+        let mut raw: types::RawConfig = toml::from_str(&expanded).map_err(|e| vec![toml_problem(&expanded, &e)])?;
+        let import_problems = import::fold_asyncapi(&mut raw, &expanded, base_dir);
+        let checked = check::check(raw, &expanded, base_dir);
+        match (checked, import_problems) {
+            (Ok(config), problems) if problems.is_empty() => Ok(config),
+            (Ok(_), problems) => Err(problems),
+            (Err(mut problems), mut more) => {
+                more.append(&mut problems);
+                Err(more)
+            }
+        }
     }
 }
 

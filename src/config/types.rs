@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub lua: LuaConfig,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// AsyncAPI 2.x/3.0 documents (a file name or a list), relative to config.toml, whose channels become topics.
+    pub asyncapi: Option<Spanned<toml::Value>>,
 }
 
 /// `[server]`: the HTTP side.
@@ -255,6 +257,18 @@ pub struct RawTopic {
     /// Chance that a generated object has each of its optional properties.
     #[serde(default = "optional_probability")]
     pub optional_probability: f64,
+    /// Schemas taken from an AsyncAPI document (JSON, which TOML cannot always hold: it has no null).
+    #[serde(skip)]
+    pub imported: Option<ImportedSchemas>,
+}
+
+/// A topic's schemas as an AsyncAPI document gave them.
+#[derive(Debug, Default, Clone)]
+pub struct ImportedSchemas {
+    /// The document, for messages.
+    pub origin: String,
+    pub value_schema: Option<serde_json::Value>,
+    pub key_schema: Option<serde_json::Value>,
 }
 
 /// `[[users]]`: credentials for the REST produce API (HTTP basic auth).

@@ -1,0 +1,99 @@
+//! Folds the AsyncAPI documents config.toml names into its raw tables: servers become `[clusters]` and channels
+//! become `[topics]`, unless config.toml defines them itself (what it says wins). Problems point at the
+//! `asyncapi` line.
+
+use std::path::Path;
+
+use toml::Spanned;
+
+use super::asyncapi::{self, ImportedTopic};
+use super::types::{ContentType, ImportedSchemas, RawCluster, RawConfig, RawTopic};
+use super::{ConfigProblem, line_of};
+
+/// Partitions of a channel whose document gives no `bindings.kafka.partitions`.
+const DEFAULT_PARTITIONS: i32 = 1;
+
+pub(super) fn fold_asyncapi(raw: &mut RawConfig, text: &str, base_dir: &Path) -> Vec<ConfigProblem> {
+    let Some(given) = raw.asyncapi.take() else {
+        return Vec::new();
+    };
+    let line = line_of(text, given.span().start);
+    let span = given.span();
+    let files: Vec<String> = match given.get_ref() {
+        toml::Value::String(file) => vec![file.clone()],
+        toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => {
+            items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()
+        }
+        _ => {
+            return vec![ConfigProblem::at_line(
+                line,
+                "asyncapi must be a file name or a list of file names",
+            )];
+        }
+    };
+    let mut problems = Vec::new();
+    for file in files {
+        let imported = match asyncapi::import(&base_dir.join(&file)) {
+            Ok(imported) => imported,
+            Err(e) => {
+                problems.push(ConfigProblem::at_line(line, format!("asyncapi: {e}")));
+                continue;
+            }
+        };
+        for (name, address) in imported.servers {
+            if raw.clusters.keys().any(|k| k.get_ref() == &name) {
+                continue;
+            }
+            match toml::from_str::<RawCluster>(&format!("bootstrap = [{}]", toml::Value::from(address.clone()))) {
+                Ok(cluster) => {
+                    raw.clusters.insert(Spanned::new(span.clone(), name), cluster);
+                }
+                Err(e) => problems.push(ConfigProblem::at_line(
+                    line,
+                    format!("asyncapi: {file}: server '{name}' ({address}): {e}"),
+                )),
+            }
+        }
+        for topic in imported.topics {
+            if raw.topics.keys().any(|k| k.get_ref() == &topic.name) {
+                continue;
+            }
+            match raw_topic(&file, topic, &span) {
+                Ok((name, raw_topic)) => {
+                    raw.topics.insert(Spanned::new(span.clone(), name), raw_topic);
+                }
+                Err(e) => problems.push(ConfigProblem::at_line(line, format!("asyncapi: {file}: {e}"))),
+            }
+        }
+    }
+    problems
+}
+
+fn raw_topic(file: &str, topic: ImportedTopic, span: &std::ops::Range<usize>) -> Result<(String, RawTopic), String> {
+    let content_type = match topic.content_type.as_deref() {
+        None | Some("application/json") => ContentType::Json,
+        Some("text/plain") => ContentType::Text,
+        Some("application/octet-stream") => ContentType::OctetStream,
+        Some(other) => {
+            return Err(format!(
+                "channel '{}' has content type {other}, which luka cannot encode (application/json, text/plain, \
+                 application/octet-stream)",
+                topic.name
+            ));
+        }
+    };
+    let raw = RawTopic {
+        cluster: topic.server.map(|s| Spanned::new(span.clone(), s)),
+        // Created with this many partitions when missing, as a mock server would: a document with no partitions
+        // binding still works against a fresh development broker.
+        partitions: Some(topic.partitions.unwrap_or(DEFAULT_PARTITIONS)),
+        content_type,
+        imported: Some(ImportedSchemas {
+            origin: file.to_owned(),
+            value_schema: topic.value_schema,
+            key_schema: topic.key_schema,
+        }),
+        ..toml::from_str::<RawTopic>("").map_err(|e| e.to_string())?
+    };
+    Ok((topic.name, raw))
+}
