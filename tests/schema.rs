@@ -36,6 +36,16 @@ partitions = 1
 value_schema = "schemas/event.json"
 key_schema = { type = "string", pattern = "^evt-[0-9]{4}$" }
 
+[topics.avro-plain]
+partitions = 1
+avro_schema = "schemas/order.avsc"
+
+[topics.avro-framed]
+partitions = 1
+content_type = "avro/binary"
+avro_schema = { type = "record", name = "Reading", fields = [ { name = "device", type = "string" }, { name = "celsius", type = "double" }, { name = "ok", type = "boolean" } ] }
+schema_id = 258
+
 [[users]]
 name = "demo"
 password = "demo"
@@ -91,6 +101,7 @@ async fn start(functions: &[(&str, &str)]) -> Harness {
         ("../schemas/payment.json", PAYMENT),
         ("../schemas/money.json", MONEY),
         ("../schemas/event.json", EVENT),
+        ("../schemas/order.avsc", ORDER_AVRO),
     ];
     let files: Vec<(&str, &str)> = functions.iter().copied().chain(schemas).collect();
     Harness::start_with(1, CONFIG, &files).await
@@ -276,6 +287,78 @@ async fn random_keys_and_values_come_from_the_topic_schemas() {
     }
 }
 
+const ORDER_AVRO: &str = r#"{"type": "record", "name": "Order", "namespace": "shop", "fields": [
+  {"name": "id", "type": "string"},
+  {"name": "quantity", "type": "int"},
+  {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["PLACED", "PAID"]}},
+  {"name": "note", "type": ["null", "string"], "default": null}
+]}"#;
+
+/// Decodes with the apache-avro crate directly, after checking and removing the Confluent header if `id` is given.
+fn avro_decode(schema: &str, bytes: &[u8], id: Option<u32>) -> Value {
+    let mut body = bytes;
+    if let Some(id) = id {
+        assert_eq!(bytes[0], 0, "magic byte");
+        assert_eq!(&bytes[1..5], &id.to_be_bytes(), "schema id");
+        body = &bytes[5..];
+    }
+    let schema = apache_avro::Schema::parse_str(schema).unwrap();
+    let value = apache_avro::from_avro_datum(&schema, &mut body, None).unwrap();
+    Value::try_from(value).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_topics_encode_data_and_random_values_with_and_without_framing() {
+    let h = start(&[("call.lua", PRODUCE)]).await;
+    let bootstrap = h.bootstrap(0);
+    let order = json!({"id": "o-1", "quantity": 3, "status": "PAID", "note": "gift"});
+    let (status, answer) = produce(
+        &h,
+        json!({"topic": "avro-plain", "messages": [{"data": order.clone()}, {"key": "r"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let records = read_records(&bootstrap, "avro-plain", 0, 0, 2).await;
+    let decoded = avro_decode(ORDER_AVRO, records[0].value.as_ref().unwrap(), None);
+    assert_eq!(decoded, order);
+    let random = avro_decode(ORDER_AVRO, records[1].value.as_ref().unwrap(), None);
+    assert!(
+        random["quantity"].is_i64() && ["PLACED", "PAID"].contains(&random["status"].as_str().unwrap()),
+        "{random}"
+    );
+
+    let (status, answer) = produce(
+        &h,
+        json!({"topic": "avro-framed", "messages": [{"data": {"device": "d-1", "celsius": 21.5, "ok": true}}, {}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let schema = r#"{"type": "record", "name": "Reading", "fields": [{"name": "device", "type": "string"},
+        {"name": "celsius", "type": "double"}, {"name": "ok", "type": "boolean"}]}"#;
+    let records = read_records(&bootstrap, "avro-framed", 0, 0, 2).await;
+    assert_eq!(
+        avro_decode(schema, records[0].value.as_ref().unwrap(), Some(258)),
+        json!({"device": "d-1", "celsius": 21.5, "ok": true})
+    );
+    avro_decode(schema, records[1].value.as_ref().unwrap(), Some(258));
+
+    // Data the Avro schema does not allow: nothing of the call is written.
+    let (status, answer) = produce(
+        &h,
+        json!({"topic": "avro-plain", "messages": [{"data": order}, {"data": {"id": "o-2", "quantity": "x", "status": "PAID"}}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("message 2 of topic 'avro-plain' is invalid: /: does not match the Avro schema"),
+        "{answer}"
+    );
+    assert_no_record(&bootstrap, "avro-plain", 0, 2).await;
+}
+
 /// `seeds/000_*`'s kafka.yaml, as written there.
 const SEED_ASYNCAPI: &str = r#"asyncapi: '2.0.0'
 info:
@@ -381,16 +464,33 @@ fn asyncapi_servers_become_clusters_unless_config_defines_them() {
 #[test]
 fn bad_schemas_stop_startup_naming_the_topic_and_line() {
     let dir = common::temp_dir();
-    let config = "[clusters.local]\nbootstrap = [\"127.0.0.1:9\"]\n\n[topics.orders]\nvalue_schema = { type = \"strange\" }\n\n[topics.other]\nvalue_schema = \"missing.json\"\n\n[topics.third]\nvalidate = true\n";
-    let problems = luka::config::Config::from_toml(config, &dir, |_| None).unwrap_err();
+    let config = [
+        "[clusters.local]",
+        "bootstrap = [\"127.0.0.1:9\"]",
+        "",
+        "[topics.orders]",
+        "value_schema = { type = \"strange\" }", // line 5
+        "",
+        "[topics.other]",
+        "value_schema = \"missing.json\"", // line 8
+        "",
+        "[topics.third]", // line 10
+        "validate = true",
+        "",
+        "[topics.fourth]", // line 13
+        "content_type = \"avro/binary\"",
+        "",
+        "[topics.fifth]",
+        "content_type = \"text/plain\"",
+        "avro_schema = { type = \"string\" }", // line 18
+    ]
+    .join("\n");
+    let problems = luka::config::Config::from_toml(&config, &dir, |_| None).unwrap_err();
     let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    assert!(
-        text.iter()
-            .any(|p| p.contains("line 5") && p.contains("[topics.\"orders\"] value_schema:")),
-        "{text:?}"
-    );
-    assert!(
-        text.iter().any(|p| p.contains("line 8") && p.contains("cannot read")),
-        "{text:?}"
-    );
+    let has = |line: &str, words: &str| text.iter().any(|p| p.starts_with(line) && p.contains(words));
+    assert!(has("line 5:", "[topics.\"orders\"] value_schema:"), "{text:?}");
+    assert!(has("line 8:", "cannot read"), "{text:?}");
+    assert!(has("line 10:", "needs a value_schema"), "{text:?}");
+    assert!(has("line 13:", "avro/binary needs an avro_schema"), "{text:?}");
+    assert!(has("line 18:", "use avro/binary"), "{text:?}");
 }

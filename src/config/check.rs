@@ -15,7 +15,7 @@ use super::types::{
     Compression, ContentType, RawCluster, RawConfig, RawTopic, RawUser, SaslConfig, ServerConfig, TlsConfig,
 };
 use super::{ConfigProblem, line_of};
-use crate::schema::Schema;
+use crate::schema::{AvroCodec, Schema};
 
 /// The checked configuration.
 #[derive(Debug, Clone)]
@@ -59,6 +59,8 @@ pub struct Topic {
     /// REST values are checked against `value_schema`.
     pub validate: bool,
     pub content_type: ContentType,
+    /// The codec of `avro/binary` topics.
+    pub avro: Option<Arc<AvroCodec>>,
     /// Chance that a generated object has each optional property.
     pub optional_probability: f64,
 }
@@ -255,6 +257,7 @@ fn check_topics(
                 )
             }
         };
+        let (content_type, avro) = check_avro(c, name, topic, base_dir);
         if !(0.0..=1.0).contains(&topic.optional_probability) {
             c.at(
                 name,
@@ -281,13 +284,69 @@ fn check_topics(
             value_schema,
             key_schema,
             validate: topic.validate,
-            content_type: topic.content_type,
+            content_type,
+            avro,
             optional_probability: topic.optional_probability,
         });
     }
     // Exact names first, then the most literal pattern: that is the order routing tries them in.
     topics.sort_by_key(|t| (!t.pattern.is_exact(), std::cmp::Reverse(t.pattern.specificity())));
     topics
+}
+
+/// The topic's content type, and its Avro codec when the type is `avro/binary` (which needs an `avro_schema`).
+fn check_avro(
+    c: &mut Checker<'_>,
+    name: &Spanned<String>,
+    topic: &RawTopic,
+    base_dir: &Path,
+) -> (ContentType, Option<Arc<AvroCodec>>) {
+    let content_type = topic.content_type.unwrap_or(if topic.avro_schema.is_some() {
+        ContentType::Avro
+    } else {
+        ContentType::Json
+    });
+    let t = name.get_ref();
+    match (&topic.avro_schema, content_type) {
+        (Some(given), ContentType::Avro) => {
+            let document = match given.get_ref() {
+                toml::Value::String(file) => std::fs::read_to_string(base_dir.join(file))
+                    .map_err(|e| format!("cannot read {}: {e}", base_dir.join(file).display()))
+                    .and_then(|text| serde_json::from_str(&text).map_err(|e| format!("{file} is not JSON: {e}"))),
+                other => serde_json::to_value(other).map_err(|e| e.to_string()),
+            };
+            match document.and_then(|d| AvroCodec::new(&d, topic.schema_id)) {
+                Ok(codec) => (content_type, Some(Arc::new(codec))),
+                Err(e) => {
+                    c.at(given, format!("[topics.\"{t}\"] avro_schema: {e}"));
+                    (content_type, None)
+                }
+            }
+        }
+        (None, ContentType::Avro) => {
+            c.at(
+                name,
+                format!("[topics.\"{t}\"] content_type avro/binary needs an avro_schema"),
+            );
+            (content_type, None)
+        }
+        (Some(given), other) => {
+            c.at(
+                given,
+                format!(
+                    "[topics.\"{t}\"] avro_schema is set but content_type is {}; use avro/binary",
+                    other.as_str()
+                ),
+            );
+            (content_type, None)
+        }
+        (None, _) => {
+            if topic.schema_id.is_some() {
+                c.at(name, format!("[topics.\"{t}\"] schema_id is for avro/binary topics"));
+            }
+            (content_type, None)
+        }
+    }
 }
 
 /// A schema given inline (a TOML table, read as JSON) or as a JSON file relative to config.toml.

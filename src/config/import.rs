@@ -84,10 +84,10 @@ fn raw_topic(file: &str, topic: ImportedTopic, span: &std::ops::Range<usize>) ->
     };
     let raw = RawTopic {
         cluster: topic.server.map(|s| Spanned::new(span.clone(), s)),
+        content_type: Some(content_type),
         // Created with this many partitions when missing, as a mock server would: a document with no partitions
         // binding still works against a fresh development broker.
         partitions: Some(topic.partitions.unwrap_or(DEFAULT_PARTITIONS)),
-        content_type,
         imported: Some(ImportedSchemas {
             origin: file.to_owned(),
             value_schema: topic.value_schema,

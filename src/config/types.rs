@@ -176,6 +176,9 @@ pub enum ContentType {
     /// Strings as their bytes; nothing else.
     #[serde(rename = "application/octet-stream")]
     OctetStream,
+    /// Avro binary by the topic's `avro_schema`, optionally with Confluent framing (`schema_id`).
+    #[serde(rename = "avro/binary")]
+    Avro,
 }
 
 impl ContentType {
@@ -184,6 +187,7 @@ impl ContentType {
             Self::Json => "application/json",
             Self::Text => "text/plain",
             Self::OctetStream => "application/octet-stream",
+            Self::Avro => "avro/binary",
         }
     }
 }
@@ -250,10 +254,13 @@ pub struct RawTopic {
     /// Check REST `value`s as JSON against `value_schema` (Lua's `data` is always checked, its `value` never).
     #[serde(default)]
     pub validate: bool,
-    /// How `data` and generated values are encoded: `application/json` (default), `text/plain` or
-    /// `application/octet-stream`.
-    #[serde(default)]
-    pub content_type: ContentType,
+    /// How `data` and generated values are encoded: `application/json` (the default), `text/plain`,
+    /// `application/octet-stream` or `avro/binary` (the default when `avro_schema` is set).
+    pub content_type: Option<ContentType>,
+    /// Avro schema of the values (an inline table, or a `.avsc` JSON file relative to config.toml).
+    pub avro_schema: Option<Spanned<toml::Value>>,
+    /// Confluent wire format for Avro values: magic byte 0 and this schema id (4 bytes, big-endian) first.
+    pub schema_id: Option<u32>,
     /// Chance that a generated object has each of its optional properties.
     #[serde(default = "optional_probability")]
     pub optional_probability: f64,

@@ -88,23 +88,39 @@ pub(super) fn value_bytes(payload: Payload, topic: &Topic) -> Result<Option<Vec<
         Payload::Checked(bytes) => Ok(bytes),
         Payload::Data(data) => {
             check(&data)?;
-            encode(&data, topic.content_type).map(Some)
+            encode(&data, topic).map(Some)
         }
         Payload::Random => {
             let value = match (schema, topic.content_type) {
                 (Some(schema), _) => schema
                     .random(&mut rand::rng(), topic.optional_probability)
                     .map_err(|e| ValueError::Encode(format!("cannot generate a value: {e}")))?,
+                (None, ContentType::Avro) => match &topic.avro {
+                    Some(codec) => codec
+                        .random(&mut rand::rng(), topic.optional_probability)
+                        .map_err(|e| ValueError::Encode(format!("cannot generate a value: {e}")))?,
+                    None => return Err(ValueError::Encode("the topic has no Avro schema".into())),
+                },
                 (None, ContentType::Json) => random_value(&mut rand::rng(), 0),
                 (None, ContentType::Text | ContentType::OctetStream) => Value::from(random_word(&mut rand::rng())),
             };
-            encode(&value, topic.content_type).map(Some)
+            encode(&value, topic).map(Some)
         }
     }
 }
 
-/// Structured data as record bytes, by content type.
-fn encode(data: &Value, content_type: ContentType) -> Result<Vec<u8>, ValueError> {
+/// Structured data as record bytes, by the topic's content type.
+fn encode(data: &Value, topic: &Topic) -> Result<Vec<u8>, ValueError> {
+    let content_type = topic.content_type;
+    if content_type == ContentType::Avro {
+        let codec = topic
+            .avro
+            .as_ref()
+            .ok_or_else(|| ValueError::Encode("the topic has no Avro schema".into()))?;
+        return codec
+            .encode(data)
+            .map_err(|e| ValueError::Invalid(vec![format!("/: {e}")]));
+    }
     let refuse = |what: &str| {
         ValueError::Encode(format!(
             "{what} cannot be encoded as {}; give a value the content type can carry",
@@ -122,6 +138,7 @@ fn encode(data: &Value, content_type: ContentType) -> Result<Vec<u8>, ValueError
         (_, Value::Array(_)) => Err(refuse("an array")),
         (_, Value::Null) => Err(refuse("null")),
         (ContentType::OctetStream, _) => Err(refuse("a number or boolean")),
+        (ContentType::Avro, _) => unreachable!("encoded above"),
     }
 }
 
@@ -177,6 +194,7 @@ mod tests {
             key_schema: None,
             validate: false,
             content_type,
+            avro: None,
             optional_probability: 0.5,
         }
     }

@@ -4,7 +4,10 @@
 //! `jsonschema` crate (drafts 4 to 2020-12; `$ref` within the document and, for schemas from files, to sibling
 //! files). A violation names where (a JSON pointer into the value) and what was expected.
 
+mod avro;
 mod random;
+
+pub use avro::AvroCodec;
 
 use std::collections::HashMap;
 use std::fmt;
