@@ -360,32 +360,7 @@ async fn avro_topics_encode_data_and_random_values_with_and_without_framing() {
 }
 
 /// `seeds/000_*`'s kafka.yaml, as written there.
-const SEED_ASYNCAPI: &str = r#"asyncapi: '2.0.0'
-info:
-  title: Example
-  version: 1.0.0
-servers:
-  mokapi:
-    url: localhost:9092
-    protocol: kafka
-channels:
-  orders:
-    publish:
-      message:
-        $ref: '#/components/messages/Foo'
-    subscribe:
-      message:
-        $ref: '#/components/messages/Foo'
-components:
-  messages:
-    Foo:
-      contentType: application/json
-      payload:
-        type: object
-        properties:
-          foo:
-            type: string
-"#;
+const SEED_ASYNCAPI: &str = include_str!("fixtures/kafka.yaml");
 
 /// The seed's kafka.js, in Lua.
 const SEED_PRODUCE: &str = r#"

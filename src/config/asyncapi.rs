@@ -174,33 +174,7 @@ mod tests {
     use super::*;
 
     /// The document of `seeds/000_*`, as written there.
-    const SEED: &str = r#"
-asyncapi: '2.0.0'
-info:
-  title: Example
-  version: 1.0.0
-servers:
-  mokapi:
-    url: localhost:9092
-    protocol: kafka
-channels:
-  orders:
-    publish:
-      message:
-        $ref: '#/components/messages/Foo'
-    subscribe:
-      message:
-        $ref: '#/components/messages/Foo'
-components:
-  messages:
-    Foo:
-      contentType: application/json
-      payload:
-        type: object
-        properties:
-          foo:
-            type: string
-"#;
+    const SEED: &str = include_str!("../../tests/fixtures/kafka.yaml");
 
     #[test]
     fn the_seed_document_gives_its_topic_and_server() {
