@@ -9,6 +9,16 @@ use common::{free_addr, read_records, text};
 
 const LUKA: &str = env!("CARGO_BIN_EXE_luka");
 
+/// A luka process started by a test, stopped (by its own handle) when the test ends, also when it fails.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn check_accepts_the_shipped_config() {
     let out = Command::new(LUKA)
@@ -117,13 +127,15 @@ async fn the_event_generator_example_writes_schema_valid_events() {
         .replace("127.0.0.1:8080", &http.to_string())
         .replace("127.0.0.1:9092", &broker.to_string());
     std::fs::write(dir.join("config.toml"), config).unwrap();
-    let mut child = Command::new(LUKA)
-        .arg("--config")
-        .arg(dir.join("config.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _luka = Child(
+        Command::new(LUKA)
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let answer: serde_json::Value = loop {
@@ -152,8 +164,6 @@ async fn the_event_generator_example_writes_schema_valid_events() {
             assert_eq!(schema.violations(&value), Vec::<String>::new(), "{value}");
         }
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -178,13 +188,15 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
         .replace("127.0.0.1:9092", &broker.to_string())
         .replace("functions = \"functions\"", &format!("functions = \"{functions}\""));
     std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(LUKA)
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _luka = Child(
+        Command::new(LUKA)
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -239,8 +251,6 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
         (order["item"].as_str(), order["quantity"].as_i64()),
         (Some("book"), Some(2))
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 /// Runs `luka check` on a config that must fail; gives what it printed on stderr.
