@@ -12,6 +12,21 @@ const LUKA: &str = env!("CARGO_BIN_EXE_luka");
 /// A luka process started by a test, stopped (by its own handle) when the test ends, also when it fails.
 struct Child(std::process::Child);
 
+impl Child {
+    /// `luka --config <config>`, quiet.
+    fn serve(config: impl AsRef<std::ffi::OsStr>) -> Self {
+        Self(
+            Command::new(LUKA)
+                .arg("--config")
+                .arg(config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -127,15 +142,7 @@ async fn the_event_generator_example_writes_schema_valid_events() {
         .replace("127.0.0.1:8080", &http.to_string())
         .replace("127.0.0.1:9092", &broker.to_string());
     std::fs::write(dir.join("config.toml"), config).unwrap();
-    let _luka = Child(
-        Command::new(LUKA)
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _luka = Child::serve(dir.join("config.toml"));
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let answer: serde_json::Value = loop {
@@ -188,15 +195,7 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
         .replace("127.0.0.1:9092", &broker.to_string())
         .replace("functions = \"functions\"", &format!("functions = \"{functions}\""));
     std::fs::write(&path, config).unwrap();
-    let _luka = Child(
-        Command::new(LUKA)
-            .arg("--config")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _luka = Child::serve(&path);
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

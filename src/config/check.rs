@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -309,13 +309,8 @@ fn check_avro(
     let t = name.get_ref();
     match (&topic.avro_schema, content_type) {
         (Some(given), ContentType::Avro) => {
-            let document = match given.get_ref() {
-                toml::Value::String(file) => std::fs::read_to_string(base_dir.join(file))
-                    .map_err(|e| format!("cannot read {}: {e}", base_dir.join(file).display()))
-                    .and_then(|text| serde_json::from_str(&text).map_err(|e| format!("{file} is not JSON: {e}"))),
-                other => serde_json::to_value(other).map_err(|e| e.to_string()),
-            };
-            match document.and_then(|d| AvroCodec::new(&d, topic.schema_id)) {
+            let document = schema_document(given.get_ref(), base_dir);
+            match document.and_then(|(d, _)| AvroCodec::new(&d, topic.schema_id)) {
                 Ok(codec) => (content_type, Some(Arc::new(codec))),
                 Err(e) => {
                     c.at(given, format!("[topics.\"{t}\"] avro_schema: {e}"));
@@ -351,14 +346,21 @@ fn check_avro(
 
 /// A schema given inline (a TOML table, read as JSON) or as a JSON file relative to config.toml.
 fn compile_schema(given: &toml::Value, base_dir: &Path) -> Result<Schema, String> {
+    let (document, file) = schema_document(given, base_dir)?;
+    Schema::compile(document, file.as_deref())
+}
+
+/// A schema document (JSON Schema or Avro) given inline as a TOML table, or as a JSON file relative to
+/// config.toml; gives the document and, for a file, its path (where its relative references point).
+fn schema_document(given: &toml::Value, base_dir: &Path) -> Result<(serde_json::Value, Option<PathBuf>), String> {
     match given {
-        toml::Value::String(file) => Schema::load(&base_dir.join(file)),
-        toml::Value::Table(_) => {
-            let document = serde_json::to_value(given).map_err(|e| e.to_string())?;
-            Schema::compile(document, None)
+        toml::Value::String(file) => {
+            let path = base_dir.join(file);
+            Ok((crate::schema::read_document(&path)?, Some(path)))
         }
+        toml::Value::Table(_) => Ok((serde_json::to_value(given).map_err(|e| e.to_string())?, None)),
         other => Err(format!(
-            "give a JSON Schema as an inline table or a file name, not a {}",
+            "give a schema as an inline table or a file name, not a {}",
             other.type_str()
         )),
     }

@@ -70,17 +70,22 @@ pub(super) fn fold_asyncapi(raw: &mut RawConfig, text: &str, base_dir: &Path) ->
 }
 
 fn raw_topic(file: &str, topic: ImportedTopic, span: &std::ops::Range<usize>) -> Result<(String, RawTopic), String> {
+    // Avro needs an Avro schema, which an imported JSON Schema payload is not.
+    let importable = |c: &ContentType| *c != ContentType::Avro;
     let content_type = match topic.content_type.as_deref() {
-        None | Some("application/json") => ContentType::Json,
-        Some("text/plain") => ContentType::Text,
-        Some("application/octet-stream") => ContentType::OctetStream,
-        Some(other) => {
-            return Err(format!(
-                "channel '{}' has content type {other}, which luka cannot encode (application/json, text/plain, \
-                 application/octet-stream)",
-                topic.name
-            ));
-        }
+        None => ContentType::Json,
+        Some(name) => ContentType::parse(name).filter(importable).ok_or_else(|| {
+            let known: Vec<&str> = ContentType::ALL
+                .iter()
+                .filter(|c| importable(c))
+                .map(|c| c.as_str())
+                .collect();
+            format!(
+                "channel '{}' has content type {name}, which luka cannot encode ({})",
+                topic.name,
+                known.join(", ")
+            )
+        })?,
     };
     let raw = RawTopic {
         cluster: topic.server.map(|s| Spanned::new(span.clone(), s)),

@@ -182,6 +182,13 @@ pub enum ContentType {
 }
 
 impl ContentType {
+    pub const ALL: [ContentType; 4] = [Self::Json, Self::Text, Self::OctetStream, Self::Avro];
+
+    /// The content type named `name` (as config.toml spells it).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Json => "application/json",

@@ -159,6 +159,23 @@ fn table_to_json(table: &Table, depth: usize, budget: &mut Budget) -> Result<ser
     Ok(serde_json::Value::Object(object))
 }
 
+/// Refuses unknown (misspelt) fields of a table that stands for a fixed record (a produce call, a message, a
+/// response), naming the ones expected.
+pub fn check_fields(table: &Table, allowed: &[&str]) -> Result<(), String> {
+    for pair in table.pairs::<Value, Value>() {
+        let (key, _) = pair.map_err(|e| e.to_string())?;
+        let known = matches!(&key, Value::String(s) if allowed.contains(&s.to_string_lossy().as_str()));
+        if !known {
+            let name = match &key {
+                Value::String(s) => format!("'{}'", s.to_string_lossy()),
+                other => format!("[{}]", other.to_string().unwrap_or_default()),
+            };
+            return Err(format!("unknown field {name} (expected {})", allowed.join(", ")));
+        }
+    }
+    Ok(())
+}
+
 /// The metatable that marks arrays, one per VM, kept in the registry.
 fn array_marker(lua: &Lua) -> mlua::Result<Table> {
     if let Ok(mt) = lua.named_registry_value::<Table>(ARRAY_MARKER) {

@@ -55,17 +55,7 @@ pub fn from_lua(value: Value, budget: &mut Budget) -> Result<HandlerResponse, St
 }
 
 fn from_table(table: &Table, budget: &mut Budget) -> Result<HandlerResponse, String> {
-    for pair in table.pairs::<Value, Value>() {
-        let (key, _) = pair.map_err(|e| e.to_string())?;
-        let known = matches!(&key, Value::String(s) if FIELDS.contains(&s.to_string_lossy().as_str()));
-        if !known {
-            return Err(format!(
-                "the response table has an unknown field {}; use {}",
-                key.to_string().unwrap_or_default(),
-                FIELDS.join(", ")
-            ));
-        }
-    }
+    convert::check_fields(table, &FIELDS).map_err(|e| format!("the response table has an {e}"))?;
     let status = match table.raw_get::<Value>("status").map_err(|e| e.to_string())? {
         Value::Nil => 200,
         // 1xx would switch the connection's protocol handling; a handler answers with a final status.

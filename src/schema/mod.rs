@@ -69,14 +69,7 @@ impl Schema {
 
     /// Reads and compiles a schema file (JSON).
     pub fn load(file: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        let document: Value =
-            serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", file.display()))?;
-        Self::compile(document, Some(file))
-    }
-
-    pub fn document(&self) -> &Value {
-        &self.document
+        Self::compile(read_document(file)?, Some(file))
     }
 
     /// A random value valid against the schema, or why none could be made.
@@ -110,6 +103,12 @@ impl Schema {
             })
             .collect()
     }
+}
+
+/// A JSON document from a file (a JSON Schema, an Avro schema), or why it could not be read.
+pub fn read_document(file: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", file.display()))
 }
 
 impl random::Resolve for Schema {

@@ -79,7 +79,7 @@ fn read_call(config: &Config, args: &Table, budget: &mut Budget) -> std::result:
         Some(_) => CALL_FIELDS.to_vec(),
         None => CALL_FIELDS.iter().chain(&MESSAGE_FIELDS).copied().collect(),
     };
-    check_fields(args, &allowed)?;
+    convert::check_fields(args, &allowed)?;
     let topic = match field::<String>(args, "topic")? {
         Some(topic) => topic,
         None => only_topic(config)?,
@@ -125,7 +125,7 @@ fn read_message(
     cluster: Option<&String>,
     budget: &mut Budget,
 ) -> std::result::Result<Message, String> {
-    check_fields(table, allowed)?;
+    convert::check_fields(table, allowed)?;
     let partition = match field::<f64>(table, "partition")? {
         None => None,
         Some(p) if p.fract() == 0.0 && (0.0..=f64::from(i32::MAX)).contains(&p) => Some(p as i32),
@@ -234,29 +234,6 @@ fn field<T: mlua::FromLua>(table: &Table, name: &str) -> std::result::Result<Opt
     table
         .raw_get::<Option<T>>(name)
         .map_err(|_| format!("{name} has the wrong type"))
-}
-
-/// Refuses unknown (misspelt) fields, naming the ones expected.
-fn check_fields(table: &Table, allowed: &[&str]) -> std::result::Result<(), String> {
-    for pair in table.pairs::<Value, Value>() {
-        let (key, _) = pair.map_err(|e| e.to_string())?;
-        let known = matches!(&key, Value::String(s) if allowed.contains(&s.to_string_lossy().as_str()));
-        if !known {
-            return Err(format!(
-                "unknown field {} (expected {})",
-                key_name(&key),
-                allowed.join(", ")
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn key_name(key: &Value) -> String {
-    match key {
-        Value::String(s) => format!("'{}'", s.to_string_lossy()),
-        other => format!("[{}]", other.to_string().unwrap_or_default()),
-    }
 }
 
 /// `{cluster, topic, messages = {{partition, offset, key, value, headers, timestamp}}}` plus the deprecated
