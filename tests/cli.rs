@@ -156,6 +156,13 @@ async fn the_event_generator_example_writes_schema_valid_events() {
         assert!(Instant::now() < deadline, "the example did not serve /generate");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // The README's largest request: 1,000 events in one call fits the example's CPU budget.
+    let readings = client
+        .get(format!("http://{http}/generate?topic=readings&n=1000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(readings.status(), 200, "{:?}", readings.text().await);
     let schema = luka::schema::Schema::load(&dir.join("schemas/order.json")).unwrap();
     assert!(schema.violations(&answer["sample"]).is_empty(), "{answer}");
     // Read each partition from its start (a fetch from the middle of a batch finds nothing on the embedded broker).
