@@ -232,6 +232,23 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
     .await;
     assert_eq!(text(&records[0]), (Some("city".into()), Some("Istanbul".into())));
 
+    // The shipped random event generator, at its largest request.
+    let events = client
+        .get(format!("http://{http}/events/random?n=100"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    assert_eq!(
+        events
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+            .as_array()
+            .map(Vec::len),
+        Some(100)
+    );
+
     // The shipped order function: data written as JSON, keyed by the order id.
     let response = client
         .post(format!("http://{http}/orders"))
