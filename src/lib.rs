@@ -26,6 +26,7 @@ pub mod lua;
 pub mod produce;
 pub mod schema;
 pub mod server;
+pub mod timeout;
 
 use std::sync::Arc;
 

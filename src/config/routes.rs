@@ -22,7 +22,7 @@ pub struct LuaSettings {
     pub cpu: Duration,
     pub timeout: Duration,
     pub memory_bytes: usize,
-    /// Number of VMs, `0` already replaced by the number of cores.
+    /// Number of VMs; `0`: one per worker thread of the runtime that starts them.
     pub vms: usize,
     pub watch: bool,
 }
@@ -143,13 +143,12 @@ pub(super) fn check_lua(c: &mut Checker<'_>, lua: &LuaConfig, server: &ServerCon
             lua.timeout_ms, server.request_timeout_ms
         ));
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     LuaSettings {
         functions_dir,
         cpu: Duration::from_millis(lua.cpu_ms),
         timeout: Duration::from_millis(lua.timeout_ms),
         memory_bytes: lua.memory_mb.saturating_mul(1024 * 1024),
-        vms: if lua.vms == 0 { cores } else { lua.vms },
+        vms: lua.vms,
         watch: lua.watch,
     }
 }

@@ -89,7 +89,8 @@ pub struct LuaConfig {
     /// Memory one Lua VM may use, for all the requests it runs at once.
     #[serde(default = "lua_memory_mb")]
     pub memory_mb: usize,
-    /// Number of Lua VMs requests are spread over; 0 means one per CPU core.
+    /// Number of Lua VMs; 0 means one per worker thread (one per CPU core unless `TOKIO_WORKER_THREADS` says
+    /// otherwise), so each thread runs its requests on its own VM.
     #[serde(default)]
     pub vms: usize,
     /// Reload changed files under `functions` without a restart.

@@ -91,7 +91,10 @@ pub fn hash(source: &[u8]) -> u64 {
 
 /// Compiles one file's source; a syntax error names the file and line.
 pub fn compile(name: &str, display: &str, source: &[u8]) -> Result<Compiled, LuaError> {
+    // Level 2 also inlines local functions and unrolls loops; its one assumption, that the standard library is
+    // not changed, holds because the globals are frozen.
     let bytecode = mlua::chunk::Compiler::new()
+        .set_optimization_level(2)
         .compile(source)
         .map_err(|e| LuaError::Compile {
             file: display.to_owned(),

@@ -7,16 +7,15 @@
 //!
 //! Conversion runs in Rust, outside the Lua memory limit and the CPU interrupt, so it has its own [`Budget`]: a
 //! table that holds one sub-table many times (`t = {t, t}`, forty times over) would otherwise expand to terabytes.
-//!
-//! Conversion runs in Rust, outside the Lua memory limit and the CPU interrupt, so it has its own [`Budget`]: a
-//! table that holds one sub-table many times (`t = {t, t}`, forty times over) would otherwise expand to terabytes.
 
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use mlua::{Lua, Table, Value};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 
 use super::state::VmShared;
-use serde_json::{Map, Number};
 
 /// Deeper nesting than this is almost surely a table that contains itself.
 const MAX_DEPTH: usize = 128;
@@ -86,77 +85,132 @@ pub fn to_json(value: &Value) -> Result<serde_json::Value, String> {
 
 /// Like [`to_json`], spending from a budget shared with other conversions (the messages of one produce call).
 pub fn to_json_within(value: &Value, budget: &mut Budget) -> Result<serde_json::Value, String> {
-    to_json_at(value, 0, budget)
-}
-
-fn to_json_at(value: &Value, depth: usize, budget: &mut Budget) -> Result<serde_json::Value, String> {
-    if depth > MAX_DEPTH {
-        return Err(format!(
-            "nested deeper than {MAX_DEPTH} levels (does a table contain itself?)"
-        ));
-    }
-    budget.spend(NODE_COST)?;
-    if let Value::String(s) = value {
-        budget.spend(s.as_bytes().len())?;
-    }
-    Ok(match value {
-        Value::Nil => serde_json::Value::Null,
-        Value::LightUserData(p) if p.0.is_null() => serde_json::Value::Null,
-        Value::Boolean(b) => serde_json::Value::Bool(*b),
-        Value::Integer(i) => serde_json::Value::from(*i),
-        Value::Number(n) => number(*n)?,
-        Value::String(s) => {
-            serde_json::Value::String(s.to_str().map_err(|_| "a string is not valid UTF-8")?.to_owned())
-        }
-        Value::Table(table) => table_to_json(table, depth, budget)?,
-        other => return Err(format!("a {} cannot be written as JSON", other.type_name())),
+    let budget = RefCell::new(budget);
+    serde_json::to_value(LuaJson {
+        value,
+        depth: 0,
+        budget: &budget,
     })
+    .map_err(|e| e.to_string())
 }
 
-fn number(n: f64) -> Result<serde_json::Value, String> {
-    if n.fract() == 0.0 && n.abs() < MAX_EXACT_INTEGER {
-        return Ok(serde_json::Value::from(n as i64));
+/// The compact JSON text of `value`, written straight from the Lua values (no intermediate tree); object keys
+/// sorted, so the same table always gives the same text.
+pub fn encode_within(value: &Value, budget: &mut Budget) -> Result<Vec<u8>, String> {
+    let budget = RefCell::new(budget);
+    serde_json::to_vec(&LuaJson {
+        value,
+        depth: 0,
+        budget: &budget,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// A Lua value as serde sees it: one traversal that gives JSON text or a `serde_json::Value`.
+struct LuaJson<'a, 'b> {
+    value: &'a Value,
+    depth: usize,
+    budget: &'a RefCell<&'b mut Budget>,
+}
+
+impl<'a, 'b> LuaJson<'a, 'b> {
+    fn spend<E: serde::ser::Error>(&self, bytes: usize) -> Result<(), E> {
+        self.budget.borrow_mut().spend(bytes).map_err(E::custom)
     }
-    Number::from_f64(n)
-        .map(serde_json::Value::Number)
-        .ok_or_else(|| format!("{n} is not a JSON number"))
-}
 
-fn table_to_json(table: &Table, depth: usize, budget: &mut Budget) -> Result<serde_json::Value, String> {
-    let marked = table
-        .metatable()
-        .and_then(|mt| mt.raw_get::<bool>(ARRAY_MARKER).ok())
-        .unwrap_or(false);
-    let len = table.raw_len();
-    let pairs = table.pairs::<Value, Value>().count();
-    budget.spend(pairs * NODE_COST)?;
-    budget.spend(pairs * NODE_COST)?;
-    if marked || (len > 0 && pairs == len) {
-        let mut items = Vec::with_capacity(len);
-        for i in 1..=len {
-            let item: Value = table.raw_get(i).map_err(|e| e.to_string())?;
-            items.push(to_json_at(&item, depth + 1, budget)?);
+    fn child<'c>(&'c self, value: &'c Value) -> LuaJson<'c, 'b> {
+        LuaJson {
+            value,
+            depth: self.depth + 1,
+            budget: self.budget,
         }
-        return Ok(serde_json::Value::Array(items));
     }
-    let mut object = Map::new();
-    for pair in table.pairs::<Value, Value>() {
-        let (key, item) = pair.map_err(|e| e.to_string())?;
-        let key = match &key {
-            Value::String(s) => s.to_str().map_err(|_| "a key is not valid UTF-8")?.to_owned(),
-            Value::Integer(i) => i.to_string(),
-            Value::Number(n) if n.fract() == 0.0 => (*n as i64).to_string(),
-            other => {
-                return Err(format!(
-                    "a table key of type {} cannot be a JSON object key",
-                    other.type_name()
-                ));
+}
+
+impl Serialize for LuaJson<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.depth > MAX_DEPTH {
+            return Err(S::Error::custom(format!(
+                "nested deeper than {MAX_DEPTH} levels (does a table contain itself?)"
+            )));
+        }
+        self.spend(NODE_COST)?;
+        match self.value {
+            Value::Nil => serializer.serialize_unit(),
+            Value::LightUserData(p) if p.0.is_null() => serializer.serialize_unit(),
+            Value::Boolean(b) => serializer.serialize_bool(*b),
+            Value::Integer(i) => serializer.serialize_i64(*i),
+            Value::Number(n) if n.fract() == 0.0 && n.abs() < MAX_EXACT_INTEGER => serializer.serialize_i64(*n as i64),
+            Value::Number(n) if n.is_finite() => serializer.serialize_f64(*n),
+            Value::Number(n) => Err(S::Error::custom(format!("{n} is not a JSON number"))),
+            Value::String(s) => {
+                let bytes = s.as_bytes();
+                self.spend(bytes.len())?;
+                let text = std::str::from_utf8(&bytes).map_err(|_| S::Error::custom("a string is not valid UTF-8"))?;
+                serializer.serialize_str(text)
             }
-        };
-        budget.spend(key.len())?;
-        object.insert(key, to_json_at(&item, depth + 1, budget)?);
+            Value::Table(table) => self.table(table, serializer),
+            other => Err(S::Error::custom(format!(
+                "a {} cannot be written as JSON",
+                other.type_name()
+            ))),
+        }
     }
-    Ok(serde_json::Value::Object(object))
+}
+
+impl LuaJson<'_, '_> {
+    fn table<S: Serializer>(&self, table: &Table, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut pairs = Vec::new();
+        for pair in table.pairs::<Value, Value>() {
+            pairs.push(pair.map_err(S::Error::custom)?);
+        }
+        self.spend(pairs.len() * NODE_COST * 2)?;
+        // An array when the keys are exactly 1..n, or when the table was decoded from a JSON array (asked only when
+        // the keys alone do not tell, as the metatable costs a call).
+        let sequence = !pairs.is_empty() && pairs.iter().all(|(key, _)| index(key, pairs.len()).is_some());
+        if sequence || self.marked(table) {
+            let mut items: Vec<(usize, &Value)> = pairs
+                .iter()
+                .filter_map(|(key, item)| index(key, usize::MAX).map(|i| (i, item)))
+                .collect();
+            items.sort_unstable_by_key(|(i, _)| *i);
+            if !sequence {
+                // A decoded array the handler changed: its elements 1..n up to the first hole, as Lua's `#` counts.
+                let end = items.iter().enumerate().take_while(|(at, (i, _))| *i == at + 1).count();
+                items.truncate(end);
+            }
+            let mut seq = serializer.serialize_seq(Some(items.len()))?;
+            for (_, item) in items {
+                seq.serialize_element(&self.child(item))?;
+            }
+            return seq.end();
+        }
+        let mut entries = Vec::with_capacity(pairs.len());
+        for (key, item) in pairs {
+            let key = match &key {
+                Value::String(s) => s
+                    .to_str()
+                    .map_err(|_| S::Error::custom("a key is not valid UTF-8"))?
+                    .to_owned(),
+                Value::Integer(i) => i.to_string(),
+                Value::Number(n) if n.fract() == 0.0 => (*n as i64).to_string(),
+                other => {
+                    return Err(S::Error::custom(format!(
+                        "a table key of type {} cannot be a JSON object key",
+                        other.type_name()
+                    )));
+                }
+            };
+            self.spend(key.len())?;
+            entries.push((key, item));
+        }
+        entries.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        let mut map = serializer.serialize_map(Some(entries.len()))?;
+        for (key, item) in &entries {
+            map.serialize_entry(key, &self.child(item))?;
+        }
+        map.end()
+    }
 }
 
 /// Refuses unknown (misspelt) fields of a table that stands for a fixed record (a produce call, a message, a
@@ -166,14 +220,19 @@ pub fn check_fields(table: &Table, allowed: &[&str]) -> Result<(), String> {
         let (key, _) = pair.map_err(|e| e.to_string())?;
         let known = matches!(&key, Value::String(s) if allowed.contains(&s.to_string_lossy().as_str()));
         if !known {
-            let name = match &key {
-                Value::String(s) => format!("'{}'", s.to_string_lossy()),
-                other => format!("[{}]", other.to_string().unwrap_or_default()),
-            };
-            return Err(format!("unknown field {name} (expected {})", allowed.join(", ")));
+            return Err(unknown_field(&key, allowed));
         }
     }
     Ok(())
+}
+
+/// `unknown field 'x' (expected a, b)`, for a key that is not one of `allowed`.
+pub fn unknown_field(key: &Value, allowed: &[&str]) -> String {
+    let name = match key {
+        Value::String(s) => format!("'{}'", s.to_string_lossy()),
+        other => format!("[{}]", other.to_string().unwrap_or_default()),
+    };
+    format!("unknown field {name} (expected {})", allowed.join(", "))
 }
 
 /// The metatable that marks arrays, one per VM, kept in the registry.
@@ -188,28 +247,135 @@ fn array_marker(lua: &Lua) -> mlua::Result<Table> {
     Ok(mt)
 }
 
+/// A JSON value already parsed (e.g. a generated one) as Lua values.
 pub fn from_json(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
-    Ok(match value {
-        serde_json::Value::Null => Value::NULL,
-        serde_json::Value::Bool(b) => Value::Boolean(*b),
-        serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
-        serde_json::Value::String(s) => Value::String(lua.create_string(s)?),
-        serde_json::Value::Array(items) => {
-            let table = lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, item) in items.iter().enumerate() {
-                table.raw_set(i + 1, from_json(lua, item)?)?;
-            }
-            table.set_metatable(Some(array_marker(lua)?))?;
-            Value::Table(table)
-        }
-        serde_json::Value::Object(map) => {
-            let table = lua.create_table_with_capacity(0, map.len())?;
-            for (key, item) in map {
-                table.raw_set(key.as_str(), from_json(lua, item)?)?;
-            }
-            Value::Table(table)
-        }
+    match decode_with(lua, |seed| seed.deserialize(value)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(mlua::Error::runtime(e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// JSON text straight to Lua values (no intermediate tree). The outer error is Lua's own (out of memory); the
+/// inner one says why the text is not JSON.
+pub fn decode_json(lua: &Lua, text: &[u8]) -> mlua::Result<Result<Value, serde_json::Error>> {
+    decode_with(lua, |seed| {
+        let mut reader = serde_json::Deserializer::from_slice(text);
+        let value = seed.deserialize(&mut reader)?;
+        reader.end().map(|()| value)
     })
+}
+
+fn decode_with<E>(lua: &Lua, decode: impl FnOnce(LuaSeed<'_>) -> Result<Value, E>) -> mlua::Result<Result<Value, E>> {
+    let failure = Cell::new(None);
+    let marker = array_marker(lua)?;
+    let result = decode(LuaSeed {
+        lua,
+        marker: &marker,
+        failure: &failure,
+    });
+    match failure.into_inner() {
+        Some(error) => Err(error),
+        None => Ok(result),
+    }
+}
+
+/// Builds Lua values as serde reads JSON: arrays get the array marker, `null` is `json.null`, numbers are doubles.
+#[derive(Clone, Copy)]
+struct LuaSeed<'a> {
+    lua: &'a Lua,
+    marker: &'a Table,
+    /// A Lua error met while building (kept, since serde's error type can only carry text).
+    failure: &'a Cell<Option<mlua::Error>>,
+}
+
+impl LuaSeed<'_> {
+    fn lua<T, E: serde::de::Error>(&self, result: mlua::Result<T>) -> Result<T, E> {
+        result.map_err(|e| {
+            let message = e.to_string();
+            self.failure.set(Some(e));
+            E::custom(message)
+        })
+    }
+}
+
+impl LuaJson<'_, '_> {
+    fn marked(&self, table: &Table) -> bool {
+        table
+            .metatable()
+            .and_then(|mt| mt.raw_get::<bool>(ARRAY_MARKER).ok())
+            .unwrap_or(false)
+    }
+}
+
+/// `key` as an array index from 1 to `len`.
+fn index(key: &Value, len: usize) -> Option<usize> {
+    let i = match key {
+        Value::Integer(i) => usize::try_from(*i).ok()?,
+        Value::Number(n) if n.fract() == 0.0 && *n >= 1.0 && *n <= len as f64 => *n as usize,
+        _ => return None,
+    };
+    (1..=len).contains(&i).then_some(i)
+}
+
+impl<'de> DeserializeSeed<'de> for LuaSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LuaSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::NULL)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Boolean(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n as f64))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n as f64))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Value::Number(n))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
+        self.lua(self.lua.create_string(s)).map(Value::String)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let table = self.lua(self.lua.create_table_with_capacity(seq.size_hint().unwrap_or(0), 0))?;
+        let mut index = 1;
+        while let Some(item) = seq.next_element_seed(self)? {
+            self.lua(table.raw_set(index, item))?;
+            index += 1;
+        }
+        self.lua(table.set_metatable(Some(self.marker.clone())))?;
+        Ok(Value::Table(table))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let table = self.lua(self.lua.create_table_with_capacity(0, map.size_hint().unwrap_or(0)))?;
+        while let Some(key) = map.next_key_seed(self)? {
+            let item = map.next_value_seed(self)?;
+            self.lua(table.raw_set(key, item))?;
+        }
+        Ok(Value::Table(table))
+    }
 }
 
 #[cfg(test)]

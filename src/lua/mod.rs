@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! functions/*.lua ─> compile (once, bytecode shared) ─> route table (files + [[routes]])
-//! request ─> find (method, path) ─> pool (least busy VM) ─> VM task: coroutine per request ─> response
+//! request ─> find (method, path) ─> pool (this thread's VM) ─> call: a recycled coroutine, resumed on the
+//!                                                            connection's own task ─> response
 //!                                                              └─ kafka.produce ─> produce core (shared with REST)
 //! ```
 //!
@@ -11,17 +12,27 @@
 //! its interrupt callback is cheap enough to check a CPU budget at every loop back-edge and call; and mlua gives
 //! it a hard memory limit. Lua 5.4 would need each of these rebuilt by hand, with more ways to get one wrong.
 //!
-//! Why a few VMs with many coroutines each, and not a VM per request or a VM per thread behind a lock: a VM costs
-//! about a millisecond and a few hundred KiB to create, too much per request; and most of a handler's life is
-//! spent waiting for Kafka's acknowledgement, during which its VM should serve other requests. So there are a
-//! few VMs (one per core by default), each owned by one tokio task that runs every request as its own coroutine.
-//! The pool sends each request to the least busy VM.
+//! Why a few VMs with many coroutines each, and not a VM per request: a VM costs about a millisecond and a few
+//! hundred KiB to create, too much per request; and most of a handler's life is spent waiting for Kafka's
+//! acknowledgement, during which its VM should serve other requests. So there is one VM per worker thread by
+//! default, and every request runs as its own coroutine on its thread's VM, resumed by the connection's own task
+//! (as OpenResty runs a handler in the worker that accepted it): no hand-off to another task and back. A VM is
+//! held through an async lock for one poll at a time, so a VM is never used by two threads at once and a request
+//! whose VM is busy waits without blocking its thread.
+//!
+//! What a request costs (measured with `perf record -g` on a constant handler, see `bench/README.md`): before
+//! this design, about 45% of the CPU went to mlua and Luau, most of it in mlua's protected calls (with a memory
+//! limit set, every table and string made from Rust runs under `lua_pcall`), its per-call lock, the hand-off
+//! between tasks, and building every field of `req`. Now the memory limit is on only while Lua runs, `req` is
+//! built lazily, coroutines and route environments are reused, and the environment keeps Luau's `safeenv` fast
+//! paths.
 //!
 //! Isolation: each request runs a fresh clone of its file's chunk with its own global table, whose reads fall
 //! through to the shared read-only globals. A global written by one request is invisible to every other, and
 //! top-level locals of a file are per request too. The modules (`kafka`, `json`, `crypto`, ...) are the only
 //! way out of the sandbox: no files, processes, sockets, `require`, `loadstring` or `debug`.
 
+mod call;
 mod compile;
 mod convert;
 mod error;
@@ -63,7 +74,6 @@ pub struct Functions {
 fn limits(config: &Config) -> Limits {
     Limits {
         cpu: config.lua.cpu,
-        timeout: config.lua.timeout,
         memory_bytes: config.lua.memory_bytes,
     }
 }
@@ -132,8 +142,17 @@ impl Functions {
         self.table().find(method, path)
     }
 
+    /// Runs `target` for `request` on the caller's own task, within the wall-clock limit.
     pub async fn call(&self, target: Target, request: HttpRequest) -> Result<HandlerResponse, LuaError> {
-        self.pool.call(target, request).await
+        let function = Arc::clone(&target.function.display);
+        let limit = self.config.lua.timeout;
+        match crate::timeout::within(limit, self.pool.call(target, request)).await {
+            Ok(result) => result,
+            Err(_) => Err(LuaError::Timeout {
+                function: function.to_string(),
+                limit_ms: limit.as_millis(),
+            }),
+        }
     }
 
     fn table(&self) -> Arc<RouteTable> {

@@ -1,22 +1,22 @@
-//! The VMs requests are spread over: a job in, sent to the least busy VM; a retiring VM replaced in its slot.
+//! The VMs requests run on: a request in, a [`Call`] (the future that runs it on one VM) out; a VM that hit its
+//! memory limit replaced in its slot.
+//!
+//! Each worker thread has a home VM (threads are numbered as they first call), so with one VM per worker thread,
+//! as by default, a request almost always finds its VM free and runs on its own connection's task without any
+//! hand-off. A VM is held through an async lock for one poll at a time: a request whose VM is busy on another
+//! thread waits without blocking its thread, and a request not yet started takes any free VM instead.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::OwnedMutexGuard;
 
-use super::LuaError;
+use super::call::Call;
 use super::modules::KafkaContext;
 use super::request::HttpRequest;
-use super::response::HandlerResponse;
 use super::routes::Target;
-use super::vm::{Job, Limits, Vm};
-
-/// Jobs queued per VM before senders wait; the connection limit bounds the total anyway.
-const QUEUE: usize = 256;
-
-/// Tries to reach a VM; one failure is a VM that retired between choosing and sending.
-const SEND_ATTEMPTS: usize = 3;
+use super::vm::{Limits, Running, Vm};
 
 #[derive(Debug)]
 pub struct Pool {
@@ -24,106 +24,146 @@ pub struct Pool {
 }
 
 #[derive(Debug)]
-struct Inner {
-    slots: Vec<Mutex<Slot>>,
+pub(super) struct Inner {
+    slots: Vec<RwLock<Arc<VmCell>>>,
     context: Arc<KafkaContext>,
     limits: Limits,
 }
 
-#[derive(Debug, Clone)]
-struct Slot {
-    jobs: mpsc::Sender<Job>,
-    /// Jobs sent and not yet answered.
-    busy: Arc<AtomicUsize>,
+/// One VM behind its lock.
+pub(super) struct VmCell {
+    index: usize,
+    vm: Arc<tokio::sync::Mutex<Vm>>,
+    /// Coroutines of requests that ended (client gone, timeout) while another thread held the VM: Lua values must
+    /// be released under the lock, so the next holder drops them.
+    graveyard: Mutex<Vec<Running>>,
+    has_dead: AtomicBool,
+}
+
+impl std::fmt::Debug for VmCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmCell")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) type VmGuard = OwnedMutexGuard<Vm>;
+
+impl VmCell {
+    fn new(index: usize, vm: Vm) -> Arc<Self> {
+        Arc::new(Self {
+            index,
+            vm: Arc::new(tokio::sync::Mutex::new(vm)),
+            graveyard: Mutex::new(Vec::new()),
+            has_dead: AtomicBool::new(false),
+        })
+    }
+
+    pub(super) fn try_lock(&self) -> Option<VmGuard> {
+        Arc::clone(&self.vm).try_lock_owned().ok()
+    }
+
+    pub(super) fn lock(&self) -> impl Future<Output = VmGuard> + Send + 'static {
+        Arc::clone(&self.vm).lock_owned()
+    }
+
+    /// Drops a request's coroutine now if the VM is free, else leaves it to the next holder.
+    pub(super) fn release(&self, running: Running) {
+        match self.try_lock() {
+            Some(guard) => {
+                drop(running);
+                drop(guard);
+            }
+            None => {
+                self.graveyard
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(running);
+                self.has_dead.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Called by each holder of the lock: drops what [`VmCell::release`] left behind.
+    pub(super) fn bury(&self, _holding: &VmGuard) {
+        if self.has_dead.swap(false, Ordering::Acquire) {
+            let dead = std::mem::take(&mut *self.graveyard.lock().unwrap_or_else(PoisonError::into_inner));
+            drop(dead);
+        }
+    }
+}
+
+static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's number, for choosing its home VM.
+    static HOME: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+fn thread_number() -> usize {
+    HOME.with(|home| match home.get() {
+        Some(n) => n,
+        None => {
+            let n = NEXT_HOME.fetch_add(1, Ordering::Relaxed);
+            home.set(Some(n));
+            n
+        }
+    })
 }
 
 impl Pool {
-    /// Starts `size` VMs as tasks on the current tokio runtime.
+    /// Starts `size` VMs (0: one per worker thread of the current tokio runtime).
     pub fn start(size: usize, context: Arc<KafkaContext>, limits: Limits) -> mlua::Result<Self> {
-        let vms = (0..size.max(1))
-            .map(|_| Vm::new(&context, limits))
+        let size = match size {
+            0 => tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers()),
+            n => n,
+        };
+        let slots = (0..size.max(1))
+            .map(|index| Vm::new(&context, limits).map(|vm| RwLock::new(VmCell::new(index, vm))))
             .collect::<mlua::Result<Vec<_>>>()?;
-        let inner = Arc::new_cyclic(|weak| Inner {
-            slots: vms
-                .into_iter()
-                .enumerate()
-                .map(|(index, vm)| Mutex::new(launch(vm, weak.clone(), index)))
-                .collect(),
-            context,
-            limits,
-        });
-        Ok(Self { inner })
+        Ok(Self {
+            inner: Arc::new(Inner { slots, context, limits }),
+        })
     }
 
-    pub async fn call(&self, target: Target, request: HttpRequest) -> Result<HandlerResponse, LuaError> {
-        let (reply, answer) = oneshot::channel();
-        let mut job = Job { target, request, reply };
-        for _ in 0..SEND_ATTEMPTS {
-            let slot = self.least_busy();
-            // Counted until this future ends, however it ends (the client may go away while it waits).
-            let _busy = Busy::enter(&slot.busy);
-            match slot.jobs.send(job).await {
-                Ok(()) => return answer.await.unwrap_or(Err(LuaError::ShuttingDown)),
-                Err(mpsc::error::SendError(returned)) => job = returned,
+    /// The future that runs `target` for `request` on this thread's home VM (or another free one).
+    pub fn call(&self, target: Target, request: HttpRequest) -> Call {
+        let home = self.inner.cell(thread_number() % self.inner.slots.len());
+        Call::new(Arc::clone(&self.inner), home, target, request)
+    }
+}
+
+impl Inner {
+    pub(super) fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn cell(&self, index: usize) -> Arc<VmCell> {
+        Arc::clone(&self.slots[index].read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A VM other than `busy` that is free right now, locked.
+    pub(super) fn any_free(&self, busy: &VmCell) -> Option<(Arc<VmCell>, VmGuard)> {
+        (0..self.slots.len())
+            .filter(|index| *index != busy.index)
+            .map(|index| self.cell(index))
+            .find_map(|cell| cell.try_lock().map(|guard| (cell, guard)))
+    }
+
+    /// Puts a fresh VM in `cell`'s slot (if another has not already): after a memory limit hit, the old VM may
+    /// have failed an allocation anywhere. Requests still running on it finish there.
+    pub(super) fn retire(&self, cell: &Arc<VmCell>) {
+        let index = cell.index;
+        match Vm::new(&self.context, self.limits) {
+            Ok(vm) => {
+                let mut slot = self.slots[index].write().unwrap_or_else(PoisonError::into_inner);
+                if Arc::ptr_eq(&slot, cell) {
+                    *slot = VmCell::new(index, vm);
+                    tracing::warn!(vm = index, "a request hit a Lua limit; its VM was replaced");
+                }
             }
+            Err(e) => tracing::error!(vm = index, error = %e, "cannot create a Lua VM; the old one keeps serving"),
         }
-        Err(LuaError::ShuttingDown)
-    }
-
-    /// The open slot with the fewest requests (a slot whose VM could not be replaced stays closed).
-    fn least_busy(&self) -> Slot {
-        let slots: Vec<Slot> = self
-            .inner
-            .slots
-            .iter()
-            .map(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).clone())
-            .collect();
-        let open = slots.iter().filter(|slot| !slot.jobs.is_closed());
-        open.min_by_key(|slot| slot.busy.load(Ordering::Relaxed))
-            .or_else(|| slots.first())
-            .cloned()
-            .unwrap_or_else(|| unreachable!("a pool has at least one VM"))
-    }
-}
-
-struct Busy<'a>(&'a AtomicUsize);
-
-impl<'a> Busy<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
-    }
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Runs `vm` as a task for slot `index`; when it retires it puts a fresh VM in its own slot.
-fn launch(vm: Vm, pool: Weak<Inner>, index: usize) -> Slot {
-    let (jobs, receiver) = mpsc::channel(QUEUE);
-    tokio::spawn(vm.run(receiver, move || {
-        if let Some(inner) = pool.upgrade() {
-            replace(&inner, index);
-        }
-    }));
-    Slot {
-        jobs,
-        busy: Arc::new(AtomicUsize::new(0)),
-    }
-}
-
-fn replace(inner: &Arc<Inner>, index: usize) {
-    match Vm::new(&inner.context, inner.limits) {
-        Ok(vm) => {
-            let fresh = launch(vm, Arc::downgrade(inner), index);
-            if let Some(slot) = inner.slots.get(index) {
-                *slot.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
-            }
-            tracing::warn!(vm = index, "a request hit a Lua limit; its VM was replaced");
-        }
-        Err(e) => tracing::error!(vm = index, error = %e, "cannot create a Lua VM; this slot stays out of service"),
     }
 }

@@ -1,12 +1,17 @@
 //! The `req` table a handler receives: method, path, params, query, headers (case-insensitive), body (raw bytes),
 //! remote_addr, user, and `req:json()`.
+//!
+//! Only `method` and `path` are set when the handler starts; every other field is made from the request the first
+//! time the handler reads it (the metatable's `__index` asks Rust, then stores the value in `req`), so a handler
+//! pays only for what it uses. `pairs(req)` therefore shows the fields read so far.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use mlua::{Function, Lua, Result, Table};
+use mlua::{Function, Lua, LuaString, Result, Table, Value};
 
-use super::routes::Target;
+use super::state::{RequestState, VmShared, unlimited};
 
 /// An HTTP request as the server hands it to a function.
 #[derive(Debug, Clone)]
@@ -14,72 +19,104 @@ pub struct HttpRequest {
     pub method: String,
     pub path: String,
     pub query: Option<String>,
-    /// Lower-case names, in arrival order; repeated names appear repeatedly.
-    pub headers: Vec<(String, Bytes)>,
+    /// As received (names lower-case); repeated names keep every value.
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
     pub remote_addr: SocketAddr,
     /// The `[[users]]` name, on routes with `auth = true`.
     pub user: Option<String>,
 }
 
-/// Per-VM pieces every `req` shares.
-#[derive(Debug)]
-pub struct RequestParts {
-    /// Makes `req.headers["Content-Type"]` find `content-type`.
-    pub headers_meta: Table,
-    pub json: Function,
+/// Builds `req` from the runner's arguments; `lazy` is the Rust side of the lazily made fields.
+const REQ_META: &str = r#"
+local lazy, rawset = ...
+return { __index = function(req, key)
+  local value = lazy(key)
+  if value ~= nil then rawset(req, key, value) end
+  return value
+end }
+"#;
+
+/// The metatable every `req` of a VM shares; `json` is the `req:json()` method.
+pub fn metatable(lua: &Lua, shared: &Arc<VmShared>, json: Function) -> Result<Table> {
+    let headers_meta = headers_metatable(lua)?;
+    let shared = Arc::clone(shared);
+    let lazy = lua.create_function(move |lua, key: Value| {
+        let (Value::String(key), Some(state)) = (key, shared.current()) else {
+            return Ok(Value::Nil);
+        };
+        let size = match &*key.as_bytes() {
+            b"body" => state.request.body.len(),
+            _ => 0,
+        };
+        unlimited(lua, size, || field(lua, &state, &key, &headers_meta, &json))
+    })?;
+    let meta: Table = lua
+        .load(REQ_META)
+        .set_name("=luka.req")
+        .call((lazy, lua.globals().raw_get::<Function>("rawset")?))?;
+    meta.set_readonly(true);
+    Ok(meta)
 }
 
-impl RequestParts {
-    pub fn new(lua: &Lua, json: Function) -> Result<Self> {
-        let lower: Function = lua
-            .load("local t, k = ... if type(k) == 'string' then return rawget(t, string.lower(k)) end return nil")
-            .set_name("=luka.headers")
-            .into_function()?;
-        let headers_meta = lua.create_table()?;
-        headers_meta.set("__index", lower)?;
-        headers_meta.set_readonly(true);
-        Ok(Self { headers_meta, json })
-    }
+fn field(lua: &Lua, state: &RequestState, key: &LuaString, headers_meta: &Table, json: &Function) -> Result<Value> {
+    let request = &state.request;
+    Ok(match &*key.as_bytes() {
+        b"body" => Value::String(lua.create_string(&request.body)?),
+        b"headers" => Value::Table(headers(lua, request, headers_meta)?),
+        b"query" => Value::Table(query(lua, request)?),
+        b"params" => Value::Table(lua.create_table_from(state.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?),
+        b"remote_addr" => Value::String(lua.create_string(request.remote_addr.to_string())?),
+        b"user" => match &request.user {
+            Some(user) => Value::String(lua.create_string(user)?),
+            None => Value::Nil,
+        },
+        b"json" => Value::Function(json.clone()),
+        _ => Value::Nil,
+    })
 }
 
-pub fn build(lua: &Lua, parts: &RequestParts, request: &HttpRequest, target: &Target) -> Result<Table> {
-    let req = lua.create_table_with_capacity(0, 10)?;
-    req.raw_set("method", request.method.as_str())?;
-    req.raw_set("path", request.path.as_str())?;
-    let params = lua.create_table()?;
-    for (name, value) in &target.params {
-        params.raw_set(name.as_str(), value.as_str())?;
+/// Makes `req.headers["Content-Type"]` find `content-type`.
+fn headers_metatable(lua: &Lua) -> Result<Table> {
+    let lower: Function = lua
+        .load("local t, k = ... if type(k) == 'string' then return rawget(t, string.lower(k)) end return nil")
+        .set_name("=luka.headers")
+        .into_function()?;
+    let meta = lua.create_table()?;
+    meta.set("__index", lower)?;
+    meta.set_readonly(true);
+    Ok(meta)
+}
+
+fn headers(lua: &Lua, request: &HttpRequest, meta: &Table) -> Result<Table> {
+    let table = lua.create_table_with_capacity(0, request.headers.keys_len())?;
+    for name in request.headers.keys() {
+        let mut values = request.headers.get_all(name).iter();
+        let first = values.next().map_or(&[][..], |v| v.as_bytes());
+        let value = match values.next() {
+            None => lua.create_string(first)?,
+            Some(second) => {
+                // Repeated headers join with ", " as HTTP defines for list-valued fields.
+                let mut joined = [first, second.as_bytes()].join(&b", "[..]);
+                for more in values {
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(more.as_bytes());
+                }
+                lua.create_string(joined)?
+            }
+        };
+        table.raw_set(name.as_str(), value)?;
     }
-    req.raw_set("params", params)?;
-    let query = lua.create_table()?;
+    table.set_metatable(Some(meta.clone()))?;
+    Ok(table)
+}
+
+fn query(lua: &Lua, request: &HttpRequest) -> Result<Table> {
+    let table = lua.create_table()?;
     if let Some(text) = &request.query {
         for (name, value) in form_urlencoded::parse(text.as_bytes()) {
-            query.raw_set(&*name, &*value)?;
+            table.raw_set(&*name, &*value)?;
         }
     }
-    req.raw_set("query", query)?;
-    let headers = lua.create_table()?;
-    for (name, value) in &request.headers {
-        // Repeated headers join with ", " as HTTP defines for list-valued fields.
-        let joined = match headers.raw_get::<Option<mlua::LuaString>>(name.as_str())? {
-            Some(previous) => {
-                let mut bytes = previous.as_bytes().to_vec();
-                bytes.extend_from_slice(b", ");
-                bytes.extend_from_slice(value);
-                lua.create_string(bytes)?
-            }
-            None => lua.create_string(value)?,
-        };
-        headers.raw_set(name.as_str(), joined)?;
-    }
-    headers.set_metatable(Some(parts.headers_meta.clone()))?;
-    req.raw_set("headers", headers)?;
-    req.raw_set("body", lua.create_string(&request.body)?)?;
-    req.raw_set("remote_addr", request.remote_addr.to_string())?;
-    if let Some(user) = &request.user {
-        req.raw_set("user", user.as_str())?;
-    }
-    req.raw_set("json", parts.json.clone())?;
-    Ok(req)
+    Ok(table)
 }

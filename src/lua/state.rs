@@ -1,19 +1,30 @@
-//! What a VM's task, its interrupt handler and its module callbacks share: the request whose coroutine is
-//! running now, and its CPU budget.
+//! What a VM, its interrupt handler and its module callbacks share: the request whose coroutine is running now,
+//! and its CPU budget.
 //!
-//! A VM runs one coroutine at a time, so "the current request" is well defined: the task sets it before it resumes
-//! a coroutine and clears it after. The interrupt (called by Luau at loop back-edges and calls) stops the coroutine
-//! once its budget is spent, and keeps stopping it, so a `pcall` around a runaway loop cannot swallow the limit.
+//! A VM runs one coroutine at a time (its lock is held for each resume), so "the current request" is well
+//! defined: [`VmShared::enter`] sets it before a coroutine is resumed and [`VmShared::leave`] clears it after. The
+//! interrupt (called by Luau at calls, returns and loop back-edges) stops the coroutine once its budget is spent,
+//! and keeps stopping it, so a `pcall` around a runaway loop cannot swallow the limit.
+//!
+//! The interrupt runs a dozen times in even a trivial handler and millions of times a second in a loop, so it
+//! does not read the clock: it compares the deadline with [`ticker`]'s coarse clock, one atomic load. The budget
+//! itself is kept with the precise clock, read when a coroutine is resumed and when it stops.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use super::request::HttpRequest;
 
 /// The request a coroutine serves, as its module callbacks see it.
 #[derive(Debug)]
 pub struct RequestState {
     /// The handler file, for logs.
     pub function: Arc<str>,
+    /// What the lazily built fields of `req` (body, headers, query, params, ...) are made from.
+    pub request: HttpRequest,
+    /// The route's path parameters.
+    pub params: Vec<(String, String)>,
     outcome: Mutex<Outcome>,
 }
 
@@ -35,9 +46,11 @@ pub struct KafkaOutage {
 }
 
 impl RequestState {
-    pub fn new(function: Arc<str>) -> Self {
+    pub fn new(function: Arc<str>, request: HttpRequest, params: Vec<(String, String)>) -> Self {
         Self {
             function,
+            request,
+            params,
             outcome: Mutex::new(Outcome::default()),
         }
     }
@@ -56,6 +69,8 @@ pub struct VmShared {
     epoch: Instant,
     /// Nanoseconds since `epoch` when the running coroutine's budget ends; `u64::MAX` when none runs.
     deadline_ns: AtomicU64,
+    /// The same deadline on [`ticker`]'s clock, rounded up.
+    deadline_tick: AtomicU64,
     exceeded: AtomicBool,
     current: Mutex<Option<Arc<RequestState>>>,
 }
@@ -65,16 +80,19 @@ pub struct VmShared {
 #[error("CPU time limit exceeded")]
 pub struct CpuLimitHit;
 
-impl VmShared {
-    pub fn new() -> Self {
+impl Default for VmShared {
+    fn default() -> Self {
         Self {
             epoch: Instant::now(),
             deadline_ns: AtomicU64::new(u64::MAX),
+            deadline_tick: AtomicU64::new(u64::MAX),
             exceeded: AtomicBool::new(false),
             current: Mutex::new(None),
         }
     }
+}
 
+impl VmShared {
     pub fn current(&self) -> Option<Arc<RequestState>> {
         self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
@@ -84,6 +102,8 @@ impl VmShared {
         let now = Instant::now();
         let deadline = (now - self.epoch + remaining).as_nanos().min(u128::from(u64::MAX - 1)) as u64;
         self.deadline_ns.store(deadline, Ordering::Relaxed);
+        self.deadline_tick
+            .store(ticker::tick_after(now + remaining), Ordering::Relaxed);
         self.exceeded.store(false, Ordering::Relaxed);
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(state));
         now
@@ -92,13 +112,15 @@ impl VmShared {
     /// After the coroutine yielded or finished; tells whether it ran past its budget.
     pub fn leave(&self) -> bool {
         self.deadline_ns.store(u64::MAX, Ordering::Relaxed);
+        self.deadline_tick.store(u64::MAX, Ordering::Relaxed);
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.exceeded.swap(false, Ordering::Relaxed)
     }
 
-    /// The interrupt handler: an error once the budget is spent.
+    /// The interrupt handler: an error once the budget is spent (to within a tick).
     pub fn check(&self) -> mlua::Result<mlua::VmState> {
-        if self.out_of_time() {
+        if ticker::now() >= self.deadline_tick.load(Ordering::Relaxed) {
+            self.exceeded.store(true, Ordering::Relaxed);
             return Err(mlua::Error::external(CpuLimitHit));
         }
         Ok(mlua::VmState::Continue)
@@ -113,5 +135,100 @@ impl VmShared {
             return true;
         }
         false
+    }
+}
+
+/// Work of at most this many bytes may run with the memory limit lifted: far below any VM's limit, and above what a
+/// typical webhook body, its headers or its parsed JSON take.
+const UNLIMITED_UP_TO: usize = 64 * 1024;
+
+/// Runs `work` with the VM's memory limit lifted when `size` (what the work allocates, roughly) is small: for
+/// Rust-side work whose size the request bounds (its body, headers, parsed JSON), which would otherwise pay for a
+/// protected call at every allocation. What it allocates still counts: once the VM is over its limit, the next
+/// allocation in Lua fails. Larger work runs under the limit.
+pub fn unlimited<T>(lua: &mlua::Lua, size: usize, work: impl FnOnce() -> mlua::Result<T>) -> mlua::Result<T> {
+    if size > UNLIMITED_UP_TO {
+        return work();
+    }
+    let limit = lua.set_memory_limit(0)?;
+    let result = work();
+    lua.set_memory_limit(limit)?;
+    result
+}
+
+/// A coarse clock for the interrupt: ticks of [`ticker::TICK`] since the process started, advanced by one
+/// background thread while Lua runs and parked when none has run for a while.
+pub mod ticker {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::thread::Thread;
+    use std::time::{Duration, Instant};
+
+    /// The clock's resolution: how far past its CPU budget a runaway handler may run.
+    pub const TICK: Duration = Duration::from_millis(1);
+
+    /// Ticks without any Lua running before the thread parks (and stops waking the machine).
+    const IDLE_TICKS: u32 = 100;
+
+    static NOW: AtomicU64 = AtomicU64::new(0);
+    /// Set by every resume, cleared by the ticker: whether Lua ran since its last look.
+    static ACTIVE: AtomicBool = AtomicBool::new(false);
+    static PARKED: AtomicBool = AtomicBool::new(false);
+    static TICKER: OnceLock<(Instant, Thread)> = OnceLock::new();
+
+    fn ticker() -> &'static (Instant, Thread) {
+        TICKER.get_or_init(|| {
+            let epoch = Instant::now();
+            let thread = std::thread::Builder::new()
+                .name("luka-lua-ticker".into())
+                .spawn(move || run(epoch))
+                .expect("cannot start the Lua CPU-time ticker thread");
+            (epoch, thread.thread().clone())
+        })
+    }
+
+    fn run(epoch: Instant) {
+        let mut idle = 0;
+        loop {
+            NOW.store(ticks(epoch.elapsed()), Ordering::Relaxed);
+            if ACTIVE.swap(false, Ordering::SeqCst) {
+                idle = 0;
+            } else {
+                idle += 1;
+            }
+            if idle < IDLE_TICKS {
+                std::thread::sleep(TICK);
+                continue;
+            }
+            // Park unless a resume slipped in; `resumed` sees PARKED (SeqCst on both sides) and unparks.
+            PARKED.store(true, Ordering::SeqCst);
+            if !ACTIVE.load(Ordering::SeqCst) {
+                std::thread::park_timeout(Duration::from_secs(1));
+            }
+            PARKED.store(false, Ordering::SeqCst);
+            idle = 0;
+        }
+    }
+
+    fn ticks(elapsed: Duration) -> u64 {
+        (elapsed.as_nanos() / TICK.as_nanos()) as u64
+    }
+
+    /// The current tick.
+    pub fn now() -> u64 {
+        NOW.load(Ordering::Relaxed)
+    }
+
+    /// The first tick at or after `at`; also tells the ticker that Lua is about to run.
+    pub fn tick_after(at: Instant) -> u64 {
+        let (epoch, thread) = ticker();
+        ACTIVE.store(true, Ordering::SeqCst);
+        if PARKED.load(Ordering::SeqCst) {
+            // The parked ticker's clock is stale: bring it up to date, then wake it.
+            NOW.store(ticks(epoch.elapsed()), Ordering::Relaxed);
+            thread.unpark();
+        }
+        let elapsed = at.saturating_duration_since(*epoch);
+        ticks(elapsed) + u64::from(!elapsed.as_nanos().is_multiple_of(TICK.as_nanos()))
     }
 }

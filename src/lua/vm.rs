@@ -1,48 +1,39 @@
-//! One Luau VM and the task that owns it: jobs in, each run as its own coroutine, answers out.
+//! One Luau VM: a request's target in, a coroutine ready to resume out (and back in, to be recycled).
 //!
 //! ```text
-//! job ─> load the file's chunk (cached per VM) ─> clone it with a fresh environment ─> coroutine(runner, chunk, req)
-//!     ─> polled by this task only, metered (CPU budget), timed (wall clock) ─> response ─> reply
+//! start: the file's chunk (loaded once per VM and version) ─> cloned, with the request's own environment
+//!        ─> a recycled coroutine running (runner, chunk, method, path)
+//! finish: a finished coroutine ─> reset ─> kept for the next request
 //! ```
 //!
-//! All coroutines of a VM are polled by its one task, so only one runs at a time and the interrupt knows whose
-//! budget to charge. While one waits on Kafka the others run. After a request hits the CPU or memory limit the VM
-//! retires: it finishes what it has, takes no new jobs, and the pool puts a fresh VM in its place.
+//! A `Vm` is only ever touched by the holder of its lock ([`super::pool::VmCell`]), one poll at a time, so the
+//! VM runs one coroutine at a time and the interrupt knows whose budget to charge. The memory limit is switched
+//! on only while Lua runs ([`Vm::enter`]): with a limit set, mlua wraps every allocating call in a protected call,
+//! which would make setting up a request several times dearer, and setup allocates only what the request's own
+//! size bounds.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use mlua::chunk::ChunkMode;
-use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value};
-use tokio::sync::{mpsc, oneshot};
+use mlua::thread::{AsyncThread, ThreadStatus};
+use mlua::{Function, Lua, LuaOptions, StdLib, Table, Thread, Value};
 
 use super::LuaError;
 use super::compile::Compiled;
 use super::convert;
 use super::modules::{self, KafkaContext};
-use super::request::{self, HttpRequest, RequestParts};
-use super::response::{self, HandlerResponse};
+use super::request;
+use super::response::Returned;
 use super::routes::Target;
-use super::state::{RequestState, VmShared};
+use super::state::{RequestState, VmShared, unlimited};
 
-/// Limits every request of a VM runs under.
+/// Limits every request of a VM runs under (the wall-clock limit is kept by [`super::Functions::call`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub cpu: Duration,
-    pub timeout: Duration,
     pub memory_bytes: usize,
-}
-
-pub struct Job {
-    pub target: Target,
-    pub request: HttpRequest,
-    pub reply: oneshot::Sender<Result<HandlerResponse, LuaError>>,
 }
 
 /// Globals a handler must not reach: files (`require`), new code (`loadstring`) and other functions'
@@ -50,24 +41,63 @@ pub struct Job {
 const REMOVED_GLOBALS: [&str; 4] = ["require", "loadstring", "getfenv", "setfenv"];
 
 /// Runs a file's chunk (which returns the handler) and the handler, inside the request's coroutine, so both are
-/// metered and may wait on Kafka.
+/// metered and may wait on Kafka. `req` starts with method and path; its metatable makes the other fields on
+/// first use. A returned table is split into its fields here, in the form [`response::Returned`] describes.
 const RUNNER: &str = r#"
-local chunk, req = ...
-local handler = chunk()
-if type(handler) ~= "function" then
-  error("the file must return a function(req), not a " .. type(handler), 0)
+local req_meta = ...
+return function(chunk, method, path)
+  local req = setmetatable({ method = method, path = path }, req_meta)
+  local handler = chunk()
+  if type(handler) ~= "function" then
+    error("the file must return a function(req), not a " .. type(handler), 0)
+  end
+  local res = handler(req)
+  if type(res) ~= "table" then return nil, res end
+  for key in pairs(res) do
+    if key ~= "status" and key ~= "headers" and key ~= "body" and key ~= "json" then return false, key end
+  end
+  return true, rawget(res, "status"), rawget(res, "headers"), rawget(res, "body"), rawget(res, "json")
 end
-return handler(req)
 "#;
+
+/// Finished coroutines kept for reuse; more than this many requests in flight on one VM is rare.
+const IDLE_THREADS: usize = 256;
+
+/// Route environments kept per VM; reloads make new ones, so the cache is dropped when it grows past this.
+const ROUTE_ENVS: usize = 256;
+
+/// Cloned chunks (each with its environment table) kept per function for reuse.
+const SPARE_CHUNKS: usize = 64;
+
+/// A request's coroutine, resumed by polling `future`; the thread, the chunk and its environment are kept to be
+/// reused by a later request once this one finishes.
+pub struct Running {
+    pub future: AsyncThread<Returned>,
+    thread: Thread,
+    chunk: Chunk,
+}
+
+/// A clone of a file's chunk with the environment it runs in.
+struct Chunk {
+    name: Arc<str>,
+    id: u64,
+    function: Function,
+    env: Table,
+}
 
 pub struct Vm {
     lua: Lua,
     shared: Arc<VmShared>,
     /// `{__index = globals}`: each request's environment reads the (read-only) globals and writes its own table.
-    request_meta: Table,
-    parts: RequestParts,
+    env_meta: Table,
     runner: Function,
     loaded: HashMap<Arc<str>, (u64, Function)>,
+    /// Chunks of finished requests, their environments emptied, by function name.
+    spare: HashMap<Arc<str>, Vec<Chunk>>,
+    /// The `env` table of each route, read-only, by the address of the route's values.
+    route_envs: HashMap<usize, (Arc<std::collections::BTreeMap<String, String>>, Table)>,
+    no_env: Table,
+    idle: Vec<Thread>,
     limits: Limits,
 }
 
@@ -86,31 +116,40 @@ impl Vm {
         for name in REMOVED_GLOBALS {
             globals.raw_remove(name)?;
         }
-        let shared = Arc::new(VmShared::new());
+        let shared = Arc::new(VmShared::default());
         modules::install(&lua, context, &shared)?;
         let for_json = Arc::clone(&shared);
-        let json = lua.create_function(move |lua, req: Table| req_json(lua, req, &for_json))?;
+        let json = lua.create_function(move |lua, ()| req_json(lua, &for_json))?;
         let json = modules::raising(&lua, json)?;
-        let parts = RequestParts::new(&lua, json)?;
-        let runner = lua.load(RUNNER).set_name("=luka").into_function()?;
+        let req_meta = request::metatable(&lua, &shared, json)?;
         // Makes the globals and the standard library read-only, so no request can change what another sees.
         lua.sandbox(true)?;
-        let request_meta = lua.create_table()?;
+        // Loaded after `sandbox`, so its builtins (`type`, `rawget`, ...) are Luau fast calls.
+        let runner: Function = lua.load(RUNNER).set_name("=luka").call(req_meta)?;
+        let env_meta = lua.create_table()?;
         // The frozen globals themselves, not the writable proxy `sandbox` puts in front of them.
-        request_meta.set("__index", globals)?;
-        request_meta.set_readonly(true);
+        env_meta.set("__index", globals)?;
+        env_meta.set_readonly(true);
+        let no_env = lua.create_table()?;
+        no_env.set_readonly(true);
         let interrupt = Arc::clone(&shared);
         lua.set_interrupt(move |_| interrupt.check());
-        lua.set_memory_limit(limits.memory_bytes)?;
         Ok(Self {
             lua,
             shared,
-            request_meta,
-            parts,
+            env_meta,
             runner,
             loaded: HashMap::new(),
+            spare: HashMap::new(),
+            route_envs: HashMap::new(),
+            no_env,
+            idle: Vec::new(),
             limits,
         })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// A fresh copy of the file's chunk, loaded once per VM and version.
@@ -133,17 +172,61 @@ impl Vm {
 
     /// The request's own global environment: reads fall through to the shared globals, writes stay here.
     fn environment(&self, values: Table) -> mlua::Result<Table> {
-        let env = self.lua.create_table()?;
-        env.set_metatable(Some(self.request_meta.clone()))?;
-        values.set_readonly(true);
+        let env = self.empty_environment()?;
         env.raw_set("env", values)?;
         Ok(env)
     }
 
-    /// The route's `env` values.
-    fn route_env(&self, target: &Target) -> mlua::Result<Table> {
-        self.lua
-            .create_table_from(target.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    /// `safeenv` keeps Luau's fast paths (cached imports such as `string.format`, builtin fast calls): the globals
+    /// behind the table are frozen, and Luau's compiler never caches a global that the file itself assigns. The
+    /// flag survives emptying the table for reuse.
+    fn empty_environment(&self) -> mlua::Result<Table> {
+        let env = self.lua.create_table_with_capacity(0, 1)?;
+        env.set_metatable(Some(self.env_meta.clone()))?;
+        env.set_safeenv(true);
+        Ok(env)
+    }
+
+    /// A chunk of `compiled` with an empty environment: a spare one, else a new clone.
+    fn fresh_chunk(&mut self, compiled: &Compiled) -> mlua::Result<Chunk> {
+        if let Some(spare) = self.spare.get_mut(&compiled.name)
+            && let Some(chunk) = spare.pop()
+        {
+            if chunk.id == compiled.id {
+                return Ok(chunk);
+            }
+            // A reload replaced the file: its old spares go.
+            spare.clear();
+        }
+        let function = self.chunk(compiled)?;
+        let env = self.empty_environment()?;
+        function.set_environment(env.clone())?;
+        Ok(Chunk {
+            name: Arc::clone(&compiled.name),
+            id: compiled.id,
+            function,
+            env,
+        })
+    }
+
+    /// The route's `env` values, read-only, built once per VM.
+    fn route_env(&mut self, target: &Target) -> mlua::Result<Table> {
+        if target.env.is_empty() {
+            return Ok(self.no_env.clone());
+        }
+        let key = Arc::as_ptr(&target.env) as usize;
+        if let Some((_, table)) = self.route_envs.get(&key) {
+            return Ok(table.clone());
+        }
+        if self.route_envs.len() >= ROUTE_ENVS {
+            self.route_envs.clear();
+        }
+        let table = self
+            .lua
+            .create_table_from(target.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        table.set_readonly(true);
+        self.route_envs.insert(key, (Arc::clone(&target.env), table.clone()));
+        Ok(table)
     }
 
     /// Checks that a file, run once, gives a handler (at startup and on reload), without running the handler.
@@ -160,12 +243,21 @@ impl Vm {
             .load("return setmetatable({}, { __index = function() return '' end })")
             .eval::<Table>()
             .and_then(|values| self.environment(values));
-        let state = Arc::new(RequestState::new(Arc::clone(&compiled.display)));
-        self.shared.enter(&state, self.limits.cpu);
+        let request = request::HttpRequest {
+            method: String::new(),
+            path: String::new(),
+            query: None,
+            headers: hyper::HeaderMap::new(),
+            body: bytes::Bytes::new(),
+            remote_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            user: None,
+        };
+        let state = Arc::new(RequestState::new(Arc::clone(&compiled.display), request, Vec::new()));
+        self.enter(&state, self.limits.cpu);
         let result = env
             .and_then(|env| chunk.set_environment(env))
             .and_then(|_| chunk.call::<Value>(()));
-        self.shared.leave();
+        self.leave();
         match result {
             Ok(Value::Function(_)) => Ok(()),
             Ok(other) => Err(load_error(format!(
@@ -176,142 +268,78 @@ impl Vm {
         }
     }
 
-    /// Sets up `job` and gives the future that runs it; the future tells whether this VM should retire.
-    fn start(&mut self, job: Job) -> Option<impl Future<Output = bool> + Send + 'static> {
-        let Job { target, request, reply } = job;
-        let function = Arc::clone(&target.function.display);
-        let prepared = self.chunk(&target.function).and_then(|chunk| {
-            chunk.set_environment(self.environment(self.route_env(&target)?)?)?;
-            let req = request::build(&self.lua, &self.parts, &request, &target)?;
-            let thread = self.lua.create_thread(self.runner.clone())?;
-            thread.into_async::<Value>((chunk, req))
-        });
-        let call = match prepared {
-            Ok(call) => call,
-            Err(e) => {
-                let _ = reply.send(Err(LuaError::Setup {
-                    function: function.to_string(),
-                    message: e.to_string(),
-                }));
-                return None;
+    /// Sets up a request's coroutine: its chunk with its own (empty) environment, on a recycled thread.
+    pub fn start(&mut self, target: &Target, state: &RequestState) -> mlua::Result<Running> {
+        let chunk = self.fresh_chunk(&target.function)?;
+        let values = self.route_env(target)?;
+        chunk.env.raw_set("env", values)?;
+        let thread = match self.idle.pop() {
+            Some(thread) => {
+                thread.reset(self.runner.clone())?;
+                thread
             }
+            None => self.lua.create_thread(self.runner.clone())?,
         };
-        let state = Arc::new(RequestState::new(Arc::clone(&function)));
-        let clock = Arc::clone(&self.shared);
-        let metered = Metered {
-            inner: Box::pin(async move {
-                let value = call.await.map_err(Failure::Lua)?;
-                response::from_lua(value, &mut convert::Budget::metered(&clock)).map_err(Failure::Response)
-            }),
-            shared: Arc::clone(&self.shared),
-            state: Arc::clone(&state),
-            remaining: self.limits.cpu,
-            exceeded: false,
-        };
-        let limits = self.limits;
-        Some(async move {
-            let mut reply = reply;
-            let outcome = tokio::select! {
-                outcome = tokio::time::timeout(limits.timeout, metered) => outcome,
-                // The client went away (or the server's own timeout fired): stop the coroutine.
-                () = reply.closed() => return false,
-            };
-            let result = match outcome {
-                Err(_) => Err(LuaError::Timeout {
-                    function: function.to_string(),
-                    limit_ms: limits.timeout.as_millis(),
-                }),
-                Ok((result, exceeded)) => classify(result, exceeded, &state, &limits),
-            };
-            // A stopped coroutine leaves nothing shared half-changed (globals and libraries are read-only), but
-            // memory exhaustion may have failed an allocation anywhere, so only then is the VM replaced.
-            let retire = matches!(result, Err(LuaError::MemoryLimit { .. }));
-            let _ = reply.send(result);
-            retire
-        })
+        let request = &state.request;
+        let future = thread.clone().into_async::<Returned>((
+            chunk.function.clone(),
+            request.method.as_str(),
+            request.path.as_str(),
+        ))?;
+        Ok(Running { future, thread, chunk })
     }
 
-    /// Serves jobs until the channel closes; calls `retire` once, when a limit hit makes this VM untrustworthy.
-    pub async fn run(mut self, mut jobs: mpsc::Receiver<Job>, retire: impl FnOnce()) {
-        let mut running = FuturesUnordered::new();
-        let mut retire = Some(retire);
-        let mut open = true;
-        while open || !running.is_empty() {
-            tokio::select! {
-                job = jobs.recv(), if open => match job {
-                    Some(job) => running.extend(self.start(job)),
-                    None => open = false,
-                },
-                Some(limit_hit) = running.next(), if !running.is_empty() => {
-                    if limit_hit && let Some(retire) = retire.take() {
-                        // Free what the stopped request held before the others go on, then stop taking work;
-                        // jobs already queued here still run.
-                        let _ = self.lua.gc_collect();
-                        retire();
-                        jobs.close();
-                    } else if self.lua.used_memory() > self.limits.memory_bytes / 2 {
-                        // Luau does not collect when an allocation fails, so garbage left by a finished request
-                        // could make the next one fail: collect while there is still room.
-                        let _ = self.lua.gc_collect();
-                    }
-                }
-            }
+    /// Before resuming `state`'s coroutine, which may run for `remaining` more: the limits go on.
+    pub fn enter(&self, state: &Arc<RequestState>, remaining: Duration) -> Instant {
+        let _ = self.lua.set_memory_limit(self.limits.memory_bytes);
+        self.shared.enter(state, remaining)
+    }
+
+    /// Lua stopped running (the coroutine yielded or finished): the memory limit goes off. Work still to be
+    /// charged to the request's CPU budget (reading its response) may follow before [`Vm::leave`].
+    pub fn pause(&self) {
+        let _ = self.lua.set_memory_limit(0);
+    }
+
+    /// After the request's turn; tells whether it ran past its CPU budget.
+    pub fn leave(&self) -> bool {
+        self.pause();
+        self.shared.leave()
+    }
+
+    /// A budget for Rust-side work done for the request now running, charged to its CPU time.
+    pub fn budget(&self) -> convert::Budget {
+        convert::Budget::metered(&self.shared)
+    }
+
+    /// After a request ended: its coroutine, chunk and emptied environment are kept for reuse, and garbage is
+    /// collected while there is still room (Luau does not collect when an allocation fails, so garbage left by a
+    /// finished request could make the next one fail).
+    ///
+    /// Reuse carries nothing over: the thread is reset before it runs again, the environment (the only table a
+    /// request's globals live in) is emptied here, and the chunk's top level runs again for each request. Nothing
+    /// a request made can be reached afterwards: every table it could have stored a value in is read-only.
+    pub fn finish(&mut self, running: Running) {
+        let Running { future, thread, chunk } = running;
+        drop(future);
+        if !matches!(thread.status(), ThreadStatus::Finished | ThreadStatus::Error) {
+            return;
+        }
+        if self.idle.len() < IDLE_THREADS {
+            self.idle.push(thread);
+        }
+        let spare = self.spare.entry(Arc::clone(&chunk.name)).or_default();
+        if spare.len() < SPARE_CHUNKS && chunk.env.clear().is_ok() {
+            spare.push(chunk);
+        }
+        if self.lua.used_memory() > self.limits.memory_bytes / 2 {
+            let _ = self.lua.gc_collect();
         }
     }
-}
 
-enum Failure {
-    Lua(mlua::Error),
-    Response(String),
-}
-
-/// Turns how a request ended into its answer.
-fn classify(
-    result: Result<HandlerResponse, Failure>,
-    cpu_exceeded: bool,
-    state: &RequestState,
-    limits: &Limits,
-) -> Result<HandlerResponse, LuaError> {
-    let function = state.function.to_string();
-    if cpu_exceeded {
-        return Err(LuaError::CpuLimit {
-            function,
-            limit_ms: limits.cpu.as_millis(),
-        });
-    }
-    let error = match result {
-        Ok(response) => return Ok(response),
-        Err(Failure::Response(problem)) => return Err(LuaError::BadResponse { function, problem }),
-        Err(Failure::Lua(error)) => error,
-    };
-    if is_memory_error(&error) {
-        return Err(LuaError::MemoryLimit {
-            function,
-            limit_mb: limits.memory_bytes / (1024 * 1024),
-        });
-    }
-    // A failure the handler caught and then failed differently is not the cause: the final error must carry it.
-    let message = error.to_string();
-    let outcome = state.outcome();
-    if let Some(bad) = outcome.bad_request.filter(|m| message.contains(m.as_str())) {
-        return Err(LuaError::BadRequest(bad));
-    }
-    if let Some(outage) = outcome.kafka_outage.filter(|o| message.contains(o.message.as_str())) {
-        return Err(LuaError::Kafka {
-            function,
-            cluster: outage.cluster,
-            timed_out: outage.timed_out,
-        });
-    }
-    Err(LuaError::Runtime { function, message })
-}
-
-/// Only Luau's own out-of-memory status counts: `error("not enough memory")` from a handler is a plain error.
-fn is_memory_error(error: &mlua::Error) -> bool {
-    match error {
-        mlua::Error::MemoryError(_) => true,
-        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => is_memory_error(cause),
-        _ => false,
+    /// Frees what a stopped request held, before the VM is retired or reused.
+    pub fn collect(&self) {
+        let _ = self.lua.gc_collect();
     }
 }
 
@@ -320,38 +348,19 @@ fn first_line(text: &str) -> String {
 }
 
 /// `req:json()`: the body parsed as JSON; a body that is not JSON is the client's fault (400 unless caught).
-fn req_json(lua: &Lua, req: Table, shared: &VmShared) -> mlua::Result<(bool, Value)> {
-    let body: mlua::LuaString = req.raw_get("body")?;
-    match serde_json::from_slice::<serde_json::Value>(&body.as_bytes()) {
-        Ok(value) => modules::answer(lua, Ok(convert::from_json(lua, &value)?)),
-        Err(e) => {
+fn req_json(lua: &Lua, shared: &VmShared) -> mlua::Result<(bool, Value)> {
+    let Some(state) = shared.current() else {
+        return modules::answer(lua, Err::<Value, _>("req:json() called outside a request".to_owned()));
+    };
+    // Parsed JSON takes a few times its text in Lua values.
+    let size = state.request.body.len().saturating_mul(4);
+    match unlimited(lua, size, || convert::decode_json(lua, &state.request.body)) {
+        Ok(Ok(value)) => modules::answer(lua, Ok(value)),
+        Ok(Err(e)) => {
             let message = format!("the request body is not valid JSON: {e}");
-            if let Some(state) = shared.current() {
-                state.record(|o| o.bad_request = Some(message.clone()));
-            }
+            state.record(|o| o.bad_request = Some(message.clone()));
             modules::answer(lua, Err::<Value, _>(message))
         }
-    }
-}
-
-/// Charges the time spent inside each poll to the request's CPU budget.
-struct Metered<F> {
-    inner: Pin<Box<F>>,
-    shared: Arc<VmShared>,
-    state: Arc<RequestState>,
-    remaining: Duration,
-    exceeded: bool,
-}
-
-impl<F: Future> Future for Metered<F> {
-    type Output = (F::Output, bool);
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let started = this.shared.enter(&this.state, this.remaining);
-        let poll = this.inner.as_mut().poll(cx);
-        this.exceeded |= this.shared.leave();
-        this.remaining = this.remaining.saturating_sub(started.elapsed());
-        poll.map(|output| (output, this.exceeded))
+        Err(e) => Err(e),
     }
 }

@@ -25,7 +25,7 @@ pub async fn handle(app: &App, request: Request<Incoming>, remote: SocketAddr) -
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
-    let result = match tokio::time::timeout(timeout, dispatch(app, request, remote)).await {
+    let result = match crate::timeout::within(timeout, dispatch(app, request, remote)).await {
         Ok(result) => result,
         Err(_) => Err(RequestError::Timeout {
             ms: timeout.as_millis(),
@@ -99,20 +99,15 @@ async fn call_function(
     } else {
         None
     };
-    let method = request.method().as_str().to_owned();
-    let path = request.uri().path().to_owned();
-    let query = request.uri().query().map(str::to_owned);
-    let headers = request
-        .headers()
-        .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), Bytes::copy_from_slice(value.as_bytes())))
-        .collect();
-    let body = read_body(request, app.config.server.max_body_bytes).await?;
+    let limit = app.config.server.max_body_bytes;
+    check_declared_length(&request, limit)?;
+    let (mut parts, body) = request.into_parts();
+    let body = collect_body(body, limit).await?;
     let http = HttpRequest {
-        method,
-        path,
-        query,
-        headers,
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: std::mem::take(&mut parts.headers),
         body,
         remote_addr: remote,
         user,
@@ -131,6 +126,11 @@ async fn call_function(
 
 /// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when the client sends it).
 async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, RequestError> {
+    check_declared_length(&request, limit)?;
+    collect_body(request.into_body(), limit).await
+}
+
+fn check_declared_length(request: &Request<Incoming>, limit: usize) -> Result<(), RequestError> {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -139,7 +139,11 @@ async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Re
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(RequestError::BodyTooLarge { limit });
     }
-    match Limited::new(request.into_body(), limit).collect().await {
+    Ok(())
+}
+
+async fn collect_body(body: Incoming, limit: usize) -> Result<Bytes, RequestError> {
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(RequestError::BodyTooLarge { limit }),
         Err(_) => Err(RequestError::BodyRead),

@@ -19,16 +19,19 @@ pub fn json(lua: &Lua, clock: &Arc<VmShared>) -> Result<Table> {
     json.set("null", Value::NULL)?;
     let clock = Arc::clone(clock);
     let encode = lua.create_function(move |lua, value: Value| {
-        let json = convert::to_json_within(&value, &mut convert::Budget::metered(&clock)).map(|json| json.to_string());
-        answer(lua, json.map_err(|e| format!("json.encode: {e}")))
-    })?;
-    json.set("encode", raising(lua, encode)?)?;
-    let decode = lua.create_function(|lua, text: LuaString| {
-        match serde_json::from_slice::<serde_json::Value>(&text.as_bytes()) {
-            Ok(value) => answer(lua, Ok(convert::from_json(lua, &value)?)),
-            Err(e) => answer(lua, Err::<Value, _>(format!("json.decode: {e}"))),
+        let text = convert::encode_within(&value, &mut convert::Budget::metered(&clock));
+        match text {
+            Ok(text) => answer(lua, Ok(lua.create_string(text)?)),
+            Err(e) => answer(lua, Err::<Value, _>(format!("json.encode: {e}"))),
         }
     })?;
+    json.set("encode", raising(lua, encode)?)?;
+    let decode = lua.create_function(
+        |lua, text: LuaString| match convert::decode_json(lua, &text.as_bytes())? {
+            Ok(value) => answer(lua, Ok(value)),
+            Err(e) => answer(lua, Err::<Value, _>(format!("json.decode: {e}"))),
+        },
+    )?;
     json.set("decode", raising(lua, decode)?)?;
     Ok(json)
 }
@@ -128,7 +131,7 @@ mod tests {
     #[test]
     fn codecs_round_trip_and_raise_plain_errors() {
         let lua = Lua::new();
-        let clock = Arc::new(VmShared::new());
+        let clock = Arc::new(VmShared::default());
         let globals = lua.globals();
         globals.set("json", json(&lua, &clock).unwrap()).unwrap();
         globals.set("base64", base64(&lua).unwrap()).unwrap();
