@@ -381,12 +381,13 @@ async fn random_keys_and_values_tombstones_headers_and_the_deprecated_form() {
     let code = r#"{"topic": "misc", "messages": [
         {"key": "gone", "value": null},
         {"key": "h1", "value": "x", "headers": {"trace": "abc", "retries": 3, "ok": true}},
-        {"key": "h2", "value": "y", "headers": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]}
+        {"key": "h2", "value": "y", "headers": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]},
+        {"key": "h3", "value": "z", "headers": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}, {"key": "a", "value": "3"}]}
     ]}"#;
     let (status, result) = send(&h, "/call", &[], code).await;
     assert_eq!(status, 200, "{result}");
     assert_eq!(result["messages"][0]["value"], Value::Null);
-    let records = read_records(&bootstrap, "misc", 0, 0, 3).await;
+    let records = read_records(&bootstrap, "misc", 0, 0, 4).await;
     assert_eq!(records[0].key.as_deref(), Some(&b"gone"[..]));
     assert_eq!(records[0].value, None);
     let headers = |r: &ReadRecord| -> Vec<(String, String)> {
@@ -407,15 +408,28 @@ async fn random_keys_and_values_tombstones_headers_and_the_deprecated_form() {
         headers(&records[2]),
         vec![("a".into(), "1".into()), ("b".into(), "2".into())]
     );
+    // A repeated name is written as given, in order, and reported back in the list form.
+    assert_eq!(
+        headers(&records[3]),
+        vec![
+            ("a".into(), "1".into()),
+            ("b".into(), "2".into()),
+            ("a".into(), "3".into())
+        ]
+    );
+    assert_eq!(
+        result["messages"][3]["headers"],
+        json!([{"key": "a", "value": "1"}, {"key": "b", "value": "2"}, {"key": "a", "value": "3"}])
+    );
 
     // The deprecated single-message form.
     let (status, result) = produce(&h, json!({"topic": "misc", "key": "old", "value": "style"})).await;
     assert_eq!(status, 200, "{result}");
     assert_eq!(
         (result["offset"].as_i64(), result["key"].as_str()),
-        (Some(3), Some("old"))
+        (Some(4), Some("old"))
     );
-    let records = read_records(&bootstrap, "misc", 0, 3, 1).await;
+    let records = read_records(&bootstrap, "misc", 0, 4, 1).await;
     assert_eq!(text(&records[0]), (Some("old".into()), Some("style".into())));
 }
 

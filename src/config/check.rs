@@ -38,6 +38,7 @@ pub struct Cluster {
     pub linger: Duration,
     pub produce_timeout: Duration,
     pub max_batch_bytes: usize,
+    pub max_batch_records: usize,
     pub metadata_max_age: Duration,
     /// Listen address of the in-process development broker, when `embedded = true`.
     pub embedded: Option<SocketAddr>,
@@ -392,6 +393,7 @@ fn check_cluster(
     for (value, key) in [
         (raw.produce_timeout_ms, "produce_timeout_ms"),
         (raw.max_batch_bytes as u64, "max_batch_bytes"),
+        (raw.max_batch_records as u64, "max_batch_records"),
     ] {
         if value == 0 {
             c.at(name, format!("[clusters.{n}] {key} must be greater than 0"));
@@ -422,6 +424,7 @@ fn check_cluster(
         linger: Duration::from_millis(raw.linger_ms),
         produce_timeout: Duration::from_millis(raw.produce_timeout_ms),
         max_batch_bytes: raw.max_batch_bytes,
+        max_batch_records: raw.max_batch_records,
         metadata_max_age: Duration::from_millis(raw.metadata_max_age_ms),
         embedded,
         sasl: raw.sasl.clone(),

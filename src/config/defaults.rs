@@ -21,8 +21,9 @@ pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
 
 pub const CLIENT_ID: &str = "luka";
 
-/// Short enough to be invisible to a webhook caller, long enough for concurrent requests to share a batch.
-pub const LINGER_MS: u64 = 2;
+/// No added wait: a lone request is sent at once, and concurrent requests share a batch anyway, because whatever
+/// arrives while a partition's produce is in flight goes in its next one.
+pub const LINGER_MS: u64 = 0;
 
 /// Upper bound for one produce, retries for leader changes and reconnects included (rskafka retries forever
 /// unless given a deadline).
@@ -30,6 +31,10 @@ pub const PRODUCE_TIMEOUT_MS: u64 = 10_000;
 
 /// Batches are cut at 1 MiB, Kafka's default `max.message.bytes` for a record batch.
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Records per batch: with ~100-byte records the byte bound comes first; this bounds the per-record work (and
+/// the offsets list) of one request when records are tiny.
+pub const MAX_BATCH_RECORDS: usize = 10_000;
 
 /// Cached topic metadata (partition counts) is refreshed after this age, and at once after an error.
 pub const METADATA_MAX_AGE_MS: u64 = 30_000;

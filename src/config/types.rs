@@ -142,7 +142,8 @@ pub struct RawCluster {
     /// Record batch compression: none, gzip, lz4, snappy or zstd.
     #[serde(default)]
     pub compression: Compression,
-    /// How long a batch waits for more records before it is sent.
+    /// Extra wait before each produce request for more records. 0 (the default): a partition with nothing in
+    /// flight sends at once, and records that arrive while a request is in flight go together in the next one.
     #[serde(default = "linger_ms")]
     pub linger_ms: u64,
     /// Time limit for one produce, retries included; past it the caller gets an error (503 or 504).
@@ -151,6 +152,9 @@ pub struct RawCluster {
     /// Largest record batch sent in one produce request.
     #[serde(default = "max_batch_bytes")]
     pub max_batch_bytes: usize,
+    /// Most records sent in one produce request.
+    #[serde(default = "max_batch_records")]
+    pub max_batch_records: usize,
     /// Age after which cached topic metadata is fetched again.
     #[serde(default = "metadata_max_age_ms")]
     pub metadata_max_age_ms: u64,
@@ -319,6 +323,9 @@ fn produce_timeout_ms() -> u64 {
 }
 fn max_batch_bytes() -> usize {
     defaults::MAX_BATCH_BYTES
+}
+fn max_batch_records() -> usize {
+    defaults::MAX_BATCH_RECORDS
 }
 fn metadata_max_age_ms() -> u64 {
     defaults::METADATA_MAX_AGE_MS

@@ -1,4 +1,4 @@
-//! One connected Kafka cluster: its rskafka client, cached topic metadata, and a batching producer per partition.
+//! One connected Kafka cluster: its rskafka client, cached topic metadata, and a batching writer per partition.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,13 +8,12 @@ use dashmap::DashMap;
 use rskafka::client::Client;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{Compression as WireCompression, UnknownTopicHandling};
-use rskafka::client::producer::{BatchProducer, BatchProducerBuilder, Error as ProducerError};
 use rskafka::record::Record;
 use tokio::sync::OnceCell;
 
 use super::KafkaError;
-use super::batch::{CountingClient, ProduceCounters, RequestAggregator};
-use super::deadline::within;
+use super::batch::{BatchLimits, PartitionWriter, ProduceCounters, WriteError};
+use super::deadline::{ran_out, within};
 use crate::config::{Cluster, Compression};
 
 /// An absent topic is looked up again after this long, so a flood of requests for a missing topic costs at
@@ -23,8 +22,6 @@ const ABSENT_TOPIC_TTL: Duration = Duration::from_secs(1);
 
 /// Extra time past the produce timeout before luka stops waiting on rskafka, whose own deadline should fire first.
 const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
-
-type Producer = BatchProducer<RequestAggregator>;
 
 #[derive(Debug, Clone, Copy)]
 struct CachedTopic {
@@ -47,7 +44,7 @@ pub struct ClusterClient {
     metadata: Mutex<HashMap<String, CachedTopic>>,
     /// One metadata refresh at a time; callers arriving meanwhile reuse its result.
     refresh: tokio::sync::Mutex<()>,
-    producers: DashMap<(String, i32), Arc<OnceCell<Arc<Producer>>>>,
+    writers: DashMap<(String, i32), Arc<OnceCell<Arc<PartitionWriter>>>>,
     counters: Arc<ProduceCounters>,
 }
 
@@ -58,7 +55,7 @@ impl ClusterClient {
             client,
             metadata: Mutex::default(),
             refresh: tokio::sync::Mutex::default(),
-            producers: DashMap::new(),
+            writers: DashMap::new(),
             counters: Arc::default(),
         }
     }
@@ -173,11 +170,11 @@ impl ClusterClient {
     pub async fn produce(&self, topic: &str, partition: i32, records: Vec<Record>) -> Result<Vec<i64>, KafkaError> {
         let deadline = self.config.produce_timeout + TIMEOUT_MARGIN;
         let work = async {
-            let producer = self.producer(topic, partition).await?;
-            producer
-                .produce(records)
-                .await
-                .map_err(|e| self.producer_error(topic, partition, &e))
+            let writer = self.writer(topic, partition).await?;
+            match writer.write(records).await {
+                Ok(offsets) => Ok(offsets),
+                Err(e) => Err(self.write_error(topic, partition, &e).await),
+            }
         };
         let result = within(&self.config, deadline, work).await;
         if let Err(KafkaError::UnknownTopic { .. }) = &result {
@@ -186,24 +183,32 @@ impl ClusterClient {
         result
     }
 
-    async fn producer(&self, topic: &str, partition: i32) -> Result<Arc<Producer>, KafkaError> {
-        let cell = self.producers.entry((topic.to_owned(), partition)).or_default().clone();
+    /// The writer of one partition, connecting on first use and again after its writer gave up on a connection.
+    async fn writer(&self, topic: &str, partition: i32) -> Result<Arc<PartitionWriter>, KafkaError> {
+        let key = (topic.to_owned(), partition);
+        let cell = self.writers.entry(key.clone()).or_default().clone();
+        if cell.get().is_some_and(|writer| !writer.is_open()) {
+            self.writers.remove_if(&key, |_, current| Arc::ptr_eq(current, &cell));
+            return Box::pin(self.writer(topic, partition)).await;
+        }
         cell.get_or_try_init(|| async {
             let client = self
                 .client
                 .partition_client(topic, partition, UnknownTopicHandling::Error)
                 .await
                 .map_err(|e| KafkaError::from_client(&self.config.name, topic, partition, &e))?;
-            let counting = CountingClient {
-                inner: Arc::new(client),
-                counters: Arc::clone(&self.counters),
+            let limits = BatchLimits {
+                max_records: self.config.max_batch_records,
+                max_bytes: self.config.max_batch_bytes,
+                linger: self.config.linger,
+                compression: wire_compression(self.config.compression),
+                timeout: self.config.produce_timeout,
             };
-            Ok(Arc::new(
-                BatchProducerBuilder::new_with_client(Arc::new(counting))
-                    .with_linger(self.config.linger)
-                    .with_compression(wire_compression(self.config.compression))
-                    .build(RequestAggregator::new(self.config.max_batch_bytes)),
-            ))
+            Ok(Arc::new(PartitionWriter::start(
+                client,
+                limits,
+                Arc::clone(&self.counters),
+            )))
         })
         .await
         .cloned()
@@ -212,7 +217,7 @@ impl ClusterClient {
     /// Drops cached knowledge of a topic after Kafka says it is gone, so the next request looks again.
     fn forget_topic(&self, topic: &str) {
         self.metadata.lock().expect("metadata lock poisoned").remove(topic);
-        self.producers.retain(|(t, _), _| t != topic);
+        self.writers.retain(|(t, _), _| t != topic);
     }
 
     /// Whether the cluster answers a metadata request (unbounded: callers set the deadline).
@@ -224,13 +229,10 @@ impl ClusterClient {
             .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))
     }
 
-    fn producer_error(&self, topic: &str, partition: i32, error: &ProducerError) -> KafkaError {
+    async fn write_error(&self, topic: &str, partition: i32, error: &WriteError) -> KafkaError {
         match error {
-            ProducerError::Client(e) => KafkaError::from_client(&self.config.name, topic, partition, e),
-            other => KafkaError::Unavailable {
-                cluster: self.config.name.clone(),
-                detail: other.to_string(),
-            },
+            WriteError::Client(e) => KafkaError::from_client(&self.config.name, topic, partition, e),
+            WriteError::Abandoned => ran_out(&self.config, self.config.produce_timeout).await,
         }
     }
 

@@ -20,14 +20,22 @@ pub(crate) async fn within<T>(
 ) -> Result<T, KafkaError> {
     match tokio::time::timeout(limit, work).await {
         Ok(result) => result,
-        Err(_) if any_broker_accepts(&cluster.bootstrap).await => Err(KafkaError::Timeout {
+        Err(_) => Err(ran_out(cluster, limit).await),
+    }
+}
+
+/// The error for an operation on `cluster` that ran out of `limit`: unavailable if no broker accepts a connection.
+pub(crate) async fn ran_out(cluster: &Cluster, limit: Duration) -> KafkaError {
+    if any_broker_accepts(&cluster.bootstrap).await {
+        KafkaError::Timeout {
             cluster: cluster.name.clone(),
             limit: Some(limit),
-        }),
-        Err(_) => Err(KafkaError::Unavailable {
+        }
+    } else {
+        KafkaError::Unavailable {
             cluster: cluster.name.clone(),
             detail: "no bootstrap broker accepts connections".into(),
-        }),
+        }
     }
 }
 

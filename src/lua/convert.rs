@@ -8,10 +8,11 @@
 //! Conversion runs in Rust, outside the Lua memory limit and the CPU interrupt, so it has its own [`Budget`]: a
 //! table that holds one sub-table many times (`t = {t, t}`, forty times over) would otherwise expand to terabytes.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use mlua::{Lua, Table, Value};
+use mlua::{Either, Lua, Table, Value};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 
@@ -247,58 +248,6 @@ fn array_marker(lua: &Lua) -> mlua::Result<Table> {
     Ok(mt)
 }
 
-/// A JSON value already parsed (e.g. a generated one) as Lua values.
-pub fn from_json(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
-    match decode_with(lua, |seed| seed.deserialize(value)) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(mlua::Error::runtime(e)),
-        Err(e) => Err(e),
-    }
-}
-
-/// JSON text straight to Lua values (no intermediate tree). The outer error is Lua's own (out of memory); the
-/// inner one says why the text is not JSON.
-pub fn decode_json(lua: &Lua, text: &[u8]) -> mlua::Result<Result<Value, serde_json::Error>> {
-    decode_with(lua, |seed| {
-        let mut reader = serde_json::Deserializer::from_slice(text);
-        let value = seed.deserialize(&mut reader)?;
-        reader.end().map(|()| value)
-    })
-}
-
-fn decode_with<E>(lua: &Lua, decode: impl FnOnce(LuaSeed<'_>) -> Result<Value, E>) -> mlua::Result<Result<Value, E>> {
-    let failure = Cell::new(None);
-    let marker = array_marker(lua)?;
-    let result = decode(LuaSeed {
-        lua,
-        marker: &marker,
-        failure: &failure,
-    });
-    match failure.into_inner() {
-        Some(error) => Err(error),
-        None => Ok(result),
-    }
-}
-
-/// Builds Lua values as serde reads JSON: arrays get the array marker, `null` is `json.null`, numbers are doubles.
-#[derive(Clone, Copy)]
-struct LuaSeed<'a> {
-    lua: &'a Lua,
-    marker: &'a Table,
-    /// A Lua error met while building (kept, since serde's error type can only carry text).
-    failure: &'a Cell<Option<mlua::Error>>,
-}
-
-impl LuaSeed<'_> {
-    fn lua<T, E: serde::de::Error>(&self, result: mlua::Result<T>) -> Result<T, E> {
-        result.map_err(|e| {
-            let message = e.to_string();
-            self.failure.set(Some(e));
-            E::custom(message)
-        })
-    }
-}
-
 impl LuaJson<'_, '_> {
     fn marked(&self, table: &Table) -> bool {
         table
@@ -318,63 +267,175 @@ fn index(key: &Value, len: usize) -> Option<usize> {
     (1..=len).contains(&i).then_some(i)
 }
 
-impl<'de> DeserializeSeed<'de> for LuaSeed<'_> {
-    type Value = Value;
+/// A JSON value already parsed (e.g. a generated one) as Lua values.
+pub fn from_json(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
+    match decode_with(lua, |seed| seed.deserialize(value)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(mlua::Error::runtime(e)),
+        Err(e) => Err(e),
+    }
+}
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+/// JSON text straight to Lua values (no intermediate tree). The outer error is Lua's own (out of memory); the
+/// inner one says why the text is not JSON.
+pub fn decode_json(lua: &Lua, text: &[u8]) -> mlua::Result<Result<Value, serde_json::Error>> {
+    decode_with(lua, |seed| {
+        let mut reader = serde_json::Deserializer::from_slice(text);
+        let value = seed.deserialize(&mut reader)?;
+        reader.end().map(|()| value)
+    })
+}
+
+fn decode_with<'de, E>(
+    lua: &Lua,
+    decode: impl FnOnce(LuaSeed<'_>) -> Result<Node<'de>, E>,
+) -> mlua::Result<Result<Value, E>> {
+    let failure = Cell::new(None);
+    let marker = array_marker(lua)?;
+    let result = decode(LuaSeed {
+        lua,
+        marker: &marker,
+        failure: &failure,
+    });
+    match failure.into_inner() {
+        Some(error) => Err(error),
+        None => match result {
+            Ok(Node::Str(s)) => Ok(Ok(Value::String(lua.create_string(&*s)?))),
+            Ok(Node::Value(value)) => Ok(Ok(value)),
+            Err(e) => Ok(Err(e)),
+        },
+    }
+}
+
+/// A decoded JSON value on its way into a table: strings stay Rust strings until the table is built, so each is
+/// pushed by the one call that builds its table rather than made on its own.
+enum Node<'de> {
+    Str(Cow<'de, str>),
+    Value(Value),
+}
+
+impl Node<'_> {
+    fn pushed(&self) -> Either<&str, &Value> {
+        match self {
+            Node::Str(s) => Either::Left(s),
+            Node::Value(value) => Either::Right(value),
+        }
+    }
+}
+
+/// Builds Lua values as serde reads JSON: arrays get the array marker, `null` is `json.null`, numbers are doubles.
+/// Each object or array is made by one call with all its entries.
+#[derive(Clone, Copy)]
+struct LuaSeed<'a> {
+    lua: &'a Lua,
+    marker: &'a Table,
+    /// A Lua error met while building (kept, since serde's error type can only carry text).
+    failure: &'a Cell<Option<mlua::Error>>,
+}
+
+impl LuaSeed<'_> {
+    fn lua<T, E: serde::de::Error>(&self, result: mlua::Result<T>) -> Result<T, E> {
+        result.map_err(|e| {
+            let message = e.to_string();
+            self.failure.set(Some(e));
+            E::custom(message)
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for LuaSeed<'_> {
+    type Value = Node<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node<'de>, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
+/// An object key, borrowed from the text when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
 impl<'de> Visitor<'de> for LuaSeed<'_> {
-    type Value = Value;
+    type Value = Node<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::NULL)
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Value(Value::NULL))
     }
 
-    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
-        Ok(Value::Boolean(b))
+    fn visit_bool<E>(self, b: bool) -> Result<Node<'de>, E> {
+        Ok(Node::Value(Value::Boolean(b)))
     }
 
-    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
-        Ok(Value::Number(n as f64))
+    fn visit_i64<E>(self, n: i64) -> Result<Node<'de>, E> {
+        Ok(Node::Value(Value::Number(n as f64)))
     }
 
-    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
-        Ok(Value::Number(n as f64))
+    fn visit_u64<E>(self, n: u64) -> Result<Node<'de>, E> {
+        Ok(Node::Value(Value::Number(n as f64)))
     }
 
-    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
-        Ok(Value::Number(n))
+    fn visit_f64<E>(self, n: f64) -> Result<Node<'de>, E> {
+        Ok(Node::Value(Value::Number(n)))
     }
 
-    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
-        self.lua(self.lua.create_string(s)).map(Value::String)
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Borrowed(s)))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let table = self.lua(self.lua.create_table_with_capacity(seq.size_hint().unwrap_or(0), 0))?;
-        let mut index = 1;
+    fn visit_str<E>(self, s: &str) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Owned(s)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
         while let Some(item) = seq.next_element_seed(self)? {
-            self.lua(table.raw_set(index, item))?;
-            index += 1;
+            items.push(item);
         }
+        let table = self.lua(self.lua.create_sequence_from(items.iter().map(Node::pushed)))?;
         self.lua(table.set_metatable(Some(self.marker.clone())))?;
-        Ok(Value::Table(table))
+        Ok(Node::Value(Value::Table(table)))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let table = self.lua(self.lua.create_table_with_capacity(0, map.size_hint().unwrap_or(0)))?;
-        while let Some(key) = map.next_key_seed(self)? {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some(Key(key)) = map.next_key()? {
             let item = map.next_value_seed(self)?;
-            self.lua(table.raw_set(key, item))?;
+            entries.push((key, item));
         }
-        Ok(Value::Table(table))
+        let table = self.lua(
+            self.lua
+                .create_table_from(entries.iter().map(|(key, item)| (&**key, item.pushed()))),
+        )?;
+        Ok(Node::Value(Value::Table(table)))
     }
 }
 

@@ -20,9 +20,6 @@ pub enum ProduceError {
     #[error("'{topic}' is not a valid kafka topic name (letters, digits, '.', '_' and '-', at most 249)")]
     InvalidTopicName { topic: String },
 
-    #[error("header '{name}' appears more than once; give each header name once")]
-    DuplicateHeader { name: String },
-
     #[error("timestamp {timestamp_ms} is not a time Kafka can store; give milliseconds since 1970-01-01")]
     InvalidTimestamp { timestamp_ms: i64 },
 

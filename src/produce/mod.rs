@@ -2,7 +2,7 @@
 //!
 //! Takes [`Message`]s (topic, optional cluster and partition, key and value as bytes, data or "generate one",
 //! headers, timestamp), gives one [`Delivery`] per message in the same order. Everything that can be checked before writing is checked for the
-//! whole call first (topic routing, partitions, headers), so a call with one bad message writes nothing.
+//! whole call first (topic routing, partitions, values), so a call with one bad message writes nothing.
 //!
 //! ```text
 //! messages ─> route (config) ─> key and value bytes (payload) ─> partition counts (cached metadata)
@@ -50,7 +50,16 @@ pub struct Written {
     pub delivery: Delivery,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
-    pub headers: BTreeMap<String, Vec<u8>>,
+    /// In the order written; a name may repeat.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Written {
+    /// Bytes of key, value and headers.
+    pub fn size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + headers
+    }
 }
 
 /// Where one message was written.
@@ -162,7 +171,7 @@ impl Producer {
                     .entry(slot)
                     .or_insert_with(|| (self.next_partition.fetch_add(1, Ordering::Relaxed) % count as usize) as i32),
             };
-            let headers = unique_headers(message.headers).map_err(|e| e.in_message(index))?;
+            let headers = message.headers;
             let timestamp_ms = message.timestamp_ms.unwrap_or(now_ms);
             let timestamp = Utc
                 .timestamp_millis_opt(timestamp_ms)
@@ -261,16 +270,4 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// rskafka keys headers by name, so a repeated name would silently keep only one value: refuse it instead.
-fn unique_headers(headers: Vec<(String, Vec<u8>)>) -> Result<BTreeMap<String, Vec<u8>>, ProduceError> {
-    let mut unique = BTreeMap::new();
-    for (name, value) in headers {
-        if unique.contains_key(&name) {
-            return Err(ProduceError::DuplicateHeader { name });
-        }
-        unique.insert(name, value);
-    }
-    Ok(unique)
 }

@@ -111,7 +111,6 @@ fn produce_status(error: &ProduceError) -> StatusCode {
         | ProduceError::ClusterNotFound { .. } => StatusCode::NOT_FOUND,
         ProduceError::AmbiguousTopic { .. }
         | ProduceError::InvalidTopicName { .. }
-        | ProduceError::DuplicateHeader { .. }
         | ProduceError::InvalidData { .. }
         | ProduceError::Encode { .. }
         | ProduceError::InvalidTimestamp { .. } => StatusCode::BAD_REQUEST,

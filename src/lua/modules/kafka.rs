@@ -13,7 +13,7 @@ use super::{answer, raising};
 use crate::config::Config;
 use crate::kafka::KafkaError;
 use crate::lua::convert::{self, Budget};
-use crate::lua::state::{KafkaOutage, VmShared};
+use crate::lua::state::{KafkaOutage, VmShared, unlimited};
 use crate::produce::{Key, Message, Payload, ProduceError, Producer, Written};
 
 const CALL_FIELDS: [&str; 3] = ["cluster", "topic", "messages"];
@@ -31,14 +31,21 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
     let produce = lua.create_async_function(move |lua, args: Table| {
         let context = Arc::clone(&context);
         let request = shared.current();
-        let call = read_call(&context.config, &args, &mut Budget::metered(&shared));
+        // Reading the call copies values out of Lua and allocates nothing there: no need for protected calls.
+        let call = unlimited(&lua, 0, || {
+            Ok(read_call(&context.config, &args, &mut Budget::metered(&shared)))
+        })
+        .unwrap_or_else(|e| Err(e.to_string()));
         async move {
             let messages = match call {
                 Ok(messages) => messages,
                 Err(e) => return answer(&lua, Err::<Value, _>(format!("kafka.produce: {e}"))),
             };
             match context.producer.produce_written(messages).await {
-                Ok(written) => answer(&lua, Ok(result(&lua, &written)?)),
+                Ok(written) => {
+                    let size = written.iter().map(Written::size).sum();
+                    answer(&lua, Ok(unlimited(&lua, size, || result(&lua, &written))?))
+                }
                 Err(e) => {
                     let message = format!("kafka.produce: {e}");
                     if let (Some(request), Some(outage)) = (request, outage(&e, &message)) {
@@ -247,11 +254,7 @@ fn result(lua: &Lua, written: &[Written]) -> Result<Table> {
         message.set("offset", w.delivery.offset)?;
         message.set("key", bytes_or_null(lua, w.key.as_deref())?)?;
         message.set("value", bytes_or_null(lua, w.value.as_deref())?)?;
-        let headers = lua.create_table()?;
-        for (name, value) in &w.headers {
-            headers.set(name.as_str(), lua.create_string(value)?)?;
-        }
-        message.set("headers", headers)?;
+        message.set("headers", headers_table(lua, &w.headers)?)?;
         message.set("timestamp", w.delivery.timestamp_ms)?;
         messages.raw_set(i + 1, message)?;
     }
@@ -264,6 +267,26 @@ fn result(lua: &Lua, written: &[Written]) -> Result<Table> {
         table.set("value", bytes_or_null(lua, first.value.as_deref())?)?;
     }
     table.set("messages", messages)?;
+    Ok(table)
+}
+
+/// `name = value`, or, when a name repeats, the list form `{ {key =, value =}, ... }` in written order.
+fn headers_table(lua: &Lua, headers: &[(String, Vec<u8>)]) -> Result<Table> {
+    let repeated = headers
+        .iter()
+        .enumerate()
+        .any(|(i, (name, _))| headers[..i].iter().any(|(earlier, _)| earlier == name));
+    let table = lua.create_table()?;
+    for (i, (name, value)) in headers.iter().enumerate() {
+        if repeated {
+            let entry = lua.create_table()?;
+            entry.set("key", name.as_str())?;
+            entry.set("value", lua.create_string(value)?)?;
+            table.raw_set(i + 1, entry)?;
+        } else {
+            table.set(name.as_str(), lua.create_string(value)?)?;
+        }
+    }
     Ok(table)
 }
 
