@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# luka's benchmarks, each against luka's standalone broker, comparisons measured in the same run:
-#   bench/run.sh rest [--rounds N] [--seconds S]   REST produce throughput vs a native librdkafka producer
-#   bench/run.sh lua  [--rounds N] [--seconds S]   Lua webhook function vs luka REST vs Node.js http + kafkajs
-#   bench/run.sh schema [--rounds N] [--seconds S] random values and validations per second for an order schema
-#   bench/run.sh                                   all three
-# Needs what the tests need (scripts/test installs it: cmake, libcurl and zlib headers); `lua` also needs Node.js
-# and npm (kafkajs is installed from bench/node/package-lock.json).
+# luka's benchmarks (see bench/README.md for what each measures and the latest results):
+#   bench/run.sh compare [--rounds N] [--seconds S]  every stack on pinned cores: HTTP and Lua ceilings, Lua webhook
+#                                                    vs REST vs Node.js + kafkajs, REST x100 vs librdkafka, targets
+#   bench/run.sh schema [--rounds N] [--seconds S]   random values and validations per second for an order schema
+#   bench/run.sh                                     both
+# Needs what the tests need (scripts/test installs cmake, libcurl and zlib headers), plus wrk, taskset, Node.js and
+# npm for `compare` (installed here with apt when missing; kafkajs comes from bench/node/package-lock.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/luka-target}"
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v taskset >/dev/null || need+=(util-linux)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
 which="${1:-all}"
 [[ $# -gt 0 ]] && shift
 case "$which" in
-  rest) cargo bench --locked --bench rest_throughput -- "$@" ;;
-  lua) cargo bench --locked --bench lua_webhook -- "$@" ;;
+  compare) cargo bench --locked --bench compare -- "$@" ;;
   schema) cargo bench --locked --bench schema_speed -- "$@" ;;
   all)
-    cargo bench --locked --bench rest_throughput -- "$@"
-    cargo bench --locked --bench lua_webhook -- "$@"
+    cargo bench --locked --bench compare -- "$@"
     cargo bench --locked --bench schema_speed -- "$@"
     ;;
-  *) echo "usage: bench/run.sh [rest|lua|schema|all] [--rounds N] [--seconds S]" >&2; exit 2 ;;
+  *) echo "usage: bench/run.sh [compare|schema|all] [--rounds N] [--seconds S]" >&2; exit 2 ;;
 esac

@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use mlua::{Lua, Result, Table, Value};
+use mlua::{Function, IntoLuaMulti, Lua, Result, Table, Value};
 
-use super::{answer, raising};
+use super::answer;
 use crate::config::Config;
 use crate::kafka::KafkaError;
 use crate::lua::convert::{self, Budget};
@@ -26,38 +26,183 @@ pub struct KafkaContext {
     pub producer: Arc<Producer>,
 }
 
+/// `kafka.produce` as handlers see it. The common call, one message of a string key and value, is checked by Lua
+/// itself and handed to Rust as plain arguments, and its result table is built by Lua: reading and building tables
+/// from Rust costs a protected call per field, which was most of a webhook's produce overhead in the profile.
+/// Every other shape goes to the general reader, which reports what is wrong with it.
+const PRODUCE: &str = r#"
+local general, one = ...
+local type, next, error = type, next, error
+local CALL = { cluster = true, topic = true, messages = true }
+local MESSAGE = { key = true, value = true, partition = true, timestamp = true }
+local function only_entry(t)
+  local n = 0
+  for k in next, t do
+    n = n + 1
+    if n > 1 or k ~= 1 then return nil end
+  end
+  return t[1]
+end
+local function simple(call)
+  local messages = call.messages
+  if type(messages) ~= "table" then return nil end
+  local m = only_entry(messages)
+  if type(m) ~= "table" then return nil end
+  for k in next, call do if not CALL[k] then return nil end end
+  for k in next, m do if not MESSAGE[k] then return nil end end
+  local key, value, cluster, topic, partition, timestamp = m.key, m.value, call.cluster, call.topic, m.partition, m.timestamp
+  if type(value) ~= "string" or (key ~= nil and type(key) ~= "string")
+    or (cluster ~= nil and type(cluster) ~= "string") or (topic ~= nil and type(topic) ~= "string")
+    or (partition ~= nil and type(partition) ~= "number") or (timestamp ~= nil and type(timestamp) ~= "number") then
+    return nil
+  end
+  return m
+end
+return function(call)
+  local m = type(call) == "table" and simple(call)
+  if m then
+    local value = m.value
+    local ok, cluster, topic, partition, offset, key, timestamp = one(call.cluster, call.topic, m.key, value, m.partition, m.timestamp)
+    if not ok then error(cluster, 2) end
+    return { cluster = cluster, topic = topic, partition = partition, offset = offset, key = key, value = value,
+      messages = { { partition = partition, offset = offset, key = key, value = value, headers = {}, timestamp = timestamp } } }
+  end
+  local ok, r = general(call)
+  if ok then return r end
+  error(r, 2)
+end
+"#;
+
 pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> Result<Table> {
     let table = lua.create_table()?;
-    let produce = lua.create_async_function(move |lua, args: Table| {
+    let general = {
+        let (context, shared) = (Arc::clone(&context), Arc::clone(&shared));
+        lua.create_async_function(move |lua, args: Value| {
+            let context = Arc::clone(&context);
+            let request = shared.current();
+            // Reading the call copies values out of Lua and allocates nothing there: no need for protected calls.
+            let call = match args {
+                Value::Table(args) => unlimited(&lua, 0, || {
+                    Ok(read_call(&context.config, &args, &mut Budget::metered(&shared)))
+                })
+                .unwrap_or_else(|e| Err(e.to_string())),
+                other => Err(format!(
+                    "expected a table: kafka.produce{{topic = \"...\", messages = {{ {{key = ..., value = ...}} }}}}, got {}",
+                    type_name(&other)
+                )),
+            };
+            async move {
+                let messages = match call {
+                    Ok(messages) => messages,
+                    Err(e) => return answer(&lua, Err::<Value, _>(format!("kafka.produce: {e}"))),
+                };
+                match context.producer.produce_written(messages).await {
+                    Ok(written) => {
+                        let size = written.iter().map(Written::size).sum();
+                        answer(&lua, Ok(unlimited(&lua, size, || result(&lua, &written))?))
+                    }
+                    Err(e) => answer(&lua, Err::<Value, _>(failure(&e, request))),
+                }
+            }
+        })?
+    };
+    let one = lua.create_async_function(move |lua, args: OneMessage| {
         let context = Arc::clone(&context);
         let request = shared.current();
-        // Reading the call copies values out of Lua and allocates nothing there: no need for protected calls.
-        let call = unlimited(&lua, 0, || {
-            Ok(read_call(&context.config, &args, &mut Budget::metered(&shared)))
-        })
-        .unwrap_or_else(|e| Err(e.to_string()));
         async move {
-            let messages = match call {
-                Ok(messages) => messages,
-                Err(e) => return answer(&lua, Err::<Value, _>(format!("kafka.produce: {e}"))),
+            let message = match args.into_message(&context.config) {
+                Ok(message) => message,
+                Err(e) => return (false, format!("kafka.produce: {e}")).into_lua_multi(&lua),
             };
-            match context.producer.produce_written(messages).await {
-                Ok(written) => {
-                    let size = written.iter().map(Written::size).sum();
-                    answer(&lua, Ok(unlimited(&lua, size, || result(&lua, &written))?))
+            let generated_key = matches!(message.key, Key::Random);
+            match context.producer.produce_written(vec![message]).await {
+                Ok(mut written) => {
+                    let w = written.pop().expect("one message, one result");
+                    let d = w.delivery;
+                    // The caller has its own key and value; only a generated key must come back.
+                    let key = match (generated_key, w.key) {
+                        (true, Some(key)) => Value::String(lua.create_string(key)?),
+                        _ => Value::Nil,
+                    };
+                    (true, d.cluster, d.topic, d.partition, d.offset, key, d.timestamp_ms).into_lua_multi(&lua)
                 }
-                Err(e) => {
-                    let message = format!("kafka.produce: {e}");
-                    if let (Some(request), Some(outage)) = (request, outage(&e, &message)) {
-                        request.record(|o| o.kafka_outage = Some(outage));
-                    }
-                    answer(&lua, Err::<Value, _>(message))
-                }
+                Err(e) => (false, failure(&e, request)).into_lua_multi(&lua),
             }
         }
     })?;
-    table.set("produce", raising(lua, produce)?)?;
+    let produce: Function = lua.load(PRODUCE).set_name("=kafka.produce").call((general, one))?;
+    table.set("produce", produce)?;
     Ok(table)
+}
+
+/// The arguments of the one-message fast path, already of the right Lua types (the Lua side checked).
+struct OneMessage {
+    cluster: Option<mlua::LuaString>,
+    topic: Option<mlua::LuaString>,
+    key: Option<mlua::LuaString>,
+    value: mlua::LuaString,
+    partition: Option<f64>,
+    timestamp: Option<f64>,
+}
+
+impl mlua::FromLuaMulti for OneMessage {
+    fn from_lua_multi(values: mlua::MultiValue, lua: &Lua) -> Result<Self> {
+        let (cluster, topic, key, value, partition, timestamp) = mlua::FromLuaMulti::from_lua_multi(values, lua)?;
+        Ok(Self {
+            cluster,
+            topic,
+            key,
+            value,
+            partition,
+            timestamp,
+        })
+    }
+}
+
+impl OneMessage {
+    fn into_message(self, config: &Config) -> std::result::Result<Message, String> {
+        let mut budget = Budget::unmetered();
+        let text = |s: &mlua::LuaString, name: &str| {
+            s.to_str()
+                .map(|s| s.to_owned())
+                .map_err(|_| format!("{name} has the wrong type"))
+        };
+        let topic = match &self.topic {
+            Some(topic) => text(topic, "topic")?,
+            None => only_topic(config)?,
+        };
+        let cluster = self.cluster.as_ref().map(|c| text(c, "cluster")).transpose()?;
+        let key = match &self.key {
+            Some(key) => Key::Bytes(bytes(key, &mut budget)?),
+            None => Key::Random,
+        };
+        let value = bytes(&self.value, &mut budget)?;
+        Ok(Message {
+            topic,
+            cluster,
+            partition: partition(self.partition).map_err(|e| format!("message 1: {e}"))?,
+            key,
+            value: Payload::Bytes(Some(value)),
+            headers: Vec::new(),
+            timestamp_ms: timestamp(self.timestamp).map_err(|e| format!("message 1: {e}"))?,
+        })
+    }
+}
+
+/// The handler's error text for a failed produce; an outage is also noted on the request (for its answer's status).
+fn failure(error: &ProduceError, request: Option<Arc<crate::lua::state::RequestState>>) -> String {
+    let message = format!("kafka.produce: {error}");
+    if let (Some(request), Some(outage)) = (request, outage(error, &message)) {
+        request.record(|o| o.kafka_outage = Some(outage));
+    }
+    message
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::LightUserData(p) if p.0.is_null() => "json.null",
+        other => other.type_name(),
+    }
 }
 
 /// A cluster that was down or slow, as opposed to a mistake in the call.
@@ -133,16 +278,8 @@ fn read_message(
     budget: &mut Budget,
 ) -> std::result::Result<Message, String> {
     convert::check_fields(table, allowed)?;
-    let partition = match field::<f64>(table, "partition")? {
-        None => None,
-        Some(p) if p.fract() == 0.0 && (0.0..=f64::from(i32::MAX)).contains(&p) => Some(p as i32),
-        Some(p) => return Err(format!("partition {p} is not a whole number >= 0")),
-    };
-    let timestamp_ms = match field::<f64>(table, "timestamp")? {
-        None => None,
-        Some(t) if t.fract() == 0.0 => Some(t as i64),
-        Some(t) => return Err(format!("timestamp {t} is not whole milliseconds since 1970-01-01")),
-    };
+    let partition = partition(field::<f64>(table, "partition")?)?;
+    let timestamp_ms = timestamp(field::<f64>(table, "timestamp")?)?;
     let key = match table.raw_get::<Value>("key").map_err(|e| e.to_string())? {
         Value::Nil => Key::Random,
         Value::LightUserData(p) if p.0.is_null() => Key::Null,
@@ -170,6 +307,22 @@ fn read_message(
         headers,
         timestamp_ms,
     })
+}
+
+fn partition(partition: Option<f64>) -> std::result::Result<Option<i32>, String> {
+    match partition {
+        None => Ok(None),
+        Some(p) if p.fract() == 0.0 && (0.0..=f64::from(i32::MAX)).contains(&p) => Ok(Some(p as i32)),
+        Some(p) => Err(format!("partition {p} is not a whole number >= 0")),
+    }
+}
+
+fn timestamp(timestamp: Option<f64>) -> std::result::Result<Option<i64>, String> {
+    match timestamp {
+        None => Ok(None),
+        Some(t) if t.fract() == 0.0 => Ok(Some(t as i64)),
+        Some(t) => Err(format!("timestamp {t} is not whole milliseconds since 1970-01-01")),
+    }
 }
 
 /// `value`: strings as their bytes, numbers and booleans as text, tables as JSON, `json.null` as a tombstone.
