@@ -187,7 +187,7 @@ async fn keyed_messages_land_where_javas_partitioner_puts_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_have_the_right_status_and_say_what_to_fix() {
     let h = Harness::start(1, CONFIG).await;
-    let cases: [(&str, &str, u16, &str); 7] = [
+    let cases: [(&str, &str, u16, &str); 8] = [
         (
             "/produce/greetings",
             r#"{"value":"a","timestamp":-5}"#,
@@ -202,6 +202,12 @@ async fn errors_have_the_right_status_and_say_what_to_fix() {
             "message 2: missing field `value`",
         ),
         ("/produce", r#"{"value":"a"}"#, 400, "missing field `topic`"),
+        (
+            "/produce/greetings",
+            r#"{"value":"x","partition":2147483648}"#,
+            400,
+            "partition must be an integer from 0 to 2147483647, got 2147483648",
+        ),
         ("/produce/nope", r#"{"value":"a"}"#, 404, "kafka topic 'nope' not found"),
         (
             "/produce/cities",

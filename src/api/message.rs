@@ -1,102 +1,358 @@
 //! The JSON shape of the REST produce API (`seeds/002_*`): request body in, produce-core [`Message`]s out.
+//!
+//! The body is read once: an array is split into its raw items, and each item is deserialized into a typed message
+//! whose strings borrow from the body, so the only copies made are the record's own key, value and headers. Every
+//! invalid message is reported (up to [`MAX_REPORTED`]), each error in the API's words with echoed input cut short.
+
+use std::borrow::Cow;
+use std::fmt;
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::ApiError;
 use crate::produce::{Key, Message, Payload};
 
+/// Invalid messages listed in one answer; the rest are counted.
+const MAX_REPORTED: usize = 10;
+
+/// Characters of a client's input quoted back in an error.
+const ECHO_CHARS: usize = 40;
+
 /// One message as the hosted Producer API defines it; unknown fields are refused so typos are caught.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RestMessage {
-    topic: Option<String>,
+struct RestMessage<'a> {
+    #[serde(borrow, default)]
+    topic: Option<Text<'a>>,
+    #[serde(default, deserialize_with = "partition")]
     partition: Option<i32>,
+    #[serde(default, deserialize_with = "timestamp")]
     timestamp: Option<i64>,
-    key: Option<String>,
+    #[serde(borrow, default)]
+    key: Option<Text<'a>>,
     /// `Some(Null)` (an explicit `null`) is a tombstone; a missing `value` is an error.
-    #[serde(default, deserialize_with = "present")]
-    value: Option<Value>,
-    #[serde(default)]
-    headers: Vec<RestHeader>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    value: Option<RestValue<'a>>,
+    #[serde(borrow, default)]
+    headers: Vec<RestHeader<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RestHeader {
-    key: String,
-    value: String,
+struct RestHeader<'a> {
+    #[serde(borrow)]
+    key: Text<'a>,
+    #[serde(borrow)]
+    value: Text<'a>,
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
+/// A JSON string, borrowed from the body unless it had escapes.
+#[derive(Debug)]
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+/// A message value: a string is written as its text, `null` is a tombstone, anything else as compact JSON.
+#[derive(Debug)]
+enum RestValue<'a> {
+    Null,
+    Text(Cow<'a, str>),
+    Json(Value),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RestValue<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = RestValue<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(RestValue::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RestValue::Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(RestValue::Text(Cow::Owned(v)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(RestValue::Null)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(RestValue::Json(Value::from(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(RestValue::Json(Value::from(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(RestValue::Json(Value::from(v)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(RestValue::Json(Value::from(v)))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Value::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(RestValue::Json)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(RestValue::Json)
+            }
+        }
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+fn present<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<RestValue<'a>>, D::Error> {
+    RestValue::deserialize(d).map(Some)
+}
+
+/// An optional whole number within `range`, named in the error as the API defines it.
+struct Whole {
+    field: &'static str,
+    rule: &'static str,
+    min: i64,
+    max: i64,
+}
+
+impl<'de> Visitor<'de> for Whole {
+    type Value = Option<i64>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{} {}", self.field, self.rule)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        if (self.min..=self.max).contains(&v) {
+            Ok(Some(v))
+        } else {
+            Err(E::custom(format!("{} {}, got {v}", self.field, self.rule)))
+        }
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        match i64::try_from(v) {
+            Ok(v) => self.visit_i64(v),
+            Err(_) => Err(E::custom(format!("{} {}, got {v}", self.field, self.rule))),
+        }
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Err(E::custom(format!("{} {}, got {v}", self.field, self.rule)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Err(E::custom(format!(
+            "{} {}, got the string {}",
+            self.field,
+            self.rule,
+            echo(v)
+        )))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Err(E::custom(format!("{} {}, got {v}", self.field, self.rule)))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(de::Error::custom(format!("{} {}, got an array", self.field, self.rule)))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(de::Error::custom(format!(
+            "{} {}, got an object",
+            self.field, self.rule
+        )))
+    }
+}
+
+fn partition<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    let rule = Whole {
+        field: "partition",
+        rule: "must be an integer from 0 to 2147483647",
+        min: 0,
+        max: i64::from(i32::MAX),
+    };
+    let partition = d.deserialize_any(rule)?;
+    Ok(partition.map(|p| i32::try_from(p).expect("checked range")))
+}
+
+fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    d.deserialize_any(Whole {
+        field: "timestamp",
+        rule: "must be an integer number of milliseconds since 1970-01-01T00:00:00Z",
+        min: i64::MIN,
+        max: i64::MAX,
+    })
 }
 
 /// Parses a request body: one message object or an array of them. `path_topic` is the topic of
 /// `/produce/<topic>`; without it every message must name its topic.
 pub fn parse_body(body: &[u8], path_topic: Option<&str>) -> Result<Vec<Message>, ApiError> {
-    let json: Value = serde_json::from_slice(body).map_err(|e| {
+    let items = split_items(body)?;
+    let mut messages = Vec::with_capacity(items.len());
+    let mut invalid: Vec<String> = Vec::new();
+    let mut unreported = 0;
+    for (index, item) in items.iter().enumerate() {
+        match to_message(item, path_topic) {
+            Ok(message) if invalid.is_empty() => messages.push(message),
+            Ok(_) => {}
+            Err(e) if invalid.len() < MAX_REPORTED => invalid.push(format!("message {}: {e}", index + 1)),
+            Err(_) => unreported += 1,
+        }
+    }
+    if invalid.is_empty() {
+        return Ok(messages);
+    }
+    let mut report = invalid.join("; ");
+    if unreported > 0 {
+        report.push_str(&format!("; and {unreported} more invalid messages"));
+    }
+    if invalid.len() + unreported > 1 {
+        report = format!(
+            "{} of {} messages are invalid (nothing was written): {report}",
+            invalid.len() + unreported,
+            items.len()
+        );
+    }
+    Err(ApiError::BadRequest(report))
+}
+
+/// The body's messages as raw JSON texts: the items of an array, or the one object.
+fn split_items(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
+    let malformed = |e: serde_json::Error| {
         if body.iter().all(u8::is_ascii_whitespace) {
             ApiError::BadRequest("the request body is empty; send a JSON message object or an array of them".into())
         } else {
-            ApiError::BadRequest(format!("malformed JSON: {e}"))
+            ApiError::BadRequest(format!("malformed JSON: {}", clean(&e)))
         }
-    })?;
-    let items = match json {
-        Value::Array(items) if items.is_empty() => {
-            return Err(ApiError::BadRequest(
-                "the message array is empty; send at least one message".into(),
-            ));
-        }
-        Value::Array(items) => items,
-        object @ Value::Object(_) => vec![object],
-        other => {
+    };
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let items: Vec<&RawValue> = match first {
+        Some(b'[') => serde_json::from_slice(body).map_err(malformed)?,
+        Some(b'{') => vec![serde_json::from_slice(body).map_err(malformed)?],
+        _ => {
+            let value: Value = serde_json::from_slice(body).map_err(malformed)?;
             return Err(ApiError::BadRequest(format!(
                 "expected a JSON message object or an array of them, got {}",
-                type_name(&other)
+                type_name(&value)
             )));
         }
     };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(index, item)| {
-            to_message(item, path_topic).map_err(|e| ApiError::BadRequest(format!("message {}: {e}", index + 1)))
-        })
-        .collect()
+    if items.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the message array is empty; send at least one message".into(),
+        ));
+    }
+    Ok(items)
 }
 
-fn to_message(item: Value, path_topic: Option<&str>) -> Result<Message, String> {
-    if !item.is_object() {
-        return Err(format!("expected a JSON object, got {}", type_name(&item)));
+fn to_message(item: &RawValue, path_topic: Option<&str>) -> Result<Message, String> {
+    let text = item.get();
+    if !text.starts_with('{') {
+        let value: Value = serde_json::from_str(text).map_err(|e| clean(&e))?;
+        return Err(format!("expected a JSON object, got {}", type_name(&value)));
     }
-    let m: RestMessage = serde_json::from_value(item).map_err(|e| e.to_string())?;
+    let m: RestMessage = serde_json::from_str(text).map_err(|e| clean(&e))?;
     let topic = match (path_topic, m.topic) {
-        (Some(path), Some(body)) if path != body => {
+        (Some(path), Some(Text(body))) if path != body => {
             return Err(format!(
-                "topic '{body}' differs from the topic '{path}' in the URL; drop one of them"
+                "topic {} differs from the topic {} in the URL; drop one of them",
+                echo(&body),
+                echo(path)
             ));
         }
         (Some(path), _) => path.to_owned(),
-        (None, Some(body)) => body,
+        (None, Some(Text(body))) => body.into_owned(),
         (None, None) => return Err("missing field `topic` (required by POST /produce)".into()),
     };
     let value = match m.value {
         None => return Err("missing field `value`".into()),
-        Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.into_bytes()),
+        Some(RestValue::Null) => None,
+        Some(RestValue::Text(s)) => Some(s.into_owned().into_bytes()),
         // Not a string: written as its compact JSON text, which is what a JSON value in a Kafka record means.
-        Some(other) => Some(other.to_string().into_bytes()),
+        Some(RestValue::Json(other)) => Some(other.to_string().into_bytes()),
     };
     Ok(Message {
         topic,
         cluster: None,
         partition: m.partition,
-        key: m.key.map_or(Key::Null, |k| Key::Bytes(k.into_bytes())),
+        key: m
+            .key
+            .map_or(Key::Null, |Text(k)| Key::Bytes(k.into_owned().into_bytes())),
         value: Payload::Checked(value),
-        headers: m.headers.into_iter().map(|h| (h.key, h.value.into_bytes())).collect(),
+        headers: m
+            .headers
+            .into_iter()
+            .map(|h| (h.key.0.into_owned(), h.value.0.into_owned().into_bytes()))
+            .collect(),
         timestamp_ms: m.timestamp,
     })
+}
+
+/// A serde_json error without its position (which counts within one message, not the body) and with any quoted
+/// input cut short.
+fn clean(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    let text = text.strip_suffix(&position).unwrap_or(&text);
+    shorten_quotes(text)
+}
+
+/// `"…"` spans longer than [`ECHO_CHARS`] cut to that many characters.
+fn shorten_quotes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(256));
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        let (mut kept, mut escaped) = (0, false);
+        for c in chars.by_ref() {
+            let closing = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            if closing {
+                if kept > ECHO_CHARS {
+                    out.push('…');
+                }
+                out.push('"');
+                break;
+            }
+            kept += 1;
+            if kept <= ECHO_CHARS {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Client input quoted in an error, cut to [`ECHO_CHARS`] characters.
+fn echo(text: &str) -> String {
+    let mut quoted: String = text.chars().take(ECHO_CHARS).collect();
+    if quoted.len() < text.len() {
+        quoted.push('…');
+    }
+    format!("'{quoted}'")
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -148,6 +404,55 @@ mod tests {
         assert!(err("[]", Some("t")).contains("empty"));
         assert!(err("42", Some("t")).contains("got a number"));
         assert!(err(r#"{"topic":"b","value":"x"}"#, Some("a")).contains("differs"));
+    }
+
+    #[test]
+    fn every_invalid_message_is_reported_in_the_apis_words() {
+        let report = err(
+            r#"[{"value":"ok"},{"value":"x","partition":2147483648},{"value":"y","timestamp":1.5},{"key":"k"}]"#,
+            Some("t"),
+        );
+        assert!(report.starts_with("3 of 4 messages are invalid"), "{report}");
+        assert!(
+            report.contains("message 2: partition must be an integer from 0 to 2147483647, got 2147483648"),
+            "{report}"
+        );
+        assert!(
+            report.contains("message 3: timestamp must be an integer number of milliseconds"),
+            "{report}"
+        );
+        assert!(report.contains("got 1.5"), "{report}");
+        assert!(report.contains("message 4: missing field `value`"), "{report}");
+        assert!(
+            !report.contains("i32") && !report.contains("i64") && !report.contains("column"),
+            "{report}"
+        );
+
+        let many: Vec<String> = (0..25).map(|_| r#"{"key":"k"}"#.to_owned()).collect();
+        let report = err(&format!("[{}]", many.join(",")), Some("t"));
+        assert!(report.starts_with("25 of 25 messages are invalid"), "{report}");
+        assert!(
+            report.contains("message 10:") && !report.contains("message 11:"),
+            "{report}"
+        );
+        assert!(report.ends_with("and 15 more invalid messages"), "{report}");
+    }
+
+    #[test]
+    fn echoed_input_is_cut_short() {
+        let long = "x".repeat(100_000);
+        let report = err(&format!(r#"{{"value":"v","headers":"{long}"}}"#), Some("t"));
+        assert!(report.len() < 200, "{report}");
+        assert!(report.contains(&format!("\"{}…\"", "x".repeat(ECHO_CHARS))), "{report}");
+        let report = err(&format!(r#"{{"value":"v","partition":"{long}"}}"#), Some("t"));
+        assert!(report.len() < 200, "{report}");
+    }
+
+    #[test]
+    fn strings_without_escapes_borrow_from_the_body() {
+        let m: RestMessage = serde_json::from_str(r#"{"key":"plain","value":"a\"b"}"#).unwrap();
+        assert!(matches!(m.key, Some(Text(Cow::Borrowed("plain")))));
+        assert!(matches!(m.value, Some(RestValue::Text(Cow::Owned(_)))));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 mod auth;
 mod message;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::config::Config;
 use crate::produce::{Delivery, Key, Message, Payload, ProduceError, Producer};
@@ -39,14 +39,14 @@ pub enum ProduceCall {
     Body { topic: Option<String> },
 }
 
-/// Writes the messages of `call` as `authorization`'s user; gives the JSON answer.
+/// Writes the messages of `call` as `authorization`'s user; gives the JSON answer's bytes.
 pub async fn produce(
     config: &Config,
     producer: &Producer,
     authorization: Option<&str>,
     call: ProduceCall,
     body: &[u8],
-) -> Result<Value, ApiError> {
+) -> Result<Vec<u8>, ApiError> {
     let user = auth::authenticate(&config.users, authorization)?;
     let (messages, single) = match call {
         ProduceCall::Path(message) => (vec![message], true),
@@ -60,22 +60,38 @@ pub async fn produce(
         });
     }
     let deliveries = producer.produce(messages).await?;
-    let mut metadata: Vec<Value> = deliveries.iter().map(metadata).collect();
-    Ok(if single {
-        metadata.remove(0)
+    let answer: Vec<Metadata> = deliveries.iter().map(Metadata::from).collect();
+    let bytes = if single {
+        serde_json::to_vec(&answer[0])
     } else {
-        Value::Array(metadata)
-    })
+        serde_json::to_vec(&answer)
+    };
+    Ok(bytes.expect("metadata serializes"))
 }
 
 /// `{topic, partition, offset, timestamp}`, as the hosted API answers.
+#[derive(Debug, serde::Serialize)]
+struct Metadata<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    timestamp: i64,
+}
+
+impl<'a> From<&'a Delivery> for Metadata<'a> {
+    fn from(delivery: &'a Delivery) -> Self {
+        Self {
+            topic: &delivery.topic,
+            partition: delivery.partition,
+            offset: delivery.offset,
+            timestamp: delivery.timestamp_ms,
+        }
+    }
+}
+
+/// The metadata of one delivery as a JSON value (for answers that mix it with other values).
 pub fn metadata(delivery: &Delivery) -> Value {
-    json!({
-        "topic": delivery.topic,
-        "partition": delivery.partition,
-        "offset": delivery.offset,
-        "timestamp": delivery.timestamp_ms,
-    })
+    serde_json::to_value(Metadata::from(delivery)).expect("metadata serializes")
 }
 
 /// Splits the part of the path after `/produce` into a call; `None` if the path is not a produce path.

@@ -15,7 +15,7 @@ pub mod partitioner;
 mod payload;
 mod route;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -27,7 +27,7 @@ use payload::ValueError;
 pub use payload::{Key, Payload, random_key};
 pub use route::resolve;
 
-use crate::config::Config;
+use crate::config::{Config, Topic};
 use crate::kafka::{ClusterPool, CreateIfMissing, KafkaError};
 
 /// One record to write.
@@ -80,6 +80,15 @@ pub struct Producer {
     next_partition: AtomicUsize,
 }
 
+/// A topic named in a call, resolved: its config, partition count and the partition its unkeyed messages take.
+struct Destination<'c> {
+    topic_name: String,
+    asked_cluster: Option<String>,
+    topic: &'c Topic,
+    count: i32,
+    unkeyed: Option<i32>,
+}
+
 /// A message with its destination decided.
 struct Placed {
     cluster: String,
@@ -129,30 +138,40 @@ impl Producer {
 
     async fn place(&self, messages: Vec<Message>) -> Result<Vec<Placed>, ProduceError> {
         let now_ms = now_ms();
-        let mut counts: HashMap<(String, String), i32> = HashMap::new();
-        let mut unkeyed: HashMap<(String, String), i32> = HashMap::new();
+        // Most calls name one topic many times: it is resolved and counted once per call.
+        let mut destinations: Vec<Destination> = Vec::new();
         let mut placed = Vec::with_capacity(messages.len());
         for (index, message) in messages.into_iter().enumerate() {
-            let topic =
-                resolve(&self.config, message.cluster.as_deref(), &message.topic).map_err(|e| e.in_message(index))?;
-            let cluster = topic.cluster.clone();
-            let slot = (cluster.clone(), message.topic.clone());
-            let count = match counts.get(&slot) {
-                Some(count) => *count,
+            let known = destinations
+                .iter()
+                .position(|d| d.topic_name == message.topic && d.asked_cluster == message.cluster);
+            let at = match known {
+                Some(at) => at,
                 None => {
+                    let topic = resolve(&self.config, message.cluster.as_deref(), &message.topic)
+                        .map_err(|e| e.in_message(index))?;
                     let create = topic.partitions.map(|partitions| CreateIfMissing {
                         partitions,
                         replication_factor: topic.replication_factor,
                     });
-                    let client = self.pool.cluster(&cluster).await?;
+                    let client = self.pool.cluster(&topic.cluster).await?;
                     let count = client
                         .partition_count(&message.topic, create)
                         .await
                         .map_err(|e| e.into_message(index))?;
-                    counts.insert(slot.clone(), count);
-                    count
+                    destinations.push(Destination {
+                        topic_name: message.topic.clone(),
+                        asked_cluster: message.cluster.clone(),
+                        topic,
+                        count,
+                        unkeyed: None,
+                    });
+                    destinations.len() - 1
                 }
             };
+            let destination = &mut destinations[at];
+            let (topic, count) = (destination.topic, destination.count);
+            let cluster = topic.cluster.clone();
             let key = payload::key_bytes(message.key, topic).map_err(|e| value_error(e, index, &message.topic))?;
             let value =
                 payload::value_bytes(message.value, topic).map_err(|e| value_error(e, index, &message.topic))?;
@@ -167,9 +186,9 @@ impl Producer {
                     return Err(ProduceError::from(e).in_message(index));
                 }
                 (None, Some(key)) => partitioner::partition_for_key(key, count),
-                (None, None) => *unkeyed
-                    .entry(slot)
-                    .or_insert_with(|| (self.next_partition.fetch_add(1, Ordering::Relaxed) % count as usize) as i32),
+                (None, None) => *destination.unkeyed.get_or_insert_with(|| {
+                    (self.next_partition.fetch_add(1, Ordering::Relaxed) % count as usize) as i32
+                }),
             };
             let headers = message.headers;
             let timestamp_ms = message.timestamp_ms.unwrap_or(now_ms);

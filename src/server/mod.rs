@@ -103,7 +103,12 @@ pub async fn shutdown_signal() {
 }
 
 pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    let mut response = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
+    json_bytes_response(status, body.to_string().into_bytes())
+}
+
+/// A response whose body is already JSON text.
+pub(crate) fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

@@ -12,7 +12,7 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
 use super::error::{RequestError, into_response};
-use super::{Response, json_response};
+use super::{Response, json_bytes_response, json_response};
 use crate::App;
 use crate::api;
 use crate::lua::{Found, HttpRequest, Target};
@@ -59,7 +59,7 @@ async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> 
         let authorization = authorization(&request);
         let body = read_body(request, app.config.server.max_body_bytes).await?;
         let answer = api::produce(&app.config, &app.producer, authorization.as_deref(), call, &body).await?;
-        return Ok(json_response(StatusCode::OK, &answer));
+        return Ok(json_bytes_response(StatusCode::OK, answer));
     }
     match app.functions.find(request.method().as_str(), path) {
         Found::Target(target) => call_function(app, request, remote, target).await,
