@@ -2,6 +2,9 @@
 -- keyed by the order id so every event of one order lands on the same partition.
 return function(req)
   local order = req:json() -- a body that is not JSON answers 400
+  if type(order) ~= "table" then
+    return { status = 422, json = { error = "send the order as a JSON object: {\"item\": ..., \"quantity\": ...}" } }
+  end
   if type(order.item) ~= "string" or type(order.quantity) ~= "number" or order.quantity < 1 then
     return { status = 422, json = { error = "an order needs item (string) and quantity (number >= 1)" } }
   end

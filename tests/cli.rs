@@ -274,6 +274,16 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
         (order["item"].as_str(), order["quantity"].as_i64()),
         (Some("book"), Some(2))
     );
+    // Valid JSON that is not an order object is the client's mistake, not a server error.
+    for body in ["null", "5", "\"text\"", "[1]"] {
+        let response = client
+            .post(format!("http://{http}/orders"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422, "{body}");
+    }
 }
 
 /// Runs `luka check` on a config that must fail; gives what it printed on stderr.

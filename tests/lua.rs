@@ -150,6 +150,22 @@ return function(req, ...)
 end
 "##;
 
+/// `kafka.produce` called with what is not a call table; each caught error, typed.
+const ARGUMENTS: &str = r#"
+return function(req)
+  local out = {}
+  for _, arg in ipairs({ false, "text", 5, json.null }) do
+    local _, e = pcall(kafka.produce, arg)
+    table.insert(out, type(e) .. ": " .. tostring(e))
+  end
+  local _, e = pcall(kafka.produce, nil)
+  table.insert(out, type(e) .. ": " .. tostring(e))
+  _, e = pcall(kafka.produce)
+  table.insert(out, type(e) .. ": " .. tostring(e))
+  return { json = out }
+end
+"#;
+
 const LIMITS: &str = r#"
 return function(req)
   local mode = req.query.mode
@@ -191,6 +207,7 @@ async fn start() -> Harness {
             ("sandbox.lua", SANDBOX),
             ("limits.lua", LIMITS),
             ("recycled.lua", RECYCLED),
+            ("arguments.lua", ARGUMENTS),
             ("reload/me.lua", "return function() return 'v1' end"),
         ],
     )
@@ -464,7 +481,12 @@ async fn produce_errors_are_clear_catchable_and_write_nothing() {
         ),
         (
             json!({"topic": "misc", "messages": [{"partition": -1, "value": "x"}]}),
-            "not a whole number",
+            "partition must be an integer from 0 to 2147483647, got -1",
+        ),
+        (
+            json!({"topic": "misc", "messages": [{"value": "ok"}, {"partition": 1.5, "value": "x"}, "text", {"valu": 1}]}),
+            "3 of 4 messages are invalid (nothing was written): message 2: partition must be an integer from 0 to \
+             2147483647, got 1.5; message 3: expected a table, got string; message 4: unknown field 'valu'",
         ),
         (json!({"messages": [{"value": "x"}]}), "give a topic"),
         (json!({"topic": "misc", "messages": []}), "non-empty list"),
@@ -477,6 +499,16 @@ async fn produce_errors_are_clear_catchable_and_write_nothing() {
         assert!(error.starts_with("kafka.produce: "), "{error}");
     }
     assert_no_record(&bootstrap, "misc", 0, 0).await;
+    // Whatever the argument, a caught error is a plain string.
+    let (status, errors) = send(&h, "/arguments", &[], "").await;
+    assert_eq!(status, 200, "{errors}");
+    for error in errors.as_array().unwrap() {
+        let error = error.as_str().unwrap();
+        assert!(
+            error.starts_with("string: kafka.produce: expected a table: kafka.produce{topic = "),
+            "{error}"
+        );
+    }
     // With the cluster named, the ambiguous topic is fine.
     let (status, result) = produce(
         &h,

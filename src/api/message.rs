@@ -2,7 +2,7 @@
 //!
 //! The body is read once: an array is split into its raw items, and each item is deserialized into a typed message
 //! whose strings borrow from the body, so the only copies made are the record's own key, value and headers. Every
-//! invalid message is reported (up to [`MAX_REPORTED`]), each error in the API's words with echoed input cut short.
+//! invalid message is reported ([`InvalidMessages`]), each error in the API's words with echoed input cut short.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -13,10 +13,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::ApiError;
-use crate::produce::{Key, Message, Payload};
-
-/// Invalid messages listed in one answer; the rest are counted.
-const MAX_REPORTED: usize = 10;
+use crate::produce::{InvalidMessages, Key, Message, Payload};
 
 /// Characters of a client's input quoted back in an error.
 const ECHO_CHARS: usize = 40;
@@ -209,31 +206,17 @@ fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
 pub fn parse_body(body: &[u8], path_topic: Option<&str>) -> Result<Vec<Message>, ApiError> {
     let items = split_items(body)?;
     let mut messages = Vec::with_capacity(items.len());
-    let mut invalid: Vec<String> = Vec::new();
-    let mut unreported = 0;
+    let mut invalid = InvalidMessages::default();
     for (index, item) in items.iter().enumerate() {
         match to_message(item, path_topic) {
-            Ok(message) if invalid.is_empty() => messages.push(message),
-            Ok(_) => {}
-            Err(e) if invalid.len() < MAX_REPORTED => invalid.push(format!("message {}: {e}", index + 1)),
-            Err(_) => unreported += 1,
+            Ok(message) => messages.push(message),
+            Err(e) => invalid.add(index + 1, e),
         }
     }
-    if invalid.is_empty() {
-        return Ok(messages);
+    match invalid.report(items.len()) {
+        None => Ok(messages),
+        Some(report) => Err(ApiError::BadRequest(report)),
     }
-    let mut report = invalid.join("; ");
-    if unreported > 0 {
-        report.push_str(&format!("; and {unreported} more invalid messages"));
-    }
-    if invalid.len() + unreported > 1 {
-        report = format!(
-            "{} of {} messages are invalid (nothing was written): {report}",
-            invalid.len() + unreported,
-            items.len()
-        );
-    }
-    Err(ApiError::BadRequest(report))
 }
 
 /// The body's messages as raw JSON texts: the items of an array, or the one object.

@@ -9,7 +9,7 @@ mod message;
 
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::User;
 use crate::produce::{Delivery, Key, Message, Payload, ProduceError, Producer};
 
 pub use auth::authenticate;
@@ -39,15 +39,8 @@ pub enum ProduceCall {
     Body { topic: Option<String> },
 }
 
-/// Writes the messages of `call` as `authorization`'s user; gives the JSON answer's bytes.
-pub async fn produce(
-    config: &Config,
-    producer: &Producer,
-    authorization: Option<&str>,
-    call: ProduceCall,
-    body: &[u8],
-) -> Result<Vec<u8>, ApiError> {
-    let user = auth::authenticate(&config.users, authorization)?;
+/// Writes the messages of `call` as `user` (authenticated with [`authenticate`]); gives the JSON answer's bytes.
+pub async fn produce(producer: &Producer, user: &User, call: ProduceCall, body: &[u8]) -> Result<Vec<u8>, ApiError> {
     let (messages, single) = match call {
         ProduceCall::Path(message) => (vec![message], true),
         ProduceCall::Body { topic } => (parse_body(body, topic.as_deref())?, false),

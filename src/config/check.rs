@@ -39,6 +39,7 @@ pub struct Cluster {
     pub produce_timeout: Duration,
     pub max_batch_bytes: usize,
     pub max_batch_records: usize,
+    pub max_in_flight: usize,
     pub metadata_max_age: Duration,
     /// Listen address of the in-process development broker, when `embedded = true`.
     pub embedded: Option<SocketAddr>,
@@ -133,6 +134,8 @@ fn check_server(c: &mut Checker<'_>, server: &ServerConfig) {
         (server.max_body_bytes as u64, "max_body_bytes"),
         (server.request_timeout_ms, "request_timeout_ms"),
         (server.max_connections as u64, "max_connections"),
+        (server.max_connections_per_address as u64, "max_connections_per_address"),
+        (server.body_timeout_ms, "body_timeout_ms"),
     ] {
         if value == 0 {
             c.general(format!("[server] {key} must be greater than 0"));
@@ -394,6 +397,7 @@ fn check_cluster(
         (raw.produce_timeout_ms, "produce_timeout_ms"),
         (raw.max_batch_bytes as u64, "max_batch_bytes"),
         (raw.max_batch_records as u64, "max_batch_records"),
+        (raw.max_in_flight as u64, "max_in_flight"),
     ] {
         if value == 0 {
             c.at(name, format!("[clusters.{n}] {key} must be greater than 0"));
@@ -425,6 +429,7 @@ fn check_cluster(
         produce_timeout: Duration::from_millis(raw.produce_timeout_ms),
         max_batch_bytes: raw.max_batch_bytes,
         max_batch_records: raw.max_batch_records,
+        max_in_flight: raw.max_in_flight,
         metadata_max_age: Duration::from_millis(raw.metadata_max_age_ms),
         embedded,
         sasl: raw.sasl.clone(),

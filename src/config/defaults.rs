@@ -16,6 +16,17 @@ pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Open connections at once; a new one waits for a free slot, so memory stays bounded under a flood.
 pub const MAX_CONNECTIONS: usize = 1024;
 
+/// A client gets this long to send a request body once its headers are in; past it, 408. Far below the request
+/// timeout, so a client that announces a body and sends nothing cannot hold a connection slot for long.
+pub const BODY_TIMEOUT_MS: u64 = 5_000;
+
+/// Connections one client address may hold at once: a quarter of the default slots, so one address cannot take
+/// every slot. Behind a reverse proxy every client shares the proxy's address: raise it to `max_connections`.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+
+/// Produce calls waiting on one cluster at once; past it, 503 with `Retry-After` instead of an unbounded queue.
+pub const MAX_IN_FLIGHT: usize = 10_000;
+
 /// How long shutdown waits for in-flight requests before closing connections.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
 

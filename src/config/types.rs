@@ -44,6 +44,12 @@ pub struct ServerConfig {
     /// Connections served at once; further connections wait to be accepted.
     #[serde(default = "max_connections")]
     pub max_connections: usize,
+    /// Connections one client address may hold; further ones from it are answered 503 and closed.
+    #[serde(default = "max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Time to send the request body once the headers are in; past it the client gets 408.
+    #[serde(default = "body_timeout_ms")]
+    pub body_timeout_ms: u64,
     /// On SIGTERM/ctrl-c, how long in-flight requests may still finish.
     #[serde(default = "shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -59,6 +65,8 @@ impl Default for ServerConfig {
             max_body_bytes: defaults::MAX_BODY_BYTES,
             request_timeout_ms: defaults::REQUEST_TIMEOUT_MS,
             max_connections: defaults::MAX_CONNECTIONS,
+            max_connections_per_address: defaults::MAX_CONNECTIONS_PER_ADDRESS,
+            body_timeout_ms: defaults::BODY_TIMEOUT_MS,
             shutdown_grace_ms: defaults::SHUTDOWN_GRACE_MS,
             log_format: LogFormat::default(),
         }
@@ -155,6 +163,10 @@ pub struct RawCluster {
     /// Most records sent in one produce request.
     #[serde(default = "max_batch_records")]
     pub max_batch_records: usize,
+    /// Produce calls (REST requests, `kafka.produce` calls) waiting on this cluster at once; past it, 503 with
+    /// `Retry-After`.
+    #[serde(default = "max_in_flight")]
+    pub max_in_flight: usize,
     /// Age after which cached topic metadata is fetched again.
     #[serde(default = "metadata_max_age_ms")]
     pub metadata_max_age_ms: u64,
@@ -309,6 +321,12 @@ fn request_timeout_ms() -> u64 {
 fn max_connections() -> usize {
     defaults::MAX_CONNECTIONS
 }
+fn max_connections_per_address() -> usize {
+    defaults::MAX_CONNECTIONS_PER_ADDRESS
+}
+fn body_timeout_ms() -> u64 {
+    defaults::BODY_TIMEOUT_MS
+}
 fn shutdown_grace_ms() -> u64 {
     defaults::SHUTDOWN_GRACE_MS
 }
@@ -323,6 +341,9 @@ fn produce_timeout_ms() -> u64 {
 }
 fn max_batch_bytes() -> usize {
     defaults::MAX_BATCH_BYTES
+}
+fn max_in_flight() -> usize {
+    defaults::MAX_IN_FLIGHT
 }
 fn max_batch_records() -> usize {
     defaults::MAX_BATCH_RECORDS

@@ -18,7 +18,7 @@ use std::time::Duration;
 use rskafka::client::error::Error as ClientError;
 use rskafka::client::partition::{Compression, PartitionClient};
 use rskafka::record::Record;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Callers queued per partition before further callers wait for room (all within their produce timeout).
 const QUEUE: usize = 1024;
@@ -70,9 +70,15 @@ pub(crate) enum WriteError {
 
 impl PartitionWriter {
     /// Starts the writer task for one partition.
-    pub(crate) fn start(client: PartitionClient, limits: BatchLimits, counters: Arc<ProduceCounters>) -> Self {
+    /// Starts the writer task for one partition; it stops when `outage` says the cluster is down.
+    pub(crate) fn start(
+        client: PartitionClient,
+        limits: BatchLimits,
+        counters: Arc<ProduceCounters>,
+        outage: watch::Receiver<Option<Arc<str>>>,
+    ) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(client, limits, counters, queue));
+        tokio::spawn(run(client, limits, counters, queue, outage));
         Self { jobs }
     }
 
@@ -101,6 +107,7 @@ async fn run(
     limits: BatchLimits,
     counters: Arc<ProduceCounters>,
     mut queue: mpsc::Receiver<Job>,
+    mut outage: watch::Receiver<Option<Arc<str>>>,
 ) {
     let mut carried: Option<Job> = None;
     loop {
@@ -130,7 +137,16 @@ async fn run(
         }
         counters.requests.fetch_add(1, Ordering::Relaxed);
         counters.records.fetch_add(records.len() as u64, Ordering::Relaxed);
-        let produced = tokio::time::timeout(limits.timeout, client.produce(records, limits.compression)).await;
+        let produce = tokio::time::timeout(limits.timeout, client.produce(records, limits.compression));
+        let produced = tokio::select! {
+            biased;
+            produced = produce => produced,
+            _ = outage.wait_for(Option::is_some) => {
+                // Its callers have been answered 503; rskafka would otherwise retry until its deadline.
+                tracing::warn!(topic = client.topic(), partition = client.partition(), "cluster down; dropping the produce in flight");
+                return;
+            }
+        };
         let Ok(result) = produced else {
             // rskafka has no request timeout: a broker that stopped answering would hold every later produce on
             // this connection. Dropping the writer (and its client) makes the next caller connect afresh.

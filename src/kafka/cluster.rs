@@ -9,11 +9,12 @@ use rskafka::client::Client;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{Compression as WireCompression, UnknownTopicHandling};
 use rskafka::record::Record;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::KafkaError;
 use super::batch::{BatchLimits, PartitionWriter, ProduceCounters, WriteError};
-use super::deadline::{ran_out, within};
+use super::deadline::ran_out;
+use super::reachability::Reachability;
 use crate::config::{Cluster, Compression};
 
 /// An absent topic is looked up again after this long, so a flood of requests for a missing topic costs at
@@ -46,11 +47,16 @@ pub struct ClusterClient {
     refresh: tokio::sync::Mutex<()>,
     writers: DashMap<(String, i32), Arc<OnceCell<Arc<PartitionWriter>>>>,
     counters: Arc<ProduceCounters>,
+    reachability: Arc<Reachability>,
+    /// Produce calls waiting on the cluster; bounded by `max_in_flight`.
+    in_flight: Semaphore,
 }
 
 impl ClusterClient {
-    pub(crate) fn new(config: Arc<Cluster>, client: Client) -> Self {
+    pub(crate) fn new(config: Arc<Cluster>, client: Client, reachability: Arc<Reachability>) -> Self {
         Self {
+            in_flight: Semaphore::new(config.max_in_flight),
+            reachability,
             config,
             client,
             metadata: Mutex::default(),
@@ -110,13 +116,15 @@ impl ClusterClient {
     }
 
     async fn refresh_metadata(&self) -> Result<(), KafkaError> {
-        let topics = within(&self.config, self.config.produce_timeout, async {
-            self.client
-                .list_topics()
-                .await
-                .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))
-        })
-        .await?;
+        let topics = self
+            .reachability
+            .guard(&self.config, self.config.produce_timeout, async {
+                self.client
+                    .list_topics()
+                    .await
+                    .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))
+            })
+            .await?;
         let now = Instant::now();
         let mut metadata = self.metadata.lock().expect("metadata lock poisoned");
         for entry in metadata.values_mut() {
@@ -144,7 +152,7 @@ impl ClusterClient {
             .controller_client()
             .map_err(|e| self.create_error(topic, &e))?;
         let timeout_ms = i32::try_from(self.config.produce_timeout.as_millis()).unwrap_or(i32::MAX);
-        within(&self.config, self.config.produce_timeout, async {
+        self.reachability.guard(&self.config, self.config.produce_timeout, async {
             let created = controller
                 .create_topic(topic, create.partitions, create.replication_factor, timeout_ms)
                 .await;
@@ -168,6 +176,12 @@ impl ClusterClient {
 
     /// Writes `records` to one partition, sharing a batch with concurrent callers; gives their offsets in order.
     pub async fn produce(&self, topic: &str, partition: i32, records: Vec<Record>) -> Result<Vec<i64>, KafkaError> {
+        let Ok(_in_flight) = self.in_flight.try_acquire() else {
+            return Err(KafkaError::Busy {
+                cluster: self.config.name.clone(),
+                limit: self.config.max_in_flight,
+            });
+        };
         let deadline = self.config.produce_timeout + TIMEOUT_MARGIN;
         let work = async {
             let writer = self.writer(topic, partition).await?;
@@ -176,7 +190,7 @@ impl ClusterClient {
                 Err(e) => Err(self.write_error(topic, partition, &e).await),
             }
         };
-        let result = within(&self.config, deadline, work).await;
+        let result = self.reachability.guard(&self.config, deadline, work).await;
         if let Err(KafkaError::UnknownTopic { .. }) = &result {
             self.forget_topic(topic);
         }
@@ -208,6 +222,7 @@ impl ClusterClient {
                 client,
                 limits,
                 Arc::clone(&self.counters),
+                self.reachability.subscribe(),
             )))
         })
         .await

@@ -39,7 +39,7 @@ pub(crate) async fn ran_out(cluster: &Cluster, limit: Duration) -> KafkaError {
     }
 }
 
-async fn any_broker_accepts(bootstrap: &[String]) -> bool {
+pub(crate) async fn any_broker_accepts(bootstrap: &[String]) -> bool {
     for broker in bootstrap {
         let connect = tokio::net::TcpStream::connect(broker.as_str());
         if let Ok(Ok(_)) = tokio::time::timeout(PROBE_TIMEOUT, connect).await {

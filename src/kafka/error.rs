@@ -13,6 +13,9 @@ pub enum KafkaError {
     #[error("kafka cluster '{cluster}' did not answer in time{}", .limit.map(|l| format!(" (limit {} ms)", l.as_millis())).unwrap_or_default())]
     Timeout { cluster: String, limit: Option<Duration> },
 
+    #[error("kafka cluster '{cluster}' has {limit} produce calls waiting already; retry shortly")]
+    Busy { cluster: String, limit: usize },
+
     #[error("kafka topic '{topic}' not found on cluster '{cluster}'")]
     UnknownTopic { cluster: String, topic: String },
 

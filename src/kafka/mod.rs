@@ -12,6 +12,7 @@ mod cluster;
 mod connect;
 mod deadline;
 mod error;
+mod reachability;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use tokio::sync::OnceCell;
 pub use batch::ProduceCounters;
 pub use cluster::{ClusterClient, CreateIfMissing};
 pub use error::KafkaError;
+use reachability::Reachability;
 
 use crate::config::Cluster;
 
@@ -34,13 +36,19 @@ const CONNECT_FAILURE_MEMORY: Duration = Duration::from_secs(1);
 pub struct ClusterPool {
     configs: BTreeMap<String, Arc<Cluster>>,
     clients: DashMap<String, Arc<OnceCell<Arc<ClusterClient>>>>,
+    reachability: BTreeMap<String, Arc<Reachability>>,
     last_failure: Mutex<BTreeMap<String, (Instant, String)>>,
 }
 
 impl ClusterPool {
     pub fn new(configs: BTreeMap<String, Arc<Cluster>>) -> Self {
+        let reachability = configs
+            .iter()
+            .map(|(name, config)| (name.clone(), Reachability::new(config)))
+            .collect();
         Self {
             configs,
+            reachability,
             clients: DashMap::new(),
             last_failure: Mutex::default(),
         }
@@ -66,13 +74,18 @@ impl ClusterPool {
                 detail,
             });
         }
+        let reachability = &self.reachability[name];
         let result: Result<Arc<ClusterClient>, KafkaError> = cell
-            .get_or_try_init(|| async {
-                let client = connect::connect(config).await?;
-                let cluster = ClusterClient::new(Arc::clone(config), client);
-                cluster.create_configured_topics().await;
-                tracing::info!(cluster = %name, bootstrap = ?config.bootstrap, "connected to kafka cluster");
-                Ok(Arc::new(cluster))
+            // Boxed: connecting happens once, and its deep future would otherwise be part of every request's.
+            .get_or_try_init(|| {
+                Box::pin(async {
+                    let connecting = connect::connect(config);
+                    let client = reachability.guard(config, config.produce_timeout, connecting).await?;
+                    let cluster = ClusterClient::new(Arc::clone(config), client, Arc::clone(reachability));
+                    cluster.create_configured_topics().await;
+                    tracing::info!(cluster = %name, bootstrap = ?config.bootstrap, "connected to kafka cluster");
+                    Ok(Arc::new(cluster))
+                })
             })
             .await
             .cloned();

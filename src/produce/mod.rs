@@ -284,6 +284,43 @@ fn value_error(error: ValueError, index: usize, topic: &str) -> ProduceError {
     }
 }
 
+/// Invalid messages listed in one error; the rest are counted.
+pub const MAX_REPORTED: usize = 10;
+
+/// Collects the problems of a call's messages: every one is checked, the first [`MAX_REPORTED`] are listed.
+#[derive(Debug, Default)]
+pub struct InvalidMessages {
+    listed: Vec<String>,
+    unlisted: usize,
+}
+
+impl InvalidMessages {
+    /// Notes the problem of message `number` (counted from 1).
+    pub fn add(&mut self, number: usize, problem: impl std::fmt::Display) {
+        if self.listed.len() < MAX_REPORTED {
+            self.listed.push(format!("message {number}: {problem}"));
+        } else {
+            self.unlisted += 1;
+        }
+    }
+
+    /// `None` if every message was fine, else one text naming each problem, for a call of `total` messages.
+    pub fn report(self, total: usize) -> Option<String> {
+        let count = self.listed.len() + self.unlisted;
+        if count == 0 {
+            return None;
+        }
+        let mut text = self.listed.join("; ");
+        if self.unlisted > 0 {
+            text.push_str(&format!("; and {} more invalid messages", self.unlisted));
+        }
+        if count > 1 {
+            text = format!("{count} of {total} messages are invalid (nothing was written): {text}");
+        }
+        Some(text)
+    }
+}
+
 fn now_ms() -> i64 {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -26,11 +26,17 @@ pub enum RequestError {
         allowed: String,
     },
 
+    #[error("{0}")]
+    NotImplemented(String),
+
     #[error("the request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
 
     #[error("could not read the request body")]
     BodyRead,
+
+    #[error("the request body did not arrive within {ms} ms of the headers; send it without pausing")]
+    BodyTimeout { ms: u64 },
 
     #[error("the request did not complete within {ms} ms")]
     Timeout { ms: u128 },
@@ -62,6 +68,12 @@ pub fn into_response(error: &RequestError) -> Response {
             .headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"luka\""));
     }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // Outages are probed several times a second and a full in-flight queue drains quickly.
+        response
+            .headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     if let RequestError::MethodNotAllowed { allowed, .. } = error {
         response.headers_mut().insert(
             hyper::header::ALLOW,
@@ -76,7 +88,9 @@ fn status_of(error: &RequestError) -> StatusCode {
         RequestError::NotFound { .. } => StatusCode::NOT_FOUND,
         RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         RequestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        RequestError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         RequestError::BodyRead => StatusCode::BAD_REQUEST,
+        RequestError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         RequestError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         RequestError::Api(ApiError::BadRequest(_)) => StatusCode::BAD_REQUEST,
         RequestError::Api(ApiError::Unauthenticated(_)) => StatusCode::UNAUTHORIZED,
@@ -121,7 +135,7 @@ fn produce_status(error: &ProduceError) -> StatusCode {
 
 fn kafka_status(error: &KafkaError) -> StatusCode {
     match error {
-        KafkaError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        KafkaError::Unavailable { .. } | KafkaError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         KafkaError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         KafkaError::UnknownTopic { .. } | KafkaError::UnknownPartition { .. } => StatusCode::NOT_FOUND,
         KafkaError::Rejected { error, .. } => match error {
@@ -144,7 +158,7 @@ fn public_message(error: &RequestError) -> String {
             ProduceError::Kafka(k) | ProduceError::Write { source: k, .. } => Some(k),
             _ => None,
         },
-        RequestError::Timeout { .. } => return error.to_string(),
+        RequestError::Timeout { .. } | RequestError::NotImplemented(_) => return error.to_string(),
         RequestError::Lua(e) => return lua_public_message(e),
         _ => None,
     };
@@ -152,6 +166,7 @@ fn public_message(error: &RequestError) -> String {
         Some(KafkaError::Unavailable { cluster, .. }) => {
             format!("kafka cluster '{cluster}' is unavailable; nothing was written unless listed in results")
         }
+        Some(busy @ KafkaError::Busy { .. }) => format!("{busy}; nothing was written unless listed in results"),
         Some(KafkaError::Timeout { cluster, .. }) => {
             format!(
                 "kafka cluster '{cluster}' did not acknowledge in time; the records may or may not have been written"

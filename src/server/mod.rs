@@ -1,14 +1,17 @@
 //! The HTTP server: a bound listener and a shutdown future in, served requests out.
 //!
-//! Connections are capped by a semaphore (a new one waits for a free slot), each request by a body-size limit and a
-//! timeout. On shutdown the listener closes and in-flight requests get the configured grace period.
+//! Connections are capped by a semaphore (a new one waits for a free slot) and per client address (one address
+//! cannot take every slot: past its share it is answered 503 and closed); each request by a header timeout, a body
+//! timeout, a body-size limit and a request timeout. On shutdown the listener closes and in-flight requests get the configured grace period.
 
 mod error;
 mod router;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +39,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let connections = Arc::new(Semaphore::new(app.config.server.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -54,6 +58,10 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             },
             () = &mut shutdown => break,
         };
+        let Some(address_slot) = per_address.take(remote.ip(), app.config.server.max_connections_per_address) else {
+            refuse_busy_address(&stream, remote);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
         let service = service_fn(move |request| {
@@ -69,7 +77,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             if let Err(e) = connection.await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
-            drop(permit);
+            drop((permit, address_slot));
         });
     }
     drop(listener);
@@ -81,6 +89,60 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("grace period over; closing remaining connections");
     }
+}
+
+/// Open connections by client address.
+#[derive(Debug, Default)]
+struct PerAddress {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection of an address; gives its place back when dropped.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    /// A slot for one more connection from `ip`, unless it holds `cap` already.
+    fn take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<AddressSlot> {
+        let mut open = self.open.lock().expect("address table poisoned");
+        let count = open.entry(ip).or_default();
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().expect("address table poisoned");
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Tells a client over its address's connection share why it is turned away (best effort: no waiting on a socket
+/// that does not read), then closes.
+fn refuse_busy_address(stream: &tokio::net::TcpStream, remote: SocketAddr) {
+    const BODY: &str =
+        r#"{"error":"too many connections from your address; reuse a connection or retry shortly","status":503}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
+    tracing::debug!(%remote, "connection refused: address over its connection share");
 }
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -15,6 +15,7 @@ use super::error::{RequestError, into_response};
 use super::{Response, json_bytes_response, json_response};
 use crate::App;
 use crate::api;
+use crate::config::ServerConfig;
 use crate::lua::{Found, HttpRequest, Target};
 
 /// How long `/readyz` waits for each cluster.
@@ -38,6 +39,7 @@ pub async fn handle(app: &App, request: Request<Incoming>, remote: SocketAddr) -
 }
 
 async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> Result<Response, RequestError> {
+    refuse_unsupported(&request)?;
     let path = request.uri().path();
     if path == "/healthz" {
         return Ok(json_response(StatusCode::OK, &json!({ "status": "ok" })));
@@ -56,9 +58,10 @@ async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> 
                 allowed: "GET, POST".into(),
             });
         }
-        let authorization = authorization(&request);
-        let body = read_body(request, app.config.server.max_body_bytes).await?;
-        let answer = api::produce(&app.config, &app.producer, authorization.as_deref(), call, &body).await?;
+        // Credentials first: a client without them is answered before it can hold the connection with a body.
+        let user = api::authenticate(&app.config.users, authorization(&request).as_deref())?;
+        let body = read_body(request, &app.config.server).await?;
+        let answer = api::produce(&app.producer, user, call, &body).await?;
         return Ok(json_bytes_response(StatusCode::OK, answer));
     }
     match app.functions.find(request.method().as_str(), path) {
@@ -73,6 +76,29 @@ async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> 
             path: path.to_owned(),
         }),
     }
+}
+
+/// Requests luka cannot serve correctly are refused before routing: `CONNECT` (luka is no proxy) and bodies in a
+/// transfer coding other than chunked (luka would otherwise read compressed bytes as the body).
+fn refuse_unsupported(request: &Request<Incoming>) -> Result<(), RequestError> {
+    if request.method() == Method::CONNECT {
+        return Err(RequestError::NotImplemented(
+            "CONNECT is not supported: luka is not a proxy".into(),
+        ));
+    }
+    for value in request.headers().get_all(hyper::header::TRANSFER_ENCODING) {
+        let codings = value.to_str().unwrap_or("?");
+        if let Some(coding) = codings
+            .split(',')
+            .map(str::trim)
+            .find(|c| !c.eq_ignore_ascii_case("chunked"))
+        {
+            return Err(RequestError::NotImplemented(format!(
+                "Transfer-Encoding '{coding}' is not supported; send the body uncompressed (chunked is fine)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn authorization(request: &Request<Incoming>) -> Option<String> {
@@ -99,10 +125,9 @@ async fn call_function(
     } else {
         None
     };
-    let limit = app.config.server.max_body_bytes;
-    check_declared_length(&request, limit)?;
+    check_declared_length(&request, app.config.server.max_body_bytes)?;
     let (mut parts, body) = request.into_parts();
-    let body = collect_body(body, limit).await?;
+    let body = collect_body(body, &app.config.server).await?;
     let http = HttpRequest {
         method: parts.method.as_str().to_owned(),
         path: parts.uri.path().to_owned(),
@@ -125,9 +150,9 @@ async fn call_function(
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when the client sends it).
-async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, RequestError> {
-    check_declared_length(&request, limit)?;
-    collect_body(request.into_body(), limit).await
+async fn read_body(request: Request<Incoming>, server: &ServerConfig) -> Result<Bytes, RequestError> {
+    check_declared_length(&request, server.max_body_bytes)?;
+    collect_body(request.into_body(), server).await
 }
 
 fn check_declared_length(request: &Request<Incoming>, limit: usize) -> Result<(), RequestError> {
@@ -142,8 +167,12 @@ fn check_declared_length(request: &Request<Incoming>, limit: usize) -> Result<()
     Ok(())
 }
 
-async fn collect_body(body: Incoming, limit: usize) -> Result<Bytes, RequestError> {
-    match Limited::new(body, limit).collect().await {
+/// The whole body, within the size limit and the body timeout.
+async fn collect_body(body: Incoming, server: &ServerConfig) -> Result<Bytes, RequestError> {
+    let limit = server.max_body_bytes;
+    let ms = server.body_timeout_ms;
+    let collected = crate::timeout::within(Duration::from_millis(ms), Limited::new(body, limit).collect()).await;
+    match collected.map_err(|_| RequestError::BodyTimeout { ms })? {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(RequestError::BodyTooLarge { limit }),
         Err(_) => Err(RequestError::BodyRead),

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::kafka::KafkaError;
 use crate::lua::convert::{self, Budget};
 use crate::lua::state::{KafkaOutage, VmShared, unlimited};
-use crate::produce::{Key, Message, Payload, ProduceError, Producer, Written};
+use crate::produce::{InvalidMessages, Key, Message, Payload, ProduceError, Producer, Written};
 
 const CALL_FIELDS: [&str; 3] = ["cluster", "topic", "messages"];
 const MESSAGE_FIELDS: [&str; 6] = ["partition", "key", "data", "value", "headers", "timestamp"];
@@ -209,7 +209,7 @@ fn type_name(value: &Value) -> &'static str {
 fn outage(error: &ProduceError, message: &str) -> Option<KafkaOutage> {
     match error.root() {
         ProduceError::Kafka(k) | ProduceError::Write { source: k, .. } => match k {
-            KafkaError::Unavailable { cluster, .. } => Some(KafkaOutage {
+            KafkaError::Unavailable { cluster, .. } | KafkaError::Busy { cluster, .. } => Some(KafkaOutage {
                 cluster: cluster.clone(),
                 timed_out: false,
                 message: message.to_owned(),
@@ -246,16 +246,23 @@ fn read_call(config: &Config, args: &Table, budget: &mut Budget) -> std::result:
         return Err("messages must be a non-empty list of tables: messages = { {key = ..., value = ...} }".into());
     }
     // One budget for the whole call: its bytes are copied out of Lua, beyond the VM's memory limit.
-    (1..=count)
-        .map(|i| {
-            let message: Value = list.raw_get(i).map_err(|e| e.to_string())?;
-            let Value::Table(message) = message else {
-                return Err(format!("message {i}: expected a table, got a {}", message.type_name()));
-            };
-            read_message(&message, &MESSAGE_FIELDS, &topic, cluster.as_ref(), budget)
-                .map_err(|e| format!("message {i}: {e}"))
-        })
-        .collect()
+    let mut messages = Vec::with_capacity(count);
+    let mut invalid = InvalidMessages::default();
+    for i in 1..=count {
+        let message: Value = list.raw_get(i).map_err(|e| e.to_string())?;
+        let read = match message {
+            Value::Table(message) => read_message(&message, &MESSAGE_FIELDS, &topic, cluster.as_ref(), budget),
+            other => Err(format!("expected a table, got {}", type_name(&other))),
+        };
+        match read {
+            Ok(message) => messages.push(message),
+            Err(e) => invalid.add(i, e),
+        }
+    }
+    match invalid.report(count) {
+        None => Ok(messages),
+        Some(report) => Err(report),
+    }
 }
 
 /// With exactly one topic configured (by name, not pattern), `topic` may be left out.
@@ -313,7 +320,7 @@ fn partition(partition: Option<f64>) -> std::result::Result<Option<i32>, String>
     match partition {
         None => Ok(None),
         Some(p) if p.fract() == 0.0 && (0.0..=f64::from(i32::MAX)).contains(&p) => Ok(Some(p as i32)),
-        Some(p) => Err(format!("partition {p} is not a whole number >= 0")),
+        Some(p) => Err(format!("partition must be an integer from 0 to 2147483647, got {p}")),
     }
 }
 
@@ -321,7 +328,9 @@ fn timestamp(timestamp: Option<f64>) -> std::result::Result<Option<i64>, String>
     match timestamp {
         None => Ok(None),
         Some(t) if t.fract() == 0.0 => Ok(Some(t as i64)),
-        Some(t) => Err(format!("timestamp {t} is not whole milliseconds since 1970-01-01")),
+        Some(t) => Err(format!(
+            "timestamp must be an integer number of milliseconds since 1970-01-01T00:00:00Z, got {t}"
+        )),
     }
 }
 

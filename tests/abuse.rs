@@ -1,0 +1,192 @@
+//! Clients that stall, flood or misbehave, against the real server: they cost their own connections, never other
+//! clients' access. Bounded: a few dozen connections to 127.0.0.x, each test done in seconds.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::Harness;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+const CONFIG: &str = r#"
+[server]
+max_connections = 64
+max_connections_per_address = 16
+body_timeout_ms = 1000
+
+[clusters.local]
+bootstrap = ["{broker0}"]
+
+[topics.cities]
+partitions = 4
+
+[[users]]
+name = "demo"
+password = "demo"
+topics = ["*"]
+
+[[routes]]
+path = "/open"
+function = "open.lua"
+"#;
+
+const OPEN: &str = "return function(req) return { json = { size = #req.body } } end";
+
+/// A connection from `from` (any 127.0.0.x) that sends `head` and then nothing.
+async fn stalled(from: [u8; 4], server: SocketAddr, head: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    let mut stream = socket.connect(server).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// What the server sends before closing (or until `within` passes): the status line and the rest.
+async fn answer(stream: &mut TcpStream, within: Duration) -> String {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                received.extend_from_slice(&buffer[..n]);
+                if complete(&String::from_utf8_lossy(&received)) {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+/// Whether `text` holds a whole response (headers and a body of its content-length).
+fn complete(text: &str) -> bool {
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_owned())
+        })
+        .and_then(|v| v.parse::<usize>().ok());
+    length.is_some_and(|length| body.len() >= length)
+}
+
+fn server_addr(h: &Harness) -> SocketAddr {
+    h.base.trim_start_matches("http://").parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_and_floods_from_one_address_do_not_lock_others_out() {
+    let h = Harness::start_with(1, CONFIG, &[("open.lua", OPEN)]).await;
+    let server = server_addr(&h);
+    let with_credentials = "POST /produce/cities HTTP/1.1\r\nHost: luka\r\nAuthorization: Basic ZGVtbzpkZW1v\r\n\
+                            Content-Length: 100\r\n\r\n";
+    let open_route = "POST /open HTTP/1.1\r\nHost: luka\r\nContent-Length: 100\r\n\r\n";
+
+    // One address takes its whole share with bodies that never come.
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for i in 0..16 {
+        let head = if i % 2 == 0 { with_credentials } else { open_route };
+        held.push(stalled([127, 0, 0, 2], server, head).await);
+    }
+    // Past its share, the same address is turned away at once.
+    for _ in 0..8 {
+        let mut extra = stalled([127, 0, 0, 2], server, open_route).await;
+        let refused = answer(&mut extra, Duration::from_secs(2)).await;
+        assert!(
+            refused.starts_with("HTTP/1.1 503") && refused.contains("too many connections from your address"),
+            "{refused:?}"
+        );
+    }
+    // Everyone else is served at once.
+    let asked = Instant::now();
+    let (status, _) = h.get("/healthz").await;
+    assert_eq!(status, 200);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "healthz took {:?}",
+        asked.elapsed()
+    );
+
+    // Without credentials, a produce request is answered from its headers: no body is waited for.
+    let asked = Instant::now();
+    let mut anonymous = stalled(
+        [127, 0, 0, 3],
+        server,
+        "POST /produce/cities HTTP/1.1\r\nHost: luka\r\nContent-Length: 100\r\n\r\n",
+    )
+    .await;
+    let refused = answer(&mut anonymous, Duration::from_secs(5)).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "401 took {:?}",
+        asked.elapsed()
+    );
+
+    // The stalled bodies end with 408 after the body timeout, not the request timeout.
+    for stream in &mut held {
+        let timed_out = answer(stream, Duration::from_secs(5)).await;
+        assert!(
+            timed_out.starts_with("HTTP/1.1 408") && timed_out.contains("did not arrive within 1000 ms"),
+            "{timed_out:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "408s came after {:?}",
+        started.elapsed()
+    );
+
+    // The share is free again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut again = stalled([127, 0, 0, 2], server, "GET /healthz HTTP/1.1\r\nHost: luka\r\n\r\n").await;
+    assert!(
+        answer(&mut again, Duration::from_secs(2))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_luka_cannot_serve_correctly_are_refused_with_501() {
+    let h = Harness::start_with(1, CONFIG, &[("open.lua", OPEN)]).await;
+    let server = server_addr(&h);
+    let cases = [
+        (
+            "POST /open HTTP/1.1\r\nHost: luka\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "Transfer-Encoding 'gzip' is not supported",
+        ),
+        (
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            "CONNECT is not supported",
+        ),
+    ];
+    for (request, expected) in cases {
+        let mut stream = stalled([127, 0, 0, 1], server, request).await;
+        let answer = answer(&mut stream, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 501"), "{request:?}: {answer:?}");
+        assert!(answer.contains(expected), "{request:?}: {answer:?}");
+    }
+    // Plain chunked is fine.
+    let mut stream = stalled(
+        [127, 0, 0, 1],
+        server,
+        "POST /open HTTP/1.1\r\nHost: luka\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    let answer = answer(&mut stream, Duration::from_secs(5)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains(r#"{"size":3}"#),
+        "{answer:?}"
+    );
+}
