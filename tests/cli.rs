@@ -77,6 +77,32 @@ fn check_lists_every_problem_with_its_line() {
 }
 
 #[test]
+fn check_reports_every_problem_of_every_kind_in_one_run() {
+    let dir = common::temp_dir();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nmax_conections = 5\nmax_body_bytes = \"big\"\nmax_connections = 0\n\
+         [clusters.a]\nbootstrap = [\"h:1\"]\nlinger_ms = -1\n\
+         [topics.t]\npartitions = 3\ncolour = \"red\"\n\
+         [[users]]\nname = \"u\"\npassword = \"${LUKA_SURELY_UNSET}\"\ntopics = []\n",
+    )
+    .unwrap();
+    let stderr = failed_check(&path);
+    assert!(stderr.starts_with("6 problems in"), "{stderr}");
+    for expected in [
+        "line 2: unknown field `max_conections`",
+        "line 3: invalid type: string \"big\"",
+        "[server] max_connections must be greater than 0",
+        "line 7: invalid value: integer `-1`",
+        "line 10: unknown field `colour`",
+        "line 13: environment variable LUKA_SURELY_UNSET is not set",
+    ] {
+        assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
+    }
+}
+
+#[test]
 fn check_compiles_every_function_and_checks_routes() {
     let dir = common::temp_dir();
     std::fs::create_dir_all(dir.join("functions/hooks")).unwrap();

@@ -9,7 +9,16 @@
 use super::ConfigProblem;
 
 /// Expands `${NAME}` references; every unset variable is reported, not just the first.
+#[cfg(test)]
 pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, Vec<ConfigProblem>> {
+    let (out, problems) = expand_env_all(text, lookup);
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+/// The text with `${VAR}` references replaced, and a problem for each bad one. A bad reference is left as written,
+/// so later checks still run on the rest (one run reports every problem of the file) without tripping over an
+/// empty value.
+pub fn expand_env_all(text: &str, lookup: impl Fn(&str) -> Option<String>) -> (String, Vec<ConfigProblem>) {
     let mut out = String::with_capacity(text.len());
     let mut problems = Vec::new();
     for (index, line) in text.split_inclusive('\n').enumerate() {
@@ -46,10 +55,13 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
                     match (lookup(name).filter(|v| fallback.is_none() || !v.is_empty()), fallback) {
                         (Some(value), _) => out.push_str(&escape_for_toml_string(&value)),
                         (None, Some(fallback)) => out.push_str(&escape_for_toml_string(fallback)),
-                        (None, None) => problems.push(ConfigProblem::at_line(
-                            index + 1,
-                            format!("environment variable {name} is not set; export {name}=... or replace ${{{name}}} with a value"),
-                        )),
+                        (None, None) => {
+                            problems.push(ConfigProblem::at_line(
+                                index + 1,
+                                format!("environment variable {name} is not set; export {name}=... or replace ${{{name}}} with a value"),
+                            ));
+                            out.push_str(&tail[..end + 3]);
+                        }
                     }
                 }
                 rest = &after[end + 1..];
@@ -61,7 +73,7 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
         out.push_str(rest);
         out.push_str(comment);
     }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    (out, problems)
 }
 
 fn is_var_name(name: &str) -> bool {

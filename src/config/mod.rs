@@ -100,19 +100,58 @@ impl Config {
         base_dir: &Path,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, Vec<ConfigProblem>> {
-        let expanded = expand::expand_env(text, lookup)?;
-        let mut raw: types::RawConfig = toml::from_str(&expanded).map_err(|e| vec![toml_problem(&expanded, &e)])?;
-        let import_problems = import::fold_asyncapi(&mut raw, &expanded, base_dir);
-        let checked = check::check(raw, &expanded, base_dir);
-        match (checked, import_problems) {
-            (Ok(config), problems) if problems.is_empty() => Ok(config),
-            (Ok(_), problems) => Err(problems),
-            (Err(mut problems), mut more) => {
-                more.append(&mut problems);
-                Err(more)
+        let (expanded, mut problems) = expand::expand_env_all(text, lookup);
+        let Some((mut raw, parsed_text)) = parse_raw(&expanded, &mut problems) else {
+            return Err(problems);
+        };
+        problems.extend(import::fold_asyncapi(&mut raw, &parsed_text, base_dir));
+        match check::check(raw, &parsed_text, base_dir) {
+            Ok(config) if problems.is_empty() => Ok(config),
+            Ok(_) => Err(problems),
+            Err(more) => {
+                problems.extend(more);
+                Err(problems)
             }
         }
     }
+}
+
+/// Most problems serde reports in one run before giving up on the file.
+const MAX_SHAPE_PROBLEMS: usize = 50;
+
+/// The typed shape of `text`, with every shape problem (unknown key, wrong type, missing key) in `problems`.
+///
+/// serde stops at the first problem, so after each one the offending lines are blanked (line numbers stay the same)
+/// and the text is parsed again, until it parses or blanking would break its syntax. Gives the parsed shape and the
+/// text it was parsed from; `None` if the text is not TOML at all.
+fn parse_raw(text: &str, problems: &mut Vec<ConfigProblem>) -> Option<(types::RawConfig, String)> {
+    let mut text = text.to_owned();
+    for _ in 0..MAX_SHAPE_PROBLEMS {
+        let error = match toml::from_str::<types::RawConfig>(&text) {
+            Ok(raw) => return Some((raw, text)),
+            Err(error) => error,
+        };
+        problems.push(toml_problem(&text, &error));
+        // A missing key's span is its whole table: blanking that would only turn its other keys into noise.
+        let span = error.span().filter(|_| !error.message().starts_with("missing field"))?;
+        let blanked = blank_lines(&text, span);
+        // Blanking part of a multi-line value, or a syntax error: stop, the rest would be noise.
+        if blanked == text || toml::from_str::<toml::Table>(&blanked).is_err() {
+            return None;
+        }
+        text = blanked;
+    }
+    None
+}
+
+/// `text` with every line touched by `span` replaced by an empty line.
+fn blank_lines(text: &str, span: std::ops::Range<usize>) -> String {
+    let start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[span.end.min(text.len())..]
+        .find('\n')
+        .map_or(text.len(), |i| span.end + i);
+    let newlines = text[start..end].matches('\n').count();
+    format!("{}{}{}", &text[..start], "\n".repeat(newlines), &text[end..])
 }
 
 fn toml_problem(text: &str, error: &toml::de::Error) -> ConfigProblem {
