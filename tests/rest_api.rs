@@ -586,3 +586,38 @@ async fn past_the_in_flight_cap_a_call_is_a_503_with_retry_after() {
         "{answer}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_a_plaintext_broker_is_a_quick_503_that_says_tls() {
+    // A plaintext Kafka listener reads a TLS ClientHello as an oversized request and closes the connection.
+    let plaintext = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = plaintext.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = plaintext.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut hello = [0u8; 512];
+                let _ = socket.read(&mut hello).await;
+            });
+        }
+    });
+    let config = format!(
+        "[clusters.local]\nbootstrap = [\"{addr}\"]\nproduce_timeout_ms = 3000\n[clusters.local.tls]\n\n\
+         [topics.greetings]\n\n[[users]]\nname = \"demo\"\npassword = \"demo\"\ntopics = [\"*\"]\n"
+    );
+    let h = Harness::start(0, &config).await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (status, answer) = h.post("/produce/greetings", r#"{"value":"x"}"#).await;
+        assert_eq!(status, 503, "{answer}");
+        assert!(
+            error_of(&answer).contains("the TLS handshake with its broker failed"),
+            "{answer}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum KafkaError {
     #[error("kafka cluster '{cluster}' is unavailable: {detail}")]
     Unavailable { cluster: String, detail: String },
@@ -12,6 +12,14 @@ pub enum KafkaError {
     /// The broker said it timed out, or it answered nothing within the limit (`limit` when luka's own clock ran out).
     #[error("kafka cluster '{cluster}' did not answer in time{}", .limit.map(|l| format!(" (limit {} ms)", l.as_millis())).unwrap_or_default())]
     Timeout { cluster: String, limit: Option<Duration> },
+
+    /// The TLS handshake with a broker failed: a certificate problem, or TLS configured for a plaintext listener.
+    #[error("kafka cluster '{cluster}': the TLS handshake with its broker failed: {detail}")]
+    Tls { cluster: String, detail: String },
+
+    /// A broker refused luka's SASL mechanism or credentials.
+    #[error("kafka cluster '{cluster}' refused luka's SASL authentication: {detail}")]
+    Authentication { cluster: String, detail: String },
 
     #[error("kafka cluster '{cluster}' has {limit} produce calls waiting already; retry shortly")]
     Busy { cluster: String, limit: usize },
@@ -81,6 +89,16 @@ impl KafkaError {
                     },
                 }
             }
+            ClientError::Connection(rskafka::ConnectionError::SaslFailed(e)) => Self::Authentication {
+                cluster: cluster.to_owned(),
+                detail: e.to_string(),
+            },
+            ClientError::Connection(rskafka::ConnectionError::Transport { error, .. }) if is_tls_failure(error) => {
+                Self::Tls {
+                    cluster: cluster.to_owned(),
+                    detail: error.to_string(),
+                }
+            }
             ClientError::Timeout => Self::Timeout {
                 cluster: cluster.to_owned(),
                 limit: None,
@@ -91,4 +109,18 @@ impl KafkaError {
             },
         }
     }
+}
+
+/// Whether a broker connection failed in the TLS handshake: rustls reports its errors as invalid data, and a
+/// plaintext listener answering a ClientHello closes the connection mid-handshake.
+fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    error
+        .source()
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            )
+        })
 }

@@ -37,7 +37,7 @@ pub struct ClusterPool {
     configs: BTreeMap<String, Arc<Cluster>>,
     clients: DashMap<String, Arc<OnceCell<Arc<ClusterClient>>>>,
     reachability: BTreeMap<String, Arc<Reachability>>,
-    last_failure: Mutex<BTreeMap<String, (Instant, String)>>,
+    last_failure: Mutex<BTreeMap<String, (Instant, KafkaError)>>,
 }
 
 impl ClusterPool {
@@ -68,11 +68,8 @@ impl ClusterPool {
         if let Some(client) = cell.get() {
             return Ok(Arc::clone(client));
         }
-        if let Some(detail) = self.recent_failure(name) {
-            return Err(KafkaError::Unavailable {
-                cluster: name.to_owned(),
-                detail,
-            });
+        if let Some(error) = self.recent_failure(name) {
+            return Err(error);
         }
         let reachability = &self.reachability[name];
         let result: Result<Arc<ClusterClient>, KafkaError> = cell
@@ -93,15 +90,15 @@ impl ClusterPool {
             self.last_failure
                 .lock()
                 .expect("failure lock poisoned")
-                .insert(name.to_owned(), (Instant::now(), e.to_string()));
+                .insert(name.to_owned(), (Instant::now(), e.clone()));
         }
         result
     }
 
-    fn recent_failure(&self, name: &str) -> Option<String> {
+    fn recent_failure(&self, name: &str) -> Option<KafkaError> {
         let failures = self.last_failure.lock().expect("failure lock poisoned");
-        let (at, detail) = failures.get(name)?;
-        (at.elapsed() < CONNECT_FAILURE_MEMORY).then(|| detail.clone())
+        let (at, error) = failures.get(name)?;
+        (at.elapsed() < CONNECT_FAILURE_MEMORY).then(|| error.clone())
     }
 
     /// Connects every cluster in the background, so configured topics exist before the first request.

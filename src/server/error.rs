@@ -55,8 +55,10 @@ pub fn into_response(error: &RequestError) -> Response {
     } else {
         error.to_string()
     };
-    if status.is_server_error() {
-        tracing::warn!(%status, error = %error, "request failed");
+    if status.is_server_error()
+        && let Some(suppressed) = repeats::allow(&message)
+    {
+        tracing::warn!(%status, error = %error, suppressed, "request failed");
     }
     let mut body = json!({ "error": message, "status": status.as_u16() });
     if let Some(results) = partial_results(error) {
@@ -81,6 +83,43 @@ pub fn into_response(error: &RequestError) -> Response {
         );
     }
     response
+}
+
+/// One log line per kind of server error per interval: an outage or a refused login answers every request with the
+/// same error, and a line per request would bury everything else in the log.
+mod repeats {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    const INTERVAL: Duration = Duration::from_secs(10);
+    /// Kinds remembered at once; past it the memory starts over (errors are few kinds, so this is a safety bound).
+    const KINDS: usize = 1024;
+
+    static SEEN: OnceLock<Mutex<HashMap<String, (Instant, u64)>>> = OnceLock::new();
+
+    /// `Some(lines suppressed since the last one)` if a line for `kind` may be written now.
+    pub(super) fn allow(kind: &str) -> Option<u64> {
+        let mut seen = SEEN.get_or_init(Mutex::default).lock().expect("log limiter poisoned");
+        if seen.len() >= KINDS && !seen.contains_key(kind) {
+            seen.clear();
+        }
+        let now = Instant::now();
+        match seen.get_mut(kind) {
+            Some((last, suppressed)) if now.duration_since(*last) < INTERVAL => {
+                *suppressed += 1;
+                None
+            }
+            Some((last, suppressed)) => {
+                *last = now;
+                Some(std::mem::take(suppressed))
+            }
+            None => {
+                seen.insert(kind.to_owned(), (now, 0));
+                Some(0)
+            }
+        }
+    }
 }
 
 fn status_of(error: &RequestError) -> StatusCode {
@@ -135,7 +174,10 @@ fn produce_status(error: &ProduceError) -> StatusCode {
 
 fn kafka_status(error: &KafkaError) -> StatusCode {
     match error {
-        KafkaError::Unavailable { .. } | KafkaError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        KafkaError::Unavailable { .. }
+        | KafkaError::Busy { .. }
+        | KafkaError::Tls { .. }
+        | KafkaError::Authentication { .. } => StatusCode::SERVICE_UNAVAILABLE,
         KafkaError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         KafkaError::UnknownTopic { .. } | KafkaError::UnknownPartition { .. } => StatusCode::NOT_FOUND,
         KafkaError::Rejected { error, .. } => match error {
@@ -167,6 +209,12 @@ fn public_message(error: &RequestError) -> String {
             format!("kafka cluster '{cluster}' is unavailable; nothing was written unless listed in results")
         }
         Some(busy @ KafkaError::Busy { .. }) => format!("{busy}; nothing was written unless listed in results"),
+        Some(KafkaError::Tls { cluster, .. }) => format!(
+            "kafka cluster '{cluster}' is unavailable: the TLS handshake with its broker failed (see the server log)"
+        ),
+        Some(KafkaError::Authentication { cluster, .. }) => format!(
+            "kafka cluster '{cluster}' is unavailable: it refused luka's SASL authentication (see the server log)"
+        ),
         Some(KafkaError::Timeout { cluster, .. }) => {
             format!(
                 "kafka cluster '{cluster}' did not acknowledge in time; the records may or may not have been written"

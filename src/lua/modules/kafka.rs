@@ -209,7 +209,10 @@ fn type_name(value: &Value) -> &'static str {
 fn outage(error: &ProduceError, message: &str) -> Option<KafkaOutage> {
     match error.root() {
         ProduceError::Kafka(k) | ProduceError::Write { source: k, .. } => match k {
-            KafkaError::Unavailable { cluster, .. } | KafkaError::Busy { cluster, .. } => Some(KafkaOutage {
+            KafkaError::Unavailable { cluster, .. }
+            | KafkaError::Busy { cluster, .. }
+            | KafkaError::Tls { cluster, .. }
+            | KafkaError::Authentication { cluster, .. } => Some(KafkaOutage {
                 cluster: cluster.clone(),
                 timed_out: false,
                 message: message.to_owned(),

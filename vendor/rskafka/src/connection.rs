@@ -487,9 +487,10 @@ where
     brokers.shuffle(&mut thread_rng());
 
     let mut backoff = Backoff::new(backoff_config);
-    backoff
+    let connected = backoff
         .retry_with_backoff("broker_connect", || async {
             let mut errors = Vec::<Box<dyn std::error::Error + Send + Sync>>::new();
+            let mut fatal = None;
             for broker in &brokers {
                 let conn = broker
                     .connect(
@@ -503,6 +504,12 @@ where
 
                 let connection = match conn {
                     Ok(transport) => transport,
+                    // luka patch: a refused TLS handshake or SASL exchange will not succeed on retry; say so at
+                    // once instead of retrying (and logging) until the deadline.
+                    Err(e) if is_fatal(&e) => {
+                        fatal.get_or_insert(e);
+                        continue;
+                    }
                     Err(e) => {
                         warn!(%e, "Failed to connect to broker");
                         errors.push(Box::new(e));
@@ -510,14 +517,33 @@ where
                     }
                 };
 
-                return ControlFlow::Break(connection);
+                return ControlFlow::Break(Ok(connection));
+            }
+            if let Some(fatal) = fatal.filter(|_| errors.is_empty()) {
+                return ControlFlow::Break(Err(fatal));
             }
             let err = Box::<dyn std::error::Error + Send + Sync>::from(MultiError(errors));
             let err: Arc<dyn std::error::Error + Send + Sync> = err.into();
             ControlFlow::Continue(ErrorOrThrottle::Error(err))
         })
         .await
-        .map_err(Error::RetryFailed)
+        .map_err(Error::RetryFailed)?;
+    connected
+}
+
+/// luka patch: whether a broker connection failed for a reason retrying cannot fix (TLS handshake, SASL).
+fn is_fatal(error: &Error) -> bool {
+    match error {
+        Error::SaslFailed(_) => true,
+        Error::Transport {
+            error: transport::Error::IO(io),
+            ..
+        } => matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
 }
 
 async fn metadata_request_with_retry<A>(
