@@ -26,6 +26,28 @@ pub fn authenticate<'u>(users: &'u [User], authorization: Option<&str>) -> Resul
     let (name, password) = decoded
         .split_once(':')
         .ok_or_else(|| ApiError::Unauthenticated("basic auth credentials must be user:password".into()))?;
+    check_credentials(users, name, password)
+}
+
+/// For webhook senders that cannot send basic auth: the `user` and `pass` query parameters, else basic auth.
+pub fn authenticate_webhook<'u>(
+    users: &'u [User],
+    authorization: Option<&str>,
+    query: Option<&str>,
+) -> Result<&'u User, ApiError> {
+    let param = |wanted: &str| {
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .find(|(k, _)| k == wanted)
+            .map(|(_, v)| v.into_owned())
+    };
+    match (authorization, param("user"), param("pass")) {
+        (None, Some(name), Some(password)) if !users.is_empty() => check_credentials(users, &name, &password),
+        _ => authenticate(users, authorization),
+    }
+}
+
+/// The user with this name and password.
+fn check_credentials<'u>(users: &'u [User], name: &str, password: &str) -> Result<&'u User, ApiError> {
     // Every user is compared in constant time so timing tells nothing about which names exist.
     let mut found = None;
     for user in users {
@@ -48,6 +70,7 @@ mod tests {
             name: "demo".into(),
             password: "s3cret".into(),
             topics: vec![TopicPattern::parse("*").unwrap()],
+            read_topics: Vec::new(),
         }]
     }
 

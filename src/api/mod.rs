@@ -6,14 +6,17 @@
 
 mod auth;
 mod message;
+pub mod read;
+mod webhook;
 
 use serde_json::Value;
 
 use crate::config::User;
 use crate::produce::{Delivery, Key, Message, Payload, ProduceError, Producer};
 
-pub use auth::authenticate;
+pub use auth::{authenticate, authenticate_webhook};
 pub use message::parse_body;
+pub use webhook::{NOT_COPIED, webhook};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -25,6 +28,9 @@ pub enum ApiError {
 
     #[error("message {number}: user '{user}' may not write to topic '{topic}'")]
     Forbidden { number: usize, user: String, topic: String },
+
+    #[error("user '{user}' may not read topic '{topic}' (add it to the user's read_topics in config.toml)")]
+    ReadForbidden { user: String, topic: String },
 
     #[error(transparent)]
     Produce(#[from] ProduceError),
@@ -64,7 +70,7 @@ pub async fn produce(producer: &Producer, user: &User, call: ProduceCall, body: 
 
 /// `{topic, partition, offset, timestamp}`, as the hosted API answers.
 #[derive(Debug, serde::Serialize)]
-struct Metadata<'a> {
+pub(crate) struct Metadata<'a> {
     topic: &'a str,
     partition: i32,
     offset: i64,

@@ -72,11 +72,16 @@ pub struct User {
     pub name: String,
     pub password: String,
     pub topics: Vec<TopicPattern>,
+    pub read_topics: Vec<TopicPattern>,
 }
 
 impl User {
     pub fn may_write(&self, topic: &str) -> bool {
         self.topics.iter().any(|p| p.matches(topic))
+    }
+
+    pub fn may_read(&self, topic: &str) -> bool {
+        self.read_topics.iter().any(|p| p.matches(topic))
     }
 }
 
@@ -136,6 +141,8 @@ fn check_server(c: &mut Checker<'_>, server: &ServerConfig) {
         (server.max_connections as u64, "max_connections"),
         (server.max_connections_per_address as u64, "max_connections_per_address"),
         (server.body_timeout_ms, "body_timeout_ms"),
+        (server.fetch_max_records as u64, "fetch_max_records"),
+        (server.fetch_max_bytes as u64, "fetch_max_bytes"),
     ] {
         if value == 0 {
             c.general(format!("[server] {key} must be greater than 0"));
@@ -516,17 +523,23 @@ fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>) -> Vec<User> {
         if user.password.is_empty() {
             c.at(&user.name, format!("[[users]] '{name}' has an empty password"));
         }
-        let mut topics = Vec::new();
-        for topic in &user.topics {
-            match TopicPattern::parse(topic.get_ref()) {
-                Ok(p) => topics.push(p),
-                Err(e) => c.at(topic, format!("[[users]] '{name}' topics: {e}")),
+        let mut patterns = |list: &[Spanned<String>], key: &str| {
+            let mut parsed = Vec::new();
+            for topic in list {
+                match TopicPattern::parse(topic.get_ref()) {
+                    Ok(p) => parsed.push(p),
+                    Err(e) => c.at(topic, format!("[[users]] '{name}' {key}: {e}")),
+                }
             }
-        }
+            parsed
+        };
+        let topics = patterns(&user.topics, "topics");
+        let read_topics = patterns(&user.read_topics, "read_topics");
         users.push(User {
             name,
             password: user.password,
             topics,
+            read_topics,
         });
     }
     users

@@ -27,6 +27,15 @@ pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
 /// Produce calls waiting on one cluster at once; past it, 503 with `Retry-After` instead of an unbounded queue.
 pub const MAX_IN_FLIGHT: usize = 10_000;
 
+/// Records one `/fetch` answers with: a page a client can hold and a JSON answer that stays a few MiB at most.
+pub const FETCH_MAX_RECORDS: usize = 1000;
+
+/// Record bytes one `/fetch` asks each partition for: Kafka's default `max.partition.fetch.bytes`.
+pub const FETCH_MAX_BYTES: usize = 1024 * 1024;
+
+/// How long a `/fetch` without `timeout` waits for records (the hosted API's default).
+pub const FETCH_TIMEOUT_MS: u64 = 1000;
+
 /// How long shutdown waits for in-flight requests before closing connections.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
 

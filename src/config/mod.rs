@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 pub use check::{Cluster, Config, Topic, User};
 pub use pattern::{TopicPattern, is_valid_topic_name};
-pub use routes::{LuaSettings, Route, RoutePath};
+pub use routes::{BUILTIN_EXACT, BUILTIN_FOLDERS, LuaSettings, Route, RoutePath, is_builtin_path};
 pub use types::{Compression, ContentType, LogFormat, SaslConfig, SaslMechanism, ServerConfig, TlsConfig};
 
 /// One thing wrong with the config, with the line it is on when known.

@@ -120,10 +120,37 @@ impl RoutePath {
         self.segments.iter().filter(|s| matches!(s, Segment::Param(_))).count()
     }
 
-    /// Whether the route starts in a path luka serves itself, where it could never be reached.
+    /// Whether the route is a path luka serves itself, where it could never be reached.
     fn shadows_builtin(&self) -> bool {
-        matches!(self.segments.first(), Some(Segment::Literal(s)) if ["produce", "healthz", "readyz"].contains(&s.as_str()))
+        if self.param_count() == 0 {
+            return is_builtin_path(self.as_str());
+        }
+        matches!(self.segments.first(), Some(Segment::Literal(s)) if BUILTIN_FOLDERS.contains(&s.as_str()))
     }
+}
+
+/// Paths luka answers itself before any function: these exactly...
+pub const BUILTIN_EXACT: [&str; 5] = ["/healthz", "/readyz", "/webhook", "/topics", "/fetch"];
+
+/// ...and every path in these folders (`/produce` and `/produce/...`).
+pub const BUILTIN_FOLDERS: [&str; 7] = [
+    "produce",
+    "offsets",
+    "consume",
+    "commit",
+    "committed",
+    "consumers",
+    "delete-consumer",
+];
+
+/// Whether luka answers `path` itself, so no function can be served there.
+pub fn is_builtin_path(path: &str) -> bool {
+    BUILTIN_EXACT.contains(&path)
+        || BUILTIN_FOLDERS.iter().any(|folder| {
+            path.strip_prefix('/')
+                .and_then(|p| p.strip_prefix(folder))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
 }
 
 pub(super) fn check_lua(c: &mut Checker<'_>, lua: &LuaConfig, server: &ServerConfig, base_dir: &Path) -> LuaSettings {
@@ -167,7 +194,7 @@ pub(super) fn check_routes(c: &mut Checker<'_>, raw: &[RawRoute], functions_dir:
             c.at(
                 &route.path,
                 format!(
-                    "[[routes]] path '{}' is inside luka's own /produce, /healthz or /readyz and could never be reached; choose another path",
+                    "[[routes]] path '{}' is one luka serves itself (/produce, /healthz, /readyz, /webhook, /topics, /offsets, /fetch, the consumer-group paths) and could never be reached; choose another path",
                     path.as_str()
                 ),
             );

@@ -50,6 +50,12 @@ pub struct ServerConfig {
     /// Time to send the request body once the headers are in; past it the client gets 408.
     #[serde(default = "body_timeout_ms")]
     pub body_timeout_ms: u64,
+    /// Most records one `/fetch` request answers with.
+    #[serde(default = "fetch_max_records")]
+    pub fetch_max_records: usize,
+    /// Most record bytes one `/fetch` request asks each partition for.
+    #[serde(default = "fetch_max_bytes")]
+    pub fetch_max_bytes: usize,
     /// On SIGTERM/ctrl-c, how long in-flight requests may still finish.
     #[serde(default = "shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -67,6 +73,8 @@ impl Default for ServerConfig {
             max_connections: defaults::MAX_CONNECTIONS,
             max_connections_per_address: defaults::MAX_CONNECTIONS_PER_ADDRESS,
             body_timeout_ms: defaults::BODY_TIMEOUT_MS,
+            fetch_max_records: defaults::FETCH_MAX_RECORDS,
+            fetch_max_bytes: defaults::FETCH_MAX_BYTES,
             shutdown_grace_ms: defaults::SHUTDOWN_GRACE_MS,
             log_format: LogFormat::default(),
         }
@@ -310,6 +318,9 @@ pub struct RawUser {
     pub password: String,
     /// Topics (names or `*` patterns) this user may write.
     pub topics: Vec<Spanned<String>>,
+    /// Topics this user may read with `/offsets` and `/fetch`; none unless listed.
+    #[serde(default)]
+    pub read_topics: Vec<Spanned<String>>,
 }
 
 fn max_body_bytes() -> usize {
@@ -326,6 +337,12 @@ fn max_connections_per_address() -> usize {
 }
 fn body_timeout_ms() -> u64 {
     defaults::BODY_TIMEOUT_MS
+}
+fn fetch_max_records() -> usize {
+    defaults::FETCH_MAX_RECORDS
+}
+fn fetch_max_bytes() -> usize {
+    defaults::FETCH_MAX_BYTES
 }
 fn shutdown_grace_ms() -> u64 {
     defaults::SHUTDOWN_GRACE_MS

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use rskafka::client::Client;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
-use rskafka::client::partition::{Compression as WireCompression, UnknownTopicHandling};
+use rskafka::client::partition::{Compression as WireCompression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -46,6 +46,7 @@ pub struct ClusterClient {
     /// One metadata refresh at a time; callers arriving meanwhile reuse its result.
     refresh: tokio::sync::Mutex<()>,
     writers: DashMap<(String, i32), Arc<OnceCell<Arc<PartitionWriter>>>>,
+    readers: DashMap<(String, i32), Arc<OnceCell<Arc<PartitionClient>>>>,
     counters: Arc<ProduceCounters>,
     reachability: Arc<Reachability>,
     /// Produce calls waiting on the cluster; bounded by `max_in_flight`.
@@ -62,12 +63,45 @@ impl ClusterClient {
             metadata: Mutex::default(),
             refresh: tokio::sync::Mutex::default(),
             writers: DashMap::new(),
+            readers: DashMap::new(),
             counters: Arc::default(),
         }
     }
 
     pub fn counters(&self) -> &ProduceCounters {
         &self.counters
+    }
+
+    pub(crate) fn config(&self) -> &Cluster {
+        &self.config
+    }
+
+    pub(crate) fn rskafka(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn readers(&self) -> &DashMap<(String, i32), Arc<OnceCell<Arc<PartitionClient>>>> {
+        &self.readers
+    }
+
+    /// `work` under the cluster's outage memory and `limit` (see [`Reachability::guard`]).
+    pub(crate) async fn guarded<T>(
+        &self,
+        limit: Duration,
+        work: impl std::future::Future<Output = Result<T, KafkaError>>,
+    ) -> Result<T, KafkaError> {
+        self.reachability.guard(&self.config, limit, work).await
+    }
+
+    /// Every topic of the cluster with its partition count (and the metadata cache refreshed with them).
+    pub async fn topics(&self) -> Result<Vec<(String, i32)>, KafkaError> {
+        let _single_flight = self.refresh.lock().await;
+        self.refresh_metadata().await?;
+        let metadata = self.metadata.lock().expect("metadata lock poisoned");
+        Ok(metadata
+            .iter()
+            .filter_map(|(name, entry)| entry.partitions.map(|count| (name.clone(), count)))
+            .collect())
     }
 
     /// Creates the configured development topics that the cluster lacks.

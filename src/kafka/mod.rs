@@ -13,6 +13,7 @@ mod connect;
 mod deadline;
 mod error;
 mod reachability;
+mod read;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ pub use batch::ProduceCounters;
 pub use cluster::{ClusterClient, CreateIfMissing};
 pub use error::KafkaError;
 use reachability::Reachability;
+pub use read::{FetchedRecord, ListOffset};
 
 use crate::config::Cluster;
 

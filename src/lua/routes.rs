@@ -123,7 +123,7 @@ impl RouteTable {
 }
 
 fn is_builtin(path: &str) -> bool {
-    matches!(path, "/produce" | "/healthz" | "/readyz") || path.starts_with("/produce/")
+    crate::config::is_builtin_path(path)
 }
 
 /// `hooks/github.lua` → `/hooks/github`; `index.lua` → `/`; `hooks/index.lua` → `/hooks`.

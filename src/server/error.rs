@@ -133,7 +133,7 @@ fn status_of(error: &RequestError) -> StatusCode {
         RequestError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         RequestError::Api(ApiError::BadRequest(_)) => StatusCode::BAD_REQUEST,
         RequestError::Api(ApiError::Unauthenticated(_)) => StatusCode::UNAUTHORIZED,
-        RequestError::Api(ApiError::Forbidden { .. }) => StatusCode::FORBIDDEN,
+        RequestError::Api(ApiError::Forbidden { .. } | ApiError::ReadForbidden { .. }) => StatusCode::FORBIDDEN,
         RequestError::Api(ApiError::Produce(e)) => produce_status(e.root()),
         RequestError::Lua(e) => lua_status(e),
     }

@@ -64,6 +64,9 @@ async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> 
         let answer = api::produce(&app.producer, user, call, &body).await?;
         return Ok(json_bytes_response(StatusCode::OK, answer));
     }
+    if let Some(endpoint) = Endpoint::of(path) {
+        return hosted_api(app, request, endpoint).await;
+    }
     match app.functions.find(request.method().as_str(), path) {
         Found::Target(target) => call_function(app, request, remote, target).await,
         Found::MethodNotAllowed { allowed } => Err(RequestError::MethodNotAllowed {
@@ -76,6 +79,80 @@ async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> 
             path: path.to_owned(),
         }),
     }
+}
+
+/// The hosted REST API's endpoints besides produce.
+enum Endpoint {
+    Webhook,
+    Topics,
+    Offsets(String),
+    Fetch,
+    /// The consumer-group endpoints, which luka does not serve.
+    ConsumerGroup,
+}
+
+impl Endpoint {
+    fn of(path: &str) -> Option<Self> {
+        let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+        Some(match (first, path) {
+            (_, "/webhook") => Self::Webhook,
+            (_, "/topics") => Self::Topics,
+            ("offsets", _) => Self::Offsets(path.trim_start_matches("/offsets").trim_start_matches('/').to_owned()),
+            (_, "/fetch") => Self::Fetch,
+            ("consume" | "commit" | "committed" | "consumers" | "delete-consumer", _) => Self::ConsumerGroup,
+            _ => return None,
+        })
+    }
+
+    fn methods(&self) -> &'static str {
+        match self {
+            Self::Topics => "GET",
+            _ => "GET, POST",
+        }
+    }
+}
+
+async fn hosted_api(app: &App, request: Request<Incoming>, endpoint: Endpoint) -> Result<Response, RequestError> {
+    if let Endpoint::ConsumerGroup = endpoint {
+        return Err(RequestError::NotImplemented(
+            "the consumer-group endpoints (/consume, /commit, /committed, /consumers, /delete-consumer) are not \
+             served by luka; read with /fetch and /offsets"
+                .into(),
+        ));
+    }
+    let allowed = endpoint.methods();
+    if !allowed.split(", ").any(|m| m == request.method().as_str()) {
+        return Err(RequestError::MethodNotAllowed {
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+            allowed: allowed.into(),
+        });
+    }
+    let (config, producer) = (&app.config, &app.producer);
+    let authorization = authorization(&request);
+    let query = request.uri().query().map(str::to_owned);
+    let user = match endpoint {
+        Endpoint::Webhook => api::authenticate_webhook(&config.users, authorization.as_deref(), query.as_deref())?,
+        _ => api::authenticate(&config.users, authorization.as_deref())?,
+    };
+    let answer = match endpoint {
+        Endpoint::Topics => api::read::topics(config, producer, user).await?,
+        Endpoint::Webhook => {
+            let headers = request.headers().clone();
+            let body = read_body(request, &config.server).await?;
+            api::webhook(producer, user, query.as_deref(), &headers, body).await?
+        }
+        Endpoint::Offsets(which) => {
+            let body = read_body(request, &config.server).await?;
+            api::read::offsets(config, producer, user, &which, &body).await?
+        }
+        Endpoint::Fetch => {
+            let body = read_body(request, &config.server).await?;
+            api::read::fetch(config, producer, user, &body).await?
+        }
+        Endpoint::ConsumerGroup => unreachable!("answered above"),
+    };
+    Ok(json_bytes_response(StatusCode::OK, answer))
 }
 
 /// Requests luka cannot serve correctly are refused before routing: `CONNECT` (luka is no proxy) and bodies in a

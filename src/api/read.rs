@@ -1,0 +1,250 @@
+//! The reading side of the hosted REST API (`seeds/002_*`'s service): `/topics`, `/offsets/...` and `/fetch`.
+//!
+//! Takes an authenticated user and the request (path part, query, JSON body), gives the JSON answer's bytes.
+//! Topics route to clusters as for produce; reading needs the user's `read_topics`, listing needs `topics`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ApiError;
+use crate::config::{Config, User};
+use crate::kafka::{FetchedRecord, KafkaError, ListOffset};
+use crate::produce::{ProduceError, Producer, resolve};
+
+/// `GET /topics`: `{topic: partitions}` for every topic the user may write that exists on its cluster.
+pub async fn topics(config: &Config, producer: &Producer, user: &User) -> Result<Vec<u8>, ApiError> {
+    let mut answer = serde_json::Map::new();
+    for name in producer.pool().names() {
+        let cluster = producer.pool().cluster(name).await.map_err(ProduceError::from)?;
+        for (topic, partitions) in cluster.topics().await.map_err(ProduceError::from)? {
+            let routed_here = resolve(config, None, &topic).is_ok_and(|t| t.cluster == name);
+            if routed_here && user.may_write(&topic) {
+                answer.insert(topic, Value::from(partitions));
+            }
+        }
+    }
+    Ok(serde_json::to_vec(&answer).expect("a map serializes"))
+}
+
+/// One topic-partition named in a request body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicPartition {
+    topic: String,
+    partition: i32,
+}
+
+#[derive(Debug, Serialize)]
+struct OffsetAnswer<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+}
+
+/// `/offsets/{earliest|latest|<timestamp ms>}`: body `{topic, partition}` or an array of them; answers
+/// `[{topic, partition, offset}]` in request order.
+pub async fn offsets(
+    config: &Config,
+    producer: &Producer,
+    user: &User,
+    which: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, ApiError> {
+    let at = match which {
+        "earliest" => ListOffset::Earliest,
+        "latest" => ListOffset::Latest,
+        ms => ListOffset::Timestamp(ms.parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "'{}' is not earliest, latest or a timestamp in ms since 1970-01-01: /offsets/earliest, \
+                 /offsets/latest or /offsets/1700000000000",
+                ms.chars().take(40).collect::<String>()
+            ))
+        })?),
+    };
+    let wanted: Vec<TopicPartition> = one_or_many(body, "{\"topic\": \"...\", \"partition\": 0}")?;
+    let mut answer = Vec::with_capacity(wanted.len());
+    for tp in &wanted {
+        let cluster = checked_reader(config, producer, user, &tp.topic, tp.partition).await?;
+        let client = producer.pool().cluster(&cluster).await.map_err(ProduceError::from)?;
+        let offset = client
+            .offset(&tp.topic, tp.partition, at)
+            .await
+            .map_err(ProduceError::from)?;
+        answer.push(OffsetAnswer {
+            topic: &tp.topic,
+            partition: tp.partition,
+            offset,
+        });
+    }
+    Ok(serde_json::to_vec(&answer).expect("offsets serialize"))
+}
+
+/// A `/fetch` body: one position, a list of them, or both.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FetchRequest {
+    topic: Option<String>,
+    partition: Option<i32>,
+    offset: Option<i64>,
+    timeout: Option<u64>,
+    #[serde(default)]
+    topic_partition_offsets: Vec<Position>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Position {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+/// One message of a `/fetch` answer, as the hosted API renders it: text fields, `""` for a missing key or value.
+#[derive(Debug, Serialize)]
+struct FetchedMessage<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    timestamp: i64,
+    key: String,
+    value: String,
+    headers: Vec<HeaderAnswer>,
+}
+
+#[derive(Debug, Serialize)]
+struct HeaderAnswer {
+    key: String,
+    value: String,
+}
+
+/// `/fetch`: the records at each requested position, up to the configured bounds, waiting at most `timeout` ms
+/// (default 1,000) for data.
+pub async fn fetch(config: &Config, producer: &Producer, user: &User, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let request: FetchRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"topic\", \"partition\", \"offset\", \"timeout\"?}} and/or {{\"topicPartitionOffsets\": \
+             [...]}}: {e}"
+        ))
+    })?;
+    let mut positions = Vec::new();
+    match (request.topic, request.partition, request.offset) {
+        (Some(topic), Some(partition), Some(offset)) => positions.push(Position {
+            topic,
+            partition,
+            offset,
+        }),
+        (None, None, None) => {}
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give topic, partition and offset together (or use topicPartitionOffsets)".into(),
+            ));
+        }
+    }
+    positions.extend(request.topic_partition_offsets);
+    if positions.is_empty() {
+        return Err(ApiError::BadRequest(
+            "nothing to fetch: give {\"topic\", \"partition\", \"offset\"} or topicPartitionOffsets".into(),
+        ));
+    }
+    let wait = Duration::from_millis(
+        request
+            .timeout
+            .unwrap_or(crate::config::defaults::FETCH_TIMEOUT_MS)
+            .min(config.server.request_timeout_ms / 2),
+    );
+    let mut clusters = Vec::with_capacity(positions.len());
+    for p in &positions {
+        if p.offset < 0 {
+            return Err(ApiError::BadRequest(format!(
+                "offset must be an integer from 0, got {}",
+                p.offset
+            )));
+        }
+        let cluster = checked_reader(config, producer, user, &p.topic, p.partition).await?;
+        clusters.push(producer.pool().cluster(&cluster).await.map_err(ProduceError::from)?);
+    }
+    let reads = positions
+        .iter()
+        .zip(&clusters)
+        .map(|(p, cluster)| cluster.fetch(&p.topic, p.partition, p.offset, config.server.fetch_max_bytes, wait));
+    let mut messages = Vec::new();
+    for (p, fetched) in positions.iter().zip(futures::future::join_all(reads).await) {
+        for record in fetched.map_err(ProduceError::from)? {
+            if messages.len() == config.server.fetch_max_records {
+                break;
+            }
+            messages.push(message(&p.topic, p.partition, record));
+        }
+    }
+    Ok(serde_json::to_vec(&messages).expect("messages serialize"))
+}
+
+fn message(topic: &str, partition: i32, record: FetchedRecord) -> FetchedMessage<'_> {
+    let text = |bytes: Option<Vec<u8>>| bytes.map(lossy).unwrap_or_default();
+    FetchedMessage {
+        topic,
+        partition,
+        offset: record.offset,
+        timestamp: record.timestamp_ms,
+        key: text(record.key),
+        value: text(record.value),
+        headers: record
+            .headers
+            .into_iter()
+            .map(|(key, value)| HeaderAnswer {
+                key,
+                value: lossy(value),
+            })
+            .collect(),
+    }
+}
+
+/// Bytes as text: UTF-8 as is, anything else with U+FFFD in place of each invalid sequence.
+fn lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The cluster of `topic` once the user may read it and the partition exists.
+async fn checked_reader(
+    config: &Config,
+    producer: &Producer,
+    user: &User,
+    topic: &str,
+    partition: i32,
+) -> Result<String, ApiError> {
+    if !user.may_read(topic) {
+        return Err(ApiError::ReadForbidden {
+            user: user.name.clone(),
+            topic: topic.to_owned(),
+        });
+    }
+    let cluster = resolve(config, None, topic)?.cluster.clone();
+    let client = producer.pool().cluster(&cluster).await.map_err(ProduceError::from)?;
+    let count = client.partition_count(topic, None).await.map_err(ProduceError::from)?;
+    if !(0..count).contains(&partition) {
+        let e = KafkaError::UnknownPartition {
+            topic: topic.to_owned(),
+            partition,
+            count,
+        };
+        return Err(ProduceError::from(e).into());
+    }
+    Ok(cluster)
+}
+
+/// A JSON body holding one `T` or an array of them.
+fn one_or_many<T: for<'de> Deserialize<'de>>(body: &[u8], shape: &str) -> Result<Vec<T>, ApiError> {
+    let bad = |e: serde_json::Error| ApiError::BadRequest(format!("expected {shape} or an array of them: {e}"));
+    let value: Value = serde_json::from_slice(body).map_err(bad)?;
+    let items = match value {
+        Value::Array(items) if !items.is_empty() => items,
+        Value::Array(_) => return Err(ApiError::BadRequest(format!("the array is empty; send {shape}"))),
+        one => vec![one],
+    };
+    items
+        .into_iter()
+        .map(|item| serde_json::from_value(item).map_err(bad))
+        .collect()
+}

@@ -1,0 +1,130 @@
+//! Reading a partition: topic, partition and a position in, offsets and records out (for the REST `/offsets` and
+//! `/fetch` endpoints). Each partition read gets its own cached rskafka client, apart from the writers'.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rskafka::chrono::{TimeZone, Utc};
+use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use tokio::sync::OnceCell;
+
+use super::{ClusterClient, KafkaError};
+
+/// Bytes read to find a timestamp within the batch a broker pointed at (Kafka's default batch bound).
+const BATCH_SCAN_BYTES: i32 = 1024 * 1024;
+
+/// Where in a partition to look up an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOffset {
+    Earliest,
+    /// The offset the next record will get (the high watermark).
+    Latest,
+    /// The earliest offset whose record timestamp is at or after this many ms since the epoch.
+    Timestamp(i64),
+}
+
+/// One record as read from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedRecord {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl ClusterClient {
+    /// The offset of `topic`/`partition` at `at`.
+    pub async fn offset(&self, topic: &str, partition: i32, at: ListOffset) -> Result<i64, KafkaError> {
+        let at = match at {
+            ListOffset::Earliest => OffsetAt::Earliest,
+            ListOffset::Latest => OffsetAt::Latest,
+            ListOffset::Timestamp(ms) => OffsetAt::Timestamp(
+                Utc.timestamp_millis_opt(ms)
+                    .single()
+                    .ok_or_else(|| self.setup_error(format!("timestamp {ms} is out of range")))?,
+            ),
+        };
+        let target = match at {
+            OffsetAt::Timestamp(ts) => Some(ts.timestamp_millis()),
+            _ => None,
+        };
+        let work = async {
+            let reader = self.reader(topic, partition).await?;
+            let client_error = |e| KafkaError::from_client(&self.config().name, topic, partition, &e);
+            let offset = reader.get_offset(at).await.map_err(client_error)?;
+            let Some(target) = target.filter(|_| offset >= 0) else {
+                return Ok(offset);
+            };
+            // Some brokers (the development broker among them) answer with the start of the batch that holds the
+            // record; the first record at or after the timestamp may be further into that batch.
+            let (records, _) = reader
+                .fetch_records(offset, 1..BATCH_SCAN_BYTES, 0)
+                .await
+                .map_err(client_error)?;
+            let first_after = records
+                .iter()
+                .filter(|r| r.offset >= offset)
+                .find(|r| r.record.timestamp.timestamp_millis() >= target)
+                .map(|r| r.offset);
+            Ok(first_after.unwrap_or(offset))
+        };
+        self.guarded(self.config().produce_timeout, work).await
+    }
+
+    /// Records of `topic`/`partition` from `offset` on, at most about `max_bytes` of them, waiting up to `wait` for
+    /// the first one.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<FetchedRecord>, KafkaError> {
+        let max_bytes = i32::try_from(max_bytes).unwrap_or(i32::MAX);
+        let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+        let work = async {
+            let reader = self.reader(topic, partition).await?;
+            let (records, _high_watermark) = reader
+                .fetch_records(offset, 1..max_bytes, wait_ms)
+                .await
+                .map_err(|e| KafkaError::from_client(&self.config().name, topic, partition, &e))?;
+            Ok(records
+                .into_iter()
+                // A fetch starts at the batch holding `offset`; the records before it are not asked for.
+                .filter(|r| r.offset >= offset)
+                .map(|r| FetchedRecord {
+                    offset: r.offset,
+                    timestamp_ms: r.record.timestamp.timestamp_millis(),
+                    key: r.record.key,
+                    value: r.record.value,
+                    headers: r.record.headers,
+                })
+                .collect())
+        };
+        self.guarded(self.config().produce_timeout + wait, work).await
+    }
+
+    /// The cached reading client of one partition.
+    async fn reader(&self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>, KafkaError> {
+        let cell: Arc<OnceCell<Arc<PartitionClient>>> =
+            self.readers().entry((topic.to_owned(), partition)).or_default().clone();
+        cell.get_or_try_init(|| async {
+            self.rskafka()
+                .partition_client(topic, partition, UnknownTopicHandling::Error)
+                .await
+                .map(Arc::new)
+                .map_err(|e| KafkaError::from_client(&self.config().name, topic, partition, &e))
+        })
+        .await
+        .cloned()
+    }
+
+    fn setup_error(&self, detail: String) -> KafkaError {
+        KafkaError::Setup {
+            cluster: self.config().name.clone(),
+            detail,
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The hosted API's endpoints around produce (`/webhook`, `/topics`, `/offsets`, `/fetch`) against a real broker,
+//! checked against what librdkafka reads.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Harness, read_records};
+use serde_json::{Value, json};
+
+const CONFIG: &str = r#"
+[clusters.local]
+bootstrap = ["{broker0}"]
+produce_timeout_ms = 3000
+
+[topics.greetings]
+partitions = 1
+[topics.cities]
+partitions = 4
+[topics.secret]
+partitions = 1
+
+[[users]]
+name = "demo"
+password = "demo"
+topics = ["greetings", "cities"]
+read_topics = ["greetings", "cities"]
+
+[[users]]
+name = "writer"
+password = "w"
+topics = ["*"]
+
+[[users]]
+name = "reader"
+password = "r"
+topics = []
+read_topics = ["*"]
+"#;
+
+async fn call(h: &Harness, method: &str, path: &str, user: (&str, &str), body: &str) -> (u16, Value) {
+    let response = h
+        .http
+        .request(method.parse().unwrap(), h.url(path))
+        .basic_auth(user.0, Some(user.1))
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+const DEMO: (&str, &str) = ("demo", "demo");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_writes_the_raw_body_with_its_headers() {
+    let h = Harness::start(1, CONFIG).await;
+    // Query-parameter credentials, a key, non-standard headers (one repeated), a body that is not JSON.
+    let response = h
+        .http
+        .post(h.url("/webhook?topic=greetings&key=k1&user=demo&pass=demo"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("X-Event", "push")
+        .header("X-Hop", "1")
+        .header("X-Hop", "2")
+        .body("a=1&b=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["topic"], "greetings");
+    let records = read_records(&h.bootstrap(0), "greetings", 0, answer["offset"].as_i64().unwrap(), 1).await;
+    assert_eq!(records[0].key.as_deref(), Some(&b"k1"[..]));
+    assert_eq!(records[0].value.as_deref(), Some(&b"a=1&b=2"[..]));
+    let headers: Vec<(String, String)> = records[0]
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), String::from_utf8(v.clone().unwrap()).unwrap()))
+        .collect();
+    assert_eq!(
+        headers,
+        [("x-event", "push"), ("x-hop", "1"), ("x-hop", "2")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+    );
+    assert_eq!(records[0].timestamp_ms, answer["timestamp"].as_i64());
+
+    // GET works too; errors.
+    let (status, _) = call(&h, "GET", "/webhook?topic=greetings", DEMO, "").await;
+    assert_eq!(status, 200);
+    let (status, answer) = call(&h, "POST", "/webhook", DEMO, "x").await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("/webhook?topic=NAME"));
+    let (status, _) = call(&h, "POST", "/webhook?topic=secret", DEMO, "x").await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        &h,
+        "POST",
+        "/webhook?topic=greetings&user=demo&pass=nope",
+        ("demo", "wrong"),
+        "x",
+    )
+    .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_lists_what_the_user_may_write() {
+    let h = Harness::start(1, CONFIG).await;
+    // Configured topics are created on first use of the cluster.
+    let (status, _) = call(&h, "POST", "/produce/greetings", DEMO, r#"{"value":"x"}"#).await;
+    assert_eq!(status, 200);
+    let (status, topics) = call(&h, "GET", "/topics", DEMO, "").await;
+    assert_eq!(status, 200, "{topics}");
+    assert_eq!(topics, json!({"greetings": 1, "cities": 4}));
+    let (status, topics) = call(&h, "GET", "/topics", ("writer", "w"), "").await;
+    assert_eq!(status, 200, "{topics}");
+    assert_eq!(topics, json!({"greetings": 1, "cities": 4, "secret": 1}));
+    let (status, _) = call(&h, "POST", "/topics", DEMO, "").await;
+    assert_eq!(status, 405);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_and_fetch_give_what_librdkafka_reads() {
+    let h = Harness::start(1, CONFIG).await;
+    let body = json!([
+        {"partition": 2, "timestamp": 1_700_000_000_000i64, "key": "k", "value": "first",
+         "headers": [{"key": "h", "value": "1"}, {"key": "h", "value": "2"}]},
+        {"partition": 2, "timestamp": 1_700_000_001_000i64, "value": "second"},
+        {"partition": 2, "timestamp": 1_700_000_002_000i64, "key": "k3", "value": null},
+    ]);
+    let (status, written) = call(&h, "POST", "/produce/cities", DEMO, &body.to_string()).await;
+    assert_eq!(status, 200, "{written}");
+    let first = written[0]["offset"].as_i64().unwrap();
+
+    let tp = r#"{"topic": "cities", "partition": 2}"#;
+    let (status, earliest) = call(&h, "POST", "/offsets/earliest", DEMO, tp).await;
+    assert_eq!(status, 200, "{earliest}");
+    assert_eq!(earliest, json!([{"topic": "cities", "partition": 2, "offset": first}]));
+    let (_, latest) = call(&h, "POST", "/offsets/latest", DEMO, &format!("[{tp}, {tp}]")).await;
+    assert_eq!(latest[0]["offset"], first + 3);
+    assert_eq!(latest.as_array().unwrap().len(), 2);
+    let (_, at) = call(&h, "GET", "/offsets/1700000000500", DEMO, tp).await;
+    assert_eq!(at[0]["offset"], first + 1, "first record at or after the timestamp");
+
+    // /fetch from the middle of the batch, and the whole batch through topicPartitionOffsets.
+    let (status, fetched) = call(
+        &h,
+        "POST",
+        "/fetch",
+        DEMO,
+        &json!({"topic": "cities", "partition": 2, "offset": first + 1, "timeout": 500}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{fetched}");
+    assert_eq!(fetched.as_array().unwrap().len(), 2, "{fetched}");
+    assert_eq!(fetched[0]["value"], "second");
+    assert_eq!(fetched[0]["key"], "", "no key reads as an empty string");
+    let (_, all) = call(
+        &h,
+        "POST",
+        "/fetch",
+        DEMO,
+        &json!({"topicPartitionOffsets": [{"topic": "cities", "partition": 2, "offset": first}]}).to_string(),
+    )
+    .await;
+    let records = read_records(&h.bootstrap(0), "cities", 2, first, 3).await;
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 3);
+    for (message, record) in all.iter().zip(&records) {
+        assert_eq!(message["topic"], "cities");
+        assert_eq!(message["partition"], 2);
+        assert_eq!(message["offset"], record.offset);
+        assert_eq!(message["timestamp"].as_i64(), record.timestamp_ms);
+        let text = |b: &Option<Vec<u8>>| String::from_utf8(b.clone().unwrap_or_default()).unwrap();
+        assert_eq!(message["key"], text(&record.key));
+        assert_eq!(message["value"], text(&record.value));
+        let headers: Vec<Value> = record
+            .headers
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": text(v)}))
+            .collect();
+        assert_eq!(message["headers"], Value::Array(headers));
+    }
+    assert_eq!(
+        all[0]["headers"],
+        json!([{"key": "h", "value": "1"}, {"key": "h", "value": "2"}])
+    );
+
+    // Nothing past the end: the timeout is honoured, then an empty list.
+    let started = Instant::now();
+    let (status, none) = call(
+        &h,
+        "POST",
+        "/fetch",
+        DEMO,
+        &json!({"topic": "cities", "partition": 2, "offset": first + 3, "timeout": 400}).to_string(),
+    )
+    .await;
+    assert_eq!((status, none), (200, json!([])));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "waited {waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_errors_say_what_is_wrong() {
+    let h = Harness::start(1, CONFIG).await;
+    let cases = [
+        (
+            "/offsets/latest",
+            r#"{"topic": "nope", "partition": 0}"#,
+            ("reader", "r"),
+            404,
+            "nope",
+        ),
+        (
+            "/offsets/latest",
+            r#"{"topic": "cities", "partition": 9}"#,
+            DEMO,
+            404,
+            "has no partition 9",
+        ),
+        (
+            "/offsets/latest",
+            r#"{"topic": "secret", "partition": 0}"#,
+            DEMO,
+            403,
+            "may not read topic 'secret'",
+        ),
+        (
+            "/offsets/latest",
+            r#"{"topic": "greetings", "partition": 0}"#,
+            ("writer", "w"),
+            403,
+            "read_topics",
+        ),
+        (
+            "/offsets/soon",
+            r#"{"topic": "greetings", "partition": 0}"#,
+            DEMO,
+            400,
+            "earliest, latest or a timestamp",
+        ),
+        ("/offsets/latest", r#"{"topic": 5}"#, DEMO, 400, "expected"),
+        (
+            "/fetch",
+            r#"{"topic": "cities", "partition": 9, "offset": 0}"#,
+            DEMO,
+            404,
+            "has no partition 9",
+        ),
+        (
+            "/fetch",
+            r#"{"topic": "secret", "partition": 0, "offset": 0}"#,
+            DEMO,
+            403,
+            "may not read",
+        ),
+        ("/fetch", r#"{"topic": "cities"}"#, DEMO, 400, "together"),
+        ("/fetch", "{}", DEMO, 400, "nothing to fetch"),
+        ("/fetch", "[", DEMO, 400, "expected"),
+        ("/consume/group/instance", "{}", DEMO, 501, "not served by luka"),
+        ("/commit/group/instance", "{}", DEMO, 501, "not served by luka"),
+    ];
+    for (path, body, user, status, message) in cases {
+        let (got, answer) = call(&h, "POST", path, user, body).await;
+        assert_eq!(got, status, "{path} {body}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(message),
+            "{path} {body}: expected '{message}' in {answer}"
+        );
+        assert_eq!(answer["status"], status);
+    }
+    let (status, _) = call(&h, "POST", "/fetch", ("demo", "wrong"), "{}").await;
+    assert_eq!(status, 401);
+}
