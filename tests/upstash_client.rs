@@ -1,0 +1,103 @@
+//! The unmodified `@upstash/kafka` 1.3.5 npm client (the hosted service's own client) against luka:
+//! `admin().topics()`, `consumer().fetch()`, `producer().produce()` and `admin().topicPartitionOffsets()`. Installs the client from `tests/fixtures/upstash/package-lock.json`
+//! with `npm ci`; Node.js and npm are installed by `scripts/test` when missing.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Harness, read_records};
+use serde_json::{Value, json};
+
+const CONFIG: &str = r#"
+[clusters.local]
+bootstrap = ["{broker0}"]
+
+[topics.orders]
+partitions = 2
+
+[[users]]
+name = "shop"
+password = "s3cret"
+topics = ["orders"]
+read_topics = ["orders"]
+"#;
+
+fn fixture() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstash"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstash_npm_client_lists_topics_and_fetches() {
+    let installed = Command::new("npm")
+        .args(["ci", "--silent", "--no-audit", "--no-fund", "--prefix"])
+        .arg(fixture())
+        .status()
+        .expect("npm is needed (scripts/test installs it)");
+    assert!(installed.success(), "npm ci in tests/fixtures/upstash failed");
+
+    let h = Harness::start(1, CONFIG).await;
+    let body = json!([
+        {"partition": 1, "key": "o-1", "value": "{\"id\":1}", "headers": [{"key": "source", "value": "shop"}]},
+        {"partition": 1, "value": "second"},
+    ]);
+    let written = h
+        .http
+        .post(h.url("/produce/orders"))
+        .basic_auth("shop", Some("s3cret"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), 200);
+    let written: Value = written.json().await.unwrap();
+    let first = written[0]["offset"].as_i64().unwrap();
+
+    let base = h.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(fixture().join("client.mjs"))
+            .env("URL", base)
+            .env("USERNAME", "shop")
+            .env("PASSWORD", "s3cret")
+            .env("TOPIC", "orders")
+            .env("PARTITION", "1")
+            .env("OFFSET", first.to_string())
+            .env("TIMEOUT", "500")
+            .output()
+            .expect("node")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "client failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+
+    assert_eq!(result["topics"], json!({"orders": 2}));
+    let messages = result["messages"].as_array().unwrap();
+    let records = read_records(&h.bootstrap(0), "orders", 1, first, 2).await;
+    assert_eq!(messages.len(), 2, "{result}");
+    for (message, record) in messages.iter().zip(&records) {
+        assert_eq!(message["offset"], record.offset);
+        assert_eq!(message["timestamp"].as_i64(), record.timestamp_ms);
+        let text = |b: &Option<Vec<u8>>| String::from_utf8(b.clone().unwrap_or_default()).unwrap();
+        assert_eq!(message["key"], text(&record.key));
+        assert_eq!(message["value"], text(&record.value));
+    }
+    assert_eq!(messages[0]["headers"], json!([{"key": "source", "value": "shop"}]));
+
+    // Written after the fetch: the produce answer, and the earliest offset at or after time 0.
+    assert_eq!(result["produced"]["topic"], "orders");
+    assert_eq!(result["produced"]["offset"], first + 2);
+    let records = read_records(&h.bootstrap(0), "orders", 1, first + 2, 1).await;
+    assert_eq!(records[0].value.as_deref(), Some(&b"from-npm"[..]));
+    assert_eq!(
+        result["offsets"],
+        json!([{"topic": "orders", "partition": 1, "offset": first}])
+    );
+}
