@@ -244,7 +244,7 @@ impl Bench {
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[clusters.bench]\nbootstrap = [\"{broker}\"]\n\
+                "[server]\nlisten = \"127.0.0.1:{port}\"\naccess_log = false\n\n[clusters.bench]\nbootstrap = [\"{broker}\"]\n\
                  linger_ms = {LINGER_MS}\n\n[topics.{TOPIC}]\npartitions = {PARTITIONS}\n\n\
                  [lua]\nwatch = false\nvms = {vms}\n\n\
                  [[users]]\nname = \"bench\"\npassword = \"bench\"\ntopics = [\"{TOPIC}\"]\n\n\

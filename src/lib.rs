@@ -21,6 +21,7 @@ pub mod api;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod kafka;
 pub mod lua;
 pub mod produce;

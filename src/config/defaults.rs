@@ -36,6 +36,12 @@ pub const FETCH_MAX_BYTES: usize = 1024 * 1024;
 /// How long a `/fetch` without `timeout` waits for records (the hosted API's default).
 pub const FETCH_TIMEOUT_MS: u64 = 1000;
 
+/// Switches that are on unless turned off: the access log (operators expect one) and trace context propagation
+/// (a consumer can join the producer's trace at no cost to anyone who does not look).
+pub fn on() -> bool {
+    true
+}
+
 /// How long shutdown waits for in-flight requests before closing connections.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
 

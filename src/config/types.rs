@@ -50,6 +50,12 @@ pub struct ServerConfig {
     /// Time to send the request body once the headers are in; past it the client gets 408.
     #[serde(default = "body_timeout_ms")]
     pub body_timeout_ms: u64,
+    /// One info line per request (target `luka::access`): method, path, status, duration, function, records.
+    #[serde(default = "defaults::on")]
+    pub access_log: bool,
+    /// Copy a request's W3C `traceparent` / `tracestate` headers into every record it writes.
+    #[serde(default = "defaults::on")]
+    pub propagate_trace_context: bool,
     /// Most records one `/fetch` request answers with.
     #[serde(default = "fetch_max_records")]
     pub fetch_max_records: usize,
@@ -73,6 +79,8 @@ impl Default for ServerConfig {
             max_connections: defaults::MAX_CONNECTIONS,
             max_connections_per_address: defaults::MAX_CONNECTIONS_PER_ADDRESS,
             body_timeout_ms: defaults::BODY_TIMEOUT_MS,
+            access_log: defaults::on(),
+            propagate_trace_context: defaults::on(),
             fetch_max_records: defaults::FETCH_MAX_RECORDS,
             fetch_max_bytes: defaults::FETCH_MAX_BYTES,
             shutdown_grace_ms: defaults::SHUTDOWN_GRACE_MS,

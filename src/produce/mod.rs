@@ -28,6 +28,7 @@ pub use payload::{Key, Payload, random_key};
 pub use route::resolve;
 
 use crate::config::{Config, Topic};
+use crate::context::RequestContext;
 use crate::kafka::{ClusterPool, CreateIfMissing, KafkaError};
 
 /// One record to write.
@@ -118,6 +119,16 @@ impl Producer {
         self.write(placed).await
     }
 
+    /// The current request's trace context headers, added to `headers` unless it has them already.
+    fn add_trace_context(headers: &mut Vec<(String, Vec<u8>)>, context: Option<&RequestContext>) {
+        let Some(context) = context else { return };
+        for (name, value) in &context.trace {
+            if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                headers.push((name.clone(), value.clone()));
+            }
+        }
+    }
+
     /// Like [`Producer::produce`], and also gives the key, value and headers each message was written with (which
     /// the caller may not know: generated keys and values, encoded data).
     pub async fn produce_written(&self, messages: Vec<Message>) -> Result<Vec<Written>, ProduceError> {
@@ -138,6 +149,7 @@ impl Producer {
 
     async fn place(&self, messages: Vec<Message>) -> Result<Vec<Placed>, ProduceError> {
         let now_ms = now_ms();
+        let context = RequestContext::current();
         // Most calls name one topic many times: it is resolved and counted once per call.
         let mut destinations: Vec<Destination> = Vec::new();
         let mut placed = Vec::with_capacity(messages.len());
@@ -190,7 +202,8 @@ impl Producer {
                     (self.next_partition.fetch_add(1, Ordering::Relaxed) % count as usize) as i32
                 }),
             };
-            let headers = message.headers;
+            let mut headers = message.headers;
+            Self::add_trace_context(&mut headers, context.as_deref());
             let timestamp_ms = message.timestamp_ms.unwrap_or(now_ms);
             let timestamp = Utc
                 .timestamp_millis_opt(timestamp_ms)
@@ -252,6 +265,9 @@ impl Producer {
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        if let Some(context) = RequestContext::current() {
+            context.add_records(results.iter().filter(|d| d.is_some()).count());
         }
         match first_error {
             None => Ok(results

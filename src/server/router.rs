@@ -2,7 +2,10 @@
 //! Lua functions (explicit `[[routes]]`, then files); anything else is a JSON 404.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tracing::Instrument;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -16,26 +19,70 @@ use super::{Response, json_bytes_response, json_response};
 use crate::App;
 use crate::api;
 use crate::config::ServerConfig;
+use crate::context::RequestContext;
 use crate::lua::{Found, HttpRequest, Target};
 
 /// How long `/readyz` waits for each cluster.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The request id header: the caller's if it sends one, else a new one; echoed on every response.
+const REQUEST_ID: &str = "x-request-id";
+
+/// Longest caller-given request id kept; longer ones are replaced by a new id.
+const MAX_REQUEST_ID: usize = 128;
+
 pub async fn handle(app: &App, request: Request<Incoming>, remote: SocketAddr) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let context = RequestContext::new(request_id(&request), trace_context(app, &request));
+    let span = tracing::info_span!("request", id = %context.id);
     let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
-    let result = match crate::timeout::within(timeout, dispatch(app, request, remote)).await {
+    let served = crate::timeout::within(timeout, dispatch(app, request, remote));
+    let result = match RequestContext::scope(Arc::clone(&context), served.instrument(span.clone())).await {
         Ok(result) => result,
         Err(_) => Err(RequestError::Timeout {
             ms: timeout.as_millis(),
         }),
     };
-    let response = result.unwrap_or_else(|e| into_response(&e));
-    tracing::debug!(%remote, %method, %path, status = response.status().as_u16(),
-        elapsed_us = started.elapsed().as_micros() as u64, "request");
+    let mut response = span.in_scope(|| result.unwrap_or_else(|e| into_response(&e)));
+    if let Ok(id) = HeaderValue::from_str(&context.id) {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    if app.config.server.access_log {
+        span.in_scope(|| {
+            tracing::info!(target: "luka::access", %remote, %method, %path, status = response.status().as_u16(),
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0, function = context.function().unwrap_or(""),
+                records = context.records(), "request");
+        });
+    }
     response
+}
+
+fn request_id(request: &Request<Incoming>) -> String {
+    let given = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic()));
+    match given {
+        Some(id) => id.to_owned(),
+        None => format!("{:032x}", rand::random::<u128>()),
+    }
+}
+
+/// The request's `traceparent` and `tracestate`, when propagation is on.
+fn trace_context(app: &App, request: &Request<Incoming>) -> Vec<(String, Vec<u8>)> {
+    if !app.config.server.propagate_trace_context {
+        return Vec::new();
+    }
+    ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = request.headers().get(name)?;
+            Some((name.to_owned(), value.as_bytes().to_vec()))
+        })
+        .collect()
 }
 
 async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> Result<Response, RequestError> {
@@ -68,7 +115,12 @@ async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> 
         return hosted_api(app, request, endpoint).await;
     }
     match app.functions.find(request.method().as_str(), path) {
-        Found::Target(target) => call_function(app, request, remote, target).await,
+        Found::Target(target) => {
+            if let Some(context) = RequestContext::current() {
+                context.set_function(&target.function.name);
+            }
+            call_function(app, request, remote, target).await
+        }
         Found::MethodNotAllowed { allowed } => Err(RequestError::MethodNotAllowed {
             method: request.method().to_string(),
             path: path.to_owned(),

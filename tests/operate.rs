@@ -1,0 +1,164 @@
+//! What operators rely on: request ids on every response and log line, an access log line per request, and W3C
+//! trace context carried into the records a request writes (read back with librdkafka).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Harness, free_addr, read_records};
+use serde_json::Value;
+
+const CONFIG: &str = r#"
+[clusters.local]
+bootstrap = ["{broker0}"]
+
+[topics.traced]
+partitions = 1
+
+[[users]]
+name = "demo"
+password = "demo"
+topics = ["*"]
+"#;
+
+const TRACED: &str = r#"
+return function(req)
+  local r = kafka.produce{ topic = "traced", messages = { { value = "from lua", headers = { own = "1" } } } }
+  return { json = { offset = r.offset } }
+end
+"#;
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn header_names(record: &common::ReadRecord) -> Vec<(String, String)> {
+    record
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), String::from_utf8(v.clone().unwrap()).unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_and_trace_context_follow_the_request() {
+    let h = Harness::start_with(1, CONFIG, &[("traced.lua", TRACED)]).await;
+    // The caller's id is echoed; without one, a new id is made.
+    let given = h
+        .http
+        .get(h.url("/healthz"))
+        .header("X-Request-Id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.headers()["x-request-id"], "req-42");
+    let made = h.http.get(h.url("/nowhere")).send().await.unwrap();
+    assert_eq!(made.status(), 404);
+    let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+
+    // REST: traceparent and tracestate travel into the record, after the message's own headers.
+    let response = h
+        .http
+        .post(h.url("/produce/traced"))
+        .basic_auth("demo", Some("demo"))
+        .header("traceparent", TRACEPARENT)
+        .header("tracestate", "vendor=x")
+        .body(r#"{"value":"rest","headers":[{"key":"own","value":"1"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let records = read_records(&h.bootstrap(0), "traced", 0, answer[0]["offset"].as_i64().unwrap(), 1).await;
+    assert_eq!(
+        header_names(&records[0]),
+        [("own", "1"), ("traceparent", TRACEPARENT), ("tracestate", "vendor=x")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    );
+
+    // Lua: the same for records kafka.produce writes.
+    let response = h
+        .http
+        .post(h.url("/traced"))
+        .header("traceparent", TRACEPARENT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let records = read_records(&h.bootstrap(0), "traced", 0, answer["offset"].as_i64().unwrap(), 1).await;
+    assert_eq!(
+        header_names(&records[0]),
+        [("own", "1"), ("traceparent", TRACEPARENT)].map(|(k, v)| (k.to_owned(), v.to_owned()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_is_not_copied_when_turned_off() {
+    let config = format!("[server]\npropagate_trace_context = false\n{CONFIG}");
+    let h = Harness::start(1, &config).await;
+    let response = h
+        .http
+        .post(h.url("/produce/traced"))
+        .basic_auth("demo", Some("demo"))
+        .header("traceparent", TRACEPARENT)
+        .body(r#"{"value":"plain"}"#)
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = response.json().await.unwrap();
+    let records = read_records(&h.bootstrap(0), "traced", 0, answer[0]["offset"].as_i64().unwrap(), 1).await;
+    assert!(records[0].headers.is_empty(), "{:?}", records[0].headers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_gets_one_json_access_log_line_with_its_id() {
+    let (http, broker) = (free_addr(), free_addr());
+    let dir = common::temp_dir();
+    let config = format!(
+        "[server]\nlisten = \"{http}\"\nlog_format = \"json\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\n\
+         embedded = true\n\n[topics.traced]\npartitions = 1\n\n[[users]]\nname = \"demo\"\npassword = \"demo\"\n\
+         topics = [\"*\"]\n"
+    );
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    let log = std::fs::File::create(dir.join("luka.log")).unwrap();
+    let mut luka = Command::new(env!("CARGO_BIN_EXE_luka"))
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("http://{http}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "luka did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let response = client
+        .post(format!("http://{http}/produce/traced"))
+        .basic_auth("demo", Some("demo"))
+        .header("X-Request-Id", "access-log-test")
+        .body(r#"[{"value":"a"},{"value":"b"}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = luka.kill();
+    let _ = luka.wait();
+
+    let text = std::fs::read_to_string(dir.join("luka.log")).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "luka::access" && l["span"]["id"] == "access-log-test")
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let fields = &lines[0]["fields"];
+    assert_eq!(fields["method"], "POST");
+    assert_eq!(fields["path"], "/produce/traced");
+    assert_eq!(fields["status"], 200);
+    assert_eq!(fields["records"], 2);
+    assert!(fields["duration_ms"].as_f64().is_some(), "{fields}");
+}
