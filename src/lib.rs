@@ -24,6 +24,7 @@ pub mod config;
 pub mod context;
 pub mod kafka;
 pub mod lua;
+pub mod metrics;
 pub mod produce;
 pub mod schema;
 pub mod server;

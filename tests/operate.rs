@@ -162,3 +162,107 @@ async fn every_request_gets_one_json_access_log_line_with_its_id() {
     assert_eq!(fields["records"], 2);
     assert!(fields["duration_ms"].as_f64().is_some(), "{fields}");
 }
+
+const METERED: &str = r#"
+return function(req)
+  if req.query.spin then while true do end end
+  local r = kafka.produce{ topic = "metered", messages = { { value = "m" } } }
+  return { json = { offset = r.offset } }
+end
+"#;
+
+/// The value of the first sample line of `text` that starts with `name{` and holds every label in `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+async fn scrape(h: &Harness) -> String {
+    let response = h.http.get(h.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    response.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_as_requests_are_served() {
+    let config = format!("{CONFIG}\n[topics.metered]\npartitions = 1\n\n[lua]\ncpu_ms = 50\n");
+    let h = Harness::start_with(1, &config, &[("metered.lua", METERED)]).await;
+    let before = scrape(&h).await;
+    let rest = r#"[{"value":"a"},{"value":"b"},{"value":"c"}]"#;
+    let response = h
+        .http
+        .post(h.url("/produce/metered"))
+        .basic_auth("demo", Some("demo"))
+        .body(rest)
+        .send()
+        .await;
+    assert_eq!(response.unwrap().status(), 200);
+    assert_eq!(h.http.post(h.url("/metered")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        h.http.post(h.url("/metered?spin=1")).send().await.unwrap().status(),
+        500
+    );
+    let after = scrape(&h).await;
+
+    let delta = |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
+    let metered = ["topic=\"metered\"", "result=\"ok\""];
+    assert_eq!(delta("luka_records_total", &metered), 4.0, "{after}");
+    assert!(delta("luka_record_bytes_total", &metered) >= 4.0, "{after}");
+    assert!(delta("luka_produce_requests_total", &metered) >= 1.0, "{after}");
+    let function = ["kind=\"function\"", "function=\"metered.lua\""];
+    assert_eq!(
+        delta("luka_http_requests_total", &[function[0], function[1], "class=\"2xx\""]),
+        1.0
+    );
+    assert_eq!(
+        delta("luka_http_requests_total", &[function[0], function[1], "class=\"5xx\""]),
+        1.0
+    );
+    assert!(delta("luka_http_requests_total", &["kind=\"rest\"", "class=\"2xx\""]) >= 1.0);
+    assert!(delta("luka_lua_limit_hits_total", &["kind=\"cpu\""]) >= 1.0);
+    assert!(delta("luka_http_request_duration_seconds_count", &["kind=\"function\""]) >= 2.0);
+    assert!(sample(&after, "luka_produce_batch_records_count", &[]) >= 1.0);
+    assert_eq!(
+        sample(&after, "luka_kafka_cluster_reachable", &["cluster=\"local\""]),
+        1.0
+    );
+    assert!(sample(&after, "luka_lua_vm_memory_bytes", &["vm=\""]) > 0.0, "{after}");
+    assert!(after.contains("# TYPE luka_http_in_flight_requests gauge"), "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_protected_or_turned_off() {
+    let protected =
+        format!("[metrics]\nuser = \"ops\"\n{CONFIG}\n[[users]]\nname = \"ops\"\npassword = \"o\"\ntopics = []\n");
+    let h = Harness::start(1, &protected).await;
+    let anonymous = h.http.get(h.url("/metrics")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let other = h
+        .http
+        .get(h.url("/metrics"))
+        .basic_auth("demo", Some("demo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 401);
+    let ops = h
+        .http
+        .get(h.url("/metrics"))
+        .basic_auth("ops", Some("o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ops.status(), 200);
+
+    let off = Harness::start(1, &format!("[metrics]\nenabled = false\n{CONFIG}")).await;
+    assert_eq!(off.http.get(off.url("/metrics")).send().await.unwrap().status(), 404);
+}

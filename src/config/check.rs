@@ -21,6 +21,7 @@ use crate::schema::{AvroCodec, Schema};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    pub metrics: MetricsSettings,
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     /// Most specific first: exact names, then patterns by literal length.
     pub topics: Vec<Topic>,
@@ -75,6 +76,14 @@ pub struct User {
     pub read_topics: Vec<TopicPattern>,
 }
 
+/// The checked `[metrics]` section.
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    pub enabled: bool,
+    /// The only user whose credentials open `/metrics`; `None`: open to anyone who can reach the server.
+    pub user: Option<String>,
+}
+
 impl User {
     pub fn may_write(&self, topic: &str) -> bool {
         self.topics.iter().any(|p| p.matches(topic))
@@ -120,9 +129,22 @@ pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
     let users = check_users(&mut c, raw.users);
     let lua = check_lua(&mut c, &raw.lua, &raw.server, base_dir);
     let routes = check_routes(&mut c, &raw.routes, &lua.functions_dir, !users.is_empty());
+    let metrics = MetricsSettings {
+        enabled: raw.metrics.enabled,
+        user: raw.metrics.user.map(|user| {
+            if !users.iter().any(|u| &u.name == user.get_ref()) {
+                c.at(
+                    &user,
+                    format!("[metrics] user '{}' is not a [[users]] name", user.get_ref()),
+                );
+            }
+            user.into_inner()
+        }),
+    };
     if c.problems.is_empty() {
         Ok(Config {
             server: raw.server,
+            metrics,
             clusters,
             topics,
             users,

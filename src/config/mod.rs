@@ -16,7 +16,7 @@ mod types;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use check::{Cluster, Config, Topic, User};
+pub use check::{Cluster, Config, MetricsSettings, Topic, User};
 pub use pattern::{TopicPattern, is_valid_topic_name};
 pub use routes::{BUILTIN_EXACT, BUILTIN_FOLDERS, LuaSettings, Route, RoutePath, is_builtin_path};
 pub use types::{Compression, ContentType, LogFormat, SaslConfig, SaslMechanism, ServerConfig, TlsConfig};

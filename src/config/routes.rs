@@ -130,7 +130,7 @@ impl RoutePath {
 }
 
 /// Paths luka answers itself before any function: these exactly...
-pub const BUILTIN_EXACT: [&str; 5] = ["/healthz", "/readyz", "/webhook", "/topics", "/fetch"];
+pub const BUILTIN_EXACT: [&str; 6] = ["/healthz", "/readyz", "/metrics", "/webhook", "/topics", "/fetch"];
 
 /// ...and every path in these folders (`/produce` and `/produce/...`).
 pub const BUILTIN_FOLDERS: [&str; 7] = [
@@ -194,7 +194,7 @@ pub(super) fn check_routes(c: &mut Checker<'_>, raw: &[RawRoute], functions_dir:
             c.at(
                 &route.path,
                 format!(
-                    "[[routes]] path '{}' is one luka serves itself (/produce, /healthz, /readyz, /webhook, /topics, /offsets, /fetch, the consumer-group paths) and could never be reached; choose another path",
+                    "[[routes]] path '{}' is one luka serves itself (/produce, /healthz, /readyz, /metrics, /webhook, /topics, /offsets, /fetch, the consumer-group paths) and could never be reached; choose another path",
                     path.as_str()
                 ),
             );

@@ -23,9 +23,31 @@ pub struct RawConfig {
     #[serde(default)]
     pub lua: LuaConfig,
     #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
     pub routes: Vec<RawRoute>,
     /// AsyncAPI 2.x/3.0 documents (a file name or a list), relative to config.toml, whose channels become topics.
     pub asyncapi: Option<Spanned<toml::Value>>,
+}
+
+/// `[metrics]`: the Prometheus endpoint `GET /metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (else it is a 404).
+    #[serde(default = "defaults::on")]
+    pub enabled: bool,
+    /// A `[[users]]` name: when set, `/metrics` needs that user's basic auth credentials.
+    pub user: Option<Spanned<String>>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: defaults::on(),
+            user: None,
+        }
+    }
 }
 
 /// `[server]`: the HTTP side.

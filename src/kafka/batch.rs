@@ -18,6 +18,8 @@ use std::time::Duration;
 use rskafka::client::error::Error as ClientError;
 use rskafka::client::partition::{Compression, PartitionClient};
 use rskafka::record::Record;
+
+use super::KafkaError;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Callers queued per partition before further callers wait for room (all within their produce timeout).
@@ -76,9 +78,10 @@ impl PartitionWriter {
         limits: BatchLimits,
         counters: Arc<ProduceCounters>,
         outage: watch::Receiver<Option<Arc<str>>>,
+        cluster: Arc<str>,
     ) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(client, limits, counters, queue, outage));
+        tokio::spawn(run(client, limits, counters, queue, outage, cluster));
         Self { jobs }
     }
 
@@ -108,6 +111,7 @@ async fn run(
     counters: Arc<ProduceCounters>,
     mut queue: mpsc::Receiver<Job>,
     mut outage: watch::Receiver<Option<Arc<str>>>,
+    cluster: Arc<str>,
 ) {
     let mut carried: Option<Job> = None;
     loop {
@@ -137,17 +141,23 @@ async fn run(
         }
         counters.requests.fetch_add(1, Ordering::Relaxed);
         counters.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        let batch_size = records.len();
+        let observe = |result: &'static str| {
+            crate::metrics::metrics().produce_request(&cluster, client.topic(), result, batch_size);
+        };
         let produce = tokio::time::timeout(limits.timeout, client.produce(records, limits.compression));
         let produced = tokio::select! {
             biased;
             produced = produce => produced,
             _ = outage.wait_for(Option::is_some) => {
+                observe("unavailable");
                 // Its callers have been answered 503; rskafka would otherwise retry until its deadline.
                 tracing::warn!(topic = client.topic(), partition = client.partition(), "cluster down; dropping the produce in flight");
                 return;
             }
         };
         let Ok(result) = produced else {
+            observe("timeout");
             // rskafka has no request timeout: a broker that stopped answering would hold every later produce on
             // this connection. Dropping the writer (and its client) makes the next caller connect afresh.
             tracing::warn!(
@@ -157,6 +167,10 @@ async fn run(
             );
             return;
         };
+        observe(match &result {
+            Ok(_) => "ok",
+            Err(e) => KafkaError::from_client(&cluster, client.topic(), client.partition(), e).kind(),
+        });
         let result = result.map_err(Arc::new);
         for (range, done) in callers {
             let answer = match &result {

@@ -257,6 +257,7 @@ impl ClusterClient {
                 limits,
                 Arc::clone(&self.counters),
                 self.reachability.subscribe(),
+                Arc::from(self.config.name.as_str()),
             )))
         })
         .await

@@ -50,6 +50,22 @@ pub enum KafkaError {
 }
 
 impl KafkaError {
+    /// A short name of the kind of failure, for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable { .. } => "unavailable",
+            Self::Tls { .. } => "tls",
+            Self::Authentication { .. } => "authentication",
+            Self::Busy { .. } => "busy",
+            Self::Timeout { .. } => "timeout",
+            Self::UnknownTopic { .. } => "unknown_topic",
+            Self::UnknownPartition { .. } => "unknown_partition",
+            Self::Rejected { .. } => "rejected",
+            Self::CreateTopic { .. } => "create_topic",
+            Self::Setup { .. } => "setup",
+        }
+    }
+
     /// Classifies an rskafka error: unreachable brokers, broker-side rejections and timeouts are different
     /// answers for the caller (503, 4xx, 504).
     pub(crate) fn from_client(cluster: &str, topic: &str, partition: i32, error: &ClientError) -> Self {

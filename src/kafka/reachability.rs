@@ -43,6 +43,7 @@ pub(crate) struct Reachability {
 
 impl Reachability {
     pub(crate) fn new(config: &Cluster) -> Arc<Self> {
+        crate::metrics::metrics().set_reachable(&config.name, true);
         Arc::new(Self {
             cluster: config.name.clone(),
             bootstrap: config.bootstrap.clone(),
@@ -121,6 +122,7 @@ impl Reachability {
             newly
         });
         if newly_down {
+            crate::metrics::metrics().set_reachable(&self.cluster, false);
             tracing::warn!(cluster = %self.cluster, "kafka cluster unreachable; answering 503 until a broker accepts connections again");
             let this = Arc::clone(self);
             tokio::spawn(async move { this.watch_recovery().await });
@@ -133,6 +135,7 @@ impl Reachability {
             tokio::time::sleep(PROBE_INTERVAL).await;
             if self.probe().await {
                 self.down.send_replace(None);
+                crate::metrics::metrics().set_reachable(&self.cluster, true);
                 tracing::info!(cluster = %self.cluster, "kafka cluster accepts connections again");
                 return;
             }

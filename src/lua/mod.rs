@@ -146,13 +146,23 @@ impl Functions {
     pub async fn call(&self, target: Target, request: HttpRequest) -> Result<HandlerResponse, LuaError> {
         let function = Arc::clone(&target.function.display);
         let limit = self.config.lua.timeout;
-        match crate::timeout::within(limit, self.pool.call(target, request)).await {
+        let result = match crate::timeout::within(limit, self.pool.call(target, request)).await {
             Ok(result) => result,
             Err(_) => Err(LuaError::Timeout {
                 function: function.to_string(),
                 limit_ms: limit.as_millis(),
             }),
+        };
+        let limit_hit = match &result {
+            Err(LuaError::CpuLimit { .. }) => Some("cpu"),
+            Err(LuaError::MemoryLimit { .. }) => Some("memory"),
+            Err(LuaError::Timeout { .. }) => Some("timeout"),
+            _ => None,
+        };
+        if let Some(kind) = limit_hit {
+            crate::metrics::metrics().lua_limit_hit(kind);
         }
+        result
     }
 
     fn table(&self) -> Arc<RouteTable> {

@@ -51,6 +51,11 @@ impl std::fmt::Debug for VmCell {
 pub(super) type VmGuard = OwnedMutexGuard<Vm>;
 
 impl VmCell {
+    /// The VM's slot in the pool (a retired VM's replacement takes its slot).
+    pub(super) fn index(&self) -> usize {
+        self.index
+    }
+
     fn new(index: usize, vm: Vm) -> Arc<Self> {
         Arc::new(Self {
             index,

@@ -341,6 +341,10 @@ impl Vm {
     pub fn collect(&self) {
         let _ = self.lua.gc_collect();
     }
+
+    pub fn used_memory(&self) -> usize {
+        self.lua.used_memory()
+    }
 }
 
 fn first_line(text: &str) -> String {

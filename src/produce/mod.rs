@@ -242,9 +242,23 @@ impl Producer {
             .into_iter()
             .map(|((cluster, topic, partition), items)| async move {
                 let (indexes, records): (Vec<usize>, Vec<Record>) = items.into_iter().unzip();
-                let client = self.pool.cluster(&cluster).await?;
-                let offsets = client.produce(&topic, partition, records).await?;
-                Ok::<_, KafkaError>(indexes.into_iter().zip(offsets).collect::<Vec<_>>())
+                let (count, bytes) = (
+                    records.len() as u64,
+                    records.iter().map(Record::approximate_size).sum::<usize>(),
+                );
+                let written = async {
+                    let client = self.pool.cluster(&cluster).await?;
+                    client.produce(&topic, partition, records).await
+                };
+                let result = match written.await {
+                    Ok(offsets) => offsets,
+                    Err(e) => {
+                        crate::metrics::metrics().record_outcome(&cluster, &topic, e.kind(), count, bytes as u64);
+                        return Err(e);
+                    }
+                };
+                crate::metrics::metrics().record_outcome(&cluster, &topic, "ok", count, bytes as u64);
+                Ok::<_, KafkaError>(indexes.into_iter().zip(result).collect::<Vec<_>>())
             });
         let mut first_error = None;
         for outcome in futures::future::join_all(writes).await {

@@ -33,6 +33,7 @@ const MAX_REQUEST_ID: usize = 128;
 
 pub async fn handle(app: &App, request: Request<Incoming>, remote: SocketAddr) -> Response {
     let started = Instant::now();
+    let _in_flight = InFlight::enter();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let context = RequestContext::new(request_id(&request), trace_context(app, &request));
@@ -49,6 +50,13 @@ pub async fn handle(app: &App, request: Request<Incoming>, remote: SocketAddr) -
     if let Ok(id) = HeaderValue::from_str(&context.id) {
         response.headers_mut().insert(REQUEST_ID, id);
     }
+    let function = context.function();
+    crate::metrics::metrics().observe_request(
+        route_kind(&path, function),
+        function.unwrap_or_default(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     if app.config.server.access_log {
         span.in_scope(|| {
             tracing::info!(target: "luka::access", %remote, %method, %path, status = response.status().as_u16(),
@@ -57,6 +65,33 @@ pub async fn handle(app: &App, request: Request<Incoming>, remote: SocketAddr) -
         });
     }
     response
+}
+
+/// Counts a request in `luka_http_in_flight_requests` while it is alive (also when the client goes away).
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        crate::metrics::metrics().in_flight.inc();
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        crate::metrics::metrics().in_flight.dec();
+    }
+}
+
+/// What a request was, for metrics: a function, a health probe, the metrics scrape, the REST API, or other.
+fn route_kind(path: &str, function: Option<&str>) -> &'static str {
+    match (function, path) {
+        (Some(_), _) => "function",
+        (None, "/healthz" | "/readyz") => "health",
+        (None, "/metrics") => "metrics",
+        (None, path) if crate::config::is_builtin_path(path) => "rest",
+        _ => "other",
+    }
 }
 
 fn request_id(request: &Request<Incoming>) -> String {
@@ -93,6 +128,9 @@ async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> 
     }
     if path == "/readyz" {
         return Ok(ready(app).await);
+    }
+    if path == "/metrics" && app.config.metrics.enabled {
+        return scrape(app, &request);
     }
     if let Some(call) = path
         .strip_prefix("/produce")
@@ -131,6 +169,31 @@ async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> 
             path: path.to_owned(),
         }),
     }
+}
+
+/// `GET /metrics`: the Prometheus text format, behind the `[metrics] user`'s credentials when one is set.
+fn scrape(app: &App, request: &Request<Incoming>) -> Result<Response, RequestError> {
+    if request.method() != Method::GET {
+        return Err(RequestError::MethodNotAllowed {
+            method: request.method().to_string(),
+            path: "/metrics".into(),
+            allowed: "GET".into(),
+        });
+    }
+    if let Some(wanted) = &app.config.metrics.user {
+        let user = api::authenticate(&app.config.users, authorization(request).as_deref())?;
+        if &user.name != wanted {
+            return Err(RequestError::Api(api::ApiError::Unauthenticated(format!(
+                "/metrics is open to user '{wanted}' only"
+            ))));
+        }
+    }
+    let mut response = hyper::Response::new(Full::new(Bytes::from(crate::metrics::metrics().render())));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
 }
 
 /// The hosted REST API's endpoints besides produce.

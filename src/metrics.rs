@@ -1,0 +1,220 @@
+//! Prometheus metrics: every stage records what it did into one process-wide set; `GET /metrics` gives the
+//! Prometheus text format (via `prometheus-client`, names and units by its conventions).
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `luka_http_requests_total` | `kind` (rest, function, health, metrics, other), `function`, `class` (2xx...) |
+//! | `luka_http_request_duration_seconds` | `kind` |
+//! | `luka_http_in_flight_requests` | |
+//! | `luka_records_total`, `luka_record_bytes_total` | `cluster`, `topic`, `result` (ok or the error kind) |
+//! | `luka_produce_requests_total` | `cluster`, `topic`, `result` (one per Kafka produce request) |
+//! | `luka_produce_batch_records` | (records per Kafka produce request) |
+//! | `luka_lua_limit_hits_total` | `kind` (cpu, memory, timeout) |
+//! | `luka_lua_vm_memory_bytes` | `vm` |
+//! | `luka_kafka_cluster_reachable` | `cluster` (1 reachable, 0 down) |
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub kind: &'static str,
+    pub function: String,
+    pub class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordLabels {
+    pub cluster: String,
+    pub topic: String,
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VmLabel {
+    pub vm: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabel {
+    pub cluster: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric luka keeps.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: HistogramFamily<KindLabel>,
+    pub in_flight: Gauge,
+    pub records: Family<RecordLabels, Counter>,
+    pub record_bytes: Family<RecordLabels, Counter>,
+    pub produce_requests: Family<RecordLabels, Counter>,
+    pub batch_records: Histogram,
+    pub lua_limit_hits: Family<KindLabel, Counter>,
+    pub vm_memory: Family<VmLabel, Gauge>,
+    pub cluster_reachable: Family<ClusterLabel, Gauge>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~13 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("luka");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", http_requests.clone());
+        let http_duration = HistogramFamily::<KindLabel>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from request to response",
+            Unit::Seconds,
+            http_duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_in_flight_requests",
+            "HTTP requests being served",
+            in_flight.clone(),
+        );
+        let records = Family::<RecordLabels, Counter>::default();
+        registry.register("records", "Records produced, by outcome", records.clone());
+        let record_bytes = Family::<RecordLabels, Counter>::default();
+        registry.register_with_unit(
+            "record",
+            "Key, value and header bytes of records produced, by outcome",
+            Unit::Bytes,
+            record_bytes.clone(),
+        );
+        let produce_requests = Family::<RecordLabels, Counter>::default();
+        registry.register(
+            "produce_requests",
+            "Kafka produce requests sent, by outcome",
+            produce_requests.clone(),
+        );
+        let batch_records = Histogram::new(exponential_buckets(1.0, 2.0, 15));
+        registry.register(
+            "produce_batch_records",
+            "Records per Kafka produce request",
+            batch_records.clone(),
+        );
+        let lua_limit_hits = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "lua_limit_hits",
+            "Lua handlers stopped by a limit",
+            lua_limit_hits.clone(),
+        );
+        let vm_memory = Family::<VmLabel, Gauge>::default();
+        registry.register_with_unit(
+            "lua_vm_memory",
+            "Memory held by each Lua VM",
+            Unit::Bytes,
+            vm_memory.clone(),
+        );
+        let cluster_reachable = Family::<ClusterLabel, Gauge>::default();
+        registry.register(
+            "kafka_cluster_reachable",
+            "1 while a bootstrap broker of the cluster accepts connections, 0 during an outage",
+            cluster_reachable.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            in_flight,
+            records,
+            record_bytes,
+            produce_requests,
+            batch_records,
+            lua_limit_hits,
+            vm_memory,
+            cluster_reachable,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");
+        text
+    }
+
+    pub fn observe_request(&self, kind: &'static str, function: &str, status: u16, elapsed: Duration) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                kind,
+                function: function.to_owned(),
+                class,
+            })
+            .inc();
+        self.http_duration
+            .get_or_create(&KindLabel { kind })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn record_outcome(&self, cluster: &str, topic: &str, result: &'static str, records: u64, bytes: u64) {
+        let labels = RecordLabels {
+            cluster: cluster.to_owned(),
+            topic: topic.to_owned(),
+            result,
+        };
+        self.records.get_or_create(&labels).inc_by(records);
+        self.record_bytes.get_or_create(&labels).inc_by(bytes);
+    }
+
+    pub fn produce_request(&self, cluster: &str, topic: &str, result: &'static str, records: usize) {
+        let labels = RecordLabels {
+            cluster: cluster.to_owned(),
+            topic: topic.to_owned(),
+            result,
+        };
+        self.produce_requests.get_or_create(&labels).inc();
+        self.batch_records.observe(records as f64);
+    }
+
+    pub fn lua_limit_hit(&self, kind: &'static str) {
+        self.lua_limit_hits.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn set_vm_memory(&self, vm: usize, bytes: usize) {
+        self.vm_memory
+            .get_or_create(&VmLabel { vm: vm.to_string() })
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_reachable(&self, cluster: &str, reachable: bool) {
+        self.cluster_reachable
+            .get_or_create(&ClusterLabel {
+                cluster: cluster.to_owned(),
+            })
+            .set(i64::from(reachable));
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
