@@ -1,4 +1,5 @@
-//! What one HTTP request carries down the path without every layer passing it on: its id, the W3C trace context to
+//! What one HTTP request carries down the path without every layer passing it on: its id (the `request_id` field of
+//! every log line luka writes for the request), the W3C trace context to
 //! copy into the records it writes, and what it did (the function that ran, records written) for its access log
 //! line. Set by the router around the request's future; read and updated by the produce core. Everything runs on
 //! the connection's own task (Lua handlers included), so a task-local is in scope wherever the request is served.
@@ -14,7 +15,7 @@ pub struct RequestContext {
     /// `traceparent` / `tracestate` as received, copied into the headers of every record the request writes.
     pub trace: Vec<(String, Vec<u8>)>,
     records: AtomicUsize,
-    function: OnceLock<String>,
+    function: OnceLock<Arc<str>>,
 }
 
 tokio::task_local! {
@@ -30,9 +31,12 @@ impl RequestContext {
         })
     }
 
-    /// Runs `future` with `context` as the current request's.
-    pub async fn scope<F: std::future::Future>(context: Arc<Self>, future: F) -> F::Output {
-        CURRENT.scope(context, future).await
+    /// `future` with `context` as the current request's.
+    pub fn scope<F: std::future::Future>(
+        context: Arc<Self>,
+        future: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        CURRENT.scope(context, future)
     }
 
     /// The current request's context, if the caller runs inside one.
@@ -48,11 +52,11 @@ impl RequestContext {
         self.records.load(Ordering::Relaxed)
     }
 
-    pub fn set_function(&self, name: &str) {
-        let _ = self.function.set(name.to_owned());
+    pub fn set_function(&self, name: Arc<str>) {
+        let _ = self.function.set(name);
     }
 
-    pub fn function(&self) -> Option<&str> {
-        self.function.get().map(String::as_str)
+    pub fn function(&self) -> Option<Arc<str>> {
+        self.function.get().cloned()
     }
 }

@@ -16,7 +16,10 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -26,8 +29,18 @@ use prometheus_client::registry::{Registry, Unit};
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub kind: &'static str,
-    pub function: String,
+    pub function: FunctionName,
     pub class: &'static str,
+}
+
+/// A function's name as a label value: shared with the loaded function, so counting a request allocates nothing.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct FunctionName(pub Option<Arc<str>>);
+
+impl EncodeLabelValue for FunctionName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.0.as_deref().unwrap_or_default())
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -154,7 +167,7 @@ impl Metrics {
         text
     }
 
-    pub fn observe_request(&self, kind: &'static str, function: &str, status: u16, elapsed: Duration) {
+    pub fn observe_request(&self, kind: &'static str, function: Option<Arc<str>>, status: u16, elapsed: Duration) {
         let class = match status {
             100..=199 => "1xx",
             200..=299 => "2xx",
@@ -165,7 +178,7 @@ impl Metrics {
         self.http_requests
             .get_or_create(&HttpLabels {
                 kind,
-                function: function.to_owned(),
+                function: FunctionName(function),
                 class,
             })
             .inc();

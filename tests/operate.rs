@@ -152,7 +152,7 @@ async fn every_request_gets_one_json_access_log_line_with_its_id() {
     let lines: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["target"] == "luka::access" && l["span"]["id"] == "access-log-test")
+        .filter(|l| l["target"] == "luka::access" && l["fields"]["request_id"] == "access-log-test")
         .collect();
     assert_eq!(lines.len(), 1, "{text}");
     let fields = &lines[0]["fields"];

@@ -48,7 +48,8 @@ pub enum RequestError {
     Lua(#[from] LuaError),
 }
 
-pub fn into_response(error: &RequestError) -> Response {
+/// The response for `error`; server errors are logged with the request's id.
+pub fn into_response(error: &RequestError, request_id: &str) -> Response {
     let status = status_of(error);
     let message = if status.is_server_error() {
         public_message(error)
@@ -58,7 +59,7 @@ pub fn into_response(error: &RequestError) -> Response {
     if status.is_server_error()
         && let Some(suppressed) = repeats::allow(&message)
     {
-        tracing::warn!(%status, error = %error, suppressed, "request failed");
+        tracing::warn!(request_id, %status, error = %error, suppressed, "request failed");
     }
     let mut body = json!({ "error": message, "status": status.as_u16() });
     if let Some(results) = partial_results(error) {

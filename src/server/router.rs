@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::Instrument;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -37,32 +35,30 @@ pub async fn handle(app: &App, request: Request<Incoming>, remote: SocketAddr) -
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let context = RequestContext::new(request_id(&request), trace_context(app, &request));
-    let span = tracing::info_span!("request", id = %context.id);
     let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
-    let served = crate::timeout::within(timeout, dispatch(app, request, remote));
-    let result = match RequestContext::scope(Arc::clone(&context), served.instrument(span.clone())).await {
+    // Boxed once: the request's future is large (every route's state), and the wrappers would each move it.
+    let served = crate::timeout::within(timeout, Box::pin(dispatch(app, request, remote)));
+    let result = match RequestContext::scope(Arc::clone(&context), served).await {
         Ok(result) => result,
         Err(_) => Err(RequestError::Timeout {
             ms: timeout.as_millis(),
         }),
     };
-    let mut response = span.in_scope(|| result.unwrap_or_else(|e| into_response(&e)));
+    let mut response = result.unwrap_or_else(|e| into_response(&e, &context.id));
     if let Ok(id) = HeaderValue::from_str(&context.id) {
         response.headers_mut().insert(REQUEST_ID, id);
     }
     let function = context.function();
     crate::metrics::metrics().observe_request(
-        route_kind(&path, function),
-        function.unwrap_or_default(),
+        route_kind(&path, function.is_some()),
+        function.clone(),
         response.status().as_u16(),
         started.elapsed(),
     );
     if app.config.server.access_log {
-        span.in_scope(|| {
-            tracing::info!(target: "luka::access", %remote, %method, %path, status = response.status().as_u16(),
-                duration_ms = started.elapsed().as_secs_f64() * 1000.0, function = context.function().unwrap_or(""),
-                records = context.records(), "request");
-        });
+        tracing::info!(target: "luka::access", request_id = %context.id, %remote, %method, %path,
+            status = response.status().as_u16(), duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            function = function.as_deref().unwrap_or(""), records = context.records(), "request");
     }
     response
 }
@@ -84,12 +80,12 @@ impl Drop for InFlight {
 }
 
 /// What a request was, for metrics: a function, a health probe, the metrics scrape, the REST API, or other.
-fn route_kind(path: &str, function: Option<&str>) -> &'static str {
+fn route_kind(path: &str, function: bool) -> &'static str {
     match (function, path) {
-        (Some(_), _) => "function",
-        (None, "/healthz" | "/readyz") => "health",
-        (None, "/metrics") => "metrics",
-        (None, path) if crate::config::is_builtin_path(path) => "rest",
+        (true, _) => "function",
+        (false, "/healthz" | "/readyz") => "health",
+        (false, "/metrics") => "metrics",
+        (false, path) if crate::config::is_builtin_path(path) => "rest",
         _ => "other",
     }
 }
@@ -155,7 +151,7 @@ async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> 
     match app.functions.find(request.method().as_str(), path) {
         Found::Target(target) => {
             if let Some(context) = RequestContext::current() {
-                context.set_function(&target.function.name);
+                context.set_function(Arc::clone(&target.function.name));
             }
             call_function(app, request, remote, target).await
         }

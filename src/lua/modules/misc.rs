@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use mlua::{Lua, MultiValue, Result, Table};
 
+use crate::context::RequestContext;
 use crate::lua::state::VmShared;
 
 #[derive(Clone, Copy)]
@@ -24,11 +25,13 @@ fn emit(shared: &VmShared, level: Level, args: MultiValue) -> Result<()> {
     }
     let function = shared.current().map(|s| Arc::clone(&s.function));
     let function = function.as_deref().unwrap_or("?");
+    let context = RequestContext::current();
+    let request_id = context.as_ref().map_or("", |c| c.id.as_str());
     match level {
-        Level::Debug => tracing::debug!(target: "luka::function", function, "{text}"),
-        Level::Info => tracing::info!(target: "luka::function", function, "{text}"),
-        Level::Warn => tracing::warn!(target: "luka::function", function, "{text}"),
-        Level::Error => tracing::error!(target: "luka::function", function, "{text}"),
+        Level::Debug => tracing::debug!(target: "luka::function", request_id, function, "{text}"),
+        Level::Info => tracing::info!(target: "luka::function", request_id, function, "{text}"),
+        Level::Warn => tracing::warn!(target: "luka::function", request_id, function, "{text}"),
+        Level::Error => tracing::error!(target: "luka::function", request_id, function, "{text}"),
     }
     Ok(())
 }
