@@ -43,6 +43,8 @@ pub struct App {
     pub config: Arc<Config>,
     pub producer: Arc<Producer>,
     pub functions: Arc<Functions>,
+    /// REST produce answers remembered by `Idempotency-Key`.
+    pub idempotency: Arc<api::idempotency::Idempotency>,
 }
 
 impl App {
@@ -52,10 +54,15 @@ impl App {
         let config = Arc::new(config);
         let producer = producer(&config);
         let functions = Functions::start(Arc::clone(&config), Arc::clone(&producer))?;
+        let idempotency = api::idempotency::Idempotency::new(
+            std::time::Duration::from_millis(config.server.idempotency_window_ms),
+            config.server.idempotency_capacity,
+        );
         Ok(Arc::new(Self {
             config,
             producer,
             functions,
+            idempotency,
         }))
     }
 }

@@ -266,3 +266,36 @@ async fn metrics_can_be_protected_or_turned_off() {
     let off = Harness::start(1, &format!("[metrics]\nenabled = false\n{CONFIG}")).await;
     assert_eq!(off.http.get(off.url("/metrics")).send().await.unwrap().status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_replays_the_first_answer_without_writing() {
+    let h = Harness::start(1, CONFIG).await;
+    let send = |key: &'static str, body: &'static str| {
+        h.http
+            .post(h.url("/produce/traced"))
+            .basic_auth("demo", Some("demo"))
+            .header("Idempotency-Key", key)
+            .body(body)
+            .send()
+    };
+    let first = send("order-1", r#"{"value":"once"}"#).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let again = send("order-1", r#"{"value":"once"}"#).await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let offset = first[0]["offset"].as_i64().unwrap();
+    common::assert_no_record(&h.bootstrap(0), "traced", 0, offset + 1).await;
+
+    let other = send("order-1", r#"{"value":"different"}"#).await.unwrap();
+    assert_eq!(other.status(), 422);
+    // Another key writes again.
+    let new = send("order-2", r#"{"value":"once"}"#).await.unwrap();
+    assert_eq!(new.status(), 200);
+    let new: Value = new.json().await.unwrap();
+    assert_eq!(new[0]["offset"], offset + 1);
+    let records = read_records(&h.bootstrap(0), "traced", 0, offset, 2).await;
+    assert_eq!(records.len(), 2);
+}

@@ -5,6 +5,7 @@
 //! is checked before anything is written.
 
 mod auth;
+pub mod idempotency;
 mod message;
 pub mod read;
 mod webhook;

@@ -27,6 +27,12 @@ pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
 /// Produce calls waiting on one cluster at once; past it, 503 with `Retry-After` instead of an unbounded queue.
 pub const MAX_IN_FLIGHT: usize = 10_000;
 
+/// A day: long enough for any sender's retries (Stripe keeps its keys 24 hours).
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Keys remembered at once; with answers of a few hundred bytes this stays within a few MiB.
+pub const IDEMPOTENCY_CAPACITY: usize = 10_000;
+
 /// Records one `/fetch` answers with: a page a client can hold and a JSON answer that stays a few MiB at most.
 pub const FETCH_MAX_RECORDS: usize = 1000;
 

@@ -78,6 +78,12 @@ pub struct ServerConfig {
     /// Copy a request's W3C `traceparent` / `tracestate` headers into every record it writes.
     #[serde(default = "defaults::on")]
     pub propagate_trace_context: bool,
+    /// How long a REST produce answer is remembered for its `Idempotency-Key`.
+    #[serde(default = "idempotency_window_ms")]
+    pub idempotency_window_ms: u64,
+    /// Most `Idempotency-Key`s remembered at once (the oldest is forgotten first).
+    #[serde(default = "idempotency_capacity")]
+    pub idempotency_capacity: usize,
     /// Most records one `/fetch` request answers with.
     #[serde(default = "fetch_max_records")]
     pub fetch_max_records: usize,
@@ -103,6 +109,8 @@ impl Default for ServerConfig {
             body_timeout_ms: defaults::BODY_TIMEOUT_MS,
             access_log: defaults::on(),
             propagate_trace_context: defaults::on(),
+            idempotency_window_ms: defaults::IDEMPOTENCY_WINDOW_MS,
+            idempotency_capacity: defaults::IDEMPOTENCY_CAPACITY,
             fetch_max_records: defaults::FETCH_MAX_RECORDS,
             fetch_max_bytes: defaults::FETCH_MAX_BYTES,
             shutdown_grace_ms: defaults::SHUTDOWN_GRACE_MS,
@@ -367,6 +375,12 @@ fn max_connections_per_address() -> usize {
 }
 fn body_timeout_ms() -> u64 {
     defaults::BODY_TIMEOUT_MS
+}
+fn idempotency_window_ms() -> u64 {
+    defaults::IDEMPOTENCY_WINDOW_MS
+}
+fn idempotency_capacity() -> usize {
+    defaults::IDEMPOTENCY_CAPACITY
 }
 fn fetch_max_records() -> usize {
     defaults::FETCH_MAX_RECORDS

@@ -29,6 +29,12 @@ pub enum RequestError {
     #[error("{0}")]
     NotImplemented(String),
 
+    #[error("a request with this Idempotency-Key is still running; retry when it has finished")]
+    IdempotencyInProgress,
+
+    #[error("this Idempotency-Key was used for a different request; use a new key for a new request")]
+    IdempotencyMismatch,
+
     #[error("the request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
 
@@ -129,6 +135,8 @@ fn status_of(error: &RequestError) -> StatusCode {
         RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         RequestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         RequestError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+        RequestError::IdempotencyInProgress => StatusCode::CONFLICT,
+        RequestError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
         RequestError::BodyRead => StatusCode::BAD_REQUEST,
         RequestError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         RequestError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,

@@ -16,6 +16,7 @@ use super::error::{RequestError, into_response};
 use super::{Response, json_bytes_response, json_response};
 use crate::App;
 use crate::api;
+use crate::api::idempotency::{self, Begin};
 use crate::config::ServerConfig;
 use crate::context::RequestContext;
 use crate::lua::{Found, HttpRequest, Target};
@@ -141,9 +142,31 @@ async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> 
         }
         // Credentials first: a client without them is answered before it can hold the connection with a body.
         let user = api::authenticate(&app.config.users, authorization(&request).as_deref())?;
+        let key = idempotency_key(&request)?;
+        let method = request.method().as_str().to_owned();
+        let target = request.uri().path_and_query().map_or("", |p| p.as_str()).to_owned();
         let body = read_body(request, &app.config.server).await?;
-        let answer = api::produce(&app.producer, user, call, &body).await?;
-        return Ok(json_bytes_response(StatusCode::OK, answer));
+        let Some(key) = key else {
+            let answer = api::produce(&app.producer, user, call, &body).await?;
+            return Ok(json_bytes_response(StatusCode::OK, answer));
+        };
+        let fingerprint = idempotency::fingerprint(&method, &target, &body);
+        return match app.idempotency.begin(&user.name, &key, fingerprint) {
+            Begin::Run(claim) => {
+                let answer = api::produce(&app.producer, user, call, &body).await?;
+                claim.complete(&answer);
+                Ok(json_bytes_response(StatusCode::OK, answer))
+            }
+            Begin::Replay(answer) => {
+                let mut response = json_bytes_response(StatusCode::OK, answer.to_vec());
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                Ok(response)
+            }
+            Begin::InProgress => Err(RequestError::IdempotencyInProgress),
+            Begin::Mismatch => Err(RequestError::IdempotencyMismatch),
+        };
     }
     if let Some(endpoint) = Endpoint::of(path) {
         return hosted_api(app, request, endpoint).await;
@@ -287,6 +310,20 @@ fn refuse_unsupported(request: &Request<Incoming>) -> Result<(), RequestError> {
         }
     }
     Ok(())
+}
+
+/// The request's `Idempotency-Key`, if it sends one.
+fn idempotency_key(request: &Request<Incoming>) -> Result<Option<String>, RequestError> {
+    let Some(value) = request.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= idempotency::MAX_KEY_LEN => Ok(Some(key.to_owned())),
+        _ => Err(RequestError::Api(api::ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {} visible ASCII characters",
+            idempotency::MAX_KEY_LEN
+        )))),
+    }
 }
 
 fn authorization(request: &Request<Incoming>) -> Option<String> {
