@@ -3,6 +3,7 @@
 //! Takes an authenticated user and the request (path part, query, JSON body), gives the JSON answer's bytes.
 //! Topics route to clusters as for produce; reading needs the user's `read_topics`, listing needs `topics`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,7 @@ use serde_json::Value;
 
 use super::ApiError;
 use crate::config::{Config, User};
-use crate::kafka::{FetchedRecord, KafkaError, ListOffset};
+use crate::kafka::{ClusterClient, FetchedRecord, KafkaError, ListOffset};
 use crate::produce::{ProduceError, Producer, resolve};
 
 /// `GET /topics`: `{topic: partitions}` for every topic the user may write that exists on its cluster.
@@ -66,8 +67,7 @@ pub async fn offsets(
     let wanted: Vec<TopicPartition> = one_or_many(body, "{\"topic\": \"...\", \"partition\": 0}")?;
     let mut answer = Vec::with_capacity(wanted.len());
     for tp in &wanted {
-        let cluster = checked_reader(config, producer, user, &tp.topic, tp.partition).await?;
-        let client = producer.pool().cluster(&cluster).await.map_err(ProduceError::from)?;
+        let client = checked_reader(config, producer, user, &tp.topic, tp.partition).await?;
         let offset = client
             .offset(&tp.topic, tp.partition, at)
             .await
@@ -162,8 +162,7 @@ pub async fn fetch(config: &Config, producer: &Producer, user: &User, body: &[u8
                 p.offset
             )));
         }
-        let cluster = checked_reader(config, producer, user, &p.topic, p.partition).await?;
-        clusters.push(producer.pool().cluster(&cluster).await.map_err(ProduceError::from)?);
+        clusters.push(checked_reader(config, producer, user, &p.topic, p.partition).await?);
     }
     let reads = positions
         .iter()
@@ -206,22 +205,22 @@ fn lossy(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// The cluster of `topic` once the user may read it and the partition exists.
+/// The client of `topic`'s cluster, once the user may read it and the partition exists.
 async fn checked_reader(
     config: &Config,
     producer: &Producer,
     user: &User,
     topic: &str,
     partition: i32,
-) -> Result<String, ApiError> {
+) -> Result<Arc<ClusterClient>, ApiError> {
     if !user.may_read(topic) {
         return Err(ApiError::ReadForbidden {
             user: user.name.clone(),
             topic: topic.to_owned(),
         });
     }
-    let cluster = resolve(config, None, topic)?.cluster.clone();
-    let client = producer.pool().cluster(&cluster).await.map_err(ProduceError::from)?;
+    let cluster = &resolve(config, None, topic)?.cluster;
+    let client = producer.pool().cluster(cluster).await.map_err(ProduceError::from)?;
     let count = client.partition_count(topic, None).await.map_err(ProduceError::from)?;
     if !(0..count).contains(&partition) {
         let e = KafkaError::UnknownPartition {
@@ -231,7 +230,7 @@ async fn checked_reader(
         };
         return Err(ProduceError::from(e).into());
     }
-    Ok(cluster)
+    Ok(client)
 }
 
 /// A JSON body holding one `T` or an array of them.

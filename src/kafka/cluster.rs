@@ -76,8 +76,12 @@ impl ClusterClient {
         &self.config
     }
 
-    pub(crate) fn rskafka(&self) -> &Client {
-        &self.client
+    /// A new rskafka client for one partition (writers and readers each keep their own).
+    pub(crate) async fn partition_client(&self, topic: &str, partition: i32) -> Result<PartitionClient, KafkaError> {
+        self.client
+            .partition_client(topic, partition, UnknownTopicHandling::Error)
+            .await
+            .map_err(|e| KafkaError::from_client(&self.config.name, topic, partition, &e))
     }
 
     pub(crate) fn readers(&self) -> &DashMap<(String, i32), Arc<OnceCell<Arc<PartitionClient>>>> {
@@ -151,8 +155,7 @@ impl ClusterClient {
 
     async fn refresh_metadata(&self) -> Result<(), KafkaError> {
         let topics = self
-            .reachability
-            .guard(&self.config, self.config.produce_timeout, async {
+            .guarded(self.config.produce_timeout, async {
                 self.client
                     .list_topics()
                     .await
@@ -186,7 +189,7 @@ impl ClusterClient {
             .controller_client()
             .map_err(|e| self.create_error(topic, &e))?;
         let timeout_ms = i32::try_from(self.config.produce_timeout.as_millis()).unwrap_or(i32::MAX);
-        self.reachability.guard(&self.config, self.config.produce_timeout, async {
+        self.guarded(self.config.produce_timeout, async {
             let created = controller
                 .create_topic(topic, create.partitions, create.replication_factor, timeout_ms)
                 .await;
@@ -224,7 +227,7 @@ impl ClusterClient {
                 Err(e) => Err(self.write_error(topic, partition, &e).await),
             }
         };
-        let result = self.reachability.guard(&self.config, deadline, work).await;
+        let result = self.guarded(deadline, work).await;
         if let Err(KafkaError::UnknownTopic { .. }) = &result {
             self.forget_topic(topic);
         }
@@ -240,11 +243,7 @@ impl ClusterClient {
             return Box::pin(self.writer(topic, partition)).await;
         }
         cell.get_or_try_init(|| async {
-            let client = self
-                .client
-                .partition_client(topic, partition, UnknownTopicHandling::Error)
-                .await
-                .map_err(|e| KafkaError::from_client(&self.config.name, topic, partition, &e))?;
+            let client = self.partition_client(topic, partition).await?;
             let limits = BatchLimits {
                 max_records: self.config.max_batch_records,
                 max_bytes: self.config.max_batch_bytes,

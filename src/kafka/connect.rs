@@ -8,7 +8,6 @@ use rskafka::BackoffConfig;
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 
 use super::KafkaError;
-use super::deadline::within;
 use crate::config::{Cluster, SaslMechanism, TlsConfig};
 
 /// Reconnect attempts back off up to this: a broker that comes back is found again within a second.
@@ -23,7 +22,8 @@ pub(crate) fn backoff(deadline: Duration) -> BackoffConfig {
     }
 }
 
-/// Connects and fetches metadata once; fails within the cluster's produce timeout.
+/// Connects and fetches metadata once. rskafka's retries end at the produce timeout; the caller bounds the whole
+/// attempt with the cluster's outage memory ([`super::reachability::Reachability::guard`]).
 pub(crate) async fn connect(cluster: &Cluster) -> Result<Client, KafkaError> {
     let mut builder = ClientBuilder::new(cluster.bootstrap.clone())
         .client_id(cluster.client_id.as_str())
@@ -44,13 +44,10 @@ pub(crate) async fn connect(cluster: &Cluster) -> Result<Client, KafkaError> {
             SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
         });
     }
-    within(cluster, cluster.produce_timeout, async {
-        builder
-            .build()
-            .await
-            .map_err(|e| KafkaError::from_client(&cluster.name, "", -1, &e))
-    })
-    .await
+    builder
+        .build()
+        .await
+        .map_err(|e| KafkaError::from_client(&cluster.name, "", -1, &e))
 }
 
 fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {

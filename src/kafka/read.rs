@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rskafka::chrono::{TimeZone, Utc};
-use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::{OffsetAt, PartitionClient};
 use tokio::sync::OnceCell;
 
 use super::{ClusterClient, KafkaError};
@@ -110,15 +110,9 @@ impl ClusterClient {
     async fn reader(&self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>, KafkaError> {
         let cell: Arc<OnceCell<Arc<PartitionClient>>> =
             self.readers().entry((topic.to_owned(), partition)).or_default().clone();
-        cell.get_or_try_init(|| async {
-            self.rskafka()
-                .partition_client(topic, partition, UnknownTopicHandling::Error)
-                .await
-                .map(Arc::new)
-                .map_err(|e| KafkaError::from_client(&self.config().name, topic, partition, &e))
-        })
-        .await
-        .cloned()
+        cell.get_or_try_init(|| async { self.partition_client(topic, partition).await.map(Arc::new) })
+            .await
+            .cloned()
     }
 
     fn setup_error(&self, detail: String) -> KafkaError {

@@ -250,15 +250,10 @@ impl Producer {
                     let client = self.pool.cluster(&cluster).await?;
                     client.produce(&topic, partition, records).await
                 };
-                let result = match written.await {
-                    Ok(offsets) => offsets,
-                    Err(e) => {
-                        crate::metrics::metrics().record_outcome(&cluster, &topic, e.kind(), count, bytes as u64);
-                        return Err(e);
-                    }
-                };
-                crate::metrics::metrics().record_outcome(&cluster, &topic, "ok", count, bytes as u64);
-                Ok::<_, KafkaError>(indexes.into_iter().zip(result).collect::<Vec<_>>())
+                let written = written.await;
+                let outcome = written.as_ref().map_or_else(KafkaError::kind, |_| "ok");
+                crate::metrics::metrics().record_outcome(&cluster, &topic, outcome, count, bytes as u64);
+                Ok::<_, KafkaError>(indexes.into_iter().zip(written?).collect::<Vec<_>>())
             });
         let mut first_error = None;
         for outcome in futures::future::join_all(writes).await {

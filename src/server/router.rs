@@ -146,27 +146,31 @@ async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> 
         let method = request.method().as_str().to_owned();
         let target = request.uri().path_and_query().map_or("", |p| p.as_str()).to_owned();
         let body = read_body(request, &app.config.server).await?;
-        let Some(key) = key else {
-            let answer = api::produce(&app.producer, user, call, &body).await?;
-            return Ok(json_bytes_response(StatusCode::OK, answer));
-        };
-        let fingerprint = idempotency::fingerprint(&method, &target, &body);
-        return match app.idempotency.begin(&user.name, &key, fingerprint) {
-            Begin::Run(claim) => {
-                let answer = api::produce(&app.producer, user, call, &body).await?;
-                claim.complete(&answer);
-                Ok(json_bytes_response(StatusCode::OK, answer))
+        let claim = match key {
+            None => None,
+            Some(key) => {
+                match app
+                    .idempotency
+                    .begin(&user.name, &key, idempotency::fingerprint(&method, &target, &body))
+                {
+                    Begin::Run(claim) => Some(claim),
+                    Begin::Replay(answer) => {
+                        let mut response = json_bytes_response(StatusCode::OK, answer.to_vec());
+                        response
+                            .headers_mut()
+                            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                        return Ok(response);
+                    }
+                    Begin::InProgress => return Err(RequestError::IdempotencyInProgress),
+                    Begin::Mismatch => return Err(RequestError::IdempotencyMismatch),
+                }
             }
-            Begin::Replay(answer) => {
-                let mut response = json_bytes_response(StatusCode::OK, answer.to_vec());
-                response
-                    .headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                Ok(response)
-            }
-            Begin::InProgress => Err(RequestError::IdempotencyInProgress),
-            Begin::Mismatch => Err(RequestError::IdempotencyMismatch),
         };
+        let answer = api::produce(&app.producer, user, call, &body).await?;
+        if let Some(claim) = claim {
+            claim.complete(&answer);
+        }
+        return Ok(json_bytes_response(StatusCode::OK, answer));
     }
     if let Some(endpoint) = Endpoint::of(path) {
         return hosted_api(app, request, endpoint).await;
