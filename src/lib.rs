@@ -44,7 +44,7 @@ pub struct App {
     pub producer: Arc<Producer>,
     pub functions: Arc<Functions>,
     /// REST produce answers remembered by `Idempotency-Key`.
-    pub idempotency: Arc<api::idempotency::Idempotency>,
+    pub idempotency: Arc<server::idempotency::Idempotency>,
 }
 
 impl App {
@@ -54,7 +54,7 @@ impl App {
         let config = Arc::new(config);
         let producer = producer(&config);
         let functions = Functions::start(Arc::clone(&config), Arc::clone(&producer))?;
-        let idempotency = api::idempotency::Idempotency::new(
+        let idempotency = server::idempotency::Idempotency::new(
             std::time::Duration::from_millis(config.server.idempotency_window_ms),
             config.server.idempotency_capacity,
         );

@@ -299,3 +299,60 @@ async fn an_idempotency_key_replays_the_first_answer_without_writing() {
     let records = read_records(&h.bootstrap(0), "traced", 0, offset, 2).await;
     assert_eq!(records.len(), 2);
 }
+
+const PAY: &str = r#"
+return function(req)
+  if req.body == "refuse" then return { status = 400, json = { error = "refused" } } end
+  local r = kafka.produce{ topic = "traced", messages = { { value = req.body } } }
+  return { status = 201, headers = { ["x-paid"] = "yes" }, json = { offset = r.offset } }
+end
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lua_route_that_opts_in_replays_its_first_answer_without_running_again() {
+    let config = format!(
+        "{CONFIG}\n[[routes]]\npath = \"/pay\"\nfunction = \"pay.lua\"\nmethods = [\"POST\"]\nidempotency = true\n\
+         [[routes]]\npath = \"/plain\"\nfunction = \"pay.lua\"\nmethods = [\"POST\"]\n"
+    );
+    let h = Harness::start_with(1, &config, &[("pay.lua", PAY)]).await;
+    let send = |path: &'static str, key: &'static str, body: &'static str| {
+        h.http
+            .post(h.url(path))
+            .header("Idempotency-Key", key)
+            .body(body)
+            .send()
+    };
+    let first = send("/pay", "p-1", "ten").await.unwrap();
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let offset = first["offset"].as_i64().unwrap();
+
+    let again = send("/pay", "p-1", "ten").await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["x-paid"], "yes");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    common::assert_no_record(&h.bootstrap(0), "traced", 0, offset + 1).await;
+    assert_eq!(send("/pay", "p-1", "eleven").await.unwrap().status(), 422);
+
+    // An unsuccessful answer is not remembered: the repeat runs the handler again.
+    assert_eq!(send("/pay", "p-2", "refuse").await.unwrap().status(), 400);
+    let retried = send("/pay", "p-2", "refuse").await.unwrap();
+    assert_eq!(retried.status(), 400);
+    assert!(retried.headers().get("idempotent-replayed").is_none());
+
+    // A route that does not opt in runs every time, key or not.
+    for _ in 0..2 {
+        let plain = send("/plain", "p-1", "ten").await.unwrap();
+        assert!(plain.headers().get("idempotent-replayed").is_none());
+        assert_eq!(plain.status(), 201);
+    }
+    let records = read_records(&h.bootstrap(0), "traced", 0, offset, 3).await;
+    let values: Vec<_> = records.iter().map(|r| r.value.clone().unwrap()).collect();
+    assert_eq!(
+        values,
+        vec![b"ten".to_vec(); 3],
+        "one write through /pay, two through /plain"
+    );
+}

@@ -5,7 +5,6 @@
 //! is checked before anything is written.
 
 mod auth;
-pub mod idempotency;
 mod message;
 pub mod read;
 mod webhook;

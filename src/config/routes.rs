@@ -36,6 +36,8 @@ pub struct Route {
     /// Upper-case methods; empty serves every method.
     pub methods: Vec<String>,
     pub auth: bool,
+    /// Repeats with the same `Idempotency-Key` replay the first successful answer.
+    pub idempotency: bool,
     pub env: BTreeMap<String, String>,
 }
 
@@ -241,6 +243,7 @@ pub(super) fn check_routes(c: &mut Checker<'_>, raw: &[RawRoute], functions_dir:
             function,
             methods,
             auth: route.auth,
+            idempotency: route.idempotency,
             env: route.env.clone(),
         };
         let overlap = routes.iter().find(|r| {

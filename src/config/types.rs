@@ -179,6 +179,10 @@ pub struct RawRoute {
     /// Require HTTP basic auth against `[[users]]`.
     #[serde(default)]
     pub auth: bool,
+    /// Honour an `Idempotency-Key` header: a repeat answers the first successful response again without running
+    /// the handler.
+    #[serde(default)]
+    pub idempotency: bool,
     /// Values the handler reads as `env.NAME` (use `${VAR}` to take them from the environment).
     #[serde(default)]
     pub env: BTreeMap<String, String>,

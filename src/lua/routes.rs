@@ -17,6 +17,8 @@ pub struct Target {
     pub function: Arc<Compiled>,
     pub params: Vec<(String, String)>,
     pub auth: bool,
+    /// The route honours `Idempotency-Key`.
+    pub idempotency: bool,
     pub env: Arc<BTreeMap<String, String>>,
 }
 
@@ -93,6 +95,7 @@ impl RouteTable {
                     function: Arc::clone(function),
                     params,
                     auth: route.auth,
+                    idempotency: route.idempotency,
                     env: Arc::clone(env),
                 });
             }
@@ -107,6 +110,7 @@ impl RouteTable {
                 function: Arc::clone(function),
                 params: Vec::new(),
                 auth: false,
+                idempotency: false,
                 env: Arc::default(),
             });
         }
@@ -160,6 +164,7 @@ mod tests {
             function: function.into(),
             methods: methods.iter().map(|m| m.to_string()).collect(),
             auth: false,
+            idempotency: false,
             env: BTreeMap::new(),
         }
     }

@@ -5,6 +5,7 @@
 //! timeout, a body-size limit and a request timeout. On shutdown the listener closes and in-flight requests get the configured grace period.
 
 mod error;
+pub mod idempotency;
 mod router;
 
 use std::collections::HashMap;

@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderName, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
 use super::error::{RequestError, into_response};
+use super::idempotency::{self, Answer, Begin};
 use super::{Response, json_bytes_response, json_response};
 use crate::App;
 use crate::api;
-use crate::api::idempotency::{self, Begin};
 use crate::config::ServerConfig;
 use crate::context::RequestContext;
 use crate::lua::{Found, HttpRequest, Target};
@@ -146,31 +146,21 @@ async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> 
         let method = request.method().as_str().to_owned();
         let target = request.uri().path_and_query().map_or("", |p| p.as_str()).to_owned();
         let body = read_body(request, &app.config.server).await?;
-        let claim = match key {
-            None => None,
-            Some(key) => {
-                match app
-                    .idempotency
-                    .begin(&user.name, &key, idempotency::fingerprint(&method, &target, &body))
-                {
-                    Begin::Run(claim) => Some(claim),
-                    Begin::Replay(answer) => {
-                        let mut response = json_bytes_response(StatusCode::OK, answer.to_vec());
-                        response
-                            .headers_mut()
-                            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                        return Ok(response);
-                    }
-                    Begin::InProgress => return Err(RequestError::IdempotencyInProgress),
-                    Begin::Mismatch => return Err(RequestError::IdempotencyMismatch),
-                }
-            }
-        };
-        let answer = api::produce(&app.producer, user, call, &body).await?;
-        if let Some(claim) = claim {
-            claim.complete(&answer);
-        }
-        return Ok(json_bytes_response(StatusCode::OK, answer));
+        let once = key.map(|key| Once {
+            function: "",
+            user: &user.name,
+            key,
+            fingerprint: idempotency::fingerprint(&method, &target, &body),
+        });
+        return idempotent(app, once, async {
+            let body = api::produce(&app.producer, user, call, &body).await?;
+            Ok(Answer {
+                status: 200,
+                headers: vec![(CONTENT_TYPE.to_string(), "application/json".into())],
+                body: body.into(),
+            })
+        })
+        .await;
     }
     if let Some(endpoint) = Endpoint::of(path) {
         return hosted_api(app, request, endpoint).await;
@@ -318,7 +308,11 @@ fn refuse_unsupported(request: &Request<Incoming>) -> Result<(), RequestError> {
 
 /// The request's `Idempotency-Key`, if it sends one.
 fn idempotency_key(request: &Request<Incoming>) -> Result<Option<String>, RequestError> {
-    let Some(value) = request.headers().get("idempotency-key") else {
+    idempotency_key_of(request.headers())
+}
+
+fn idempotency_key_of(headers: &hyper::HeaderMap) -> Result<Option<String>, RequestError> {
+    let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
     match value.to_str() {
@@ -366,16 +360,76 @@ async fn call_function(
         remote_addr: remote,
         user,
     };
-    let answer = app.functions.call(target, http).await?;
-    let mut response = hyper::Response::new(Full::new(answer.body));
+    let key = if target.idempotency {
+        idempotency_key_of(&http.headers)?
+    } else {
+        None
+    };
+    let function = Arc::clone(&target.function.name);
+    let user = http.user.clone().unwrap_or_default();
+    let once = key.map(|key| Once {
+        function: &function,
+        user: &user,
+        key,
+        fingerprint: idempotency::fingerprint(
+            &http.method,
+            parts.uri.path_and_query().map_or("", |p| p.as_str()),
+            &http.body,
+        ),
+    });
+    idempotent(app, once, async move { Ok(app.functions.call(target, http).await?) }).await
+}
+
+/// A request's hold on an `Idempotency-Key`: whose it is, and what the request was.
+struct Once<'a> {
+    function: &'a str,
+    user: &'a str,
+    key: String,
+    fingerprint: [u8; 32],
+}
+
+/// Runs `run`, or under an `Idempotency-Key` (`once`): replays the answer remembered for the key (marked
+/// `Idempotent-Replayed: true`), refuses a clash, and remembers a successful answer for the next repeat.
+async fn idempotent(
+    app: &App,
+    once: Option<Once<'_>>,
+    run: impl Future<Output = Result<Answer, RequestError>>,
+) -> Result<Response, RequestError> {
+    let claim = match once {
+        None => None,
+        Some(once) => match app
+            .idempotency
+            .begin(once.function, once.user, &once.key, once.fingerprint)
+        {
+            Begin::Run(claim) => Some(claim),
+            Begin::Replay(answer) => {
+                let mut response = answer_response(&answer);
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                return Ok(response);
+            }
+            Begin::InProgress => return Err(RequestError::IdempotencyInProgress),
+            Begin::Mismatch => return Err(RequestError::IdempotencyMismatch),
+        },
+    };
+    let answer = run.await?;
+    if let Some(claim) = claim {
+        claim.complete(&answer);
+    }
+    Ok(answer_response(&answer))
+}
+
+fn answer_response(answer: &Answer) -> Response {
+    let mut response = hyper::Response::new(Full::new(answer.body.clone()));
     *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    for (name, value) in answer.headers {
+    for (name, value) in &answer.headers {
         // Checked when the handler's table was read; a header that still does not parse is skipped.
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             response.headers_mut().append(name, value);
         }
     }
-    Ok(response)
+    response
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when the client sends it).

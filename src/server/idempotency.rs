@@ -1,9 +1,10 @@
-//! `Idempotency-Key` on REST produce requests: a (user, key, request fingerprint) in, whether to run the request,
-//! replay the first answer, or refuse.
+//! `Idempotency-Key` on REST produce requests and on Lua routes that opt in: a (function, user, key, request
+//! fingerprint) in, whether to run the request, replay the first answer, or refuse.
 //!
 //! A repeat of a key with the same request (method, path, query, body) and user answers the first response again
 //! without writing; the same key with a different request is refused (422); a repeat while the first is still
-//! running is refused (409). Only successful answers are remembered: after a failure the key may be used again.
+//! running is refused (409). Only successful (2xx) answers are remembered: after a failure the key may be used
+//! again. Keys are kept apart per function (REST produce is function "") and per user.
 //! Memory is bounded by `window` (entries expire) and `capacity` (the oldest entry goes first). The memory is this
 //! process's: behind a load balancer a repeat that reaches another luka instance is written again.
 
@@ -16,7 +17,11 @@ use sha2::{Digest, Sha256};
 /// Longest key accepted; a longer one is a client error.
 pub const MAX_KEY_LEN: usize = 255;
 
-type Slot = (String, String);
+/// (function, user, key).
+type Slot = (String, String, String);
+
+/// A response as remembered for replay: status, headers and body (a handler's answer has the same shape).
+pub type Answer = crate::lua::HandlerResponse;
 
 /// The remembered keys, and their insertion order for expiry and eviction.
 type Entries = (HashMap<Slot, Entry>, VecDeque<(Slot, Instant)>);
@@ -24,7 +29,7 @@ type Entries = (HashMap<Slot, Entry>, VecDeque<(Slot, Instant)>);
 #[derive(Debug, Clone)]
 enum State {
     Running,
-    Done(Arc<[u8]>),
+    Done(Arc<Answer>),
 }
 
 #[derive(Debug)]
@@ -39,8 +44,8 @@ struct Entry {
 pub enum Begin {
     /// Run it; finish with [`Idempotency::complete`] (or the claim is dropped with the guard on failure).
     Run(Claim),
-    /// Answer these bytes again (the first request's 200 body).
-    Replay(Arc<[u8]>),
+    /// Answer this again (the first request's successful answer).
+    Replay(Arc<Answer>),
     /// The first request with this key is still running.
     InProgress,
     /// The key was used for a different request.
@@ -70,9 +75,10 @@ impl Idempotency {
         })
     }
 
-    /// Looks `key` up for `user` and a request of this `fingerprint` (see [`fingerprint`]).
-    pub fn begin(self: &Arc<Self>, user: &str, key: &str, fingerprint: [u8; 32]) -> Begin {
-        let slot = (user.to_owned(), key.to_owned());
+    /// Looks `key` up for `function` (`""` for REST produce), `user` (`""` when none) and a request of this
+    /// `fingerprint` (see [`fingerprint`]).
+    pub fn begin(self: &Arc<Self>, function: &str, user: &str, key: &str, fingerprint: [u8; 32]) -> Begin {
+        let slot = (function.to_owned(), user.to_owned(), key.to_owned());
         let mut guard = self.entries.lock().expect("idempotency lock poisoned");
         let (entries, order) = &mut *guard;
         let now = Instant::now();
@@ -115,12 +121,15 @@ impl Idempotency {
 }
 
 impl Claim {
-    /// Remembers `body` as the answer to replay.
-    pub fn complete(mut self, body: &[u8]) {
+    /// Remembers `answer` to replay if it is a success; otherwise frees the key, as a failure does.
+    pub fn complete(mut self, answer: &Answer) {
+        if !(200..300).contains(&answer.status) {
+            return; // Dropping the claim frees the key.
+        }
         let Some(slot) = self.slot.take() else { return };
         let mut guard = self.store.entries.lock().expect("idempotency lock poisoned");
         if let Some(entry) = guard.0.get_mut(&slot) {
-            entry.state = State::Done(Arc::from(body));
+            entry.state = State::Done(Arc::new(answer.clone()));
         }
     }
 }
@@ -145,33 +154,53 @@ pub fn fingerprint(method: &str, path_and_query: &str, body: &[u8]) -> [u8; 32] 
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
+
+    fn ok(body: &'static [u8]) -> Answer {
+        Answer {
+            status: 200,
+            headers: Vec::new(),
+            body: Bytes::from_static(body),
+        }
+    }
 
     #[test]
     fn replays_refuses_and_forgets() {
         let store = Idempotency::new(Duration::from_secs(60), 2);
         let a = fingerprint("POST", "/produce/t", b"a");
-        let Begin::Run(claim) = store.begin("u", "k", a) else {
+        let Begin::Run(claim) = store.begin("", "u", "k", a) else {
             panic!("first use runs")
         };
-        assert!(matches!(store.begin("u", "k", a), Begin::InProgress));
+        assert!(matches!(store.begin("", "u", "k", a), Begin::InProgress));
         assert!(matches!(
-            store.begin("u", "k", fingerprint("POST", "/produce/t", b"b")),
+            store.begin("", "u", "k", fingerprint("POST", "/produce/t", b"b")),
             Begin::Mismatch
         ));
         assert!(
-            matches!(store.begin("other", "k", a), Begin::Run(_)),
+            matches!(store.begin("", "other", "k", a), Begin::Run(_)),
             "keys are per user"
         );
-        claim.complete(b"[1]");
-        assert!(matches!(store.begin("u", "k", a), Begin::Replay(body) if &*body == b"[1]"));
+        claim.complete(&ok(b"[1]"));
+        assert!(matches!(store.begin("", "u", "k", a), Begin::Replay(answer) if &answer.body[..] == b"[1]"));
 
         // A failed (dropped) claim frees its key.
-        let Begin::Run(claim) = store.begin("u", "k2", a) else {
+        let Begin::Run(claim) = store.begin("", "u", "k2", a) else {
             panic!()
         };
         drop(claim);
-        assert!(matches!(store.begin("u", "k2", a), Begin::Run(_)));
+        assert!(matches!(store.begin("", "u", "k2", a), Begin::Run(_)));
+
+        // So does an unsuccessful answer; functions keep their keys apart.
+        let Begin::Run(claim) = store.begin("f.lua", "u", "k2", a) else {
+            panic!()
+        };
+        claim.complete(&Answer {
+            status: 400,
+            ..ok(b"no")
+        });
+        assert!(matches!(store.begin("f.lua", "u", "k2", a), Begin::Run(_)));
     }
 
     #[test]
@@ -179,22 +208,22 @@ mod tests {
         let store = Idempotency::new(Duration::from_secs(60), 2);
         let f = fingerprint("POST", "/", b"");
         for key in ["1", "2", "3"] {
-            let Begin::Run(claim) = store.begin("u", key, f) else {
+            let Begin::Run(claim) = store.begin("", "u", key, f) else {
                 panic!()
             };
-            claim.complete(b"ok");
+            claim.complete(&ok(b"ok"));
         }
         assert!(store.entries.lock().unwrap().0.len() <= 2);
         assert!(
-            matches!(store.begin("u", "1", f), Begin::Run(_)),
+            matches!(store.begin("", "u", "1", f), Begin::Run(_)),
             "the oldest went first"
         );
 
         let short = Idempotency::new(Duration::ZERO, 10);
-        let Begin::Run(claim) = short.begin("u", "k", f) else {
+        let Begin::Run(claim) = short.begin("", "u", "k", f) else {
             panic!()
         };
-        claim.complete(b"ok");
-        assert!(matches!(short.begin("u", "k", f), Begin::Run(_)), "expired");
+        claim.complete(&ok(b"ok"));
+        assert!(matches!(short.begin("", "u", "k", f), Begin::Run(_)), "expired");
     }
 }
