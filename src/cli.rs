@@ -31,6 +31,15 @@ pub enum Command {
     },
     /// Load and check the whole config without serving; lists every problem and exits non-zero if there is one.
     Check,
+    /// Run the `*_test.lua` files (default: those in [lua] tests, else the functions folder) against the real
+    /// router and handlers, with an embedded broker per cluster; exits non-zero if any test fails.
+    Test {
+        /// Test files or folders to run instead.
+        paths: Vec<PathBuf>,
+        /// Run only the tests whose name contains this text.
+        #[arg(long, short)]
+        filter: Option<String>,
+    },
     /// Run only the embedded development broker (no HTTP), e.g. for benchmarks.
     Broker {
         /// Address the Kafka-protocol broker listens on and advertises.

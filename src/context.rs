@@ -3,10 +3,23 @@
 //! copy into the records it writes, and what it did (the function that ran, records written) for its access log
 //! line. Set by the router around the request's future; read and updated by the produce core. Everything runs on
 //! the connection's own task (Lua handlers included), so a task-local is in scope wherever the request is served.
+//! `luka test` also asks where each record went ([`Capture`]), to read them back.
 
-use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Where one record of the request was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordAt {
+    pub cluster: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A request extension asking the router to note where each record of the request is written.
+#[derive(Debug, Clone, Default)]
+pub struct Capture(pub Arc<Mutex<Vec<RecordAt>>>);
 
 /// One request's context.
 #[derive(Debug, Default)]
@@ -16,6 +29,7 @@ pub struct RequestContext {
     pub trace: Vec<(String, Vec<u8>)>,
     records: AtomicUsize,
     function: OnceLock<Arc<str>>,
+    capture: Option<Capture>,
 }
 
 tokio::task_local! {
@@ -23,10 +37,11 @@ tokio::task_local! {
 }
 
 impl RequestContext {
-    pub fn new(id: String, trace: Vec<(String, Vec<u8>)>) -> Arc<Self> {
+    pub fn new(id: String, trace: Vec<(String, Vec<u8>)>, capture: Option<Capture>) -> Arc<Self> {
         Arc::new(Self {
             id,
             trace,
+            capture,
             ..Self::default()
         })
     }
@@ -46,6 +61,13 @@ impl RequestContext {
 
     pub fn add_records(&self, count: usize) {
         self.records.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Notes where records went, if the request asked ([`Capture`]); `written` is only walked then.
+    pub fn note_written(&self, written: impl IntoIterator<Item = RecordAt>) {
+        if let Some(Capture(list)) = &self.capture {
+            list.lock().expect("capture lock poisoned").extend(written);
+        }
     }
 
     pub fn records(&self) -> usize {

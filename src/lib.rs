@@ -28,6 +28,8 @@ pub mod metrics;
 pub mod produce;
 pub mod schema;
 pub mod server;
+#[cfg(feature = "embedded-broker")]
+pub mod testing;
 pub mod timeout;
 
 use std::sync::Arc;

@@ -12,6 +12,10 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     match cli.command {
         Some(Command::Check) => check(&cli),
+        Some(Command::Test { ref paths, ref filter }) => {
+            init_tracing_at(false, "error");
+            runtime.block_on(test(&cli, paths, filter.clone()))
+        }
         Some(Command::Broker { listen }) => {
             init_tracing(false);
             runtime.block_on(broker(listen))
@@ -88,6 +92,37 @@ async fn serve(cli: &Cli, listen: Option<std::net::SocketAddr>) -> ExitCode {
 }
 
 #[cfg(feature = "embedded-broker")]
+async fn test(cli: &Cli, paths: &[std::path::PathBuf], filter: Option<String>) -> ExitCode {
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => return report(&e),
+    };
+    let options = luka::testing::Options {
+        paths: paths.to_vec(),
+        filter,
+    };
+    match luka::testing::run(config, &options, &mut std::io::stdout()).await {
+        Ok(summary) if summary.success() => ExitCode::SUCCESS,
+        Ok(summary) => {
+            if summary.passed + summary.failed == 0 {
+                eprintln!("no test matched the filter");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "embedded-broker"))]
+async fn test(_cli: &Cli, _paths: &[std::path::PathBuf], _filter: Option<String>) -> ExitCode {
+    eprintln!("`luka test` needs the embedded-broker feature; rebuild with default features");
+    ExitCode::FAILURE
+}
+
+#[cfg(feature = "embedded-broker")]
 async fn broker(listen: std::net::SocketAddr) -> ExitCode {
     match luka::broker::EmbeddedBroker::start(listen).await {
         Ok(_broker) => {
@@ -115,7 +150,11 @@ fn report(error: &ConfigError) -> ExitCode {
 
 /// `RUST_LOG` overrides the default: luka at info, its dependencies at warn.
 fn init_tracing(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,luka=info"));
+    init_tracing_at(json, "warn,luka=info");
+}
+
+fn init_tracing_at(json: bool, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
         builder.json().init();

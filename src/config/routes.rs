@@ -19,6 +19,8 @@ const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OP
 pub struct LuaSettings {
     /// Absolute path of the functions folder.
     pub functions_dir: PathBuf,
+    /// Absolute path of the folder `luka test` looks for `*_test.lua` files in.
+    pub tests_dir: PathBuf,
     pub cpu: Duration,
     pub timeout: Duration,
     pub memory_bytes: usize,
@@ -163,6 +165,16 @@ pub(super) fn check_lua(c: &mut Checker<'_>, lua: &LuaConfig, server: &ServerCon
             functions_dir.display()
         ));
     }
+    let tests_dir = lua
+        .tests
+        .as_deref()
+        .map_or_else(|| functions_dir.clone(), |tests| base_dir.join(tests));
+    if lua.tests.is_some() && !tests_dir.is_dir() {
+        c.general(format!(
+            "[lua] tests folder '{}' does not exist; create it or point `tests` at your *_test.lua files",
+            tests_dir.display()
+        ));
+    }
     if lua.cpu_ms == 0 || lua.timeout_ms == 0 || lua.memory_mb == 0 {
         c.general("[lua] cpu_ms, timeout_ms and memory_mb must be greater than 0");
     }
@@ -174,6 +186,7 @@ pub(super) fn check_lua(c: &mut Checker<'_>, lua: &LuaConfig, server: &ServerCon
     }
     LuaSettings {
         functions_dir,
+        tests_dir,
         cpu: Duration::from_millis(lua.cpu_ms),
         timeout: Duration::from_millis(lua.timeout_ms),
         memory_bytes: lua.memory_mb.saturating_mul(1024 * 1024),

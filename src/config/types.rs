@@ -134,6 +134,8 @@ pub struct LuaConfig {
     /// Folder of handler files, relative to config.toml; `functions/hooks/github.lua` serves `/hooks/github`.
     /// Default `functions`, which may be absent (no handlers); a folder named here must exist.
     pub functions: Option<PathBuf>,
+    /// Folder of `*_test.lua` files that `luka test` runs, relative to config.toml; default: the functions folder.
+    pub tests: Option<PathBuf>,
     /// Lua execution time one request may use (time spent waiting on Kafka does not count).
     #[serde(default = "lua_cpu_ms")]
     pub cpu_ms: u64,
@@ -156,6 +158,7 @@ impl Default for LuaConfig {
     fn default() -> Self {
         Self {
             functions: None,
+            tests: None,
             cpu_ms: defaults::LUA_CPU_MS,
             timeout_ms: defaults::LUA_TIMEOUT_MS,
             memory_mb: defaults::LUA_MEMORY_MB,

@@ -36,16 +36,34 @@ pub fn display_prefix(dir: &Path) -> String {
         .map_or_else(|| "functions".to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
-/// Every `.lua` file under `dir`, by name (hidden files and folders skipped). An absent folder has none.
+/// How a test file's name ends; such files are run by `luka test`, never served.
+pub const TEST_SUFFIX: &str = "_test.lua";
+
+/// Every handler file under `dir`: `.lua` files, not tests, by name (hidden files and folders skipped). An absent
+/// folder has none.
 pub fn scan(dir: &Path) -> Result<BTreeMap<String, PathBuf>, LuaError> {
+    scan_where(dir, |name| !name.ends_with(TEST_SUFFIX))
+}
+
+/// Every `*_test.lua` file under `dir`, by name.
+pub fn scan_tests(dir: &Path) -> Result<BTreeMap<String, PathBuf>, LuaError> {
+    scan_where(dir, |name| name.ends_with(TEST_SUFFIX))
+}
+
+fn scan_where(dir: &Path, wanted: fn(&str) -> bool) -> Result<BTreeMap<String, PathBuf>, LuaError> {
     let mut found = BTreeMap::new();
     if dir.is_dir() {
-        walk(dir, dir, &mut found)?;
+        walk(dir, dir, wanted, &mut found)?;
     }
     Ok(found)
 }
 
-fn walk(root: &Path, dir: &Path, found: &mut BTreeMap<String, PathBuf>) -> Result<(), LuaError> {
+fn walk(
+    root: &Path,
+    dir: &Path,
+    wanted: fn(&str) -> bool,
+    found: &mut BTreeMap<String, PathBuf>,
+) -> Result<(), LuaError> {
     let entries = std::fs::read_dir(dir).map_err(|source| LuaError::Read {
         path: dir.to_owned(),
         source,
@@ -62,7 +80,7 @@ fn walk(root: &Path, dir: &Path, found: &mut BTreeMap<String, PathBuf>) -> Resul
         // Symlinked folders are not followed (a link to a parent would loop); symlinked files are.
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         if is_dir {
-            walk(root, &path, found)?;
+            walk(root, &path, wanted, found)?;
         } else if path.extension().is_some_and(|e| e == "lua") && path.is_file() {
             let relative = path.strip_prefix(root).unwrap_or(&path);
             let name = relative
@@ -70,7 +88,9 @@ fn walk(root: &Path, dir: &Path, found: &mut BTreeMap<String, PathBuf>) -> Resul
                 .map(|c| c.as_os_str().to_string_lossy())
                 .collect::<Vec<_>>()
                 .join("/");
-            found.insert(name, path);
+            if wanted(&name) {
+                found.insert(name, path);
+            }
         }
     }
     Ok(())

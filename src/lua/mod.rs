@@ -33,7 +33,7 @@
 //! way out of the sandbox: no files, processes, sockets, `require`, `loadstring` or `debug`.
 
 mod call;
-mod compile;
+pub mod compile;
 mod convert;
 mod error;
 mod modules;
@@ -112,6 +112,17 @@ fn setup_error(error: mlua::Error) -> LoadErrors {
 pub fn check(config: Arc<Config>, producer: Arc<Producer>) -> Result<usize, LoadErrors> {
     let context = Arc::new(KafkaContext { config, producer });
     load_all(&context.config, &context).map(|table| table.functions().len())
+}
+
+/// A Luau state for `luka test` files: the standard libraries and the modules handlers see (`json`, `schema`,
+/// `crypto`, `webhook`, ...) except `kafka` (a test writes through its requests), without the sandbox or limits:
+/// test files are the developer's own code.
+pub fn tooling_lua(config: Arc<Config>, producer: Arc<Producer>) -> mlua::Result<mlua::Lua> {
+    let lua = mlua::Lua::new_with(mlua::StdLib::ALL_SAFE, mlua::LuaOptions::new())?;
+    let context = Arc::new(KafkaContext { config, producer });
+    modules::install(&lua, &context, &Arc::new(state::VmShared::default()))?;
+    lua.globals().raw_remove("kafka")?;
+    Ok(lua)
 }
 
 impl Functions {

@@ -28,7 +28,7 @@ pub use payload::{Key, Payload, random_key};
 pub use route::resolve;
 
 use crate::config::{Config, Topic};
-use crate::context::RequestContext;
+use crate::context::{RecordAt, RequestContext};
 use crate::kafka::{ClusterPool, CreateIfMissing, KafkaError};
 
 /// One record to write.
@@ -277,6 +277,12 @@ impl Producer {
         }
         if let Some(context) = RequestContext::current() {
             context.add_records(results.iter().filter(|d| d.is_some()).count());
+            context.note_written(results.iter().flatten().map(|d| RecordAt {
+                cluster: d.cluster.clone(),
+                topic: d.topic.clone(),
+                partition: d.partition,
+                offset: d.offset,
+            }));
         }
         match first_error {
             None => Ok(results

@@ -8,6 +8,8 @@ mod error;
 pub mod idempotency;
 mod router;
 
+pub use router::{RequestBody, handle};
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
@@ -18,8 +17,15 @@ use super::{Response, json_bytes_response, json_response};
 use crate::App;
 use crate::api;
 use crate::config::ServerConfig;
-use crate::context::RequestContext;
+use crate::context::{Capture, RequestContext};
 use crate::lua::{Found, HttpRequest, Target};
+
+/// A request body the router reads: hyper's from a socket, or a `Full<Bytes>` built in memory (tests, `luka test`).
+pub trait RequestBody: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send {}
+
+impl<B: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send> RequestBody for B {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long `/readyz` waits for each cluster.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,12 +36,13 @@ const REQUEST_ID: &str = "x-request-id";
 /// Longest caller-given request id kept; longer ones are replaced by a new id.
 const MAX_REQUEST_ID: usize = 128;
 
-pub async fn handle(app: &App, request: Request<Incoming>, remote: SocketAddr) -> Response {
+pub async fn handle<B: RequestBody>(app: &App, request: Request<B>, remote: SocketAddr) -> Response {
     let started = Instant::now();
     let _in_flight = InFlight::enter();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let context = RequestContext::new(request_id(&request), trace_context(app, &request));
+    let capture = request.extensions().get::<Capture>().cloned();
+    let context = RequestContext::new(request_id(&request), trace_context(app, &request), capture);
     let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
     // Boxed once: the request's future is large (every route's state), and the wrappers would each move it.
     let served = crate::timeout::within(timeout, Box::pin(dispatch(app, request, remote)));
@@ -91,7 +98,7 @@ fn route_kind(path: &str, function: bool) -> &'static str {
     }
 }
 
-fn request_id(request: &Request<Incoming>) -> String {
+fn request_id<B>(request: &Request<B>) -> String {
     let given = request
         .headers()
         .get(REQUEST_ID)
@@ -104,7 +111,7 @@ fn request_id(request: &Request<Incoming>) -> String {
 }
 
 /// The request's `traceparent` and `tracestate`, when propagation is on.
-fn trace_context(app: &App, request: &Request<Incoming>) -> Vec<(String, Vec<u8>)> {
+fn trace_context<B>(app: &App, request: &Request<B>) -> Vec<(String, Vec<u8>)> {
     if !app.config.server.propagate_trace_context {
         return Vec::new();
     }
@@ -117,7 +124,11 @@ fn trace_context(app: &App, request: &Request<Incoming>) -> Vec<(String, Vec<u8>
         .collect()
 }
 
-async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> Result<Response, RequestError> {
+async fn dispatch<B: RequestBody>(
+    app: &App,
+    request: Request<B>,
+    remote: SocketAddr,
+) -> Result<Response, RequestError> {
     refuse_unsupported(&request)?;
     let path = request.uri().path();
     if path == "/healthz" {
@@ -185,7 +196,7 @@ async fn dispatch(app: &App, request: Request<Incoming>, remote: SocketAddr) -> 
 }
 
 /// `GET /metrics`: the Prometheus text format, behind the `[metrics] user`'s credentials when one is set.
-fn scrape(app: &App, request: &Request<Incoming>) -> Result<Response, RequestError> {
+fn scrape<B>(app: &App, request: &Request<B>) -> Result<Response, RequestError> {
     if request.method() != Method::GET {
         return Err(RequestError::MethodNotAllowed {
             method: request.method().to_string(),
@@ -240,7 +251,11 @@ impl Endpoint {
     }
 }
 
-async fn hosted_api(app: &App, request: Request<Incoming>, endpoint: Endpoint) -> Result<Response, RequestError> {
+async fn hosted_api<B: RequestBody>(
+    app: &App,
+    request: Request<B>,
+    endpoint: Endpoint,
+) -> Result<Response, RequestError> {
     if let Endpoint::ConsumerGroup = endpoint {
         return Err(RequestError::NotImplemented(
             "the consumer-group endpoints (/consume, /commit, /committed, /consumers, /delete-consumer) are not \
@@ -285,7 +300,7 @@ async fn hosted_api(app: &App, request: Request<Incoming>, endpoint: Endpoint) -
 
 /// Requests luka cannot serve correctly are refused before routing: `CONNECT` (luka is no proxy) and bodies in a
 /// transfer coding other than chunked (luka would otherwise read compressed bytes as the body).
-fn refuse_unsupported(request: &Request<Incoming>) -> Result<(), RequestError> {
+fn refuse_unsupported<B>(request: &Request<B>) -> Result<(), RequestError> {
     if request.method() == Method::CONNECT {
         return Err(RequestError::NotImplemented(
             "CONNECT is not supported: luka is not a proxy".into(),
@@ -307,7 +322,7 @@ fn refuse_unsupported(request: &Request<Incoming>) -> Result<(), RequestError> {
 }
 
 /// The request's `Idempotency-Key`, if it sends one.
-fn idempotency_key(request: &Request<Incoming>) -> Result<Option<String>, RequestError> {
+fn idempotency_key<B>(request: &Request<B>) -> Result<Option<String>, RequestError> {
     idempotency_key_of(request.headers())
 }
 
@@ -324,7 +339,7 @@ fn idempotency_key_of(headers: &hyper::HeaderMap) -> Result<Option<String>, Requ
     }
 }
 
-fn authorization(request: &Request<Incoming>) -> Option<String> {
+fn authorization<B>(request: &Request<B>) -> Option<String> {
     request
         .headers()
         .get(AUTHORIZATION)
@@ -332,9 +347,9 @@ fn authorization(request: &Request<Incoming>) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn call_function(
+async fn call_function<B: RequestBody>(
     app: &App,
-    request: Request<Incoming>,
+    request: Request<B>,
     remote: SocketAddr,
     target: Target,
 ) -> Result<Response, RequestError> {
@@ -433,12 +448,12 @@ fn answer_response(answer: &Answer) -> Response {
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when the client sends it).
-async fn read_body(request: Request<Incoming>, server: &ServerConfig) -> Result<Bytes, RequestError> {
+async fn read_body<B: RequestBody>(request: Request<B>, server: &ServerConfig) -> Result<Bytes, RequestError> {
     check_declared_length(&request, server.max_body_bytes)?;
     collect_body(request.into_body(), server).await
 }
 
-fn check_declared_length(request: &Request<Incoming>, limit: usize) -> Result<(), RequestError> {
+fn check_declared_length<B>(request: &Request<B>, limit: usize) -> Result<(), RequestError> {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -451,7 +466,7 @@ fn check_declared_length(request: &Request<Incoming>, limit: usize) -> Result<()
 }
 
 /// The whole body, within the size limit and the body timeout.
-async fn collect_body(body: Incoming, server: &ServerConfig) -> Result<Bytes, RequestError> {
+async fn collect_body<B: RequestBody>(body: B, server: &ServerConfig) -> Result<Bytes, RequestError> {
     let limit = server.max_body_bytes;
     let ms = server.body_timeout_ms;
     let collected = crate::timeout::within(Duration::from_millis(ms), Limited::new(body, limit).collect()).await;

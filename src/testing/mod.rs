@@ -1,0 +1,205 @@
+//! `luka test`: a checked config and `*_test.lua` files in, a report (one line per test, a diff for each failure,
+//! `N passed, M failed`) and a verdict out.
+//!
+//! Each cluster of the config gets its own embedded broker on a free port for the run, so the real router, the
+//! real handlers and the real produce path run unchanged; `send` in a test file calls the router in memory and
+//! reads back, from the broker, every record the request wrote.
+
+mod send;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mlua::{Function, Lua, Table};
+
+use crate::App;
+use crate::broker::EmbeddedBroker;
+use crate::config::Config;
+
+/// How long one test may run, its requests included.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+const PRELUDE: &str = include_str!("prelude.lua");
+
+/// What to run.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Test files or folders; empty: the config's `[lua] tests` folder.
+    pub paths: Vec<PathBuf>,
+    /// Only tests whose name contains this.
+    pub filter: Option<String>,
+}
+
+/// How a run went.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+    pub filtered_out: usize,
+}
+
+impl Summary {
+    /// Whether the run counts as a pass: something ran and nothing failed.
+    pub fn success(&self) -> bool {
+        self.failed == 0 && self.passed > 0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    #[error("cannot start a broker for the test run: {0}")]
+    Broker(#[from] crate::broker::BrokerError),
+    #[error("{0}")]
+    Functions(#[from] crate::lua::LoadErrors),
+    #[error("cannot find test files: {0}")]
+    Scan(String),
+    #[error("no test files (named *{}) in {}", crate::lua::compile::TEST_SUFFIX, .0.display())]
+    NoTests(PathBuf),
+    #[error("no free port for a test broker: {0}")]
+    Port(std::io::Error),
+    #[error("cannot set up the test API: {0}")]
+    Setup(#[from] mlua::Error),
+}
+
+/// Runs the tests, writing the report to `out`.
+pub async fn run(mut config: Config, options: &Options, out: &mut impl Write) -> Result<Summary, TestError> {
+    let files = test_files(&config, &options.paths)?;
+    let _brokers = start_brokers(&mut config).await?;
+    config.lua.watch = false;
+    config.server.access_log = false;
+    let app = App::new(config).map_err(TestError::Functions)?;
+    let lua = crate::lua::tooling_lua(Arc::clone(&app.config), Arc::clone(&app.producer))?;
+    let (api, runner, take_tests): (Table, Function, Function) = lua.load(PRELUDE).set_name("=luka.test").call((
+        send::raw_send(&lua, Arc::clone(&app))?,
+        lua.globals().get::<Table>("json")?,
+        lua.create_function(|_, name: String| Ok(std::env::var(name).ok()))?,
+    ))?;
+    for pair in api.pairs::<String, mlua::Value>() {
+        let (name, value) = pair?;
+        lua.globals().set(name, value)?;
+    }
+    let mut summary = Summary::default();
+    for (display, path) in files {
+        let _ = writeln!(out, "{display}");
+        run_file(&lua, &runner, &take_tests, &display, &path, options, &mut summary, out).await?;
+    }
+    let filtered = match summary.filtered_out {
+        0 => String::new(),
+        n => format!(" ({n} filtered out)"),
+    };
+    let _ = writeln!(out, "{} passed, {} failed{filtered}", summary.passed, summary.failed);
+    Ok(summary)
+}
+
+/// Loads one file (which registers its tests), then runs each test that passes the filter.
+#[allow(clippy::too_many_arguments)] // one call site; the pieces are the run's own state
+async fn run_file(
+    lua: &Lua,
+    runner: &Function,
+    take_tests: &Function,
+    display: &str,
+    path: &Path,
+    options: &Options,
+    summary: &mut Summary,
+    out: &mut impl Write,
+) -> Result<(), TestError> {
+    let loaded = match std::fs::read(path) {
+        Ok(source) => lua.load(source).set_name(format!("@{display}")).exec_async().await,
+        Err(e) => Err(mlua::Error::runtime(format!("cannot read {display}: {e}"))),
+    };
+    let tests: Table = take_tests.call(())?;
+    if let Err(e) = loaded {
+        summary.failed += 1;
+        let _ = writeln!(out, "  FAIL (the file does not load)\n{}", indent(&e.to_string()));
+        return Ok(());
+    }
+    for test in tests.sequence_values::<Table>() {
+        let test = test?;
+        let name: String = test.get("name")?;
+        if options.filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            summary.filtered_out += 1;
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(
+            TEST_TIMEOUT,
+            runner.call_async::<(bool, Option<String>)>(test.get::<Function>("fn")?),
+        )
+        .await;
+        let ms = started.elapsed().as_millis();
+        match outcome {
+            Ok(Ok((true, _))) => {
+                summary.passed += 1;
+                let _ = writeln!(out, "  ok    {name} ({ms} ms)");
+            }
+            failed => {
+                summary.failed += 1;
+                let why = match failed {
+                    Ok(Ok((_, message))) => message.unwrap_or_default(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("did not finish within {} s", TEST_TIMEOUT.as_secs()),
+                };
+                let _ = writeln!(out, "  FAIL  {name} ({ms} ms)\n{}", indent(&why));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|line| format!("        {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The test files to run, each with the name it is reported under, in a stable order.
+fn test_files(config: &Config, paths: &[PathBuf]) -> Result<Vec<(String, PathBuf)>, TestError> {
+    let scan = |dir: &Path| crate::lua::compile::scan_tests(dir).map_err(|e| TestError::Scan(e.to_string()));
+    let folders = if paths.is_empty() {
+        vec![config.lua.tests_dir.clone()]
+    } else {
+        paths.to_vec()
+    };
+    let here = std::env::current_dir().unwrap_or_default();
+    let shown = |path: &Path| path.strip_prefix(&here).unwrap_or(path).display().to_string();
+    let mut files = Vec::new();
+    for folder in &folders {
+        if folder.is_file() {
+            files.push((shown(folder), folder.clone()));
+            continue;
+        }
+        for (_, path) in scan(folder)? {
+            files.push((shown(&path), path));
+        }
+    }
+    if files.is_empty() {
+        return Err(TestError::NoTests(folders.into_iter().next().unwrap_or_default()));
+    }
+    Ok(files)
+}
+
+/// One embedded broker per cluster, on free ports, with every cluster pointed at its own: the run touches no
+/// broker the config names, and a luka already serving the config keeps its ports.
+async fn start_brokers(config: &mut Config) -> Result<Vec<EmbeddedBroker>, TestError> {
+    let mut brokers = Vec::new();
+    for cluster in config.clusters.values_mut() {
+        let broker = EmbeddedBroker::start(free_port()?).await?;
+        let cluster = Arc::make_mut(cluster);
+        cluster.bootstrap = vec![broker.addr().to_string()];
+        cluster.embedded = None;
+        cluster.tls = None;
+        cluster.sasl = None;
+        brokers.push(broker);
+    }
+    Ok(brokers)
+}
+
+fn free_port() -> Result<std::net::SocketAddr, TestError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(TestError::Port)?;
+    Ok(listener)
+}

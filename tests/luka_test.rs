@@ -1,0 +1,139 @@
+//! `luka test`: the shipped functions' and the examples' test files pass through the real binary, and a failing
+//! test, a file that does not load, a filter and a project without tests each give the report and exit code a CI
+//! job relies on.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const LUKA: &str = env!("CARGO_BIN_EXE_luka");
+
+fn luka_test(config: &Path, args: &[&str]) -> (bool, String, String) {
+    let Output { status, stdout, stderr } = Command::new(LUKA)
+        .arg("--config")
+        .arg(config)
+        .arg("test")
+        .args(args)
+        .env_remove("GITHUB_WEBHOOK_SECRET")
+        .output()
+        .expect("run luka test");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    );
+    (status.success(), stdout, stderr)
+}
+
+/// The `N passed, M failed` line's numbers.
+fn counts(report: &str) -> (usize, usize) {
+    let last = report.lines().last().unwrap_or_default();
+    let numbers: Vec<usize> = last
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        last.contains(" passed, ") && last.contains(" failed"),
+        "no summary line in:\n{report}"
+    );
+    (numbers[0], numbers[1])
+}
+
+#[test]
+fn the_shipped_functions_and_the_examples_pass_their_tests() {
+    for (config, at_least) in [
+        ("config.toml", 12),
+        ("examples/event-generator/config.toml", 3),
+        ("examples/multi-cluster/config.toml", 4),
+    ] {
+        let (ok, out, err) = luka_test(Path::new(config), &[]);
+        assert!(ok, "{config}:\n{out}\n{err}");
+        let (passed, failed) = counts(&out);
+        assert_eq!(failed, 0, "{out}");
+        assert!(passed >= at_least, "{config}: only {passed} tests ran:\n{out}");
+    }
+}
+
+const CONFIG: &str = r#"
+[clusters.local]
+bootstrap = ["127.0.0.1:1"]   # never contacted: the run starts its own broker
+
+[topics.notes]
+partitions = 1
+"#;
+
+const NOTE: &str = r#"
+return function(req)
+  local r = kafka.produce{ topic = "notes", messages = { { key = "k", value = req.body } } }
+  return { status = 201, json = { offset = r.offset } }
+end
+"#;
+
+const NOTE_TEST: &str = r#"
+test("a note is written", function()
+  local res = send{ method = "POST", path = "/note", body = "hello" }
+  eq(res.status, 201)
+  eq(res.records[1].value, "hello")
+end)
+
+test("a wrong expectation fails with a diff", function()
+  local res = send{ method = "POST", path = "/note", body = "hello" }
+  eq({ status = res.status, key = res.records[1].key }, { status = 201, key = "other" })
+end)
+"#;
+
+/// A folder with config.toml and `files` under functions/; gives the config's path.
+fn project(files: &[(&str, &str)]) -> PathBuf {
+    let dir = common::temp_dir();
+    std::fs::write(dir.join("config.toml"), CONFIG).unwrap();
+    for (name, source) in files {
+        common::write_function(&dir, name, source);
+    }
+    dir.join("config.toml")
+}
+
+#[test]
+fn a_failing_test_fails_the_run_with_a_readable_diff() {
+    let config = project(&[("note.lua", NOTE), ("note_test.lua", NOTE_TEST)]);
+    let (ok, out, _) = luka_test(&config, &[]);
+    assert!(!ok, "a failing test must fail the run:\n{out}");
+    assert_eq!(counts(&out), (1, 1), "{out}");
+    assert!(out.contains("  ok    a note is written"), "{out}");
+    assert!(out.contains("  FAIL  a wrong expectation fails with a diff"), "{out}");
+    assert!(
+        out.contains("note_test.lua:10: values differ"),
+        "the failure names file and line:\n{out}"
+    );
+    assert!(
+        out.contains(r#"key: expected "other", got "k""#),
+        "the diff names the path and both values:\n{out}"
+    );
+
+    // The filter runs only the matching tests.
+    let (ok, out, _) = luka_test(&config, &["--filter", "is written"]);
+    assert!(ok, "{out}");
+    assert!(out.ends_with("1 passed, 0 failed (1 filtered out)\n"), "{out}");
+}
+
+#[test]
+fn a_test_file_that_does_not_load_counts_as_a_failure() {
+    let config = project(&[("note.lua", NOTE), ("broken_test.lua", "test('x', function() end")]);
+    let (ok, out, _) = luka_test(&config, &[]);
+    assert!(!ok);
+    assert!(out.contains("FAIL (the file does not load)"), "{out}");
+    assert_eq!(counts(&out), (0, 1));
+}
+
+#[test]
+fn test_files_are_not_served_and_a_project_without_tests_fails() {
+    let config = project(&[("note.lua", NOTE)]);
+    let (ok, _, err) = luka_test(&config, &[]);
+    assert!(!ok);
+    assert!(err.contains("no test files (named *_test.lua)"), "{err}");
+
+    // A test file is not a function: nothing answers at its path.
+    let probe = r#"test("the test file has no route", function() eq(send("/probe_test").status, 404) end)"#;
+    let config = project(&[("note.lua", NOTE), ("probe_test.lua", probe)]);
+    let (ok, out, _) = luka_test(&config, &[]);
+    assert!(ok, "{out}");
+}
