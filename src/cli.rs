@@ -40,6 +40,12 @@ pub enum Command {
         #[arg(long, short)]
         filter: Option<String>,
     },
+    /// Write the editor types (lua-language-server annotations) into DIR/.luka/types, and DIR/.luarc.json unless
+    /// DIR has its own.
+    Types {
+        /// The folder your functions are in; default: [lua] functions of the config.
+        dir: Option<PathBuf>,
+    },
     /// Run only the embedded development broker (no HTTP), e.g. for benchmarks.
     Broker {
         /// Address the Kafka-protocol broker listens on and advertises.

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     match cli.command {
         Some(Command::Check) => check(&cli),
+        Some(Command::Types { ref dir }) => types(&cli, dir.as_deref()),
         Some(Command::Test { ref paths, ref filter }) => {
             init_tracing_at(false, "error");
             runtime.block_on(test(&cli, paths, filter.clone()))
@@ -48,6 +49,35 @@ fn check(cli: &Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn types(cli: &Cli, dir: Option<&std::path::Path>) -> ExitCode {
+    let dir = match dir {
+        Some(dir) => dir.to_owned(),
+        None => match Config::load(&cli.config) {
+            Ok(config) => config.lua.functions_dir.clone(),
+            Err(e) => return report(&e),
+        },
+    };
+    let written = match luka::lua::types::write(&dir) {
+        Ok(written) => written,
+        Err(e) => {
+            eprintln!("cannot write the types into {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    for file in &written.files {
+        println!("wrote {}", file.display());
+    }
+    match written.luarc {
+        luka::lua::types::Luarc::Written(path) => println!("wrote {}", path.display()),
+        luka::lua::types::Luarc::Kept(path) => println!(
+            "kept your {}: add \"{}\" to its \"workspace.library\" so the language server reads the types",
+            path.display(),
+            luka::lua::types::FOLDER
+        ),
+    }
+    ExitCode::SUCCESS
 }
 
 async fn serve(cli: &Cli, listen: Option<std::net::SocketAddr>) -> ExitCode {

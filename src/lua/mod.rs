@@ -43,6 +43,7 @@ mod request;
 mod response;
 mod routes;
 mod state;
+pub mod types;
 mod vm;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};

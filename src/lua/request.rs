@@ -59,6 +59,10 @@ pub fn metatable(lua: &Lua, shared: &Arc<VmShared>, json: Function) -> Result<Ta
     Ok(meta)
 }
 
+/// The fields of `req` made on first use (besides `method` and `path`, set at the start); `field` answers each.
+#[cfg_attr(not(test), allow(dead_code))] // read by the types test and the test below
+pub(super) const LAZY_FIELDS: [&str; 7] = ["body", "headers", "query", "params", "remote_addr", "user", "json"];
+
 fn field(lua: &Lua, state: &RequestState, key: &LuaString, headers_meta: &Table, json: &Function) -> Result<Value> {
     let request = &state.request;
     Ok(match &*key.as_bytes() {
@@ -119,4 +123,33 @@ fn query(lua: &Lua, request: &HttpRequest) -> Result<Table> {
         }
     }
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lazy_field_is_answered_and_nothing_else() {
+        let lua = Lua::new();
+        let request = HttpRequest {
+            method: "POST".into(),
+            path: "/p".into(),
+            query: Some("a=1".into()),
+            headers: hyper::HeaderMap::new(),
+            body: Bytes::from_static(b"{}"),
+            remote_addr: "127.0.0.1:1".parse().unwrap(),
+            user: Some("demo".into()),
+        };
+        let state = RequestState::new("f.lua".into(), request, Vec::new());
+        let (meta, json) = (
+            lua.create_table().unwrap(),
+            lua.create_function(|_, ()| Ok(())).unwrap(),
+        );
+        let answer = |name: &str| field(&lua, &state, &lua.create_string(name).unwrap(), &meta, &json).unwrap();
+        for name in LAZY_FIELDS {
+            assert!(!answer(name).is_nil(), "req.{name} is listed but not answered");
+        }
+        assert!(answer("nope").is_nil());
+    }
 }

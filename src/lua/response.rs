@@ -14,7 +14,7 @@ pub struct HandlerResponse {
     pub body: Bytes,
 }
 
-const FIELDS: [&str; 4] = ["status", "headers", "body", "json"];
+pub(super) const FIELDS: [&str; 4] = ["status", "headers", "body", "json"];
 
 /// Headers luka sets itself: a handler's value would desynchronise the connection (framing) or the protocol.
 const RESERVED_HEADERS: [&str; 7] = [

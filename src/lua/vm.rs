@@ -101,23 +101,36 @@ pub struct Vm {
     limits: Limits,
 }
 
+/// A Luau state with the standard libraries a handler may use and nothing else.
+pub(super) fn standard_lua() -> mlua::Result<Lua> {
+    let libs = StdLib::COROUTINE
+        | StdLib::TABLE
+        | StdLib::OS
+        | StdLib::STRING
+        | StdLib::UTF8
+        | StdLib::BIT
+        | StdLib::MATH
+        | StdLib::BUFFER;
+    let lua = Lua::new_with(libs, LuaOptions::new())?;
+    let globals = lua.globals();
+    for name in REMOVED_GLOBALS {
+        globals.raw_remove(name)?;
+    }
+    Ok(lua)
+}
+
+/// [`standard_lua`] with the handler modules installed: the globals every handler sees (before the sandbox).
+pub(super) fn handler_lua(context: &Arc<KafkaContext>, shared: &Arc<VmShared>) -> mlua::Result<Lua> {
+    let lua = standard_lua()?;
+    modules::install(&lua, context, shared)?;
+    Ok(lua)
+}
+
 impl Vm {
     pub fn new(context: &Arc<KafkaContext>, limits: Limits) -> mlua::Result<Self> {
-        let libs = StdLib::COROUTINE
-            | StdLib::TABLE
-            | StdLib::OS
-            | StdLib::STRING
-            | StdLib::UTF8
-            | StdLib::BIT
-            | StdLib::MATH
-            | StdLib::BUFFER;
-        let lua = Lua::new_with(libs, LuaOptions::new())?;
-        let globals = lua.globals();
-        for name in REMOVED_GLOBALS {
-            globals.raw_remove(name)?;
-        }
         let shared = Arc::new(VmShared::default());
-        modules::install(&lua, context, &shared)?;
+        let lua = handler_lua(context, &shared)?;
+        let globals = lua.globals();
         let for_json = Arc::clone(&shared);
         let json = lua.create_function(move |lua, ()| req_json(lua, &for_json))?;
         let json = modules::raising(&lua, json)?;

@@ -21,7 +21,7 @@ use crate::config::Config;
 /// How long one test may run, its requests included.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-const PRELUDE: &str = include_str!("prelude.lua");
+pub(crate) const PRELUDE: &str = include_str!("prelude.lua");
 
 /// What to run.
 #[derive(Debug, Default)]

@@ -16,8 +16,8 @@ use crate::lua::convert::{self, Budget};
 use crate::lua::state::{KafkaOutage, VmShared, unlimited};
 use crate::produce::{InvalidMessages, Key, Message, Payload, ProduceError, Producer, Written};
 
-const CALL_FIELDS: [&str; 3] = ["cluster", "topic", "messages"];
-const MESSAGE_FIELDS: [&str; 6] = ["partition", "key", "data", "value", "headers", "timestamp"];
+pub(crate) const CALL_FIELDS: [&str; 3] = ["cluster", "topic", "messages"];
+pub(crate) const MESSAGE_FIELDS: [&str; 6] = ["partition", "key", "data", "value", "headers", "timestamp"];
 
 /// What `kafka.produce` needs from the server.
 #[derive(Debug)]
