@@ -166,7 +166,10 @@ async fn credentials_answer_401_with_a_challenge_and_403() {
     let (status, headers, body) = r.send(with_body(request("POST", "/produce/t"), "{}")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(headers["www-authenticate"], "Basic realm=\"luka\"");
-    assert!(body["error"].as_str().unwrap().contains("curl -u user:password"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("curl -u user:password"),
+        "{body}"
+    );
 
     let wrong = request("POST", "/produce/t").header("authorization", basic("demo:nope"));
     assert_eq!(r.status(with_body(wrong, "{}")).await, StatusCode::UNAUTHORIZED);

@@ -70,20 +70,11 @@ pub async fn run(mut config: Config, options: &Options, out: &mut impl Write) ->
     config.lua.watch = false;
     config.server.access_log = false;
     let app = App::new(config).map_err(TestError::Functions)?;
-    let lua = crate::lua::tooling_lua(Arc::clone(&app.config), Arc::clone(&app.producer))?;
-    let (api, runner, take_tests): (Table, Function, Function) = lua.load(PRELUDE).set_name("=luka.test").call((
-        send::raw_send(&lua, Arc::clone(&app))?,
-        lua.globals().get::<Table>("json")?,
-        lua.create_function(|_, name: String| Ok(std::env::var(name).ok()))?,
-    ))?;
-    for pair in api.pairs::<String, mlua::Value>() {
-        let (name, value) = pair?;
-        lua.globals().set(name, value)?;
-    }
+    let runner = Runner::new(&app, options)?;
     let mut summary = Summary::default();
     for (display, path) in files {
         let _ = writeln!(out, "{display}");
-        run_file(&lua, &runner, &take_tests, &display, &path, options, &mut summary, out).await?;
+        runner.run_file(&display, &path, &mut summary, out).await?;
     }
     let filtered = match summary.filtered_out {
         0 => String::new(),
@@ -93,59 +84,86 @@ pub async fn run(mut config: Config, options: &Options, out: &mut impl Write) ->
     Ok(summary)
 }
 
-/// Loads one file (which registers its tests), then runs each test that passes the filter.
-#[allow(clippy::too_many_arguments)] // one call site; the pieces are the run's own state
-async fn run_file(
-    lua: &Lua,
-    runner: &Function,
-    take_tests: &Function,
-    display: &str,
-    path: &Path,
-    options: &Options,
-    summary: &mut Summary,
-    out: &mut impl Write,
-) -> Result<(), TestError> {
-    let loaded = match std::fs::read(path) {
-        Ok(source) => lua.load(source).set_name(format!("@{display}")).exec_async().await,
-        Err(e) => Err(mlua::Error::runtime(format!("cannot read {display}: {e}"))),
-    };
-    let tests: Table = take_tests.call(())?;
-    if let Err(e) = loaded {
-        summary.failed += 1;
-        let _ = writeln!(out, "  FAIL (the file does not load)\n{}", indent(&e.to_string()));
-        return Ok(());
-    }
-    for test in tests.sequence_values::<Table>() {
-        let test = test?;
-        let name: String = test.get("name")?;
-        if options.filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            summary.filtered_out += 1;
-            continue;
+/// The Lua state test files run in, with the test API installed.
+struct Runner<'o> {
+    lua: Lua,
+    /// `run(fn)`: calls a test protected, giving `true` or `false, message`.
+    run: Function,
+    /// `take_tests()`: the tests the last loaded file registered.
+    take_tests: Function,
+    options: &'o Options,
+}
+
+impl<'o> Runner<'o> {
+    fn new(app: &Arc<App>, options: &'o Options) -> Result<Self, TestError> {
+        let lua = crate::lua::tooling_lua(Arc::clone(&app.config), Arc::clone(&app.producer))?;
+        let (api, run, take_tests): (Table, Function, Function) = lua.load(PRELUDE).set_name("=luka.test").call((
+            send::raw_send(&lua, Arc::clone(app))?,
+            lua.globals().get::<Table>("json")?,
+            lua.create_function(|_, name: String| Ok(std::env::var(name).ok()))?,
+        ))?;
+        for pair in api.pairs::<String, mlua::Value>() {
+            let (name, value) = pair?;
+            lua.globals().set(name, value)?;
         }
-        let started = Instant::now();
-        let outcome = tokio::time::timeout(
-            TEST_TIMEOUT,
-            runner.call_async::<(bool, Option<String>)>(test.get::<Function>("fn")?),
-        )
-        .await;
-        let ms = started.elapsed().as_millis();
-        match outcome {
-            Ok(Ok((true, _))) => {
-                summary.passed += 1;
-                let _ = writeln!(out, "  ok    {name} ({ms} ms)");
+        Ok(Self {
+            lua,
+            run,
+            take_tests,
+            options,
+        })
+    }
+
+    /// Loads one file (which registers its tests), then runs each test that passes the filter.
+    async fn run_file(
+        &self,
+        display: &str,
+        path: &Path,
+        summary: &mut Summary,
+        out: &mut impl Write,
+    ) -> Result<(), TestError> {
+        let loaded = match std::fs::read(path) {
+            Ok(source) => self.lua.load(source).set_name(format!("@{display}")).exec_async().await,
+            Err(e) => Err(mlua::Error::runtime(format!("cannot read {display}: {e}"))),
+        };
+        let tests: Table = self.take_tests.call(())?;
+        if let Err(e) = loaded {
+            summary.failed += 1;
+            let _ = writeln!(out, "  FAIL (the file does not load)\n{}", indent(&e.to_string()));
+            return Ok(());
+        }
+        for test in tests.sequence_values::<Table>() {
+            let test = test?;
+            let name: String = test.get("name")?;
+            if self.options.filter.as_deref().is_some_and(|f| !name.contains(f)) {
+                summary.filtered_out += 1;
+                continue;
             }
-            failed => {
-                summary.failed += 1;
-                let why = match failed {
-                    Ok(Ok((_, message))) => message.unwrap_or_default(),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => format!("did not finish within {} s", TEST_TIMEOUT.as_secs()),
-                };
-                let _ = writeln!(out, "  FAIL  {name} ({ms} ms)\n{}", indent(&why));
+            let started = Instant::now();
+            let call = self
+                .run
+                .call_async::<(bool, Option<String>)>(test.get::<Function>("fn")?);
+            let outcome = tokio::time::timeout(TEST_TIMEOUT, call).await;
+            let ms = started.elapsed().as_millis();
+            let failure = match outcome {
+                Ok(Ok((true, _))) => None,
+                Ok(Ok((false, message))) => Some(message.unwrap_or_default()),
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("did not finish within {} s", TEST_TIMEOUT.as_secs())),
+            };
+            match failure {
+                None => {
+                    summary.passed += 1;
+                    let _ = writeln!(out, "  ok    {name} ({ms} ms)");
+                }
+                Some(why) => {
+                    summary.failed += 1;
+                    let _ = writeln!(out, "  FAIL  {name} ({ms} ms)\n{}", indent(&why));
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn indent(text: &str) -> String {
