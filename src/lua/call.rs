@@ -180,7 +180,7 @@ fn classify(
         return Err(LuaError::Kafka {
             function,
             cluster: outage.cluster,
-            timed_out: outage.timed_out,
+            class: outage.class,
         });
     }
     Err(LuaError::Runtime { function, message })

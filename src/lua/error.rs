@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use crate::kafka::ErrorClass;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LuaError {
     #[error("cannot read {}: {source}", path.display())]
@@ -43,12 +45,13 @@ pub enum LuaError {
     #[error("{function} did not finish within {limit_ms} ms")]
     Timeout { function: String, limit_ms: u128 },
 
-    /// `kafka.produce` failed because the cluster was down or slow, and the handler did not catch it.
-    #[error("{function}: kafka cluster '{cluster}' is {}", if *timed_out { "slow" } else { "unavailable" })]
+    /// `kafka.produce` failed because the cluster was down or slow (`class` is an outage), and the handler did not
+    /// catch it.
+    #[error("{function}: kafka cluster '{cluster}' is {}", if *class == ErrorClass::Timeout { "slow" } else { "unavailable" })]
     Kafka {
         function: String,
         cluster: String,
-        timed_out: bool,
+        class: ErrorClass,
     },
 
     /// The VM could not set up the request (for instance, out of memory before the handler ran).
