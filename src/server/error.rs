@@ -153,12 +153,7 @@ fn lua_status(error: &LuaError) -> StatusCode {
         LuaError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         LuaError::Kafka { class, .. } => class_status(*class),
         LuaError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        LuaError::Read { .. }
-        | LuaError::Compile { .. }
-        | LuaError::Load { .. }
-        | LuaError::Unreachable(_)
-        | LuaError::Watch { .. }
-        | LuaError::Runtime { .. }
+        LuaError::Runtime { .. }
         | LuaError::BadResponse { .. }
         | LuaError::CpuLimit { .. }
         | LuaError::MemoryLimit { .. }
