@@ -4,7 +4,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Harness, ReadRecord, assert_no_record, read_records, text, write_function};
+use common::read::{ReadRecord, assert_no_record, read_records, text};
+use common::{Harness, write_function};
 use luka::produce::partitioner::partition_for_key;
 use serde_json::{Value, json};
 

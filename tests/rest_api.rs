@@ -4,7 +4,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Harness, assert_no_record, read_records, text};
+use common::Harness;
+use common::read::{assert_no_record, read_records, text};
 use serde_json::{Value, json};
 
 const CONFIG: &str = r#"

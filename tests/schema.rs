@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{Harness, assert_no_record, read_records};
+use common::Harness;
+use common::read::{assert_no_record, read_records};
 use serde_json::{Value, json};
 
 const CONFIG: &str = r#"
