@@ -120,8 +120,8 @@ impl Harness {
         json_answer(request).await
     }
 
-    /// Runs the `kafka.produce` call `call` through the test's `/call` function ([`PRODUCE_FUNCTION`], or one that
-    /// answers less): what the call gave back, or 400 and the error it raised.
+    /// Runs the `kafka.produce` call `call` through the test's `/call` function ([`PRODUCE_FUNCTION`] or
+    /// [`PRODUCE_OFFSET_FUNCTION`]): what the call gave back, or 400 and the error it raised.
     pub async fn produce(&self, call: Value) -> (u16, Value) {
         self.send("/call", &[], &call.to_string()).await
     }
@@ -137,6 +137,19 @@ return function(req)
   local ok, result = pcall(kafka.produce, call)
   if not ok then return { status = 400, json = { error = tostring(result) } } end
   return { json = result }
+end
+"#,
+);
+
+/// A `/call` function like [`PRODUCE_FUNCTION`] that answers only the offset of the (first) write: for topics whose
+/// values are not text, which a JSON answer cannot carry.
+pub const PRODUCE_OFFSET_FUNCTION: (&str, &str) = (
+    "call.lua",
+    r#"
+return function(req)
+  local ok, result = pcall(kafka.produce, req:json())
+  if not ok then return { status = 400, json = { error = result } } end
+  return { json = { offset = result.offset } }
 end
 "#,
 );
