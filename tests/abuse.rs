@@ -10,7 +10,8 @@ use common::Harness;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-const CONFIG: &str = r#"
+const CONFIG: &str = concat!(
+    r#"
 [server]
 max_connections = 64
 max_connections_per_address = 16
@@ -22,15 +23,12 @@ bootstrap = ["{broker0}"]
 [topics.cities]
 partitions = 4
 
-[[users]]
-name = "demo"
-password = "demo"
-topics = ["*"]
-
 [[routes]]
 path = "/open"
 function = "open.lua"
-"#;
+"#,
+    demo_user!()
+);
 
 const OPEN: &str = "return function(req) return { json = { size = #req.body } } end";
 

@@ -5,7 +5,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_addr, read_records, text};
+use common::free_addr;
+use common::read::{read_records, text};
 
 const LUKA: &str = env!("CARGO_BIN_EXE_luka");
 

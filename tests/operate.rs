@@ -6,21 +6,20 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Harness, free_addr, read_records};
+use common::read::{assert_no_record, header_texts, read_records};
+use common::{Harness, free_addr, offset};
 use serde_json::Value;
 
-const CONFIG: &str = r#"
+const CONFIG: &str = concat!(
+    r#"
 [clusters.local]
 bootstrap = ["{broker0}"]
 
 [topics.traced]
 partitions = 1
-
-[[users]]
-name = "demo"
-password = "demo"
-topics = ["*"]
-"#;
+"#,
+    demo_user!()
+);
 
 const TRACED: &str = r#"
 return function(req)
@@ -30,14 +29,6 @@ end
 "#;
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-fn header_names(record: &common::ReadRecord) -> Vec<(String, String)> {
-    record
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), String::from_utf8(v.clone().unwrap()).unwrap()))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_and_trace_context_follow_the_request() {
@@ -69,9 +60,9 @@ async fn request_ids_and_trace_context_follow_the_request() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();
-    let records = read_records(&h.bootstrap(0), "traced", 0, answer[0]["offset"].as_i64().unwrap(), 1).await;
+    let records = read_records(&h.bootstrap(0), "traced", 0, offset(&answer[0]), 1).await;
     assert_eq!(
-        header_names(&records[0]),
+        header_texts(&records[0]),
         [("own", "1"), ("traceparent", TRACEPARENT), ("tracestate", "vendor=x")]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
     );
@@ -86,9 +77,9 @@ async fn request_ids_and_trace_context_follow_the_request() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();
-    let records = read_records(&h.bootstrap(0), "traced", 0, answer["offset"].as_i64().unwrap(), 1).await;
+    let records = read_records(&h.bootstrap(0), "traced", 0, offset(&answer), 1).await;
     assert_eq!(
-        header_names(&records[0]),
+        header_texts(&records[0]),
         [("own", "1"), ("traceparent", TRACEPARENT)].map(|(k, v)| (k.to_owned(), v.to_owned()))
     );
 }
@@ -107,7 +98,7 @@ async fn trace_context_is_not_copied_when_turned_off() {
         .await
         .unwrap();
     let answer: Value = response.json().await.unwrap();
-    let records = read_records(&h.bootstrap(0), "traced", 0, answer[0]["offset"].as_i64().unwrap(), 1).await;
+    let records = read_records(&h.bootstrap(0), "traced", 0, offset(&answer[0]), 1).await;
     assert!(records[0].headers.is_empty(), "{:?}", records[0].headers);
 }
 
@@ -286,8 +277,8 @@ async fn an_idempotency_key_replays_the_first_answer_without_writing() {
     assert_eq!(again.status(), 200);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.json::<Value>().await.unwrap(), first);
-    let offset = first[0]["offset"].as_i64().unwrap();
-    common::assert_no_record(&h.bootstrap(0), "traced", 0, offset + 1).await;
+    let offset = offset(&first[0]);
+    assert_no_record(&h.bootstrap(0), "traced", 0, offset + 1).await;
 
     let other = send("order-1", r#"{"value":"different"}"#).await.unwrap();
     assert_eq!(other.status(), 422);
@@ -333,7 +324,7 @@ async fn a_lua_route_that_opts_in_replays_its_first_answer_without_running_again
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.headers()["x-paid"], "yes");
     assert_eq!(again.json::<Value>().await.unwrap(), first);
-    common::assert_no_record(&h.bootstrap(0), "traced", 0, offset + 1).await;
+    assert_no_record(&h.bootstrap(0), "traced", 0, offset + 1).await;
     assert_eq!(send("/pay", "p-1", "eleven").await.unwrap().status(), 422);
 
     // An unsuccessful answer is not remembered: the repeat runs the handler again.

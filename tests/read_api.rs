@@ -5,18 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Harness, read_records};
+use common::read::{assert_fetched, header_texts, read_records};
+use common::{Harness, error_of, json_answer, offset};
 use serde_json::{Value, json};
 
-const CONFIG: &str = r#"
-[clusters.local]
-bootstrap = ["{broker0}"]
-produce_timeout_ms = 3000
-
-[topics.greetings]
-partitions = 1
-[topics.cities]
-partitions = 4
+const CONFIG: &str = concat!(
+    example_topics!(),
+    r#"
 [topics.secret]
 partitions = 1
 
@@ -36,19 +31,12 @@ name = "reader"
 password = "r"
 topics = []
 read_topics = ["*"]
-"#;
+"#
+);
 
 async fn call(h: &Harness, method: &str, path: &str, user: (&str, &str), body: &str) -> (u16, Value) {
-    let response = h
-        .http
-        .request(method.parse().unwrap(), h.url(path))
-        .basic_auth(user.0, Some(user.1))
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let request = h.http.request(method.parse().unwrap(), h.url(path));
+    json_answer(request.basic_auth(user.0, Some(user.1)).body(body.to_owned())).await
 }
 
 const DEMO: (&str, &str) = ("demo", "demo");
@@ -71,16 +59,11 @@ async fn webhook_writes_the_raw_body_with_its_headers() {
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["topic"], "greetings");
-    let records = read_records(&h.bootstrap(0), "greetings", 0, answer["offset"].as_i64().unwrap(), 1).await;
+    let records = read_records(&h.bootstrap(0), "greetings", 0, offset(&answer), 1).await;
     assert_eq!(records[0].key.as_deref(), Some(&b"k1"[..]));
     assert_eq!(records[0].value.as_deref(), Some(&b"a=1&b=2"[..]));
-    let headers: Vec<(String, String)> = records[0]
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), String::from_utf8(v.clone().unwrap()).unwrap()))
-        .collect();
     assert_eq!(
-        headers,
+        header_texts(&records[0]),
         [("x-event", "push"), ("x-hop", "1"), ("x-hop", "2")].map(|(k, v)| (k.to_owned(), v.to_owned()))
     );
     assert_eq!(records[0].timestamp_ms, answer["timestamp"].as_i64());
@@ -131,7 +114,7 @@ async fn offsets_and_fetch_give_what_librdkafka_reads() {
     ]);
     let (status, written) = call(&h, "POST", "/produce/cities", DEMO, &body.to_string()).await;
     assert_eq!(status, 200, "{written}");
-    let first = written[0]["offset"].as_i64().unwrap();
+    let first = offset(&written[0]);
 
     let tp = r#"{"topic": "cities", "partition": 2}"#;
     let (status, earliest) = call(&h, "POST", "/offsets/earliest", DEMO, tp).await;
@@ -170,15 +153,10 @@ async fn offsets_and_fetch_give_what_librdkafka_reads() {
     for (message, record) in all.iter().zip(&records) {
         assert_eq!(message["topic"], "cities");
         assert_eq!(message["partition"], 2);
-        assert_eq!(message["offset"], record.offset);
-        assert_eq!(message["timestamp"].as_i64(), record.timestamp_ms);
-        let text = |b: &Option<Vec<u8>>| String::from_utf8(b.clone().unwrap_or_default()).unwrap();
-        assert_eq!(message["key"], text(&record.key));
-        assert_eq!(message["value"], text(&record.value));
-        let headers: Vec<Value> = record
-            .headers
-            .iter()
-            .map(|(k, v)| json!({"key": k, "value": text(v)}))
+        assert_fetched(message, record);
+        let headers: Vec<Value> = header_texts(record)
+            .into_iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
             .collect();
         assert_eq!(message["headers"], Value::Array(headers));
     }
@@ -268,7 +246,7 @@ async fn read_errors_say_what_is_wrong() {
     for (path, body, user, status, message) in cases {
         let (got, answer) = call(&h, "POST", path, user, body).await;
         assert_eq!(got, status, "{path} {body}: {answer}");
-        let error = answer["error"].as_str().unwrap_or_default();
+        let error = error_of(&answer);
         assert!(
             error.contains(message),
             "{path} {body}: expected '{message}' in {answer}"

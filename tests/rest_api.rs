@@ -1,50 +1,16 @@
-//! The REST produce API against a real broker, read back with librdkafka.
+//! The REST produce API writing to a real broker, read back with librdkafka: every field byte for byte, where
+//! keyed messages land, several topics and clusters in one request, and batching under concurrency.
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{Harness, assert_no_record, read_records, text};
+use common::configs::REST;
+use common::read::{header_texts, high_watermark, read_records, text};
+use common::{Harness, offset};
 use serde_json::{Value, json};
-
-const CONFIG: &str = r#"
-[server]
-max_body_bytes = 4096
-
-[clusters.local]
-bootstrap = ["{broker0}"]
-produce_timeout_ms = 3000
-
-[topics.greetings]
-partitions = 1
-[topics.cities]
-partitions = 4
-[topics."events.*"]
-partitions = 2
-
-[[users]]
-name = "demo"
-password = "demo"
-topics = ["*"]
-
-[[users]]
-name = "greeter"
-password = "hello"
-topics = ["greetings"]
-"#;
-
-/// The `error` text of an error answer.
-fn error_of(answer: &Value) -> &str {
-    answer["error"].as_str().expect("an error answer has an error text")
-}
-
-fn offset(metadata: &Value) -> i64 {
-    metadata["offset"].as_i64().expect("offset")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_with_path_message_writes_one_record() {
-    let h = Harness::start(1, CONFIG).await;
+    let h = Harness::start(1, REST).await;
     let before = chrono_now_ms();
     let (status, answer) = h.get("/produce/greetings/hello%20kafka?key=k1").await;
     assert_eq!(status, 200, "{answer}");
@@ -61,7 +27,7 @@ async fn get_with_path_message_writes_one_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_variants_write_every_field_byte_for_byte() {
-    let h = Harness::start(1, CONFIG).await;
+    let h = Harness::start(1, REST).await;
 
     let (status, single) = h.post("/produce/greetings", r#"{"value": "hello_kafka"}"#).await;
     assert_eq!(status, 200, "{single}");
@@ -168,7 +134,7 @@ async fn body_variants_write_every_field_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_messages_land_where_javas_partitioner_puts_them() {
-    let h = Harness::start(1, CONFIG).await;
+    let h = Harness::start(1, REST).await;
     // From Kafka's murmur2 test vectors: toPositive(murmur2(key)) % 4.
     let expected = [("21", 0), ("foobar", 2), ("abc", 3)];
     let body: Vec<Value> = expected
@@ -185,120 +151,9 @@ async fn keyed_messages_land_where_javas_partitioner_puts_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn errors_have_the_right_status_and_say_what_to_fix() {
-    let h = Harness::start(1, CONFIG).await;
-    let cases: [(&str, &str, u16, &str); 8] = [
-        (
-            "/produce/greetings",
-            r#"{"value":"a","timestamp":-5}"#,
-            400,
-            "timestamp -5 is not a time Kafka can store",
-        ),
-        ("/produce/greetings", r#"{"value": "x""#, 400, "malformed JSON"),
-        (
-            "/produce/greetings",
-            r#"[{"value":"a"},{"key":"k"}]"#,
-            400,
-            "message 2: missing field `value`",
-        ),
-        ("/produce", r#"{"value":"a"}"#, 400, "missing field `topic`"),
-        (
-            "/produce/greetings",
-            r#"{"value":"x","partition":2147483648}"#,
-            400,
-            "partition must be an integer from 0 to 2147483647, got 2147483648",
-        ),
-        ("/produce/nope", r#"{"value":"a"}"#, 404, "kafka topic 'nope' not found"),
-        (
-            "/produce/cities",
-            r#"[{"value":"a"},{"partition":9,"value":"b"}]"#,
-            404,
-            "message 2: kafka topic 'cities' has no partition 9",
-        ),
-        (
-            "/produce/events.unseen",
-            r#"{"partition":5,"value":"a"}"#,
-            404,
-            "has no partition 5",
-        ),
-    ];
-    for (path, body, status, message) in cases {
-        let started = Instant::now();
-        let (got, answer) = h.post(path, body).await;
-        assert_eq!(got, status, "{path} {body}: {answer}");
-        assert_eq!(answer["status"], status);
-        let error = error_of(&answer);
-        assert!(
-            error.contains(message),
-            "{path} {body}: expected {message:?} in {error:?}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{path} answered in {:?}",
-            started.elapsed()
-        );
-    }
-
-    // 401 without credentials or with a wrong password, with a challenge.
-    let response = h
-        .http
-        .post(h.url("/produce/greetings"))
-        .body(r#"{"value":"a"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 401);
-    assert_eq!(response.headers()["www-authenticate"], "Basic realm=\"luka\"");
-    let response = h
-        .http
-        .post(h.url("/produce/greetings"))
-        .basic_auth("demo", Some("nope"))
-        .body(r#"{"value":"a"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 401);
-
-    // 403: greeter may write greetings only, and a mixed request is refused whole.
-    let response = h
-        .http
-        .post(h.url("/produce"))
-        .basic_auth("greeter", Some("hello"))
-        .body(r#"[{"topic":"greetings","value":"ok"},{"topic":"cities","value":"no"}]"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 403);
-    let answer: Value = response.json().await.unwrap();
-    assert_eq!(
-        answer["error"],
-        "message 2: user 'greeter' may not write to topic 'cities'"
-    );
-
-    // 413 for a body over max_body_bytes.
-    let big = format!(r#"{{"value":"{}"}}"#, "x".repeat(5000));
-    let (status, answer) = h.post("/produce/greetings", &big).await;
-    assert_eq!(status, 413, "{answer}");
-
-    // 405 and 404 for other methods and paths.
-    let response = h.http.delete(h.url("/produce/greetings")).send().await.unwrap();
-    assert_eq!(response.status().as_u16(), 405);
-    let response = h.http.get(h.url("/nowhere")).send().await.unwrap();
-    assert_eq!(response.status().as_u16(), 404);
-    assert_eq!(response.json::<Value>().await.unwrap()["status"], 404);
-
-    // None of the refused requests wrote anything: the next record of greetings is at offset 0.
-    let (status, answer) = h.post("/produce/greetings", r#"{"value":"first"}"#).await;
-    assert_eq!(status, 200);
-    assert_eq!(offset(&answer[0]), 0, "refused requests wrote nothing");
-    for partition in 0..4 {
-        assert_no_record(&h.bootstrap(0), "cities", partition, 0).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_writes_to_two_clusters() {
-    let config = r#"
+    let config = concat!(
+        r#"
 [clusters.east]
 bootstrap = ["{broker0}"]
 default = true
@@ -310,12 +165,9 @@ partitions = 1
 [topics.audit]
 cluster = "west"
 partitions = 1
-
-[[users]]
-name = "demo"
-password = "demo"
-topics = ["*"]
-"#;
+"#,
+        demo_user!()
+    );
     let h = Harness::start(2, config).await;
     let (status, answer) = h
         .post(
@@ -349,7 +201,7 @@ async fn concurrent_requests_share_batches_and_get_distinct_offsets() {
     let h = Harness::start(
         1,
         // No linger: batches form only because requests queue while a produce is in flight.
-        &CONFIG.replace("produce_timeout_ms = 3000", "produce_timeout_ms = 10000\nlinger_ms = 0"),
+        &REST.replace("produce_timeout_ms = 3000", "produce_timeout_ms = 10000\nlinger_ms = 0"),
     )
     .await;
     // Warm up: connect, create the topic.
@@ -397,101 +249,8 @@ async fn concurrent_requests_share_batches_and_get_distinct_offsets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_outage_is_a_503_and_recovery_needs_no_restart() {
-    let h = Harness::start(
-        1,
-        &CONFIG.replace("produce_timeout_ms = 3000", "produce_timeout_ms = 2000"),
-    )
-    .await;
-    let (status, _) = h.post("/produce/greetings", r#"{"value":"before"}"#).await;
-    assert_eq!(status, 200);
-    let (status, _) = h.get("/readyz").await;
-    assert_eq!(status, 200);
-
-    h.brokers[0].stop();
-    for attempt in 0..3 {
-        let started = Instant::now();
-        let (status, answer) = h
-            .post("/produce/greetings", &format!(r#"{{"value":"during-{attempt}"}}"#))
-            .await;
-        assert_eq!(status, 503, "attempt {attempt}: {answer}");
-        assert!(
-            error_of(&answer).contains("kafka cluster 'local' is unavailable"),
-            "{answer}"
-        );
-        assert!(!error_of(&answer).contains("127.0.0.1"), "no internals leak: {answer}");
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "503 well under the produce timeout, took {:?}",
-            started.elapsed()
-        );
-    }
-    let (status, _) = h.get("/readyz").await;
-    assert_eq!(status, 503);
-
-    h.brokers[0].resume().await.unwrap();
-    let back = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let answer = loop {
-        let (status, answer) = h.post("/produce/greetings", r#"{"value":"after"}"#).await;
-        if status == 200 {
-            break answer;
-        }
-        assert_eq!(status, 503, "{answer}");
-        assert!(
-            Instant::now() < deadline,
-            "luka did not recover after the broker came back"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(
-        back.elapsed() < Duration::from_secs(2),
-        "writes resumed {:?} after the broker came back",
-        back.elapsed()
-    );
-    let records = read_records(&h.bootstrap(0), "greetings", 0, offset(&answer[0]), 1).await;
-    assert_eq!(text(&records[0]).1.as_deref(), Some("after"));
-    let (status, _) = h.get("/healthz").await;
-    assert_eq!(status, 200);
-}
-
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_that_accepts_but_never_answers_is_a_504() {
-    // A "broker" that accepts connections and never says a word.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
-    let config = format!(
-        "[clusters.slow]\nbootstrap = [\"{silent_addr}\"]\nproduce_timeout_ms = 1000\n[topics.t]\n\
-         [[users]]\nname = \"demo\"\npassword = \"demo\"\ntopics = [\"*\"]\n"
-    );
-    let h = Harness::start(0, &config).await;
-    let started = Instant::now();
-    let (status, answer) = h.post("/produce/t", r#"{"value":"a"}"#).await;
-    assert_eq!(status, 504, "{answer}");
-    assert!(error_of(&answer).contains("did not acknowledge in time"), "{answer}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_header_names_are_written_in_order() {
-    let h = Harness::start(1, CONFIG).await;
+    let h = Harness::start(1, REST).await;
     let headers = json!([
         {"key": "trace", "value": "1"},
         {"key": "hop", "value": "a"},
@@ -502,13 +261,8 @@ async fn repeated_header_names_are_written_in_order() {
     let (status, answer) = h.post("/produce/greetings", &body.to_string()).await;
     assert_eq!(status, 200, "{answer}");
     let records = read_records(&h.bootstrap(0), "greetings", 0, offset(&answer[0]), 1).await;
-    let read: Vec<(String, String)> = records[0]
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), String::from_utf8(v.clone().unwrap()).unwrap()))
-        .collect();
     assert_eq!(
-        read,
+        header_texts(&records[0]),
         [("trace", "1"), ("hop", "a"), ("trace", "2"), ("trace", "3")].map(|(k, v)| (k.to_owned(), v.to_owned()))
     );
 }
@@ -518,7 +272,7 @@ async fn repeated_header_names_are_written_in_order() {
 /// high watermark at the start of the newest batch and could not fetch from the middle of a batch).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_record_is_readable_at_once() {
-    let h = Harness::start(1, CONFIG).await;
+    let h = Harness::start(1, REST).await;
     for round in 0..2 {
         let body: Vec<Value> = (0..5).map(|i| json!({"value": format!("r{round}-{i}")})).collect();
         let (status, answer) = h.post("/produce/greetings", &Value::Array(body).to_string()).await;
@@ -539,85 +293,9 @@ async fn every_acknowledged_record_is_readable_at_once() {
     }
 }
 
-/// The partition's high watermark as librdkafka asks the broker for it (ListOffsets, latest).
-async fn high_watermark(bootstrap: &str, topic: &str, partition: i32) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .create()
-            .expect("librdkafka consumer");
-        let (_, high) = consumer
-            .fetch_watermarks(&topic, partition, Duration::from_secs(5))
-            .expect("watermarks");
-        high
-    })
-    .await
-    .expect("watermark thread")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn past_the_in_flight_cap_a_call_is_a_503_with_retry_after() {
-    // A cap of one produce at a time: a request writing two partitions at once finds the cap taken by itself.
-    let h = Harness::start(
-        1,
-        &CONFIG.replace(
-            "produce_timeout_ms = 3000",
-            "produce_timeout_ms = 3000\nmax_in_flight = 1",
-        ),
-    )
-    .await;
-    let (status, _) = h.post("/produce/cities", r#"{"partition":0,"value":"warm"}"#).await;
-    assert_eq!(status, 200);
-    let response = h
-        .http
-        .post(h.url("/produce/cities"))
-        .basic_auth("demo", Some("demo"))
-        .body(r#"[{"partition":1,"value":"a"},{"partition":2,"value":"b"}]"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 503);
-    assert_eq!(response.headers()["retry-after"], "1");
-    let answer: Value = response.json().await.unwrap();
-    assert!(
-        error_of(&answer).contains("kafka cluster 'local' has 1 produce calls waiting already; retry shortly"),
-        "{answer}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_to_a_plaintext_broker_is_a_quick_503_that_says_tls() {
-    // A plaintext Kafka listener reads a TLS ClientHello as an oversized request and closes the connection.
-    let plaintext = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = plaintext.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = plaintext.accept().await {
-            tokio::spawn(async move {
-                use tokio::io::AsyncReadExt;
-                let mut hello = [0u8; 512];
-                let _ = socket.read(&mut hello).await;
-            });
-        }
-    });
-    let config = format!(
-        "[clusters.local]\nbootstrap = [\"{addr}\"]\nproduce_timeout_ms = 3000\n[clusters.local.tls]\n\n\
-         [topics.greetings]\n\n[[users]]\nname = \"demo\"\npassword = \"demo\"\ntopics = [\"*\"]\n"
-    );
-    let h = Harness::start(0, &config).await;
-    for _ in 0..3 {
-        let started = Instant::now();
-        let (status, answer) = h.post("/produce/greetings", r#"{"value":"x"}"#).await;
-        assert_eq!(status, 503, "{answer}");
-        assert!(
-            error_of(&answer).contains("the TLS handshake with its broker failed"),
-            "{answer}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "took {:?}",
-            started.elapsed()
-        );
-    }
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

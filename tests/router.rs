@@ -17,17 +17,15 @@ use luka::broker::EmbeddedBroker;
 use luka::config::Config;
 use serde_json::Value;
 
-const USERS: &str = r#"
-[[users]]
-name = "demo"
-password = "demo"
-topics = ["*"]
-
+const USERS: &str = concat!(
+    demo_user!(),
+    r#"
 [[users]]
 name = "limited"
 password = "limited"
 topics = ["other"]
-"#;
+"#
+);
 
 const REMOTE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50000);
 

@@ -7,7 +7,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Harness, read_records};
+use common::read::{assert_fetched, read_records};
+use common::{Harness, offset};
 use serde_json::{Value, json};
 
 const CONFIG: &str = r#"
@@ -52,7 +53,7 @@ async fn the_upstash_npm_client_lists_topics_and_fetches() {
         .unwrap();
     assert_eq!(written.status(), 200);
     let written: Value = written.json().await.unwrap();
-    let first = written[0]["offset"].as_i64().unwrap();
+    let first = offset(&written[0]);
 
     let base = h.base.clone();
     let output = tokio::task::spawn_blocking(move || {
@@ -83,11 +84,7 @@ async fn the_upstash_npm_client_lists_topics_and_fetches() {
     let records = read_records(&h.bootstrap(0), "orders", 1, first, 2).await;
     assert_eq!(messages.len(), 2, "{result}");
     for (message, record) in messages.iter().zip(&records) {
-        assert_eq!(message["offset"], record.offset);
-        assert_eq!(message["timestamp"].as_i64(), record.timestamp_ms);
-        let text = |b: &Option<Vec<u8>>| String::from_utf8(b.clone().unwrap_or_default()).unwrap();
-        assert_eq!(message["key"], text(&record.key));
-        assert_eq!(message["value"], text(&record.value));
+        assert_fetched(message, record);
     }
     assert_eq!(messages[0]["headers"], json!([{"key": "source", "value": "shop"}]));
 

@@ -344,7 +344,7 @@ fn check_avro(
     match (&topic.avro_schema, content_type) {
         (Some(given), ContentType::Avro) => {
             let document = schema_document(given.get_ref(), base_dir);
-            match document.and_then(|(d, _)| AvroCodec::new(&d, topic.schema_id)) {
+            match document.and_then(|(d, _)| AvroCodec::new(&d, topic.schema_id).map_err(|e| e.to_string())) {
                 Ok(codec) => (content_type, Some(Arc::new(codec))),
                 Err(e) => {
                     c.at(given, format!("[topics.\"{t}\"] avro_schema: {e}"));
@@ -381,7 +381,7 @@ fn check_avro(
 /// A schema given inline (a TOML table, read as JSON) or as a JSON file relative to config.toml.
 fn compile_schema(given: &toml::Value, base_dir: &Path) -> Result<Schema, String> {
     let (document, file) = schema_document(given, base_dir)?;
-    Schema::compile(document, file.as_deref())
+    Schema::compile(document, file.as_deref()).map_err(|e| e.to_string())
 }
 
 /// A schema document (JSON Schema or Avro) given inline as a TOML table, or as a JSON file relative to
@@ -390,7 +390,8 @@ fn schema_document(given: &toml::Value, base_dir: &Path) -> Result<(serde_json::
     match given {
         toml::Value::String(file) => {
             let path = base_dir.join(file);
-            Ok((crate::schema::read_document(&path)?, Some(path)))
+            let document = crate::schema::read_document(&path).map_err(|e| e.to_string())?;
+            Ok((document, Some(path)))
         }
         toml::Value::Table(_) => Ok((serde_json::to_value(given).map_err(|e| e.to_string())?, None)),
         other => Err(format!(

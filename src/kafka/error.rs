@@ -49,7 +49,71 @@ pub enum KafkaError {
     Setup { cluster: String, detail: String },
 }
 
+/// What a failure means for the caller, decided once from the error's variant: the REST API and a Lua handler
+/// that lets a `kafka.produce` failure through are answered from it alike (`server::error` maps it to a status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// A topic, partition or cluster the call named does not exist (404).
+    NotFound,
+    /// The call itself is wrong: its data, topic name or timestamp, or records the broker refused as malformed (400).
+    BadRequest,
+    /// The broker refused the records as too large (413).
+    TooLarge,
+    /// The cluster cannot take writes now: it is down, busy, or refuses luka's TLS or SASL (503; retry).
+    Unavailable,
+    /// The cluster did not answer in time; the records may or may not have been written (504).
+    Timeout,
+    /// The broker failed the call in a way the caller cannot fix (502).
+    Upstream,
+    /// luka's own setup of the cluster is wrong (500).
+    Internal,
+}
+
+impl ErrorClass {
+    /// The cluster was down or slow, as opposed to a mistake in the call.
+    pub fn is_outage(self) -> bool {
+        matches!(self, Self::Unavailable | Self::Timeout)
+    }
+}
+
 impl KafkaError {
+    /// What the failure means for the caller.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Unavailable { .. } | Self::Busy { .. } | Self::Tls { .. } | Self::Authentication { .. } => {
+                ErrorClass::Unavailable
+            }
+            Self::Timeout { .. } => ErrorClass::Timeout,
+            Self::UnknownTopic { .. } | Self::UnknownPartition { .. } => ErrorClass::NotFound,
+            Self::Rejected { error, .. } => match error {
+                ProtocolError::MessageTooLarge | ProtocolError::RecordListTooLarge => ErrorClass::TooLarge,
+                ProtocolError::InvalidRecord
+                | ProtocolError::CorruptMessage
+                | ProtocolError::InvalidTimestamp
+                | ProtocolError::InvalidTopicException => ErrorClass::BadRequest,
+                _ => ErrorClass::Upstream,
+            },
+            Self::CreateTopic { .. } => ErrorClass::Upstream,
+            Self::Setup { .. } => ErrorClass::Internal,
+        }
+    }
+
+    /// The cluster the failure happened on (an unknown partition names only its topic).
+    pub fn cluster(&self) -> Option<&str> {
+        match self {
+            Self::Unavailable { cluster, .. }
+            | Self::Timeout { cluster, .. }
+            | Self::Tls { cluster, .. }
+            | Self::Authentication { cluster, .. }
+            | Self::Busy { cluster, .. }
+            | Self::UnknownTopic { cluster, .. }
+            | Self::Rejected { cluster, .. }
+            | Self::CreateTopic { cluster, .. }
+            | Self::Setup { cluster, .. } => Some(cluster),
+            Self::UnknownPartition { .. } => None,
+        }
+    }
+
     /// A short name of the kind of failure, for metrics labels.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -66,8 +130,8 @@ impl KafkaError {
         }
     }
 
-    /// Classifies an rskafka error: unreachable brokers, broker-side rejections and timeouts are different
-    /// answers for the caller (503, 4xx, 504).
+    /// Turns an rskafka error into the variant that says what happened: unreachable brokers, broker-side
+    /// rejections and timeouts are different answers for the caller ([`KafkaError::class`]).
     pub(crate) fn from_client(cluster: &str, topic: &str, partition: i32, error: &ClientError) -> Self {
         match error {
             ClientError::ServerError { protocol_error, .. } => match protocol_error {

@@ -24,7 +24,7 @@ use tokio::sync::OnceCell;
 
 pub use batch::ProduceCounters;
 pub use cluster::{ClusterClient, CreateIfMissing};
-pub use error::KafkaError;
+pub use error::{ErrorClass, KafkaError};
 use reachability::Reachability;
 pub use read::{FetchedRecord, ListOffset};
 

@@ -171,6 +171,8 @@ fn classify(
         });
     }
     // A failure the handler caught and then failed differently is not the cause: the final error must carry it.
+    // Handlers get module errors as plain strings (to print, concatenate, return), so which failure a module
+    // raised is recognised in the final error by its text; what it means was recorded typed beside it.
     let message = error.to_string();
     let outcome = state.outcome();
     if let Some(bad) = outcome.bad_request.filter(|m| message.contains(m.as_str())) {
@@ -180,7 +182,7 @@ fn classify(
         return Err(LuaError::Kafka {
             function,
             cluster: outage.cluster,
-            timed_out: outage.timed_out,
+            class: outage.class,
         });
     }
     Err(LuaError::Runtime { function, message })

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::LuaError;
+use super::LoadError;
 
 /// One handler file, compiled.
 #[derive(Debug)]
@@ -41,16 +41,16 @@ pub const TEST_SUFFIX: &str = "_test.lua";
 
 /// Every handler file under `dir`: `.lua` files, not tests, by name (hidden files and folders skipped). An absent
 /// folder has none.
-pub fn scan(dir: &Path) -> Result<BTreeMap<String, PathBuf>, LuaError> {
+pub fn scan(dir: &Path) -> Result<BTreeMap<String, PathBuf>, LoadError> {
     scan_where(dir, |name| !name.ends_with(TEST_SUFFIX))
 }
 
 /// Every `*_test.lua` file under `dir`, by name.
-pub fn scan_tests(dir: &Path) -> Result<BTreeMap<String, PathBuf>, LuaError> {
+pub fn scan_tests(dir: &Path) -> Result<BTreeMap<String, PathBuf>, LoadError> {
     scan_where(dir, |name| name.ends_with(TEST_SUFFIX))
 }
 
-fn scan_where(dir: &Path, wanted: fn(&str) -> bool) -> Result<BTreeMap<String, PathBuf>, LuaError> {
+fn scan_where(dir: &Path, wanted: fn(&str) -> bool) -> Result<BTreeMap<String, PathBuf>, LoadError> {
     let mut found = BTreeMap::new();
     if dir.is_dir() {
         walk(dir, dir, wanted, &mut found)?;
@@ -63,13 +63,13 @@ fn walk(
     dir: &Path,
     wanted: fn(&str) -> bool,
     found: &mut BTreeMap<String, PathBuf>,
-) -> Result<(), LuaError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| LuaError::Read {
+) -> Result<(), LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Read {
         path: dir.to_owned(),
         source,
     })?;
     for entry in entries {
-        let entry = entry.map_err(|source| LuaError::Read {
+        let entry = entry.map_err(|source| LoadError::Read {
             path: dir.to_owned(),
             source,
         })?;
@@ -96,8 +96,8 @@ fn walk(
     Ok(())
 }
 
-pub fn read(path: &Path) -> Result<Vec<u8>, LuaError> {
-    std::fs::read(path).map_err(|source| LuaError::Read {
+pub fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
     })
@@ -110,13 +110,13 @@ pub fn hash(source: &[u8]) -> u64 {
 }
 
 /// Compiles one file's source; a syntax error names the file and line.
-pub fn compile(name: &str, display: &str, source: &[u8]) -> Result<Compiled, LuaError> {
+pub fn compile(name: &str, display: &str, source: &[u8]) -> Result<Compiled, LoadError> {
     // Level 2 also inlines local functions and unrolls loops; its one assumption, that the standard library is
     // not changed, holds because the globals are frozen.
     let bytecode = mlua::chunk::Compiler::new()
         .set_optimization_level(2)
         .compile(source)
-        .map_err(|e| LuaError::Compile {
+        .map_err(|e| LoadError::Compile {
             file: display.to_owned(),
             message: syntax_message(display, &e),
         })?;
@@ -144,7 +144,7 @@ fn syntax_message(display: &str, error: &mlua::Error) -> String {
 }
 
 /// Compiles every file under `dir`; all syntax errors are reported, not just the first.
-pub fn compile_all(dir: &Path) -> Result<FunctionSet, Vec<LuaError>> {
+pub fn compile_all(dir: &Path) -> Result<FunctionSet, Vec<LoadError>> {
     let prefix = display_prefix(dir);
     let files = scan(dir).map_err(|e| vec![e])?;
     let mut set = FunctionSet::new();

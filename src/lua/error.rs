@@ -1,12 +1,17 @@
-//! Errors of the Lua stage: compiling and loading functions (startup, reload), and running one request.
+//! Errors of the Lua stage, of two kinds that never meet: loading the functions (startup, `luka check`, reload),
+//! which names the file and stops startup or keeps the previous version; and running one request, which
+//! `server::error` turns into the answer.
 //!
-//! Runtime variants carry the function's file and the Lua message for the log; `server::error` decides what the
+//! Request variants carry the function's file and the Lua message for the log; `server::error` decides what the
 //! client sees, which for a failing handler is a generic message, never the Lua error.
 
 use std::path::PathBuf;
 
+use crate::kafka::ErrorClass;
+
+/// A file that cannot be served: it cannot be read, does not compile or load, or no request could reach it.
 #[derive(Debug, thiserror::Error)]
-pub enum LuaError {
+pub enum LoadError {
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
 
@@ -24,6 +29,19 @@ pub enum LuaError {
     #[error("cannot watch {} for changes: {message}", path.display())]
     Watch { path: PathBuf, message: String },
 
+    /// A VM to check or serve the files could not be made (`function` says for what: startup, or a changed file).
+    #[error("cannot start {function}: {message}")]
+    Setup { function: String, message: String },
+}
+
+/// Every problem found loading the functions, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct LoadErrors(pub Vec<LoadError>);
+
+/// How one request's handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LuaError {
     /// `req:json()` on a body that is not JSON, not caught by the handler.
     #[error("{0}")]
     BadRequest(String),
@@ -43,12 +61,13 @@ pub enum LuaError {
     #[error("{function} did not finish within {limit_ms} ms")]
     Timeout { function: String, limit_ms: u128 },
 
-    /// `kafka.produce` failed because the cluster was down or slow, and the handler did not catch it.
-    #[error("{function}: kafka cluster '{cluster}' is {}", if *timed_out { "slow" } else { "unavailable" })]
+    /// `kafka.produce` failed because the cluster was down or slow (`class` is an outage), and the handler did not
+    /// catch it.
+    #[error("{function}: kafka cluster '{cluster}' is {}", if *class == ErrorClass::Timeout { "slow" } else { "unavailable" })]
     Kafka {
         function: String,
         cluster: String,
-        timed_out: bool,
+        class: ErrorClass,
     },
 
     /// The VM could not set up the request (for instance, out of memory before the handler ran).
@@ -58,8 +77,3 @@ pub enum LuaError {
     #[error("the Lua runtime is shutting down")]
     ShuttingDown,
 }
-
-/// Every problem found loading the functions, one per line.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-pub struct LoadErrors(pub Vec<LuaError>);

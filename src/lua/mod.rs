@@ -48,7 +48,7 @@ mod vm;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-pub use error::{LoadErrors, LuaError};
+pub use error::{LoadError, LoadErrors, LuaError};
 pub use request::HttpRequest;
 pub use response::HandlerResponse;
 pub use routes::{Found, Target};
@@ -84,7 +84,7 @@ fn limits(config: &Config) -> Limits {
 fn load_all(config: &Config, context: &Arc<KafkaContext>) -> Result<RouteTable, LoadErrors> {
     let set: FunctionSet = compile::compile_all(&config.lua.functions_dir).map_err(LoadErrors)?;
     let mut checker = Vm::new(context, limits(config)).map_err(setup_error)?;
-    let mut errors: Vec<LuaError> = set
+    let mut errors: Vec<LoadError> = set
         .values()
         .filter_map(|compiled| checker.check_loads(compiled).err())
         .collect();
@@ -93,7 +93,7 @@ fn load_all(config: &Config, context: &Arc<KafkaContext>) -> Result<RouteTable, 
         table
             .problems()
             .iter()
-            .map(|problem| LuaError::Unreachable(problem.clone())),
+            .map(|problem| LoadError::Unreachable(problem.clone())),
     );
     if errors.is_empty() {
         Ok(table)
@@ -103,7 +103,7 @@ fn load_all(config: &Config, context: &Arc<KafkaContext>) -> Result<RouteTable, 
 }
 
 fn setup_error(error: mlua::Error) -> LoadErrors {
-    LoadErrors(vec![LuaError::Setup {
+    LoadErrors(vec![LoadError::Setup {
         function: "(startup)".into(),
         message: error.to_string(),
     }])

@@ -13,12 +13,12 @@ use tokio::sync::mpsc;
 use super::compile::{self, FunctionSet};
 use super::routes::RouteTable;
 use super::vm::Vm;
-use super::{Functions, LuaError, limits};
+use super::{Functions, LoadError, limits};
 
 /// Quiet time after the last event before reloading: editors save in several writes (temp file, rename).
 const SETTLE: Duration = Duration::from_millis(150);
 
-pub fn watch(functions: &Arc<Functions>) -> Result<notify::RecommendedWatcher, LuaError> {
+pub fn watch(functions: &Arc<Functions>) -> Result<notify::RecommendedWatcher, LoadError> {
     let dir = functions.config.lua.functions_dir.clone();
     let (events, mut received) = mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -27,7 +27,7 @@ pub fn watch(functions: &Arc<Functions>) -> Result<notify::RecommendedWatcher, L
         }
     })
     .and_then(|mut w| w.watch(&dir, RecursiveMode::Recursive).map(|()| w))
-    .map_err(|e| LuaError::Watch {
+    .map_err(|e| LoadError::Watch {
         path: dir.clone(),
         message: e.to_string(),
     })?;
@@ -82,7 +82,7 @@ pub fn reload(functions: &Functions) {
             let vm = match &mut checker {
                 Some(vm) => vm,
                 None => checker.insert(
-                    Vm::new(&functions.context, limits(config)).map_err(|e| LuaError::Setup {
+                    Vm::new(&functions.context, limits(config)).map_err(|e| LoadError::Setup {
                         function: label.clone(),
                         message: e.to_string(),
                     })?,

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::request::HttpRequest;
+use crate::kafka::ErrorClass;
 
 /// The request a coroutine serves, as its module callbacks see it.
 #[derive(Debug)]
@@ -40,7 +41,8 @@ pub struct Outcome {
 #[derive(Debug, Clone)]
 pub struct KafkaOutage {
     pub cluster: String,
-    pub timed_out: bool,
+    /// [`ErrorClass::Unavailable`] or [`ErrorClass::Timeout`], as the Kafka error classed itself.
+    pub class: ErrorClass,
     /// The error the handler was given, to recognise it if the handler fails with it.
     pub message: String,
 }

@@ -20,7 +20,7 @@ use mlua::chunk::ChunkMode;
 use mlua::thread::{AsyncThread, ThreadStatus};
 use mlua::{Function, Lua, LuaOptions, StdLib, Table, Thread, Value};
 
-use super::LuaError;
+use super::LoadError;
 use super::compile::Compiled;
 use super::convert;
 use super::modules::{self, KafkaContext};
@@ -243,8 +243,8 @@ impl Vm {
     }
 
     /// Checks that a file, run once, gives a handler (at startup and on reload), without running the handler.
-    pub fn check_loads(&mut self, compiled: &Compiled) -> Result<(), LuaError> {
-        let load_error = |message: String| LuaError::Load {
+    pub fn check_loads(&mut self, compiled: &Compiled) -> Result<(), LoadError> {
+        let load_error = |message: String| LoadError::Load {
             file: compiled.display.to_string(),
             message,
         };

@@ -1,7 +1,7 @@
 //! Errors of the produce core: routing, per-message checks, and what Kafka answered.
 
 use super::Delivery;
-use crate::kafka::KafkaError;
+use crate::kafka::{ErrorClass, KafkaError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
@@ -66,6 +66,30 @@ impl ProduceError {
         match self {
             Self::InMessage { source, .. } => source.root(),
             other => other,
+        }
+    }
+
+    /// What Kafka answered, when the failure came from there.
+    pub fn kafka(&self) -> Option<&KafkaError> {
+        match self.root() {
+            Self::Kafka(error) | Self::Write { source: error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// What the failure means for the caller; a Kafka failure is classed by [`KafkaError::class`].
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::TopicNotConfigured { .. } | Self::TopicNotOnCluster { .. } | Self::ClusterNotFound { .. } => {
+                ErrorClass::NotFound
+            }
+            Self::AmbiguousTopic { .. }
+            | Self::InvalidTopicName { .. }
+            | Self::InvalidTimestamp { .. }
+            | Self::InvalidData { .. }
+            | Self::Encode { .. } => ErrorClass::BadRequest,
+            Self::InMessage { source, .. } => source.class(),
+            Self::Kafka(error) | Self::Write { source: error, .. } => error.class(),
         }
     }
 }

@@ -8,7 +8,7 @@ use apache_avro::types::Value as AvroValue;
 use rand::Rng;
 use serde_json::{Map, Value, json};
 
-use super::Schema;
+use super::{Schema, SchemaError};
 
 /// An Avro schema compiled for encoding.
 pub struct AvroCodec {
@@ -29,10 +29,10 @@ impl fmt::Debug for AvroCodec {
 }
 
 impl AvroCodec {
-    pub fn new(document: &Value, schema_id: Option<u32>) -> Result<Self, String> {
-        let schema = apache_avro::Schema::parse(document).map_err(|e| format!("not a valid Avro schema: {e}"))?;
+    pub fn new(document: &Value, schema_id: Option<u32>) -> Result<Self, SchemaError> {
+        let schema = apache_avro::Schema::parse(document).map_err(SchemaError::NotAvro)?;
         let mut definitions = Map::new();
-        let root = to_json_schema(document, None, &mut definitions)?;
+        let root = to_json_schema(document, None, &mut definitions).map_err(SchemaError::AvroShape)?;
         let derived = json!({ "$defs": definitions, "allOf": [root] });
         let derived = Schema::compile(derived, None)?;
         Ok(Self {
@@ -43,12 +43,11 @@ impl AvroCodec {
     }
 
     /// `data` as Avro binary (framed when a schema id is set); an error says how it does not fit the schema.
-    pub fn encode(&self, data: &Value) -> Result<Vec<u8>, String> {
+    pub fn encode(&self, data: &Value) -> Result<Vec<u8>, SchemaError> {
         let value = AvroValue::from(data.clone())
             .resolve(&self.schema)
-            .map_err(|e| format!("does not match the Avro schema: {e}"))?;
-        let datum =
-            apache_avro::to_avro_datum(&self.schema, value).map_err(|e| format!("cannot encode as Avro: {e}"))?;
+            .map_err(SchemaError::AvroMismatch)?;
+        let datum = apache_avro::to_avro_datum(&self.schema, value).map_err(SchemaError::AvroEncode)?;
         Ok(match self.schema_id {
             Some(id) => [&[0u8][..], &id.to_be_bytes(), &datum].concat(),
             None => datum,
@@ -71,14 +70,14 @@ impl AvroCodec {
     }
 
     /// A random value that fits the Avro schema, as JSON.
-    pub fn random(&self, rng: &mut impl Rng, optional_probability: f64) -> Result<Value, String> {
+    pub fn random(&self, rng: &mut impl Rng, optional_probability: f64) -> Result<Value, SchemaError> {
         for _ in 0..super::RANDOM_ATTEMPTS {
             let value = self.derived.random(rng, optional_probability)?;
             if self.encode(&value).is_ok() {
                 return Ok(value);
             }
         }
-        Err("no random value fits the Avro schema".into())
+        Err(SchemaError::NoAvroValue)
     }
 }
 
@@ -198,7 +197,10 @@ mod tests {
     #[test]
     fn data_that_does_not_fit_is_refused() {
         let codec = AvroCodec::new(&order(), None).unwrap();
-        let error = codec.encode(&json!({"id": "o-1", "quantity": "two"})).unwrap_err();
+        let error = codec
+            .encode(&json!({"id": "o-1", "quantity": "two"}))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("does not match the Avro schema"), "{error}");
         assert!(AvroCodec::new(&json!({"type": "record"}), None).is_err());
     }

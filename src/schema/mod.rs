@@ -5,9 +5,11 @@
 //! files). A violation names where (a JSON pointer into the value) and what was expected.
 
 mod avro;
+mod error;
 mod random;
 
 pub use avro::AvroCodec;
+pub use error::SchemaError;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -43,7 +45,7 @@ impl fmt::Debug for Schema {
 
 impl Schema {
     /// Compiles `document`; `file` (when the schema came from one) is where relative `$ref`s are looked up.
-    pub fn compile(document: Value, file: Option<&Path>) -> Result<Self, String> {
+    pub fn compile(document: Value, file: Option<&Path>) -> Result<Self, SchemaError> {
         // Formats (email, date-time, uuid...) are checked, not just annotations: a schema that names one means it.
         let mut options = jsonschema::options().should_validate_formats(true);
         if let Some(file) = file {
@@ -51,13 +53,9 @@ impl Schema {
             let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
             options = options.with_base_uri(format!("file://{}", absolute.display()));
         }
-        let validator = options.build(&document).map_err(|e| {
-            let at = e.instance_path().as_str();
-            if at.is_empty() {
-                e.to_string()
-            } else {
-                format!("{at}: {e}")
-            }
+        let validator = options.build(&document).map_err(|e| SchemaError::Invalid {
+            at: e.instance_path().as_str().to_owned(),
+            message: e.to_string(),
         })?;
         Ok(Self {
             document,
@@ -68,12 +66,12 @@ impl Schema {
     }
 
     /// Reads and compiles a schema file (JSON).
-    pub fn load(file: &Path) -> Result<Self, String> {
+    pub fn load(file: &Path) -> Result<Self, SchemaError> {
         Self::compile(read_document(file)?, Some(file))
     }
 
     /// A random value valid against the schema, or why none could be made.
-    pub fn random(&self, rng: &mut impl Rng, optional_probability: f64) -> Result<Value, String> {
+    pub fn random(&self, rng: &mut impl Rng, optional_probability: f64) -> Result<Value, SchemaError> {
         let mut last_problem = String::new();
         for _ in 0..RANDOM_ATTEMPTS {
             let mut generator = random::Generator {
@@ -81,16 +79,16 @@ impl Schema {
                 rng: &mut *rng,
                 optional_probability,
             };
-            let value = generator.value(&self.document)?;
+            let value = generator.value(&self.document).map_err(SchemaError::Generate)?;
             match self.violations(&value).into_iter().next() {
                 None => return Ok(value),
                 Some(problem) => last_problem = problem,
             }
         }
-        Err(format!(
-            "no random value valid against the schema after {RANDOM_ATTEMPTS} attempts (the last one broke {last_problem}); \
-             is the schema satisfiable?"
-        ))
+        Err(SchemaError::Unsatisfiable {
+            attempts: RANDOM_ATTEMPTS,
+            violation: last_problem,
+        })
     }
 
     /// Every violation of `value`, as `<JSON pointer>: <what was expected>`; empty when valid.
@@ -106,9 +104,15 @@ impl Schema {
 }
 
 /// A JSON document from a file (a JSON Schema, an Avro schema), or why it could not be read.
-pub fn read_document(file: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", file.display()))
+pub fn read_document(file: &Path) -> Result<Value, SchemaError> {
+    let text = std::fs::read_to_string(file).map_err(|source| SchemaError::Read {
+        path: file.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| SchemaError::NotJson {
+        path: file.to_owned(),
+        source,
+    })
 }
 
 impl random::Resolve for Schema {
@@ -184,13 +188,16 @@ mod tests {
             contradictory
                 .random(&mut rng, 0.5)
                 .unwrap_err()
+                .to_string()
                 .contains("is the schema satisfiable")
         );
     }
 
     #[test]
     fn bad_schemas_say_why() {
-        let error = Schema::compile(json!({"type": "strange"}), None).unwrap_err();
+        let error = Schema::compile(json!({"type": "strange"}), None)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("strange"), "{error}");
     }
 

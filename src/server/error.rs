@@ -5,12 +5,11 @@
 
 use hyper::StatusCode;
 use hyper::header::{HeaderValue, WWW_AUTHENTICATE};
-use rskafka::client::error::ProtocolError;
 use serde_json::{Value, json};
 
 use super::{Response, json_response};
 use crate::api::{self, ApiError};
-use crate::kafka::KafkaError;
+use crate::kafka::{ErrorClass, KafkaError};
 use crate::lua::LuaError;
 use crate::produce::ProduceError;
 
@@ -143,7 +142,7 @@ fn status_of(error: &RequestError) -> StatusCode {
         RequestError::Api(ApiError::BadRequest(_)) => StatusCode::BAD_REQUEST,
         RequestError::Api(ApiError::Unauthenticated(_)) => StatusCode::UNAUTHORIZED,
         RequestError::Api(ApiError::Forbidden { .. } | ApiError::ReadForbidden { .. }) => StatusCode::FORBIDDEN,
-        RequestError::Api(ApiError::Produce(e)) => produce_status(e.root()),
+        RequestError::Api(ApiError::Produce(e)) => class_status(e.class()),
         RequestError::Lua(e) => lua_status(e),
     }
 }
@@ -151,14 +150,10 @@ fn status_of(error: &RequestError) -> StatusCode {
 fn lua_status(error: &LuaError) -> StatusCode {
     match error {
         LuaError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        LuaError::Timeout { .. } | LuaError::Kafka { timed_out: true, .. } => StatusCode::GATEWAY_TIMEOUT,
-        LuaError::Kafka { timed_out: false, .. } | LuaError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        LuaError::Read { .. }
-        | LuaError::Compile { .. }
-        | LuaError::Load { .. }
-        | LuaError::Unreachable(_)
-        | LuaError::Watch { .. }
-        | LuaError::Runtime { .. }
+        LuaError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        LuaError::Kafka { class, .. } => class_status(*class),
+        LuaError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        LuaError::Runtime { .. }
         | LuaError::BadResponse { .. }
         | LuaError::CpuLimit { .. }
         | LuaError::MemoryLimit { .. }
@@ -166,49 +161,23 @@ fn lua_status(error: &LuaError) -> StatusCode {
     }
 }
 
-fn produce_status(error: &ProduceError) -> StatusCode {
-    match error {
-        ProduceError::TopicNotConfigured { .. }
-        | ProduceError::TopicNotOnCluster { .. }
-        | ProduceError::ClusterNotFound { .. } => StatusCode::NOT_FOUND,
-        ProduceError::AmbiguousTopic { .. }
-        | ProduceError::InvalidTopicName { .. }
-        | ProduceError::InvalidData { .. }
-        | ProduceError::Encode { .. }
-        | ProduceError::InvalidTimestamp { .. } => StatusCode::BAD_REQUEST,
-        ProduceError::InMessage { source, .. } => produce_status(source),
-        ProduceError::Kafka(e) | ProduceError::Write { source: e, .. } => kafka_status(e),
-    }
-}
-
-fn kafka_status(error: &KafkaError) -> StatusCode {
-    match error {
-        KafkaError::Unavailable { .. }
-        | KafkaError::Busy { .. }
-        | KafkaError::Tls { .. }
-        | KafkaError::Authentication { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        KafkaError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        KafkaError::UnknownTopic { .. } | KafkaError::UnknownPartition { .. } => StatusCode::NOT_FOUND,
-        KafkaError::Rejected { error, .. } => match error {
-            ProtocolError::MessageTooLarge | ProtocolError::RecordListTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProtocolError::InvalidRecord
-            | ProtocolError::CorruptMessage
-            | ProtocolError::InvalidTimestamp
-            | ProtocolError::InvalidTopicException => StatusCode::BAD_REQUEST,
-            _ => StatusCode::BAD_GATEWAY,
-        },
-        KafkaError::CreateTopic { .. } => StatusCode::BAD_GATEWAY,
-        KafkaError::Setup { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+/// The status of a produce failure, from the REST API or a Lua handler alike.
+fn class_status(class: ErrorClass) -> StatusCode {
+    match class {
+        ErrorClass::NotFound => StatusCode::NOT_FOUND,
+        ErrorClass::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorClass::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorClass::Upstream => StatusCode::BAD_GATEWAY,
+        ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 /// A 5xx message that names the failing cluster but none of the internals (addresses, OS errors).
 fn public_message(error: &RequestError) -> String {
     let kafka = match error {
-        RequestError::Api(ApiError::Produce(e)) => match e.root() {
-            ProduceError::Kafka(k) | ProduceError::Write { source: k, .. } => Some(k),
-            _ => None,
-        },
+        RequestError::Api(ApiError::Produce(e)) => e.kafka(),
         RequestError::Timeout { .. } | RequestError::NotImplemented(_) => return error.to_string(),
         RequestError::Lua(e) => return lua_public_message(e),
         _ => None,
@@ -252,16 +221,10 @@ fn lua_public_message(error: &LuaError) -> String {
         LuaError::Timeout { limit_ms, .. } => format!("the function did not finish within {limit_ms} ms"),
         LuaError::Kafka {
             cluster,
-            timed_out: false,
+            class: ErrorClass::Timeout,
             ..
-        } => format!("kafka cluster '{cluster}' is unavailable"),
-        LuaError::Kafka {
-            cluster,
-            timed_out: true,
-            ..
-        } => {
-            format!("kafka cluster '{cluster}' did not acknowledge in time")
-        }
+        } => format!("kafka cluster '{cluster}' did not acknowledge in time"),
+        LuaError::Kafka { cluster, .. } => format!("kafka cluster '{cluster}' is unavailable"),
         LuaError::ShuttingDown => "the server is shutting down; retry".to_owned(),
         _ => "the function failed; the server log has the details".to_owned(),
     }

@@ -1,7 +1,10 @@
-//! Test harness: real embedded brokers on free ports, the real HTTP server on port 0, and read-back through
-//! librdkafka (the `rdkafka` crate), a client independent of luka's own.
+//! Test harness: real embedded brokers on free ports, the real HTTP server on port 0, the configs and requests the
+//! test files share, and read-back through librdkafka ([`read`]).
 
 #![allow(dead_code)] // each test file uses a different part of the harness
+
+pub mod configs;
+pub mod read;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,13 +13,22 @@ use std::time::Duration;
 use luka::App;
 use luka::broker::EmbeddedBroker;
 use luka::config::Config;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message as _};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
-/// How long a read-back waits for records before the test fails.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// The `[[users]]` entry the tests sign in as: `demo`, password `demo`, may write every topic. A macro, so that a
+/// config constant can `concat!` it.
+#[macro_export]
+macro_rules! demo_user {
+    () => {
+        r#"
+[[users]]
+name = "demo"
+password = "demo"
+topics = ["*"]
+"#
+    };
+}
 
 pub fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
@@ -85,30 +97,78 @@ impl Harness {
     }
 
     /// POST `body` to `path` as user demo; gives status and JSON answer.
-    pub async fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let response = self
-            .http
-            .post(self.url(path))
-            .basic_auth("demo", Some("demo"))
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.expect("JSON answer"))
+    pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        json_answer(
+            self.http
+                .post(self.url(path))
+                .basic_auth("demo", Some("demo"))
+                .body(body.to_owned()),
+        )
+        .await
     }
 
-    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = self
-            .http
-            .get(self.url(path))
-            .basic_auth("demo", Some("demo"))
-            .send()
-            .await
-            .expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.expect("JSON answer"))
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        json_answer(self.http.get(self.url(path)).basic_auth("demo", Some("demo"))).await
     }
+
+    /// POST `body` to `path` with `headers` and no credentials (as a webhook arrives); gives status and JSON answer.
+    pub async fn send(&self, path: &str, headers: &[(&str, String)], body: &str) -> (u16, Value) {
+        let mut request = self.http.post(self.url(path)).body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        json_answer(request).await
+    }
+
+    /// Runs the `kafka.produce` call `call` through the test's `/call` function ([`PRODUCE_FUNCTION`] or
+    /// [`PRODUCE_OFFSET_FUNCTION`]): what the call gave back, or 400 and the error it raised.
+    pub async fn produce(&self, call: Value) -> (u16, Value) {
+        self.send("/call", &[], &call.to_string()).await
+    }
+}
+
+/// The `/call` function [`Harness::produce`] talks to: runs kafka.produce with the call in the request body (JSON)
+/// and answers what it returns, or 400 and its error.
+pub const PRODUCE_FUNCTION: (&str, &str) = (
+    "call.lua",
+    r#"
+return function(req)
+  local call = req:json()
+  local ok, result = pcall(kafka.produce, call)
+  if not ok then return { status = 400, json = { error = tostring(result) } } end
+  return { json = result }
+end
+"#,
+);
+
+/// A `/call` function like [`PRODUCE_FUNCTION`] that answers only the offset of the (first) write: for topics whose
+/// values are not text, which a JSON answer cannot carry.
+pub const PRODUCE_OFFSET_FUNCTION: (&str, &str) = (
+    "call.lua",
+    r#"
+return function(req)
+  local ok, result = pcall(kafka.produce, req:json())
+  if not ok then return { status = 400, json = { error = result } } end
+  return { json = { offset = result.offset } }
+end
+"#,
+);
+
+/// Sends `request`; gives the status and the JSON answer.
+pub async fn json_answer(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON answer"))
+}
+
+/// The `error` text of an error answer.
+pub fn error_of(answer: &Value) -> &str {
+    answer["error"].as_str().expect("an error answer has an error text")
+}
+
+/// The offset in a produce answer's metadata.
+pub fn offset(metadata: &Value) -> i64 {
+    metadata["offset"].as_i64().expect("offset")
 }
 
 impl Drop for Harness {
@@ -135,96 +195,4 @@ pub fn write_function(dir: &std::path::Path, path: &str, source: &str) {
     let file = dir.join("functions").join(path);
     std::fs::create_dir_all(file.parent().expect("parent")).expect("create function folder");
     std::fs::write(file, source).expect("write function");
-}
-
-/// A record as librdkafka read it back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadRecord {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-    pub timestamp_ms: Option<i64>,
-}
-
-/// Reads `count` records of `topic`/`partition` starting at `offset`, with librdkafka.
-pub async fn read_records(bootstrap: &str, topic: &str, partition: i32, offset: i64, count: usize) -> Vec<ReadRecord> {
-    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || read_blocking(&bootstrap, &topic, partition, offset, count))
-        .await
-        .expect("reader thread")
-}
-
-fn read_blocking(bootstrap: &str, topic: &str, partition: i32, offset: i64, count: usize) -> Vec<ReadRecord> {
-    let consumer = assigned_consumer(bootstrap, topic, partition, offset);
-    let deadline = std::time::Instant::now() + READ_TIMEOUT;
-    let mut records = Vec::new();
-    while records.len() < count {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "read {} of {count} records from {topic}/{partition} at {offset} before timing out: {records:?}",
-            records.len()
-        );
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(e)) => panic!("librdkafka error reading {topic}/{partition}: {e}"),
-            Some(Ok(m)) => records.push(ReadRecord {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                headers: m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                timestamp_ms: m.timestamp().to_millis(),
-            }),
-        }
-    }
-    records
-}
-
-/// Asserts that `topic`/`partition` has no record at `offset` (waits a moment for one to show up).
-pub async fn assert_no_record(bootstrap: &str, topic: &str, partition: i32, offset: i64) {
-    let (bootstrap, owned_topic) = (bootstrap.to_owned(), topic.to_owned());
-    let found = tokio::task::spawn_blocking(move || {
-        let consumer = assigned_consumer(&bootstrap, &owned_topic, partition, offset);
-        let until = std::time::Instant::now() + Duration::from_secs(2);
-        while std::time::Instant::now() < until {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                return Some((m.offset(), m.payload().map(<[u8]>::to_vec)));
-            }
-        }
-        None
-    })
-    .await
-    .expect("reader thread");
-    assert_eq!(found, None, "expected nothing at {topic}/{partition} offset {offset}");
-}
-
-/// A librdkafka consumer reading `topic`/`partition` from `offset` (assigned, not subscribed: no group rebalance).
-fn assigned_consumer(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "luka-tests")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("librdkafka consumer");
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, partition, Offset::Offset(offset))
-        .expect("assignment");
-    consumer.assign(&assignment).expect("assign");
-    consumer
-}
-
-pub fn text(record: &ReadRecord) -> (Option<String>, Option<String>) {
-    let s = |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
-    (s(&record.key), s(&record.value))
 }

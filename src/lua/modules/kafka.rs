@@ -11,7 +11,6 @@ use mlua::{Function, IntoLuaMulti, Lua, Result, Table, Value};
 
 use super::answer;
 use crate::config::Config;
-use crate::kafka::KafkaError;
 use crate::lua::convert::{self, Budget};
 use crate::lua::state::{KafkaOutage, VmShared, unlimited};
 use crate::produce::{InvalidMessages, Key, Message, Payload, ProduceError, Producer, Written};
@@ -192,7 +191,16 @@ impl OneMessage {
 /// The handler's error text for a failed produce; an outage is also noted on the request (for its answer's status).
 fn failure(error: &ProduceError, request: Option<Arc<crate::lua::state::RequestState>>) -> String {
     let message = format!("kafka.produce: {error}");
-    if let (Some(request), Some(outage)) = (request, outage(error, &message)) {
+    if let Some(request) = request
+        && let Some(kafka) = error.kafka()
+        && kafka.class().is_outage()
+        && let Some(cluster) = kafka.cluster()
+    {
+        let outage = KafkaOutage {
+            cluster: cluster.to_owned(),
+            class: kafka.class(),
+            message: message.clone(),
+        };
         request.record(|o| o.kafka_outage = Some(outage));
     }
     message
@@ -202,29 +210,6 @@ fn type_name(value: &Value) -> &'static str {
     match value {
         Value::LightUserData(p) if p.0.is_null() => "json.null",
         other => other.type_name(),
-    }
-}
-
-/// A cluster that was down or slow, as opposed to a mistake in the call.
-fn outage(error: &ProduceError, message: &str) -> Option<KafkaOutage> {
-    match error.root() {
-        ProduceError::Kafka(k) | ProduceError::Write { source: k, .. } => match k {
-            KafkaError::Unavailable { cluster, .. }
-            | KafkaError::Busy { cluster, .. }
-            | KafkaError::Tls { cluster, .. }
-            | KafkaError::Authentication { cluster, .. } => Some(KafkaOutage {
-                cluster: cluster.clone(),
-                timed_out: false,
-                message: message.to_owned(),
-            }),
-            KafkaError::Timeout { cluster, .. } => Some(KafkaOutage {
-                cluster: cluster.clone(),
-                timed_out: true,
-                message: message.to_owned(),
-            }),
-            _ => None,
-        },
-        _ => None,
     }
 }
 

@@ -1,0 +1,139 @@
+//! Reading back what luka wrote, with librdkafka (the `rdkafka` crate): a client independent of luka's own.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+
+/// How long a read-back waits for records before the test fails.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A record as librdkafka read it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Reads `count` records of `topic`/`partition` starting at `offset`, with librdkafka.
+pub async fn read_records(bootstrap: &str, topic: &str, partition: i32, offset: i64, count: usize) -> Vec<ReadRecord> {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || read_blocking(&bootstrap, &topic, partition, offset, count))
+        .await
+        .expect("reader thread")
+}
+
+fn read_blocking(bootstrap: &str, topic: &str, partition: i32, offset: i64, count: usize) -> Vec<ReadRecord> {
+    let consumer = assigned_consumer(bootstrap, topic, partition, offset);
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
+    let mut records = Vec::new();
+    while records.len() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read {} of {count} records from {topic}/{partition} at {offset} before timing out: {records:?}",
+            records.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(e)) => panic!("librdkafka error reading {topic}/{partition}: {e}"),
+            Some(Ok(m)) => records.push(ReadRecord {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                timestamp_ms: m.timestamp().to_millis(),
+            }),
+        }
+    }
+    records
+}
+
+/// Asserts that `topic`/`partition` has no record at `offset` (waits a moment for one to show up).
+pub async fn assert_no_record(bootstrap: &str, topic: &str, partition: i32, offset: i64) {
+    let (bootstrap, owned_topic) = (bootstrap.to_owned(), topic.to_owned());
+    let found = tokio::task::spawn_blocking(move || {
+        let consumer = assigned_consumer(&bootstrap, &owned_topic, partition, offset);
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < until {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                return Some((m.offset(), m.payload().map(<[u8]>::to_vec)));
+            }
+        }
+        None
+    })
+    .await
+    .expect("reader thread");
+    assert_eq!(found, None, "expected nothing at {topic}/{partition} offset {offset}");
+}
+
+/// A librdkafka consumer reading `topic`/`partition` from `offset` (assigned, not subscribed: no group rebalance).
+fn assigned_consumer(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "luka-tests")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("librdkafka consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Offset(offset))
+        .expect("assignment");
+    consumer.assign(&assignment).expect("assign");
+    consumer
+}
+
+pub fn text(record: &ReadRecord) -> (Option<String>, Option<String>) {
+    let s = |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+    (s(&record.key), s(&record.value))
+}
+
+/// The record's headers as text, in the order they were written.
+pub fn header_texts(record: &ReadRecord) -> Vec<(String, String)> {
+    record
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), String::from_utf8(v.clone().unwrap()).unwrap()))
+        .collect()
+}
+
+/// Asserts that `message`, a record as `/fetch` answered it, is `record` as librdkafka read it (a missing key or
+/// value reads as an empty string).
+pub fn assert_fetched(message: &Value, record: &ReadRecord) {
+    let text = |b: &Option<Vec<u8>>| String::from_utf8(b.clone().unwrap_or_default()).unwrap();
+    assert_eq!(message["offset"], record.offset);
+    assert_eq!(message["timestamp"].as_i64(), record.timestamp_ms);
+    assert_eq!(message["key"], text(&record.key));
+    assert_eq!(message["value"], text(&record.value));
+}
+
+/// The partition's high watermark as librdkafka asks the broker for it (ListOffsets, latest).
+pub async fn high_watermark(bootstrap: &str, topic: &str, partition: i32) -> i64 {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("librdkafka consumer");
+        let (_, high) = consumer
+            .fetch_watermarks(&topic, partition, Duration::from_secs(5))
+            .expect("watermarks");
+        high
+    })
+    .await
+    .expect("watermark thread")
+}

@@ -1,0 +1,62 @@
+//! Loading functions: edits served without a restart, and files that do not load stopping startup.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::configs::LUA;
+use common::{Harness, write_function};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_are_served_without_restart_and_broken_edits_keep_the_old_version() {
+    let h = Harness::start_with(1, LUA, &[("reload/me.lua", "return function() return 'v1' end")]).await;
+    let fetch = || async {
+        h.http
+            .get(h.url("/reload/me"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert_eq!(fetch().await, "v1");
+    write_function(&h.dir, "reload/me.lua", "return function() return 'v2' end");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fetch().await != "v2" {
+        assert!(Instant::now() < deadline, "the edit was not picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    write_function(&h.dir, "reload/me.lua", "return function( return 'v3' end");
+    write_function(&h.dir, "reload/new.lua", "return function() return 'new' end");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let added = h.http.get(h.url("/reload/new")).send().await.unwrap();
+        if added.status() == 200 {
+            assert_eq!(added.text().await.unwrap(), "new");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new file was not picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The broken edit was seen in the same reload as the new file, and v2 keeps serving.
+    assert_eq!(fetch().await, "v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_that_do_not_load_stop_startup_with_file_and_line() {
+    let dir = common::temp_dir();
+    write_function(&dir, "ok.lua", "return function() return 'ok' end");
+    write_function(&dir, "hooks/broken.lua", "return function(req)\n  local x = = 1\nend");
+    write_function(&dir, "not_a_function.lua", "return 42");
+    let config = luka::config::Config::from_toml("", &dir, |_| None).unwrap();
+    let error = luka::App::new(config).unwrap_err().to_string();
+    assert!(error.contains("functions/hooks/broken.lua:2:"), "{error}");
+    std::fs::remove_file(dir.join("functions/hooks/broken.lua")).unwrap();
+    let config = luka::config::Config::from_toml("", &dir, |_| None).unwrap();
+    let error = luka::App::new(config).unwrap_err().to_string();
+    assert!(
+        error.contains("functions/not_a_function.lua") && error.contains("must return a function"),
+        "{error}"
+    );
+}

@@ -1,0 +1,234 @@
+//! `kafka.produce` from Lua through the real server and an embedded broker, read back with librdkafka: where
+//! messages land, what the call reports, and errors a handler can catch.
+
+mod common;
+
+use common::configs::LUA;
+use common::read::{assert_no_record, header_texts, read_records, text};
+use common::{Harness, PRODUCE_FUNCTION, error_of};
+use luka::produce::partitioner::partition_for_key;
+use serde_json::{Value, json};
+
+/// `kafka.produce` called with what is not a call table; each caught error, typed.
+const ARGUMENTS: &str = r#"
+return function(req)
+  local out = {}
+  for _, arg in ipairs({ false, "text", 5, json.null }) do
+    local _, e = pcall(kafka.produce, arg)
+    table.insert(out, type(e) .. ": " .. tostring(e))
+  end
+  local _, e = pcall(kafka.produce, nil)
+  table.insert(out, type(e) .. ": " .. tostring(e))
+  _, e = pcall(kafka.produce)
+  table.insert(out, type(e) .. ": " .. tostring(e))
+  return { json = out }
+end
+"#;
+
+async fn start() -> Harness {
+    Harness::start_with(1, LUA, &[PRODUCE_FUNCTION, ("arguments.lua", ARGUMENTS)]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_places_messages_like_java_and_reports_each() {
+    let h = start().await;
+    let bootstrap = h.bootstrap(0);
+    let (status, result) = h
+        .produce(json!({"topic": "multi", "messages": [
+            {"partition": 2, "key": "k-explicit", "value": "one", "timestamp": 1_700_000_000_000_i64},
+            {"key": "alpha", "value": "two"},
+            {"key": "beta", "data": {"n": 1, "tags": ["x"]}},
+            {"key": "alpha", "value": 42},
+            {"partition": 2, "key": "k-explicit-2", "value": true},
+        ]}))
+        .await;
+    assert_eq!(status, 200, "{result}");
+    let alpha = partition_for_key(b"alpha", 4);
+    let beta = partition_for_key(b"beta", 4);
+    let messages = result["messages"].as_array().unwrap_or_else(|| panic!("{result}"));
+    let partitions: Vec<i64> = messages
+        .iter()
+        .map(|m| m["partition"].as_i64().expect("partition"))
+        .collect();
+    assert_eq!(partitions, vec![2, alpha as i64, beta as i64, alpha as i64, 2]);
+    assert_eq!(
+        (result["cluster"].as_str(), result["topic"].as_str()),
+        (Some("local"), Some("multi"))
+    );
+    assert_eq!(result["partition"], 2);
+    assert_eq!(result["offset"], messages[0]["offset"]);
+    assert_eq!(
+        (result["key"].as_str(), result["value"].as_str()),
+        (Some("k-explicit"), Some("one"))
+    );
+    assert_eq!(messages[0]["timestamp"], 1_700_000_000_000_i64);
+    assert_eq!(messages[2]["value"], r#"{"n":1,"tags":["x"]}"#);
+    assert!(messages[4]["offset"].as_i64() > messages[0]["offset"].as_i64());
+
+    // Read every partition back and compare with where each message should be, in order.
+    let sent = [
+        ("k-explicit", "one"),
+        ("alpha", "two"),
+        ("beta", r#"{"n":1,"tags":["x"]}"#),
+        ("alpha", "42"),
+        ("k-explicit-2", "true"),
+    ];
+    for partition in 0..4 {
+        let expected: Vec<(Option<String>, Option<String>)> = sent
+            .iter()
+            .zip(&partitions)
+            .filter(|(_, p)| **p == i64::from(partition))
+            .map(|((k, v), _)| (Some(k.to_string()), Some(v.to_string())))
+            .collect();
+        let records = read_records(&bootstrap, "multi", partition, 0, expected.len()).await;
+        assert_eq!(
+            records.iter().map(text).collect::<Vec<_>>(),
+            expected,
+            "partition {partition}"
+        );
+        assert_no_record(&bootstrap, "multi", partition, expected.len() as i64).await;
+        if partition == 2 {
+            assert_eq!(records[0].timestamp_ms, Some(1_700_000_000_000));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_keys_and_values_tombstones_headers_and_the_deprecated_form() {
+    let h = start().await;
+    let bootstrap = h.bootstrap(0);
+    let (status, result) = h
+        .produce(json!({"topic": "random", "messages": [{}, {}, {"key": "k"}]}))
+        .await;
+    assert_eq!(status, 200, "{result}");
+    let records = read_records(&bootstrap, "random", 0, 0, 3).await;
+    for (record, reported) in records.iter().zip(result["messages"].as_array().unwrap()) {
+        let key = String::from_utf8(record.key.clone().unwrap()).unwrap();
+        assert_eq!(reported["key"], key.as_str());
+        let value: Value = serde_json::from_slice(record.value.as_ref().unwrap()).expect("random values are JSON");
+        assert_eq!(reported["value"], value.to_string());
+    }
+    for record in &records[..2] {
+        let key = record.key.as_ref().unwrap();
+        assert_eq!(key.len(), 9, "{key:?}");
+        assert!(key.iter().all(u8::is_ascii_lowercase), "{key:?}");
+    }
+    assert_eq!(records[2].key.as_deref(), Some(&b"k"[..]));
+
+    // Tombstone (json.null is how JSON null arrives in Lua) and both header forms.
+    let code = r#"{"topic": "misc", "messages": [
+        {"key": "gone", "value": null},
+        {"key": "h1", "value": "x", "headers": {"trace": "abc", "retries": 3, "ok": true}},
+        {"key": "h2", "value": "y", "headers": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]},
+        {"key": "h3", "value": "z", "headers": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}, {"key": "a", "value": "3"}]}
+    ]}"#;
+    let (status, result) = h.send("/call", &[], code).await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["messages"][0]["value"], Value::Null);
+    let records = read_records(&bootstrap, "misc", 0, 0, 4).await;
+    assert_eq!(records[0].key.as_deref(), Some(&b"gone"[..]));
+    assert_eq!(records[0].value, None);
+    assert_eq!(
+        header_texts(&records[1]),
+        vec![
+            ("ok".into(), "true".into()),
+            ("retries".into(), "3".into()),
+            ("trace".into(), "abc".into())
+        ]
+    );
+    assert_eq!(
+        header_texts(&records[2]),
+        vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+    );
+    // A repeated name is written as given, in order, and reported back in the list form.
+    assert_eq!(
+        header_texts(&records[3]),
+        vec![
+            ("a".into(), "1".into()),
+            ("b".into(), "2".into()),
+            ("a".into(), "3".into())
+        ]
+    );
+    assert_eq!(
+        result["messages"][3]["headers"],
+        json!([{"key": "a", "value": "1"}, {"key": "b", "value": "2"}, {"key": "a", "value": "3"}])
+    );
+
+    // The deprecated single-message form.
+    let (status, result) = h
+        .produce(json!({"topic": "misc", "key": "old", "value": "style"}))
+        .await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(
+        (result["offset"].as_i64(), result["key"].as_str()),
+        (Some(4), Some("old"))
+    );
+    let records = read_records(&bootstrap, "misc", 0, 4, 1).await;
+    assert_eq!(text(&records[0]), (Some("old".into()), Some("style".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_errors_are_clear_catchable_and_write_nothing() {
+    let h = start().await;
+    let bootstrap = h.bootstrap(0);
+    let cases = [
+        (
+            json!({"topic": "nope", "messages": [{"value": "x"}]}),
+            "kafka topic 'nope' not found",
+        ),
+        (
+            json!({"cluster": "elsewhere", "topic": "misc", "messages": [{"value": "x"}]}),
+            "kafka cluster 'elsewhere' not found",
+        ),
+        (
+            json!({"topic": "amb.amb", "messages": [{"value": "x"}]}),
+            "specify the cluster",
+        ),
+        (
+            json!({"topic": "misc", "messages": [{"value": "ok"}, {"partition": 7, "value": "x"}]}),
+            "message 2: kafka topic 'misc' has no partition 7",
+        ),
+        (
+            json!({"topic": "misc", "messages": [{"value": "ok"}, {"data": {}, "value": "x"}]}),
+            "message 2: give data",
+        ),
+        (
+            json!({"topic": "misc", "messages": [{"valu": "x"}]}),
+            "unknown field 'valu'",
+        ),
+        (
+            json!({"topic": "misc", "messages": [{"partition": -1, "value": "x"}]}),
+            "partition must be an integer from 0 to 2147483647, got -1",
+        ),
+        (
+            json!({"topic": "misc", "messages": [{"value": "ok"}, {"partition": 1.5, "value": "x"}, "text", {"valu": 1}]}),
+            "3 of 4 messages are invalid (nothing was written): message 2: partition must be an integer from 0 to \
+             2147483647, got 1.5; message 3: expected a table, got string; message 4: unknown field 'valu'",
+        ),
+        (json!({"messages": [{"value": "x"}]}), "give a topic"),
+        (json!({"topic": "misc", "messages": []}), "non-empty list"),
+    ];
+    for (call, expected) in cases {
+        let (status, answer) = h.produce(call.clone()).await;
+        assert_eq!(status, 400, "{call}: {answer}");
+        let error = error_of(&answer);
+        assert!(error.contains(expected), "{call}: expected '{expected}' in '{error}'");
+        assert!(error.starts_with("kafka.produce: "), "{error}");
+    }
+    assert_no_record(&bootstrap, "misc", 0, 0).await;
+    // Whatever the argument, a caught error is a plain string.
+    let (status, errors) = h.send("/arguments", &[], "").await;
+    assert_eq!(status, 200, "{errors}");
+    for error in errors.as_array().unwrap() {
+        let error = error.as_str().unwrap();
+        assert!(
+            error.starts_with("string: kafka.produce: expected a table: kafka.produce{topic = "),
+            "{error}"
+        );
+    }
+    // With the cluster named, the ambiguous topic is fine.
+    let (status, result) = h
+        .produce(json!({"cluster": "other", "topic": "amb.amb", "messages": [{"value": "x"}]}))
+        .await;
+    assert_eq!((status, result["cluster"].as_str()), (200, Some("other")), "{result}");
+}
