@@ -244,3 +244,155 @@ fn partial_results(error: &RequestError) -> Option<Value> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    fn function() -> String {
+        "functions/f.lua".into()
+    }
+
+    fn answer(error: RequestError) -> (StatusCode, hyper::HeaderMap, Value) {
+        let response = into_response(&error, "test");
+        let (parts, body) = response.into_parts();
+        let body = futures::executor::block_on(body.collect()).unwrap().to_bytes();
+        (parts.status, parts.headers, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[test]
+    fn every_request_error_has_its_status() {
+        let kafka = |class| {
+            RequestError::Lua(LuaError::Kafka {
+                function: function(),
+                cluster: "c".into(),
+                class,
+            })
+        };
+        let cases = [
+            (
+                RequestError::NotFound {
+                    method: "GET".into(),
+                    path: "/x".into(),
+                },
+                404,
+            ),
+            (
+                RequestError::MethodNotAllowed {
+                    method: "PUT".into(),
+                    path: "/x".into(),
+                    allowed: "GET".into(),
+                },
+                405,
+            ),
+            (RequestError::NotImplemented("no".into()), 501),
+            (RequestError::IdempotencyInProgress, 409),
+            (RequestError::IdempotencyMismatch, 422),
+            (RequestError::BodyTooLarge { limit: 1 }, 413),
+            (RequestError::BodyRead, 400),
+            (RequestError::BodyTimeout { ms: 1 }, 408),
+            (RequestError::Timeout { ms: 1 }, 504),
+            (RequestError::Api(ApiError::BadRequest("bad".into())), 400),
+            (RequestError::Api(ApiError::Unauthenticated("who".into())), 401),
+            (
+                RequestError::Api(ApiError::Forbidden {
+                    number: 1,
+                    user: "u".into(),
+                    topic: "t".into(),
+                }),
+                403,
+            ),
+            (
+                RequestError::Api(ApiError::ReadForbidden {
+                    user: "u".into(),
+                    topic: "t".into(),
+                }),
+                403,
+            ),
+            (
+                RequestError::Api(ApiError::Produce(ProduceError::TopicNotConfigured {
+                    topic: "t".into(),
+                })),
+                404,
+            ),
+            (
+                RequestError::Api(ApiError::Produce(ProduceError::InvalidTopicName { topic: "/".into() })),
+                400,
+            ),
+            (
+                RequestError::Api(ApiError::Produce(ProduceError::Kafka(KafkaError::Unavailable {
+                    cluster: "c".into(),
+                    detail: "connection refused by 10.0.0.1:9092".into(),
+                }))),
+                503,
+            ),
+            (RequestError::Lua(LuaError::BadRequest("not JSON".into())), 400),
+            (
+                RequestError::Lua(LuaError::Runtime {
+                    function: function(),
+                    message: "f.lua:3: boom".into(),
+                }),
+                500,
+            ),
+            (
+                RequestError::Lua(LuaError::BadResponse {
+                    function: function(),
+                    problem: "status".into(),
+                }),
+                500,
+            ),
+            (
+                RequestError::Lua(LuaError::CpuLimit {
+                    function: function(),
+                    limit_ms: 50,
+                }),
+                500,
+            ),
+            (
+                RequestError::Lua(LuaError::MemoryLimit {
+                    function: function(),
+                    limit_mb: 64,
+                }),
+                500,
+            ),
+            (
+                RequestError::Lua(LuaError::Timeout {
+                    function: function(),
+                    limit_ms: 10,
+                }),
+                504,
+            ),
+            (
+                RequestError::Lua(LuaError::Setup {
+                    function: function(),
+                    message: "oom".into(),
+                }),
+                500,
+            ),
+            (RequestError::Lua(LuaError::ShuttingDown), 503),
+            (kafka(ErrorClass::NotFound), 404),
+            (kafka(ErrorClass::BadRequest), 400),
+            (kafka(ErrorClass::TooLarge), 413),
+            (kafka(ErrorClass::Unavailable), 503),
+            (kafka(ErrorClass::Timeout), 504),
+            (kafka(ErrorClass::Upstream), 502),
+            (kafka(ErrorClass::Internal), 500),
+        ];
+        for (error, status) in cases {
+            let described = format!("{error:?}");
+            let (got, headers, body) = answer(error);
+            assert_eq!(got.as_u16(), status, "{described}");
+            assert_eq!(body["status"], status, "{described}");
+            assert_eq!(headers.contains_key("www-authenticate"), status == 401, "{described}");
+            assert_eq!(headers.contains_key("retry-after"), status == 503, "{described}");
+            assert_eq!(headers.contains_key("allow"), status == 405, "{described}");
+            let message = body["error"].as_str().unwrap();
+            assert!(
+                !message.contains("10.0.0.1") && !message.contains("boom"),
+                "{described}: {message}"
+            );
+        }
+    }
+}
