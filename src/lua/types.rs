@@ -1,22 +1,26 @@
 //! Editor types: the lua-language-server annotation files (`---@meta`) describing what handlers and test files
 //! can use, embedded in the binary; `luka types DIR` writes them under `DIR/.luka/types/`, with a `.luarc.json`
-//! that points the language server at them. A test holds the annotations against the modules the runtime installs.
+//! that points the language server at them. Their one source is the shipped `functions/` folder (which is what
+//! `luka types functions` writes). A test holds the annotations against the modules the runtime installs.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 /// The annotation files, by file name.
 pub const FILES: [(&str, &str); 3] = [
-    ("luka.lua", include_str!("types/luka.lua")),
-    ("luka_test.lua", include_str!("types/luka_test.lua")),
-    ("luau.lua", include_str!("types/luau.lua")),
+    ("luka.lua", include_str!("../../functions/.luka/types/luka.lua")),
+    (
+        "luka_test.lua",
+        include_str!("../../functions/.luka/types/luka_test.lua"),
+    ),
+    ("luau.lua", include_str!("../../functions/.luka/types/luau.lua")),
 ];
 
 /// Where the annotation files go, inside the folder given (hidden, so luka never serves them).
 pub const FOLDER: &str = ".luka/types";
 
 /// The language server's settings: Luau is Lua 5.1 plus compound assignment and `continue`.
-pub const LUARC: &str = include_str!("types/luarc.json");
+pub const LUARC: &str = include_str!("../../functions/.luarc.json");
 
 /// What `luka types` did.
 #[derive(Debug, PartialEq, Eq)]
@@ -173,13 +177,20 @@ mod tests {
         let mut installed: BTreeSet<String> = keys(&globals).difference(&standard).cloned().collect();
         // Not new, but replaced: `print` is `log.info`.
         installed.insert("print".into());
-        assert_eq!(installed, annotated, "globals a handler sees vs. types/luka.lua");
+        assert_eq!(
+            installed, annotated,
+            "globals a handler sees vs. functions/.luka/types/luka.lua"
+        );
         for (module, members) in &luka.modules {
             if module == "env" {
                 continue;
             }
             let table: Table = globals.get(module.as_str()).unwrap();
-            assert_eq!(&keys(&table), members, "members of `{module}` vs. types/luka.lua");
+            assert_eq!(
+                &keys(&table),
+                members,
+                "members of `{module}` vs. functions/.luka/types/luka.lua"
+            );
         }
     }
 
@@ -208,7 +219,7 @@ mod tests {
             for member in members {
                 assert!(
                     matches!(table.get::<Value>(member.as_str()).unwrap(), Value::Function(_)),
-                    "{module}.{member} is annotated in types/luau.lua but Luau has no such function"
+                    "{module}.{member} is annotated in functions/.luka/types/luau.lua but Luau has no such function"
                 );
             }
         }
@@ -241,22 +252,5 @@ mod tests {
         std::fs::write(dir.join(".luarc.json"), "{}").unwrap();
         assert_eq!(write(&dir).unwrap().luarc, Luarc::Kept(dir.join(".luarc.json")));
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn the_shipped_functions_folder_has_the_current_types() {
-        let functions = Path::new(env!("CARGO_MANIFEST_DIR")).join("functions");
-        for (name, text) in FILES {
-            let shipped = std::fs::read_to_string(functions.join(FOLDER).join(name)).unwrap_or_default();
-            assert!(
-                shipped == text,
-                "functions/{FOLDER}/{name} is out of date: run `cargo run -- types functions`"
-            );
-        }
-        let luarc = std::fs::read_to_string(functions.join(".luarc.json")).unwrap_or_default();
-        assert_eq!(
-            luarc, LUARC,
-            "functions/.luarc.json is out of date: run `cargo run -- types functions`"
-        );
     }
 }
