@@ -5,6 +5,11 @@ local function auth(user)
   return { Authorization = "Basic " .. base64.encode(user .. ":" .. user) }
 end
 
+-- POST /produce as `user` (whose password is its name in this example).
+local function produce(user, messages)
+  return send{ method = "POST", path = "/produce", headers = auth(user), json = messages }
+end
+
 test("orders and payments are written to the orders cluster", function()
   for _, topic in ipairs({ "orders", "payments" }) do
     local res = send{ method = "POST", path = "/produce/" .. topic, headers = auth("shop"), json = { value = "v" } }
@@ -17,12 +22,7 @@ test("orders and payments are written to the orders cluster", function()
 end)
 
 test("events.* topics are written to the analytics cluster", function()
-  local res = send{
-    method = "POST",
-    path = "/produce",
-    headers = auth("tracker"),
-    json = { { topic = "events.click", value = "c" }, { topic = "events.view", value = "v" } },
-  }
+  local res = produce("tracker", { { topic = "events.click", value = "c" }, { topic = "events.view", value = "v" } })
   eq(res.status, 200)
   local where = {}
   for _, record in ipairs(res.records) do
@@ -32,12 +32,7 @@ test("events.* topics are written to the analytics cluster", function()
 end)
 
 test("one request can write to both clusters", function()
-  local res = send{
-    method = "POST",
-    path = "/produce",
-    headers = auth("admin"),
-    json = { { topic = "orders", value = "o" }, { topic = "events.click", value = "c" } },
-  }
+  local res = produce("admin", { { topic = "orders", value = "o" }, { topic = "events.click", value = "c" } })
   eq(res.status, 200)
   eq(#res.records, 2)
   eq({ res.records[1].cluster, res.records[2].cluster }, { "orders", "analytics" })
