@@ -16,11 +16,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::LuaError;
-use super::pool::{Inner, VmCell, VmGuard};
-use super::request::HttpRequest;
+use super::pool::{Inner, Pool, VmCell, VmGuard};
 use super::response::{self, HandlerResponse};
 use super::routes::Target;
-use super::state::RequestState;
+use super::state::{HttpRequest, RequestState};
 use super::vm::{Limits, Running};
 
 pub struct Call {
@@ -42,7 +41,9 @@ enum Failure {
 }
 
 impl Call {
-    pub(super) fn new(pool: Arc<Inner>, home: Arc<VmCell>, target: Target, request: HttpRequest) -> Self {
+    /// The future that runs `target` for `request` on this thread's home VM of `pool` (or another free one).
+    pub(super) fn start(pool: &Pool, target: Target, request: HttpRequest) -> Self {
+        let (pool, home) = pool.home();
         let state = Arc::new(RequestState::new(
             Arc::clone(&target.function.display),
             request,

@@ -49,9 +49,9 @@ mod vm;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 pub use error::{LoadError, LoadErrors, LuaError};
-pub use request::HttpRequest;
 pub use response::HandlerResponse;
 pub use routes::{Found, Target};
+pub use state::HttpRequest;
 
 use crate::config::Config;
 use crate::produce::Producer;
@@ -158,7 +158,7 @@ impl Functions {
     pub async fn call(&self, target: Target, request: HttpRequest) -> Result<HandlerResponse, LuaError> {
         let function = Arc::clone(&target.function.display);
         let limit = self.config.lua.timeout;
-        let result = match crate::timeout::within(limit, self.pool.call(target, request)).await {
+        let result = match crate::timeout::within(limit, call::Call::start(&self.pool, target, request)).await {
             Ok(result) => result,
             Err(_) => Err(LuaError::Timeout {
                 function: function.to_string(),

@@ -1,5 +1,5 @@
-//! The VMs requests run on: a request in, a [`Call`] (the future that runs it on one VM) out; a VM that hit its
-//! memory limit replaced in its slot.
+//! The VMs requests run on: the VM a request starts on (its thread's home VM) out, and a VM that hit its memory
+//! limit replaced in its slot. `call::Call` is the future that runs a request on them.
 //!
 //! Each worker thread has a home VM (threads are numbered as they first call), so with one VM per worker thread,
 //! as by default, a request almost always finds its VM free and runs on its own connection's task without any
@@ -12,10 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tokio::sync::OwnedMutexGuard;
 
-use super::call::Call;
 use super::modules::KafkaContext;
-use super::request::HttpRequest;
-use super::routes::Target;
 use super::vm::{Limits, Running, Vm};
 
 #[derive(Debug)]
@@ -132,10 +129,10 @@ impl Pool {
         })
     }
 
-    /// The future that runs `target` for `request` on this thread's home VM (or another free one).
-    pub fn call(&self, target: Target, request: HttpRequest) -> Call {
+    /// The VMs, and the calling thread's home VM, where a request starts (or on another free one).
+    pub(super) fn home(&self) -> (Arc<Inner>, Arc<VmCell>) {
         let home = self.inner.cell(thread_number() % self.inner.slots.len());
-        Call::new(Arc::clone(&self.inner), home, target, request)
+        (Arc::clone(&self.inner), home)
     }
 }
 

@@ -5,27 +5,11 @@
 //! time the handler reads it (the metatable's `__index` asks Rust, then stores the value in `req`), so a handler
 //! pays only for what it uses. `pairs(req)` therefore shows the fields read so far.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use mlua::{Function, Lua, LuaString, Result, Table, Value};
 
-use super::state::{RequestState, VmShared, unlimited};
-
-/// An HTTP request as the server hands it to a function.
-#[derive(Debug, Clone)]
-pub struct HttpRequest {
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
-    /// As received (names lower-case); repeated names keep every value.
-    pub headers: hyper::HeaderMap,
-    pub body: Bytes,
-    pub remote_addr: SocketAddr,
-    /// The `[[users]]` name, on routes with `auth = true`.
-    pub user: Option<String>,
-}
+use super::state::{HttpRequest, RequestState, VmShared, unlimited};
 
 /// Builds `req` from the runner's arguments; `lazy` is the Rust side of the lazily made fields.
 const REQ_META: &str = r#"
@@ -137,7 +121,7 @@ mod tests {
             path: "/p".into(),
             query: Some("a=1".into()),
             headers: hyper::HeaderMap::new(),
-            body: Bytes::from_static(b"{}"),
+            body: bytes::Bytes::from_static(b"{}"),
             remote_addr: "127.0.0.1:1".parse().unwrap(),
             user: Some("demo".into()),
         };

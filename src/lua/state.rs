@@ -10,12 +10,28 @@
 //! does not read the clock: it compares the deadline with [`ticker`]'s coarse clock, one atomic load. The budget
 //! itself is kept with the precise clock, read when a coroutine is resumed and when it stops.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::request::HttpRequest;
+use bytes::Bytes;
+
 use crate::kafka::ErrorClass;
+
+/// An HTTP request as the server hands it to a function.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    /// As received (names lower-case); repeated names keep every value.
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+    pub remote_addr: SocketAddr,
+    /// The `[[users]]` name, on routes with `auth = true`.
+    pub user: Option<String>,
+}
 
 /// The request a coroutine serves, as its module callbacks see it.
 #[derive(Debug)]

@@ -256,7 +256,7 @@ impl Vm {
             .load("return setmetatable({}, { __index = function() return '' end })")
             .eval::<Table>()
             .and_then(|values| self.environment(values));
-        let request = request::HttpRequest {
+        let request = super::state::HttpRequest {
             method: String::new(),
             path: String::new(),
             query: None,
