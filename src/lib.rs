@@ -22,6 +22,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod idempotency;
 pub mod kafka;
 pub mod lua;
 pub mod metrics;
@@ -46,7 +47,7 @@ pub struct App {
     pub producer: Arc<Producer>,
     pub functions: Arc<Functions>,
     /// REST produce answers remembered by `Idempotency-Key`.
-    pub idempotency: Arc<server::idempotency::Idempotency>,
+    pub idempotency: Arc<idempotency::Idempotency>,
 }
 
 impl App {
@@ -56,7 +57,7 @@ impl App {
         let config = Arc::new(config);
         let producer = producer(&config);
         let functions = Functions::start(Arc::clone(&config), Arc::clone(&producer))?;
-        let idempotency = server::idempotency::Idempotency::new(
+        let idempotency = idempotency::Idempotency::new(
             std::time::Duration::from_millis(config.server.idempotency_window_ms),
             config.server.idempotency_capacity,
         );

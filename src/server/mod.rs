@@ -5,7 +5,6 @@
 //! timeout, a body-size limit and a request timeout. On shutdown the listener closes and in-flight requests get the configured grace period.
 
 mod error;
-pub mod idempotency;
 mod router;
 
 pub use router::{RequestBody, handle};

@@ -12,12 +12,12 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
 use super::error::{RequestError, into_response};
-use super::idempotency::{self, Answer, Begin};
 use super::{Response, json_bytes_response, json_response};
 use crate::App;
 use crate::api;
 use crate::config::ServerConfig;
 use crate::context::{Capture, RequestContext};
+use crate::idempotency::{self, Answer, Begin};
 use crate::lua::{Found, HttpRequest, Target};
 
 /// A request body the router reads: hyper's from a socket, or a `Full<Bytes>` built in memory (tests, `luka test`).
