@@ -14,7 +14,9 @@
 //!                                           kafka (cluster pool, metadata cache, shared batches) ──> broker
 //! ```
 //!
-//! Errors are typed per module and become HTTP responses in one place, `server::error`.
+//! Errors are typed per module and become HTTP responses in one place, `server::error`. Beside the path: `context`
+//! (what a request carries down it), `idempotency` (answers remembered by `Idempotency-Key`), `metrics`, and
+//! `testing` (`luka test`, which drives the router in memory).
 
 pub mod api;
 #[cfg(feature = "embedded-broker")]
