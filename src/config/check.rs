@@ -10,11 +10,11 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::pattern::TopicPattern;
+use super::problem::{Checker, ConfigProblem};
 use super::routes::{LuaSettings, Route, check_lua, check_routes};
 use super::types::{
     Compression, ContentType, RawCluster, RawConfig, RawTopic, RawUser, SaslConfig, ServerConfig, TlsConfig,
 };
-use super::{ConfigProblem, line_of};
 use crate::schema::{AvroCodec, Schema};
 
 /// The checked configuration.
@@ -94,29 +94,8 @@ impl User {
     }
 }
 
-pub(super) struct Checker<'a> {
-    text: &'a str,
-    problems: Vec<ConfigProblem>,
-}
-
-impl Checker<'_> {
-    pub(super) fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
-        self.problems.push(ConfigProblem::at_line(
-            line_of(self.text, spanned.span().start),
-            message,
-        ));
-    }
-
-    pub(super) fn general(&mut self, message: impl Into<String>) {
-        self.problems.push(ConfigProblem::new(message));
-    }
-}
-
 pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigProblem>> {
-    let mut c = Checker {
-        text,
-        problems: Vec::new(),
-    };
+    let mut c = Checker::new(text);
     check_server(&mut c, &raw.server);
     let default_cluster = default_cluster(&mut c, &raw.clusters);
     let topics = check_topics(&mut c, &raw.topics, &raw.clusters, default_cluster.as_deref(), base_dir);
@@ -141,19 +120,15 @@ pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
             user.into_inner()
         }),
     };
-    if c.problems.is_empty() {
-        Ok(Config {
-            server: raw.server,
-            metrics,
-            clusters,
-            topics,
-            users,
-            lua,
-            routes,
-        })
-    } else {
-        Err(c.problems)
-    }
+    c.finish(Config {
+        server: raw.server,
+        metrics,
+        clusters,
+        topics,
+        users,
+        lua,
+        routes,
+    })
 }
 
 fn check_server(c: &mut Checker<'_>, server: &ServerConfig) {
@@ -408,7 +383,7 @@ fn check_cluster(
     topics: &[Topic],
 ) -> Option<Cluster> {
     let n = name.get_ref();
-    let before = c.problems.len();
+    let before = c.found();
     if raw.bootstrap.is_empty() {
         c.at(
             name,
@@ -439,7 +414,7 @@ fn check_cluster(
         None
     };
     let tls = raw.tls.as_ref().map(|tls| resolve_tls(c, name, tls, base_dir));
-    if c.problems.len() > before {
+    if c.found() > before {
         return None;
     }
     let create_topics = topics

@@ -7,8 +7,8 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::asyncapi::{self, ImportedTopic};
+use super::problem::{ConfigProblem, line_of};
 use super::types::{ContentType, ImportedSchemas, RawCluster, RawConfig, RawTopic};
-use super::{ConfigProblem, line_of};
 
 /// Partitions of a channel whose document gives no `bindings.kafka.partitions`.
 const DEFAULT_PARTITIONS: i32 = 1;

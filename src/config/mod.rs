@@ -10,48 +10,19 @@ pub mod defaults;
 mod expand;
 mod import;
 mod pattern;
+mod problem;
 mod routes;
 mod types;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use check::{Cluster, Config, MetricsSettings, Topic, User};
 pub use pattern::{TopicPattern, is_valid_topic_name};
+pub use problem::ConfigProblem;
 pub use routes::{BUILTIN_EXACT, BUILTIN_FOLDERS, LuaSettings, Route, RoutePath, is_builtin_path};
 pub use types::{Compression, ContentType, LogFormat, SaslConfig, SaslMechanism, ServerConfig, TlsConfig};
 
-/// One thing wrong with the config, with the line it is on when known.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl ConfigProblem {
-    pub fn at_line(line: usize, message: impl Into<String>) -> Self {
-        Self {
-            line: Some(line),
-            message: message.into(),
-        }
-    }
-
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            line: None,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "line {line}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
+use problem::line_of;
 
 /// Why a config could not be loaded: the file, and every problem found in it.
 #[derive(Debug, thiserror::Error)]
@@ -160,9 +131,4 @@ fn toml_problem(text: &str, error: &toml::de::Error) -> ConfigProblem {
         Some(span) => ConfigProblem::at_line(line_of(text, span.start), message),
         None => ConfigProblem::new(message),
     }
-}
-
-/// 1-based line number of a byte offset.
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use super::check::Checker;
 use super::defaults;
+use super::problem::Checker;
 use super::types::{LuaConfig, RawRoute, ServerConfig};
 
 /// Methods a route may list.
