@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::functions::{LuaSettings, Route, check_lua, check_routes};
 use super::pattern::TopicPattern;
 use super::problem::{Checker, ConfigProblem};
-use super::routes::{LuaSettings, Route, check_lua, check_routes};
 use super::types::{
     Compression, ContentType, RawCluster, RawConfig, RawTopic, RawUser, SaslConfig, ServerConfig, TlsConfig,
 };

@@ -8,18 +8,18 @@ mod asyncapi;
 mod check;
 pub mod defaults;
 mod expand;
+mod functions;
 mod import;
 mod pattern;
 mod problem;
-mod routes;
 mod types;
 
 use std::path::{Path, PathBuf};
 
 pub use check::{Cluster, Config, MetricsSettings, Topic, User};
+pub use functions::{BUILTIN_EXACT, BUILTIN_FOLDERS, LuaSettings, Route, RoutePath, is_builtin_path};
 pub use pattern::{TopicPattern, is_valid_topic_name};
 pub use problem::ConfigProblem;
-pub use routes::{BUILTIN_EXACT, BUILTIN_FOLDERS, LuaSettings, Route, RoutePath, is_builtin_path};
 pub use types::{Compression, ContentType, LogFormat, SaslConfig, SaslMechanism, ServerConfig, TlsConfig};
 
 use problem::line_of;

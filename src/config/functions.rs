@@ -1,4 +1,5 @@
-//! `[lua]` and `[[routes]]`: takes the raw tables, gives the checked [`LuaSettings`] and [`Route`]s.
+//! The edge functions' config, `[lua]` and `[[routes]]`: takes the raw tables, gives the checked [`LuaSettings`]
+//! (where the handler files are, the limits they run under) and [`Route`]s.
 //!
 //! A route path is literal segments and `{name}` parameter segments; a route names a handler file inside the
 //! functions folder. Paths luka serves itself (`/produce...`, `/healthz`, `/readyz`) cannot be taken by a route.
