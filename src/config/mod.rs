@@ -6,17 +6,19 @@
 
 mod asyncapi;
 mod check;
+mod checked;
 pub mod defaults;
 mod expand;
 mod functions;
 mod import;
 mod pattern;
 mod problem;
+mod topics;
 mod types;
 
 use std::path::{Path, PathBuf};
 
-pub use check::{Cluster, Config, MetricsSettings, Topic, User};
+pub use checked::{Cluster, Config, MetricsSettings, Topic, User};
 pub use functions::{BUILTIN_EXACT, BUILTIN_FOLDERS, LuaSettings, Route, RoutePath, is_builtin_path};
 pub use pattern::{TopicPattern, is_valid_topic_name};
 pub use problem::ConfigProblem;
