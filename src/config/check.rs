@@ -16,8 +16,8 @@ use super::checked::{Cluster, Config, MetricsSettings, Topic, User};
 use super::functions::{check_lua, check_routes};
 use super::pattern::TopicPattern;
 use super::problem::{Checker, ConfigProblem};
+use super::raw::{RawCluster, RawConfig, RawUser, ServerConfig, TlsConfig};
 use super::topics::check_topics;
-use super::types::{RawCluster, RawConfig, RawUser, ServerConfig, TlsConfig};
 
 pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigProblem>> {
     let mut c = Checker::new(text);

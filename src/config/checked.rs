@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::functions::{LuaSettings, Route};
 use super::pattern::TopicPattern;
-use super::types::{Compression, ContentType, SaslConfig, ServerConfig, TlsConfig};
+use super::raw::{Compression, ContentType, SaslConfig, ServerConfig, TlsConfig};
 use crate::schema::{AvroCodec, Schema};
 
 /// The checked configuration.

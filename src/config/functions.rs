@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::defaults;
 use super::problem::Checker;
-use super::types::{LuaConfig, RawRoute, ServerConfig};
+use super::raw::{LuaConfig, RawRoute, ServerConfig};
 
 /// Methods a route may list.
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::asyncapi::{self, ImportedTopic};
 use super::problem::{ConfigProblem, line_of};
-use super::types::{ContentType, ImportedSchemas, RawCluster, RawConfig, RawTopic};
+use super::raw::{ContentType, ImportedSchemas, RawCluster, RawConfig, RawTopic};
 
 /// Partitions of a channel whose document gives no `bindings.kafka.partitions`.
 const DEFAULT_PARTITIONS: i32 = 1;

@@ -13,8 +13,8 @@ mod functions;
 mod import;
 mod pattern;
 mod problem;
+mod raw;
 mod topics;
-mod types;
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +22,7 @@ pub use checked::{Cluster, Config, MetricsSettings, Topic, User};
 pub use functions::{BUILTIN_EXACT, BUILTIN_FOLDERS, LuaSettings, Route, RoutePath, is_builtin_path};
 pub use pattern::{TopicPattern, is_valid_topic_name};
 pub use problem::ConfigProblem;
-pub use types::{Compression, ContentType, LogFormat, SaslConfig, SaslMechanism, ServerConfig, TlsConfig};
+pub use raw::{Compression, ContentType, LogFormat, SaslConfig, SaslMechanism, ServerConfig, TlsConfig};
 
 use problem::line_of;
 
@@ -97,10 +97,10 @@ const MAX_SHAPE_PROBLEMS: usize = 50;
 /// serde stops at the first problem, so after each one the offending lines are blanked (line numbers stay the same)
 /// and the text is parsed again, until it parses or blanking would break its syntax. Gives the parsed shape and the
 /// text it was parsed from; `None` if the text is not TOML at all.
-fn parse_raw(text: &str, problems: &mut Vec<ConfigProblem>) -> Option<(types::RawConfig, String)> {
+fn parse_raw(text: &str, problems: &mut Vec<ConfigProblem>) -> Option<(raw::RawConfig, String)> {
     let mut text = text.to_owned();
     for _ in 0..MAX_SHAPE_PROBLEMS {
-        let error = match toml::from_str::<types::RawConfig>(&text) {
+        let error = match toml::from_str::<raw::RawConfig>(&text) {
             Ok(raw) => return Some((raw, text)),
             Err(error) => error,
         };

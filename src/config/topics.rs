@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::checked::Topic;
 use super::pattern::TopicPattern;
 use super::problem::Checker;
-use super::types::{ContentType, RawCluster, RawTopic};
+use super::raw::{ContentType, RawCluster, RawTopic};
 use crate::schema::{AvroCodec, Schema};
 
 pub(super) fn check_topics(

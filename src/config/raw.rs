@@ -1,4 +1,5 @@
-//! The serde shape of `config.toml`, as written by the user. Field doc comments are the user documentation.
+//! The raw shape of `config.toml`: takes the text through serde, gives its tables as the user wrote them, for the
+//! checks to turn into the [`super::checked`] model. Field doc comments are the user documentation.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
