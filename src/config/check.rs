@@ -13,6 +13,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::checked::{Cluster, Config, MetricsSettings, Topic, User};
+use super::defaults;
 use super::functions::{check_lua, check_routes};
 use super::pattern::TopicPattern;
 use super::problem::{Checker, ConfigProblem};
@@ -117,11 +118,15 @@ fn check_cluster(
             );
         }
     }
+    let produce_timeout_ms = raw.produce_timeout_ms.unwrap_or(defaults::PRODUCE_TIMEOUT_MS);
+    let max_batch_bytes = raw.max_batch_bytes.unwrap_or(defaults::MAX_BATCH_BYTES);
+    let max_batch_records = raw.max_batch_records.unwrap_or(defaults::MAX_BATCH_RECORDS);
+    let max_in_flight = raw.max_in_flight.unwrap_or(defaults::MAX_IN_FLIGHT);
     for (value, key) in [
-        (raw.produce_timeout_ms, "produce_timeout_ms"),
-        (raw.max_batch_bytes as u64, "max_batch_bytes"),
-        (raw.max_batch_records as u64, "max_batch_records"),
-        (raw.max_in_flight as u64, "max_in_flight"),
+        (produce_timeout_ms, "produce_timeout_ms"),
+        (max_batch_bytes as u64, "max_batch_bytes"),
+        (max_batch_records as u64, "max_batch_records"),
+        (max_in_flight as u64, "max_in_flight"),
     ] {
         if value == 0 {
             c.at(name, format!("[clusters.{n}] {key} must be greater than 0"));
@@ -147,14 +152,14 @@ fn check_cluster(
     Some(Cluster {
         name: n.clone(),
         bootstrap: raw.bootstrap.clone(),
-        client_id: raw.client_id.clone(),
-        compression: raw.compression,
-        linger: Duration::from_millis(raw.linger_ms),
-        produce_timeout: Duration::from_millis(raw.produce_timeout_ms),
-        max_batch_bytes: raw.max_batch_bytes,
-        max_batch_records: raw.max_batch_records,
-        max_in_flight: raw.max_in_flight,
-        metadata_max_age: Duration::from_millis(raw.metadata_max_age_ms),
+        client_id: raw.client_id.clone().unwrap_or_else(|| defaults::CLIENT_ID.to_owned()),
+        compression: raw.compression.unwrap_or(defaults::COMPRESSION),
+        linger: Duration::from_millis(raw.linger_ms.unwrap_or(defaults::LINGER_MS)),
+        produce_timeout: Duration::from_millis(produce_timeout_ms),
+        max_batch_bytes,
+        max_batch_records,
+        max_in_flight,
+        metadata_max_age: Duration::from_millis(raw.metadata_max_age_ms.unwrap_or(defaults::METADATA_MAX_AGE_MS)),
         embedded,
         sasl: raw.sasl.clone(),
         tls,

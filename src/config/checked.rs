@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::choices::{Compression, ContentType};
 use super::functions::{LuaSettings, Route};
 use super::pattern::TopicPattern;
-use super::raw::{Compression, ContentType, SaslConfig, ServerConfig, TlsConfig};
+use super::raw::{SaslConfig, ServerConfig, TlsConfig};
 use crate::schema::{AvroCodec, Schema};
 
 /// The checked configuration.

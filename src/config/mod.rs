@@ -7,6 +7,7 @@
 mod asyncapi;
 mod check;
 mod checked;
+mod choices;
 pub mod defaults;
 mod expand;
 mod functions;
@@ -19,10 +20,11 @@ mod topics;
 use std::path::{Path, PathBuf};
 
 pub use checked::{Cluster, Config, MetricsSettings, Topic, User};
+pub use choices::{Compression, ContentType, LogFormat, SaslMechanism};
 pub use functions::{BUILTIN_EXACT, BUILTIN_FOLDERS, LuaSettings, Route, RoutePath, is_builtin_path};
 pub use pattern::{TopicPattern, is_valid_topic_name};
 pub use problem::ConfigProblem;
-pub use raw::{Compression, ContentType, LogFormat, SaslConfig, SaslMechanism, ServerConfig, TlsConfig};
+pub use raw::{SaslConfig, ServerConfig, TlsConfig};
 
 use problem::line_of;
 

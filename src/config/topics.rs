@@ -8,9 +8,11 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use super::checked::Topic;
+use super::choices::ContentType;
+use super::defaults;
 use super::pattern::TopicPattern;
 use super::problem::Checker;
-use super::raw::{ContentType, RawCluster, RawTopic};
+use super::raw::{RawCluster, RawTopic};
 use crate::schema::{AvroCodec, Schema};
 
 pub(super) fn check_topics(
@@ -157,7 +159,7 @@ fn check_avro(
     let content_type = topic.content_type.unwrap_or(if topic.avro_schema.is_some() {
         ContentType::Avro
     } else {
-        ContentType::Json
+        defaults::CONTENT_TYPE
     });
     let t = name.get_ref();
     match (&topic.avro_schema, content_type) {
