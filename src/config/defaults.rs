@@ -98,8 +98,9 @@ pub const REPLICATION_FACTOR: i16 = 1;
 /// instead, since that schema is only of use to Avro.
 pub const CONTENT_TYPE: ContentType = ContentType::Json;
 
-/// Half the optional properties of a generated object are present: documents vary without being sparse.
-pub const OPTIONAL_PROBABILITY: f64 = 0.5;
+/// Chance that a generated object has each optional property: the schema generator's own default, whose reason
+/// stands with it.
+pub use crate::schema::OPTIONAL_PROBABILITY;
 
 /// Partitions of a topic imported from an AsyncAPI channel without `bindings.kafka.partitions`: it is created with
 /// one when missing, as a mock server would, so such a document still works against a fresh development broker.
