@@ -1,6 +1,6 @@
 //! Every default value of `config.toml`, in one place, each with the reason for its value. Takes the closed sets
-//! of [`super::choices`]; gives the values that the raw tables' `Default`s (which serde fills a missing key from)
-//! and the checks read. Nothing else defines a default.
+//! of [`super::choices`] and the schema generator's own default; gives the values that the raw tables' `Default`s
+//! (which serde fills a missing key from) and the checks read. Nothing else defines a default.
 //!
 //! Keys that are off or empty unless set (`auth`, `validate`, `embedded`, lists, optional files and names) take
 //! their type's own default and are not listed.

@@ -1,8 +1,14 @@
 //! Configuration: `config.toml` in, a checked [`Config`] out.
 //!
-//! Loading runs in three steps, each reporting every problem it finds rather than stopping at the first:
-//! `${VAR}` expansion on the text ([`expand`]), serde parsing with `deny_unknown_fields` (this file), and whole-config
-//! checks such as undefined clusters and overlapping defaults ([`check`]). Every default lives in [`defaults`].
+//! ```text
+//! text ─expand─▶ text ─serde─▶ raw tables ─import─▶ raw tables ─check (topics, functions)─▶ Config
+//! ```
+//!
+//! Each step reports every problem it finds to the collector in [`problem`] rather than stopping at the first:
+//! `${VAR}` expansion on the text ([`expand`]); serde parsing into the [`raw`] tables with `deny_unknown_fields`
+//! (this file); the AsyncAPI documents the config names, folded in as clusters and topics ([`import`]); and the
+//! whole-config checks ([`check`], with [`topics`] and [`functions`]) that build the [`checked`] model. Every
+//! default lives in [`defaults`].
 
 mod asyncapi;
 mod check;
