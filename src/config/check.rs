@@ -1,122 +1,27 @@
 //! Whole-config checks: takes the parsed [`RawConfig`], gives the [`Config`] the rest of luka uses, or every
 //! problem found (undefined clusters, bad patterns, conflicting defaults, missing files), each with its line.
+//!
+//! [`check`] runs every section's check; `[server]`, `[clusters]` and `[[users]]` are checked here, topics and
+//! their schemas in [`super::topics`], `[lua]` and `[[routes]]` in [`super::functions`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
 
+use super::checked::{Cluster, Config, MetricsSettings, Topic, User};
+use super::defaults;
+use super::functions::{check_lua, check_routes};
 use super::pattern::TopicPattern;
-use super::routes::{LuaSettings, Route, check_lua, check_routes};
-use super::types::{
-    Compression, ContentType, RawCluster, RawConfig, RawTopic, RawUser, SaslConfig, ServerConfig, TlsConfig,
-};
-use super::{ConfigProblem, line_of};
-use crate::schema::{AvroCodec, Schema};
-
-/// The checked configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub server: ServerConfig,
-    pub metrics: MetricsSettings,
-    pub clusters: BTreeMap<String, Arc<Cluster>>,
-    /// Most specific first: exact names, then patterns by literal length.
-    pub topics: Vec<Topic>,
-    pub users: Vec<User>,
-    pub lua: LuaSettings,
-    pub routes: Vec<Route>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Cluster {
-    pub name: String,
-    pub bootstrap: Vec<String>,
-    pub client_id: String,
-    pub compression: Compression,
-    pub linger: Duration,
-    pub produce_timeout: Duration,
-    pub max_batch_bytes: usize,
-    pub max_batch_records: usize,
-    pub max_in_flight: usize,
-    pub metadata_max_age: Duration,
-    /// Listen address of the in-process development broker, when `embedded = true`.
-    pub embedded: Option<SocketAddr>,
-    pub sasl: Option<SaslConfig>,
-    /// With file paths made absolute.
-    pub tls: Option<TlsConfig>,
-    /// Topics to create when missing, with their partition count and replication factor.
-    pub create_topics: Vec<(String, i32, i16)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Topic {
-    pub pattern: TopicPattern,
-    pub cluster: String,
-    pub partitions: Option<i32>,
-    pub replication_factor: i16,
-    pub value_schema: Option<Arc<Schema>>,
-    pub key_schema: Option<Arc<Schema>>,
-    /// REST values are checked against `value_schema`.
-    pub validate: bool,
-    pub content_type: ContentType,
-    /// The codec of `avro/binary` topics.
-    pub avro: Option<Arc<AvroCodec>>,
-    /// Chance that a generated object has each optional property.
-    pub optional_probability: f64,
-}
-
-#[derive(Debug, Clone)]
-pub struct User {
-    pub name: String,
-    pub password: String,
-    pub topics: Vec<TopicPattern>,
-    pub read_topics: Vec<TopicPattern>,
-}
-
-/// The checked `[metrics]` section.
-#[derive(Debug, Clone)]
-pub struct MetricsSettings {
-    pub enabled: bool,
-    /// The only user whose credentials open `/metrics`; `None`: open to anyone who can reach the server.
-    pub user: Option<String>,
-}
-
-impl User {
-    pub fn may_write(&self, topic: &str) -> bool {
-        self.topics.iter().any(|p| p.matches(topic))
-    }
-
-    pub fn may_read(&self, topic: &str) -> bool {
-        self.read_topics.iter().any(|p| p.matches(topic))
-    }
-}
-
-pub(super) struct Checker<'a> {
-    text: &'a str,
-    problems: Vec<ConfigProblem>,
-}
-
-impl Checker<'_> {
-    pub(super) fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
-        self.problems.push(ConfigProblem::at_line(
-            line_of(self.text, spanned.span().start),
-            message,
-        ));
-    }
-
-    pub(super) fn general(&mut self, message: impl Into<String>) {
-        self.problems.push(ConfigProblem::new(message));
-    }
-}
+use super::problem::{Checker, ConfigProblem};
+use super::raw::{RawCluster, RawConfig, RawUser, ServerConfig, TlsConfig};
+use super::topics::check_topics;
 
 pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigProblem>> {
-    let mut c = Checker {
-        text,
-        problems: Vec::new(),
-    };
+    let mut c = Checker::new(text);
     check_server(&mut c, &raw.server);
     let default_cluster = default_cluster(&mut c, &raw.clusters);
     let topics = check_topics(&mut c, &raw.topics, &raw.clusters, default_cluster.as_deref(), base_dir);
@@ -141,19 +46,15 @@ pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
             user.into_inner()
         }),
     };
-    if c.problems.is_empty() {
-        Ok(Config {
-            server: raw.server,
-            metrics,
-            clusters,
-            topics,
-            users,
-            lua,
-            routes,
-        })
-    } else {
-        Err(c.problems)
-    }
+    c.finish(Config {
+        server: raw.server,
+        metrics,
+        clusters,
+        topics,
+        users,
+        lua,
+        routes,
+    })
 }
 
 fn check_server(c: &mut Checker<'_>, server: &ServerConfig) {
@@ -194,213 +95,6 @@ fn default_cluster(c: &mut Checker<'_>, clusters: &BTreeMap<Spanned<String>, Raw
     }
 }
 
-fn check_topics(
-    c: &mut Checker<'_>,
-    raw: &BTreeMap<Spanned<String>, RawTopic>,
-    clusters: &BTreeMap<Spanned<String>, RawCluster>,
-    default_cluster: Option<&str>,
-    base_dir: &Path,
-) -> Vec<Topic> {
-    let defined: Vec<&str> = clusters.keys().map(|k| k.get_ref().as_str()).collect();
-    let mut topics = Vec::new();
-    for (name, topic) in raw {
-        let pattern = match TopicPattern::parse(name.get_ref()) {
-            Ok(p) => p,
-            Err(e) => {
-                c.at(name, format!("[topics.\"{}\"]: {e}", name.get_ref()));
-                continue;
-            }
-        };
-        let cluster = match (&topic.cluster, default_cluster) {
-            (Some(cluster), _) if !defined.contains(&cluster.get_ref().as_str()) => {
-                c.at(cluster, format!(
-                    "[topics.\"{}\"] names cluster '{}', which is not defined; define [clusters.{}] or use one of: {}",
-                    name.get_ref(),
-                    cluster.get_ref(),
-                    cluster.get_ref(),
-                    list_or_none(&defined)
-                ));
-                continue;
-            }
-            (Some(cluster), _) => cluster.get_ref().clone(),
-            (None, Some(default)) => default.to_owned(),
-            (None, None) if defined.is_empty() => {
-                c.at(
-                    name,
-                    format!(
-                        "[topics.\"{}\"] needs a cluster, and no [clusters.<name>] is defined",
-                        name.get_ref()
-                    ),
-                );
-                continue;
-            }
-            (None, None) => {
-                c.at(
-                    name,
-                    format!(
-                        "[topics.\"{}\"] names no cluster and no cluster is the default; add cluster = \"...\" \
-                     here or default = true to one of: {}",
-                        name.get_ref(),
-                        defined.join(", ")
-                    ),
-                );
-                continue;
-            }
-        };
-        if let Some(partitions) = topic.partitions.filter(|p| *p < 1) {
-            c.at(
-                name,
-                format!(
-                    "[topics.\"{}\"] partitions = {partitions}: must be at least 1",
-                    name.get_ref()
-                ),
-            );
-        }
-        if topic.replication_factor < 1 {
-            c.at(
-                name,
-                format!("[topics.\"{}\"] replication_factor must be at least 1", name.get_ref()),
-            );
-        }
-        let mut schema = |given: &Option<Spanned<toml::Value>>, key: &str| {
-            let given = given.as_ref()?;
-            compile_schema(given.get_ref(), base_dir)
-                .map_err(|e| c.at(given, format!("[topics.\"{}\"] {key}: {e}", name.get_ref())))
-                .ok()
-                .map(Arc::new)
-        };
-        let (value_schema, key_schema) = match &topic.imported {
-            None => (
-                schema(&topic.value_schema, "value_schema"),
-                schema(&topic.key_schema, "key_schema"),
-            ),
-            Some(imported) => {
-                let mut compile = |document: &Option<serde_json::Value>, what: &str| {
-                    let document = document.clone()?;
-                    Schema::compile(document, None)
-                        .map_err(|e| {
-                            let (file, topic) = (&imported.origin, name.get_ref());
-                            c.at(name, format!("asyncapi: {file}: channel '{topic}' {what}: {e}"));
-                        })
-                        .ok()
-                        .map(Arc::new)
-                };
-                (
-                    compile(&imported.value_schema, "payload"),
-                    compile(&imported.key_schema, "key"),
-                )
-            }
-        };
-        let (content_type, avro) = check_avro(c, name, topic, base_dir);
-        if !(0.0..=1.0).contains(&topic.optional_probability) {
-            c.at(
-                name,
-                format!(
-                    "[topics.\"{}\"] optional_probability must be between 0 and 1",
-                    name.get_ref()
-                ),
-            );
-        }
-        if topic.validate && topic.value_schema.is_none() {
-            c.at(
-                name,
-                format!(
-                    "[topics.\"{}\"] validate = true needs a value_schema to check against",
-                    name.get_ref()
-                ),
-            );
-        }
-        topics.push(Topic {
-            pattern,
-            cluster,
-            partitions: topic.partitions,
-            replication_factor: topic.replication_factor,
-            value_schema,
-            key_schema,
-            validate: topic.validate,
-            content_type,
-            avro,
-            optional_probability: topic.optional_probability,
-        });
-    }
-    // Exact names first, then the most literal pattern: that is the order routing tries them in.
-    topics.sort_by_key(|t| (!t.pattern.is_exact(), std::cmp::Reverse(t.pattern.specificity())));
-    topics
-}
-
-/// The topic's content type, and its Avro codec when the type is `avro/binary` (which needs an `avro_schema`).
-fn check_avro(
-    c: &mut Checker<'_>,
-    name: &Spanned<String>,
-    topic: &RawTopic,
-    base_dir: &Path,
-) -> (ContentType, Option<Arc<AvroCodec>>) {
-    let content_type = topic.content_type.unwrap_or(if topic.avro_schema.is_some() {
-        ContentType::Avro
-    } else {
-        ContentType::Json
-    });
-    let t = name.get_ref();
-    match (&topic.avro_schema, content_type) {
-        (Some(given), ContentType::Avro) => {
-            let document = schema_document(given.get_ref(), base_dir);
-            match document.and_then(|(d, _)| AvroCodec::new(&d, topic.schema_id).map_err(|e| e.to_string())) {
-                Ok(codec) => (content_type, Some(Arc::new(codec))),
-                Err(e) => {
-                    c.at(given, format!("[topics.\"{t}\"] avro_schema: {e}"));
-                    (content_type, None)
-                }
-            }
-        }
-        (None, ContentType::Avro) => {
-            c.at(
-                name,
-                format!("[topics.\"{t}\"] content_type avro/binary needs an avro_schema"),
-            );
-            (content_type, None)
-        }
-        (Some(given), other) => {
-            c.at(
-                given,
-                format!(
-                    "[topics.\"{t}\"] avro_schema is set but content_type is {}; use avro/binary",
-                    other.as_str()
-                ),
-            );
-            (content_type, None)
-        }
-        (None, _) => {
-            if topic.schema_id.is_some() {
-                c.at(name, format!("[topics.\"{t}\"] schema_id is for avro/binary topics"));
-            }
-            (content_type, None)
-        }
-    }
-}
-
-/// A schema given inline (a TOML table, read as JSON) or as a JSON file relative to config.toml.
-fn compile_schema(given: &toml::Value, base_dir: &Path) -> Result<Schema, String> {
-    let (document, file) = schema_document(given, base_dir)?;
-    Schema::compile(document, file.as_deref()).map_err(|e| e.to_string())
-}
-
-/// A schema document (JSON Schema or Avro) given inline as a TOML table, or as a JSON file relative to
-/// config.toml; gives the document and, for a file, its path (where its relative references point).
-fn schema_document(given: &toml::Value, base_dir: &Path) -> Result<(serde_json::Value, Option<PathBuf>), String> {
-    match given {
-        toml::Value::String(file) => {
-            let path = base_dir.join(file);
-            let document = crate::schema::read_document(&path).map_err(|e| e.to_string())?;
-            Ok((document, Some(path)))
-        }
-        toml::Value::Table(_) => Ok((serde_json::to_value(given).map_err(|e| e.to_string())?, None)),
-        other => Err(format!(
-            "give a schema as an inline table or a file name, not a {}",
-            other.type_str()
-        )),
-    }
-}
-
 fn check_cluster(
     c: &mut Checker<'_>,
     name: &Spanned<String>,
@@ -409,7 +103,7 @@ fn check_cluster(
     topics: &[Topic],
 ) -> Option<Cluster> {
     let n = name.get_ref();
-    let before = c.problems.len();
+    let before = c.found();
     if raw.bootstrap.is_empty() {
         c.at(
             name,
@@ -424,11 +118,15 @@ fn check_cluster(
             );
         }
     }
+    let produce_timeout_ms = raw.produce_timeout_ms.unwrap_or(defaults::PRODUCE_TIMEOUT_MS);
+    let max_batch_bytes = raw.max_batch_bytes.unwrap_or(defaults::MAX_BATCH_BYTES);
+    let max_batch_records = raw.max_batch_records.unwrap_or(defaults::MAX_BATCH_RECORDS);
+    let max_in_flight = raw.max_in_flight.unwrap_or(defaults::MAX_IN_FLIGHT);
     for (value, key) in [
-        (raw.produce_timeout_ms, "produce_timeout_ms"),
-        (raw.max_batch_bytes as u64, "max_batch_bytes"),
-        (raw.max_batch_records as u64, "max_batch_records"),
-        (raw.max_in_flight as u64, "max_in_flight"),
+        (produce_timeout_ms, "produce_timeout_ms"),
+        (max_batch_bytes as u64, "max_batch_bytes"),
+        (max_batch_records as u64, "max_batch_records"),
+        (max_in_flight as u64, "max_in_flight"),
     ] {
         if value == 0 {
             c.at(name, format!("[clusters.{n}] {key} must be greater than 0"));
@@ -440,7 +138,7 @@ fn check_cluster(
         None
     };
     let tls = raw.tls.as_ref().map(|tls| resolve_tls(c, name, tls, base_dir));
-    if c.problems.len() > before {
+    if c.found() > before {
         return None;
     }
     let create_topics = topics
@@ -454,14 +152,14 @@ fn check_cluster(
     Some(Cluster {
         name: n.clone(),
         bootstrap: raw.bootstrap.clone(),
-        client_id: raw.client_id.clone(),
-        compression: raw.compression,
-        linger: Duration::from_millis(raw.linger_ms),
-        produce_timeout: Duration::from_millis(raw.produce_timeout_ms),
-        max_batch_bytes: raw.max_batch_bytes,
-        max_batch_records: raw.max_batch_records,
-        max_in_flight: raw.max_in_flight,
-        metadata_max_age: Duration::from_millis(raw.metadata_max_age_ms),
+        client_id: raw.client_id.clone().unwrap_or_else(|| defaults::CLIENT_ID.to_owned()),
+        compression: raw.compression.unwrap_or(defaults::COMPRESSION),
+        linger: Duration::from_millis(raw.linger_ms.unwrap_or(defaults::LINGER_MS)),
+        produce_timeout: Duration::from_millis(produce_timeout_ms),
+        max_batch_bytes,
+        max_batch_records,
+        max_in_flight,
+        metadata_max_age: Duration::from_millis(raw.metadata_max_age_ms.unwrap_or(defaults::METADATA_MAX_AGE_MS)),
         embedded,
         sasl: raw.sasl.clone(),
         tls,
@@ -576,14 +274,6 @@ fn is_host_port(s: &str) -> bool {
     }
 }
 
-fn list_or_none(items: &[&str]) -> String {
-    if items.is_empty() {
-        "(none defined)".to_owned()
-    } else {
-        items.join(", ")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
@@ -591,32 +281,6 @@ mod tests {
     fn load(text: &str) -> Result<Config, Vec<String>> {
         Config::from_toml(text, std::path::Path::new("."), |_| None)
             .map_err(|ps| ps.into_iter().map(|p| p.to_string()).collect())
-    }
-
-    const TWO_CLUSTERS: &str = r#"
-[clusters.a]
-bootstrap = ["127.0.0.1:9092"]
-default = true
-
-[clusters.b]
-bootstrap = ["127.0.0.1:9093"]
-
-[topics.orders]
-[topics."events.*"]
-cluster = "b"
-[topics."*"]
-cluster = "b"
-"#;
-
-    #[test]
-    fn topics_take_the_default_cluster_and_sort_most_specific_first() {
-        let config = load(TWO_CLUSTERS).unwrap();
-        let order: Vec<(&str, &str)> = config
-            .topics
-            .iter()
-            .map(|t| (t.pattern.as_str(), t.cluster.as_str()))
-            .collect();
-        assert_eq!(order, [("orders", "a"), ("events.*", "b"), ("*", "b")]);
     }
 
     #[test]
@@ -662,13 +326,6 @@ topics = ["ok", "no/slash"]
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }
         assert!(errors.iter().any(|e| e.starts_with("line 11:")), "{all}");
-    }
-
-    #[test]
-    fn topic_without_cluster_needs_a_default_when_several_exist() {
-        let errors =
-            load("[clusters.a]\nbootstrap = [\"h:1\"]\n[clusters.b]\nbootstrap = [\"h:2\"]\n[topics.t]\n").unwrap_err();
-        assert!(errors[0].contains("no cluster is the default"), "{errors:?}");
     }
 
     #[test]

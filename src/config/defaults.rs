@@ -1,11 +1,18 @@
-//! Every default value of `config.toml`, in one place, each with the reason for its value.
+//! Every default value of `config.toml`, in one place, each with the reason for its value. Takes the closed sets
+//! of [`super::choices`] and the schema generator's own default; gives the values that the raw tables' `Default`s
+//! (which serde fills a missing key from) and the checks read. Nothing else defines a default.
+//!
+//! Keys that are off or empty unless set (`auth`, `validate`, `embedded`, lists, optional files and names) take
+//! their type's own default and are not listed.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use super::choices::{Compression, ContentType, LogFormat};
+
+// `[server]`
 
 /// Loopback, so a fresh install is not reachable from the network until the user says so.
-pub fn listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
-}
+pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
 
 /// 1 MiB: Kafka's default `max.message.bytes`, so a body that fits is a record the broker accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -24,9 +31,6 @@ pub const BODY_TIMEOUT_MS: u64 = 5_000;
 /// every slot. Behind a reverse proxy every client shares the proxy's address: raise it to `max_connections`.
 pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
 
-/// Produce calls waiting on one cluster at once; past it, 503 with `Retry-After` instead of an unbounded queue.
-pub const MAX_IN_FLIGHT: usize = 10_000;
-
 /// A day: long enough for any sender's retries (Stripe keeps its keys 24 hours).
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -39,19 +43,30 @@ pub const FETCH_MAX_RECORDS: usize = 1000;
 /// Record bytes one `/fetch` asks each partition for: Kafka's default `max.partition.fetch.bytes`.
 pub const FETCH_MAX_BYTES: usize = 1024 * 1024;
 
-/// How long a `/fetch` without `timeout` waits for records (the hosted API's default).
-pub const FETCH_TIMEOUT_MS: u64 = 1000;
+/// On: operators expect an access log.
+pub const ACCESS_LOG: bool = true;
 
-/// Switches that are on unless turned off: the access log (operators expect one) and trace context propagation
-/// (a consumer can join the producer's trace at no cost to anyone who does not look).
-pub fn on() -> bool {
-    true
-}
+/// On: a consumer can join the producer's trace at no cost to anyone who does not look.
+pub const PROPAGATE_TRACE_CONTEXT: bool = true;
 
 /// How long shutdown waits for in-flight requests before closing connections.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
 
+/// Lines for a person at a terminal, where a first run is read; `json` is for a log pipeline.
+pub const LOG_FORMAT: LogFormat = LogFormat::Human;
+
+// `[metrics]`
+
+/// On: a Prometheus scraper finds `/metrics` with no setup; `[metrics] user` closes it to all but one user.
+pub const METRICS_ENABLED: bool = true;
+
+// `[clusters.<name>]`
+
+/// The name brokers log and apply quotas to; one for every luka, as it is one kind of client.
 pub const CLIENT_ID: &str = "luka";
+
+/// None: no CPU spent on either side, and every broker reads it; pick a codec where bandwidth costs more than CPU.
+pub const COMPRESSION: Compression = Compression::None;
 
 /// No added wait: a lone request is sent at once, and concurrent requests share a batch anyway, because whatever
 /// arrives while a partition's produce is in flight goes in its next one.
@@ -68,11 +83,30 @@ pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// the offsets list) of one request when records are tiny.
 pub const MAX_BATCH_RECORDS: usize = 10_000;
 
+/// Produce calls waiting on one cluster at once; past it, 503 with `Retry-After` instead of an unbounded queue.
+pub const MAX_IN_FLIGHT: usize = 10_000;
+
 /// Cached topic metadata (partition counts) is refreshed after this age, and at once after an error.
 pub const METADATA_MAX_AGE_MS: u64 = 30_000;
 
+// `[topics.<name>]`
+
 /// A single development broker has one replica to give.
 pub const REPLICATION_FACTOR: i16 = 1;
+
+/// Compact JSON, the form luka checks and generates values in; a topic with an `avro_schema` is `avro/binary`
+/// instead, since that schema is only of use to Avro.
+pub const CONTENT_TYPE: ContentType = ContentType::Json;
+
+/// Chance that a generated object has each optional property: the schema generator's own default, whose reason
+/// stands with it.
+pub use crate::schema::OPTIONAL_PROBABILITY;
+
+/// Partitions of a topic imported from an AsyncAPI channel without `bindings.kafka.partitions`: it is created with
+/// one when missing, as a mock server would, so such a document still works against a fresh development broker.
+pub const IMPORTED_PARTITIONS: i32 = 1;
+
+// `[lua]`
 
 /// Handler files live beside config.toml, in the folder the README's examples use.
 pub const FUNCTIONS_DIR: &str = "functions";
@@ -89,5 +123,14 @@ pub const LUA_TIMEOUT_MS: u64 = 15_000;
 /// take the machine.
 pub const LUA_MEMORY_MB: usize = 64;
 
-/// Half the optional properties of a generated object are present: documents vary without being sparse.
-pub const OPTIONAL_PROBABILITY: f64 = 0.5;
+/// 0, one VM per worker thread: each thread runs its requests on a VM of its own, and no thread waits for another's.
+pub const LUA_VMS: usize = 0;
+
+/// On: an edited handler serves its next request without a restart, and an edit that does not load leaves the
+/// previous version serving, so watching costs a running server nothing.
+pub const LUA_WATCH: bool = true;
+
+// Requests that leave a parameter out
+
+/// How long a `/fetch` without `timeout` waits for records (the hosted API's default).
+pub const FETCH_TIMEOUT_MS: u64 = 1000;

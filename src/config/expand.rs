@@ -6,7 +6,7 @@
 //! values) so that an unset variable can be reported with its line number, and commented-out lines never require
 //! a variable to be set.
 
-use super::ConfigProblem;
+use super::problem::ConfigProblem;
 
 /// Expands `${NAME}` references; every unset variable is reported, not just the first.
 #[cfg(test)]

@@ -7,11 +7,10 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::asyncapi::{self, ImportedTopic};
-use super::types::{ContentType, ImportedSchemas, RawCluster, RawConfig, RawTopic};
-use super::{ConfigProblem, line_of};
-
-/// Partitions of a channel whose document gives no `bindings.kafka.partitions`.
-const DEFAULT_PARTITIONS: i32 = 1;
+use super::choices::ContentType;
+use super::defaults;
+use super::problem::{ConfigProblem, line_of};
+use super::raw::{ImportedSchemas, RawCluster, RawConfig, RawTopic};
 
 pub(super) fn fold_asyncapi(raw: &mut RawConfig, text: &str, base_dir: &Path) -> Vec<ConfigProblem> {
     let Some(given) = raw.asyncapi.take() else {
@@ -44,15 +43,11 @@ pub(super) fn fold_asyncapi(raw: &mut RawConfig, text: &str, base_dir: &Path) ->
             if raw.clusters.keys().any(|k| k.get_ref() == &name) {
                 continue;
             }
-            match toml::from_str::<RawCluster>(&format!("bootstrap = [{}]", toml::Value::from(address.clone()))) {
-                Ok(cluster) => {
-                    raw.clusters.insert(Spanned::new(span.clone(), name), cluster);
-                }
-                Err(e) => problems.push(ConfigProblem::at_line(
-                    line,
-                    format!("asyncapi: {file}: server '{name}' ({address}): {e}"),
-                )),
-            }
+            let cluster = RawCluster {
+                bootstrap: vec![address],
+                ..RawCluster::default()
+            };
+            raw.clusters.insert(Spanned::new(span.clone(), name), cluster);
         }
         for topic in imported.topics {
             if raw.topics.keys().any(|k| k.get_ref() == &topic.name) {
@@ -73,7 +68,7 @@ fn raw_topic(file: &str, topic: ImportedTopic, span: &std::ops::Range<usize>) ->
     // Avro needs an Avro schema, which an imported JSON Schema payload is not.
     let importable = |c: &ContentType| *c != ContentType::Avro;
     let content_type = match topic.content_type.as_deref() {
-        None => ContentType::Json,
+        None => defaults::CONTENT_TYPE,
         Some(name) => ContentType::parse(name).filter(importable).ok_or_else(|| {
             let known: Vec<&str> = ContentType::ALL
                 .iter()
@@ -90,15 +85,13 @@ fn raw_topic(file: &str, topic: ImportedTopic, span: &std::ops::Range<usize>) ->
     let raw = RawTopic {
         cluster: topic.server.map(|s| Spanned::new(span.clone(), s)),
         content_type: Some(content_type),
-        // Created with this many partitions when missing, as a mock server would: a document with no partitions
-        // binding still works against a fresh development broker.
-        partitions: Some(topic.partitions.unwrap_or(DEFAULT_PARTITIONS)),
+        partitions: Some(topic.partitions.unwrap_or(defaults::IMPORTED_PARTITIONS)),
         imported: Some(ImportedSchemas {
             origin: file.to_owned(),
             value_schema: topic.value_schema,
             key_schema: topic.key_schema,
         }),
-        ..toml::from_str::<RawTopic>("").map_err(|e| e.to_string())?
+        ..RawTopic::default()
     };
     Ok((topic.name, raw))
 }

@@ -1,57 +1,38 @@
 //! Configuration: `config.toml` in, a checked [`Config`] out.
 //!
-//! Loading runs in three steps, each reporting every problem it finds rather than stopping at the first:
-//! `${VAR}` expansion on the text ([`expand`]), serde parsing with `deny_unknown_fields` (this file), and whole-config
-//! checks such as undefined clusters and overlapping defaults ([`check`]). Every default lives in [`defaults`].
+//! ```text
+//! text ─expand─▶ text ─serde─▶ raw tables ─import─▶ raw tables ─check (topics, functions)─▶ Config
+//! ```
+//!
+//! Each step reports every problem it finds to the collector in [`problem`] rather than stopping at the first:
+//! `${VAR}` expansion on the text ([`expand`]); serde parsing into the [`raw`] tables with `deny_unknown_fields`
+//! (this file); the AsyncAPI documents the config names, folded in as clusters and topics ([`import`]); and the
+//! whole-config checks ([`check`], with [`topics`] and [`functions`]) that build the [`checked`] model. Every
+//! default lives in [`defaults`].
 
 mod asyncapi;
 mod check;
+mod checked;
+mod choices;
 pub mod defaults;
 mod expand;
+mod functions;
 mod import;
 mod pattern;
-mod routes;
-mod types;
+mod problem;
+mod raw;
+mod topics;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use check::{Cluster, Config, MetricsSettings, Topic, User};
+pub use checked::{Cluster, Config, MetricsSettings, Topic, User};
+pub use choices::{Compression, ContentType, LogFormat, SaslMechanism};
+pub use functions::{BUILTIN_EXACT, BUILTIN_FOLDERS, LuaSettings, Route, RoutePath, is_builtin_path};
 pub use pattern::{TopicPattern, is_valid_topic_name};
-pub use routes::{BUILTIN_EXACT, BUILTIN_FOLDERS, LuaSettings, Route, RoutePath, is_builtin_path};
-pub use types::{Compression, ContentType, LogFormat, SaslConfig, SaslMechanism, ServerConfig, TlsConfig};
+pub use problem::ConfigProblem;
+pub use raw::{SaslConfig, ServerConfig, TlsConfig};
 
-/// One thing wrong with the config, with the line it is on when known.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl ConfigProblem {
-    pub fn at_line(line: usize, message: impl Into<String>) -> Self {
-        Self {
-            line: Some(line),
-            message: message.into(),
-        }
-    }
-
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            line: None,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "line {line}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
+use problem::line_of;
 
 /// Why a config could not be loaded: the file, and every problem found in it.
 #[derive(Debug, thiserror::Error)]
@@ -124,10 +105,10 @@ const MAX_SHAPE_PROBLEMS: usize = 50;
 /// serde stops at the first problem, so after each one the offending lines are blanked (line numbers stay the same)
 /// and the text is parsed again, until it parses or blanking would break its syntax. Gives the parsed shape and the
 /// text it was parsed from; `None` if the text is not TOML at all.
-fn parse_raw(text: &str, problems: &mut Vec<ConfigProblem>) -> Option<(types::RawConfig, String)> {
+fn parse_raw(text: &str, problems: &mut Vec<ConfigProblem>) -> Option<(raw::RawConfig, String)> {
     let mut text = text.to_owned();
     for _ in 0..MAX_SHAPE_PROBLEMS {
-        let error = match toml::from_str::<types::RawConfig>(&text) {
+        let error = match toml::from_str::<raw::RawConfig>(&text) {
             Ok(raw) => return Some((raw, text)),
             Err(error) => error,
         };
@@ -160,9 +141,4 @@ fn toml_problem(text: &str, error: &toml::de::Error) -> ConfigProblem {
         Some(span) => ConfigProblem::at_line(line_of(text, span.start), message),
         None => ConfigProblem::new(message),
     }
-}
-
-/// 1-based line number of a byte offset.
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
 }

@@ -22,8 +22,9 @@ use serde_json::Value;
 /// Values tried before generation gives up: enough for `oneOf` branches that overlap, few enough to answer fast.
 const RANDOM_ATTEMPTS: usize = 25;
 
-/// Chance that an optional property appears in a generated object, unless the topic sets its own.
-pub use crate::config::defaults::OPTIONAL_PROBABILITY;
+/// Chance that an optional property appears in a generated object, unless the caller (a topic's
+/// `optional_probability`) gives its own: half, so documents vary without being sparse.
+pub const OPTIONAL_PROBABILITY: f64 = 0.5;
 
 /// A compiled JSON Schema.
 pub struct Schema {

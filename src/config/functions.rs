@@ -1,4 +1,5 @@
-//! `[lua]` and `[[routes]]`: takes the raw tables, gives the checked [`LuaSettings`] and [`Route`]s.
+//! The edge functions' config, `[lua]` and `[[routes]]`: takes the raw tables, gives the checked [`LuaSettings`]
+//! (where the handler files are, the limits they run under) and [`Route`]s.
 //!
 //! A route path is literal segments and `{name}` parameter segments; a route names a handler file inside the
 //! functions folder. Paths luka serves itself (`/produce...`, `/healthz`, `/readyz`) cannot be taken by a route.
@@ -7,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use super::check::Checker;
 use super::defaults;
-use super::types::{LuaConfig, RawRoute, ServerConfig};
+use super::problem::Checker;
+use super::raw::{LuaConfig, RawRoute, ServerConfig};
 
 /// Methods a route may list.
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
