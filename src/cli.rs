@@ -39,6 +39,9 @@ pub enum Command {
         /// Run only the tests whose name contains this text.
         #[arg(long, short)]
         filter: Option<String>,
+        /// Seconds one test may run, its requests included.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
     },
     /// Write the editor types (lua-language-server annotations) into DIR/.luka/types, and DIR/.luarc.json unless
     /// DIR has its own.

@@ -1,6 +1,8 @@
 //! The `luka` binary: parse the command line, load the config, run the chosen command.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use luka::cli::{Cli, Command};
@@ -13,9 +15,14 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check) => check(&cli),
         Some(Command::Types { ref dir }) => types(&cli, dir.as_deref()),
-        Some(Command::Test { ref paths, ref filter }) => {
+        Some(Command::Test {
+            ref paths,
+            ref filter,
+            timeout,
+        }) => {
             init_tracing_at(false, "error");
-            runtime.block_on(test(&cli, paths, filter.clone()))
+            let timeout = Duration::from_secs_f64(timeout.max(0.001));
+            runtime.block_on(test(&cli, paths, filter.clone(), timeout))
         }
         Some(Command::Broker { listen }) => {
             init_tracing(false);
@@ -122,7 +129,7 @@ async fn serve(cli: &Cli, listen: Option<std::net::SocketAddr>) -> ExitCode {
 }
 
 #[cfg(feature = "embedded-broker")]
-async fn test(cli: &Cli, paths: &[std::path::PathBuf], filter: Option<String>) -> ExitCode {
+async fn test(cli: &Cli, paths: &[PathBuf], filter: Option<String>, timeout: Duration) -> ExitCode {
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => return report(&e),
@@ -130,6 +137,7 @@ async fn test(cli: &Cli, paths: &[std::path::PathBuf], filter: Option<String>) -
     let options = luka::testing::Options {
         paths: paths.to_vec(),
         filter,
+        timeout,
     };
     match luka::testing::run(config, &options, &mut std::io::stdout()).await {
         Ok(summary) if summary.success() => ExitCode::SUCCESS,
@@ -147,7 +155,7 @@ async fn test(cli: &Cli, paths: &[std::path::PathBuf], filter: Option<String>) -
 }
 
 #[cfg(not(feature = "embedded-broker"))]
-async fn test(_cli: &Cli, _paths: &[std::path::PathBuf], _filter: Option<String>) -> ExitCode {
+async fn test(_cli: &Cli, _paths: &[PathBuf], _filter: Option<String>, _timeout: Duration) -> ExitCode {
     eprintln!("`luka test` needs the embedded-broker feature; rebuild with default features");
     ExitCode::FAILURE
 }

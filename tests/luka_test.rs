@@ -137,3 +137,21 @@ fn test_files_are_not_served_and_a_project_without_tests_fails() {
     let (ok, out, _) = luka_test(&config, &[]);
     assert!(ok, "{out}");
 }
+
+#[test]
+fn a_test_that_runs_too_long_is_stopped_and_fails() {
+    let config = project(&[
+        ("note.lua", NOTE),
+        ("slow_test.lua", r#"test("spins", function() while true do end end)"#),
+    ]);
+    let started = std::time::Instant::now();
+    let (ok, out, _) = luka_test(&config, &["--timeout", "1"]);
+    assert!(!ok);
+    assert!(out.contains("FAIL  spins"), "{out}");
+    assert!(out.contains("did not finish within 1 s"), "{out}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+}

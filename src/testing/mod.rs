@@ -9,7 +9,7 @@ mod send;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mlua::{Function, Lua, Table};
@@ -18,18 +18,17 @@ use crate::App;
 use crate::broker::EmbeddedBroker;
 use crate::config::Config;
 
-/// How long one test may run, its requests included.
-const TEST_TIMEOUT: Duration = Duration::from_secs(60);
-
 pub(crate) const PRELUDE: &str = include_str!("prelude.lua");
 
 /// What to run.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Options {
     /// Test files or folders; empty: the config's `[lua] tests` folder.
     pub paths: Vec<PathBuf>,
     /// Only tests whose name contains this.
     pub filter: Option<String>,
+    /// How long one test (or the loading of one file) may run, its requests included.
+    pub timeout: Duration,
 }
 
 /// How a run went.
@@ -92,11 +91,19 @@ struct Runner<'o> {
     /// `take_tests()`: the tests the last loaded file registered.
     take_tests: Function,
     options: &'o Options,
+    /// When the running test must stop; Lua's interrupt checks it, so a busy loop stops too.
+    deadline: Arc<Mutex<Option<Instant>>>,
 }
 
 impl<'o> Runner<'o> {
     fn new(app: &Arc<App>, options: &'o Options) -> Result<Self, TestError> {
         let lua = crate::lua::tooling_lua(Arc::clone(&app.config), Arc::clone(&app.producer))?;
+        let deadline: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let past = Arc::clone(&deadline);
+        lua.set_interrupt(move |_| match *past.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(at) if Instant::now() > at => Err(mlua::Error::runtime("the test ran out of time")),
+            _ => Ok(mlua::VmState::Continue),
+        });
         let (api, run, take_tests): (Table, Function, Function) = lua.load(PRELUDE).set_name("=luka.test").call((
             send::raw_send(&lua, Arc::clone(app))?,
             lua.globals().get::<Table>("json")?,
@@ -111,7 +118,19 @@ impl<'o> Runner<'o> {
             run,
             take_tests,
             options,
+            deadline,
         })
+    }
+
+    fn start_clock(&self) {
+        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + self.options.timeout);
+    }
+
+    fn timed_out(&self) -> String {
+        format!(
+            "the test did not finish within {} s",
+            self.options.timeout.as_secs_f64()
+        )
     }
 
     /// Loads one file (which registers its tests), then runs each test that passes the filter.
@@ -122,6 +141,7 @@ impl<'o> Runner<'o> {
         summary: &mut Summary,
         out: &mut impl Write,
     ) -> Result<(), TestError> {
+        self.start_clock();
         let loaded = match std::fs::read(path) {
             Ok(source) => self.lua.load(source).set_name(format!("@{display}")).exec_async().await,
             Err(e) => Err(mlua::Error::runtime(format!("cannot read {display}: {e}"))),
@@ -140,16 +160,18 @@ impl<'o> Runner<'o> {
                 continue;
             }
             let started = Instant::now();
+            self.start_clock();
             let call = self
                 .run
                 .call_async::<(bool, Option<String>)>(test.get::<Function>("fn")?);
-            let outcome = tokio::time::timeout(TEST_TIMEOUT, call).await;
+            let outcome = tokio::time::timeout(self.options.timeout, call).await;
             let ms = started.elapsed().as_millis();
             let failure = match outcome {
                 Ok(Ok((true, _))) => None,
                 Ok(Ok((false, message))) => Some(message.unwrap_or_default()),
+                Ok(Err(e)) if started.elapsed() >= self.options.timeout => Some(format!("{}: {e}", self.timed_out())),
                 Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some(format!("did not finish within {} s", TEST_TIMEOUT.as_secs())),
+                Err(_) => Some(self.timed_out()),
             };
             match failure {
                 None => {
