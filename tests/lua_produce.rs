@@ -232,3 +232,37 @@ async fn produce_errors_are_clear_catchable_and_write_nothing() {
         .await;
     assert_eq!((status, result["cluster"].as_str()), (200, Some("other")), "{result}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_message_call_reports_what_the_general_reader_reports() {
+    let h = start().await;
+    // One message of a key and a value or data takes the fast path; `headers` sends the same through the general
+    // reader. Both must answer the same fields, key and value (offsets and partitions aside).
+    for message in [
+        json!({"key": "k1", "value": "v"}),
+        json!({"key": "k2", "data": {"a": 1, "list": [1, 2]}}),
+        json!({"value": "no key"}),
+        json!({"data": {"b": true}}),
+    ] {
+        let mut general = message.clone();
+        general["headers"] = json!({});
+        let (status, fast) = h.produce(json!({"topic": "multi", "messages": [message]})).await;
+        assert_eq!(status, 200, "{fast}");
+        let (status, slow) = h.produce(json!({"topic": "multi", "messages": [general]})).await;
+        assert_eq!(status, 200, "{slow}");
+        let fields = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(fields(&fast), fields(&slow), "{message}");
+        assert_eq!(fields(&fast["messages"][0]), fields(&slow["messages"][0]), "{message}");
+        assert_eq!(fast["value"], slow["value"], "{message}");
+        assert_eq!(fast["messages"][0]["value"], fast["value"], "{message}");
+        if let Some(key) = message.get("key") {
+            assert_eq!((&fast["key"], &slow["key"]), (key, key), "{message}");
+            assert_eq!(&fast["messages"][0]["key"], key, "{message}");
+        } else {
+            assert!(
+                fast["key"].as_str().is_some_and(|k| k.len() == 9),
+                "a generated key: {fast}"
+            );
+        }
+    }
+}

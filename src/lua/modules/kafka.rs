@@ -33,7 +33,7 @@ const PRODUCE: &str = r#"
 local general, one = ...
 local type, next, error = type, next, error
 local CALL = { cluster = true, topic = true, messages = true }
-local MESSAGE = { key = true, value = true, partition = true, timestamp = true }
+local MESSAGE = { key = true, value = true, data = true, partition = true, timestamp = true }
 local function only_entry(t)
   local n = 0
   for k in next, t do
@@ -49,8 +49,11 @@ local function simple(call)
   if type(m) ~= "table" then return nil end
   for k in next, call do if not CALL[k] then return nil end end
   for k in next, m do if not MESSAGE[k] then return nil end end
-  local key, value, cluster, topic, partition, timestamp = m.key, m.value, call.cluster, call.topic, m.partition, m.timestamp
-  if type(value) ~= "string" or (key ~= nil and type(key) ~= "string")
+  local key, value, data, cluster, topic, partition, timestamp =
+    m.key, m.value, m.data, call.cluster, call.topic, m.partition, m.timestamp
+  -- A string value, or data given as a table (anything else, or both, goes to the general reader).
+  local payload = (data == nil and type(value) == "string") or (value == nil and type(data) == "table")
+  if not payload or (key ~= nil and type(key) ~= "string")
     or (cluster ~= nil and type(cluster) ~= "string") or (topic ~= nil and type(topic) ~= "string")
     or (partition ~= nil and type(partition) ~= "number") or (timestamp ~= nil and type(timestamp) ~= "number") then
     return nil
@@ -60,9 +63,10 @@ end
 return function(call)
   local m = type(call) == "table" and simple(call)
   if m then
-    local value = m.value
-    local ok, cluster, topic, partition, offset, key, timestamp = one(call.cluster, call.topic, m.key, value, m.partition, m.timestamp)
+    local ok, cluster, topic, partition, offset, key, timestamp, value =
+      one(call.cluster, call.topic, m.key, m.value, m.data, m.partition, m.timestamp)
     if not ok then error(cluster, 2) end
+    key, value = key or m.key, value or m.value
     return { cluster = cluster, topic = topic, partition = partition, offset = offset, key = key, value = value,
       messages = { { partition = partition, offset = offset, key = key, value = value, headers = {}, timestamp = timestamp } } }
   end
@@ -108,22 +112,42 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
     let one = lua.create_async_function(move |lua, args: OneMessage| {
         let context = Arc::clone(&context);
         let request = shared.current();
+        // Converting `data` reads Lua tables and allocates nothing there: no need for protected calls.
+        let message = unlimited(&lua, 0, || {
+            Ok(args.into_message(&context.config, &mut Budget::metered(&shared)))
+        })
+        .unwrap_or_else(|e| Err(e.to_string()));
         async move {
-            let message = match args.into_message(&context.config) {
+            let message = match message {
                 Ok(message) => message,
                 Err(e) => return (false, format!("kafka.produce: {e}")).into_lua_multi(&lua),
             };
             let generated_key = matches!(message.key, Key::Random);
+            let encoded_value = matches!(message.value, Payload::Data(_));
             match context.producer.produce_written(vec![message]).await {
                 Ok(mut written) => {
                     let w = written.pop().expect("one message, one result");
                     let d = w.delivery;
-                    // The caller has its own key and value; only a generated key must come back.
+                    // The caller has its own key and value; only a generated key or an encoded value comes back.
                     let key = match (generated_key, w.key) {
                         (true, Some(key)) => Value::String(lua.create_string(key)?),
                         _ => Value::Nil,
                     };
-                    (true, d.cluster, d.topic, d.partition, d.offset, key, d.timestamp_ms).into_lua_multi(&lua)
+                    let value = match (encoded_value, w.value) {
+                        (true, Some(value)) => Value::String(lua.create_string(value)?),
+                        _ => Value::Nil,
+                    };
+                    (
+                        true,
+                        d.cluster,
+                        d.topic,
+                        d.partition,
+                        d.offset,
+                        key,
+                        d.timestamp_ms,
+                        value,
+                    )
+                        .into_lua_multi(&lua)
                 }
                 Err(e) => (false, failure(&e, request)).into_lua_multi(&lua),
             }
@@ -134,24 +158,27 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
     Ok(table)
 }
 
-/// The arguments of the one-message fast path, already of the right Lua types (the Lua side checked).
+/// The arguments of the one-message fast path, already of the right Lua types (the Lua side checked): a string
+/// `value` or a `data` table.
 struct OneMessage {
     cluster: Option<mlua::LuaString>,
     topic: Option<mlua::LuaString>,
     key: Option<mlua::LuaString>,
-    value: mlua::LuaString,
+    value: Option<mlua::LuaString>,
+    data: Option<Table>,
     partition: Option<f64>,
     timestamp: Option<f64>,
 }
 
 impl mlua::FromLuaMulti for OneMessage {
     fn from_lua_multi(values: mlua::MultiValue, lua: &Lua) -> Result<Self> {
-        let (cluster, topic, key, value, partition, timestamp) = mlua::FromLuaMulti::from_lua_multi(values, lua)?;
+        let (cluster, topic, key, value, data, partition, timestamp) = mlua::FromLuaMulti::from_lua_multi(values, lua)?;
         Ok(Self {
             cluster,
             topic,
             key,
             value,
+            data,
             partition,
             timestamp,
         })
@@ -159,8 +186,7 @@ impl mlua::FromLuaMulti for OneMessage {
 }
 
 impl OneMessage {
-    fn into_message(self, config: &Config) -> std::result::Result<Message, String> {
-        let mut budget = Budget::unmetered();
+    fn into_message(self, config: &Config, budget: &mut Budget) -> std::result::Result<Message, String> {
         let text = |s: &mlua::LuaString, name: &str| {
             s.to_str()
                 .map(|s| s.to_owned())
@@ -172,16 +198,22 @@ impl OneMessage {
         };
         let cluster = self.cluster.as_ref().map(|c| text(c, "cluster")).transpose()?;
         let key = match &self.key {
-            Some(key) => Key::Bytes(bytes(key, &mut budget)?),
+            Some(key) => Key::Bytes(bytes(key, budget)?),
             None => Key::Random,
         };
-        let value = bytes(&self.value, &mut budget)?;
+        let value = match (&self.value, self.data) {
+            (Some(value), _) => Payload::Bytes(Some(bytes(value, budget)?)),
+            (None, Some(data)) => Payload::Data(
+                convert::to_json_within(&Value::Table(data), budget).map_err(|e| format!("message 1: data: {e}"))?,
+            ),
+            (None, None) => unreachable!("the Lua side passes a value or data"),
+        };
         Ok(Message {
             topic,
             cluster,
             partition: partition(self.partition).map_err(|e| format!("message 1: {e}"))?,
             key,
-            value: Payload::Bytes(Some(value)),
+            value,
             headers: Vec::new(),
             timestamp_ms: timestamp(self.timestamp).map_err(|e| format!("message 1: {e}"))?,
         })
