@@ -161,7 +161,7 @@ async fn dispatch<B: RequestBody>(
             function: "",
             user: &user.name,
             key,
-            fingerprint: idempotency::fingerprint(&method, &target, &body),
+            fingerprint: idempotency::fingerprint(&method, &target, None, &body),
         });
         return idempotent(app, once, async {
             let body = api::produce(&app.producer, user, call, &body).await?;
@@ -389,6 +389,7 @@ async fn call_function<B: RequestBody>(
         fingerprint: idempotency::fingerprint(
             &http.method,
             parts.uri.path_and_query().map_or("", |p| p.as_str()),
+            Some(&http.headers),
             &http.body,
         ),
     });
