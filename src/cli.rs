@@ -40,8 +40,8 @@ pub enum Command {
         #[arg(long, short)]
         filter: Option<String>,
         /// Seconds one test may run, its requests included.
-        #[arg(long, default_value_t = 60.0)]
-        timeout: f64,
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        timeout: u64,
     },
     /// Write the editor types (lua-language-server annotations) into DIR/.luka/types, and DIR/.luarc.json unless
     /// DIR has its own.

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             timeout,
         }) => {
             init_tracing_at(false, "error");
-            let timeout = Duration::from_secs_f64(timeout.max(0.001));
+            let timeout = Duration::from_secs(timeout);
             runtime.block_on(test(&cli, paths, filter.clone(), timeout))
         }
         Some(Command::Broker { listen }) => {
@@ -143,7 +143,10 @@ async fn test(cli: &Cli, paths: &[PathBuf], filter: Option<String>, timeout: Dur
         Ok(summary) if summary.success() => ExitCode::SUCCESS,
         Ok(summary) => {
             if summary.passed + summary.failed == 0 {
-                eprintln!("no test matched the filter");
+                match summary.filtered_out {
+                    0 => eprintln!("the test files register no tests: call test(\"name\", function() ... end)"),
+                    _ => eprintln!("no test matched the filter"),
+                }
             }
             ExitCode::FAILURE
         }

@@ -155,3 +155,46 @@ fn a_test_that_runs_too_long_is_stopped_and_fails() {
         started.elapsed()
     );
 }
+
+#[test]
+fn paths_must_exist_and_be_test_files_and_routes_cannot_serve_tests() {
+    let config = project(&[("note.lua", NOTE), ("note_test.lua", NOTE_TEST)]);
+    let dir = config.parent().unwrap();
+    let (ok, _, err) = luka_test(&config, &[dir.join("nope_test.lua").to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("nope_test.lua does not exist"), "{err}");
+    let (ok, _, err) = luka_test(&config, &[dir.join("functions/note.lua").to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("is not a test file"), "{err}");
+    let (_, out, _) = luka_test(&config, &[dir.join("functions/note_test.lua").to_str().unwrap()]);
+    assert_eq!(counts(&out), (1, 1), "one file given, its two tests run:\n{out}");
+
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[lua]\ntests = \"missing\"\n[[routes]]\npath = \"/t\"\nfunction = \"note_test.lua\"\n");
+    std::fs::write(&config, text).unwrap();
+    let check = Command::new(LUKA)
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success());
+    assert!(err.contains("'note_test.lua' is a test file"), "{err}");
+    assert!(
+        !err.contains("missing"),
+        "a missing tests folder is not a serving problem: {err}"
+    );
+}
+
+#[test]
+fn each_test_file_has_globals_of_its_own() {
+    let config = project(&[
+        ("note.lua", NOTE),
+        ("a_test.lua", r#"leaked = 1 test("a", function() eq(leaked, 1) end)"#),
+        ("b_test.lua", r#"test("b", function() eq(leaked, nil) end)"#),
+    ]);
+    let (ok, out, _) = luka_test(&config, &[]);
+    assert!(ok, "{out}");
+    assert_eq!(counts(&out), (2, 0));
+}

@@ -12,6 +12,9 @@ use super::defaults;
 use super::problem::Checker;
 use super::raw::{LuaConfig, RawRoute, ServerConfig};
 
+/// How a test file's name ends: `luka test` runs such files, luka never serves them.
+pub const TEST_SUFFIX: &str = "_test.lua";
+
 /// Methods a route may list.
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -170,12 +173,7 @@ pub(super) fn check_lua(c: &mut Checker<'_>, lua: &LuaConfig, server: &ServerCon
         .tests
         .as_deref()
         .map_or_else(|| functions_dir.clone(), |tests| base_dir.join(tests));
-    if lua.tests.is_some() && !tests_dir.is_dir() {
-        c.general(format!(
-            "[lua] tests folder '{}' does not exist; create it or point `tests` at your *_test.lua files",
-            tests_dir.display()
-        ));
-    }
+    // A missing tests folder is `luka test`'s to report: a deployment without its tests still serves.
     if lua.cpu_ms == 0 || lua.timeout_ms == 0 || lua.memory_mb == 0 {
         c.general("[lua] cpu_ms, timeout_ms and memory_mb must be greater than 0");
     }
@@ -220,6 +218,13 @@ pub(super) fn check_routes(c: &mut Checker<'_>, raw: &[RawRoute], functions_dir:
             c.at(
                 &route.function,
                 format!("[[routes]] function '{function}' must be a .lua file inside the functions folder"),
+            );
+        } else if function.ends_with(TEST_SUFFIX) {
+            c.at(
+                &route.function,
+                format!(
+                    "[[routes]] function '{function}' is a test file (run by `luka test`, never served); rename it"
+                ),
             );
         } else if !functions_dir.join(&function).is_file() {
             c.at(

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 pub use checked::{Cluster, Config, MetricsSettings, Topic, User};
 pub use choices::{Compression, ContentType, LogFormat, SaslMechanism};
-pub use functions::{BUILTIN_EXACT, BUILTIN_FOLDERS, LuaSettings, Route, RoutePath, is_builtin_path};
+pub use functions::{BUILTIN_EXACT, BUILTIN_FOLDERS, LuaSettings, Route, RoutePath, TEST_SUFFIX, is_builtin_path};
 pub use pattern::{TopicPattern, is_valid_topic_name};
 pub use problem::ConfigProblem;
 pub use raw::{SaslConfig, ServerConfig, TlsConfig};

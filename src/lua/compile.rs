@@ -36,8 +36,7 @@ pub fn display_prefix(dir: &Path) -> String {
         .map_or_else(|| "functions".to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
-/// How a test file's name ends; such files are run by `luka test`, never served.
-pub const TEST_SUFFIX: &str = "_test.lua";
+pub use crate::config::TEST_SUFFIX;
 
 /// Every handler file under `dir`: `.lua` files, not tests, by name (hidden files and folders skipped). An absent
 /// folder has none.

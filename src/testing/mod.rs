@@ -9,6 +9,7 @@ mod send;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use mlua::{Function, Lua, Table};
 
 use crate::App;
 use crate::broker::EmbeddedBroker;
-use crate::config::Config;
+use crate::config::{Config, TEST_SUFFIX};
 
 pub(crate) const PRELUDE: &str = include_str!("prelude.lua");
 
@@ -54,8 +55,12 @@ pub enum TestError {
     Functions(#[from] crate::lua::LoadErrors),
     #[error("cannot find test files: {0}")]
     Scan(String),
-    #[error("no test files (named *{}) in {}", crate::lua::compile::TEST_SUFFIX, .0.display())]
+    #[error("no test files (named *{TEST_SUFFIX}) in {}", .0.display())]
     NoTests(PathBuf),
+    #[error("{} does not exist{}", path.display(), if *given { "" } else { " (the [lua] tests folder of the config)" })]
+    Missing { path: PathBuf, given: bool },
+    #[error("{} is not a test file: test files are named *{TEST_SUFFIX}", .0.display())]
+    NotATest(PathBuf),
     #[error("no free port for a test broker: {0}")]
     Port(std::io::Error),
     #[error("cannot set up the test API: {0}")]
@@ -91,19 +96,46 @@ struct Runner<'o> {
     /// `take_tests()`: the tests the last loaded file registered.
     take_tests: Function,
     options: &'o Options,
-    /// When the running test must stop; Lua's interrupt checks it, so a busy loop stops too.
-    deadline: Arc<Mutex<Option<Instant>>>,
+    clock: Arc<Clock>,
+}
+
+/// The running test's time limit, checked by Lua's interrupt so a busy loop stops too.
+#[derive(Default)]
+struct Clock {
+    deadline: Mutex<Option<Instant>>,
+    /// Set by the interrupt when it stopped the test.
+    fired: AtomicBool,
+}
+
+impl Clock {
+    fn start(&self, limit: Duration) {
+        self.fired.store(false, Ordering::Relaxed);
+        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + limit);
+    }
+
+    /// Stops the clock; whether the limit was reached.
+    fn stop(&self) -> bool {
+        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.fired.load(Ordering::Relaxed)
+    }
+
+    fn check(&self) -> mlua::Result<mlua::VmState> {
+        match *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(at) if Instant::now() > at => {
+                self.fired.store(true, Ordering::Relaxed);
+                Err(mlua::Error::runtime("the test ran out of time"))
+            }
+            _ => Ok(mlua::VmState::Continue),
+        }
+    }
 }
 
 impl<'o> Runner<'o> {
     fn new(app: &Arc<App>, options: &'o Options) -> Result<Self, TestError> {
         let lua = crate::lua::tooling_lua(Arc::clone(&app.config), Arc::clone(&app.producer))?;
-        let deadline: Arc<Mutex<Option<Instant>>> = Arc::default();
-        let past = Arc::clone(&deadline);
-        lua.set_interrupt(move |_| match *past.lock().unwrap_or_else(PoisonError::into_inner) {
-            Some(at) if Instant::now() > at => Err(mlua::Error::runtime("the test ran out of time")),
-            _ => Ok(mlua::VmState::Continue),
-        });
+        let clock = Arc::new(Clock::default());
+        let interrupt = Arc::clone(&clock);
+        lua.set_interrupt(move |_| interrupt.check());
         let (api, run, take_tests): (Table, Function, Function) = lua.load(PRELUDE).set_name("=luka.test").call((
             send::raw_send(&lua, Arc::clone(app))?,
             lua.globals().get::<Table>("json")?,
@@ -113,27 +145,41 @@ impl<'o> Runner<'o> {
             let (name, value) = pair?;
             lua.globals().set(name, value)?;
         }
+        // `print` in a test file is the test's own output, not a server log line.
+        lua.globals().set(
+            "print",
+            lua.create_function(|_, args: mlua::MultiValue| {
+                let line: Vec<String> = args.iter().map(|v| v.to_string().unwrap_or_default()).collect();
+                println!("{}", line.join("\t"));
+                Ok(())
+            })?,
+        )?;
         Ok(Self {
             lua,
             run,
             take_tests,
             options,
-            deadline,
+            clock,
         })
     }
 
-    fn start_clock(&self) {
-        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + self.options.timeout);
+    /// Runs `work` under the time limit; `Err` says why it did not finish.
+    async fn timed<T>(&self, work: impl Future<Output = mlua::Result<T>>) -> Result<T, String> {
+        self.clock.start(self.options.timeout);
+        let outcome = tokio::time::timeout(self.options.timeout, work).await;
+        let fired = self.clock.stop();
+        match outcome {
+            Ok(Ok(value)) if !fired => Ok(value),
+            Ok(Err(e)) if !fired => Err(e.to_string()),
+            _ => Err(format!(
+                "the test did not finish within {} s",
+                self.options.timeout.as_secs()
+            )),
+        }
     }
 
-    fn timed_out(&self) -> String {
-        format!(
-            "the test did not finish within {} s",
-            self.options.timeout.as_secs_f64()
-        )
-    }
-
-    /// Loads one file (which registers its tests), then runs each test that passes the filter.
+    /// Loads one file (which registers its tests) in an environment of its own, then runs each test that passes
+    /// the filter.
     async fn run_file(
         &self,
         display: &str,
@@ -141,15 +187,25 @@ impl<'o> Runner<'o> {
         summary: &mut Summary,
         out: &mut impl Write,
     ) -> Result<(), TestError> {
-        self.start_clock();
+        let env = self.lua.create_table()?;
+        let meta = self.lua.create_table()?;
+        meta.set("__index", self.lua.globals())?;
+        env.set_metatable(Some(meta))?;
         let loaded = match std::fs::read(path) {
-            Ok(source) => self.lua.load(source).set_name(format!("@{display}")).exec_async().await,
-            Err(e) => Err(mlua::Error::runtime(format!("cannot read {display}: {e}"))),
+            Ok(source) => {
+                let chunk = self
+                    .lua
+                    .load(source)
+                    .set_name(format!("@{display}"))
+                    .set_environment(env);
+                self.timed(chunk.exec_async()).await
+            }
+            Err(e) => Err(format!("cannot read {display}: {e}")),
         };
         let tests: Table = self.take_tests.call(())?;
-        if let Err(e) = loaded {
+        if let Err(why) = loaded {
             summary.failed += 1;
-            let _ = writeln!(out, "  FAIL (the file does not load)\n{}", indent(&e.to_string()));
+            let _ = writeln!(out, "  FAIL (the file does not load)\n{}", indent(&why));
             return Ok(());
         }
         for test in tests.sequence_values::<Table>() {
@@ -160,19 +216,15 @@ impl<'o> Runner<'o> {
                 continue;
             }
             let started = Instant::now();
-            self.start_clock();
             let call = self
                 .run
                 .call_async::<(bool, Option<String>)>(test.get::<Function>("fn")?);
-            let outcome = tokio::time::timeout(self.options.timeout, call).await;
-            let ms = started.elapsed().as_millis();
-            let failure = match outcome {
-                Ok(Ok((true, _))) => None,
-                Ok(Ok((false, message))) => Some(message.unwrap_or_default()),
-                Ok(Err(e)) if started.elapsed() >= self.options.timeout => Some(format!("{}: {e}", self.timed_out())),
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some(self.timed_out()),
+            let failure = match self.timed(call).await {
+                Ok((true, _)) => None,
+                Ok((false, message)) => Some(message.unwrap_or_default()),
+                Err(why) => Some(why),
             };
+            let ms = started.elapsed().as_millis();
             match failure {
                 None => {
                     summary.passed += 1;
@@ -197,26 +249,32 @@ fn indent(text: &str) -> String {
 
 /// The test files to run, each with the name it is reported under, in a stable order.
 fn test_files(config: &Config, paths: &[PathBuf]) -> Result<Vec<(String, PathBuf)>, TestError> {
-    let scan = |dir: &Path| crate::lua::compile::scan_tests(dir).map_err(|e| TestError::Scan(e.to_string()));
-    let folders = if paths.is_empty() {
-        vec![config.lua.tests_dir.clone()]
+    let (paths, given) = if paths.is_empty() {
+        (vec![config.lua.tests_dir.clone()], false)
     } else {
-        paths.to_vec()
+        (paths.to_vec(), true)
     };
     let here = std::env::current_dir().unwrap_or_default();
     let shown = |path: &Path| path.strip_prefix(&here).unwrap_or(path).display().to_string();
     let mut files = Vec::new();
-    for folder in &folders {
-        if folder.is_file() {
-            files.push((shown(folder), folder.clone()));
-            continue;
-        }
-        for (_, path) in scan(folder)? {
-            files.push((shown(&path), path));
+    for path in &paths {
+        if path.is_file() {
+            if !path.to_string_lossy().ends_with(TEST_SUFFIX) {
+                return Err(TestError::NotATest(path.clone()));
+            }
+            files.push((shown(path), path.clone()));
+        } else if path.is_dir() {
+            let found = crate::lua::compile::scan_tests(path).map_err(|e| TestError::Scan(e.to_string()))?;
+            files.extend(found.into_values().map(|file| (shown(&file), file)));
+        } else {
+            return Err(TestError::Missing {
+                path: path.clone(),
+                given,
+            });
         }
     }
     if files.is_empty() {
-        return Err(TestError::NoTests(folders.into_iter().next().unwrap_or_default()));
+        return Err(TestError::NoTests(paths.into_iter().next().unwrap_or_default()));
     }
     Ok(files)
 }
@@ -238,8 +296,7 @@ async fn start_brokers(config: &mut Config) -> Result<Vec<EmbeddedBroker>, TestE
 }
 
 fn free_port() -> Result<std::net::SocketAddr, TestError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(TestError::Port)?;
-    Ok(listener)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_err(TestError::Port)
 }

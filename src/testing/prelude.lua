@@ -165,24 +165,45 @@ local function matches(text, pattern, label)
   end
 end
 
+-- JSON text to a value; a failure is reported at the test's line, not here.
+local function decode(text, what)
+  local decoded, value = pcall(json.decode, text)
+  if not decoded then
+    error(what .. " is not JSON: " .. tostring(value), 3)
+  end
+  return value
+end
+
 local Response = {}
 Response.__index = Response
 function Response:json()
-  return json.decode(self.body)
+  return decode(self.body, "the response body")
 end
 
 local Record = {}
 Record.__index = Record
 function Record:json()
-  return json.decode(self.value)
+  return decode(self.value, "the record's value")
 end
 
--- `name -> value`, repeated names joined with ", " (HTTP's rule for combining them).
-local function header_map(list)
-  local map = {}
+-- Header names are case-insensitive: `res.headers["Content-Type"]` finds `content-type`.
+local CASELESS = {
+  __index = function(map, name)
+    if type(name) == "string" then
+      return rawget(map, string.lower(name))
+    end
+    return nil
+  end,
+}
+
+-- `name -> value`, repeated names joined with ", " (HTTP's rule for combining them); HTTP headers are looked up
+-- case-insensitively, record headers (any bytes, as Kafka has them) as they are.
+local function header_map(list, caseless)
+  local map = caseless and setmetatable({}, CASELESS) or {}
   for _, pair in ipairs(list) do
-    local name, value = pair[1], pair[2]
-    map[name] = map[name] and (map[name] .. ", " .. value) or value
+    local name, value = caseless and string.lower(pair[1]) or pair[1], pair[2]
+    local seen = rawget(map, name)
+    map[name] = seen and (seen .. ", " .. value) or value
   end
   return map
 end
@@ -191,8 +212,11 @@ local function send(request)
   if type(request) == "string" then
     request = { path = request }
   end
-  if type(request) ~= "table" or type(request.path) ~= "string" then
-    error("send{ method = ..., path = \"/...\", headers = {...}, body = \"...\" or json = {...} }: path is required", 2)
+  if type(request) ~= "table" or type(request.path) ~= "string" or request.path:sub(1, 1) ~= "/" then
+    error("send{ method = ..., path = \"/...\", headers = {...}, body = \"...\" or json = {...} }: give a path starting with /", 2)
+  end
+  if request.body ~= nil and request.json ~= nil then
+    error("send: give body (sent as is) or json (encoded), not both", 2)
   end
   local headers, typed = {}, false
   for name, value in pairs(request.headers or {}) do
@@ -216,12 +240,12 @@ local function send(request)
     error(status, 2)
   end
   for _, record in ipairs(records) do
-    record.headers = header_map(record.header_list)
+    record.headers = header_map(record.header_list, false)
     setmetatable(record, Record)
   end
   return setmetatable({
     status = status,
-    headers = header_map(response_headers),
+    headers = header_map(response_headers, true),
     body = response_body,
     records = records,
   }, Response)

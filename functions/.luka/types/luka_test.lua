@@ -4,10 +4,10 @@
 
 ---@class luka.TestRequest
 ---@field method string? Default "GET", or "POST" when a body or json is given.
----@field path string The path, with a query string if any: "/events/random?n=3".
+---@field path string The path (starting with /), with a query string if any: "/events/random?n=3".
 ---@field headers table<string, string|string[]>? Request headers; a list sends a name several times.
 ---@field body string? The raw body.
----@field json any? A value sent as a JSON body (with `Content-Type: application/json` unless headers set one).
+---@field json any? A value sent as a JSON body (with `Content-Type: application/json` unless headers set one); not with body.
 
 ---@class luka.TestRecord
 ---@field cluster string The cluster (config.toml name) it was written to.
@@ -27,7 +27,7 @@ function TestRecord:json() end
 
 ---@class luka.TestResponse
 ---@field status integer
----@field headers table<string, string> By lower-case name; repeated names joined with ", ".
+---@field headers table<string, string> By name, case-insensitive; repeated names joined with ", ".
 ---@field body string
 ---@field records luka.TestRecord[] Every record the request wrote, in order, read back from the broker.
 local TestResponse = {}
