@@ -1,4 +1,5 @@
 -- GET / → what this luka serves.
+---@param req luka.Request
 return function(req)
   return {
     json = {

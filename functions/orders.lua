@@ -1,5 +1,6 @@
 -- POST /orders with a JSON order → the `orders` topic, as `data` (encoded by the topic's configuration),
 -- keyed by the order id so every event of one order lands on the same partition.
+---@param req luka.Request
 return function(req)
   local order = req:json() -- a body that is not JSON answers 400
   if type(order) ~= "table" then

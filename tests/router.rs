@@ -75,7 +75,6 @@ cluster = "down"
 path = "/fn"
 function = "fn.lua"
 methods = ["POST", "GET"]
-idempotency = true
 
 {users}"#,
             broker = broker.addr(),

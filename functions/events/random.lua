@@ -3,6 +3,7 @@
 -- Sized to the default 50 ms CPU budget per request, even in a debug build (`cargo run`).
 local MAX = 100
 
+---@param req luka.Request
 return function(req)
   local n = tonumber(req.query.n or "1")
   if not n or n < 1 or n > MAX or n % 1 ~= 0 then

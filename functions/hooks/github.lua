@@ -1,6 +1,7 @@
 -- GitHub webhook → Kafka.
 -- Checks X-Hub-Signature-256 against the secret from config.toml ([[routes]] env), then writes the delivery to
 -- the `github-events` topic, keyed by repository so one repository's events stay in order.
+---@param req luka.Request
 return function(req)
   local ok, why = webhook.verify_github(req, env.GITHUB_WEBHOOK_SECRET)
   if not ok then

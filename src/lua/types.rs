@@ -19,7 +19,8 @@ pub const FILES: [(&str, &str); 3] = [
 /// Where the annotation files go, inside the folder given (hidden, so luka never serves them).
 pub const FOLDER: &str = ".luka/types";
 
-/// The language server's settings: Luau is Lua 5.1 plus compound assignment and `continue`.
+/// The language server's settings: Lua 5.1 (Luau's base) with Luau's compound assignment and `continue`; the
+/// rest of Luau's syntax (type annotations, `//`, if-expressions, backtick strings) is not understood by it.
 pub const LUARC: &str = include_str!("../../functions/.luarc.json");
 
 /// What `luka types` did.

@@ -2,6 +2,7 @@
 -- generated from the topic's schemas (config.toml), valid against them.
 local MAX = 1000
 
+---@param req luka.Request
 return function(req)
   local topic = req.query.topic or "orders"
   local n = tonumber(req.query.n or "1")

@@ -21,6 +21,7 @@ test("every topic of the example generates valid events", function()
   for _, topic in ipairs({ "orders", "signups", "readings" }) do
     local res = send("/generate?topic=" .. topic .. "&n=3")
     eq(res.status, 200, topic)
+    eq(#res.records, 3, topic)
     for _, record in ipairs(res.records) do
       eq(record.topic, topic)
       ok(schema.validate(topic, record:json()), topic .. " value is valid")

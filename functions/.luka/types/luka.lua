@@ -1,6 +1,7 @@
 ---@meta
 -- luka's handler API, for lua-language-server. Written by `luka types`; regenerate it after upgrading luka.
--- A handler file returns `function(req) ... return response end`.
+-- A handler file returns `function(req) ... return response end`; write `---@param req luka.Request` above it (or
+-- `---@type luka.Handler` above `return`) and the editor knows what `req` holds.
 
 ---@class luka.Request
 ---@field method string Upper-case HTTP method, e.g. "POST".
@@ -19,7 +20,7 @@ function Request:json() end
 
 ---@class luka.Response
 ---@field status integer? HTTP status; default 200.
----@field headers table<string, string>? Response headers.
+---@field headers table<string, string|number|boolean>? Response headers.
 ---@field body string? The body, as is.
 ---@field json any? A value sent as JSON (`application/json` unless `headers` sets a Content-Type).
 
@@ -45,8 +46,8 @@ function Request:json() end
 ---@class luka.Written
 ---@field partition integer
 ---@field offset integer
----@field key string? The key as written (`json.null` when none).
----@field value string? The value as written (`json.null` for a tombstone).
+---@field key string|lightuserdata The key as written (`json.null` when none).
+---@field value string|lightuserdata The value as written (`json.null` for a tombstone).
 ---@field headers table<string, string>|luka.ProduceHeader[] As written: by name, or a list when a name repeats.
 ---@field timestamp integer Milliseconds since the epoch.
 
@@ -56,8 +57,8 @@ function Request:json() end
 ---@field messages luka.Written[] One entry per message, in order.
 ---@field partition integer The first message's partition (deprecated).
 ---@field offset integer The first message's offset (deprecated).
----@field key string? The first message's key (deprecated).
----@field value string? The first message's value (deprecated).
+---@field key string|lightuserdata The first message's key (deprecated; `json.null` when none).
+---@field value string|lightuserdata The first message's value (deprecated; `json.null` for a tombstone).
 
 --- Writing to Kafka.
 kafka = {}
@@ -167,7 +168,7 @@ function webhook.verify_github(req, secret) end
 --- Checks `Stripe-Signature: t=...,v1=...` (HMAC of `t.body`; any v1 may match) within `tolerance_s` (default 300).
 ---@param req luka.Request
 ---@param secret string
----@param tolerance_s number?
+---@param tolerance_s integer?
 ---@return boolean ok
 ---@return string? reason Why not, when not.
 function webhook.verify_stripe(req, secret, tolerance_s) end
