@@ -198,3 +198,43 @@ fn each_test_file_has_globals_of_its_own() {
     assert!(ok, "{out}");
     assert_eq!(counts(&out), (2, 0));
 }
+
+/// The `---@field`s of `class` in the shipped test API annotations.
+fn annotated_fields(class: &str) -> Vec<String> {
+    let text = std::fs::read_to_string("functions/.luka/types/luka_test.lua").unwrap();
+    let mut fields: Vec<String> = text
+        .lines()
+        .skip_while(|line| *line != format!("---@class {class}"))
+        .skip(1)
+        .map_while(|line| line.strip_prefix("---@field "))
+        .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+        .collect();
+    fields.sort();
+    fields
+}
+
+#[test]
+fn the_test_api_annotations_name_the_fields_send_gives() {
+    let shape = r#"
+local function keys(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return table.concat(out, " ")
+end
+test("shape", function()
+  local res = send{ method = "POST", path = "/note", body = "x" }
+  print("response " .. keys(res))
+  print("record " .. keys(res.records[1]))
+end)
+"#;
+    let config = project(&[("note.lua", NOTE), ("shape_test.lua", shape)]);
+    let (ok, out, _) = luka_test(&config, &[]);
+    assert!(ok, "{out}");
+    let printed = |what: &str| -> Vec<String> {
+        let line = out.lines().find_map(|l| l.strip_prefix(&format!("{what} "))).unwrap();
+        line.split(' ').map(str::to_owned).collect()
+    };
+    assert_eq!(printed("response"), annotated_fields("luka.TestResponse"));
+    assert_eq!(printed("record"), annotated_fields("luka.TestRecord"));
+}

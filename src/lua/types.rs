@@ -236,11 +236,8 @@ mod tests {
             .call((nothing.clone(), lua.create_table().unwrap(), nothing))
             .unwrap();
         let test_api = file("luka_test.lua");
+        // What `send` gives back is held to the annotations by tests/luka_test.rs, through a real run.
         assert_eq!(keys(&api), test_api.functions);
-        assert_eq!(
-            test_api.classes["luka.TestResponse"],
-            set(&["status", "headers", "body", "records", "json"])
-        );
     }
 
     #[test]
