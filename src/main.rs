@@ -67,7 +67,10 @@ fn types(cli: &Cli, dir: Option<&std::path::Path>) -> ExitCode {
         },
     };
     if !dir.is_dir() {
-        eprintln!("{} is not a folder; give the folder your functions are in", dir.display());
+        eprintln!(
+            "{} is not a folder; give the folder your functions are in",
+            dir.display()
+        );
         return ExitCode::FAILURE;
     }
     let written = match luka::lua::types::write(&dir) {
