@@ -45,7 +45,7 @@ pub async fn handle<B: RequestBody>(app: &App, request: Request<B>, remote: Sock
     let context = RequestContext::new(request_id(&request), trace_context(app, &request), capture);
     let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
     // Boxed once: the request's future is large (every route's state), and the wrappers would each move it.
-    let served = crate::timeout::within(timeout, Box::pin(dispatch(app, request, remote)));
+    let served = crate::timeout::within(timeout, Box::pin(dispatch(app, request, remote, &context)));
     let result = match RequestContext::scope(Arc::clone(&context), served).await {
         Ok(result) => result,
         Err(_) => Err(RequestError::Timeout {
@@ -128,6 +128,7 @@ async fn dispatch<B: RequestBody>(
     app: &App,
     request: Request<B>,
     remote: SocketAddr,
+    context: &RequestContext,
 ) -> Result<Response, RequestError> {
     refuse_unsupported(&request)?;
     let path = request.uri().path();
@@ -153,13 +154,13 @@ async fn dispatch<B: RequestBody>(
         }
         // Credentials first: a client without them is answered before it can hold the connection with a body.
         let user = api::authenticate(&app.config.users, authorization(&request).as_deref())?;
-        let key = idempotency_key(&request)?;
+        let key = idempotency_key(request.headers())?;
         let method = request.method().as_str().to_owned();
         let target = request.uri().path_and_query().map_or("", |p| p.as_str()).to_owned();
         let body = read_body(request, &app.config.server).await?;
         let once = key.map(|key| Once {
-            function: "",
-            user: &user.name,
+            function: Arc::from(""),
+            user: user.name.clone(),
             key,
             fingerprint: idempotency::fingerprint(&method, &target, None, &body),
         });
@@ -178,9 +179,7 @@ async fn dispatch<B: RequestBody>(
     }
     match app.functions.find(request.method().as_str(), path) {
         Found::Target(target) => {
-            if let Some(context) = RequestContext::current() {
-                context.set_function(Arc::clone(&target.function.name));
-            }
+            context.set_function(Arc::clone(&target.function.name));
             call_function(app, request, remote, target).await
         }
         Found::MethodNotAllowed { allowed } => Err(RequestError::MethodNotAllowed {
@@ -322,11 +321,7 @@ fn refuse_unsupported<B>(request: &Request<B>) -> Result<(), RequestError> {
 }
 
 /// The request's `Idempotency-Key`, if it sends one.
-fn idempotency_key<B>(request: &Request<B>) -> Result<Option<String>, RequestError> {
-    idempotency_key_of(request.headers())
-}
-
-fn idempotency_key_of(headers: &hyper::HeaderMap) -> Result<Option<String>, RequestError> {
+fn idempotency_key(headers: &hyper::HeaderMap) -> Result<Option<String>, RequestError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -376,15 +371,13 @@ async fn call_function<B: RequestBody>(
         user,
     };
     let key = if target.idempotency {
-        idempotency_key_of(&http.headers)?
+        idempotency_key(&http.headers)?
     } else {
         None
     };
-    let function = Arc::clone(&target.function.name);
-    let user = http.user.clone().unwrap_or_default();
     let once = key.map(|key| Once {
-        function: &function,
-        user: &user,
+        function: Arc::clone(&target.function.name),
+        user: http.user.clone().unwrap_or_default(),
         key,
         fingerprint: idempotency::fingerprint(
             &http.method,
@@ -396,10 +389,11 @@ async fn call_function<B: RequestBody>(
     idempotent(app, once, async move { Ok(app.functions.call(target, http).await?) }).await
 }
 
-/// A request's hold on an `Idempotency-Key`: whose it is, and what the request was.
-struct Once<'a> {
-    function: &'a str,
-    user: &'a str,
+/// A request's hold on an `Idempotency-Key`: whose it is (function, `""` for REST produce; user), and what the
+/// request was. Made only for requests that send a key.
+struct Once {
+    function: Arc<str>,
+    user: String,
     key: String,
     fingerprint: [u8; 32],
 }
@@ -408,14 +402,14 @@ struct Once<'a> {
 /// `Idempotent-Replayed: true`), refuses a clash, and remembers a successful answer for the next repeat.
 async fn idempotent(
     app: &App,
-    once: Option<Once<'_>>,
+    once: Option<Once>,
     run: impl Future<Output = Result<Answer, RequestError>>,
 ) -> Result<Response, RequestError> {
     let claim = match once {
         None => None,
         Some(once) => match app
             .idempotency
-            .begin(once.function, once.user, &once.key, once.fingerprint)
+            .begin(&once.function, &once.user, &once.key, once.fingerprint)
         {
             Begin::Run(claim) => Some(claim),
             Begin::Replay(answer) => {
