@@ -115,8 +115,9 @@ impl Producer {
     /// Writes every message and returns their deliveries in order, or the first error. Routing and partition
     /// errors are found before anything is written.
     pub async fn produce(&self, messages: Vec<Message>) -> Result<Vec<Delivery>, ProduceError> {
-        let placed = self.place(messages).await?;
-        self.write(placed).await
+        let context = RequestContext::current();
+        let placed = self.place(messages, context.as_deref()).await?;
+        self.write(placed, context.as_deref()).await
     }
 
     /// The current request's trace context headers, added to `headers` unless it has them already.
@@ -132,9 +133,10 @@ impl Producer {
     /// Like [`Producer::produce`], and also gives the key, value and headers each message was written with (which
     /// the caller may not know: generated keys and values, encoded data).
     pub async fn produce_written(&self, messages: Vec<Message>) -> Result<Vec<Written>, ProduceError> {
-        let placed = self.place(messages).await?;
+        let context = RequestContext::current();
+        let placed = self.place(messages, context.as_deref()).await?;
         let records: Vec<Record> = placed.iter().map(|p| p.record.clone()).collect();
-        let deliveries = self.write(placed).await?;
+        let deliveries = self.write(placed, context.as_deref()).await?;
         Ok(deliveries
             .into_iter()
             .zip(records)
@@ -147,9 +149,13 @@ impl Producer {
             .collect())
     }
 
-    async fn place(&self, messages: Vec<Message>) -> Result<Vec<Placed>, ProduceError> {
+    /// `context`: the request the messages come from (its trace context goes into their headers).
+    async fn place(
+        &self,
+        messages: Vec<Message>,
+        context: Option<&RequestContext>,
+    ) -> Result<Vec<Placed>, ProduceError> {
         let now_ms = now_ms();
-        let context = RequestContext::current();
         // Most calls name one topic many times: it is resolved and counted once per call.
         let mut destinations: Vec<Destination> = Vec::new();
         let mut placed = Vec::with_capacity(messages.len());
@@ -203,7 +209,7 @@ impl Producer {
                 }),
             };
             let mut headers = message.headers;
-            Self::add_trace_context(&mut headers, context.as_deref());
+            Self::add_trace_context(&mut headers, context);
             let timestamp_ms = message.timestamp_ms.unwrap_or(now_ms);
             let timestamp = Utc
                 .timestamp_millis_opt(timestamp_ms)
@@ -227,7 +233,12 @@ impl Producer {
     }
 
     /// Writes placed messages: one batch per partition, all partitions at once.
-    async fn write(&self, placed: Vec<Placed>) -> Result<Vec<Delivery>, ProduceError> {
+    /// `context`: the request the messages come from (told how many records it wrote, and where).
+    async fn write(
+        &self,
+        placed: Vec<Placed>,
+        context: Option<&RequestContext>,
+    ) -> Result<Vec<Delivery>, ProduceError> {
         let mut results: Vec<Option<Delivery>> = vec![None; placed.len()];
         let mut groups: BTreeMap<(String, String, i32), Vec<(usize, Record)>> = BTreeMap::new();
         let mut meta = Vec::with_capacity(placed.len());
@@ -275,7 +286,7 @@ impl Producer {
                 }
             }
         }
-        if let Some(context) = RequestContext::current() {
+        if let Some(context) = context {
             context.add_records(results.iter().filter(|d| d.is_some()).count());
             context.note_written(results.iter().flatten().map(|d| RecordAt {
                 cluster: d.cluster.clone(),
