@@ -1,6 +1,7 @@
 //! `send` for test files: a request built from Lua values in, the router's response and the records the request
 //! wrote (read back from the broker with luka's reading client) out.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,8 +85,9 @@ async fn exchange(
 /// value, header_list`).
 async fn read_back(lua: &Lua, app: &App, written: Vec<RecordAt>) -> mlua::Result<Result<Table, String>> {
     let records = lua.create_table()?;
+    let mut reader = Reader::default();
     for at in written {
-        let record = match fetch(app, &at).await {
+        let record = match reader.record(app, &at).await {
             Ok(record) => record,
             Err(why) => {
                 return Ok(Err(format!(
@@ -116,19 +118,37 @@ async fn read_back(lua: &Lua, app: &App, written: Vec<RecordAt>) -> mlua::Result
     Ok(Ok(records))
 }
 
-async fn fetch(app: &App, at: &RecordAt) -> Result<FetchedRecord, String> {
-    let client = app
-        .producer
-        .pool()
-        .cluster(&at.cluster)
-        .await
-        .map_err(|e| e.to_string())?;
-    let fetched = client
-        .fetch(&at.topic, at.partition, at.offset, READ_MAX_BYTES, Duration::ZERO)
-        .await
-        .map_err(|e| e.to_string())?;
-    fetched
-        .into_iter()
-        .find(|r| r.offset == at.offset)
-        .ok_or_else(|| "the broker does not have it".to_owned())
+/// Reads written records back; the records of one request usually sit together in a partition, so one fetch
+/// serves all that it returned.
+#[derive(Default)]
+struct Reader {
+    /// The cluster, topic and partition of `fetched`.
+    from: Option<(String, String, i32)>,
+    fetched: HashMap<i64, FetchedRecord>,
+}
+
+impl Reader {
+    async fn record(&mut self, app: &App, at: &RecordAt) -> Result<FetchedRecord, String> {
+        let from = (at.cluster.clone(), at.topic.clone(), at.partition);
+        if self.from.as_ref() == Some(&from)
+            && let Some(record) = self.fetched.remove(&at.offset)
+        {
+            return Ok(record);
+        }
+        let client = app
+            .producer
+            .pool()
+            .cluster(&at.cluster)
+            .await
+            .map_err(|e| e.to_string())?;
+        let fetched = client
+            .fetch(&at.topic, at.partition, at.offset, READ_MAX_BYTES, Duration::ZERO)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.fetched = fetched.into_iter().map(|r| (r.offset, r)).collect();
+        self.from = Some(from);
+        self.fetched
+            .remove(&at.offset)
+            .ok_or_else(|| "the broker does not have it".to_owned())
+    }
 }
