@@ -5,9 +5,16 @@ mod common;
 
 use common::configs::LUA;
 use common::read::{assert_no_record, header_texts, read_records, text};
-use common::{Harness, PRODUCE_FUNCTION, error_of};
+use common::{Harness, Kafka, PRODUCE_FUNCTION, error_of};
 use luka::produce::partitioner::partition_for_key;
 use serde_json::{Value, json};
+
+on_both_brokers!(
+    produce_places_messages_like_java_and_reports_each,
+    random_keys_and_values_tombstones_headers_and_the_deprecated_form,
+    produce_errors_are_clear_catchable_and_write_nothing,
+    a_one_message_call_reports_what_the_general_reader_reports
+);
 
 /// `kafka.produce` called with what is not a call table; each caught error, typed.
 const ARGUMENTS: &str = r#"
@@ -25,13 +32,12 @@ return function(req)
 end
 "#;
 
-async fn start() -> Harness {
-    Harness::start_with(1, LUA, &[PRODUCE_FUNCTION, ("arguments.lua", ARGUMENTS)]).await
+async fn start(kafka: Kafka) -> Harness {
+    Harness::on_with(kafka, 1, LUA, &[PRODUCE_FUNCTION, ("arguments.lua", ARGUMENTS)]).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn produce_places_messages_like_java_and_reports_each() {
-    let h = start().await;
+async fn produce_places_messages_like_java_and_reports_each(kafka: Kafka) {
+    let h = start(kafka).await;
     let bootstrap = h.bootstrap(0);
     let (status, result) = h
         .produce(json!({"topic": "multi", "messages": [
@@ -93,9 +99,8 @@ async fn produce_places_messages_like_java_and_reports_each() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_keys_and_values_tombstones_headers_and_the_deprecated_form() {
-    let h = start().await;
+async fn random_keys_and_values_tombstones_headers_and_the_deprecated_form(kafka: Kafka) {
+    let h = start(kafka).await;
     let bootstrap = h.bootstrap(0);
     let (status, result) = h
         .produce(json!({"topic": "random", "messages": [{}, {}, {"key": "k"}]}))
@@ -167,9 +172,8 @@ async fn random_keys_and_values_tombstones_headers_and_the_deprecated_form() {
     assert_eq!(text(&records[0]), (Some("old".into()), Some("style".into())));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn produce_errors_are_clear_catchable_and_write_nothing() {
-    let h = start().await;
+async fn produce_errors_are_clear_catchable_and_write_nothing(kafka: Kafka) {
+    let h = start(kafka).await;
     let bootstrap = h.bootstrap(0);
     let cases = [
         (
@@ -233,9 +237,8 @@ async fn produce_errors_are_clear_catchable_and_write_nothing() {
     assert_eq!((status, result["cluster"].as_str()), (200, Some("other")), "{result}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_one_message_call_reports_what_the_general_reader_reports() {
-    let h = start().await;
+async fn a_one_message_call_reports_what_the_general_reader_reports(kafka: Kafka) {
+    let h = start(kafka).await;
     // One message of a key and a value or data takes the fast path; `headers` sends the same through the general
     // reader. Both must answer the same fields, key and value (offsets and partitions aside).
     for message in [

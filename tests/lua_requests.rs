@@ -5,8 +5,10 @@ mod common;
 
 use common::configs::LUA;
 use common::read::{assert_no_record, read_records, text};
-use common::{Harness, error_of};
+use common::{Harness, Kafka, error_of};
 use serde_json::{Value, json};
+
+on_both_brokers!(webhooks_with_valid_signatures_produce_and_others_get_401);
 
 const GITHUB: &str = r#"
 local SECRET = assert(env.SECRET) -- top-level code sees the route's env too
@@ -70,7 +72,7 @@ function = "echo.lua"
 auth = true
 "#;
 
-async fn start() -> Harness {
+async fn start(kafka: Kafka) -> Harness {
     let config = [LUA, ROUTES].concat();
     let functions = [
         ("github.lua", GITHUB),
@@ -78,7 +80,7 @@ async fn start() -> Harness {
         ("echo.lua", ECHO),
         ("forms.lua", FORMS),
     ];
-    Harness::start_with(1, &config, &functions).await
+    Harness::on_with(kafka, 1, &config, &functions).await
 }
 
 fn hmac_hex(secret: &str, data: &[u8]) -> String {
@@ -88,9 +90,8 @@ fn hmac_hex(secret: &str, data: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks_with_valid_signatures_produce_and_others_get_401() {
-    let h = start().await;
+async fn webhooks_with_valid_signatures_produce_and_others_get_401(kafka: Kafka) {
+    let h = start(kafka).await;
     let bootstrap = h.bootstrap(0);
     let body = r#"{"action":"opened","number":1}"#;
     let signature = format!("sha256={}", hmac_hex("gh-secret", body.as_bytes()));
@@ -163,7 +164,7 @@ async fn webhooks_with_valid_signatures_produce_and_others_get_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_and_response_api() {
-    let h = start().await;
+    let h = start(Kafka::Embedded).await;
     let response = h
         .http
         .put(h.url("/items/42?color=red&size=L"))

@@ -7,8 +7,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::read::{assert_no_record, header_texts, read_records};
-use common::{Harness, free_addr, offset};
+use common::{Harness, Kafka, free_addr, offset};
 use serde_json::Value;
+
+on_both_brokers!(
+    request_ids_and_trace_context_follow_the_request,
+    trace_context_is_not_copied_when_turned_off,
+    an_idempotency_key_replays_the_first_answer_without_writing,
+    a_lua_route_that_opts_in_replays_its_first_answer_without_running_again
+);
 
 const CONFIG: &str = concat!(
     r#"
@@ -30,9 +37,8 @@ end
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_ids_and_trace_context_follow_the_request() {
-    let h = Harness::start_with(1, CONFIG, &[("traced.lua", TRACED)]).await;
+async fn request_ids_and_trace_context_follow_the_request(kafka: Kafka) {
+    let h = Harness::on_with(kafka, 1, CONFIG, &[("traced.lua", TRACED)]).await;
     // The caller's id is echoed; without one, a new id is made.
     let given = h
         .http
@@ -84,10 +90,9 @@ async fn request_ids_and_trace_context_follow_the_request() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trace_context_is_not_copied_when_turned_off() {
+async fn trace_context_is_not_copied_when_turned_off(kafka: Kafka) {
     let config = format!("[server]\npropagate_trace_context = false\n{CONFIG}");
-    let h = Harness::start(1, &config).await;
+    let h = Harness::on(kafka, 1, &config).await;
     let response = h
         .http
         .post(h.url("/produce/traced"))
@@ -258,9 +263,8 @@ async fn metrics_can_be_protected_or_turned_off() {
     assert_eq!(off.http.get(off.url("/metrics")).send().await.unwrap().status(), 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idempotency_key_replays_the_first_answer_without_writing() {
-    let h = Harness::start(1, CONFIG).await;
+async fn an_idempotency_key_replays_the_first_answer_without_writing(kafka: Kafka) {
+    let h = Harness::on(kafka, 1, CONFIG).await;
     let send = |key: &'static str, body: &'static str| {
         h.http
             .post(h.url("/produce/traced"))
@@ -299,13 +303,12 @@ return function(req)
 end
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lua_route_that_opts_in_replays_its_first_answer_without_running_again() {
+async fn a_lua_route_that_opts_in_replays_its_first_answer_without_running_again(kafka: Kafka) {
     let config = format!(
         "{CONFIG}\n[[routes]]\npath = \"/pay\"\nfunction = \"pay.lua\"\nmethods = [\"POST\"]\nidempotency = true\n\
          [[routes]]\npath = \"/plain\"\nfunction = \"pay.lua\"\nmethods = [\"POST\"]\n"
     );
-    let h = Harness::start_with(1, &config, &[("pay.lua", PAY)]).await;
+    let h = Harness::on_with(kafka, 1, &config, &[("pay.lua", PAY)]).await;
     let send = |path: &'static str, key: &'static str, body: &'static str| {
         h.http
             .post(h.url(path))

@@ -6,8 +6,15 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::read::{assert_fetched, header_texts, read_records};
-use common::{Harness, error_of, json_answer, offset};
+use common::{Harness, Kafka, error_of, json_answer, offset};
 use serde_json::{Value, json};
+
+on_both_brokers!(
+    webhook_writes_the_raw_body_with_its_headers,
+    topics_lists_what_the_user_may_write,
+    offsets_and_fetch_give_what_librdkafka_reads,
+    read_errors_say_what_is_wrong
+);
 
 const CONFIG: &str = concat!(
     example_topics!(),
@@ -41,9 +48,8 @@ async fn call(h: &Harness, method: &str, path: &str, user: (&str, &str), body: &
 
 const DEMO: (&str, &str) = ("demo", "demo");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_writes_the_raw_body_with_its_headers() {
-    let h = Harness::start(1, CONFIG).await;
+async fn webhook_writes_the_raw_body_with_its_headers(kafka: Kafka) {
+    let h = Harness::on(kafka, 1, CONFIG).await;
     // Query-parameter credentials, a key, non-standard headers (one repeated), a body that is not JSON.
     let response = h
         .http
@@ -87,9 +93,8 @@ async fn webhook_writes_the_raw_body_with_its_headers() {
     assert_eq!(status, 401);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topics_lists_what_the_user_may_write() {
-    let h = Harness::start(1, CONFIG).await;
+async fn topics_lists_what_the_user_may_write(kafka: Kafka) {
+    let h = Harness::on(kafka, 1, CONFIG).await;
     // Configured topics are created on first use of the cluster.
     let (status, _) = call(&h, "POST", "/produce/greetings", DEMO, r#"{"value":"x"}"#).await;
     assert_eq!(status, 200);
@@ -103,9 +108,8 @@ async fn topics_lists_what_the_user_may_write() {
     assert_eq!(status, 405);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offsets_and_fetch_give_what_librdkafka_reads() {
-    let h = Harness::start(1, CONFIG).await;
+async fn offsets_and_fetch_give_what_librdkafka_reads(kafka: Kafka) {
+    let h = Harness::on(kafka, 1, CONFIG).await;
     let body = json!([
         {"partition": 2, "timestamp": 1_700_000_000_000i64, "key": "k", "value": "first",
          "headers": [{"key": "h", "value": "1"}, {"key": "h", "value": "2"}]},
@@ -183,9 +187,8 @@ async fn offsets_and_fetch_give_what_librdkafka_reads() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_errors_say_what_is_wrong() {
-    let h = Harness::start(1, CONFIG).await;
+async fn read_errors_say_what_is_wrong(kafka: Kafka) {
+    let h = Harness::on(kafka, 1, CONFIG).await;
     let cases = [
         (
             "/offsets/latest",

@@ -5,12 +5,21 @@ mod common;
 
 use common::configs::REST;
 use common::read::{header_texts, high_watermark, read_records, text};
-use common::{Harness, offset};
+use common::{Harness, Kafka, offset};
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_with_path_message_writes_one_record() {
-    let h = Harness::start(1, REST).await;
+on_both_brokers!(
+    get_with_path_message_writes_one_record,
+    body_variants_write_every_field_byte_for_byte,
+    keyed_messages_land_where_javas_partitioner_puts_them,
+    one_request_writes_to_two_clusters,
+    concurrent_requests_share_batches_and_get_distinct_offsets,
+    repeated_header_names_are_written_in_order,
+    every_acknowledged_record_is_readable_at_once
+);
+
+async fn get_with_path_message_writes_one_record(kafka: Kafka) {
+    let h = Harness::on(kafka, 1, REST).await;
     let before = chrono_now_ms();
     let (status, answer) = h.get("/produce/greetings/hello%20kafka?key=k1").await;
     assert_eq!(status, 200, "{answer}");
@@ -25,9 +34,8 @@ async fn get_with_path_message_writes_one_record() {
     assert_eq!(records[0].timestamp_ms, Some(ts));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn body_variants_write_every_field_byte_for_byte() {
-    let h = Harness::start(1, REST).await;
+async fn body_variants_write_every_field_byte_for_byte(kafka: Kafka) {
+    let h = Harness::on(kafka, 1, REST).await;
 
     let (status, single) = h.post("/produce/greetings", r#"{"value": "hello_kafka"}"#).await;
     assert_eq!(status, 200, "{single}");
@@ -132,9 +140,8 @@ async fn body_variants_write_every_field_byte_for_byte() {
     assert_eq!(response.status().as_u16(), 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keyed_messages_land_where_javas_partitioner_puts_them() {
-    let h = Harness::start(1, REST).await;
+async fn keyed_messages_land_where_javas_partitioner_puts_them(kafka: Kafka) {
+    let h = Harness::on(kafka, 1, REST).await;
     // From Kafka's murmur2 test vectors: toPositive(murmur2(key)) % 4.
     let expected = [("21", 0), ("foobar", 2), ("abc", 3)];
     let body: Vec<Value> = expected
@@ -150,8 +157,7 @@ async fn keyed_messages_land_where_javas_partitioner_puts_them() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_request_writes_to_two_clusters() {
+async fn one_request_writes_to_two_clusters(kafka: Kafka) {
     let config = concat!(
         r#"
 [clusters.east]
@@ -168,7 +174,7 @@ partitions = 1
 "#,
         demo_user!()
     );
-    let h = Harness::start(2, config).await;
+    let h = Harness::on(kafka, 2, config).await;
     let (status, answer) = h
         .post(
             "/produce",
@@ -196,9 +202,9 @@ partitions = 1
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_requests_share_batches_and_get_distinct_offsets() {
-    let h = Harness::start(
+async fn concurrent_requests_share_batches_and_get_distinct_offsets(kafka: Kafka) {
+    let h = Harness::on(
+        kafka,
         1,
         // No linger: batches form only because requests queue while a produce is in flight.
         &REST.replace("produce_timeout_ms = 3000", "produce_timeout_ms = 10000\nlinger_ms = 0"),
@@ -248,9 +254,8 @@ async fn concurrent_requests_share_batches_and_get_distinct_offsets() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_header_names_are_written_in_order() {
-    let h = Harness::start(1, REST).await;
+async fn repeated_header_names_are_written_in_order(kafka: Kafka) {
+    let h = Harness::on(kafka, 1, REST).await;
     let headers = json!([
         {"key": "trace", "value": "1"},
         {"key": "hop", "value": "a"},
@@ -270,9 +275,8 @@ async fn repeated_header_names_are_written_in_order() {
 /// A request's records for one partition go out as one batch; each of them, the last one included, must be
 /// readable as soon as it is acknowledged, with nothing written after it (the development broker once stopped its
 /// high watermark at the start of the newest batch and could not fetch from the middle of a batch).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_acknowledged_record_is_readable_at_once() {
-    let h = Harness::start(1, REST).await;
+async fn every_acknowledged_record_is_readable_at_once(kafka: Kafka) {
+    let h = Harness::on(kafka, 1, REST).await;
     for round in 0..2 {
         let body: Vec<Value> = (0..5).map(|i| json!({"value": format!("r{round}-{i}")})).collect();
         let (status, answer) = h.post("/produce/greetings", &Value::Array(body).to_string()).await;

@@ -7,12 +7,16 @@ use std::time::{Duration, Instant};
 
 use common::configs::REST;
 use common::read::{assert_no_record, read_records, text};
-use common::{Harness, error_of, offset};
+use common::{Harness, Kafka, error_of, offset};
 use serde_json::Value;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn errors_have_the_right_status_and_say_what_to_fix() {
-    let h = Harness::start(1, REST).await;
+on_both_brokers!(
+    errors_have_the_right_status_and_say_what_to_fix,
+    broker_outage_is_a_503_and_recovery_needs_no_restart
+);
+
+async fn errors_have_the_right_status_and_say_what_to_fix(kafka: Kafka) {
+    let h = Harness::on(kafka, 1, REST).await;
     let cases: [(&str, &str, u16, &str); 8] = [
         (
             "/produce/greetings",
@@ -122,9 +126,9 @@ async fn errors_have_the_right_status_and_say_what_to_fix() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_outage_is_a_503_and_recovery_needs_no_restart() {
-    let h = Harness::start(
+async fn broker_outage_is_a_503_and_recovery_needs_no_restart(kafka: Kafka) {
+    let h = Harness::on(
+        kafka,
         1,
         &REST.replace("produce_timeout_ms = 3000", "produce_timeout_ms = 2000"),
     )
@@ -134,7 +138,7 @@ async fn broker_outage_is_a_503_and_recovery_needs_no_restart() {
     let (status, _) = h.get("/readyz").await;
     assert_eq!(status, 200);
 
-    h.brokers[0].stop();
+    h.brokers[0].stop().await;
     for attempt in 0..3 {
         let started = Instant::now();
         let (status, answer) = h
@@ -155,7 +159,7 @@ async fn broker_outage_is_a_503_and_recovery_needs_no_restart() {
     let (status, _) = h.get("/readyz").await;
     assert_eq!(status, 503);
 
-    h.brokers[0].resume().await.unwrap();
+    h.brokers[0].resume().await;
     let back = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(20);
     let answer = loop {

@@ -5,8 +5,14 @@
 mod common;
 
 use common::read::{assert_no_record, read_records};
-use common::{Harness, PRODUCE_OFFSET_FUNCTION, error_of};
+use common::{Harness, Kafka, PRODUCE_OFFSET_FUNCTION, error_of};
 use serde_json::{Value, json};
+
+on_both_brokers!(
+    data_is_validated_against_the_topic_schema_before_anything_is_written,
+    rest_values_are_checked_on_topics_that_opt_in,
+    random_keys_and_values_come_from_the_topic_schemas
+);
 
 const CONFIG: &str = concat!(
     r#"
@@ -69,7 +75,7 @@ end
 "#;
 
 /// The server on CONFIG, with `functions` and the schema files the config names.
-async fn start(functions: &[(&str, &str)]) -> Harness {
+async fn start(kafka: Kafka, functions: &[(&str, &str)]) -> Harness {
     // "../schemas/..." lands beside config.toml, where the config's relative schema paths point.
     let schemas = [
         ("../schemas/payment.json", PAYMENT),
@@ -77,12 +83,11 @@ async fn start(functions: &[(&str, &str)]) -> Harness {
         ("../schemas/event.json", EVENT),
     ];
     let files: Vec<(&str, &str)> = functions.iter().copied().chain(schemas).collect();
-    Harness::start_with(1, CONFIG, &files).await
+    Harness::on_with(kafka, 1, CONFIG, &files).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data_is_validated_against_the_topic_schema_before_anything_is_written() {
-    let h = start(&[PRODUCE_OFFSET_FUNCTION, ("check.lua", CHECK)]).await;
+async fn data_is_validated_against_the_topic_schema_before_anything_is_written(kafka: Kafka) {
+    let h = start(kafka, &[PRODUCE_OFFSET_FUNCTION, ("check.lua", CHECK)]).await;
     let bootstrap = h.bootstrap(0);
     let (status, answer) = h
         .produce(json!({"topic": "orders", "messages": [
@@ -147,9 +152,8 @@ async fn data_is_validated_against_the_topic_schema_before_anything_is_written()
     assert_eq!(check("nope", "{}").await.0, 500);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rest_values_are_checked_on_topics_that_opt_in() {
-    let h = start(&[]).await;
+async fn rest_values_are_checked_on_topics_that_opt_in(kafka: Kafka) {
+    let h = start(kafka, &[]).await;
     let bootstrap = h.bootstrap(0);
     let (status, answer) = h
         .post(
@@ -176,9 +180,8 @@ async fn rest_values_are_checked_on_topics_that_opt_in() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_keys_and_values_come_from_the_topic_schemas() {
-    let h = start(&[("generate.lua", GENERATE)]).await;
+async fn random_keys_and_values_come_from_the_topic_schemas(kafka: Kafka) {
+    let h = start(kafka, &[("generate.lua", GENERATE)]).await;
     let response = h.http.get(h.url("/generate")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();

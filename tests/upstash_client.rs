@@ -8,8 +8,10 @@ use std::path::Path;
 use std::process::Command;
 
 use common::read::{assert_fetched, read_records};
-use common::{Harness, offset};
+use common::{Harness, Kafka, offset};
 use serde_json::{Value, json};
+
+on_both_brokers!(the_upstash_npm_client_lists_topics_and_fetches);
 
 const CONFIG: &str = r#"
 [clusters.local]
@@ -29,8 +31,7 @@ fn fixture() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstash"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_upstash_npm_client_lists_topics_and_fetches() {
+async fn the_upstash_npm_client_lists_topics_and_fetches(kafka: Kafka) {
     let installed = Command::new("npm")
         .args(["ci", "--silent", "--no-audit", "--no-fund", "--prefix"])
         .arg(fixture())
@@ -38,7 +39,7 @@ async fn the_upstash_npm_client_lists_topics_and_fetches() {
         .expect("npm is needed (scripts/test installs it)");
     assert!(installed.success(), "npm ci in tests/fixtures/upstash failed");
 
-    let h = Harness::start(1, CONFIG).await;
+    let h = Harness::on(kafka, 1, CONFIG).await;
     let body = json!([
         {"partition": 1, "key": "o-1", "value": "{\"id\":1}", "headers": [{"key": "source", "value": "shop"}]},
         {"partition": 1, "value": "second"},

@@ -1,9 +1,11 @@
-//! Test harness: real embedded brokers on free ports, the real HTTP server on port 0, the configs and requests the
-//! test files share, and read-back through librdkafka ([`read`]).
+//! Test harness: real brokers on free ports (the embedded development broker, and Apache Kafka through [`kafka`]),
+//! the real HTTP server on port 0, the configs and requests the test files share, and read-back through librdkafka
+//! ([`read`]).
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod configs;
+pub mod kafka;
 pub mod read;
 
 use std::net::SocketAddr;
@@ -11,10 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use luka::App;
-use luka::broker::EmbeddedBroker;
 use luka::config::Config;
 use serde_json::Value;
 use tokio::sync::oneshot;
+
+pub use kafka::{Kafka, TestBroker};
 
 /// The `[[users]]` entry the tests sign in as: `demo`, password `demo`, may write every topic. A macro, so that a
 /// config constant can `concat!` it.
@@ -40,30 +43,39 @@ pub struct Harness {
     /// The folder config.toml is read from; its `functions/` holds the test's handlers.
     pub dir: std::path::PathBuf,
     pub app: Arc<App>,
-    pub brokers: Vec<EmbeddedBroker>,
+    pub brokers: Vec<TestBroker>,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
 }
 
 impl Harness {
-    /// Starts `broker_count` brokers and luka on `config`, where `{broker0}`, `{broker1}`... stand for the
-    /// brokers' addresses.
+    /// Starts `broker_count` embedded brokers and luka on `config`, where `{broker0}`, `{broker1}`... stand for the
+    /// brokers' addresses. For tests whose subject is not what reaches Kafka; those use [`Harness::on`].
     pub async fn start(broker_count: usize, config: &str) -> Self {
-        Self::start_with(broker_count, config, &[]).await
+        Self::on_with(Kafka::Embedded, broker_count, config, &[]).await
     }
 
     /// Like [`Harness::start`], with `functions` (path, source) written under `functions/` beside the config.
     pub async fn start_with(broker_count: usize, config: &str, functions: &[(&str, &str)]) -> Self {
+        Self::on_with(Kafka::Embedded, broker_count, config, functions).await
+    }
+
+    /// Starts `broker_count` brokers of kind `kafka` (each its own cluster) and luka on `config`, where `{broker0}`,
+    /// `{broker1}`... stand for their bootstrap addresses.
+    pub async fn on(kafka: Kafka, broker_count: usize, config: &str) -> Self {
+        Self::on_with(kafka, broker_count, config, &[]).await
+    }
+
+    /// Like [`Harness::on`], with `functions` (path, source) written under `functions/` beside the config.
+    pub async fn on_with(kafka: Kafka, broker_count: usize, config: &str, functions: &[(&str, &str)]) -> Self {
         let dir = temp_dir();
         for (path, source) in functions {
             write_function(&dir, path, source);
         }
-        let mut brokers = Vec::new();
+        let brokers = futures::future::join_all((0..broker_count).map(|_| TestBroker::start(kafka))).await;
         let mut text = config.to_owned();
-        for i in 0..broker_count {
-            let broker = EmbeddedBroker::start(free_addr()).await.expect("start embedded broker");
-            text = text.replace(&format!("{{broker{i}}}"), &broker.addr().to_string());
-            brokers.push(broker);
+        for (i, broker) in brokers.iter().enumerate() {
+            text = text.replace(&format!("{{broker{i}}}"), &bootstrap_toml(&broker.bootstrap()));
         }
         let config = Config::from_toml(&text, &dir, |name| std::env::var(name).ok())
             .unwrap_or_else(|problems| panic!("test config is invalid: {problems:?}"));
@@ -93,7 +105,7 @@ impl Harness {
     }
 
     pub fn bootstrap(&self, broker: usize) -> String {
-        self.brokers[broker].addr().to_string()
+        self.brokers[broker].bootstrap()
     }
 
     /// POST `body` to `path` as user demo; gives status and JSON answer.
@@ -125,6 +137,11 @@ impl Harness {
     pub async fn produce(&self, call: Value) -> (u16, Value) {
         self.send("/call", &[], &call.to_string()).await
     }
+}
+
+/// A bootstrap list `a,b,c` as the inside of a TOML string list (`{brokerN}` stands between quotes in configs).
+fn bootstrap_toml(list: &str) -> String {
+    list.replace(',', "\", \"")
 }
 
 /// The `/call` function [`Harness::produce`] talks to: runs kafka.produce with the call in the request body (JSON)

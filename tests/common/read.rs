@@ -137,3 +137,72 @@ pub async fn high_watermark(bootstrap: &str, topic: &str, partition: i32) -> i64
     .await
     .expect("watermark thread")
 }
+
+/// Reads `count` records of `topic`/`partition` from `offset` with the Java consumer (`kafka-clients`, the reference
+/// client; `tests/java/KafkaReference.java`).
+pub async fn java_read_records(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    count: usize,
+) -> Vec<ReadRecord> {
+    let args = [
+        "read",
+        bootstrap,
+        topic,
+        &partition.to_string(),
+        &offset.to_string(),
+        &count.to_string(),
+    ];
+    let out = java_reference(&args).await;
+    let b64 = |v: &Value| {
+        v.as_str()
+            .map(|s| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, s).expect("base64"))
+    };
+    out.lines()
+        .map(|line| {
+            let r: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            ReadRecord {
+                partition: r["partition"].as_i64().expect("partition") as i32,
+                offset: r["offset"].as_i64().expect("offset"),
+                key: b64(&r["key"]),
+                value: b64(&r["value"]),
+                headers: r["headers"]
+                    .as_array()
+                    .expect("headers")
+                    .iter()
+                    .map(|h| (h[0].as_str().expect("header name").to_owned(), b64(&h[1])))
+                    .collect(),
+                timestamp_ms: r["timestamp"].as_i64().filter(|t| *t >= 0),
+            }
+        })
+        .collect()
+}
+
+/// The partitions the Java producer (`kafka-clients`, default partitioner) writes `keys` to, in order: it really
+/// writes one record per key to `topic`.
+pub async fn java_partitions(bootstrap: &str, topic: &str, keys: &[String]) -> Vec<i32> {
+    let mut args = vec!["partitions", bootstrap, topic];
+    args.extend(keys.iter().map(String::as_str));
+    serde_json::from_str(java_reference(&args).await.trim()).expect("a JSON list of partitions")
+}
+
+/// Runs `tests/java/KafkaReference.java` with `args` through `scripts/kafka java`; its standard output.
+async fn java_reference(args: &[&str]) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut command = std::process::Command::new(root.join("scripts/kafka"));
+    command
+        .arg("java")
+        .arg(root.join("tests/java/KafkaReference.java"))
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || command.output().expect("run the Java reference client"))
+        .await
+        .expect("java thread");
+    assert!(
+        out.status.success(),
+        "the Java reference client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("text")
+}
