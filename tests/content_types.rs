@@ -34,11 +34,6 @@ partitions = 1
 content_type = "avro/binary"
 avro_schema = { type = "record", name = "Reading", fields = [ { name = "device", type = "string" }, { name = "celsius", type = "double" }, { name = "ok", type = "boolean" } ] }
 schema_id = 258
-
-# Random Avro values take a few ms in an unoptimised test build, and the CPU budget is counted in wall time while
-# Lua runs: with test brokers' JVMs on the same two cores, the default 50 ms can run out. Limits have their own tests.
-[lua]
-cpu_ms = 1000
 "#,
     demo_user!()
 );

@@ -37,7 +37,12 @@ end
 "#;
 
 async fn start() -> Harness {
-    Harness::start_with(1, LUA, &[("limits.lua", LIMITS)]).await
+    Harness::start_with(
+        1,
+        &LUA.replace("[lua]\n", "[lua]\ncpu_ms = 50\n"),
+        &[("limits.lua", LIMITS)],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,7 +39,8 @@ topics = ["greetings"]
 );
 
 /// Lua functions: two clusters on one broker, topics for each kind of produce test (one of them ambiguous between
-/// the clusters), and tight Lua limits. A test file adds its `[[routes]]`.
+/// the clusters), and tight Lua limits (the CPU budget is the tests' default, see [`crate::common::TEST_CPU_MS`]). A test file
+/// adds its `[[routes]]`.
 pub const LUA: &str = concat!(
     r#"
 [clusters.local]
@@ -68,7 +69,6 @@ cluster = "other"
 partitions = 1
 
 [lua]
-cpu_ms = 50
 memory_mb = 32
 timeout_ms = 3000
 vms = 2

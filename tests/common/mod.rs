@@ -68,6 +68,11 @@ impl Harness {
 
     /// Like [`Harness::on`], with `functions` (path, source) written under `functions/` beside the config.
     pub async fn on_with(kafka: Kafka, broker_count: usize, config: &str, functions: &[(&str, &str)]) -> Self {
+        // luka's log goes to the test's captured output: a failing test shows what the server said.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn,luka=info")
+            .with_test_writer()
+            .try_init();
         let dir = temp_dir();
         for (path, source) in functions {
             write_function(&dir, path, source);
@@ -77,6 +82,7 @@ impl Harness {
         for (i, broker) in brokers.iter().enumerate() {
             text = text.replace(&format!("{{broker{i}}}"), &bootstrap_toml(&broker.bootstrap()));
         }
+        let text = with_test_cpu_budget(text);
         let config = Config::from_toml(&text, &dir, |name| std::env::var(name).ok())
             .unwrap_or_else(|problems| panic!("test config is invalid: {problems:?}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
@@ -136,6 +142,21 @@ impl Harness {
     /// [`PRODUCE_OFFSET_FUNCTION`]): what the call gave back, or 400 and the error it raised.
     pub async fn produce(&self, call: Value) -> (u16, Value) {
         self.send("/call", &[], &call.to_string()).await
+    }
+}
+
+/// The `[lua] cpu_ms` a test config gets when it sets none. Lua's CPU budget is counted in wall time while a handler
+/// runs, and an unoptimised test build shares two cores with the test brokers' JVMs: the default 50 ms can run out in
+/// a handler that does nothing wrong. Tests of the limit set their own.
+pub const TEST_CPU_MS: u64 = 1000;
+
+fn with_test_cpu_budget(config: String) -> String {
+    if config.contains("cpu_ms") {
+        config
+    } else if config.contains("[lua]\n") {
+        config.replacen("[lua]\n", &format!("[lua]\ncpu_ms = {TEST_CPU_MS}\n"), 1)
+    } else {
+        format!("{config}\n[lua]\ncpu_ms = {TEST_CPU_MS}\n")
     }
 }
 
