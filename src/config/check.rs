@@ -122,8 +122,12 @@ fn check_cluster(
     let max_batch_bytes = raw.max_batch_bytes.unwrap_or(defaults::MAX_BATCH_BYTES);
     let max_batch_records = raw.max_batch_records.unwrap_or(defaults::MAX_BATCH_RECORDS);
     let max_in_flight = raw.max_in_flight.unwrap_or(defaults::MAX_IN_FLIGHT);
+    let connect_timeout_ms = raw
+        .connect_timeout_ms
+        .unwrap_or(defaults::CONNECT_TIMEOUT_MS.min(produce_timeout_ms));
     for (value, key) in [
         (produce_timeout_ms, "produce_timeout_ms"),
+        (connect_timeout_ms, "connect_timeout_ms"),
         (max_batch_bytes as u64, "max_batch_bytes"),
         (max_batch_records as u64, "max_batch_records"),
         (max_in_flight as u64, "max_in_flight"),
@@ -131,6 +135,15 @@ fn check_cluster(
         if value == 0 {
             c.at(name, format!("[clusters.{n}] {key} must be greater than 0"));
         }
+    }
+    if connect_timeout_ms > produce_timeout_ms {
+        c.at(
+            name,
+            format!(
+                "[clusters.{n}] connect_timeout_ms ({connect_timeout_ms}) is longer than produce_timeout_ms \
+                 ({produce_timeout_ms}); a produce would give up before its connection does"
+            ),
+        );
     }
     let embedded = if raw.embedded {
         embedded_address(c, name, raw)
@@ -156,6 +169,7 @@ fn check_cluster(
         compression: raw.compression.unwrap_or(defaults::COMPRESSION),
         linger: Duration::from_millis(raw.linger_ms.unwrap_or(defaults::LINGER_MS)),
         produce_timeout: Duration::from_millis(produce_timeout_ms),
+        connect_timeout: Duration::from_millis(connect_timeout_ms),
         max_batch_bytes,
         max_batch_records,
         max_in_flight,

@@ -35,6 +35,8 @@ pub struct Cluster {
     pub compression: Compression,
     pub linger: Duration,
     pub produce_timeout: Duration,
+    /// Setup of one broker connection (TCP, TLS, ApiVersions, SASL).
+    pub connect_timeout: Duration,
     pub max_batch_bytes: usize,
     pub max_batch_records: usize,
     pub max_in_flight: usize,

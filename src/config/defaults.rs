@@ -76,6 +76,11 @@ pub const LINGER_MS: u64 = 0;
 /// unless given a deadline).
 pub const PRODUCE_TIMEOUT_MS: u64 = 10_000;
 
+/// A broker connection's setup (TCP, TLS handshake, ApiVersions, SASL) takes milliseconds, a hosted cluster's
+/// across a continent well under a second: past 5 s it has stalled (a TLS client at a plaintext port waits for ever).
+/// Never longer than the produce timeout.
+pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+
 /// Batches are cut at 1 MiB, Kafka's default `max.message.bytes` for a record batch.
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 

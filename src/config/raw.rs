@@ -177,6 +177,9 @@ pub struct RawCluster {
     pub linger_ms: Option<u64>,
     /// Time limit for one produce, retries included; past it the caller gets an error (503 or 504).
     pub produce_timeout_ms: Option<u64>,
+    /// Time limit for setting up one broker connection: TCP connect, TLS handshake, ApiVersions and SASL. A TLS
+    /// handshake that stalls past it is a 503 that says TLS.
+    pub connect_timeout_ms: Option<u64>,
     /// Largest record batch sent in one produce request.
     pub max_batch_bytes: Option<usize>,
     /// Most records sent in one produce request.

@@ -27,7 +27,8 @@ pub(crate) fn backoff(deadline: Duration) -> BackoffConfig {
 pub(crate) async fn connect(cluster: &Cluster) -> Result<Client, KafkaError> {
     let mut builder = ClientBuilder::new(cluster.bootstrap.clone())
         .client_id(cluster.client_id.as_str())
-        .backoff_config(backoff(cluster.produce_timeout));
+        .backoff_config(backoff(cluster.produce_timeout))
+        .connect_timeout(cluster.connect_timeout);
     if let Some(tls) = &cluster.tls {
         builder = builder.tls_config(Arc::new(tls_client_config(tls).map_err(|detail| {
             KafkaError::Setup {

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 
+use super::security::SecurityCause;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KafkaError {
     #[error("kafka cluster '{cluster}' is unavailable: {detail}")]
@@ -13,13 +15,14 @@ pub enum KafkaError {
     #[error("kafka cluster '{cluster}' did not answer in time{}", .limit.map(|l| format!(" (limit {} ms)", l.as_millis())).unwrap_or_default())]
     Timeout { cluster: String, limit: Option<Duration> },
 
-    /// The TLS handshake with a broker failed: a certificate problem, or TLS configured for a plaintext listener.
-    #[error("kafka cluster '{cluster}': the TLS handshake with its broker failed: {detail}")]
-    Tls { cluster: String, detail: String },
-
-    /// A broker refused luka's SASL mechanism or credentials.
-    #[error("kafka cluster '{cluster}' refused luka's SASL authentication: {detail}")]
-    Authentication { cluster: String, detail: String },
+    /// luka's TLS or SASL settings do not match the broker's listener: the cause says which, the detail is
+    /// rskafka's own (for the log), and the message ends with what to change.
+    #[error("kafka cluster '{cluster}' is unavailable: {}: {detail}; {}", .cause.summary(), .cause.fix(cluster))]
+    Security {
+        cluster: String,
+        cause: SecurityCause,
+        detail: String,
+    },
 
     #[error("kafka cluster '{cluster}' has {limit} produce calls waiting already; retry shortly")]
     Busy { cluster: String, limit: usize },
@@ -80,9 +83,7 @@ impl KafkaError {
     /// What the failure means for the caller.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Unavailable { .. } | Self::Busy { .. } | Self::Tls { .. } | Self::Authentication { .. } => {
-                ErrorClass::Unavailable
-            }
+            Self::Unavailable { .. } | Self::Busy { .. } | Self::Security { .. } => ErrorClass::Unavailable,
             Self::Timeout { .. } => ErrorClass::Timeout,
             Self::UnknownTopic { .. } | Self::UnknownPartition { .. } => ErrorClass::NotFound,
             Self::Rejected { error, .. } => match error {
@@ -103,8 +104,7 @@ impl KafkaError {
         match self {
             Self::Unavailable { cluster, .. }
             | Self::Timeout { cluster, .. }
-            | Self::Tls { cluster, .. }
-            | Self::Authentication { cluster, .. }
+            | Self::Security { cluster, .. }
             | Self::Busy { cluster, .. }
             | Self::UnknownTopic { cluster, .. }
             | Self::Rejected { cluster, .. }
@@ -118,8 +118,7 @@ impl KafkaError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Unavailable { .. } => "unavailable",
-            Self::Tls { .. } => "tls",
-            Self::Authentication { .. } => "authentication",
+            Self::Security { cause, .. } => cause.kind(),
             Self::Busy { .. } => "busy",
             Self::Timeout { .. } => "timeout",
             Self::UnknownTopic { .. } => "unknown_topic",
@@ -133,6 +132,13 @@ impl KafkaError {
     /// Turns an rskafka error into the variant that says what happened: unreachable brokers, broker-side
     /// rejections and timeouts are different answers for the caller ([`KafkaError::class`]).
     pub(crate) fn from_client(cluster: &str, topic: &str, partition: i32, error: &ClientError) -> Self {
+        if let Some((cause, detail)) = SecurityCause::of(error) {
+            return Self::Security {
+                cluster: cluster.to_owned(),
+                cause,
+                detail,
+            };
+        }
         match error {
             ClientError::ServerError { protocol_error, .. } => match protocol_error {
                 ProtocolError::UnknownTopicOrPartition => Self::UnknownTopic {
@@ -169,16 +175,6 @@ impl KafkaError {
                     },
                 }
             }
-            ClientError::Connection(rskafka::ConnectionError::SaslFailed(e)) => Self::Authentication {
-                cluster: cluster.to_owned(),
-                detail: e.to_string(),
-            },
-            ClientError::Connection(rskafka::ConnectionError::Transport { error, .. }) if is_tls_failure(error) => {
-                Self::Tls {
-                    cluster: cluster.to_owned(),
-                    detail: error.to_string(),
-                }
-            }
             ClientError::Timeout => Self::Timeout {
                 cluster: cluster.to_owned(),
                 limit: None,
@@ -189,18 +185,4 @@ impl KafkaError {
             },
         }
     }
-}
-
-/// Whether a broker connection failed in the TLS handshake: rustls reports its errors as invalid data, and a
-/// plaintext listener answering a ClientHello closes the connection mid-handshake.
-fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
-    error
-        .source()
-        .and_then(|source| source.downcast_ref::<std::io::Error>())
-        .is_some_and(|io| {
-            matches!(
-                io.kind(),
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-            )
-        })
 }

@@ -14,6 +14,7 @@ mod deadline;
 mod error;
 mod reachability;
 mod read;
+mod security;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ pub use cluster::{ClusterClient, CreateIfMissing};
 pub use error::{ErrorClass, KafkaError};
 use reachability::Reachability;
 pub use read::{FetchedRecord, ListOffset};
+pub use security::SecurityCause;
 
 use crate::config::Cluster;
 

@@ -187,11 +187,9 @@ fn public_message(error: &RequestError) -> String {
             format!("kafka cluster '{cluster}' is unavailable; nothing was written unless listed in results")
         }
         Some(busy @ KafkaError::Busy { .. }) => format!("{busy}; nothing was written unless listed in results"),
-        Some(KafkaError::Tls { cluster, .. }) => format!(
-            "kafka cluster '{cluster}' is unavailable: the TLS handshake with its broker failed (see the server log)"
-        ),
-        Some(KafkaError::Authentication { cluster, .. }) => format!(
-            "kafka cluster '{cluster}' is unavailable: it refused luka's SASL authentication (see the server log)"
+        Some(KafkaError::Security { cluster, cause, .. }) => format!(
+            "kafka cluster '{cluster}' is unavailable: {} (see the server log)",
+            cause.summary()
         ),
         Some(KafkaError::Timeout { cluster, .. }) => {
             format!(

@@ -86,6 +86,11 @@ impl TestBroker {
     }
 }
 
+/// The listeners besides PLAINTEXT that `scripts/kafka` gives every node: SASL_PLAINTEXT (PLAIN, SCRAM-SHA-256,
+/// SCRAM-SHA-512), SSL, SASL_SSL (PLAIN, SCRAM-SHA-512), and SSL_WRONG_HOST, whose certificate names another host.
+/// The SASL user is `alice`, password `alice-secret`.
+pub const SECURE_LISTENERS: [&str; 4] = ["SASL_PLAINTEXT", "SASL_SSL", "SSL_WRONG_HOST", "SSL"];
+
 /// An Apache Kafka cluster started by `scripts/kafka` for one test.
 pub struct ApacheKafka {
     dir: PathBuf,
@@ -125,16 +130,6 @@ impl ApacheKafka {
     /// The plaintext listeners, comma-separated.
     pub fn bootstrap(&self) -> String {
         self.env("KAFKA_PLAINTEXT").to_owned()
-    }
-
-    /// The listeners of `protocol` (`SASL_PLAINTEXT`, `SSL`, `SASL_SSL`, `SSL_WRONG_HOST`), one TOML string each.
-    pub fn listeners_toml(&self, protocol: &str) -> String {
-        let list: Vec<String> = self
-            .env(&format!("KAFKA_{protocol}"))
-            .split(',')
-            .map(|a| format!("\"{a}\""))
-            .collect();
-        list.join(", ")
     }
 
     /// The CA file that signed the brokers' certificates.

@@ -61,7 +61,9 @@ impl Harness {
     }
 
     /// Starts `broker_count` brokers of kind `kafka` (each its own cluster) and luka on `config`, where `{broker0}`,
-    /// `{broker1}`... stand for their bootstrap addresses.
+    /// `{broker1}`... stand for their bootstrap addresses; on Apache Kafka also `{brokerN:SASL_PLAINTEXT}` (and the
+    /// other [`kafka::SECURE_LISTENERS`]) for its other listeners, and `{brokerN:CA}` for the CA file that signed
+    /// their certificates.
     pub async fn on(kafka: Kafka, broker_count: usize, config: &str) -> Self {
         Self::on_with(kafka, broker_count, config, &[]).await
     }
@@ -81,6 +83,15 @@ impl Harness {
         let mut text = config.to_owned();
         for (i, broker) in brokers.iter().enumerate() {
             text = text.replace(&format!("{{broker{i}}}"), &bootstrap_toml(&broker.bootstrap()));
+            if let TestBroker::Apache(kafka) = broker {
+                for protocol in kafka::SECURE_LISTENERS {
+                    text = text.replace(
+                        &format!("{{broker{i}:{protocol}}}"),
+                        &bootstrap_toml(kafka.env(&format!("KAFKA_{protocol}"))),
+                    );
+                }
+                text = text.replace(&format!("{{broker{i}:CA}}"), kafka.ca_file());
+            }
         }
         let text = with_test_cpu_budget(text);
         let config = Config::from_toml(&text, &dir, |name| std::env::var(name).ok())

@@ -50,6 +50,81 @@ pub enum Error {
 
     #[error("Sasl handshake failed: {0}")]
     SaslFailed(#[from] crate::messenger::SaslError),
+
+    /// luka patch: connection setup (TCP connect, TLS handshake, ApiVersions, SASL) did not finish in time.
+    #[error("connecting to broker \"{broker}\" did not finish within {limit:?}: stalled in {stage}")]
+    SetupTimedOut {
+        broker: String,
+        stage: SetupStage,
+        limit: std::time::Duration,
+    },
+
+    /// luka patch: the broker closed a new connection at its first request (ApiVersions) without answering, as a
+    /// TLS listener does with a plaintext client.
+    #[error("broker \"{broker}\" closed the connection at the first request without answering")]
+    ClosedAtFirstRequest { broker: String, tls: bool },
+
+    /// luka patch: the broker answered ApiVersions, then closed the connection at the first other request, as a
+    /// SASL listener does with a client that does not authenticate.
+    #[error("broker \"{broker}\" closed the connection before any request past ApiVersions was answered")]
+    ClosedBeforeAuthentication { broker: String },
+}
+
+/// luka patch: the step of connection setup that a [`Error::SetupTimedOut`] stalled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupStage {
+    /// Opening the TCP connection.
+    Tcp,
+    /// The TLS handshake.
+    Tls,
+    /// The first request (ApiVersions).
+    ApiVersions,
+    /// SASL authentication.
+    Sasl,
+    /// The first request after ApiVersions, without SASL (an empty Metadata request).
+    FirstRequest,
+}
+
+impl SetupStage {
+    const ALL: [Self; 5] = [
+        Self::Tcp,
+        Self::Tls,
+        Self::ApiVersions,
+        Self::Sasl,
+        Self::FirstRequest,
+    ];
+}
+
+impl Display for SetupStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "the TCP connect",
+            Self::Tls => "the TLS handshake",
+            Self::ApiVersions => "the first request (ApiVersions)",
+            Self::Sasl => "SASL authentication",
+            Self::FirstRequest => "the first request after ApiVersions",
+        })
+    }
+}
+
+/// luka patch: whether a request failed because the broker closed (or reset) the connection.
+fn closed_by_peer(error: &RequestError) -> bool {
+    use std::io::ErrorKind;
+    let closed = |io: &std::io::Error| {
+        matches!(
+            io.kind(),
+            ErrorKind::UnexpectedEof
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+        )
+    };
+    match error {
+        RequestError::Poisoned(inner) => closed_by_peer(inner),
+        RequestError::IO(io) => closed(io),
+        RequestError::ReadFramedMessageError(crate::protocol::frame::ReadError::IO(io)) => closed(io),
+        _ => false,
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -85,6 +160,7 @@ trait ConnectionHandler {
         socks5_proxy: Option<String>,
         sasl_config: Option<SaslConfig>,
         max_message_size: usize,
+        connect_timeout: Option<std::time::Duration>,
     ) -> impl Future<Output = Result<Arc<Self::R>>> + Send;
 }
 
@@ -147,6 +223,7 @@ impl ConnectionHandler for BrokerRepresentation {
         socks5_proxy: Option<String>,
         sasl_config: Option<SaslConfig>,
         max_message_size: usize,
+        connect_timeout: Option<std::time::Duration>,
     ) -> Result<Arc<Self::R>> {
         let url = self.url();
         info!(
@@ -154,20 +231,90 @@ impl ConnectionHandler for BrokerRepresentation {
             url = url.as_str(),
             "Establishing new connection",
         );
-        let transport = Transport::connect(&url, tls_config, socks5_proxy)
-            .await
-            .map_err(|error| Error::Transport {
-                broker: url.to_string(),
-                error,
-            })?;
+        // luka patch: the whole setup is bounded, and a stall is reported with the step it stalled in.
+        let stage = std::sync::atomic::AtomicUsize::new(0);
+        let setup = setup_connection(
+            &url,
+            client_id,
+            tls_config,
+            socks5_proxy,
+            sasl_config,
+            max_message_size,
+            &stage,
+        );
+        let Some(limit) = connect_timeout else {
+            return setup.await;
+        };
+        match tokio::time::timeout(limit, setup).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::SetupTimedOut {
+                broker: url,
+                stage: SetupStage::ALL[stage.load(std::sync::atomic::Ordering::Relaxed)],
+                limit,
+            }),
+        }
+    }
+}
 
-        let mut messenger = Messenger::new(BufStream::new(transport), max_message_size, client_id);
-        messenger.sync_versions().await?;
-        if let Some(sasl_config) = sasl_config {
+/// luka patch: TCP, TLS, ApiVersions, then SASL or (without SASL) one empty Metadata request, so that a listener that
+/// wants TLS or SASL is recognised by how it closes the connection. `stage` follows the step being taken.
+async fn setup_connection(
+    url: &str,
+    client_id: Arc<str>,
+    tls_config: TlsConfig,
+    socks5_proxy: Option<String>,
+    sasl_config: Option<SaslConfig>,
+    max_message_size: usize,
+    stage: &std::sync::atomic::AtomicUsize,
+) -> Result<Arc<MessengerTransport>> {
+    let step = |s: SetupStage| {
+        let index = SetupStage::ALL.iter().position(|x| *x == s).unwrap_or(0);
+        stage.store(index, std::sync::atomic::Ordering::Relaxed);
+    };
+    let tls = tls_config.is_some();
+    let transport = Transport::connect(url, tls_config, socks5_proxy, || step(SetupStage::Tls))
+        .await
+        .map_err(|error| Error::Transport {
+            broker: url.to_string(),
+            error,
+        })?;
+
+    step(SetupStage::ApiVersions);
+    let mut messenger = Messenger::new(BufStream::new(transport), max_message_size, client_id);
+    if let Err(e) = messenger.sync_versions().await {
+        return Err(match e {
+            crate::messenger::SyncVersionsError::RequestError(ref inner) if closed_by_peer(inner) => {
+                Error::ClosedAtFirstRequest {
+                    broker: url.to_string(),
+                    tls,
+                }
+            }
+            e => e.into(),
+        });
+    }
+    match sasl_config {
+        Some(sasl_config) => {
+            step(SetupStage::Sasl);
             messenger.do_sasl(sasl_config).await?;
         }
-        Ok(Arc::new(messenger))
+        None => {
+            step(SetupStage::FirstRequest);
+            let probe = MetadataRequest {
+                topics: Some(vec![]),
+                allow_auto_topic_creation: None,
+            };
+            match messenger.request(probe).await {
+                Err(e) if closed_by_peer(&e) => {
+                    return Err(Error::ClosedBeforeAuthentication {
+                        broker: url.to_string(),
+                    });
+                }
+                Err(e) => return Err(Error::Metadata(e)),
+                Ok(_) => {}
+            }
+        }
     }
+    Ok(Arc::new(messenger))
 }
 
 /// Caches the broker topology and provides the ability to
@@ -210,6 +357,9 @@ pub struct BrokerConnector {
 
     /// Maximum message size for framing protocol.
     max_message_size: usize,
+
+    /// luka patch: time limit of one connection's setup (TCP, TLS, ApiVersions, SASL).
+    connect_timeout: Option<std::time::Duration>,
 }
 
 impl BrokerConnector {
@@ -233,7 +383,14 @@ impl BrokerConnector {
             socks5_proxy,
             sasl_config,
             max_message_size,
+            connect_timeout: None,
         }
+    }
+
+    /// luka patch: bounds each connection's setup (TCP, TLS, ApiVersions, SASL) by `limit`.
+    pub fn with_connect_timeout(mut self, limit: Option<std::time::Duration>) -> Self {
+        self.connect_timeout = limit;
+        self
     }
 
     /// Fetch and cache metadata
@@ -329,6 +486,7 @@ impl BrokerConnector {
                         self.socks5_proxy.clone(),
                         self.sasl_config.clone(),
                         self.max_message_size,
+                        self.connect_timeout,
                     )
                     .await?;
                 Ok(Some(connection))
@@ -443,6 +601,7 @@ impl BrokerCache for &BrokerConnector {
             self.socks5_proxy.clone(),
             self.sasl_config.clone(),
             self.max_message_size,
+            self.connect_timeout,
         )
         .await?;
 
@@ -479,6 +638,7 @@ async fn connect_to_a_broker_with_retry<B>(
     socks5_proxy: Option<String>,
     sasl_config: Option<SaslConfig>,
     max_message_size: usize,
+    connect_timeout: Option<std::time::Duration>,
 ) -> Result<Arc<B::R>>
 where
     B: ConnectionHandler + Send + Sync,
@@ -499,6 +659,7 @@ where
                         socks5_proxy.clone(),
                         sasl_config.clone(),
                         max_message_size,
+                        connect_timeout,
                     )
                     .await;
 
@@ -534,7 +695,10 @@ where
 /// luka patch: whether a broker connection failed for a reason retrying cannot fix (TLS handshake, SASL).
 fn is_fatal(error: &Error) -> bool {
     match error {
-        Error::SaslFailed(_) => true,
+        Error::SaslFailed(_)
+        | Error::ClosedAtFirstRequest { .. }
+        | Error::ClosedBeforeAuthentication { .. } => true,
+        Error::SetupTimedOut { stage, .. } => *stage == SetupStage::Tls,
         Error::Transport {
             error: transport::Error::IO(io),
             ..
@@ -835,6 +999,7 @@ mod tests {
             _socks5_proxy: Option<String>,
             _sasl_config: Option<SaslConfig>,
             _max_message_size: usize,
+            _connect_timeout: Option<std::time::Duration>,
         ) -> Result<Arc<Self::R>> {
             (self.conn)()
         }

@@ -27,7 +27,7 @@ pub mod client;
 
 mod connection;
 
-pub use connection::Error as ConnectionError;
+pub use connection::{Error as ConnectionError, SetupStage};
 pub use messenger::SaslError;
 
 #[cfg(feature = "unstable-fuzzing")]

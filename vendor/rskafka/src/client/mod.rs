@@ -48,6 +48,7 @@ pub struct ClientBuilder {
     tls_config: TlsConfig,
     sasl_config: Option<SaslConfig>,
     backoff_config: Arc<BackoffConfig>,
+    connect_timeout: Option<std::time::Duration>,
 }
 
 impl ClientBuilder {
@@ -61,6 +62,7 @@ impl ClientBuilder {
             tls_config: TlsConfig::default(),
             sasl_config: None,
             backoff_config: Default::default(),
+            connect_timeout: None,
         }
     }
 
@@ -106,6 +108,13 @@ impl ClientBuilder {
         self
     }
 
+    /// luka patch: time limit of each broker connection's setup (TCP connect, TLS handshake, ApiVersions, SASL); a
+    /// setup that stalls fails with [`crate::ConnectionError`]'s `SetupTimedOut`, naming the step. Default: none.
+    pub fn connect_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.connect_timeout = Some(limit);
+        self
+    }
+
     /// Build [`Client`].
     pub async fn build(self) -> Result<Client> {
         let brokers = Arc::new(BrokerConnector::new(
@@ -117,7 +126,8 @@ impl ClientBuilder {
             self.sasl_config,
             self.max_message_size,
             Arc::clone(&self.backoff_config),
-        ));
+        )
+        .with_connect_timeout(self.connect_timeout));
         brokers.refresh_metadata().await?;
 
         Ok(Client {

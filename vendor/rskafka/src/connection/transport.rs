@@ -111,14 +111,17 @@ impl AsyncWrite for Transport {
 }
 
 impl Transport {
+    /// luka patch: `connected` is called once the TCP connection is open, before any TLS handshake.
     pub async fn connect(
         broker: &str,
         tls_config: TlsConfig,
         socks5_proxy: Option<String>,
+        connected: impl FnOnce(),
     ) -> Result<Self> {
         let tcp_stream = Self::connect_tcp(broker, socks5_proxy).await?;
         // Requests are written whole and batching happens above the socket: Nagle only adds delay.
         tcp_stream.set_nodelay(true)?;
+        connected();
         Self::wrap_tls(tcp_stream, broker, tls_config).await
     }
 
