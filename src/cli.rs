@@ -32,7 +32,8 @@ pub enum Command {
     /// Load and check the whole config without serving; lists every problem and exits non-zero if there is one.
     Check,
     /// Run the `*_test.lua` files (default: those in [lua] tests, else the functions folder) against the real
-    /// router and handlers, with an embedded broker per cluster; exits non-zero if any test fails.
+    /// router and handlers, with an embedded broker per cluster (or the config's clusters); exits non-zero if any
+    /// test fails.
     Test {
         /// Test files or folders to run instead.
         paths: Vec<PathBuf>,
@@ -42,6 +43,10 @@ pub enum Command {
         /// Seconds one test may run, its requests included.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         timeout: u64,
+        /// Write to the clusters as the config names them (a staging Kafka, say) instead of an embedded broker per
+        /// cluster; an `embedded` cluster's broker starts on its address, as in serve. What the tests write stays.
+        #[arg(long)]
+        config_clusters: bool,
     },
     /// Write the editor types (lua-language-server annotations) into DIR/.luka/types, and DIR/.luarc.json unless
     /// DIR has its own.

@@ -19,10 +19,11 @@ fn main() -> ExitCode {
             ref paths,
             ref filter,
             timeout,
+            config_clusters,
         }) => {
             init_tracing_at(false, "error");
             let timeout = Duration::from_secs(timeout);
-            runtime.block_on(test(&cli, paths, filter.clone(), timeout))
+            runtime.block_on(test(&cli, paths, filter.clone(), timeout, config_clusters))
         }
         Some(Command::Broker { listen }) => {
             init_tracing(false);
@@ -136,7 +137,13 @@ async fn serve(cli: &Cli, listen: Option<std::net::SocketAddr>) -> ExitCode {
 }
 
 #[cfg(feature = "embedded-broker")]
-async fn test(cli: &Cli, paths: &[PathBuf], filter: Option<String>, timeout: Duration) -> ExitCode {
+async fn test(
+    cli: &Cli,
+    paths: &[PathBuf],
+    filter: Option<String>,
+    timeout: Duration,
+    config_clusters: bool,
+) -> ExitCode {
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => return report(&e),
@@ -145,6 +152,7 @@ async fn test(cli: &Cli, paths: &[PathBuf], filter: Option<String>, timeout: Dur
         paths: paths.to_vec(),
         filter,
         timeout,
+        config_clusters,
     };
     match luka::testing::run(config, &options, &mut std::io::stdout()).await {
         Ok(summary) if summary.success() => ExitCode::SUCCESS,
@@ -165,7 +173,7 @@ async fn test(cli: &Cli, paths: &[PathBuf], filter: Option<String>, timeout: Dur
 }
 
 #[cfg(not(feature = "embedded-broker"))]
-async fn test(_cli: &Cli, _paths: &[PathBuf], _filter: Option<String>, _timeout: Duration) -> ExitCode {
+async fn test(_cli: &Cli, _paths: &[PathBuf], _filter: Option<String>, _timeout: Duration, _config: bool) -> ExitCode {
     eprintln!("`luka test` needs the embedded-broker feature; rebuild with default features");
     ExitCode::FAILURE
 }

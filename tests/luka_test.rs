@@ -7,6 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::kafka::ApacheKafka;
+
 const LUKA: &str = env!("CARGO_BIN_EXE_luka");
 
 fn luka_test(config: &Path, args: &[&str]) -> (bool, String, String) {
@@ -51,6 +53,52 @@ fn the_shipped_functions_and_the_examples_pass_their_tests() {
         let (passed, failed) = counts(&out);
         assert_eq!(failed, 0, "{out}");
         assert!(passed >= at_least, "{config}: only {passed} tests ran:\n{out}");
+    }
+}
+
+/// `luka test --config-clusters` writes to the clusters the config names: here each cluster of the shipped config
+/// and the examples points at its own Apache Kafka node, and every function test passes, read-back included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_functions_and_the_examples_pass_their_tests_on_apache_kafka() {
+    for (config, at_least) in [
+        ("config.toml", 12),
+        ("examples/event-generator/config.toml", 3),
+        ("examples/multi-cluster/config.toml", 4),
+    ] {
+        let text = std::fs::read_to_string(config).unwrap();
+        let ports = ["127.0.0.1:9092", "127.0.0.1:9093"];
+        let used: Vec<&str> = ports
+            .into_iter()
+            .filter(|p| text.contains(&format!("\"{p}\"")))
+            .collect();
+        let nodes = futures::future::join_all(used.iter().map(|_| ApacheKafka::start(1))).await;
+        let mut text: String = text
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("embedded = true"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        for (port, node) in used.iter().zip(&nodes) {
+            text = text.replace(&format!("\"{port}\""), &format!("\"{}\"", node.bootstrap()));
+        }
+        // Beside the original, so that its relative paths (functions, schemas, tests) hold.
+        let path = Path::new(config).with_file_name(format!(".apache-{}.toml", std::process::id()));
+        let _remove = RemoveOnDrop(path.clone());
+        std::fs::write(&path, text).unwrap();
+        let (ok, out, err) = tokio::task::spawn_blocking(move || luka_test(&path, &["--config-clusters"]))
+            .await
+            .unwrap();
+        assert!(ok, "{config} on Apache Kafka:\n{out}\n{err}");
+        let (passed, failed) = counts(&out);
+        assert_eq!(failed, 0, "{out}");
+        assert!(passed >= at_least, "{config}: only {passed} tests ran:\n{out}");
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

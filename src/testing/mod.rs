@@ -1,9 +1,10 @@
 //! `luka test`: a checked config and `*_test.lua` files in, a report (one line per test, a diff for each failure,
 //! `N passed, M failed`) and a verdict out.
 //!
-//! Each cluster of the config gets its own embedded broker on a free port for the run, so the real router, the
-//! real handlers and the real produce path run unchanged; `send` in a test file calls the router in memory and
-//! reads back, from the broker, every record the request wrote.
+//! Each cluster of the config gets its own embedded broker on a free port for the run (or, with
+//! [`Options::config_clusters`], the run writes to the clusters the config names), so the real router, the real
+//! handlers and the real produce path run unchanged; `send` in a test file calls the router in memory and reads
+//! back, from the broker, every record the request wrote.
 
 mod send;
 
@@ -30,6 +31,8 @@ pub struct Options {
     pub filter: Option<String>,
     /// How long one test (or the loading of one file) may run, its requests included.
     pub timeout: Duration,
+    /// Write to the config's own clusters instead of an embedded broker per cluster.
+    pub config_clusters: bool,
 }
 
 /// How a run went.
@@ -70,7 +73,11 @@ pub enum TestError {
 /// Runs the tests, writing the report to `out`.
 pub async fn run(mut config: Config, options: &Options, out: &mut impl Write) -> Result<Summary, TestError> {
     let files = test_files(&config, &options.paths)?;
-    let _brokers = start_brokers(&mut config).await?;
+    let _brokers = if options.config_clusters {
+        crate::broker::start_configured(&config).await?
+    } else {
+        start_brokers(&mut config).await?
+    };
     config.lua.watch = false;
     config.server.access_log = false;
     let app = App::new(config).map_err(TestError::Functions)?;
