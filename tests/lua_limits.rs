@@ -36,13 +36,56 @@ return function(req)
 end
 "#;
 
+/// Keys whose `__tostring` allocates past the 32 MiB memory limit, or never returns, where luka reads a call or a
+/// response in Rust with the VM's memory limit lifted.
+const METAMETHODS: &str = r#"
+return function(req)
+  if req.query.mode == "produce" then
+    local key = setmetatable({}, { __tostring = function() return "ran " .. #string.rep("x", 48 * 1024 * 1024) end })
+    local _, err = pcall(kafka.produce, { topic = "load", [key] = 1 })
+    local message = setmetatable({}, { __tostring = function() return "ran " .. #string.rep("y", 48 * 1024 * 1024) end })
+    local _, err2 = pcall(kafka.produce, { topic = "load", messages = { { value = "v", [message] = 1 } } })
+    return { json = { call = err, message = err2 } }
+  end
+  return { [setmetatable({}, { __tostring = function() while true do end end })] = 1 }
+end
+"#;
+
 async fn start() -> Harness {
     Harness::start_with(
         1,
         &LUA.replace("[lua]\n", "[lua]\ncpu_ms = 50\n"),
-        &[("limits.lua", LIMITS)],
+        &[("limits.lua", LIMITS), ("meta.lua", METAMETHODS)],
     )
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metamethods_never_run_where_luka_lifts_the_memory_limit() {
+    let h = start().await;
+    let (status, answer) = h.get("/meta?mode=produce").await;
+    assert_eq!(status, 200, "{answer}");
+    for field in ["call", "message"] {
+        let error = answer[field].as_str().unwrap_or_else(|| panic!("{answer}"));
+        assert!(error.contains("unknown field [table]"), "{error}");
+        assert!(
+            !error.contains("ran"),
+            "__tostring ran with the memory limit off: {error}"
+        );
+    }
+    let started = Instant::now();
+    let (status, answer) = h.get("/meta?mode=response").await;
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(
+        error_of(&answer),
+        "the function failed; the server log has the details",
+        "the response's key is named by its type, its __tostring never runs"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,4 +179,106 @@ timeout_ms = 1000
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"], "kafka cluster 'down' is unavailable");
     drop(silent);
+}
+
+/// Counts the keys of the JSON object it is sent.
+const COUNT_KEYS: &str = r#"
+return function(req)
+  local n = 0
+  for _ in pairs(req:json()) do n += 1 end
+  return { json = { keys = n } }
+end
+"#;
+
+/// Luau's string hash of `key`, as `luaS_hash` computes it for keys under 32 bytes: seeded with the length, the
+/// bytes mixed in from last to first.
+fn luau_hash(key: &[u8]) -> u32 {
+    let mut h = key.len() as u32;
+    for &c in key.iter().rev() {
+        h ^= (h << 5).wrapping_add(h >> 2).wrapping_add(u32::from(c));
+    }
+    h
+}
+
+/// `count` eight-byte keys whose Luau hashes share their low `bits` bits: bytes 1 to 7 count up, and byte 0, mixed
+/// in last, is solved for (kept when it is a plain printable character).
+fn colliding_keys(count: usize, bits: u32) -> Vec<String> {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mask = (1u32 << bits) - 1;
+    let mut keys = Vec::with_capacity(count);
+    let mut n = 0u64;
+    while keys.len() < count {
+        let mut key = [0u8; 8];
+        let mut rest = n;
+        for byte in key[1..].iter_mut().rev() {
+            *byte = DIGITS[(rest % 62) as usize];
+            rest /= 62;
+        }
+        n += 1;
+        let mut h = 8u32;
+        for &c in key[1..].iter().rev() {
+            h ^= (h << 5).wrapping_add(h >> 2).wrapping_add(u32::from(c));
+        }
+        let base = (h << 5).wrapping_add(h >> 2);
+        let first = (h & mask).wrapping_sub(base) & mask; // makes the final hash's low bits 0
+        if (0x20..0x7f).contains(&first) && first != u32::from(b'"') && first != u32::from(b'\\') {
+            key[0] = first as u8;
+            debug_assert_eq!(luau_hash(&key) & mask, 0);
+            keys.push(String::from_utf8(key.to_vec()).expect("ASCII"));
+        }
+    }
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_keys_that_collide_in_luaus_hash_cannot_outlast_the_cpu_limit() {
+    let h = Harness::start_with(
+        1,
+        &LUA.replace("[lua]\n", "[lua]\ncpu_ms = 300\n"),
+        &[("count.lua", COUNT_KEYS)],
+    )
+    .await;
+    let keys = colliding_keys(32_768, 15);
+    assert!(keys.iter().all(|k| luau_hash(k.as_bytes()) & 0x7fff == 0));
+    let flood: String = format!(
+        "{{{}}}",
+        keys.iter().map(|k| format!("\"{k}\":0")).collect::<Vec<_>>().join(",")
+    );
+    let plain: String = format!(
+        "{{{}}}",
+        (0..32_768)
+            .map(|i| format!("\"k{i:07}\":0"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert_eq!(flood.len(), plain.len());
+
+    let (status, answer) = h.send("/count", &[], &plain).await;
+    assert_eq!((status, answer["keys"].as_u64()), (200, Some(32_768)), "{answer}");
+
+    // Three floods at once, and a client that only wants /healthz meanwhile.
+    let floods = (0..3).map(|_| async {
+        let started = Instant::now();
+        let (status, answer) = h.send("/count", &[], &flood).await;
+        (status, answer, started.elapsed())
+    });
+    let healthz = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let (status, _) = h.get("/healthz").await;
+        (status, started.elapsed())
+    };
+    let (floods, (health, waited)) = tokio::join!(futures::future::join_all(floods), healthz);
+    assert_eq!(health, 200);
+    assert!(
+        waited < Duration::from_secs(1),
+        "/healthz waited {waited:?} behind the floods"
+    );
+    for (status, answer, took) in floods {
+        assert!(
+            status == 200 || error_of(&answer) == "the function used more than its 300 ms of CPU time",
+            "{status} {answer}"
+        );
+        assert!(took < Duration::from_millis(1500), "a flood took {took:?}");
+    }
 }

@@ -90,6 +90,53 @@ async fn request_ids_and_trace_context_follow_the_request(kafka: Kafka) {
     );
 }
 
+/// Header (name, value) pairs.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_valid_trace_context_and_request_ids_are_taken() {
+    let h = Harness::start(1, CONFIG).await;
+    let long_state: String = (0..40).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
+    let cases: [(Headers, Headers); 4] = [
+        (&[("traceparent", "00-xyz-forged"), ("tracestate", "a=1")], &[]),
+        (
+            &[("traceparent", TRACEPARENT), ("tracestate", &long_state)],
+            &[("traceparent", TRACEPARENT)],
+        ),
+        (&[("tracestate", "a=1")], &[]),
+        (
+            &[("traceparent", TRACEPARENT), ("tracestate", "rojo=00f067aa0ba902b7")],
+            &[("traceparent", TRACEPARENT), ("tracestate", "rojo=00f067aa0ba902b7")],
+        ),
+    ];
+    for (sent, kept) in cases {
+        let mut request = h.http.post(h.url("/produce/traced")).basic_auth("demo", Some("demo"));
+        for (name, value) in sent {
+            request = request.header(*name, *value);
+        }
+        let response = request.body(r#"{"value":"v"}"#).send().await.unwrap();
+        let answer: Value = response.json().await.unwrap();
+        let records = read_records(&h.bootstrap(0), "traced", 0, offset(&answer[0]), 1).await;
+        let kept: Vec<(String, String)> = kept.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        assert_eq!(header_texts(&records[0]), kept, "sent {sent:?}");
+    }
+    // A request id that is too long or not printable is replaced.
+    for given in ["x".repeat(200), "two words".to_owned()] {
+        let response = h
+            .http
+            .get(h.url("/healthz"))
+            .header("X-Request-Id", &given)
+            .send()
+            .await
+            .unwrap();
+        let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{given} became {id}"
+        );
+    }
+}
+
 async fn trace_context_is_not_copied_when_turned_off(kafka: Kafka) {
     let config = format!("[server]\npropagate_trace_context = false\n{CONFIG}");
     let h = Harness::on(kafka, 1, &config).await;

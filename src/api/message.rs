@@ -201,10 +201,17 @@ fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     })
 }
 
-/// Parses a request body: one message object or an array of them. `path_topic` is the topic of
+/// Parses a request body: one message object or an array of at most `max` of them. `path_topic` is the topic of
 /// `/produce/<topic>`; without it every message must name its topic.
-pub fn parse_body(body: &[u8], path_topic: Option<&str>) -> Result<Vec<Message>, ApiError> {
+pub fn parse_body(body: &[u8], path_topic: Option<&str>, max: usize) -> Result<Vec<Message>, ApiError> {
     let items = split_items(body)?;
+    if items.len() > max {
+        return Err(ApiError::TooMany {
+            what: "messages",
+            count: items.len(),
+            max,
+        });
+    }
     let mut messages = Vec::with_capacity(items.len());
     let mut invalid = InvalidMessages::default();
     for (index, item) in items.iter().enumerate() {
@@ -354,18 +361,19 @@ mod tests {
     use super::*;
 
     fn err(body: &str, topic: Option<&str>) -> String {
-        parse_body(body.as_bytes(), topic).unwrap_err().to_string()
+        parse_body(body.as_bytes(), topic, 1000).unwrap_err().to_string()
     }
 
     #[test]
     fn single_object_and_arrays_with_every_field() {
-        let one = parse_body(br#"{"value":"hello_kafka"}"#, Some("greetings")).unwrap();
+        let one = parse_body(br#"{"value":"hello_kafka"}"#, Some("greetings"), 1000).unwrap();
         assert_eq!(one[0].topic, "greetings");
         assert_eq!(one[0].value, Payload::Checked(Some(b"hello_kafka".to_vec())));
         let many = parse_body(
             br#"[{"topic":"cities","partition":1,"timestamp":1637745834744,"key":"city","value":"Istanbul",
                  "headers":[{"key":"expire","value":"1637745834756"}]},{"topic":"t","value":null}]"#,
             None,
+            1000,
         )
         .unwrap();
         assert_eq!(many[0].partition, Some(1));
@@ -440,7 +448,7 @@ mod tests {
 
     #[test]
     fn non_string_values_are_written_as_json() {
-        let m = parse_body(br#"{"value":{"a":1}}"#, Some("t")).unwrap();
+        let m = parse_body(br#"{"value":{"a":1}}"#, Some("t"), 1000).unwrap();
         assert_eq!(m[0].value, Payload::Checked(Some(br#"{"a":1}"#.to_vec())));
     }
 }

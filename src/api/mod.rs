@@ -32,6 +32,16 @@ pub enum ApiError {
     #[error("user '{user}' may not read topic '{topic}' (add it to the user's read_topics in config.toml)")]
     ReadForbidden { user: String, topic: String },
 
+    /// More messages or positions than one request may name (413).
+    #[error(
+        "{count} {what} in one request; at most {max} are taken (max_{what}_per_request): split them over several requests"
+    )]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+
     #[error(transparent)]
     Produce(#[from] ProduceError),
 }
@@ -49,7 +59,10 @@ pub enum ProduceCall {
 pub async fn produce(producer: &Producer, user: &User, call: ProduceCall, body: &[u8]) -> Result<Vec<u8>, ApiError> {
     let (messages, single) = match call {
         ProduceCall::Path(message) => (vec![message], true),
-        ProduceCall::Body { topic } => (parse_body(body, topic.as_deref())?, false),
+        ProduceCall::Body { topic } => {
+            let max = producer.config().server.max_messages_per_request;
+            (parse_body(body, topic.as_deref(), max)?, false)
+        }
     };
     if let Some((index, m)) = messages.iter().enumerate().find(|(_, m)| !user.may_write(&m.topic)) {
         return Err(ApiError::Forbidden {

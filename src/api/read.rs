@@ -3,8 +3,11 @@
 //! Takes an authenticated user and the request (path part, query, JSON body), gives the JSON answer's bytes.
 //! Topics route to clusters as for produce; reading needs the user's `read_topics`, listing needs `topics`.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -65,13 +68,25 @@ pub async fn offsets(
         })?),
     };
     let wanted: Vec<TopicPartition> = one_or_many(body, "{\"topic\": \"...\", \"partition\": 0}")?;
+    let distinct: HashSet<(&str, i32)> = wanted.iter().map(|tp| (tp.topic.as_str(), tp.partition)).collect();
+    check_position_count(config, distinct.len())?;
+    // Each distinct position is looked up once; a position named twice is answered twice.
+    let mut found = HashMap::with_capacity(distinct.len());
     let mut answer = Vec::with_capacity(wanted.len());
     for tp in &wanted {
-        let client = checked_reader(config, producer, user, &tp.topic, tp.partition).await?;
-        let offset = client
-            .offset(&tp.topic, tp.partition, at)
-            .await
-            .map_err(ProduceError::from)?;
+        let key = (tp.topic.as_str(), tp.partition);
+        let offset = match found.get(&key) {
+            Some(offset) => *offset,
+            None => {
+                let client = checked_reader(config, producer, user, &tp.topic, tp.partition).await?;
+                let offset = client
+                    .offset(&tp.topic, tp.partition, at)
+                    .await
+                    .map_err(ProduceError::from)?;
+                found.insert(key, offset);
+                offset
+            }
+        };
         answer.push(OffsetAnswer {
             topic: &tp.topic,
             partition: tp.partition,
@@ -143,6 +158,10 @@ pub async fn fetch(config: &Config, producer: &Producer, user: &User, body: &[u8
         }
     }
     positions.extend(request.topic_partition_offsets);
+    // A position named twice is read once.
+    let mut seen = HashSet::new();
+    positions.retain(|p| seen.insert((p.topic.clone(), p.partition, p.offset)));
+    check_position_count(config, positions.len())?;
     if positions.is_empty() {
         return Err(ApiError::BadRequest(
             "nothing to fetch: give {\"topic\", \"partition\", \"offset\"} or topicPartitionOffsets".into(),
@@ -164,20 +183,57 @@ pub async fn fetch(config: &Config, producer: &Producer, user: &User, body: &[u8
         }
         clusters.push(checked_reader(config, producer, user, &p.topic, p.partition).await?);
     }
-    let reads = positions
+    // At most `total` record bytes are read and answered: positions are read a few at a time (as many as `total`
+    // holds whole fetches), and none is started once the budget is spent. The wait is for the whole request.
+    let (total, per_position) = (config.server.fetch_max_total_bytes, config.server.fetch_max_bytes);
+    let deadline = Instant::now() + wait;
+    let reads: Vec<_> = positions
         .iter()
         .zip(&clusters)
-        .map(|(p, cluster)| cluster.fetch(&p.topic, p.partition, p.offset, config.server.fetch_max_bytes, wait));
-    let mut messages = Vec::new();
-    for (p, fetched) in positions.iter().zip(futures::future::join_all(reads).await) {
+        .map(|(p, cluster)| read_position(cluster, p, per_position.min(total), deadline))
+        .collect();
+    let mut reads = futures::stream::iter(reads).buffered((total / per_position).max(1));
+    let (mut messages, mut bytes) = (Vec::new(), 0);
+    'positions: while let Some((p, fetched)) = reads.next().await {
         for record in fetched.map_err(ProduceError::from)? {
-            if messages.len() == config.server.fetch_max_records {
-                break;
+            if messages.len() == config.server.fetch_max_records || bytes >= total {
+                break 'positions;
             }
+            bytes += record_bytes(&record);
             messages.push(message(&p.topic, p.partition, record));
         }
     }
     Ok(serde_json::to_vec(&messages).expect("messages serialize"))
+}
+
+/// The records at `p`, up to `max_bytes`, waiting for data until `deadline` at most.
+async fn read_position<'a>(
+    cluster: &ClusterClient,
+    p: &'a Position,
+    max_bytes: usize,
+    deadline: Instant,
+) -> (&'a Position, Result<Vec<FetchedRecord>, KafkaError>) {
+    let wait = deadline.saturating_duration_since(Instant::now());
+    (p, cluster.fetch(&p.topic, p.partition, p.offset, max_bytes, wait).await)
+}
+
+/// A record's key, value and header bytes: what it costs to hold and answer.
+fn record_bytes(record: &FetchedRecord) -> usize {
+    let headers: usize = record.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len) + headers
+}
+
+/// 413 when a request names more distinct positions than `[server] max_positions_per_request`.
+fn check_position_count(config: &Config, count: usize) -> Result<(), ApiError> {
+    let max = config.server.max_positions_per_request;
+    if count > max {
+        return Err(ApiError::TooMany {
+            what: "positions",
+            count,
+            max,
+        });
+    }
+    Ok(())
 }
 
 fn message(topic: &str, partition: i32, record: FetchedRecord) -> FetchedMessage<'_> {

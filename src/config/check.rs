@@ -67,6 +67,9 @@ fn check_server(c: &mut Checker<'_>, server: &ServerConfig) {
         (server.fetch_max_records as u64, "fetch_max_records"),
         (server.idempotency_capacity as u64, "idempotency_capacity"),
         (server.fetch_max_bytes as u64, "fetch_max_bytes"),
+        (server.fetch_max_total_bytes as u64, "fetch_max_total_bytes"),
+        (server.max_messages_per_request as u64, "max_messages_per_request"),
+        (server.max_positions_per_request as u64, "max_positions_per_request"),
     ] {
         if value == 0 {
             c.general(format!("[server] {key} must be greater than 0"));

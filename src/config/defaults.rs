@@ -37,6 +37,18 @@ pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 /// Keys remembered at once; with answers of a few hundred bytes this stays within a few MiB.
 pub const IDEMPOTENCY_CAPACITY: usize = 10_000;
 
+/// Messages in one REST request or one `kafka.produce` call: the largest call the README and the event-generator
+/// example make. Each message costs a copy through every stage and a row in the answer; 1 MiB of `{"value":""}`
+/// would otherwise be 80,000 of them.
+pub const MAX_MESSAGES_PER_REQUEST: usize = 1000;
+
+/// Positions one `/fetch` or `/offsets` request names: each is a broker round trip (and, for `/fetch`, up to
+/// `fetch_max_bytes` held), so a 60 KB body must not ask for 20,000 of them.
+pub const MAX_POSITIONS_PER_REQUEST: usize = 100;
+
+/// Record bytes one `/fetch` reads and answers over all its positions: a page of a few MiB, whatever it names.
+pub const FETCH_MAX_TOTAL_BYTES: usize = 4 * 1024 * 1024;
+
 /// Records one `/fetch` answers with: a page a client can hold and a JSON answer that stays a few MiB at most.
 pub const FETCH_MAX_RECORDS: usize = 1000;
 

@@ -72,10 +72,17 @@ pub struct ServerConfig {
     pub idempotency_window_ms: u64,
     /// Most `Idempotency-Key`s remembered at once (the oldest is forgotten first).
     pub idempotency_capacity: usize,
+    /// Most messages one REST produce request, or one `kafka.produce` call, may carry; past it, 413.
+    pub max_messages_per_request: usize,
+    /// Most partition positions one `/fetch` or `/offsets` request may name (a position named twice counts once);
+    /// past it, 413.
+    pub max_positions_per_request: usize,
     /// Most records one `/fetch` request answers with.
     pub fetch_max_records: usize,
     /// Most record bytes one `/fetch` request asks each partition for.
     pub fetch_max_bytes: usize,
+    /// Most record bytes one `/fetch` request reads and answers, over all its positions.
+    pub fetch_max_total_bytes: usize,
     /// On SIGTERM/ctrl-c, how long in-flight requests may still finish.
     pub shutdown_grace_ms: u64,
     /// `"human"` (default) or `"json"` log lines.
@@ -95,8 +102,11 @@ impl Default for ServerConfig {
             propagate_trace_context: defaults::PROPAGATE_TRACE_CONTEXT,
             idempotency_window_ms: defaults::IDEMPOTENCY_WINDOW_MS,
             idempotency_capacity: defaults::IDEMPOTENCY_CAPACITY,
+            max_messages_per_request: defaults::MAX_MESSAGES_PER_REQUEST,
+            max_positions_per_request: defaults::MAX_POSITIONS_PER_REQUEST,
             fetch_max_records: defaults::FETCH_MAX_RECORDS,
             fetch_max_bytes: defaults::FETCH_MAX_BYTES,
+            fetch_max_total_bytes: defaults::FETCH_MAX_TOTAL_BYTES,
             shutdown_grace_ms: defaults::SHUTDOWN_GRACE_MS,
             log_format: defaults::LOG_FORMAT,
         }

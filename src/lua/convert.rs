@@ -5,8 +5,9 @@
 //! arrays (so `[]` survives a round trip); any other table is an object, whose keys must be strings. `json.null`
 //! (a null light userdata) is JSON `null`.
 //!
-//! Conversion runs in Rust, outside the Lua memory limit and the CPU interrupt, so it has its own [`Budget`]: a
-//! table that holds one sub-table many times (`t = {t, t}`, forty times over) would otherwise expand to terabytes.
+//! Conversion runs in Rust, outside the Lua memory limit, so it has its own [`Budget`]: a table that holds one
+//! sub-table many times (`t = {t, t}`, forty times over) would otherwise expand to terabytes. It reads tables raw and
+//! never calls a metamethod: handler code must not run while the memory limit is lifted.
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -229,11 +230,24 @@ pub fn check_fields(table: &Table, allowed: &[&str]) -> Result<(), String> {
 
 /// `unknown field 'x' (expected a, b)`, for a key that is not one of `allowed`.
 pub fn unknown_field(key: &Value, allowed: &[&str]) -> String {
+    // Never `Value::to_string` here: it runs a `__tostring` metamethod, handler code, and luka reads call and
+    // response tables with the VM's memory limit lifted.
     let name = match key {
-        Value::String(s) => format!("'{}'", s.to_string_lossy()),
-        other => format!("[{}]", other.to_string().unwrap_or_default()),
+        Value::String(s) => format!("'{}'", cut(&s.to_string_lossy(), 64)),
+        Value::Integer(i) => format!("[{i}]"),
+        Value::Number(n) => format!("[{n}]"),
+        Value::Boolean(b) => format!("[{b}]"),
+        other => format!("[{}]", other.type_name()),
     };
     format!("unknown field {name} (expected {})", allowed.join(", "))
+}
+
+/// `text`, cut to `max` characters with `…` when longer: error messages echo keys, which a handler may make huge.
+fn cut(text: &str, max: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => Cow::Owned(format!("{}…", &text[..at])),
+        None => Cow::Borrowed(text),
+    }
 }
 
 /// The metatable that marks arrays, one per VM, kept in the registry.
@@ -269,17 +283,21 @@ fn index(key: &Value, len: usize) -> Option<usize> {
 
 /// A JSON value already parsed (e.g. a generated one) as Lua values.
 pub fn from_json(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
-    match decode_with(lua, |seed| seed.deserialize(value)) {
+    match decode_with(lua, None, |seed| seed.deserialize(value)) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(mlua::Error::runtime(e)),
         Err(e) => Err(e),
     }
 }
 
-/// JSON text straight to Lua values (no intermediate tree). The outer error is Lua's own (out of memory); the
-/// inner one says why the text is not JSON.
-pub fn decode_json(lua: &Lua, text: &[u8]) -> mlua::Result<Result<Value, serde_json::Error>> {
-    decode_with(lua, |seed| {
+/// JSON text straight to Lua values (no intermediate tree). The outer error is Lua's own (out of memory, or the
+/// request's CPU time spent: `clock` is the running request's, checked at every table entry); the inner one says why
+/// the text is not JSON.
+///
+/// Why every entry: keys chosen to collide in Luau's (unseeded) string hash make each insert walk a chain as long as
+/// the object, so one megabyte of JSON can cost seconds; the clock stops it within the handler's budget.
+pub fn decode_json(lua: &Lua, clock: Option<&VmShared>, text: &[u8]) -> mlua::Result<Result<Value, serde_json::Error>> {
+    decode_with(lua, clock, |seed| {
         let mut reader = serde_json::Deserializer::from_slice(text);
         let value = seed.deserialize(&mut reader)?;
         reader.end().map(|()| value)
@@ -288,6 +306,7 @@ pub fn decode_json(lua: &Lua, text: &[u8]) -> mlua::Result<Result<Value, serde_j
 
 fn decode_with<'de, E>(
     lua: &Lua,
+    clock: Option<&VmShared>,
     decode: impl FnOnce(LuaSeed<'_>) -> Result<Node<'de>, E>,
 ) -> mlua::Result<Result<Value, E>> {
     let failure = Cell::new(None);
@@ -296,6 +315,7 @@ fn decode_with<'de, E>(
         lua,
         marker: &marker,
         failure: &failure,
+        clock,
     });
     match failure.into_inner() {
         Some(error) => Err(error),
@@ -331,6 +351,8 @@ struct LuaSeed<'a> {
     marker: &'a Table,
     /// A Lua error met while building (kept, since serde's error type can only carry text).
     failure: &'a Cell<Option<mlua::Error>>,
+    /// The running request's CPU clock, looked at before each table entry.
+    clock: Option<&'a VmShared>,
 }
 
 impl LuaSeed<'_> {
@@ -340,6 +362,57 @@ impl LuaSeed<'_> {
             self.failure.set(Some(e));
             E::custom(message)
         })
+    }
+
+    /// Builds a table with `build` from `entries`, which stop early once the request's CPU time is spent; then the
+    /// table is dropped and the CPU-limit error kept.
+    fn metered<I: Iterator, E: serde::de::Error>(
+        &self,
+        entries: I,
+        build: impl FnOnce(Metered<'_, I>) -> mlua::Result<Table>,
+    ) -> Result<Table, E> {
+        let spent = Cell::new(false);
+        let table = self.lua(build(Metered {
+            inner: entries,
+            clock: self.clock,
+            spent: &spent,
+            count: 0,
+        }))?;
+        if spent.get() {
+            return self.lua(Err(mlua::Error::external(super::state::CpuLimitHit)));
+        }
+        Ok(table)
+    }
+}
+
+/// Table entries that end once the request's CPU time is spent (looked at every [`Metered::EVERY`] entries: a
+/// colliding insert costs well under a millisecond, so the overshoot stays within a few), keeping the inner size
+/// hint so that tables are still made at their full size.
+struct Metered<'a, I> {
+    inner: I,
+    clock: Option<&'a VmShared>,
+    spent: &'a Cell<bool>,
+    count: usize,
+}
+
+impl<I> Metered<'_, I> {
+    const EVERY: usize = 16;
+}
+
+impl<I: Iterator> Iterator for Metered<'_, I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        self.count += 1;
+        if self.count.is_multiple_of(Self::EVERY) && self.clock.is_some_and(VmShared::out_of_time) {
+            self.spent.set(true);
+            return None;
+        }
+        self.inner.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
     }
 }
 
@@ -420,7 +493,9 @@ impl<'de> Visitor<'de> for LuaSeed<'_> {
         while let Some(item) = seq.next_element_seed(self)? {
             items.push(item);
         }
-        let table = self.lua(self.lua.create_sequence_from(items.iter().map(Node::pushed)))?;
+        let table = self.metered(items.iter().map(Node::pushed), |items| {
+            self.lua.create_sequence_from(items)
+        })?;
         self.lua(table.set_metatable(Some(self.marker.clone())))?;
         Ok(Node::Value(Value::Table(table)))
     }
@@ -431,10 +506,8 @@ impl<'de> Visitor<'de> for LuaSeed<'_> {
             let item = map.next_value_seed(self)?;
             entries.push((key, item));
         }
-        let table = self.lua(
-            self.lua
-                .create_table_from(entries.iter().map(|(key, item)| (&**key, item.pushed()))),
-        )?;
+        let pairs = entries.iter().map(|(key, item)| (&**key, item.pushed()));
+        let table = self.metered(pairs, |pairs| self.lua.create_table_from(pairs))?;
         Ok(Node::Value(Value::Table(table)))
     }
 }

@@ -371,7 +371,9 @@ fn req_json(lua: &Lua, shared: &VmShared) -> mlua::Result<(bool, Value)> {
     };
     // Parsed JSON takes a few times its text in Lua values.
     let size = state.request.body.len().saturating_mul(4);
-    match unlimited(lua, size, || convert::decode_json(lua, &state.request.body)) {
+    match unlimited(lua, size, || {
+        convert::decode_json(lua, Some(shared), &state.request.body)
+    }) {
         Ok(Ok(value)) => modules::answer(lua, Ok(value)),
         Ok(Err(e)) => {
             let message = format!("the request body is not valid JSON: {e}");

@@ -112,6 +112,11 @@ impl Producer {
         &self.pool
     }
 
+    /// The checked config it writes by.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Writes every message and returns their deliveries in order, or the first error. Routing and partition
     /// errors are found before anything is written.
     pub async fn produce(&self, messages: Vec<Message>) -> Result<Vec<Delivery>, ProduceError> {

@@ -142,6 +142,7 @@ fn status_of(error: &RequestError) -> StatusCode {
         RequestError::Api(ApiError::BadRequest(_)) => StatusCode::BAD_REQUEST,
         RequestError::Api(ApiError::Unauthenticated(_)) => StatusCode::UNAUTHORIZED,
         RequestError::Api(ApiError::Forbidden { .. } | ApiError::ReadForbidden { .. }) => StatusCode::FORBIDDEN,
+        RequestError::Api(ApiError::TooMany { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
         RequestError::Api(ApiError::Produce(e)) => class_status(e.class()),
         RequestError::Lua(e) => lua_status(e),
     }
@@ -308,6 +309,14 @@ mod tests {
                     topic: "t".into(),
                 }),
                 403,
+            ),
+            (
+                RequestError::Api(ApiError::TooMany {
+                    what: "messages",
+                    count: 2,
+                    max: 1,
+                }),
+                413,
             ),
             (
                 RequestError::Api(ApiError::Produce(ProduceError::TopicNotConfigured {

@@ -110,18 +110,28 @@ fn request_id<B>(request: &Request<B>) -> String {
     }
 }
 
-/// The request's `traceparent` and `tracestate`, when propagation is on.
+/// The request's `traceparent` and `tracestate`, when propagation is on and they are valid W3C Trace Context: they
+/// go into every record the request writes, so what an anonymous caller sends there is held to the standard's
+/// syntax and bounds. A missing or invalid `traceparent` takes `tracestate` with it.
 fn trace_context<B>(app: &App, request: &Request<B>) -> Vec<(String, Vec<u8>)> {
     if !app.config.server.propagate_trace_context {
         return Vec::new();
     }
-    ["traceparent", "tracestate"]
-        .into_iter()
-        .filter_map(|name| {
-            let value = request.headers().get(name)?;
-            Some((name.to_owned(), value.as_bytes().to_vec()))
-        })
-        .collect()
+    let single = |name| {
+        let mut values = request.headers().get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => Some(value.as_bytes()),
+            _ => None,
+        }
+    };
+    let Some(parent) = single("traceparent").filter(|v| trace::valid_traceparent(v)) else {
+        return Vec::new();
+    };
+    let mut context = vec![("traceparent".to_owned(), parent.to_vec())];
+    if let Some(state) = single("tracestate").filter(|v| trace::valid_tracestate(v)) {
+        context.push(("tracestate".to_owned(), state.to_vec()));
+    }
+    context
 }
 
 async fn dispatch<B: RequestBody>(
@@ -490,4 +500,90 @@ async fn ready(app: &App) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     };
     json_response(status, &json!({ "status": word, "clusters": clusters }))
+}
+
+/// W3C Trace Context syntax (<https://www.w3.org/TR/trace-context/>), as far as luka copies it.
+mod trace {
+    /// Longest `traceparent` of a future version kept (version 00 is exactly 55 bytes).
+    const MAX_TRACEPARENT: usize = 256;
+    /// The standard's bounds on `tracestate`.
+    const MAX_TRACESTATE: usize = 512;
+    const MAX_TRACESTATE_MEMBERS: usize = 32;
+
+    /// `version-traceid-parentid-flags`: lower-case hex of 2, 32, 16 and 2 digits; version `ff`, an all-zero
+    /// trace id or parent id are invalid; a version above 00 may carry more after a `-`.
+    pub(super) fn valid_traceparent(value: &[u8]) -> bool {
+        let hex = |part: &[u8]| part.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let zero = |part: &[u8]| part.iter().all(|b| *b == b'0');
+        if value.len() < 55 || value.len() > MAX_TRACEPARENT {
+            return false;
+        }
+        let (version, trace_id, parent_id, flags) = (&value[0..2], &value[3..35], &value[36..52], &value[53..55]);
+        let dashes = value[2] == b'-' && value[35] == b'-' && value[52] == b'-';
+        let rest_ok = match (version, value.len()) {
+            (b"00", 55) => true,
+            (b"00", _) => false,
+            (_, 55) => true,
+            _ => value[55] == b'-' && value[56..].iter().all(u8::is_ascii_graphic),
+        };
+        dashes
+            && rest_ok
+            && [version, trace_id, parent_id, flags].into_iter().all(hex)
+            && version != b"ff"
+            && !zero(trace_id)
+            && !zero(parent_id)
+    }
+
+    /// At most 512 bytes of printable ASCII in at most 32 comma-separated members, each `key=value`.
+    pub(super) fn valid_tracestate(value: &[u8]) -> bool {
+        value.len() <= MAX_TRACESTATE
+            && value.iter().all(|b| *b == b' ' || b.is_ascii_graphic())
+            && value.split(|b| *b == b',').count() <= MAX_TRACESTATE_MEMBERS
+            && value
+                .split(|b| *b == b',')
+                .map(<[u8]>::trim_ascii)
+                .all(|member| member.is_empty() || member.contains(&b'='))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn traceparent_follows_the_w3c_syntax() {
+            let good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            assert!(valid_traceparent(good));
+            assert!(valid_traceparent(
+                b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"
+            ));
+            for bad in [
+                &b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"[..],
+                b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more",
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+                b"not a trace",
+            ] {
+                assert!(!valid_traceparent(bad), "{}", String::from_utf8_lossy(bad));
+            }
+            assert!(!valid_traceparent(
+                &[
+                    b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-".as_slice(),
+                    &[b'x'; 300]
+                ]
+                .concat()
+            ));
+        }
+
+        #[test]
+        fn tracestate_is_bounded() {
+            assert!(valid_tracestate(b"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"));
+            assert!(!valid_tracestate(&vec![b'a'; 513]));
+            let members: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+            assert!(!valid_tracestate(members.join(",").as_bytes()));
+            assert!(!valid_tracestate(b"rojo=1\nforged"));
+            assert!(!valid_tracestate(b"no-equals-sign"));
+        }
+    }
 }

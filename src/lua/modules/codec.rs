@@ -17,6 +17,7 @@ use crate::lua::state::VmShared;
 pub fn json(lua: &Lua, clock: &Arc<VmShared>) -> Result<Table> {
     let json = lua.create_table()?;
     json.set("null", Value::NULL)?;
+    let decode_clock = Arc::clone(clock);
     let clock = Arc::clone(clock);
     let encode = lua.create_function(move |lua, value: Value| {
         let text = convert::encode_within(&value, &mut convert::Budget::metered(&clock));
@@ -26,12 +27,12 @@ pub fn json(lua: &Lua, clock: &Arc<VmShared>) -> Result<Table> {
         }
     })?;
     json.set("encode", raising(lua, encode)?)?;
-    let decode = lua.create_function(
-        |lua, text: LuaString| match convert::decode_json(lua, &text.as_bytes())? {
+    let decode = lua.create_function(move |lua, text: LuaString| {
+        match convert::decode_json(lua, Some(&decode_clock), &text.as_bytes())? {
             Ok(value) => answer(lua, Ok(value)),
             Err(e) => answer(lua, Err::<Value, _>(format!("json.decode: {e}"))),
-        },
-    )?;
+        }
+    })?;
     json.set("decode", raising(lua, decode)?)?;
     Ok(json)
 }

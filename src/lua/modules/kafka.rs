@@ -262,6 +262,13 @@ fn read_call(config: &Config, args: &Table, budget: &mut Budget) -> std::result:
         return Ok(vec![read_message(args, &allowed, &topic, cluster.as_ref(), budget)?]);
     };
     let count = list.raw_len();
+    let max = config.server.max_messages_per_request;
+    if count > max {
+        return Err(format!(
+            "{count} messages in one call; at most {max} are taken ([server] max_messages_per_request): split them \
+             over several calls"
+        ));
+    }
     if count == 0 || list.pairs::<Value, Value>().count() != count {
         return Err("messages must be a non-empty list of tables: messages = { {key = ..., value = ...} }".into());
     }

@@ -23,6 +23,7 @@ fn emit(shared: &VmShared, level: Level, args: MultiValue) -> Result<()> {
         }
         text.push_str(&arg.to_string()?);
     }
+    let text = one_line(&text);
     let function = shared.current().map(|s| Arc::clone(&s.function));
     let function = function.as_deref().unwrap_or("?");
     let context = RequestContext::current();
@@ -34,6 +35,31 @@ fn emit(shared: &VmShared, level: Level, args: MultiValue) -> Result<()> {
         Level::Error => tracing::error!(target: "luka::function", request_id, function, "{text}"),
     }
     Ok(())
+}
+
+/// Longest handler log text written; the rest is cut (a handler's log line is not a place for a payload).
+const MAX_LOG_TEXT: usize = 8 * 1024;
+
+/// Handler text as one log line: control characters (newlines, carriage returns, terminal escapes) are written as
+/// escapes, so a handler, or the request data it logs, cannot forge log lines or drive the terminal; cut to
+/// [`MAX_LOG_TEXT`] bytes.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_LOG_TEXT && !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut line = String::with_capacity(text.len().min(MAX_LOG_TEXT) + 16);
+    for c in text.chars() {
+        if line.len() >= MAX_LOG_TEXT {
+            line.push('…');
+            break;
+        }
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(line)
 }
 
 fn logger(lua: &Lua, shared: &Arc<VmShared>, level: Level) -> Result<mlua::Function> {
@@ -72,4 +98,21 @@ pub fn uuid(lua: &Lua) -> Result<Table> {
     let table = lua.create_table()?;
     table.set("v4", lua.create_function(|_, ()| Ok(uuid::Uuid::new_v4().to_string()))?)?;
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn log_text_stays_on_one_line() {
+        assert_eq!(one_line("plain text ü"), "plain text ü");
+        assert_eq!(
+            one_line("ok\n2026-12-02T00:00:00Z ERROR forged\r\u{1b}[31m"),
+            "ok\\n2026-12-02T00:00:00Z ERROR forged\\r\\u{1b}[31m"
+        );
+        let text = "x".repeat(100_000);
+        let long = one_line(&text);
+        assert!(long.len() < 9 * 1024 && long.ends_with('…'));
+    }
 }

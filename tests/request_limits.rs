@@ -1,0 +1,162 @@
+//! What one request may cost: messages per REST request and per `kafka.produce` call, positions per `/fetch` and
+//! `/offsets`, and the bytes one `/fetch` reads and answers, each answered 413 (or cut) in the API's words.
+
+mod common;
+
+use common::read::assert_no_record;
+use common::{Harness, PRODUCE_FUNCTION, error_of};
+use serde_json::{Value, json};
+
+const CONFIG: &str = concat!(
+    r#"
+[server]
+max_messages_per_request = 5
+fetch_max_total_bytes = 1048576
+max_body_bytes = 4194304
+"#,
+    example_topics!(),
+    r#"
+[[users]]
+name = "demo"
+password = "demo"
+topics = ["*"]
+read_topics = ["*"]
+"#
+);
+
+/// The `[server]` keys' share of process memory a `/fetch` may take: well under what 1,000 fetches of one
+/// 900 KB record held at once (about 900 MB) would.
+const FETCH_MEMORY_BOUND: u64 = 150 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_past_the_cap_are_a_413_and_nothing_is_written() {
+    let h = Harness::start_with(1, CONFIG, &[PRODUCE_FUNCTION]).await;
+    let six: Vec<Value> = (0..6).map(|i| json!({"value": format!("m{i}")})).collect();
+    let (status, answer) = h
+        .post("/produce/greetings", &Value::from(six.clone()).to_string())
+        .await;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(
+        error_of(&answer),
+        "6 messages in one request; at most 5 are taken (max_messages_per_request): split them over several requests"
+    );
+    assert_no_record(&h.bootstrap(0), "greetings", 0, 0).await;
+    let (status, answer) = h
+        .post("/produce/greetings", &Value::from(six[..5].to_vec()).to_string())
+        .await;
+    assert_eq!(status, 200, "five are taken: {answer}");
+
+    let (status, answer) = h.produce(json!({"topic": "cities", "messages": six})).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        error_of(&answer).contains("6 messages in one call; at most 5 are taken ([server] max_messages_per_request)"),
+        "{answer}"
+    );
+    for partition in 0..4 {
+        assert_no_record(&h.bootstrap(0), "cities", partition, 0).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_are_read_once_capped_and_fetches_bounded_in_bytes() {
+    let h = Harness::start(1, CONFIG).await;
+    // 600 KB on each of the four partitions of cities.
+    let big = "x".repeat(600 * 1024);
+    for partition in 0..4 {
+        let (status, answer) = h
+            .post(
+                "/produce/cities",
+                &json!({"partition": partition, "value": big}).to_string(),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    // A position named 50 times is read once.
+    let same: Vec<Value> = (0..50)
+        .map(|_| json!({"topic": "cities", "partition": 2, "offset": 0}))
+        .collect();
+    let (status, fetched) = h
+        .post("/fetch", &json!({"topicPartitionOffsets": same}).to_string())
+        .await;
+    assert_eq!(status, 200, "{fetched}");
+    assert_eq!(fetched.as_array().expect("records").len(), 1, "one record, once");
+
+    // Four positions of 600 KB against a 1 MiB budget: reading stops once the budget is spent.
+    let four: Vec<Value> = (0..4)
+        .map(|p| json!({"topic": "cities", "partition": p, "offset": 0}))
+        .collect();
+    let (status, fetched) = h
+        .post("/fetch", &json!({"topicPartitionOffsets": four}).to_string())
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        fetched.as_array().expect("records").len(),
+        2,
+        "the record that crosses 1 MiB is the last"
+    );
+
+    // 101 distinct positions: refused before anything is read.
+    let many: Vec<Value> = (0..101)
+        .map(|o| json!({"topic": "cities", "partition": 0, "offset": o}))
+        .collect();
+    let (status, answer) = h
+        .post("/fetch", &json!({"topicPartitionOffsets": many}).to_string())
+        .await;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(
+        error_of(&answer),
+        "101 positions in one request; at most 100 are taken (max_positions_per_request): split them over several \
+         requests"
+    );
+    let partitions: Vec<Value> = (0..101).map(|p| json!({"topic": "cities", "partition": p})).collect();
+    let (status, answer) = h.post("/offsets/latest", &Value::from(partitions).to_string()).await;
+    assert_eq!(status, 413, "{answer}");
+    // A position named twice in /offsets is looked up once and answered twice.
+    let twice = json!([{"topic": "cities", "partition": 1}, {"topic": "cities", "partition": 1}]);
+    let (status, offsets) = h.post("/offsets/latest", &twice.to_string()).await;
+    assert_eq!(status, 200, "{offsets}");
+    assert_eq!(
+        offsets,
+        json!([{"topic": "cities", "partition": 1, "offset": 1}, {"topic": "cities", "partition": 1, "offset": 1}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_naming_one_position_a_thousand_times_stays_small() {
+    let h = Harness::start(
+        1,
+        &CONFIG.replace("max_body_bytes = 4194304", "max_body_bytes = 1048576"),
+    )
+    .await;
+    let (status, answer) = h
+        .post(
+            "/produce/greetings",
+            &json!({"value": "y".repeat(900 * 1024)}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let before = peak_memory();
+    let same: Vec<Value> = (0..1000)
+        .map(|_| json!({"topic": "greetings", "partition": 0, "offset": 0}))
+        .collect();
+    let (status, fetched) = h
+        .post("/fetch", &json!({"topicPartitionOffsets": same}).to_string())
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(fetched.as_array().expect("records").len(), 1);
+    let grown = peak_memory().saturating_sub(before);
+    assert!(
+        grown < FETCH_MEMORY_BOUND,
+        "peak memory grew by {} MB",
+        grown / (1024 * 1024)
+    );
+}
+
+/// This process's peak resident memory (VmHWM), in bytes: the server runs in the test process.
+fn peak_memory() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    let kb: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("kB");
+    kb * 1024
+}
