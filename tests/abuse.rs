@@ -188,3 +188,79 @@ async fn requests_luka_cannot_serve_correctly_are_refused_with_501() {
         "{answer:?}"
     );
 }
+
+/// Another site's page cannot make a logged-in browser write or read: browsers resend cached basic credentials, so
+/// requests they mark as cross-site are refused unless `[server] cors_origins` names the page's origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_browser_requests_are_refused_and_configured_origins_allowed() {
+    let config =
+        common::configs::REST.replace("[server]\n", "[server]\ncors_origins = [\"https://app.example.com\"]\n");
+    let h = Harness::start(1, &config).await;
+    let send = |method: reqwest::Method, path: &str, headers: &[(&'static str, &'static str)]| {
+        let mut request = h.http.request(method, h.url(path)).basic_auth("demo", Some("demo"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+
+    // An image tag on another site: a navigation-like GET with no Origin, marked cross-site.
+    let image = send(
+        reqwest::Method::GET,
+        "/produce/greetings/forged",
+        &[("sec-fetch-site", "cross-site")],
+    )
+    .await;
+    let image = image.unwrap();
+    assert_eq!(image.status(), 403);
+    let answer: serde_json::Value = image.json().await.unwrap();
+    assert!(
+        common::error_of(&answer).starts_with("browser request from another site refused"),
+        "{answer}"
+    );
+    // A form post or fetch from a page of another origin, to produce and to read.
+    for path in ["/produce/greetings", "/fetch"] {
+        let posted = send(reqwest::Method::POST, path, &[("origin", "https://evil.example")])
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 403, "{path}");
+        assert!(posted.headers().get("access-control-allow-origin").is_none());
+    }
+    common::read::assert_no_record(&h.bootstrap(0), "greetings", 0, 0).await;
+
+    // The configured origin: a preflight, then the request, both with CORS headers for it.
+    let preflight = send(
+        reqwest::Method::OPTIONS,
+        "/produce/greetings",
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "POST"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(preflight.status(), 204);
+    let allowed = |name: &str| preflight.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(allowed("access-control-allow-origin"), "https://app.example.com");
+    assert_eq!(allowed("access-control-allow-methods"), "GET, POST");
+    assert!(allowed("access-control-allow-headers").contains("authorization"));
+    let written = h
+        .http
+        .post(h.url("/produce/greetings"))
+        .basic_auth("demo", Some("demo"))
+        .header("origin", "https://app.example.com")
+        .header("sec-fetch-site", "cross-site")
+        .body(r#"{"value":"from the app"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), 200);
+    assert_eq!(
+        written.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(written.headers()["access-control-allow-credentials"], "true");
+    // Clients that are not browsers send neither header and are served as before.
+    let (status, _) = h.post("/produce/greetings", r#"{"value":"from curl"}"#).await;
+    assert_eq!(status, 200);
+}

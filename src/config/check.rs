@@ -75,6 +75,26 @@ fn check_server(c: &mut Checker<'_>, server: &ServerConfig) {
             c.general(format!("[server] {key} must be greater than 0"));
         }
     }
+    for origin in &server.cors_origins {
+        if !is_origin(origin) {
+            c.general(format!(
+                "[server] cors_origins: '{origin}' is not an origin; write it as a browser sends it, \
+                 scheme://host[:port] with nothing after (e.g. \"https://app.example.com\")"
+            ));
+        }
+    }
+}
+
+/// `scheme://host[:port]`, nothing after: how a browser writes a page's origin in its `Origin` header.
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
 }
 
 fn default_cluster(c: &mut Checker<'_>, clusters: &BTreeMap<Spanned<String>, RawCluster>) -> Option<String> {
@@ -349,5 +369,15 @@ topics = ["ok", "no/slash"]
     fn unset_environment_variables_are_errors() {
         let errors = load("[[users]]\nname = \"u\"\npassword = \"${LUKA_TEST_UNSET}\"\ntopics = []\n").unwrap_err();
         assert!(errors[0].contains("LUKA_TEST_UNSET is not set"), "{errors:?}");
+    }
+
+    #[test]
+    fn cors_origins_are_written_as_browsers_send_them() {
+        let config = load("[server]\ncors_origins = [\"https://app.example.com\", \"http://127.0.0.1:3000\"]\n");
+        assert!(config.is_ok(), "{config:?}");
+        for bad in ["app.example.com", "https://app.example.com/", "ftp://x", "https://"] {
+            let errors = load(&format!("[server]\ncors_origins = [\"{bad}\"]\n")).unwrap_err();
+            assert!(errors[0].contains("is not an origin"), "{bad}: {errors:?}");
+        }
     }
 }

@@ -83,6 +83,9 @@ pub struct ServerConfig {
     pub fetch_max_bytes: usize,
     /// Most record bytes one `/fetch` request reads and answers, over all its positions.
     pub fetch_max_total_bytes: usize,
+    /// Origins (`https://app.example.com`) whose web pages may call the produce and read endpoints (CORS); other
+    /// sites' pages are refused 403.
+    pub cors_origins: Vec<String>,
     /// On SIGTERM/ctrl-c, how long in-flight requests may still finish.
     pub shutdown_grace_ms: u64,
     /// `"human"` (default) or `"json"` log lines.
@@ -107,6 +110,7 @@ impl Default for ServerConfig {
             fetch_max_records: defaults::FETCH_MAX_RECORDS,
             fetch_max_bytes: defaults::FETCH_MAX_BYTES,
             fetch_max_total_bytes: defaults::FETCH_MAX_TOTAL_BYTES,
+            cors_origins: Vec::new(),
             shutdown_grace_ms: defaults::SHUTDOWN_GRACE_MS,
             log_format: defaults::LOG_FORMAT,
         }

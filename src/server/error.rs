@@ -46,6 +46,13 @@ pub enum RequestError {
     #[error("the request did not complete within {ms} ms")]
     Timeout { ms: u128 },
 
+    /// A browser request from another site's page to the produce or read endpoints.
+    #[error(
+        "browser request from {from} refused: the produce and read endpoints take requests from other sites' pages \
+         only from the origins in [server] cors_origins"
+    )]
+    CrossSite { from: String },
+
     #[error(transparent)]
     Api(#[from] ApiError),
 
@@ -139,6 +146,7 @@ fn status_of(error: &RequestError) -> StatusCode {
         RequestError::BodyRead => StatusCode::BAD_REQUEST,
         RequestError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         RequestError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        RequestError::CrossSite { .. } => StatusCode::FORBIDDEN,
         RequestError::Api(ApiError::BadRequest(_)) => StatusCode::BAD_REQUEST,
         RequestError::Api(ApiError::Unauthenticated(_)) => StatusCode::UNAUTHORIZED,
         RequestError::Api(ApiError::Forbidden { .. } | ApiError::ReadForbidden { .. }) => StatusCode::FORBIDDEN,
@@ -292,6 +300,12 @@ mod tests {
             (RequestError::BodyTooLarge { limit: 1 }, 413),
             (RequestError::BodyRead, 400),
             (RequestError::BodyTimeout { ms: 1 }, 408),
+            (
+                RequestError::CrossSite {
+                    from: "origin 'x'".into(),
+                },
+                403,
+            ),
             (RequestError::Timeout { ms: 1 }, 504),
             (RequestError::Api(ApiError::BadRequest("bad".into())), 400),
             (RequestError::Api(ApiError::Unauthenticated("who".into())), 401),

@@ -4,6 +4,7 @@
 //! cannot take every slot: past its share it is answered 503 and closed); each request by a header timeout, a body
 //! timeout, a body-size limit and a request timeout. On shutdown the listener closes and in-flight requests get the configured grace period.
 
+mod browser;
 mod error;
 mod router;
 

@@ -11,6 +11,7 @@ use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, Hea
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
+use super::browser::{self, Site};
 use super::error::{RequestError, into_response};
 use super::{Response, json_bytes_response, json_response};
 use crate::App;
@@ -43,16 +44,26 @@ pub async fn handle<B: RequestBody>(app: &App, request: Request<B>, remote: Sock
     let path = request.uri().path().to_owned();
     let capture = request.extensions().get::<Capture>().cloned();
     let context = RequestContext::new(request_id(&request), trace_context(app, &request), capture);
-    let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
-    // Boxed once: the request's future is large (every route's state), and the wrappers would each move it.
-    let served = crate::timeout::within(timeout, Box::pin(dispatch(app, request, remote, &context)));
-    let result = match RequestContext::scope(Arc::clone(&context), served).await {
-        Ok(result) => result,
-        Err(_) => Err(RequestError::Timeout {
-            ms: timeout.as_millis(),
-        }),
+    let site = is_api_path(&path).then(|| browser::site(request.headers(), &app.config.server.cors_origins));
+    let result = match &site {
+        Some(Site::Refused(from)) => Err(RequestError::CrossSite { from: from.clone() }),
+        Some(Site::Allowed(origin)) if is_preflight(&request) => Ok(preflight(origin, &path)),
+        _ => {
+            let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
+            // Boxed once: the request's future is large (every route's state), and the wrappers would each move it.
+            let served = crate::timeout::within(timeout, Box::pin(dispatch(app, request, remote, &context)));
+            match RequestContext::scope(Arc::clone(&context), served).await {
+                Ok(result) => result,
+                Err(_) => Err(RequestError::Timeout {
+                    ms: timeout.as_millis(),
+                }),
+            }
+        }
     };
     let mut response = result.unwrap_or_else(|e| into_response(&e, &context.id));
+    if let Some(Site::Allowed(origin)) = &site {
+        browser::answer_headers(origin, response.headers_mut());
+    }
     if let Ok(id) = HeaderValue::from_str(&context.id) {
         response.headers_mut().insert(REQUEST_ID, id);
     }
@@ -68,6 +79,25 @@ pub async fn handle<B: RequestBody>(app: &App, request: Request<B>, remote: Sock
             status = response.status().as_u16(), duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             function = function.as_deref().unwrap_or(""), records = context.records(), "request");
     }
+    response
+}
+
+/// The REST API's produce and read endpoints, which take browser requests only from `[server] cors_origins`.
+fn is_api_path(path: &str) -> bool {
+    path == "/produce" || path.starts_with("/produce/") || Endpoint::of(path).is_some()
+}
+
+/// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method`.
+fn is_preflight<B>(request: &Request<B>) -> bool {
+    request.method() == Method::OPTIONS && request.headers().contains_key("access-control-request-method")
+}
+
+/// 204 with the CORS headers that let `origin`'s pages call `path`.
+fn preflight(origin: &HeaderValue, path: &str) -> Response {
+    let methods = Endpoint::of(path).map_or("GET, POST", |e| e.methods());
+    let mut response = hyper::Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    browser::preflight_headers(origin, methods, response.headers_mut());
     response
 }
 
