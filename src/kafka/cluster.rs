@@ -24,6 +24,9 @@ const ABSENT_TOPIC_TTL: Duration = Duration::from_secs(1);
 /// Extra time past the produce timeout before luka stops waiting on rskafka, whose own deadline should fire first.
 const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
 
+/// How often metadata is asked again for a topic just created that brokers do not show yet.
+const CREATED_TOPIC_POLL: Duration = Duration::from_millis(50);
+
 #[derive(Debug, Clone, Copy)]
 struct CachedTopic {
     /// `None`: the cluster has no such topic.
@@ -207,8 +210,19 @@ impl ClusterClient {
             }
         })
         .await?;
-        self.refresh_metadata().await?;
-        self.cached(topic).flatten().ok_or_else(|| self.unknown_topic(topic))
+        // The controller answers once the topic is committed; a broker's metadata can show it a moment later (Apache
+        // Kafka applies it asynchronously). Look again briefly rather than report a topic just created as unknown.
+        let deadline = Instant::now() + self.config.produce_timeout;
+        loop {
+            self.refresh_metadata().await?;
+            if let Some(count) = self.cached(topic).flatten() {
+                return Ok(count);
+            }
+            if Instant::now() >= deadline {
+                return Err(self.unknown_topic(topic));
+            }
+            tokio::time::sleep(CREATED_TOPIC_POLL).await;
+        }
     }
 
     /// Writes `records` to one partition, sharing a batch with concurrent callers; gives their offsets in order.
