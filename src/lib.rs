@@ -26,6 +26,7 @@ pub mod config;
 pub mod context;
 pub mod idempotency;
 pub mod kafka;
+pub mod limits;
 pub mod lua;
 pub mod metrics;
 pub mod produce;
@@ -50,6 +51,8 @@ pub struct App {
     pub functions: Arc<Functions>,
     /// REST produce answers remembered by `Idempotency-Key`.
     pub idempotency: Arc<idempotency::Idempotency>,
+    /// Rate limits per user and per client address.
+    pub limits: limits::Limits,
 }
 
 impl App {
@@ -63,11 +66,13 @@ impl App {
             std::time::Duration::from_millis(config.server.idempotency_window_ms),
             config.server.idempotency_capacity,
         );
+        let limits = limits::Limits::new(&config);
         Ok(Arc::new(Self {
             config,
             producer,
             functions,
             idempotency,
+            limits,
         }))
     }
 }

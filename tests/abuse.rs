@@ -264,3 +264,84 @@ async fn cross_site_browser_requests_are_refused_and_configured_origins_allowed(
     let (status, _) = h.post("/produce/greetings", r#"{"value":"from curl"}"#).await;
     assert_eq!(status, 200);
 }
+
+/// Per-user request and record rates, and failed logins per client address, answered 429 with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_answer_429_with_retry_after() {
+    let config = concat!(
+        r#"
+[server]
+max_auth_failures_per_minute = 3
+
+[clusters.local]
+bootstrap = ["{broker0}"]
+
+[topics.greetings]
+partitions = 1
+
+[[users]]
+name = "limited"
+password = "pw"
+topics = ["*"]
+requests_per_second = 2
+records_per_second = 5
+"#,
+        demo_user!()
+    );
+    let h = Harness::start(1, config).await;
+    let produce = |client: &reqwest::Client, user: &str, password: &str, body: String| {
+        client
+            .post(h.url("/produce/greetings"))
+            .basic_auth(user, Some(password))
+            .body(body)
+            .send()
+    };
+    let messages = |n: usize| serde_json::Value::from(vec![serde_json::json!({"value": "v"}); n]).to_string();
+
+    // Two requests a second, all at once: the third is refused.
+    for _ in 0..2 {
+        let response = produce(&h.http, "limited", "pw", messages(1)).await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let refused = produce(&h.http, "limited", "pw", messages(1)).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let answer: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        common::error_of(&answer).starts_with("user 'limited' may send 2 requests per second (requests_per_second)"),
+        "{answer}"
+    );
+    // Five records a second: ten in one request never pass, five do.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let refused = produce(&h.http, "limited", "pw", messages(10)).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let answer: serde_json::Value = refused.json().await.unwrap();
+    assert!(common::error_of(&answer).contains("records_per_second"), "{answer}");
+    let written = produce(&h.http, "limited", "pw", messages(5)).await.unwrap();
+    assert_eq!(written.status(), 200);
+    // Users without limits are not limited.
+    for _ in 0..5 {
+        assert_eq!(
+            produce(&h.http, "demo", "demo", messages(1)).await.unwrap().status(),
+            200
+        );
+    }
+
+    // Three failed logins a minute from one address; then even right credentials from it wait, others do not.
+    for _ in 0..3 {
+        let response = produce(&h.http, "demo", "wrong", messages(1)).await.unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let refused = produce(&h.http, "demo", "wrong", messages(1)).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let wait: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "retry after {wait} s");
+    let right = produce(&h.http, "demo", "demo", messages(1)).await.unwrap();
+    assert_eq!(right.status(), 429, "the address is shut out for a while");
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let response = produce(&elsewhere, "demo", "demo", messages(1)).await.unwrap();
+    assert_eq!(response.status(), 200, "another address is not affected");
+}

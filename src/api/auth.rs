@@ -57,7 +57,7 @@ fn check_credentials<'u>(users: &'u [User], name: &str, password: &str) -> Resul
             found = Some(user);
         }
     }
-    found.ok_or_else(|| ApiError::Unauthenticated("wrong user name or password".into()))
+    found.ok_or(ApiError::WrongCredentials)
 }
 
 #[cfg(test)]
@@ -71,6 +71,9 @@ mod tests {
             password: "s3cret".into(),
             topics: vec![TopicPattern::parse("*").unwrap()],
             read_topics: Vec::new(),
+            requests_per_second: None,
+            records_per_second: None,
+            burst_seconds: 1,
         }]
     }
 

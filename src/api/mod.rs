@@ -26,6 +26,13 @@ pub enum ApiError {
     #[error("authentication required: {0}")]
     Unauthenticated(String),
 
+    /// Credentials were sent and match no user: counted against the client address's failed logins.
+    #[error("authentication required: wrong user name or password")]
+    WrongCredentials,
+
+    #[error(transparent)]
+    RateLimited(#[from] crate::limits::RateLimited),
+
     #[error("message {number}: user '{user}' may not write to topic '{topic}'")]
     Forbidden { number: usize, user: String, topic: String },
 
@@ -56,7 +63,13 @@ pub enum ProduceCall {
 }
 
 /// Writes the messages of `call` as `user` (authenticated with [`authenticate`]); gives the JSON answer's bytes.
-pub async fn produce(producer: &Producer, user: &User, call: ProduceCall, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+pub async fn produce(
+    producer: &Producer,
+    limits: &crate::limits::Limits,
+    user: &User,
+    call: ProduceCall,
+    body: &[u8],
+) -> Result<Vec<u8>, ApiError> {
     let (messages, single) = match call {
         ProduceCall::Path(message) => (vec![message], true),
         ProduceCall::Body { topic } => {
@@ -71,6 +84,7 @@ pub async fn produce(producer: &Producer, user: &User, call: ProduceCall, body: 
             topic: m.topic.clone(),
         });
     }
+    limits.records(&user.name, messages.len())?;
     let deliveries = producer.produce(messages).await?;
     let answer: Vec<Metadata> = deliveries.iter().map(Metadata::from).collect();
     let bytes = if single {

@@ -294,11 +294,26 @@ fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>) -> Vec<User> {
         };
         let topics = patterns(&user.topics, "topics");
         let read_topics = patterns(&user.read_topics, "read_topics");
+        for (value, key) in [
+            (user.requests_per_second, "requests_per_second"),
+            (user.records_per_second, "records_per_second"),
+            (user.burst_seconds, "burst_seconds"),
+        ] {
+            if value == Some(0) {
+                c.at(
+                    &user.name,
+                    format!("[[users]] '{name}' {key} must be greater than 0 (leave it out for no limit)"),
+                );
+            }
+        }
         users.push(User {
             name,
             password: user.password,
             topics,
             read_topics,
+            requests_per_second: user.requests_per_second,
+            records_per_second: user.records_per_second,
+            burst_seconds: user.burst_seconds.unwrap_or(defaults::BURST_SECONDS),
         });
     }
     users

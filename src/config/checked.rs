@@ -73,6 +73,9 @@ pub struct User {
     pub password: String,
     pub topics: Vec<TopicPattern>,
     pub read_topics: Vec<TopicPattern>,
+    pub requests_per_second: Option<u32>,
+    pub records_per_second: Option<u32>,
+    pub burst_seconds: u32,
 }
 
 /// The checked `[metrics]` section.

@@ -55,6 +55,12 @@ pub const FETCH_MAX_RECORDS: usize = 1000;
 /// Record bytes one `/fetch` asks each partition for: Kafka's default `max.partition.fetch.bytes`.
 pub const FETCH_MAX_BYTES: usize = 1024 * 1024;
 
+/// Failed logins per client address and minute: more than a person mistyping, far too few to guess a password.
+pub const MAX_AUTH_FAILURES_PER_MINUTE: u32 = 30;
+
+/// One second's worth of requests or records may come at once.
+pub const BURST_SECONDS: u32 = 1;
+
 /// On: operators expect an access log.
 pub const ACCESS_LOG: bool = true;
 

@@ -86,6 +86,9 @@ pub struct ServerConfig {
     /// Origins (`https://app.example.com`) whose web pages may call the produce and read endpoints (CORS); other
     /// sites' pages are refused 403.
     pub cors_origins: Vec<String>,
+    /// Failed logins one client address (IPv4, or IPv6 /64) may make per minute; past it, 429 until the minute
+    /// has passed. 0 turns the limit off.
+    pub max_auth_failures_per_minute: u32,
     /// On SIGTERM/ctrl-c, how long in-flight requests may still finish.
     pub shutdown_grace_ms: u64,
     /// `"human"` (default) or `"json"` log lines.
@@ -111,6 +114,7 @@ impl Default for ServerConfig {
             fetch_max_bytes: defaults::FETCH_MAX_BYTES,
             fetch_max_total_bytes: defaults::FETCH_MAX_TOTAL_BYTES,
             cors_origins: Vec::new(),
+            max_auth_failures_per_minute: defaults::MAX_AUTH_FAILURES_PER_MINUTE,
             shutdown_grace_ms: defaults::SHUTDOWN_GRACE_MS,
             log_format: defaults::LOG_FORMAT,
         }
@@ -304,4 +308,10 @@ pub struct RawUser {
     /// Topics this user may read with `/offsets` and `/fetch`; none unless listed.
     #[serde(default)]
     pub read_topics: Vec<Spanned<String>>,
+    /// Requests this user may send per second (every authenticated request); unlimited unless set.
+    pub requests_per_second: Option<u32>,
+    /// Records this user may write per second through the REST API; unlimited unless set.
+    pub records_per_second: Option<u32>,
+    /// How many seconds' worth of requests or records may come at once (the burst).
+    pub burst_seconds: Option<u32>,
 }

@@ -46,6 +46,9 @@ pub enum RequestError {
     #[error("the request did not complete within {ms} ms")]
     Timeout { ms: u128 },
 
+    #[error(transparent)]
+    RateLimited(#[from] crate::limits::RateLimited),
+
     /// A browser request from another site's page to the produce or read endpoints.
     #[error(
         "browser request from {from} refused: the produce and read endpoints take requests from other sites' pages \
@@ -88,6 +91,12 @@ pub fn into_response(error: &RequestError, request_id: &str) -> Response {
         response
             .headers_mut()
             .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if let RequestError::RateLimited(limited) | RequestError::Api(ApiError::RateLimited(limited)) = error {
+        let seconds = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        response
+            .headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     if let RequestError::MethodNotAllowed { allowed, .. } = error {
         response.headers_mut().insert(
@@ -148,7 +157,8 @@ fn status_of(error: &RequestError) -> StatusCode {
         RequestError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         RequestError::CrossSite { .. } => StatusCode::FORBIDDEN,
         RequestError::Api(ApiError::BadRequest(_)) => StatusCode::BAD_REQUEST,
-        RequestError::Api(ApiError::Unauthenticated(_)) => StatusCode::UNAUTHORIZED,
+        RequestError::Api(ApiError::Unauthenticated(_) | ApiError::WrongCredentials) => StatusCode::UNAUTHORIZED,
+        RequestError::RateLimited(_) | RequestError::Api(ApiError::RateLimited(_)) => StatusCode::TOO_MANY_REQUESTS,
         RequestError::Api(ApiError::Forbidden { .. } | ApiError::ReadForbidden { .. }) => StatusCode::FORBIDDEN,
         RequestError::Api(ApiError::TooMany { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
         RequestError::Api(ApiError::Produce(e)) => class_status(e.class()),
@@ -305,6 +315,14 @@ mod tests {
                     from: "origin 'x'".into(),
                 },
                 403,
+            ),
+            (RequestError::Api(ApiError::WrongCredentials), 401),
+            (
+                RequestError::RateLimited(crate::limits::RateLimited {
+                    what: "x".into(),
+                    retry_after: std::time::Duration::from_millis(1500),
+                }),
+                429,
             ),
             (RequestError::Timeout { ms: 1 }, 504),
             (RequestError::Api(ApiError::BadRequest("bad".into())), 400),

@@ -82,6 +82,28 @@ pub async fn handle<B: RequestBody>(app: &App, request: Request<B>, remote: Sock
     response
 }
 
+/// Authenticates with `login` within the rate limits: an address that failed too often is refused before its
+/// credentials are looked at, wrong credentials count against their address, and a user past its
+/// `requests_per_second` is refused.
+fn logged_in<'a>(
+    app: &'a App,
+    remote: SocketAddr,
+    login: impl FnOnce() -> Result<&'a crate::config::User, api::ApiError>,
+) -> Result<&'a crate::config::User, RequestError> {
+    app.limits.may_log_in(remote.ip())?;
+    match login() {
+        Ok(user) => {
+            app.limits.request(&user.name)?;
+            Ok(user)
+        }
+        Err(api::ApiError::WrongCredentials) => {
+            app.limits.failed_log_in(remote.ip())?;
+            Err(api::ApiError::WrongCredentials.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The REST API's produce and read endpoints, which take browser requests only from `[server] cors_origins`.
 fn is_api_path(path: &str) -> bool {
     path == "/produce" || path.starts_with("/produce/") || Endpoint::of(path).is_some()
@@ -193,7 +215,10 @@ async fn dispatch<B: RequestBody>(
             });
         }
         // Credentials first: a client without them is answered before it can hold the connection with a body.
-        let user = api::authenticate(&app.config.users, authorization(&request).as_deref())?;
+        let authorization = authorization(&request);
+        let user = logged_in(app, remote, || {
+            api::authenticate(&app.config.users, authorization.as_deref())
+        })?;
         let key = idempotency_key(request.headers())?;
         let method = request.method().as_str().to_owned();
         let target = request.uri().path_and_query().map_or("", |p| p.as_str()).to_owned();
@@ -205,7 +230,7 @@ async fn dispatch<B: RequestBody>(
             fingerprint: idempotency::fingerprint(&method, &target, None, &body),
         });
         return idempotent(app, once, async {
-            let body = api::produce(&app.producer, user, call, &body).await?;
+            let body = api::produce(&app.producer, &app.limits, user, call, &body).await?;
             Ok(Answer {
                 status: 200,
                 headers: vec![(CONTENT_TYPE.to_string(), "application/json".into())],
@@ -215,7 +240,7 @@ async fn dispatch<B: RequestBody>(
         .await;
     }
     if let Some(endpoint) = Endpoint::of(path) {
-        return hosted_api(app, request, endpoint).await;
+        return hosted_api(app, request, remote, endpoint).await;
     }
     match app.functions.find(request.method().as_str(), path) {
         Found::Target(target) => {
@@ -293,6 +318,7 @@ impl Endpoint {
 async fn hosted_api<B: RequestBody>(
     app: &App,
     request: Request<B>,
+    remote: SocketAddr,
     endpoint: Endpoint,
 ) -> Result<Response, RequestError> {
     if let Endpoint::ConsumerGroup = endpoint {
@@ -313,10 +339,10 @@ async fn hosted_api<B: RequestBody>(
     let (config, producer) = (&app.config, &app.producer);
     let authorization = authorization(&request);
     let query = request.uri().query().map(str::to_owned);
-    let user = match endpoint {
-        Endpoint::Webhook => api::authenticate_webhook(&config.users, authorization.as_deref(), query.as_deref())?,
-        _ => api::authenticate(&config.users, authorization.as_deref())?,
-    };
+    let user = logged_in(app, remote, || match endpoint {
+        Endpoint::Webhook => api::authenticate_webhook(&config.users, authorization.as_deref(), query.as_deref()),
+        _ => api::authenticate(&config.users, authorization.as_deref()),
+    })?;
     let answer = match endpoint {
         Endpoint::Topics => api::read::topics(config, producer, user).await?,
         Endpoint::Webhook => {
@@ -390,11 +416,10 @@ async fn call_function<B: RequestBody>(
 ) -> Result<Response, RequestError> {
     let user = if target.auth {
         let authorization = authorization(&request);
-        Some(
-            api::authenticate(&app.config.users, authorization.as_deref())?
-                .name
-                .clone(),
-        )
+        let user = logged_in(app, remote, || {
+            api::authenticate(&app.config.users, authorization.as_deref())
+        })?;
+        Some(user.name.clone())
     } else {
         None
     };

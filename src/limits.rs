@@ -1,0 +1,199 @@
+//! Rate limits: a checked config in; per user, requests and records per second with a burst (`[[users]]
+//! requests_per_second`, `records_per_second`, `burst_seconds`), and per client address, failed logins
+//! (`[server] max_auth_failures_per_minute`) out, as a [`RateLimited`] answer (429 with `Retry-After`).
+//!
+//! The counting is governor's (GCRA); what is kept per address is bounded: failures are counted per IPv4 address and
+//! per IPv6 /64 (one host can have a whole /64), and the addresses shut out are forgotten as their time runs out.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+
+use crate::config::Config;
+
+/// Addresses shut out at once, at most; past it the oldest record is dropped (they expire within a minute anyway).
+const MAX_BLOCKED: usize = 100_000;
+
+/// A request over a limit: what was limited and when to retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}; retry in {} s", .retry_after.as_secs().max(1))]
+pub struct RateLimited {
+    pub what: String,
+    pub retry_after: Duration,
+}
+
+/// Every rate limit of one server.
+pub struct Limits {
+    users: HashMap<String, UserLimits>,
+    failures: Option<DefaultKeyedRateLimiter<AddressKey>>,
+    /// Addresses that failed too often, until when.
+    blocked: Mutex<HashMap<AddressKey, Instant>>,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("limited_users", &self.users.len())
+            .field("auth_failures_limited", &self.failures.is_some())
+            .finish()
+    }
+}
+
+struct UserLimits {
+    requests: Option<(u32, DefaultDirectRateLimiter)>,
+    records: Option<(u32, DefaultDirectRateLimiter)>,
+}
+
+/// An IPv4 address, or the /64 of an IPv6 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AddressKey {
+    V4([u8; 4]),
+    V6([u8; 8]),
+}
+
+impl From<IpAddr> for AddressKey {
+    fn from(address: IpAddr) -> Self {
+        match address {
+            IpAddr::V4(v4) => Self::V4(v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::V4(v4.octets()),
+                None => {
+                    let octets = v6.octets();
+                    Self::V6(octets[..8].try_into().expect("8 bytes"))
+                }
+            },
+        }
+    }
+}
+
+fn per_second(rate: u32, burst_seconds: u32) -> Option<(u32, DefaultDirectRateLimiter)> {
+    let per = NonZeroU32::new(rate)?;
+    let burst = NonZeroU32::new(rate.saturating_mul(burst_seconds)).unwrap_or(per);
+    Some((
+        rate,
+        DefaultDirectRateLimiter::direct(Quota::per_second(per).allow_burst(burst)),
+    ))
+}
+
+impl Limits {
+    pub fn new(config: &Config) -> Self {
+        let users = config
+            .users
+            .iter()
+            .map(|user| {
+                let limits = UserLimits {
+                    requests: user.requests_per_second.and_then(|r| per_second(r, user.burst_seconds)),
+                    records: user.records_per_second.and_then(|r| per_second(r, user.burst_seconds)),
+                };
+                (user.name.clone(), limits)
+            })
+            .collect();
+        let failures = NonZeroU32::new(config.server.max_auth_failures_per_minute)
+            .map(|n| DefaultKeyedRateLimiter::keyed(Quota::per_minute(n)));
+        Self {
+            users,
+            failures,
+            blocked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Before checking credentials from `address`: refused while the address is shut out for failing too often.
+    pub fn may_log_in(&self, address: IpAddr) -> Result<(), RateLimited> {
+        let key = AddressKey::from(address);
+        let mut blocked = self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match blocked.get(&key) {
+            Some(until) if *until > Instant::now() => Err(failed_logins(*until - Instant::now())),
+            Some(_) => {
+                blocked.remove(&key);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// After credentials from `address` were wrong: refused (and the address shut out) once it has failed
+    /// `max_auth_failures_per_minute` times.
+    pub fn failed_log_in(&self, address: IpAddr) -> Result<(), RateLimited> {
+        let Some(failures) = &self.failures else {
+            return Ok(());
+        };
+        let key = AddressKey::from(address);
+        let Err(not_until) = failures.check_key(&key) else {
+            return Ok(());
+        };
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let mut blocked = self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if blocked.len() >= MAX_BLOCKED {
+            let now = Instant::now();
+            blocked.retain(|_, until| *until > now);
+            failures.retain_recent();
+        }
+        if blocked.len() < MAX_BLOCKED {
+            blocked.insert(key, Instant::now() + wait);
+        }
+        Err(failed_logins(wait))
+    }
+
+    /// One request of `user`.
+    pub fn request(&self, user: &str) -> Result<(), RateLimited> {
+        let Some((rate, limiter)) = self.users.get(user).and_then(|u| u.requests.as_ref()) else {
+            return Ok(());
+        };
+        limiter.check().map_err(|not_until| RateLimited {
+            what: format!("user '{user}' may send {rate} requests per second (requests_per_second)"),
+            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+        })
+    }
+
+    /// `count` records written by `user`, all or none.
+    pub fn records(&self, user: &str, count: usize) -> Result<(), RateLimited> {
+        let Some((rate, limiter)) = self.users.get(user).and_then(|u| u.records.as_ref()) else {
+            return Ok(());
+        };
+        let what = || format!("user '{user}' may write {rate} records per second (records_per_second)");
+        let n = NonZeroU32::new(u32::try_from(count).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        match limiter.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(RateLimited {
+                what: what(),
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            }),
+            // More than the burst in one request: it can never pass; a smaller request can.
+            Err(_) => Err(RateLimited {
+                what: format!("{}; this request's {count} records are more than its burst", what()),
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+}
+
+fn failed_logins(wait: Duration) -> RateLimited {
+    RateLimited {
+        what: "too many failed logins from this address (max_auth_failures_per_minute)".to_owned(),
+        retry_after: wait,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_share_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(AddressKey::from(a), AddressKey::from(b));
+        assert_ne!(AddressKey::from(a), AddressKey::from(c));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(
+            AddressKey::from(mapped),
+            AddressKey::from("127.0.0.1".parse::<IpAddr>().unwrap())
+        );
+    }
+}
