@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::proxy::{KafkaProxy, METADATA};
 use common::read::assert_no_record;
 use common::{Harness, PRODUCE_FUNCTION, error_of};
 use serde_json::{Value, json};
@@ -159,4 +160,49 @@ fn peak_memory() -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
     let kb: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("kB");
     kb * 1024
+}
+
+/// What anonymous or careless requests cost the broker: names that no topic has (new ones for a pattern each time),
+/// `/topics` and the unauthenticated `/readyz` ask it for metadata at most about once a second, and a pattern with
+/// `partitions` creates at most `max_created_topics` topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_missing_topics_topics_and_readyz_do_not_amplify_to_the_broker() {
+    let broker = luka::broker::EmbeddedBroker::start(common::free_addr())
+        .await
+        .expect("broker");
+    let proxy = KafkaProxy::start(broker.addr().to_string()).await;
+    let config = format!(
+        "[clusters.local]\nbootstrap = [\"{}\"]\nmax_created_topics = 2\n\n[topics.greetings]\npartitions = 1\n\
+         [topics.\"events.*\"]\n[topics.\"made.*\"]\npartitions = 1\n\n{}",
+        proxy.addr,
+        demo_user!()
+    );
+    let h = Harness::start(0, &config).await;
+    let (status, answer) = h.post("/produce/greetings", r#"{"value":"warm"}"#).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let before = proxy.requests(METADATA);
+    let started = std::time::Instant::now();
+    for i in 0..100 {
+        let (status, answer) = h.post(&format!("/produce/events.nope-{i}"), r#"{"value":"x"}"#).await;
+        assert_eq!(status, 404, "{answer}");
+    }
+    for _ in 0..30 {
+        assert_eq!(h.get("/topics").await.0, 200);
+        assert_eq!(h.http.get(h.url("/readyz")).send().await.unwrap().status(), 200);
+    }
+    let asked = proxy.requests(METADATA) - before;
+    let allowed = 2 * (started.elapsed().as_secs() as usize + 2);
+    assert!(asked <= allowed, "{asked} metadata requests (at most {allowed})");
+
+    for i in 1..=2 {
+        let (status, answer) = h.post(&format!("/produce/made.{i}"), r#"{"value":"x"}"#).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (status, answer) = h.post("/produce/made.3", r#"{"value":"x"}"#).await;
+    assert_eq!(status, 404, "{answer}");
+    assert!(
+        error_of(&answer).contains("luka creates at most 2 topics by pattern there (max_created_topics)"),
+        "{answer}"
+    );
 }

@@ -197,6 +197,7 @@ fn check_cluster(
         max_batch_records,
         max_in_flight,
         metadata_max_age: Duration::from_millis(raw.metadata_max_age_ms.unwrap_or(defaults::METADATA_MAX_AGE_MS)),
+        max_created_topics: raw.max_created_topics.unwrap_or(defaults::MAX_CREATED_TOPICS),
         embedded,
         sasl: raw.sasl.clone(),
         tls,

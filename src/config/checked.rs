@@ -41,6 +41,8 @@ pub struct Cluster {
     pub max_batch_records: usize,
     pub max_in_flight: usize,
     pub metadata_max_age: Duration,
+    /// Topics luka may create by pattern.
+    pub max_created_topics: usize,
     /// Listen address of the in-process development broker, when `embedded = true`.
     pub embedded: Option<SocketAddr>,
     pub sasl: Option<SaslConfig>,

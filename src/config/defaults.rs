@@ -109,6 +109,10 @@ pub const MAX_BATCH_RECORDS: usize = 10_000;
 /// Produce calls waiting on one cluster at once; past it, 503 with `Retry-After` instead of an unbounded queue.
 pub const MAX_IN_FLIGHT: usize = 10_000;
 
+/// Topics created by pattern per cluster: each costs the cluster a topic, luka a writer per partition and metric
+/// series; a writer allowed `events.*` must not be able to make thousands.
+pub const MAX_CREATED_TOPICS: usize = 100;
+
 /// Cached topic metadata (partition counts) is refreshed after this age, and at once after an error.
 pub const METADATA_MAX_AGE_MS: u64 = 30_000;
 

@@ -207,6 +207,8 @@ pub struct RawCluster {
     pub max_in_flight: Option<usize>,
     /// Age after which cached topic metadata is fetched again.
     pub metadata_max_age_ms: Option<u64>,
+    /// Topics luka may create on this cluster for names that only a pattern topic (with `partitions`) matches.
+    pub max_created_topics: Option<usize>,
     /// Topics that name no cluster go to the default cluster (or to the only cluster, when there is one).
     #[serde(default)]
     pub default: bool,

@@ -24,6 +24,15 @@ const ABSENT_TOPIC_TTL: Duration = Duration::from_secs(1);
 /// Extra time past the produce timeout before luka stops waiting on rskafka, whose own deadline should fire first.
 const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
 
+/// A full metadata listing younger than this is reused: by `/topics`, and for a topic the listing did not have. A
+/// request naming topics that do not exist (new names for a pattern, say) costs the broker at most one metadata
+/// request per interval, however many such requests come.
+const LISTING_REUSE: Duration = Duration::from_secs(1);
+
+/// Topics remembered as absent at most; past it, absent names are not remembered (the listing's age still bounds
+/// the metadata requests they cause).
+const MAX_ABSENT_REMEMBERED: usize = 10_000;
+
 /// How often metadata is asked again for a topic just created that brokers do not show yet.
 const CREATED_TOPIC_POLL: Duration = Duration::from_millis(50);
 
@@ -48,6 +57,10 @@ pub struct ClusterClient {
     metadata: Mutex<HashMap<String, CachedTopic>>,
     /// One metadata refresh at a time; callers arriving meanwhile reuse its result.
     refresh: tokio::sync::Mutex<()>,
+    /// When the last full listing arrived.
+    listed_at: Mutex<Option<Instant>>,
+    /// Topics luka created here that the config does not name (by pattern); bounded by `max_created_topics`.
+    created_by_pattern: std::sync::atomic::AtomicUsize,
     writers: DashMap<(String, i32), Arc<OnceCell<Arc<PartitionWriter>>>>,
     readers: DashMap<(String, i32), Arc<OnceCell<Arc<PartitionClient>>>>,
     counters: Arc<ProduceCounters>,
@@ -65,6 +78,8 @@ impl ClusterClient {
             client,
             metadata: Mutex::default(),
             refresh: tokio::sync::Mutex::default(),
+            listed_at: Mutex::default(),
+            created_by_pattern: std::sync::atomic::AtomicUsize::new(0),
             writers: DashMap::new(),
             readers: DashMap::new(),
             counters: Arc::default(),
@@ -103,7 +118,9 @@ impl ClusterClient {
     /// Every topic of the cluster with its partition count (and the metadata cache refreshed with them).
     pub async fn topics(&self) -> Result<Vec<(String, i32)>, KafkaError> {
         let _single_flight = self.refresh.lock().await;
-        self.refresh_metadata().await?;
+        if !self.listed_recently() {
+            self.refresh_metadata().await?;
+        }
         let metadata = self.metadata.lock().expect("metadata lock poisoned");
         Ok(metadata
             .iter()
@@ -132,15 +149,39 @@ impl ClusterClient {
             _ => {}
         }
         let _single_flight = self.refresh.lock().await;
-        if self.cached(topic).is_none() {
+        if self.cached(topic).is_none() && !self.listed_recently() {
             self.refresh_metadata().await?;
         }
+        self.remember_absent(topic);
         match self.cached(topic).flatten() {
             Some(count) => Ok(count),
             None => match create {
                 Some(create) => self.create_topic(topic, create).await,
                 None => Err(self.unknown_topic(topic)),
             },
+        }
+    }
+
+    /// Whether the last full listing is younger than [`LISTING_REUSE`].
+    fn listed_recently(&self) -> bool {
+        let listed_at = *self.listed_at.lock().expect("listing time lock poisoned");
+        listed_at.is_some_and(|at| at.elapsed() < LISTING_REUSE)
+    }
+
+    /// After a listing without `topic`: remember it as absent (as of that listing), within a bound.
+    fn remember_absent(&self, topic: &str) {
+        let Some(listed_at) = *self.listed_at.lock().expect("listing time lock poisoned") else {
+            return;
+        };
+        let mut metadata = self.metadata.lock().expect("metadata lock poisoned");
+        if metadata.len() < MAX_ABSENT_REMEMBERED && !metadata.contains_key(topic) {
+            metadata.insert(
+                topic.to_owned(),
+                CachedTopic {
+                    partitions: None,
+                    fetched_at: listed_at,
+                },
+            );
         }
     }
 
@@ -166,7 +207,10 @@ impl ClusterClient {
             })
             .await?;
         let now = Instant::now();
+        *self.listed_at.lock().expect("listing time lock poisoned") = Some(now);
         let mut metadata = self.metadata.lock().expect("metadata lock poisoned");
+        // Absent names are forgotten at each listing, so that what is remembered stays bounded by recent requests.
+        metadata.retain(|_, entry| entry.partitions.is_some());
         for entry in metadata.values_mut() {
             *entry = CachedTopic {
                 partitions: None,
@@ -187,6 +231,21 @@ impl ClusterClient {
     }
 
     async fn create_topic(&self, topic: &str, create: CreateIfMissing) -> Result<i32, KafkaError> {
+        let configured = self.config.create_topics.iter().any(|(name, _, _)| name == topic);
+        let limit = self.config.max_created_topics;
+        if !configured {
+            use std::sync::atomic::Ordering;
+            let taken = self
+                .created_by_pattern
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1));
+            if taken.is_err() {
+                return Err(KafkaError::CreateLimit {
+                    cluster: self.config.name.clone(),
+                    topic: topic.to_owned(),
+                    limit,
+                });
+            }
+        }
         let controller = self
             .client
             .controller_client()

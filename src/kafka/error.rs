@@ -30,6 +30,17 @@ pub enum KafkaError {
     #[error("kafka topic '{topic}' not found on cluster '{cluster}'")]
     UnknownTopic { cluster: String, topic: String },
 
+    /// A topic a pattern would create, past the cluster's `max_created_topics`.
+    #[error(
+        "kafka topic '{topic}' not found on cluster '{cluster}', and luka creates at most {limit} topics by pattern \
+         there (max_created_topics); create it on the cluster or raise the limit"
+    )]
+    CreateLimit {
+        cluster: String,
+        topic: String,
+        limit: usize,
+    },
+
     #[error("kafka topic '{topic}' has no partition {partition} (it has {count}: 0 to {})", .count - 1)]
     UnknownPartition { topic: String, partition: i32, count: i32 },
 
@@ -85,7 +96,9 @@ impl KafkaError {
         match self {
             Self::Unavailable { .. } | Self::Busy { .. } | Self::Security { .. } => ErrorClass::Unavailable,
             Self::Timeout { .. } => ErrorClass::Timeout,
-            Self::UnknownTopic { .. } | Self::UnknownPartition { .. } => ErrorClass::NotFound,
+            Self::UnknownTopic { .. } | Self::UnknownPartition { .. } | Self::CreateLimit { .. } => {
+                ErrorClass::NotFound
+            }
             Self::Rejected { error, .. } => match error {
                 ProtocolError::MessageTooLarge | ProtocolError::RecordListTooLarge => ErrorClass::TooLarge,
                 ProtocolError::InvalidRecord
@@ -107,6 +120,7 @@ impl KafkaError {
             | Self::Security { cluster, .. }
             | Self::Busy { cluster, .. }
             | Self::UnknownTopic { cluster, .. }
+            | Self::CreateLimit { cluster, .. }
             | Self::Rejected { cluster, .. }
             | Self::CreateTopic { cluster, .. }
             | Self::Setup { cluster, .. } => Some(cluster),
@@ -122,6 +136,7 @@ impl KafkaError {
             Self::Busy { .. } => "busy",
             Self::Timeout { .. } => "timeout",
             Self::UnknownTopic { .. } => "unknown_topic",
+            Self::CreateLimit { .. } => "create_limit",
             Self::UnknownPartition { .. } => "unknown_partition",
             Self::Rejected { .. } => "rejected",
             Self::CreateTopic { .. } => "create_topic",

@@ -42,7 +42,16 @@ pub struct ClusterPool {
     clients: DashMap<String, Arc<OnceCell<Arc<ClusterClient>>>>,
     reachability: BTreeMap<String, Arc<Reachability>>,
     last_failure: Mutex<BTreeMap<String, (Instant, KafkaError)>>,
+    /// The last readiness answer and when it was made: `/readyz` is open to anyone, so it asks the brokers at most
+    /// once per [`READINESS_REUSE`], one check at a time.
+    readiness: tokio::sync::Mutex<Option<(Instant, Readiness)>>,
 }
+
+/// Each cluster's readiness, by name.
+pub type Readiness = Vec<(String, Result<(), KafkaError>)>;
+
+/// How long a readiness answer is reused.
+const READINESS_REUSE: Duration = Duration::from_secs(1);
 
 impl ClusterPool {
     pub fn new(configs: BTreeMap<String, Arc<Cluster>>) -> Self {
@@ -55,6 +64,7 @@ impl ClusterPool {
             reachability,
             clients: DashMap::new(),
             last_failure: Mutex::default(),
+            readiness: tokio::sync::Mutex::default(),
         }
     }
 
@@ -117,12 +127,20 @@ impl ClusterPool {
         }
     }
 
-    /// Whether each cluster answers within `within`, by name.
-    pub async fn readiness(&self, within: Duration) -> Vec<(String, Result<(), KafkaError>)> {
+    /// Whether each cluster answers within `within`, by name (an answer up to [`READINESS_REUSE`] old).
+    pub async fn readiness(&self, within: Duration) -> Readiness {
+        let mut last = self.readiness.lock().await;
+        if let Some((at, answer)) = last.as_ref()
+            && at.elapsed() < READINESS_REUSE
+        {
+            return answer.clone();
+        }
         let checks = self.configs.iter().map(|(name, config)| async move {
             let ping = async { self.cluster(name).await?.ping().await };
             (name.clone(), deadline::within(config, within, ping).await)
         });
-        futures::future::join_all(checks).await
+        let answer = futures::future::join_all(checks).await;
+        *last = Some((Instant::now(), answer.clone()));
+        answer
     }
 }

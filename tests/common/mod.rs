@@ -6,6 +6,7 @@
 
 pub mod configs;
 pub mod kafka;
+pub mod proxy;
 pub mod read;
 
 use std::net::SocketAddr;
