@@ -49,9 +49,9 @@ struct UserLimits {
     records: Option<(u32, DefaultDirectRateLimiter)>,
 }
 
-/// An IPv4 address, or the /64 of an IPv6 address.
+/// An IPv4 address, or the /64 of an IPv6 address: one client, as far as shares per address go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum AddressKey {
+pub enum AddressKey {
     V4([u8; 4]),
     V6([u8; 8]),
 }

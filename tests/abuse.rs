@@ -345,3 +345,48 @@ records_per_second = 5
     let response = produce(&elsewhere, "demo", "demo", messages(1)).await.unwrap();
     assert_eq!(response.status(), 200, "another address is not affected");
 }
+
+/// Keep-alive connections that a client keeps re-using cannot hold every slot: while none is free, the connection
+/// idle the longest is closed so that a new client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_give_way_to_new_clients() {
+    let config = CONFIG
+        .replace("max_connections = 64", "max_connections = 4")
+        .replace("max_connections_per_address = 16", "max_connections_per_address = 4");
+    let h = Harness::start_with(1, &config, &[("open.lua", OPEN)]).await;
+    let addr = server_addr(&h);
+    const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: luka\r\n\r\n";
+
+    async fn answered(stream: &mut TcpStream) -> bool {
+        let mut buffer = [0u8; 1024];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await,
+            Ok(Ok(n)) if n > 0 && buffer.starts_with(b"HTTP/1.1 200")
+        )
+    }
+
+    // Four clients take every slot and keep their connections open between requests.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(HEALTHZ).await.unwrap();
+        assert!(answered(&mut stream).await);
+        held.push(stream);
+    }
+    // A fifth is served at once: the connection idle the longest is closed for it.
+    let started = Instant::now();
+    let mut fifth = TcpStream::connect(addr).await.unwrap();
+    fifth.write_all(HEALTHZ).await.unwrap();
+    assert!(answered(&mut fifth).await, "the new client is answered");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    let mut buffer = [0u8; 16];
+    let first = tokio::time::timeout(Duration::from_secs(1), held[0].read(&mut buffer)).await;
+    assert!(
+        matches!(first, Ok(Ok(0))),
+        "the longest-idle connection was closed: {first:?}"
+    );
+}

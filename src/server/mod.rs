@@ -1,8 +1,10 @@
 //! The HTTP server: a bound listener and a shutdown future in, served requests out.
 //!
-//! Connections are capped by a semaphore (a new one waits for a free slot) and per client address (one address
-//! cannot take every slot: past its share it is answered 503 and closed); each request by a header timeout, a body
-//! timeout, a body-size limit and a request timeout. On shutdown the listener closes and in-flight requests get the configured grace period.
+//! Connections are capped by a semaphore (a new one waits for a free slot; while none is free, the connection idle
+//! the longest between requests is closed to make room) and per client address, an IPv4 address or an IPv6 /64 (one
+//! client cannot take every slot: past its share it is answered 503 and closed); each request by a header timeout, a
+//! body timeout, a body-size limit and a request timeout. On shutdown the listener closes and in-flight requests get
+//! the configured grace period.
 
 mod browser;
 mod error;
@@ -23,13 +25,16 @@ use hyper::StatusCode;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use error::RequestError;
 
 use crate::App;
+use crate::limits::AddressKey;
+use idle::OpenConnections;
+
+mod idle;
 
 pub type Response = hyper::Response<Full<Bytes>>;
 
@@ -43,9 +48,12 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let connections = Arc::new(Semaphore::new(app.config.server.max_connections));
     let per_address = Arc::new(PerAddress::default());
-    let graceful = GracefulShutdown::new();
+    let open = Arc::new(OpenConnections::default());
     tokio::pin!(shutdown);
     loop {
+        if connections.available_permits() == 0 {
+            open.close_longest_idle();
+        }
         let permit = tokio::select! {
             permit = Arc::clone(&connections).acquire_owned() => permit.expect("semaphore is never closed"),
             () = &mut shutdown => break,
@@ -66,21 +74,32 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let (tracked, activity) = open.add();
         let app = Arc::clone(&app);
         let service = service_fn(move |request| {
-            let app = Arc::clone(&app);
-            async move { Ok::<_, Infallible>(router::handle(&app, request, remote).await) }
+            let (app, activity) = (Arc::clone(&app), Arc::clone(&activity));
+            async move {
+                let _busy = activity.busy();
+                Ok::<_, Infallible>(router::handle(&app, request, remote).await)
+            }
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            let result = loop {
+                tokio::select! {
+                    result = connection.as_mut() => break result,
+                    // Idle and its slot wanted, or shutting down: it ends after the request it is serving, if any.
+                    () = tracked.closing() => connection.as_mut().graceful_shutdown(),
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
-            drop((permit, address_slot));
+            drop((tracked, permit, address_slot));
         });
     }
     drop(listener);
@@ -89,26 +108,27 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         grace_ms = grace.as_millis() as u64,
         "shutting down: draining in-flight requests"
     );
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if !open.close_all(grace).await {
         tracing::warn!("grace period over; closing remaining connections");
     }
 }
 
-/// Open connections by client address.
+/// Open connections by client (IPv4 address, IPv6 /64).
 #[derive(Debug, Default)]
 struct PerAddress {
-    open: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<HashMap<AddressKey, usize>>,
 }
 
-/// One open connection of an address; gives its place back when dropped.
+/// One open connection of a client; gives its place back when dropped.
 struct AddressSlot {
     table: Arc<PerAddress>,
-    ip: IpAddr,
+    ip: AddressKey,
 }
 
 impl PerAddress {
-    /// A slot for one more connection from `ip`, unless it holds `cap` already.
+    /// A slot for one more connection from `ip`'s client, unless it holds `cap` already.
     fn take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<AddressSlot> {
+        let ip = AddressKey::from(ip);
         let mut open = self.open.lock().expect("address table poisoned");
         let count = open.entry(ip).or_default();
         if *count >= cap {

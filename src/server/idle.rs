@@ -1,0 +1,143 @@
+//! The open connections, each with whether it is serving a request and since when it has been idle: when every
+//! connection slot is taken, the connection idle the longest is asked to close (a keep-alive connection that a
+//! client re-uses every few seconds would otherwise hold its slot for ever); on shutdown, all of them are.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// Every open connection, by a number of its own.
+#[derive(Debug, Default)]
+pub struct OpenConnections {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+}
+
+/// One connection's state, shared with the requests it serves.
+#[derive(Debug)]
+pub struct Activity {
+    /// Requests in progress on it.
+    busy: AtomicUsize,
+    /// Since when it has had none (only meaningful while `busy` is 0).
+    idle_since: Mutex<Instant>,
+    close: Notify,
+}
+
+/// A request in progress on its connection; the connection is idle again when it is dropped.
+pub struct Busy(Arc<Activity>);
+
+/// A connection's entry in [`OpenConnections`], removed when dropped.
+pub struct Tracked {
+    id: u64,
+    open: Arc<OpenConnections>,
+    activity: Arc<Activity>,
+}
+
+impl OpenConnections {
+    /// Tracks a new connection (idle until its first request).
+    pub fn add(self: &Arc<Self>) -> (Tracked, Arc<Activity>) {
+        let activity = Arc::new(Activity {
+            busy: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            close: Notify::new(),
+        });
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, Arc::clone(&activity));
+        let tracked = Tracked {
+            id,
+            open: Arc::clone(self),
+            activity: Arc::clone(&activity),
+        };
+        (tracked, activity)
+    }
+
+    /// Asks the connection idle the longest to close; gives whether there was one.
+    pub fn close_longest_idle(&self) -> bool {
+        let open = self.lock();
+        let longest = open
+            .values()
+            .filter(|a| a.busy.load(Ordering::Relaxed) == 0)
+            .min_by_key(|a| *a.idle_since.lock().unwrap_or_else(PoisonError::into_inner));
+        match longest {
+            Some(activity) => {
+                activity.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks every connection to close (each finishes the request it is serving), then waits up to `grace` for them.
+    pub async fn close_all(&self, grace: Duration) -> bool {
+        for activity in self.lock().values() {
+            activity.close.notify_one();
+        }
+        let deadline = Instant::now() + grace;
+        while !self.lock().is_empty() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Activity {
+    /// Marks a request in progress until the guard is dropped.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(Arc::clone(self))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Tracked {
+    /// Resolves when the connection is asked to close.
+    pub async fn closing(&self) {
+        self.activity.close.notified().await;
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.open.lock().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_connection_idle_longest_is_closed_first_and_busy_ones_never() {
+        let open = Arc::new(OpenConnections::default());
+        let (first, first_activity) = open.add();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (second, _) = open.add();
+        let busy = first_activity.busy();
+        drop(busy); // the first was busy a moment ago: the second has been idle longer now
+        assert!(open.close_longest_idle());
+        tokio::time::timeout(Duration::from_secs(1), second.closing())
+            .await
+            .expect("second asked to close");
+        let _busy = first_activity.busy();
+        drop(second);
+        assert!(!open.close_longest_idle(), "the only connection left is busy");
+        drop(first);
+        assert!(open.close_all(Duration::from_millis(10)).await);
+    }
+}
