@@ -6,9 +6,10 @@
 //! writing; the same key with a different request is refused (422); a repeat while the first is still running is
 //! refused (409). Only successful (2xx) answers are remembered: after a failure the key may be used again. Keys
 //! are kept apart per function (REST produce is function "") and per user.
-//! Memory is bounded by `window` (entries expire), `capacity` (the oldest entry goes first) and [`MAX_BYTES`] of
-//! remembered answers. The memory is this process's: behind a load balancer a repeat that reaches another luka
-//! instance is written again.
+//! Memory is bounded per user (each user's keys are its own share: one user's many keys never push out another's):
+//! by `window` (entries expire), `capacity` keys per user (the oldest finished entry goes first; a running one is
+//! never evicted) and a share of [`MAX_BYTES`] of remembered answers. A claim only ever touches the entry it made.
+//! The memory is this process's: behind a load balancer a repeat that reaches another luka instance is written again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,8 +20,12 @@ use sha2::{Digest, Sha256};
 /// Longest key accepted; a longer one is a client error.
 pub const MAX_KEY_LEN: usize = 255;
 
-/// Bytes of remembered answers kept at once; past it the oldest entries go first.
+/// Bytes of remembered answers kept at once, shared out between the users; past a user's share its oldest entries
+/// go first.
 pub const MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// The least a user's share of [`MAX_BYTES`] may be.
+const MIN_USER_BYTES: usize = 1024 * 1024;
 
 /// Request headers left out of a Lua route's fingerprint: they change between a request and its retry without
 /// changing what is asked.
@@ -37,8 +42,8 @@ const UNFINGERPRINTED: [&str; 10] = [
     "transfer-encoding",
 ];
 
-/// (function, user, key).
-type Slot = (String, String, String);
+/// (function, key), within a user's share.
+type Slot = (String, String);
 
 /// A response as remembered for replay: status, headers and body (a handler's answer has the same shape).
 pub type Answer = crate::lua::HandlerResponse;
@@ -90,49 +95,65 @@ pub enum Begin {
 #[derive(Debug)]
 pub struct Idempotency {
     window: Duration,
+    /// Keys per user.
     capacity: usize,
+    /// Bytes of remembered answers per user.
     max_bytes: usize,
-    entries: Mutex<Entries>,
+    /// Each user's share (`""`: requests without a user).
+    users: Mutex<HashMap<String, Entries>>,
 }
 
 /// A running request's hold on its key; dropping it without [`Claim::complete`] frees the key.
 #[derive(Debug)]
 pub struct Claim {
     store: Arc<Idempotency>,
+    user: String,
     slot: Option<Slot>,
+    /// When its entry was made: an entry of the same slot made later (after this one expired) is not its own.
+    at: Instant,
 }
 
 impl Idempotency {
-    pub fn new(window: Duration, capacity: usize) -> Arc<Self> {
+    /// A store keeping `capacity` keys per user for `window`, with [`MAX_BYTES`] shared out among `users` users.
+    pub fn new(window: Duration, capacity: usize, users: usize) -> Arc<Self> {
         Arc::new(Self {
             window,
             capacity,
-            max_bytes: MAX_BYTES,
-            entries: Mutex::default(),
+            max_bytes: (MAX_BYTES / users.max(1)).max(MIN_USER_BYTES),
+            users: Mutex::default(),
         })
     }
 
     /// Looks `key` up for `function` (`""` for REST produce), `user` (`""` when none) and a request of this
     /// `fingerprint` (see [`fingerprint`]).
     pub fn begin(self: &Arc<Self>, function: &str, user: &str, key: &str, fingerprint: [u8; 32]) -> Begin {
-        let slot = (function.to_owned(), user.to_owned(), key.to_owned());
-        let mut entries = self.entries.lock().expect("idempotency lock poisoned");
+        let slot = (function.to_owned(), key.to_owned());
+        let mut users = self.users.lock().expect("idempotency lock poisoned");
+        let entries = users.entry(user.to_owned()).or_default();
         let now = Instant::now();
         // The insertion order also holds keys freed since (by failures); dropped when they outnumber the live ones.
         if entries.order.len() > 2 * self.capacity {
             let Entries { map, order, .. } = &mut *entries;
             order.retain(|(slot, at)| map.get(slot).is_some_and(|e| e.at == *at));
         }
-        // Expired entries, and the oldest past the capacity or the byte budget, leave from the front.
+        // Expired entries, and the oldest past the capacity or the byte budget, leave from the front; running ones
+        // stay (their requests still hold them) and go back to the front.
+        let mut running = Vec::new();
         while let Some((_, at)) = entries.order.front() {
             let expired = now.duration_since(*at) >= self.window;
-            if !expired && entries.map.len() < self.capacity && entries.bytes <= self.max_bytes {
+            let kept = entries.map.len() - running.len();
+            if !expired && kept < self.capacity && entries.bytes <= self.max_bytes {
                 break;
             }
             let (oldest, at) = entries.order.pop_front().expect("a front was just seen");
-            if entries.map.get(&oldest).is_some_and(|e| e.at == at) {
-                entries.remove(&oldest);
+            match entries.map.get(&oldest) {
+                Some(entry) if entry.at == at && matches!(entry.state, State::Running) => running.push((oldest, at)),
+                Some(entry) if entry.at == at => entries.remove(&oldest),
+                _ => {}
             }
+        }
+        for held in running.into_iter().rev() {
+            entries.order.push_front(held);
         }
         match entries.map.get(&slot) {
             Some(entry) if entry.fingerprint != fingerprint => Begin::Mismatch,
@@ -156,7 +177,9 @@ impl Idempotency {
                 entries.order.push_back((slot.clone(), now));
                 Begin::Run(Claim {
                     store: Arc::clone(self),
+                    user: user.to_owned(),
                     slot: Some(slot),
+                    at: now,
                 })
             }
         }
@@ -171,8 +194,11 @@ impl Claim {
         }
         let Some(slot) = self.slot.take() else { return };
         let size = answer.body.len() + answer.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
-        let mut entries = self.store.entries.lock().expect("idempotency lock poisoned");
-        if let Some(entry) = entries.map.get_mut(&slot) {
+        let mut users = self.store.users.lock().expect("idempotency lock poisoned");
+        let Some(entries) = users.get_mut(&self.user) else {
+            return;
+        };
+        if let Some(entry) = entries.map.get_mut(&slot).filter(|e| e.at == self.at) {
             entry.state = State::Done(Arc::new(answer.clone()));
             entry.size = size;
             entries.bytes += size;
@@ -182,9 +208,17 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            let mut entries = self.store.entries.lock().expect("idempotency lock poisoned");
+        let Some(slot) = self.slot.take() else { return };
+        let mut users = self.store.users.lock().expect("idempotency lock poisoned");
+        let Some(entries) = users.get_mut(&self.user) else {
+            return;
+        };
+        // Only its own entry: one made for the same key after this one expired belongs to another request.
+        if entries.map.get(&slot).is_some_and(|e| e.at == self.at) {
             entries.remove(&slot);
+        }
+        if entries.map.is_empty() {
+            users.remove(&self.user);
         }
     }
 }
@@ -230,7 +264,7 @@ mod tests {
 
     #[test]
     fn replays_refuses_and_forgets() {
-        let store = Idempotency::new(Duration::from_secs(60), 2);
+        let store = Idempotency::new(Duration::from_secs(60), 2, 1);
         let a = fingerprint("POST", "/produce/t", None, b"a");
         let Begin::Run(claim) = store.begin("", "u", "k", a) else {
             panic!("first use runs")
@@ -289,7 +323,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_by_capacity_and_window() {
-        let store = Idempotency::new(Duration::from_secs(60), 2);
+        let store = Idempotency::new(Duration::from_secs(60), 2, 1);
         let f = fingerprint("POST", "/", None, b"");
         for key in ["1", "2", "3"] {
             let Begin::Run(claim) = store.begin("", "u", key, f) else {
@@ -297,7 +331,7 @@ mod tests {
             };
             claim.complete(&ok(b"ok"));
         }
-        assert!(store.entries.lock().unwrap().map.len() <= 2);
+        assert!(store.users.lock().unwrap()["u"].map.len() <= 2);
         assert!(
             matches!(store.begin("", "u", "1", f), Begin::Run(_)),
             "the oldest went first"
@@ -310,12 +344,12 @@ mod tests {
             };
             drop(claim);
         }
-        assert!(store.entries.lock().unwrap().order.len() <= 2 * 2 + 1);
+        assert!(store.users.lock().unwrap()["u"].order.len() <= 2 * 2 + 1);
 
         // Remembered answers are bounded in bytes: past the budget the oldest go.
         let small = Arc::new(Idempotency {
             max_bytes: 10,
-            ..Arc::into_inner(Idempotency::new(Duration::from_secs(60), 100)).unwrap()
+            ..Arc::into_inner(Idempotency::new(Duration::from_secs(60), 100, 1)).unwrap()
         });
         for key in ["a", "b"] {
             let Begin::Run(claim) = small.begin("", "u", key, f) else {
@@ -329,11 +363,66 @@ mod tests {
         );
         assert!(matches!(small.begin("", "u", "b", f), Begin::Replay(_)));
 
-        let short = Idempotency::new(Duration::ZERO, 10);
+        let short = Idempotency::new(Duration::ZERO, 10, 1);
         let Begin::Run(claim) = short.begin("", "u", "k", f) else {
             panic!()
         };
         claim.complete(&ok(b"ok"));
         assert!(matches!(short.begin("", "u", "k", f), Begin::Run(_)), "expired");
+    }
+
+    #[test]
+    fn users_have_their_own_share_and_running_keys_are_never_evicted() {
+        let store = Idempotency::new(Duration::from_secs(60), 3, 2);
+        let f = fingerprint("POST", "/", None, b"");
+        let Begin::Run(victim) = store.begin("", "victim", "mine", f) else {
+            panic!()
+        };
+        let Begin::Run(running) = store.begin("", "flooder", "running", f) else {
+            panic!()
+        };
+        for key in 0..1000 {
+            let Begin::Run(claim) = store.begin("", "flooder", &key.to_string(), f) else {
+                panic!()
+            };
+            claim.complete(&ok(b"ok"));
+        }
+        assert!(
+            matches!(store.begin("", "victim", "mine", f), Begin::InProgress),
+            "another user's key stays"
+        );
+        assert!(
+            matches!(store.begin("", "flooder", "running", f), Begin::InProgress),
+            "a running key stays"
+        );
+        victim.complete(&ok(b"first"));
+        assert!(matches!(store.begin("", "victim", "mine", f), Begin::Replay(a) if &a.body[..] == b"first"));
+        drop(running);
+        assert!(store.users.lock().unwrap()["flooder"].map.len() <= 3);
+    }
+
+    #[test]
+    fn a_claim_touches_only_its_own_entry() {
+        let store = Idempotency::new(Duration::from_secs(60), 10, 1);
+        let f = fingerprint("POST", "/", None, b"");
+        let Begin::Run(old) = store.begin("", "u", "k", f) else {
+            panic!()
+        };
+        // Its entry goes (as if the store had been cleared), and a second request takes the key.
+        store
+            .users
+            .lock()
+            .unwrap()
+            .get_mut("u")
+            .unwrap()
+            .remove(&(String::new(), "k".to_owned()));
+        std::thread::sleep(Duration::from_millis(2));
+        let Begin::Run(new) = store.begin("", "u", "k", f) else {
+            panic!("a free key runs")
+        };
+        drop(old); // does not free the second request's entry
+        let store_view = |s: &Arc<Idempotency>| s.users.lock().unwrap().get("u").map_or(0, |e| e.map.len());
+        assert_eq!(store_view(&store), 1);
+        new.complete(&ok(b"second"));
     }
 }

@@ -65,6 +65,7 @@ impl App {
         let idempotency = idempotency::Idempotency::new(
             std::time::Duration::from_millis(config.server.idempotency_window_ms),
             config.server.idempotency_capacity,
+            config.users.len() + 1,
         );
         let limits = limits::Limits::new(&config);
         Ok(Arc::new(Self {

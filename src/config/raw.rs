@@ -70,7 +70,7 @@ pub struct ServerConfig {
     pub propagate_trace_context: bool,
     /// How long a REST produce answer is remembered for its `Idempotency-Key`.
     pub idempotency_window_ms: u64,
-    /// Most `Idempotency-Key`s remembered at once (the oldest is forgotten first).
+    /// Most `Idempotency-Key`s remembered per user (the oldest finished one is forgotten first).
     pub idempotency_capacity: usize,
     /// Most messages one REST produce request, or one `kafka.produce` call, may carry; past it, 413.
     pub max_messages_per_request: usize,

@@ -130,8 +130,11 @@ impl ClusterPool {
     /// Whether each cluster answers within `within`, by name (an answer up to [`READINESS_REUSE`] old).
     pub async fn readiness(&self, within: Duration) -> Readiness {
         let mut last = self.readiness.lock().await;
+        // A cluster known to be down since (its outage memory) is news the reused answer may not have.
+        let outage = self.reachability.values().any(|r| r.outage().is_some());
         if let Some((at, answer)) = last.as_ref()
             && at.elapsed() < READINESS_REUSE
+            && (!outage || answer.iter().any(|(_, r)| r.is_err()))
         {
             return answer.clone();
         }
