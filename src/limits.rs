@@ -1,5 +1,6 @@
 //! Rate limits: a checked config in; per user, requests and records per second with a burst (`[[users]]
-//! requests_per_second`, `records_per_second`, `burst_seconds`), and per client address, failed logins
+//! requests_per_second`, `records_per_second`, `burst_seconds`), per route, requests per second for all callers
+//! (`[[routes]] requests_per_second`, `burst_seconds`), and per client address, failed logins
 //! (`[server] max_auth_failures_per_minute`) out, as a [`RateLimited`] answer (429 with `Retry-After`).
 //!
 //! The counting is governor's (GCRA); what is kept per address is bounded: failures are counted per IPv4 address and
@@ -30,6 +31,8 @@ pub struct RateLimited {
 /// Every rate limit of one server.
 pub struct Limits {
     users: HashMap<String, UserLimits>,
+    /// By function file, from its `[[routes]]` entry.
+    functions: HashMap<String, (u32, DefaultDirectRateLimiter)>,
     failures: Option<DefaultKeyedRateLimiter<AddressKey>>,
     /// Addresses that failed too often, until when.
     blocked: Mutex<HashMap<AddressKey, Instant>>,
@@ -93,10 +96,21 @@ impl Limits {
                 (user.name.clone(), limits)
             })
             .collect();
+        let functions = config
+            .routes
+            .iter()
+            .filter_map(|route| {
+                let limit = route
+                    .requests_per_second
+                    .and_then(|r| per_second(r, route.burst_seconds))?;
+                Some((route.function.clone(), limit))
+            })
+            .collect();
         let failures = NonZeroU32::new(config.server.max_auth_failures_per_minute)
             .map(|n| DefaultKeyedRateLimiter::keyed(Quota::per_minute(n)));
         Self {
             users,
+            functions,
             failures,
             blocked: Mutex::new(HashMap::new()),
         }
@@ -146,6 +160,17 @@ impl Limits {
         };
         limiter.check().map_err(|not_until| RateLimited {
             what: format!("user '{user}' may send {rate} requests per second (requests_per_second)"),
+            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+        })
+    }
+
+    /// One request to `function` (its file, as `[[routes]]` names it).
+    pub fn function_request(&self, function: &str) -> Result<(), RateLimited> {
+        let Some((rate, limiter)) = self.functions.get(function) else {
+            return Ok(());
+        };
+        limiter.check().map_err(|not_until| RateLimited {
+            what: format!("this route serves {rate} requests per second (requests_per_second)"),
             retry_after: not_until.wait_time_from(DefaultClock::default().now()),
         })
     }

@@ -390,3 +390,27 @@ async fn idle_keep_alive_connections_give_way_to_new_clients() {
         "the longest-idle connection was closed: {first:?}"
     );
 }
+
+/// A route's `requests_per_second` holds for all its callers together, anonymous ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_rate_limit_answers_429_for_all_callers() {
+    let config = CONFIG.replace(
+        "function = \"open.lua\"",
+        "function = \"open.lua\"\nrequests_per_second = 3",
+    );
+    let h = Harness::start_with(1, &config, &[("open.lua", OPEN)]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let response = h.http.post(h.url("/open")).body("x").send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            assert_eq!(response.headers()["retry-after"], "1");
+            let answer: serde_json::Value = response.json().await.unwrap();
+            assert!(
+                common::error_of(&answer).starts_with("this route serves 3 requests per second"),
+                "{answer}"
+            );
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+}

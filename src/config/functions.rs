@@ -45,6 +45,9 @@ pub struct Route {
     /// Repeats with the same `Idempotency-Key` replay the first successful answer.
     pub idempotency: bool,
     pub env: BTreeMap<String, String>,
+    /// Requests per second the route's function serves, all callers together.
+    pub requests_per_second: Option<u32>,
+    pub burst_seconds: u32,
 }
 
 impl Route {
@@ -257,6 +260,17 @@ pub(super) fn check_routes(c: &mut Checker<'_>, raw: &[RawRoute], functions_dir:
                 "[[routes]] auth = true needs at least one [[users]] entry to check credentials against",
             );
         }
+        for (value, key) in [
+            (route.requests_per_second, "requests_per_second"),
+            (route.burst_seconds, "burst_seconds"),
+        ] {
+            if value == Some(0) {
+                c.at(
+                    &route.path,
+                    format!("[[routes]] {key} must be greater than 0 (leave it out for no limit)"),
+                );
+            }
+        }
         let checked = Route {
             path,
             function,
@@ -264,6 +278,8 @@ pub(super) fn check_routes(c: &mut Checker<'_>, raw: &[RawRoute], functions_dir:
             auth: route.auth,
             idempotency: route.idempotency,
             env: route.env.clone(),
+            requests_per_second: route.requests_per_second,
+            burst_seconds: route.burst_seconds.unwrap_or(super::defaults::BURST_SECONDS),
         };
         let overlap = routes.iter().find(|r| {
             r.path == checked.path

@@ -178,6 +178,10 @@ pub struct RawRoute {
     /// Values the handler reads as `env.NAME` (use `${VAR}` to take them from the environment).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Requests the route's function may serve per second, from all callers together; unlimited unless set.
+    pub requests_per_second: Option<u32>,
+    /// How many seconds' worth of requests may come at once (the burst).
+    pub burst_seconds: Option<u32>,
 }
 
 /// `[clusters.<name>]`: one Kafka cluster. Its `Default` is a cluster that gives nothing but what it is built with.

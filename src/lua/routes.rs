@@ -166,6 +166,8 @@ mod tests {
             auth: false,
             idempotency: false,
             env: BTreeMap::new(),
+            requests_per_second: None,
+            burst_seconds: 1,
         }
     }
 

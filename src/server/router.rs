@@ -414,6 +414,7 @@ async fn call_function<B: RequestBody>(
     remote: SocketAddr,
     target: Target,
 ) -> Result<Response, RequestError> {
+    app.limits.function_request(&target.function.name)?;
     let user = if target.auth {
         let authorization = authorization(&request);
         let user = logged_in(app, remote, || {
