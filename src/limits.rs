@@ -17,8 +17,12 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 
 use crate::config::Config;
 
-/// Addresses shut out at once, at most; past it the oldest record is dropped (they expire within a minute anyway).
+/// Addresses remembered at once (shut out, or failed lately), at most; past it the expired ones are dropped, and
+/// new ones are not remembered until there is room.
 const MAX_BLOCKED: usize = 100_000;
+
+/// How long after a failed login an address's attempts are counted before its credentials are looked at.
+const SUSPECT_FOR: Duration = Duration::from_secs(60);
 
 /// A request over a limit: what was limited and when to retry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +30,27 @@ const MAX_BLOCKED: usize = 100_000;
 pub struct RateLimited {
     pub what: String,
     pub retry_after: Duration,
+}
+
+/// A request with more records than a user's burst: it could never pass, so it is refused for good (413).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{count} records in one request; user '{user}' may write at most {burst} at once (records_per_second × \
+     burst_seconds): split them over several requests"
+)]
+pub struct OverBurst {
+    pub user: String,
+    pub count: usize,
+    pub burst: u32,
+}
+
+/// Why records were refused: for now, or for good.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordsRefused {
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
+    #[error(transparent)]
+    OverBurst(#[from] OverBurst),
 }
 
 /// Every rate limit of one server.
@@ -36,6 +61,9 @@ pub struct Limits {
     failures: Option<DefaultKeyedRateLimiter<AddressKey>>,
     /// Addresses that failed too often, until when.
     blocked: Mutex<HashMap<AddressKey, Instant>>,
+    /// Addresses that failed a login within the last minute: their attempts are counted before their credentials
+    /// are looked at, so that guesses sent at once cannot slip past the limit together.
+    suspect: Mutex<HashMap<AddressKey, Instant>>,
 }
 
 impl std::fmt::Debug for Limits {
@@ -50,6 +78,7 @@ impl std::fmt::Debug for Limits {
 struct UserLimits {
     requests: Option<(u32, DefaultDirectRateLimiter)>,
     records: Option<(u32, DefaultDirectRateLimiter)>,
+    burst_seconds: u32,
 }
 
 /// An IPv4 address, or the /64 of an IPv6 address: one client, as far as shares per address go.
@@ -92,6 +121,7 @@ impl Limits {
                 let limits = UserLimits {
                     requests: user.requests_per_second.and_then(|r| per_second(r, user.burst_seconds)),
                     records: user.records_per_second.and_then(|r| per_second(r, user.burst_seconds)),
+                    burst_seconds: user.burst_seconds,
                 };
                 (user.name.clone(), limits)
             })
@@ -113,30 +143,61 @@ impl Limits {
             functions,
             failures,
             blocked: Mutex::new(HashMap::new()),
+            suspect: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Before checking credentials from `address`: refused while the address is shut out for failing too often.
-    pub fn may_log_in(&self, address: IpAddr) -> Result<(), RateLimited> {
+    /// Before checking credentials from `address`: refused while the address is shut out for failing too often;
+    /// an address that failed within the last minute has this attempt counted now. Gives whether it was counted.
+    pub fn may_log_in(&self, address: IpAddr) -> Result<bool, RateLimited> {
         let key = AddressKey::from(address);
-        let mut blocked = self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match blocked.get(&key) {
-            Some(until) if *until > Instant::now() => Err(failed_logins(*until - Instant::now())),
-            Some(_) => {
-                blocked.remove(&key);
-                Ok(())
+        {
+            let mut blocked = self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match blocked.get(&key) {
+                Some(until) if *until > Instant::now() => return Err(failed_logins(*until - Instant::now())),
+                Some(_) => {
+                    blocked.remove(&key);
+                }
+                None => {}
             }
-            None => Ok(()),
         }
+        let suspect = self
+            .suspect
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < SUSPECT_FOR);
+        if suspect {
+            self.count_failure(key)?;
+        }
+        Ok(suspect)
     }
 
-    /// After credentials from `address` were wrong: refused (and the address shut out) once it has failed
-    /// `max_auth_failures_per_minute` times.
-    pub fn failed_log_in(&self, address: IpAddr) -> Result<(), RateLimited> {
+    /// After credentials from `address` were wrong (`counted`: already counted by [`Limits::may_log_in`]): refused
+    /// (and the address shut out) once it has failed `max_auth_failures_per_minute` times.
+    pub fn failed_log_in(&self, address: IpAddr, counted: bool) -> Result<(), RateLimited> {
+        let key = AddressKey::from(address);
+        {
+            let mut suspect = self.suspect.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if suspect.len() >= MAX_BLOCKED {
+                suspect.retain(|_, at| at.elapsed() < SUSPECT_FOR);
+            }
+            if suspect.len() < MAX_BLOCKED {
+                suspect.insert(key, Instant::now());
+            }
+        }
+        if counted { Ok(()) } else { self.count_failure(key) }
+    }
+
+    /// One failed login of `key` against the limit; past it the address is shut out.
+    fn count_failure(&self, key: AddressKey) -> Result<(), RateLimited> {
         let Some(failures) = &self.failures else {
             return Ok(());
         };
-        let key = AddressKey::from(address);
+        if failures.len() >= MAX_BLOCKED {
+            failures.retain_recent();
+            failures.shrink_to_fit();
+        }
         let Err(not_until) = failures.check_key(&key) else {
             return Ok(());
         };
@@ -176,23 +237,27 @@ impl Limits {
     }
 
     /// `count` records written by `user`, all or none.
-    pub fn records(&self, user: &str, count: usize) -> Result<(), RateLimited> {
-        let Some((rate, limiter)) = self.users.get(user).and_then(|u| u.records.as_ref()) else {
+    pub fn records(&self, user: &str, count: usize) -> Result<(), RecordsRefused> {
+        let Some(limits) = self.users.get(user) else {
             return Ok(());
         };
-        let what = || format!("user '{user}' may write {rate} records per second (records_per_second)");
+        let Some((rate, limiter)) = &limits.records else {
+            return Ok(());
+        };
         let n = NonZeroU32::new(u32::try_from(count).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
         match limiter.check_n(n) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(RateLimited {
-                what: what(),
+                what: format!("user '{user}' may write {rate} records per second (records_per_second)"),
                 retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-            }),
-            // More than the burst in one request: it can never pass; a smaller request can.
-            Err(_) => Err(RateLimited {
-                what: format!("{}; this request's {count} records are more than its burst", what()),
-                retry_after: Duration::from_secs(1),
-            }),
+            }
+            .into()),
+            Err(_) => Err(OverBurst {
+                user: user.to_owned(),
+                count,
+                burst: rate.saturating_mul(limits.burst_seconds),
+            }
+            .into()),
         }
     }
 }

@@ -33,6 +33,9 @@ pub enum ApiError {
     #[error(transparent)]
     RateLimited(#[from] crate::limits::RateLimited),
 
+    #[error(transparent)]
+    OverBurst(#[from] crate::limits::OverBurst),
+
     #[error("message {number}: user '{user}' may not write to topic '{topic}'")]
     Forbidden { number: usize, user: String, topic: String },
 
@@ -84,7 +87,12 @@ pub async fn produce(
             topic: m.topic.clone(),
         });
     }
-    limits.records(&user.name, messages.len())?;
+    limits
+        .records(&user.name, messages.len())
+        .map_err(|refused| match refused {
+            crate::limits::RecordsRefused::RateLimited(e) => ApiError::from(e),
+            crate::limits::RecordsRefused::OverBurst(e) => ApiError::from(e),
+        })?;
     let deliveries = producer.produce(messages).await?;
     let answer: Vec<Metadata> = deliveries.iter().map(Metadata::from).collect();
     let bytes = if single {

@@ -165,7 +165,7 @@ impl ClusterClient {
     /// Whether the last full listing is younger than [`LISTING_REUSE`].
     fn listed_recently(&self) -> bool {
         let listed_at = *self.listed_at.lock().expect("listing time lock poisoned");
-        listed_at.is_some_and(|at| at.elapsed() < LISTING_REUSE)
+        listed_at.is_some_and(|at| at.elapsed() < LISTING_REUSE.min(self.config.metadata_max_age))
     }
 
     /// After a listing without `topic`: remember it as absent (as of that listing), within a bound.
@@ -268,7 +268,13 @@ impl ClusterClient {
                 Err(e) => Err(self.create_error(topic, &e)),
             }
         })
-        .await?;
+        .await
+        .inspect_err(|_| {
+            // A creation that failed does not count against max_created_topics.
+            if !configured {
+                self.created_by_pattern.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })?;
         // The controller answers once the topic is committed; a broker's metadata can show it a moment later (Apache
         // Kafka applies it asynchronously). Look again briefly rather than report a topic just created as unknown.
         let deadline = Instant::now() + self.config.produce_timeout;

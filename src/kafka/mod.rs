@@ -131,10 +131,14 @@ impl ClusterPool {
     pub async fn readiness(&self, within: Duration) -> Readiness {
         let mut last = self.readiness.lock().await;
         // A cluster known to be down since (its outage memory) is news the reused answer may not have.
-        let outage = self.reachability.values().any(|r| r.outage().is_some());
+        let news = |answer: &Readiness| {
+            answer.iter().any(|(name, result)| {
+                result.is_ok() && self.reachability.get(name).is_some_and(|r| r.outage().is_some())
+            })
+        };
         if let Some((at, answer)) = last.as_ref()
             && at.elapsed() < READINESS_REUSE
-            && (!outage || answer.iter().any(|(_, r)| r.is_err()))
+            && !news(answer)
         {
             return answer.clone();
         }

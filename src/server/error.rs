@@ -160,7 +160,7 @@ fn status_of(error: &RequestError) -> StatusCode {
         RequestError::Api(ApiError::Unauthenticated(_) | ApiError::WrongCredentials) => StatusCode::UNAUTHORIZED,
         RequestError::RateLimited(_) | RequestError::Api(ApiError::RateLimited(_)) => StatusCode::TOO_MANY_REQUESTS,
         RequestError::Api(ApiError::Forbidden { .. } | ApiError::ReadForbidden { .. }) => StatusCode::FORBIDDEN,
-        RequestError::Api(ApiError::TooMany { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+        RequestError::Api(ApiError::TooMany { .. } | ApiError::OverBurst(_)) => StatusCode::PAYLOAD_TOO_LARGE,
         RequestError::Api(ApiError::Produce(e)) => class_status(e.class()),
         RequestError::Lua(e) => lua_status(e),
     }

@@ -41,6 +41,9 @@ pub type Response = hyper::Response<Full<Bytes>>;
 /// A slow client gets this long to send its request headers; keeps idle sockets from pinning connection slots.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// While a new client waits for a slot, how often the longest-idle connection is asked again to make room.
+const IDLE_RECHECK: Duration = Duration::from_millis(100);
+
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -51,13 +54,6 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     let open = Arc::new(OpenConnections::default());
     tokio::pin!(shutdown);
     loop {
-        if connections.available_permits() == 0 {
-            open.close_longest_idle();
-        }
-        let permit = tokio::select! {
-            permit = Arc::clone(&connections).acquire_owned() => permit.expect("semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -73,6 +69,22 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             refuse_busy_address(&stream, remote);
             continue;
         };
+        // A slot for the client now waiting: a free one, or the one a connection idle between requests gives up
+        // when asked to close (asked again while none has ended yet; busy connections are never asked).
+        let permit = loop {
+            if let Ok(permit) = Arc::clone(&connections).try_acquire_owned() {
+                break Some(permit);
+            }
+            open.close_longest_idle();
+            tokio::select! {
+                permit = Arc::clone(&connections).acquire_owned() => {
+                    break Some(permit.expect("semaphore is never closed"));
+                }
+                () = tokio::time::sleep(IDLE_RECHECK) => {}
+                () = &mut shutdown => break None,
+            }
+        };
+        let Some(permit) = permit else { break };
         let _ = stream.set_nodelay(true);
         let (tracked, activity) = open.add();
         let app = Arc::clone(&app);

@@ -90,14 +90,14 @@ fn logged_in<'a>(
     remote: SocketAddr,
     login: impl FnOnce() -> Result<&'a crate::config::User, api::ApiError>,
 ) -> Result<&'a crate::config::User, RequestError> {
-    app.limits.may_log_in(remote.ip())?;
+    let counted = app.limits.may_log_in(remote.ip())?;
     match login() {
         Ok(user) => {
             app.limits.request(&user.name)?;
             Ok(user)
         }
         Err(api::ApiError::WrongCredentials) => {
-            app.limits.failed_log_in(remote.ip())?;
+            app.limits.failed_log_in(remote.ip(), counted)?;
             Err(api::ApiError::WrongCredentials.into())
         }
         Err(e) => Err(e.into()),
@@ -414,7 +414,6 @@ async fn call_function<B: RequestBody>(
     remote: SocketAddr,
     target: Target,
 ) -> Result<Response, RequestError> {
-    app.limits.function_request(&target.function.name)?;
     let user = if target.auth {
         let authorization = authorization(&request);
         let user = logged_in(app, remote, || {
@@ -424,6 +423,8 @@ async fn call_function<B: RequestBody>(
     } else {
         None
     };
+    // After credentials: callers without them do not use up an auth route's requests.
+    app.limits.function_request(&target.function.name)?;
     check_declared_length(&request, app.config.server.max_body_bytes)?;
     let (mut parts, body) = request.into_parts();
     let body = collect_body(body, &app.config.server).await?;

@@ -647,8 +647,12 @@ where
     brokers.shuffle(&mut thread_rng());
 
     let mut backoff = Backoff::new(backoff_config);
+    // luka patch: a broker closing a new connection may also be restarting or over its connection limit, so that is
+    // taken as final only from the second round of attempts on.
+    let rounds = std::sync::atomic::AtomicUsize::new(0);
     let connected = backoff
         .retry_with_backoff("broker_connect", || async {
+            let repeated = rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0;
             let mut errors = Vec::<Box<dyn std::error::Error + Send + Sync>>::new();
             let mut fatal = None;
             for broker in &brokers {
@@ -667,7 +671,7 @@ where
                     Ok(transport) => transport,
                     // luka patch: a refused TLS handshake or SASL exchange will not succeed on retry; say so at
                     // once instead of retrying (and logging) until the deadline.
-                    Err(e) if is_fatal(&e) => {
+                    Err(e) if is_fatal(&e, repeated) => {
                         fatal.get_or_insert(e);
                         continue;
                     }
@@ -693,11 +697,10 @@ where
 }
 
 /// luka patch: whether a broker connection failed for a reason retrying cannot fix (TLS handshake, SASL).
-fn is_fatal(error: &Error) -> bool {
+fn is_fatal(error: &Error, repeated: bool) -> bool {
     match error {
-        Error::SaslFailed(_)
-        | Error::ClosedAtFirstRequest { .. }
-        | Error::ClosedBeforeAuthentication { .. } => true,
+        Error::SaslFailed(_) => true,
+        Error::ClosedAtFirstRequest { .. } | Error::ClosedBeforeAuthentication { .. } => repeated,
         Error::SetupTimedOut { stage, .. } => *stage == SetupStage::Tls,
         Error::Transport {
             error: transport::Error::IO(io),
