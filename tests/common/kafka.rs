@@ -62,10 +62,22 @@ impl TestBroker {
         }
     }
 
-    /// Takes the broker away as a crash would: the embedded broker stops listening, Apache Kafka is killed.
+    /// Takes the broker away as a crash would: the embedded broker stops listening and drops its connections (once
+    /// connecting is refused, and a moment for its connection tasks to unwind), Apache Kafka is killed.
     pub async fn stop(&self) {
         match self {
-            Self::Embedded(broker) => broker.stop(),
+            Self::Embedded(broker) => {
+                broker.stop();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while tokio::net::TcpStream::connect(broker.addr()).await.is_ok() {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the embedded broker still accepts connections"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
             Self::Apache(kafka) => kafka.signal("kill", 1).await,
         }
     }
