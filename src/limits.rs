@@ -150,6 +150,9 @@ impl Limits {
     /// Before checking credentials from `address`: refused while the address is shut out for failing too often;
     /// an address that failed within the last minute has this attempt counted now. Gives whether it was counted.
     pub fn may_log_in(&self, address: IpAddr) -> Result<bool, RateLimited> {
+        if self.failures.is_none() {
+            return Ok(false); // nothing is counted, so nothing is shut out
+        }
         let key = AddressKey::from(address);
         {
             let mut blocked = self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -201,7 +204,7 @@ impl Limits {
         let Err(not_until) = failures.check_key(&key) else {
             return Ok(());
         };
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let wait = wait(&not_until);
         let mut blocked = self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if blocked.len() >= MAX_BLOCKED {
             let now = Instant::now();
@@ -221,7 +224,7 @@ impl Limits {
         };
         limiter.check().map_err(|not_until| RateLimited {
             what: format!("user '{user}' may send {rate} requests per second (requests_per_second)"),
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            retry_after: wait(&not_until),
         })
     }
 
@@ -232,7 +235,7 @@ impl Limits {
         };
         limiter.check().map_err(|not_until| RateLimited {
             what: format!("this route serves {rate} requests per second (requests_per_second)"),
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            retry_after: wait(&not_until),
         })
     }
 
@@ -249,7 +252,7 @@ impl Limits {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(RateLimited {
                 what: format!("user '{user}' may write {rate} records per second (records_per_second)"),
-                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+                retry_after: wait(&not_until),
             }
             .into()),
             Err(_) => Err(OverBurst {
@@ -260,6 +263,11 @@ impl Limits {
             .into()),
         }
     }
+}
+
+/// How long until a refused request would pass.
+fn wait(not_until: &governor::NotUntil<<DefaultClock as Clock>::Instant>) -> Duration {
+    not_until.wait_time_from(DefaultClock::default().now())
 }
 
 fn failed_logins(wait: Duration) -> RateLimited {

@@ -56,6 +56,15 @@ pub enum ApiError {
     Produce(#[from] ProduceError),
 }
 
+impl From<crate::limits::RecordsRefused> for ApiError {
+    fn from(refused: crate::limits::RecordsRefused) -> Self {
+        match refused {
+            crate::limits::RecordsRefused::RateLimited(e) => e.into(),
+            crate::limits::RecordsRefused::OverBurst(e) => e.into(),
+        }
+    }
+}
+
 /// What the client asked for, once the path is understood.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ProduceCall {
@@ -87,12 +96,7 @@ pub async fn produce(
             topic: m.topic.clone(),
         });
     }
-    limits
-        .records(&user.name, messages.len())
-        .map_err(|refused| match refused {
-            crate::limits::RecordsRefused::RateLimited(e) => ApiError::from(e),
-            crate::limits::RecordsRefused::OverBurst(e) => ApiError::from(e),
-        })?;
+    limits.records(&user.name, messages.len())?;
     let deliveries = producer.produce(messages).await?;
     let answer: Vec<Metadata> = deliveries.iter().map(Metadata::from).collect();
     let bytes = if single {

@@ -173,7 +173,7 @@ fn path_str(path: &Path) -> &str {
 }
 
 /// Runs `scripts/kafka ARGS` off the async threads; its standard output, or a panic with what it said.
-async fn script(args: Vec<String>) -> String {
+pub async fn script(args: Vec<String>) -> String {
     tokio::task::spawn_blocking(move || {
         let out = Command::new(script_path())
             .args(&args)

@@ -190,19 +190,8 @@ pub async fn java_partitions(bootstrap: &str, topic: &str, keys: &[String]) -> V
 
 /// Runs `tests/java/KafkaReference.java` with `args` through `scripts/kafka java`; its standard output.
 async fn java_reference(args: &[&str]) -> String {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut command = std::process::Command::new(root.join("scripts/kafka"));
-    command
-        .arg("java")
-        .arg(root.join("tests/java/KafkaReference.java"))
-        .args(args);
-    let out = tokio::task::spawn_blocking(move || command.output().expect("run the Java reference client"))
-        .await
-        .expect("java thread");
-    assert!(
-        out.status.success(),
-        "the Java reference client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("text")
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/KafkaReference.java");
+    let mut command = vec!["java".to_owned(), file.to_owned()];
+    command.extend(args.iter().map(|a| (*a).to_owned()));
+    super::kafka::script(command).await
 }
