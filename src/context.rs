@@ -30,6 +30,9 @@ pub struct RequestContext {
     records: AtomicUsize,
     function: OnceLock<Arc<str>>,
     capture: Option<Capture>,
+    /// The request waits for its records' real outcome instead of answering "in doubt" (it has an
+    /// `Idempotency-Key`, whose entry must hold the true answer).
+    awaits_outcome: std::sync::atomic::AtomicBool,
 }
 
 tokio::task_local! {
@@ -72,6 +75,17 @@ impl RequestContext {
 
     pub fn records(&self) -> usize {
         self.records.load(Ordering::Relaxed)
+    }
+
+    /// From now on the request waits for its records' real outcome (see [`RequestContext::awaits_outcome`]).
+    pub fn await_outcome(&self) {
+        self.awaits_outcome.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a produce of this request that runs past its time waits for the records' real outcome rather than
+    /// answer that they may or may not have been written.
+    pub fn awaits_outcome(&self) -> bool {
+        self.awaits_outcome.load(Ordering::Relaxed)
     }
 
     pub fn set_function(&self, name: Arc<str>) {

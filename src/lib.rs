@@ -52,7 +52,7 @@ pub struct App {
     /// REST produce answers remembered by `Idempotency-Key`.
     pub idempotency: Arc<idempotency::Idempotency>,
     /// Rate limits per user and per client address.
-    pub limits: limits::Limits,
+    pub limits: Arc<limits::Limits>,
 }
 
 impl App {
@@ -60,14 +60,15 @@ impl App {
     /// stops startup.
     pub fn new(config: Config) -> Result<Arc<Self>, LoadErrors> {
         let config = Arc::new(config);
+        metrics::metrics().limit_topic_series(config.metrics.max_topic_series);
         let producer = producer(&config);
-        let functions = Functions::start(Arc::clone(&config), Arc::clone(&producer))?;
+        let limits = Arc::new(limits::Limits::new(&config));
+        let functions = Functions::start(Arc::clone(&config), Arc::clone(&producer), Arc::clone(&limits))?;
         let idempotency = idempotency::Idempotency::new(
             std::time::Duration::from_millis(config.server.idempotency_window_ms),
             config.server.idempotency_capacity,
             config.users.len() + 1,
         );
-        let limits = limits::Limits::new(&config);
         Ok(Arc::new(Self {
             config,
             producer,

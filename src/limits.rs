@@ -1,6 +1,7 @@
 //! Rate limits: a checked config in; per user, requests and records per second with a burst (`[[users]]
-//! requests_per_second`, `records_per_second`, `burst_seconds`), per route, requests per second for all callers
-//! (`[[routes]] requests_per_second`, `burst_seconds`), and per client address, failed logins
+//! requests_per_second`, `records_per_second`, `burst_seconds`), per route, requests and records (written with
+//! `kafka.produce`) per second for all callers (`[[routes]] requests_per_second`, `records_per_second`,
+//! `burst_seconds`), and per client address, failed logins
 //! (`[server] max_auth_failures_per_minute`) out, as a [`RateLimited`] answer (429 with `Retry-After`).
 //!
 //! The counting is governor's (GCRA); what is kept per address is bounded: failures are counted per IPv4 address and
@@ -35,11 +36,12 @@ pub struct RateLimited {
 /// A request with more records than a user's burst: it could never pass, so it is refused for good (413).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{count} records in one request; user '{user}' may write at most {burst} at once (records_per_second × \
+    "{count} records in one request; {who} may write at most {burst} at once (records_per_second × \
      burst_seconds): split them over several requests"
 )]
 pub struct OverBurst {
-    pub user: String,
+    /// "user 'name'", or "this route".
+    pub who: String,
     pub count: usize,
     pub burst: u32,
 }
@@ -56,8 +58,10 @@ pub enum RecordsRefused {
 /// Every rate limit of one server.
 pub struct Limits {
     users: HashMap<String, UserLimits>,
-    /// By function file, from its `[[routes]]` entry.
+    /// Requests by function file, from its `[[routes]]` entry.
     functions: HashMap<String, (u32, DefaultDirectRateLimiter)>,
+    /// Records written with `kafka.produce` by function file: rate, limiter, burst seconds.
+    function_records: HashMap<String, (u32, DefaultDirectRateLimiter, u32)>,
     failures: Option<DefaultKeyedRateLimiter<AddressKey>>,
     /// Addresses that failed too often, until when.
     blocked: Mutex<HashMap<AddressKey, Instant>>,
@@ -136,11 +140,22 @@ impl Limits {
                 Some((route.function.clone(), limit))
             })
             .collect();
+        let function_records = config
+            .routes
+            .iter()
+            .filter_map(|route| {
+                let (rate, limiter) = route
+                    .records_per_second
+                    .and_then(|r| per_second(r, route.burst_seconds))?;
+                Some((route.function.clone(), (rate, limiter, route.burst_seconds)))
+            })
+            .collect();
         let failures = NonZeroU32::new(config.server.max_auth_failures_per_minute)
             .map(|n| DefaultKeyedRateLimiter::keyed(Quota::per_minute(n)));
         Self {
             users,
             functions,
+            function_records,
             failures,
             blocked: Mutex::new(HashMap::new()),
             suspect: Mutex::new(HashMap::new()),
@@ -256,9 +271,31 @@ impl Limits {
             }
             .into()),
             Err(_) => Err(OverBurst {
-                user: user.to_owned(),
+                who: format!("user '{user}'"),
                 count,
                 burst: rate.saturating_mul(limits.burst_seconds),
+            }
+            .into()),
+        }
+    }
+
+    /// `count` records written by `function` (its file, as `[[routes]]` names it) with `kafka.produce`, all or none.
+    pub fn function_records(&self, function: &str, count: usize) -> Result<(), RecordsRefused> {
+        let Some((rate, limiter, burst_seconds)) = self.function_records.get(function) else {
+            return Ok(());
+        };
+        let n = NonZeroU32::new(u32::try_from(count).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        match limiter.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(RateLimited {
+                what: format!("this route writes {rate} records per second (records_per_second)"),
+                retry_after: wait(&not_until),
+            }
+            .into()),
+            Err(_) => Err(OverBurst {
+                who: "this route".to_owned(),
+                count,
+                burst: rate.saturating_mul(*burst_seconds),
             }
             .into()),
         }

@@ -12,8 +12,13 @@
 //! | `luka_lua_limit_hits_total` | `kind` (cpu, memory, timeout) |
 //! | `luka_lua_vm_memory_bytes` | `vm` |
 //! | `luka_kafka_cluster_reachable` | `cluster` (1 reachable, 0 down) |
+//!
+//! The `topic` label takes at most `[metrics] max_topic_series` values (the first topics seen); records of further
+//! topics are counted under `topic="_other"`, so writers naming new topics cannot grow the scrape without bound.
 
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use std::fmt::Write as _;
@@ -80,7 +85,13 @@ pub struct Metrics {
     pub lua_limit_hits: Family<KindLabel, Counter>,
     pub vm_memory: Family<VmLabel, Gauge>,
     pub cluster_reachable: Family<ClusterLabel, Gauge>,
+    /// Topics that have series of their own, at most `max_topics`.
+    topics: Mutex<HashSet<String>>,
+    max_topics: AtomicUsize,
 }
+
+/// The `topic` label of records of topics past `[metrics] max_topic_series`.
+pub const OTHER_TOPICS: &str = "_other";
 
 fn latency_histogram() -> Histogram {
     // 100 µs to ~13 s.
@@ -157,6 +168,8 @@ impl Metrics {
             lua_limit_hits,
             vm_memory,
             cluster_reachable,
+            topics: Mutex::default(),
+            max_topics: AtomicUsize::new(crate::config::defaults::MAX_TOPIC_SERIES),
         }
     }
 
@@ -187,10 +200,28 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Topics past the first `limit` get no series of their own (see the module's notes).
+    pub fn limit_topic_series(&self, limit: usize) {
+        self.max_topics.store(limit, Ordering::Relaxed);
+    }
+
+    /// `topic` as a label value: itself while within the cap, else [`OTHER_TOPICS`].
+    fn topic_label(&self, topic: &str) -> String {
+        let mut topics = self.topics.lock().expect("topic series lock poisoned");
+        if topics.contains(topic) {
+            return topic.to_owned();
+        }
+        if topics.len() < self.max_topics.load(Ordering::Relaxed) {
+            topics.insert(topic.to_owned());
+            return topic.to_owned();
+        }
+        OTHER_TOPICS.to_owned()
+    }
+
     pub fn record_outcome(&self, cluster: &str, topic: &str, result: &'static str, records: u64, bytes: u64) {
         let labels = RecordLabels {
             cluster: cluster.to_owned(),
-            topic: topic.to_owned(),
+            topic: self.topic_label(topic),
             result,
         };
         self.records.get_or_create(&labels).inc_by(records);
@@ -200,7 +231,7 @@ impl Metrics {
     pub fn produce_request(&self, cluster: &str, topic: &str, result: &'static str, records: usize) {
         let labels = RecordLabels {
             cluster: cluster.to_owned(),
-            topic: topic.to_owned(),
+            topic: self.topic_label(topic),
             result,
         };
         self.produce_requests.get_or_create(&labels).inc();

@@ -420,3 +420,45 @@ async fn a_route_rate_limit_answers_429_for_all_callers() {
     }
     assert_eq!(statuses, [200, 200, 200, 429]);
 }
+
+/// A route's `records_per_second` counts the records its function writes with `kafka.produce`, for all callers
+/// together: past it the call fails (a handler may catch it), and uncaught it is a 429 with `Retry-After`; more
+/// records in one call than the burst is a 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_records_limit_counts_what_its_function_writes() {
+    const WRITER: &str = r#"
+return function(req)
+  local n = tonumber(req.query.n or "1")
+  local messages = {}
+  for i = 1, n do messages[i] = { value = "v" .. i } end
+  if n == 1 then
+    kafka.produce { topic = "cities", key = "k", value = "one" }
+  else
+    kafka.produce { topic = "cities", messages = messages }
+  end
+  return { json = { written = n } }
+end"#;
+    let config = CONFIG.replace(
+        "function = \"open.lua\"",
+        "function = \"open.lua\"\n\n[[routes]]\npath = \"/write\"\nfunction = \"write.lua\"\nrecords_per_second = 3",
+    );
+    let h = Harness::start_with(1, &config, &[("open.lua", OPEN), ("write.lua", WRITER)]).await;
+    let (status, answer) = h.send("/write?n=2", &[], "").await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = h.send("/write", &[], "").await;
+    assert_eq!(status, 200, "the third record of the second: {answer}");
+    let response = h.http.post(h.url("/write")).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        common::error_of(&answer).contains("this route writes 3 records per second (records_per_second)"),
+        "{answer}"
+    );
+    let (status, answer) = h.send("/write?n=4", &[], "").await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        common::error_of(&answer).contains("this route may write at most 3 at once"),
+        "{answer}"
+    );
+}

@@ -45,6 +45,7 @@ pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
             }
             user.into_inner()
         }),
+        max_topic_series: raw.metrics.max_topic_series,
     };
     c.finish(Config {
         server: raw.server,
@@ -148,6 +149,18 @@ fn check_cluster(
     let connect_timeout_ms = raw
         .connect_timeout_ms
         .unwrap_or(defaults::CONNECT_TIMEOUT_MS.min(produce_timeout_ms));
+    let delivery_timeout_ms = raw
+        .delivery_timeout_ms
+        .unwrap_or(defaults::DELIVERY_TIMEOUT_MS.max(produce_timeout_ms));
+    if delivery_timeout_ms < produce_timeout_ms {
+        c.at(
+            name,
+            format!(
+                "[clusters.{n}] delivery_timeout_ms ({delivery_timeout_ms}) is shorter than produce_timeout_ms \
+                 ({produce_timeout_ms}); a batch must be resent at least as long as its callers wait"
+            ),
+        );
+    }
     for (value, key) in [
         (produce_timeout_ms, "produce_timeout_ms"),
         (connect_timeout_ms, "connect_timeout_ms"),
@@ -193,6 +206,8 @@ fn check_cluster(
         linger: Duration::from_millis(raw.linger_ms.unwrap_or(defaults::LINGER_MS)),
         produce_timeout: Duration::from_millis(produce_timeout_ms),
         connect_timeout: Duration::from_millis(connect_timeout_ms),
+        idempotence: raw.idempotence.unwrap_or(defaults::IDEMPOTENCE),
+        delivery_timeout: Duration::from_millis(delivery_timeout_ms),
         max_batch_bytes,
         max_batch_records,
         max_in_flight,

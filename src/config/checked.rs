@@ -37,6 +37,10 @@ pub struct Cluster {
     pub produce_timeout: Duration,
     /// Setup of one broker connection (TCP, TLS, ApiVersions, SASL).
     pub connect_timeout: Duration,
+    /// Producer ids and sequence numbers in every batch.
+    pub idempotence: bool,
+    /// How long a batch whose outcome is unknown is resent (with idempotence).
+    pub delivery_timeout: Duration,
     pub max_batch_bytes: usize,
     pub max_batch_records: usize,
     pub max_in_flight: usize,
@@ -86,6 +90,8 @@ pub struct MetricsSettings {
     pub enabled: bool,
     /// The only user whose credentials open `/metrics`; `None`: open to anyone who can reach the server.
     pub user: Option<String>,
+    /// Topics with series of their own (past it: `topic="_other"`).
+    pub max_topic_series: usize,
 }
 
 impl User {

@@ -78,6 +78,10 @@ pub const LOG_FORMAT: LogFormat = LogFormat::Human;
 /// On: a Prometheus scraper finds `/metrics` with no setup; `[metrics] user` closes it to all but one user.
 pub const METRICS_ENABLED: bool = true;
 
+/// Topics with series of their own in `/metrics`: far more than a config names, few enough that writers naming new
+/// topics (pattern topics) cannot grow the scrape without bound. Topics past it are counted under `topic="_other"`.
+pub const MAX_TOPIC_SERIES: usize = 1000;
+
 // `[clusters.<name>]`
 
 /// The name brokers log and apply quotas to; one for every luka, as it is one kind of client.
@@ -93,6 +97,14 @@ pub const LINGER_MS: u64 = 0;
 /// Upper bound for one produce, retries for leader changes and reconnects included (rskafka retries forever
 /// unless given a deadline).
 pub const PRODUCE_TIMEOUT_MS: u64 = 10_000;
+
+/// On: like Kafka's own clients (Java since 3.0, librdkafka 2.x), so a batch sent again after a lost answer or a
+/// leader change is recognised by the broker instead of written twice.
+pub const IDEMPOTENCE: bool = true;
+
+/// How long a partition keeps resending a batch whose outcome is not known (its answer was lost, its broker
+/// stalled) before giving it up: Kafka's own `delivery.timeout.ms` default. Never shorter than the produce timeout.
+pub const DELIVERY_TIMEOUT_MS: u64 = 120_000;
 
 /// A broker connection's setup (TCP, TLS handshake, ApiVersions, SASL) takes milliseconds, a hosted cluster's
 /// across a continent well under a second: past 5 s it has stalled (a TLS client at a plaintext port waits for ever).

@@ -47,6 +47,8 @@ pub struct Route {
     pub env: BTreeMap<String, String>,
     /// Requests per second the route's function serves, all callers together.
     pub requests_per_second: Option<u32>,
+    /// Records per second the route's function writes with `kafka.produce`, all callers together.
+    pub records_per_second: Option<u32>,
     pub burst_seconds: u32,
 }
 
@@ -262,6 +264,7 @@ pub(super) fn check_routes(c: &mut Checker<'_>, raw: &[RawRoute], functions_dir:
         }
         for (value, key) in [
             (route.requests_per_second, "requests_per_second"),
+            (route.records_per_second, "records_per_second"),
             (route.burst_seconds, "burst_seconds"),
         ] {
             if value == Some(0) {
@@ -279,6 +282,7 @@ pub(super) fn check_routes(c: &mut Checker<'_>, raw: &[RawRoute], functions_dir:
             idempotency: route.idempotency,
             env: route.env.clone(),
             requests_per_second: route.requests_per_second,
+            records_per_second: route.records_per_second,
             burst_seconds: route.burst_seconds.unwrap_or(super::defaults::BURST_SECONDS),
         };
         let overlap = routes.iter().find(|r| {

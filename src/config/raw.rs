@@ -37,6 +37,8 @@ pub struct MetricsConfig {
     pub enabled: bool,
     /// A `[[users]]` name: when set, `/metrics` needs that user's basic auth credentials.
     pub user: Option<Spanned<String>>,
+    /// Topics that get series of their own; records of further topics are counted under `topic="_other"`.
+    pub max_topic_series: usize,
 }
 
 impl Default for MetricsConfig {
@@ -44,6 +46,7 @@ impl Default for MetricsConfig {
         Self {
             enabled: defaults::METRICS_ENABLED,
             user: None,
+            max_topic_series: defaults::MAX_TOPIC_SERIES,
         }
     }
 }
@@ -180,7 +183,10 @@ pub struct RawRoute {
     pub env: BTreeMap<String, String>,
     /// Requests the route's function may serve per second, from all callers together; unlimited unless set.
     pub requests_per_second: Option<u32>,
-    /// How many seconds' worth of requests may come at once (the burst).
+    /// Records the route's function may write per second with `kafka.produce`, from all callers together;
+    /// unlimited unless set.
+    pub records_per_second: Option<u32>,
+    /// How many seconds' worth of requests or records may come at once (the burst).
     pub burst_seconds: Option<u32>,
 }
 
@@ -199,6 +205,11 @@ pub struct RawCluster {
     pub linger_ms: Option<u64>,
     /// Time limit for one produce, retries included; past it the caller gets an error (503 or 504).
     pub produce_timeout_ms: Option<u64>,
+    /// Idempotent produce (on by default): producer id, epoch and sequence numbers in every batch, so a batch sent
+    /// again is recognised by the broker. Off only for brokers without `InitProducerId`.
+    pub idempotence: Option<bool>,
+    /// With idempotence: how long a partition keeps resending a batch whose outcome is unknown before giving it up.
+    pub delivery_timeout_ms: Option<u64>,
     /// Time limit for setting up one broker connection: TCP connect, TLS handshake, ApiVersions and SASL. A TLS
     /// handshake that stalls past it is a 503 that says TLS.
     pub connect_timeout_ms: Option<u64>,

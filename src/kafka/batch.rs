@@ -10,23 +10,46 @@
 //! caller B: [r3]     ─┤ (queued while A's was in flight)                  ┌─> B: [o+2]
 //! caller C: [r4, r5] ─┘ ─────────────────────> produce [r3 r4 r5] ───────┴─> C: [o+3, o+4]
 //! ```
+//!
+//! Every caller learns one of three things: its offsets, a refusal (nothing of its records was written), or that
+//! its records were sent and their outcome is unknown. A caller that stops waiting can withdraw its records until
+//! the writer takes them into a batch; after that they are sent. With idempotence (the default) each writer has
+//! its own producer id and numbers its batches, and a batch whose answer was lost or late is sent again, the very
+//! same, on a fresh connection until the broker answers or the delivery timeout passes: the broker recognises a
+//! batch it already has, so nothing is written twice, and the records' outcome becomes known.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rskafka::client::error::Error as ClientError;
-use rskafka::client::partition::{Compression, PartitionClient};
+use futures::future::BoxFuture;
+use rskafka::client::error::{Error as ClientError, ProtocolError};
+use rskafka::client::partition::{Compression, PartitionClient, ProducerIdentity};
 use rskafka::record::Record;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use super::KafkaError;
-use tokio::sync::{mpsc, oneshot, watch};
 
 /// Callers queued per partition before further callers wait for room (all within their produce timeout).
 const QUEUE: usize = 1024;
 
 /// What the record batch adds per record beyond key, value and headers (length, delta and attribute varints).
 const RECORD_OVERHEAD: usize = 20;
+
+/// Pause before a batch whose outcome is unknown is sent again.
+const RESEND_PAUSE: Duration = Duration::from_millis(100);
+
+/// Fresh producer ids one batch may ask for (after the broker forgot or refused the writer's): a broker that keeps
+/// refusing them refuses the batch.
+const MAX_NEW_PRODUCER_IDS: usize = 3;
+
+/// Where a caller's records are: queued (the caller may still withdraw them), taken into a batch (being sent),
+/// withdrawn by the caller, or dropped by the writer before any send of them could have reached a broker.
+const QUEUED: u8 = 0;
+const SENT: u8 = 1;
+const WITHDRAWN: u8 = 2;
+const NOT_SENT: u8 = 3;
 
 /// Produce requests and records sent to Kafka, for observing how well batching works.
 #[derive(Debug, Default)]
@@ -35,7 +58,7 @@ pub struct ProduceCounters {
     pub records: AtomicU64,
 }
 
-/// How a partition's batches are cut.
+/// How a partition's batches are cut and sent.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BatchLimits {
     pub max_records: usize,
@@ -43,16 +66,24 @@ pub(crate) struct BatchLimits {
     /// Extra wait before each send for more records (0: adaptive batching alone).
     pub linger: Duration,
     pub compression: Compression,
-    /// A produce that has not answered by then is abandoned and its connection dropped.
+    /// One send that has not answered by then is given up (and, with idempotence, sent again).
     pub timeout: Duration,
+    /// Producer id and sequence numbers in every batch.
+    pub idempotence: bool,
+    /// With idempotence: how long a batch whose outcome is unknown is sent again before it is given up.
+    pub delivery_timeout: Duration,
 }
 
-/// The outcome of one caller's records: their offsets in order, or the error shared by everyone in the batch.
-pub(crate) type Written = Result<Vec<i64>, Arc<ClientError>>;
+/// A new connection to the partition's leader, for sending a batch again.
+pub(crate) type Connect = Arc<dyn Fn() -> BoxFuture<'static, Result<PartitionClient, ClientError>> + Send + Sync>;
+
+/// The outcome of one caller's records: their offsets in order, or the refusal shared by everyone in the batch.
+type Written = Result<Vec<i64>, Arc<ClientError>>;
 
 struct Job {
     records: Vec<Record>,
     bytes: usize,
+    stage: Arc<AtomicU8>,
     done: oneshot::Sender<Written>,
 }
 
@@ -62,128 +93,396 @@ pub(crate) struct PartitionWriter {
     jobs: mpsc::Sender<Job>,
 }
 
-/// Why a caller's records were not written.
+/// Why a caller's records were not (known to be) written.
 #[derive(Debug)]
 pub(crate) enum WriteError {
-    Client(Arc<ClientError>),
-    /// The writer gave up on a produce that never answered, or stopped; the records may or may not be written.
-    Abandoned,
+    /// The broker refused them: nothing of them was written.
+    Refused(Arc<ClientError>),
+    /// The writer stopped before sending them: nothing of them was written.
+    NotSent,
+    /// They were sent and no answer came (lost, late, or the writer gave up): they may or may not be written.
+    InDoubt,
+}
+
+/// A caller's place in the queue: its records' outcome, or a way to take them back before they are sent.
+pub(crate) struct Ticket {
+    stage: Arc<AtomicU8>,
+    answer: oneshot::Receiver<Written>,
+}
+
+impl Ticket {
+    /// Waits for the records' outcome.
+    pub(crate) async fn outcome(&mut self) -> Result<Vec<i64>, WriteError> {
+        match (&mut self.answer).await {
+            Ok(Ok(offsets)) => Ok(offsets),
+            Ok(Err(refused)) => Err(WriteError::Refused(refused)),
+            Err(_) if self.stage.load(Ordering::Acquire) == SENT => Err(WriteError::InDoubt),
+            Err(_) => Err(WriteError::NotSent),
+        }
+    }
+
+    /// The outcome if the writer gives it within `grace`: after an outage, the writer drops at once a batch that
+    /// cannot have reached a broker.
+    pub(crate) async fn outcome_within(&mut self, grace: Duration) -> Result<Vec<i64>, WriteError> {
+        match tokio::time::timeout(grace, self.outcome()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(WriteError::InDoubt),
+        }
+    }
+
+    /// Takes the records back unless they were sent: true means they will never be written.
+    pub(crate) fn withdraw(&self) -> bool {
+        match self
+            .stage
+            .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(stage) => stage == WITHDRAWN,
+        }
+    }
 }
 
 impl PartitionWriter {
-    /// Starts the writer task for one partition.
-    /// Starts the writer task for one partition; it stops when `outage` says the cluster is down.
+    /// Starts the writer task for one partition; without idempotence it stops when `outage` says the cluster is
+    /// down, or when a send does not answer in time (so the partition gets a new connection).
     pub(crate) fn start(
         client: PartitionClient,
+        connect: Connect,
         limits: BatchLimits,
         counters: Arc<ProduceCounters>,
         outage: watch::Receiver<Option<Arc<str>>>,
         cluster: Arc<str>,
     ) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(client, limits, counters, queue, outage, cluster));
+        let writer = Writer {
+            client,
+            connect,
+            limits,
+            counters,
+            outage,
+            cluster,
+            producer: None,
+        };
+        tokio::spawn(writer.run(queue));
         Self { jobs }
     }
 
-    /// Whether the task is still serving (it stops after abandoning a produce, so the partition gets a new
-    /// connection).
+    /// Whether the task is still serving.
     pub(crate) fn is_open(&self) -> bool {
         !self.jobs.is_closed()
     }
 
-    /// Queues `records` and waits for their offsets.
-    pub(crate) async fn write(&self, records: Vec<Record>) -> Result<Vec<i64>, WriteError> {
+    /// Queues `records` (waiting for room in the queue); the ticket gives their outcome.
+    pub(crate) async fn queue(&self, records: Vec<Record>) -> Result<Ticket, WriteError> {
         let bytes = records.iter().map(|r| r.approximate_size() + RECORD_OVERHEAD).sum();
         let (done, answer) = oneshot::channel();
-        let job = Job { records, bytes, done };
-        self.jobs.send(job).await.map_err(|_| WriteError::Abandoned)?;
-        match answer.await {
-            Ok(Ok(offsets)) => Ok(offsets),
-            Ok(Err(e)) => Err(WriteError::Client(e)),
-            Err(_) => Err(WriteError::Abandoned),
-        }
+        let stage = Arc::new(AtomicU8::new(QUEUED));
+        let job = Job {
+            records,
+            bytes,
+            stage: Arc::clone(&stage),
+            done,
+        };
+        self.jobs.send(job).await.map_err(|_| WriteError::NotSent)?;
+        Ok(Ticket { stage, answer })
     }
 }
 
-async fn run(
+/// What became of a batch.
+enum Delivered {
+    /// The broker's answer, for every caller in the batch.
+    Answer(Result<Vec<i64>, ClientError>),
+    /// No answer. `in_doubt`: a send may have reached a broker (its callers are told the records may or may not be
+    /// written), else none did (they are told nothing was written). `stop`: the writer ends too (its connection or
+    /// sequence is in question).
+    Dropped { in_doubt: bool, stop: bool },
+}
+
+struct Writer {
     client: PartitionClient,
+    connect: Connect,
     limits: BatchLimits,
     counters: Arc<ProduceCounters>,
-    mut queue: mpsc::Receiver<Job>,
-    mut outage: watch::Receiver<Option<Arc<str>>>,
+    outage: watch::Receiver<Option<Arc<str>>>,
     cluster: Arc<str>,
-) {
-    let mut carried: Option<Job> = None;
-    loop {
-        let first = match carried.take() {
-            Some(job) => job,
-            None => match queue.recv().await {
+    /// With idempotence: the writer's producer id and the partition's next sequence number under it (asked for
+    /// before the first batch, and again when the broker no longer knows it).
+    producer: Option<(ProducerIdentity, i32)>,
+}
+
+impl Writer {
+    async fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        let mut carried: Option<Job> = None;
+        loop {
+            let first = match carried.take() {
                 Some(job) => job,
-                None => return,
-            },
-        };
-        if !limits.linger.is_zero() {
-            tokio::time::sleep(limits.linger).await;
+                None => match queue.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            if !self.limits.linger.is_zero() {
+                tokio::time::sleep(self.limits.linger).await;
+            }
+            let (mut batch, next) = gather(first, &mut queue, &self.limits);
+            carried = next;
+            // From here the records are sent; callers that withdrew them (timeout, client gone) are left out.
+            batch.retain(|job| {
+                job.stage
+                    .compare_exchange(QUEUED, SENT, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            });
+            if batch.is_empty() {
+                continue;
+            }
+            let mut records = Vec::with_capacity(batch.iter().map(|j| j.records.len()).sum());
+            let mut callers = Vec::with_capacity(batch.len());
+            let mut stages = Vec::with_capacity(batch.len());
+            for job in batch {
+                let start = records.len();
+                records.extend(job.records);
+                callers.push((start..records.len(), job.done));
+                stages.push(job.stage);
+            }
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            self.counters.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+            let batch_size = records.len();
+            let delivered = if self.limits.idempotence {
+                self.deliver_idempotent(records).await
+            } else {
+                self.deliver_once(records).await
+            };
+            let result = match delivered {
+                Delivered::Answer(result) => result,
+                Delivered::Dropped { in_doubt, stop } => {
+                    self.observe(if in_doubt { "in_doubt" } else { "not_sent" }, batch_size);
+                    if !in_doubt {
+                        for stage in &stages {
+                            stage.store(NOT_SENT, Ordering::Release);
+                        }
+                    }
+                    // Dropping the callers' senders tells them: in doubt (taken), or nothing written (not sent).
+                    drop(callers);
+                    if stop {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            self.observe(
+                match &result {
+                    Ok(_) => "ok",
+                    Err(e) => {
+                        KafkaError::from_client(&self.cluster, self.client.topic(), self.client.partition(), e).kind()
+                    }
+                },
+                batch_size,
+            );
+            let result = result.map_err(Arc::new);
+            for (range, done) in callers {
+                let answer = match &result {
+                    Ok(offsets) => offsets.get(range.clone()).map(<[i64]>::to_vec).ok_or_else(|| {
+                        Arc::new(ClientError::InvalidResponse(format!(
+                            "broker returned {} offsets, caller expected {range:?}",
+                            offsets.len()
+                        )))
+                    }),
+                    Err(e) => Err(Arc::clone(e)),
+                };
+                let _ = done.send(answer);
+            }
         }
-        let (batch, next) = gather(first, &mut queue, &limits);
-        carried = next;
-        // Callers that gave up (timeout, client gone) while queued are not written.
-        let batch: Vec<Job> = batch.into_iter().filter(|job| !job.done.is_closed()).collect();
-        if batch.is_empty() {
-            continue;
-        }
-        let mut records = Vec::with_capacity(batch.iter().map(|j| j.records.len()).sum());
-        let mut callers = Vec::with_capacity(batch.len());
-        for job in batch {
-            let start = records.len();
-            records.extend(job.records);
-            callers.push((start..records.len(), job.done));
-        }
-        counters.requests.fetch_add(1, Ordering::Relaxed);
-        counters.records.fetch_add(records.len() as u64, Ordering::Relaxed);
-        let batch_size = records.len();
-        let observe = |result: &'static str| {
-            crate::metrics::metrics().produce_request(&cluster, client.topic(), result, batch_size);
-        };
-        let produce = tokio::time::timeout(limits.timeout, client.produce(records, limits.compression));
+    }
+
+    fn observe(&self, result: &'static str, batch_size: usize) {
+        crate::metrics::metrics().produce_request(&self.cluster, self.client.topic(), result, batch_size);
+    }
+
+    /// Without idempotence: one send (rskafka's own retries inside); a send that does not answer in time, or an
+    /// outage, stops the writer.
+    async fn deliver_once(&mut self, records: Vec<Record>) -> Delivered {
+        let batch = self.client.batch(records, self.limits.compression);
+        let produce = tokio::time::timeout(self.limits.timeout, self.client.produce_batch(&batch));
         let produced = tokio::select! {
             biased;
             produced = produce => produced,
-            _ = outage.wait_for(Option::is_some) => {
-                observe("unavailable");
-                // Its callers have been answered 503; rskafka would otherwise retry until its deadline.
-                tracing::warn!(topic = client.topic(), partition = client.partition(), "cluster down; dropping the produce in flight");
-                return;
+            _ = self.outage.wait_for(Option::is_some) => {
+                // Its callers have been answered; rskafka would otherwise retry until its deadline.
+                tracing::warn!(topic = self.client.topic(), partition = self.client.partition(), "cluster down; dropping the produce in flight");
+                return Delivered::Dropped { in_doubt: batch.may_have_arrived(), stop: true };
             }
         };
-        let Ok(result) = produced else {
-            observe("timeout");
-            // rskafka has no request timeout: a broker that stopped answering would hold every later produce on
-            // this connection. Dropping the writer (and its client) makes the next caller connect afresh.
-            tracing::warn!(
-                topic = client.topic(),
-                partition = client.partition(),
-                "produce did not answer in time; reconnecting"
-            );
-            return;
-        };
-        observe(match &result {
-            Ok(_) => "ok",
-            Err(e) => KafkaError::from_client(&cluster, client.topic(), client.partition(), e).kind(),
-        });
-        let result = result.map_err(Arc::new);
-        for (range, done) in callers {
-            let answer = match &result {
-                Ok(offsets) => offsets.get(range.clone()).map(<[i64]>::to_vec).ok_or_else(|| {
-                    Arc::new(ClientError::InvalidResponse(format!(
-                        "broker returned {} offsets, caller expected {range:?}",
-                        offsets.len()
-                    )))
-                }),
-                Err(e) => Err(Arc::clone(e)),
-            };
-            let _ = done.send(answer);
+        match produced {
+            Err(_) => {
+                // rskafka has no request timeout: a broker that stopped answering would hold every later produce
+                // on this connection. Stopping the writer (and its client) makes the next caller connect afresh.
+                tracing::warn!(
+                    topic = self.client.topic(),
+                    partition = self.client.partition(),
+                    "produce did not answer in time; reconnecting"
+                );
+                Delivered::Dropped {
+                    in_doubt: batch.may_have_arrived(),
+                    stop: true,
+                }
+            }
+            Ok(Err(e)) if batch.may_have_arrived() || maybe_appended(&e) => Delivered::Dropped {
+                in_doubt: true,
+                stop: false,
+            },
+            Ok(result) => Delivered::Answer(result),
         }
+    }
+
+    /// With idempotence: sends the batch under the writer's producer id and the partition's next sequence number,
+    /// and sends it again, the same, until its outcome is known or the delivery timeout passes. While no send can
+    /// have reached a broker, an outage drops it (its callers are told nothing was written).
+    async fn deliver_idempotent(&mut self, records: Vec<Record>) -> Delivered {
+        let deadline = Instant::now() + self.limits.delivery_timeout;
+        let count = records.len();
+        let mut batch = self.client.batch(records, self.limits.compression);
+        let mut new_ids = 0;
+        // Once a send may have reached the broker, a refusal of a later one no longer means "not written".
+        let mut in_doubt = false;
+        let mut outage = self.outage.clone();
+        loop {
+            let (identity, sequence) = match self.producer {
+                Some(producer) => producer,
+                None => {
+                    let asking = tokio::time::timeout_at(
+                        (Instant::now() + self.limits.timeout).min(deadline),
+                        self.client.init_producer_id(),
+                    );
+                    let asked = tokio::select! {
+                        biased;
+                        asked = asking => asked,
+                        _ = outage.wait_for(Option::is_some), if !in_doubt => {
+                            return Delivered::Dropped { in_doubt: false, stop: true };
+                        }
+                    };
+                    match asked {
+                        Ok(Ok(identity)) => *self.producer.insert((identity, 0)),
+                        Ok(Err(e)) if !in_doubt => return Delivered::Answer(Err(e)),
+                        Ok(Err(_)) | Err(_) if Instant::now() >= deadline => return self.give_up(in_doubt),
+                        Ok(Err(_)) | Err(_) => continue,
+                    }
+                }
+            };
+            batch.set_producer(identity, sequence);
+            let send = tokio::time::timeout_at(
+                (Instant::now() + self.limits.timeout).min(deadline),
+                self.client.produce_batch(&batch),
+            );
+            let sent = tokio::select! {
+                biased;
+                sent = send => sent,
+                // Dropped only while no send of it can have reached a broker.
+                _ = outage.wait_for(Option::is_some), if !in_doubt => {
+                    if !batch.may_have_arrived() {
+                        return Delivered::Dropped { in_doubt: false, stop: true };
+                    }
+                    in_doubt = true;
+                    continue;
+                }
+            };
+            in_doubt |= batch.may_have_arrived();
+            match sent {
+                Ok(Ok(offsets)) => {
+                    self.advance(count);
+                    return Delivered::Answer(Ok(offsets));
+                }
+                // A send whose first try was appended but whose answer was lost (the broker no longer has where).
+                Ok(Err(e)) if protocol_error(&e) == Some(ProtocolError::DuplicateSequenceNumber) => {
+                    self.advance(count);
+                    return Delivered::Answer(Ok(vec![-1; count]));
+                }
+                Ok(Err(e)) if needs_new_producer_id(&e) && new_ids < MAX_NEW_PRODUCER_IDS => {
+                    tracing::warn!(
+                        topic = self.client.topic(),
+                        partition = self.client.partition(),
+                        error = %e,
+                        "the broker no longer accepts this writer's producer id; asking for a new one"
+                    );
+                    new_ids += 1;
+                    self.producer = None;
+                    continue;
+                }
+                Ok(Err(e)) if !in_doubt && !maybe_appended(&e) => return Delivered::Answer(Err(e)),
+                Ok(Err(_)) | Err(_) => {}
+            }
+            in_doubt |= matches!(sent, Ok(Err(ref e)) if maybe_appended(e));
+            if Instant::now() + RESEND_PAUSE >= deadline {
+                return self.give_up(in_doubt);
+            }
+            tokio::time::sleep(RESEND_PAUSE).await;
+            // A fresh connection: the old one may be stalled. If none can be made now, the next round tries again.
+            let connecting = (Instant::now() + self.limits.timeout).min(deadline);
+            if let Ok(Ok(client)) = tokio::time::timeout_at(connecting, (self.connect)()).await {
+                self.client = client;
+            }
+        }
+    }
+
+    /// The partition's sequence moves past an acknowledged batch (wrapping to 0 past `i32::MAX`, as Kafka's does).
+    fn advance(&mut self, count: usize) {
+        if let Some((_, sequence)) = &mut self.producer {
+            *sequence = ((i64::from(*sequence) + count as i64) % (i64::from(i32::MAX) + 1)) as i32;
+        }
+    }
+
+    /// A batch with no answer past the delivery timeout: its callers are told what is known, and the writer stops
+    /// (its sequence may be in question); the next caller gets a new writer with a new producer id.
+    fn give_up(&self, in_doubt: bool) -> Delivered {
+        tracing::warn!(
+            topic = self.client.topic(),
+            partition = self.client.partition(),
+            in_doubt,
+            "no answer for a batch within the delivery timeout; giving it up"
+        );
+        Delivered::Dropped { in_doubt, stop: true }
+    }
+}
+
+/// The broker's error code, if the error is one.
+fn protocol_error(error: &ClientError) -> Option<ProtocolError> {
+    match error {
+        ClientError::ServerError { protocol_error, .. } => Some(*protocol_error),
+        ClientError::RetryFailed(rskafka::BackoffError::DeadlineExceded { source, .. }) => {
+            source.downcast_ref::<ClientError>().and_then(protocol_error)
+        }
+        _ => None,
+    }
+}
+
+/// The broker forgot or refused the producer id (its state expired, it was fenced, or the log lost its sequence).
+fn needs_new_producer_id(error: &ClientError) -> bool {
+    matches!(
+        protocol_error(error),
+        Some(
+            ProtocolError::OutOfOrderSequenceNumber
+                | ProtocolError::UnknownProducerId
+                | ProtocolError::InvalidProducerEpoch
+                | ProtocolError::ProducerFenced
+        )
+    )
+}
+
+/// Whether records refused with `error` may have been appended all the same: the broker timed out waiting for its
+/// replicas or appended before finding too few, or its answer was unreadable. (A connection that broke after
+/// sending is `ProduceBatch::may_have_arrived`; one that could not be made sent nothing.)
+fn maybe_appended(error: &ClientError) -> bool {
+    match error {
+        ClientError::ServerError { protocol_error, .. } => matches!(
+            protocol_error,
+            ProtocolError::RequestTimedOut
+                | ProtocolError::NotEnoughReplicasAfterAppend
+                | ProtocolError::NetworkException
+        ),
+        ClientError::RetryFailed(rskafka::BackoffError::DeadlineExceded { source, .. }) => {
+            source.downcast_ref::<ClientError>().is_some_and(maybe_appended)
+        }
+        ClientError::InvalidResponse(_) | ClientError::Timeout => true,
+        _ => false,
     }
 }
 
@@ -218,6 +517,7 @@ mod tests {
         Job {
             records: vec![record; records],
             bytes: records * bytes,
+            stage: Arc::default(),
             done: oneshot::channel().0,
         }
     }
@@ -229,6 +529,8 @@ mod tests {
             linger: Duration::ZERO,
             compression: Compression::NoCompression,
             timeout: Duration::from_secs(1),
+            idempotence: true,
+            delivery_timeout: Duration::from_secs(1),
         }
     }
 

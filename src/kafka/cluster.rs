@@ -12,10 +12,14 @@ use rskafka::record::Record;
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::KafkaError;
-use super::batch::{BatchLimits, PartitionWriter, ProduceCounters, WriteError};
-use super::deadline::ran_out;
+use super::batch::{BatchLimits, Connect, PartitionWriter, ProduceCounters, WriteError};
 use super::reachability::Reachability;
 use crate::config::{Cluster, Compression};
+
+/// Whether the current request waits for its records' real outcome rather than answer "in doubt".
+fn awaits_outcome() -> bool {
+    crate::context::RequestContext::current().is_some_and(|context| context.awaits_outcome())
+}
 
 /// An absent topic is looked up again after this long, so a flood of requests for a missing topic costs at
 /// most one metadata request per interval, while a topic created meanwhile is found quickly.
@@ -23,6 +27,9 @@ const ABSENT_TOPIC_TTL: Duration = Duration::from_secs(1);
 
 /// Extra time past the produce timeout before luka stops waiting on rskafka, whose own deadline should fire first.
 const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
+
+/// How long a produce cut short waits for its partition writer to say whether its records can have been sent.
+const WRITER_VERDICT: Duration = Duration::from_millis(250);
 
 /// A full metadata listing younger than this is reused: by `/topics`, and for a topic the listing did not have. A
 /// request naming topics that do not exist (new names for a pattern, say) costs the broker at most one metadata
@@ -53,7 +60,7 @@ pub struct CreateIfMissing {
 #[derive(Debug)]
 pub struct ClusterClient {
     config: Arc<Cluster>,
-    client: Client,
+    client: Arc<Client>,
     metadata: Mutex<HashMap<String, CachedTopic>>,
     /// One metadata refresh at a time; callers arriving meanwhile reuse its result.
     refresh: tokio::sync::Mutex<()>,
@@ -75,7 +82,7 @@ impl ClusterClient {
             in_flight: Semaphore::new(config.max_in_flight),
             reachability,
             config,
-            client,
+            client: Arc::new(client),
             metadata: Mutex::default(),
             refresh: tokio::sync::Mutex::default(),
             listed_at: Mutex::default(),
@@ -291,6 +298,11 @@ impl ClusterClient {
     }
 
     /// Writes `records` to one partition, sharing a batch with concurrent callers; gives their offsets in order.
+    ///
+    /// An answer is always true: records withdrawn before they were sent are "not written" (503, or 504 that says
+    /// so); records that were sent and not acknowledged in time are in doubt (504, "may or may not"), unless the
+    /// request waits for the real outcome ([`RequestContext::awaits_outcome`], an `Idempotency-Key`): then it waits
+    /// for the writer, which resends until the broker answers or the delivery timeout passes.
     pub async fn produce(&self, topic: &str, partition: i32, records: Vec<Record>) -> Result<Vec<i64>, KafkaError> {
         let Ok(_in_flight) = self.in_flight.try_acquire() else {
             return Err(KafkaError::Busy {
@@ -298,22 +310,40 @@ impl ClusterClient {
                 limit: self.config.max_in_flight,
             });
         };
-        let deadline = self.config.produce_timeout + TIMEOUT_MARGIN;
-        let work = async {
+        let deadline = Instant::now() + self.config.produce_timeout + TIMEOUT_MARGIN;
+        let queued = async {
             let writer = self.writer(topic, partition).await?;
-            match writer.write(records).await {
-                Ok(offsets) => Ok(offsets),
-                Err(e) => Err(self.write_error(topic, partition, &e).await),
-            }
+            writer
+                .queue(records)
+                .await
+                .map_err(|e| self.write_error(topic, partition, e))
         };
-        let result = self.guarded(deadline, work).await;
+        let mut ticket = self.guarded(deadline - Instant::now(), queued).await.inspect_err(|e| {
+            if let KafkaError::UnknownTopic { .. } = e {
+                self.forget_topic(topic);
+            }
+        })?;
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let written = match self.guarded(limit, async { Ok(ticket.outcome().await) }).await {
+            Ok(written) => written,
+            // Cut short (time, outage): true as it stands if the records were not sent yet.
+            Err(cut) if ticket.withdraw() => return Err(cut),
+            Err(_) if awaits_outcome() => ticket.outcome().await,
+            // The writer has them: it drops at once, on the same outage, a batch no send of which can have reached
+            // a broker ("nothing was written"); otherwise they are in doubt.
+            Err(cut) => match ticket.outcome_within(WRITER_VERDICT).await {
+                Err(WriteError::NotSent) => return Err(cut),
+                outcome => outcome,
+            },
+        };
+        let result = written.map_err(|e| self.write_error(topic, partition, e));
         if let Err(KafkaError::UnknownTopic { .. }) = &result {
             self.forget_topic(topic);
         }
         result
     }
 
-    /// The writer of one partition, connecting on first use and again after its writer gave up on a connection.
+    /// The writer of one partition, connecting on first use and again after its writer stopped.
     async fn writer(&self, topic: &str, partition: i32) -> Result<Arc<PartitionWriter>, KafkaError> {
         let key = (topic.to_owned(), partition);
         let cell = self.writers.entry(key.clone()).or_default().clone();
@@ -329,9 +359,21 @@ impl ClusterClient {
                 linger: self.config.linger,
                 compression: wire_compression(self.config.compression),
                 timeout: self.config.produce_timeout,
+                idempotence: self.config.idempotence,
+                delivery_timeout: self.config.delivery_timeout,
             };
+            let (rskafka, topic_name) = (Arc::clone(&self.client), topic.to_owned());
+            let connect: Connect = Arc::new(move || {
+                let (rskafka, topic) = (Arc::clone(&rskafka), topic_name.clone());
+                Box::pin(async move {
+                    rskafka
+                        .partition_client(topic, partition, UnknownTopicHandling::Error)
+                        .await
+                })
+            });
             Ok(Arc::new(PartitionWriter::start(
                 client,
+                connect,
                 limits,
                 Arc::clone(&self.counters),
                 self.reachability.subscribe(),
@@ -357,10 +399,18 @@ impl ClusterClient {
             .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))
     }
 
-    async fn write_error(&self, topic: &str, partition: i32, error: &WriteError) -> KafkaError {
+    fn write_error(&self, topic: &str, partition: i32, error: WriteError) -> KafkaError {
         match error {
-            WriteError::Client(e) => KafkaError::from_client(&self.config.name, topic, partition, e),
-            WriteError::Abandoned => ran_out(&self.config, self.config.produce_timeout).await,
+            WriteError::Refused(e) => KafkaError::from_client(&self.config.name, topic, partition, &e),
+            WriteError::NotSent => KafkaError::Unavailable {
+                cluster: self.config.name.clone(),
+                detail: format!("the connection to the leader of '{topic}' partition {partition} was lost"),
+            },
+            WriteError::InDoubt => KafkaError::InDoubt {
+                cluster: self.config.name.clone(),
+                topic: topic.to_owned(),
+                partition,
+            },
         }
     }
 

@@ -24,6 +24,18 @@ pub enum KafkaError {
         detail: String,
     },
 
+    /// Records were sent and no answer came in time (lost, late, or given up after resending): they may or may not
+    /// be written.
+    #[error(
+        "kafka cluster '{cluster}' did not acknowledge the records for '{topic}' partition {partition} in time; they \
+         may or may not have been written"
+    )]
+    InDoubt {
+        cluster: String,
+        topic: String,
+        partition: i32,
+    },
+
     #[error("kafka cluster '{cluster}' has {limit} produce calls waiting already; retry shortly")]
     Busy { cluster: String, limit: usize },
 
@@ -75,7 +87,8 @@ pub enum ErrorClass {
     TooLarge,
     /// The cluster cannot take writes now: it is down, busy, or refuses luka's TLS or SASL (503; retry).
     Unavailable,
-    /// The cluster did not answer in time; the records may or may not have been written (504).
+    /// The cluster did not answer in time (504): before the records were sent (nothing was written), or after
+    /// ([`KafkaError::InDoubt`]: they may or may not have been written).
     Timeout,
     /// The broker failed the call in a way the caller cannot fix (502).
     Upstream,
@@ -95,7 +108,7 @@ impl KafkaError {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Unavailable { .. } | Self::Busy { .. } | Self::Security { .. } => ErrorClass::Unavailable,
-            Self::Timeout { .. } => ErrorClass::Timeout,
+            Self::Timeout { .. } | Self::InDoubt { .. } => ErrorClass::Timeout,
             Self::UnknownTopic { .. } | Self::UnknownPartition { .. } | Self::CreateLimit { .. } => {
                 ErrorClass::NotFound
             }
@@ -117,6 +130,7 @@ impl KafkaError {
         match self {
             Self::Unavailable { cluster, .. }
             | Self::Timeout { cluster, .. }
+            | Self::InDoubt { cluster, .. }
             | Self::Security { cluster, .. }
             | Self::Busy { cluster, .. }
             | Self::UnknownTopic { cluster, .. }
@@ -135,6 +149,7 @@ impl KafkaError {
             Self::Security { cause, .. } => cause.kind(),
             Self::Busy { .. } => "busy",
             Self::Timeout { .. } => "timeout",
+            Self::InDoubt { .. } => "in_doubt",
             Self::UnknownTopic { .. } => "unknown_topic",
             Self::CreateLimit { .. } => "create_limit",
             Self::UnknownPartition { .. } => "unknown_partition",

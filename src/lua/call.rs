@@ -179,6 +179,9 @@ fn classify(
     if let Some(bad) = outcome.bad_request.filter(|m| message.contains(m.as_str())) {
         return Err(LuaError::BadRequest(bad));
     }
+    if let Some((refused, _)) = outcome.records_refused.filter(|(_, m)| message.contains(m.as_str())) {
+        return Err(LuaError::RecordsRefused(refused));
+    }
     if let Some(outage) = outcome.kafka_outage.filter(|o| message.contains(o.message.as_str())) {
         return Err(LuaError::Kafka {
             function,

@@ -70,6 +70,10 @@ pub enum LuaError {
         class: ErrorClass,
     },
 
+    /// `kafka.produce` was over the route's `records_per_second`, and the handler did not catch it.
+    #[error(transparent)]
+    RecordsRefused(crate::limits::RecordsRefused),
+
     /// The VM could not set up the request (for instance, out of memory before the handler ran).
     #[error("cannot start {function}: {message}")]
     Setup { function: String, message: String },

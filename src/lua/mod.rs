@@ -111,7 +111,7 @@ fn setup_error(error: mlua::Error) -> LoadErrors {
 
 /// `luka check`: compiles and loads every function without serving; gives how many there are.
 pub fn check(config: Arc<Config>, producer: Arc<Producer>) -> Result<usize, LoadErrors> {
-    let context = Arc::new(KafkaContext { config, producer });
+    let context = KafkaContext::new(config, producer);
     load_all(&context.config, &context).map(|table| table.functions().len())
 }
 
@@ -120,7 +120,7 @@ pub fn check(config: Arc<Config>, producer: Arc<Producer>) -> Result<usize, Load
 /// test files are the developer's own code.
 pub fn tooling_lua(config: Arc<Config>, producer: Arc<Producer>) -> mlua::Result<mlua::Lua> {
     let lua = mlua::Lua::new_with(mlua::StdLib::ALL_SAFE, mlua::LuaOptions::new())?;
-    let context = Arc::new(KafkaContext { config, producer });
+    let context = KafkaContext::new(config, producer);
     modules::install(&lua, &context, &Arc::new(state::VmShared::default()))?;
     lua.globals().raw_remove("kafka")?;
     Ok(lua)
@@ -129,11 +129,12 @@ pub fn tooling_lua(config: Arc<Config>, producer: Arc<Producer>) -> mlua::Result
 impl Functions {
     /// Compiles every function (any error stops startup), starts the VMs and, if configured, the file watcher.
     /// Must run inside the tokio runtime.
-    pub fn start(config: Arc<Config>, producer: Arc<Producer>) -> Result<Arc<Self>, LoadErrors> {
-        let context = Arc::new(KafkaContext {
-            config: Arc::clone(&config),
-            producer,
-        });
+    pub fn start(
+        config: Arc<Config>,
+        producer: Arc<Producer>,
+        rates: Arc<crate::limits::Limits>,
+    ) -> Result<Arc<Self>, LoadErrors> {
+        let context = KafkaContext::with_limits(Arc::clone(&config), producer, rates);
         let table = load_all(&config, &context)?;
         let pool = Pool::start(config.lua.vms, Arc::clone(&context), limits(&config)).map_err(setup_error)?;
         let functions = Arc::new(Self {

@@ -167,6 +167,7 @@ mod tests {
             idempotency: false,
             env: BTreeMap::new(),
             requests_per_second: None,
+            records_per_second: None,
             burst_seconds: 1,
         }
     }

@@ -52,6 +52,9 @@ pub struct Outcome {
     pub bad_request: Option<String>,
     /// `kafka.produce` failed because a cluster was down (503) or slow (504).
     pub kafka_outage: Option<KafkaOutage>,
+    /// `kafka.produce` was refused by the route's `records_per_second` (429, or 413 past the burst), with the error
+    /// the handler was given.
+    pub records_refused: Option<(crate::limits::RecordsRefused, String)>,
 }
 
 #[derive(Debug, Clone)]

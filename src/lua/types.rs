@@ -160,10 +160,7 @@ mod tests {
         )
         .unwrap();
         let config = Arc::new(config);
-        Arc::new(KafkaContext {
-            producer: crate::producer(&config),
-            config,
-        })
+        KafkaContext::new(Arc::clone(&config), crate::producer(&config))
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Client errors (4xx) say what was wrong and how to fix it. Server-side errors (5xx) say which cluster failed
 //! and nothing more; the detail goes to the log.
 
+use crate::limits::RecordsRefused;
 use hyper::StatusCode;
 use hyper::header::{HeaderValue, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
@@ -43,7 +44,9 @@ pub enum RequestError {
     #[error("the request body did not arrive within {ms} ms of the headers; send it without pausing")]
     BodyTimeout { ms: u64 },
 
-    #[error("the request did not complete within {ms} ms")]
+    #[error(
+        "the request did not complete within {ms} ms (one sent with an Idempotency-Key keeps it until its outcome is known: retry with the same key to learn it)"
+    )]
     Timeout { ms: u128 },
 
     #[error(transparent)]
@@ -92,7 +95,10 @@ pub fn into_response(error: &RequestError, request_id: &str) -> Response {
             .headers_mut()
             .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
-    if let RequestError::RateLimited(limited) | RequestError::Api(ApiError::RateLimited(limited)) = error {
+    if let RequestError::RateLimited(limited)
+    | RequestError::Api(ApiError::RateLimited(limited))
+    | RequestError::Lua(LuaError::RecordsRefused(RecordsRefused::RateLimited(limited))) = error
+    {
         let seconds = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
         response
             .headers_mut()
@@ -172,6 +178,8 @@ fn lua_status(error: &LuaError) -> StatusCode {
         LuaError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         LuaError::Kafka { class, .. } => class_status(*class),
         LuaError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        LuaError::RecordsRefused(RecordsRefused::RateLimited(_)) => StatusCode::TOO_MANY_REQUESTS,
+        LuaError::RecordsRefused(RecordsRefused::OverBurst(_)) => StatusCode::PAYLOAD_TOO_LARGE,
         LuaError::Runtime { .. }
         | LuaError::BadResponse { .. }
         | LuaError::CpuLimit { .. }
@@ -211,10 +219,12 @@ fn public_message(error: &RequestError) -> String {
             cause.summary()
         ),
         Some(KafkaError::Timeout { cluster, .. }) => {
-            format!(
-                "kafka cluster '{cluster}' did not acknowledge in time; the records may or may not have been written"
-            )
+            format!("kafka cluster '{cluster}' did not answer in time; nothing was written unless listed in results")
         }
+        Some(KafkaError::InDoubt { cluster, .. }) => format!(
+            "kafka cluster '{cluster}' did not acknowledge in time; the records may or may not have been written \
+             (send an Idempotency-Key to retry without writing twice)"
+        ),
         Some(KafkaError::Rejected {
             cluster,
             topic,

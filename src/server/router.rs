@@ -37,7 +37,7 @@ const REQUEST_ID: &str = "x-request-id";
 /// Longest caller-given request id kept; longer ones are replaced by a new id.
 const MAX_REQUEST_ID: usize = 128;
 
-pub async fn handle<B: RequestBody>(app: &App, request: Request<B>, remote: SocketAddr) -> Response {
+pub async fn handle<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote: SocketAddr) -> Response {
     let started = Instant::now();
     let _in_flight = InFlight::enter();
     let method = request.method().clone();
@@ -187,7 +187,7 @@ fn trace_context<B>(app: &App, request: &Request<B>) -> Vec<(String, Vec<u8>)> {
 }
 
 async fn dispatch<B: RequestBody>(
-    app: &App,
+    app: &Arc<App>,
     request: Request<B>,
     remote: SocketAddr,
     context: &RequestContext,
@@ -229,8 +229,9 @@ async fn dispatch<B: RequestBody>(
             key,
             fingerprint: idempotency::fingerprint(&method, &target, None, &body),
         });
-        return idempotent(app, once, async {
-            let body = api::produce(&app.producer, &app.limits, user, call, &body).await?;
+        let user = user.clone();
+        return idempotent(app, once, move |app| async move {
+            let body = api::produce(&app.producer, &app.limits, &user, call, &body).await?;
             Ok(Answer {
                 status: 200,
                 headers: vec![(CONTENT_TYPE.to_string(), "application/json".into())],
@@ -409,7 +410,7 @@ fn authorization<B>(request: &Request<B>) -> Option<String> {
 }
 
 async fn call_function<B: RequestBody>(
-    app: &App,
+    app: &Arc<App>,
     request: Request<B>,
     remote: SocketAddr,
     target: Target,
@@ -453,7 +454,10 @@ async fn call_function<B: RequestBody>(
             &http.body,
         ),
     });
-    idempotent(app, once, async move { Ok(app.functions.call(target, http).await?) }).await
+    idempotent(app, once, move |app| async move {
+        Ok(app.functions.call(target, http).await?)
+    })
+    .await
 }
 
 /// A request's hold on an `Idempotency-Key`: whose it is (function, `""` for REST produce; user), and what the
@@ -467,11 +471,19 @@ struct Once {
 
 /// Runs `run`, or under an `Idempotency-Key` (`once`): replays the answer remembered for the key (marked
 /// `Idempotent-Replayed: true`), refuses a clash, and remembers a successful answer for the next repeat.
-async fn idempotent(
-    app: &App,
+///
+/// A keyed request runs in a task of its own that holds the key until the request's real outcome is known: if
+/// the client goes away or the request times out meanwhile, a retry is told the key is in use (409) and, once the
+/// outcome is in, gets it (the success replayed, or the key free again after a failure). Its produces wait for
+/// their records' real outcome rather than answer "in doubt".
+async fn idempotent<F>(
+    app: &Arc<App>,
     once: Option<Once>,
-    run: impl Future<Output = Result<Answer, RequestError>>,
-) -> Result<Response, RequestError> {
+    run: impl FnOnce(Arc<App>) -> F,
+) -> Result<Response, RequestError>
+where
+    F: Future<Output = Result<Answer, RequestError>> + Send + 'static,
+{
     let claim = match once {
         None => None,
         Some(once) => match app
@@ -490,11 +502,31 @@ async fn idempotent(
             Begin::Mismatch => return Err(RequestError::IdempotencyMismatch),
         },
     };
-    let answer = run.await?;
-    if let Some(claim) = claim {
-        claim.complete(&answer);
+    let Some(claim) = claim else {
+        return Ok(answer_response(&run(Arc::clone(app)).await?));
+    };
+    let context = RequestContext::current();
+    if let Some(context) = &context {
+        context.await_outcome();
     }
-    Ok(answer_response(&answer))
+    let work = run(Arc::clone(app));
+    let owned = async move {
+        let result = work.await;
+        if let Ok(answer) = &result {
+            claim.complete(answer);
+        }
+        result
+    };
+    let task = match context {
+        Some(context) => tokio::spawn(RequestContext::scope(context, owned)),
+        None => tokio::spawn(owned),
+    };
+    match task.await {
+        Ok(result) => Ok(answer_response(&result?)),
+        Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+        // Only when the runtime shuts down, and then nobody reads the answer.
+        Err(_) => Err(RequestError::Timeout { ms: 0 }),
+    }
 }
 
 fn answer_response(answer: &Answer) -> Response {

@@ -45,7 +45,7 @@ type Exchanged = (u16, Table, LuaString, Table);
 /// One request through the router, and what it wrote; `Err` is a message for the test author.
 async fn exchange(
     lua: &Lua,
-    app: &App,
+    app: &Arc<App>,
     method: &str,
     path: &str,
     headers: &[(String, String)],

@@ -45,6 +45,9 @@ pub struct Harness {
     pub dir: std::path::PathBuf,
     pub app: Arc<App>,
     pub brokers: Vec<TestBroker>,
+    /// For each `{brokerN:PROXIED}` in the config, the proxy in front of that Apache node's proxied listener (see
+    /// [`proxy::KafkaProxy`]), in the order of N.
+    pub proxies: Vec<proxy::KafkaProxy>,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -64,7 +67,8 @@ impl Harness {
     /// Starts `broker_count` brokers of kind `kafka` (each its own cluster) and luka on `config`, where `{broker0}`,
     /// `{broker1}`... stand for their bootstrap addresses; on Apache Kafka also `{brokerN:SASL_PLAINTEXT}` (and the
     /// other [`kafka::SECURE_LISTENERS`]) for its other listeners, and `{brokerN:CA}` for the CA file that signed
-    /// their certificates.
+    /// their certificates, and `{brokerN:PROXIED}` for a listener reached through a proxy that can lose answers
+    /// ([`Harness::proxies`]; one node).
     pub async fn on(kafka: Kafka, broker_count: usize, config: &str) -> Self {
         Self::on_with(kafka, broker_count, config, &[]).await
     }
@@ -82,6 +86,7 @@ impl Harness {
         }
         let brokers = futures::future::join_all((0..broker_count).map(|_| TestBroker::start(kafka))).await;
         let mut text = config.to_owned();
+        let mut proxies = Vec::new();
         for (i, broker) in brokers.iter().enumerate() {
             text = text.replace(&format!("{{broker{i}}}"), &bootstrap_toml(&broker.bootstrap()));
             if let TestBroker::Apache(kafka) = broker {
@@ -92,6 +97,12 @@ impl Harness {
                     );
                 }
                 text = text.replace(&format!("{{broker{i}:CA}}"), kafka.ca_file());
+                let proxied = format!("{{broker{i}:PROXIED}}");
+                if text.contains(&proxied) {
+                    let at = kafka.env("KAFKA_PROXIED");
+                    proxies.push(proxy::KafkaProxy::start_at(at, kafka.env("KAFKA_PROXIED_TARGET").to_owned()).await);
+                    text = text.replace(&proxied, &bootstrap_toml(at));
+                }
             }
         }
         let text = with_test_cpu_budget(text);
@@ -113,6 +124,7 @@ impl Harness {
             dir,
             app,
             brokers,
+            proxies,
             http,
             stop: Some(stop),
         }

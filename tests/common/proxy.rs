@@ -1,8 +1,10 @@
-//! A TCP proxy on 127.0.0.1 in front of a broker that counts the Kafka requests passing through it by API key: to
-//! see how many requests luka makes of a broker (its metadata requests, say). Bootstrap luka at [`KafkaProxy::addr`];
-//! brokers advertise their own addresses, so only the connections made to the bootstrap address pass through it.
+//! A TCP proxy on 127.0.0.1 in front of a broker that counts the Kafka requests passing through it by API key (to
+//! see how many requests luka makes of a broker), and can lose the broker's answers to chosen requests (to see what
+//! a client does when an answer never comes). Bootstrap luka at [`KafkaProxy::addr`]. Brokers advertise their own
+//! addresses, so only the connections made to the bootstrap address pass through it, unless the broker advertises
+//! the proxy ([`crate::common::kafka::ApacheKafka::proxied`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -12,9 +14,20 @@ use tokio::net::{TcpListener, TcpStream};
 /// Kafka's API key of Metadata requests.
 pub const METADATA: i16 = 3;
 
+/// Kafka's API key of Produce requests.
+pub const PRODUCE: i16 = 0;
+
+#[derive(Default)]
+struct Shared {
+    counts: HashMap<i16, usize>,
+    /// Answers still to lose, by API key.
+    to_lose: HashMap<i16, usize>,
+    lost: HashMap<i16, usize>,
+}
+
 pub struct KafkaProxy {
     pub addr: SocketAddr,
-    counts: Arc<Mutex<HashMap<i16, usize>>>,
+    shared: Arc<Mutex<Shared>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -22,23 +35,64 @@ impl KafkaProxy {
     /// Listens on a free port and forwards each connection to `target`.
     pub async fn start(target: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        Self::on(listener, target)
+    }
+
+    /// Listens on `addr` (a port a broker advertises) and forwards each connection to `target`.
+    pub async fn start_at(addr: &str, target: String) -> Self {
+        let listener = TcpListener::bind(addr)
+            .await
+            .expect("bind proxy at the advertised port");
+        Self::on(listener, target)
+    }
+
+    fn on(listener: TcpListener, target: String) -> Self {
         let addr = listener.local_addr().expect("proxy address");
-        let counts = Arc::new(Mutex::new(HashMap::new()));
-        let counted = Arc::clone(&counts);
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let state = Arc::clone(&shared);
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(broker) = TcpStream::connect(&target).await else {
                     continue;
                 };
-                tokio::spawn(forward(client, broker, Arc::clone(&counted)));
+                tokio::spawn(forward(client, broker, Arc::clone(&state)));
             }
         });
-        Self { addr, counts, accept }
+        Self { addr, shared, accept }
     }
 
     /// Requests with `api_key` that have passed so far.
     pub fn requests(&self, api_key: i16) -> usize {
-        self.counts.lock().expect("counts").get(&api_key).copied().unwrap_or(0)
+        self.shared
+            .lock()
+            .expect("proxy state")
+            .counts
+            .get(&api_key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The broker's answers to the next `count` requests with `api_key` are lost: the request reaches the broker,
+    /// and when its answer comes the proxy closes that connection instead of passing the answer on.
+    pub fn lose_answers(&self, api_key: i16, count: usize) {
+        *self
+            .shared
+            .lock()
+            .expect("proxy state")
+            .to_lose
+            .entry(api_key)
+            .or_default() += count;
+    }
+
+    /// Answers lost so far to requests with `api_key`.
+    pub fn lost(&self, api_key: i16) -> usize {
+        self.shared
+            .lock()
+            .expect("proxy state")
+            .lost
+            .get(&api_key)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -48,27 +102,60 @@ impl Drop for KafkaProxy {
     }
 }
 
-/// Copies the broker's answers back as they come, and the client's requests frame by frame, counting each.
-async fn forward(client: TcpStream, broker: TcpStream, counts: Arc<Mutex<HashMap<i16, usize>>>) {
+/// Reads one length-prefixed Kafka frame.
+async fn read_frame(stream: &mut (impl AsyncReadExt + Unpin)) -> Option<([u8; 4], Vec<u8>)> {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).await.ok()?;
+    let mut frame = vec![0u8; i32::from_be_bytes(size).max(0) as usize];
+    stream.read_exact(&mut frame).await.ok()?;
+    Some((size, frame))
+}
+
+/// Passes the client's requests frame by frame (counting each) and the broker's answers frame by frame, but for
+/// answers to lose: then both sides are closed.
+async fn forward(client: TcpStream, broker: TcpStream, shared: Arc<Mutex<Shared>>) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut broker_read, mut broker_write) = broker.into_split();
+    // Correlation ids (request header bytes 4..8) of requests whose answers are lost, with their API key.
+    let doomed: Arc<Mutex<HashSet<(i32, i16)>>> = Arc::default();
+    let marked = Arc::clone(&doomed);
+    let state = Arc::clone(&shared);
     let answers = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut broker_read, &mut client_write).await;
+        while let Some((size, frame)) = read_frame(&mut broker_read).await {
+            let correlation = frame
+                .get(..4)
+                .map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes")));
+            let lost = {
+                let mut doomed = marked.lock().expect("doomed");
+                let hit = doomed.iter().find(|(id, _)| Some(*id) == correlation).copied();
+                hit.inspect(|entry| {
+                    doomed.remove(entry);
+                })
+            };
+            if let Some((_, api_key)) = lost {
+                *state.lock().expect("proxy state").lost.entry(api_key).or_default() += 1;
+                return; // dropping both halves closes the client's connection, the answer unsent
+            }
+            if client_write.write_all(&size).await.is_err() || client_write.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
     });
-    loop {
-        let mut size = [0u8; 4];
-        if client_read.read_exact(&mut size).await.is_err() {
-            break;
-        }
-        let mut frame = vec![0u8; i32::from_be_bytes(size).max(0) as usize];
-        if client_read.read_exact(&mut frame).await.is_err() {
-            break;
-        }
-        if frame.len() >= 2 {
+    while let Some((size, frame)) = read_frame(&mut client_read).await {
+        if frame.len() >= 8 {
             let api_key = i16::from_be_bytes([frame[0], frame[1]]);
-            *counts.lock().expect("counts").entry(api_key).or_default() += 1;
+            let correlation = i32::from_be_bytes(frame[4..8].try_into().expect("4 bytes"));
+            let mut state = shared.lock().expect("proxy state");
+            *state.counts.entry(api_key).or_default() += 1;
+            if let Some(left) = state.to_lose.get_mut(&api_key).filter(|left| **left > 0) {
+                *left -= 1;
+                doomed.lock().expect("doomed").insert((correlation, api_key));
+            }
         }
         if broker_write.write_all(&size).await.is_err() || broker_write.write_all(&frame).await.is_err() {
+            break;
+        }
+        if answers.is_finished() {
             break;
         }
     }

@@ -23,6 +23,43 @@ pub(crate) const MESSAGE_FIELDS: [&str; 6] = ["partition", "key", "data", "value
 pub struct KafkaContext {
     pub config: Arc<Config>,
     pub producer: Arc<Producer>,
+    /// Routes' `records_per_second`, counted per `kafka.produce` call.
+    pub limits: Arc<crate::limits::Limits>,
+}
+
+impl KafkaContext {
+    /// A context with the rate limits `config` sets.
+    pub fn new(config: Arc<Config>, producer: Arc<Producer>) -> Arc<Self> {
+        let limits = Arc::new(crate::limits::Limits::new(&config));
+        Self::with_limits(config, producer, limits)
+    }
+
+    pub fn with_limits(config: Arc<Config>, producer: Arc<Producer>, limits: Arc<crate::limits::Limits>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            producer,
+            limits,
+        })
+    }
+
+    /// `count` records the current request's function writes now, within its route's `records_per_second`: the
+    /// handler's error text if not (the refusal is noted on the request, for its answer's status).
+    fn allow(
+        &self,
+        count: usize,
+        request: Option<&Arc<crate::lua::state::RequestState>>,
+    ) -> std::result::Result<(), String> {
+        let function = crate::context::RequestContext::current().and_then(|context| context.function());
+        let Some(function) = function else { return Ok(()) };
+        self.limits.function_records(&function, count).map_err(|refused| {
+            let message = format!("kafka.produce: {refused}");
+            if let Some(request) = request {
+                let noted = message.clone();
+                request.record(|o| o.records_refused = Some((refused, noted)));
+            }
+            message
+        })
+    }
 }
 
 /// `kafka.produce` as handlers see it. The common call, one message of a string key and value, is checked by Lua
@@ -99,6 +136,9 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
                     Ok(messages) => messages,
                     Err(e) => return answer(&lua, Err::<Value, _>(format!("kafka.produce: {e}"))),
                 };
+                if let Err(refused) = context.allow(messages.len(), request.as_ref()) {
+                    return answer(&lua, Err::<Value, _>(refused));
+                }
                 match context.producer.produce_written(messages).await {
                     Ok(written) => {
                         let size = written.iter().map(Written::size).sum();
@@ -122,6 +162,9 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
                 Ok(message) => message,
                 Err(e) => return (false, format!("kafka.produce: {e}")).into_lua_multi(&lua),
             };
+            if let Err(refused) = context.allow(1, request.as_ref()) {
+                return (false, refused).into_lua_multi(&lua);
+            }
             let generated_key = matches!(message.key, Key::Random);
             let encoded_value = matches!(message.value, Payload::Data(_));
             match context.producer.produce_written(vec![message]).await {

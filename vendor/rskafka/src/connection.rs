@@ -120,7 +120,7 @@ fn closed_by_peer(error: &RequestError) -> bool {
         )
     };
     match error {
-        RequestError::Poisoned(inner) => closed_by_peer(inner),
+        RequestError::Poisoned(inner) | RequestError::AnswerLost(inner) => closed_by_peer(inner),
         RequestError::IO(io) => closed(io),
         RequestError::ReadFramedMessageError(crate::protocol::frame::ReadError::IO(io)) => closed(io),
         _ => false,
@@ -745,7 +745,7 @@ where
 
                     ControlFlow::Break(Ok(response))
                 }
-                Err(e @ RequestError::Poisoned(_) | e @ RequestError::IO(_))
+                Err(e @ RequestError::Poisoned(_) | e @ RequestError::AnswerLost(_) | e @ RequestError::IO(_))
                     if !matches!(metadata_mode, MetadataLookupMode::SpecificBroker(_)) =>
                 {
                     if let Some(r#gen) = cache_gen {

@@ -84,7 +84,7 @@ impl MessengerState {
                     // it's OK if the other side is gone
                     active_request
                         .channel
-                        .send(Err(RequestError::Poisoned(Arc::clone(&err))))
+                        .send(Err(RequestError::AnswerLost(Arc::clone(&err))))
                         .ok();
                 }
 
@@ -168,6 +168,26 @@ pub enum RequestError {
 
     #[error("Connection is poisoned: {0}")]
     Poisoned(Arc<RequestError>),
+
+    /// luka patch: the connection broke after the request was sent, before its answer came: the broker may have
+    /// acted on it. (`Poisoned` is a request that was not sent.)
+    #[error("Connection broke before the answer came: {0}")]
+    AnswerLost(Arc<RequestError>),
+}
+
+impl RequestError {
+    /// luka patch: whether the broker may have received (and acted on) the request although it failed: its
+    /// connection broke after sending, or its answer came but could not be read.
+    pub fn may_have_arrived(&self) -> bool {
+        matches!(
+            self,
+            Self::AnswerLost(_)
+                | Self::ReadError(_)
+                | Self::ReadVersionedError(_)
+                | Self::TooMuchData { .. }
+                | Self::ReadFramedMessageError(_)
+        )
+    }
 }
 
 #[derive(Error, Debug)]

@@ -247,7 +247,9 @@ where
 
             match error {
                 // broken connection
-                Error::Request(RequestError::Poisoned(_) | RequestError::IO(_))
+                Error::Request(
+                    RequestError::Poisoned(_) | RequestError::AnswerLost(_) | RequestError::IO(_),
+                )
                 | Error::Connection(_) => {
                     if let Some(cache_gen) = cache_gen {
                         broker_cache

@@ -10,7 +10,7 @@ use crate::{
         error::Error as ProtocolError,
         messages::{
             DeleteRecordsRequest, DeleteRecordsResponse, DeleteRequestPartition,
-            DeleteRequestTopic, DeleteResponsePartition, FetchRequest, FetchRequestPartition,
+            DeleteRequestTopic, DeleteResponsePartition, FetchRequest, InitProducerIdRequest, FetchRequestPartition,
             FetchRequestTopic, FetchResponse, FetchResponsePartition, IsolationLevel,
             ListOffsetsRequest, ListOffsetsRequestPartition, ListOffsetsRequestTopic,
             ListOffsetsResponse, ListOffsetsResponsePartition, NORMAL_CONSUMER, ProduceRequest,
@@ -99,6 +99,56 @@ pub enum OffsetAt {
     /// semi-defined, unintuitive (even within Apache Kafka) and inconsistent between Apache Kafka and Redpanda. Mostly it
     /// offers timestamp based querying with millisecond precision.
     Timestamp(DateTime<Utc>),
+}
+
+/// A produce request for one partition, made once and sent as often as needed (see
+/// [`PartitionClient::produce_batch`]).
+#[derive(Debug)]
+pub struct ProduceBatch {
+    request: ProduceRequest,
+    records: i64,
+    /// Set when a send of it failed after it may have reached the broker (a broken connection).
+    answer_lost: std::sync::atomic::AtomicBool,
+    /// Set while a send is outstanding: still set if the send was dropped (timed out) before its answer came.
+    sending: std::sync::atomic::AtomicBool,
+}
+
+impl ProduceBatch {
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.records as usize
+    }
+
+    /// Whether a send of the batch may have reached the broker without its answer reaching us: its connection broke
+    /// after sending, or the send was dropped (timed out) while it waited for the answer. Then, even if a retry was
+    /// answered later, it may be written twice without idempotence, and a refusal of a later send does not mean it
+    /// was not written. False when every failed send failed before leaving (no connection, a poisoned one).
+    pub fn may_have_arrived(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.answer_lost.load(Relaxed) || self.sending.load(Relaxed)
+    }
+
+    /// Makes it an idempotent producer's batch: `identity` (from [`PartitionClient::init_producer_id`]) and the
+    /// sequence number of its first record. The next batch of the partition starts at `base_sequence + len()`
+    /// (wrapping to 0 past `i32::MAX`) once this one is acknowledged.
+    pub fn set_producer(&mut self, identity: ProducerIdentity, base_sequence: i32) {
+        for topic in &mut self.request.topic_data {
+            for partition in &mut topic.partition_data {
+                for batch in &mut partition.records.0 {
+                    batch.producer_id = identity.id;
+                    batch.producer_epoch = identity.epoch;
+                    batch.base_sequence = base_sequence;
+                }
+            }
+        }
+    }
+}
+
+/// An idempotent producer's id and epoch (from `InitProducerId`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdentity {
+    pub id: i64,
+    pub epoch: i16,
 }
 
 #[derive(Debug)]
@@ -200,10 +250,31 @@ impl PartitionClient {
         if records.is_empty() {
             return Ok(vec![]);
         }
+        self.produce_batch(&self.batch(records, compression)).await
+    }
 
-        let n = records.len() as i64;
-        let request = &build_produce_request(self.partition, &self.topic, records, compression);
+    /// `records` (at least one) made into a produce request for this partition, to send with
+    /// [`produce_batch`](Self::produce_batch), as often as needed.
+    pub fn batch(&self, records: Vec<Record>, compression: Compression) -> ProduceBatch {
+        assert!(!records.is_empty(), "a produce batch needs a record");
+        let records_len = records.len() as i64;
+        ProduceBatch {
+            request: build_produce_request(self.partition, &self.topic, records, compression),
+            records: records_len,
+            answer_lost: Default::default(),
+            sending: Default::default(),
+        }
+    }
 
+    /// Sends `batch` to the partition's leader and gives the offsets of its records. Every retry inside (after a
+    /// broken connection or a leader change) sends the very same batch: with [`ProduceBatch::set_producer`] the
+    /// broker recognises a batch it already appended instead of writing it twice.
+    ///
+    /// `DuplicateSequenceNumber`, `OutOfOrderSequenceNumber`, `UnknownProducerId` and `InvalidProducerEpoch` come
+    /// back as server errors for the caller to decide on.
+    pub async fn produce_batch(&self, batch: &ProduceBatch) -> Result<Vec<i64>> {
+        let (request, n, answer_lost, sending) =
+            (&batch.request, batch.records, &batch.answer_lost, &batch.sending);
         maybe_retry(
             &self.backoff_config,
             self.unknown_topic_handling,
@@ -214,14 +285,58 @@ impl PartitionClient {
                     .get()
                     .await
                     .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
-                let response = broker
-                    .request(&request)
-                    .await
-                    .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
+                use std::sync::atomic::Ordering::Relaxed;
+                sending.store(true, Relaxed);
+                let response = broker.request(request).await;
+                sending.store(false, Relaxed);
+                let response = response.map_err(|e| {
+                    if e.may_have_arrived() {
+                        answer_lost.store(true, Relaxed);
+                    }
+                    ErrorOrThrottle::Error((e.into(), Some(r#gen)))
+                })?;
                 // No `maybe_throttle` here: a throttled produce has already been appended, so retrying it would
                 // write the batch twice. The broker mutes the connection for the throttle time itself (KIP-219).
                 process_produce_response(self.partition, &self.topic, n, response)
                     .map_err(|e| ErrorOrThrottle::Error((e, Some(r#gen))))
+            },
+        )
+        .await
+    }
+
+    /// A new producer id and epoch for idempotent produce, from the partition's leader (any broker can give one).
+    pub async fn init_producer_id(&self) -> Result<ProducerIdentity> {
+        let request = &InitProducerIdRequest::idempotent();
+        maybe_retry(
+            &self.backoff_config,
+            self.unknown_topic_handling,
+            self,
+            "init_producer_id",
+            || async move {
+                let (broker, r#gen) = self
+                    .get()
+                    .await
+                    .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
+                let response = broker
+                    .request(&request)
+                    .await
+                    .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
+                match response.error {
+                    None => Ok(ProducerIdentity {
+                        id: response.producer_id.0,
+                        epoch: response.producer_epoch.0,
+                    }),
+                    Some(protocol_error) => Err(ErrorOrThrottle::Error((
+                        Error::ServerError {
+                            protocol_error,
+                            error_message: None,
+                            request: RequestContext::Partition(self.topic.clone(), self.partition),
+                            response: None,
+                            is_virtual: false,
+                        },
+                        Some(r#gen),
+                    ))),
+                }
             },
         )
         .await
@@ -582,7 +697,9 @@ where
             };
 
             let retry = match error {
-                Error::Request(RequestError::Poisoned(_) | RequestError::IO(_))
+                Error::Request(
+                    RequestError::Poisoned(_) | RequestError::AnswerLost(_) | RequestError::IO(_),
+                )
                 | Error::Connection(_) => {
                     if let Some(cache_gen) = cache_gen {
                         broker_cache
@@ -595,7 +712,9 @@ where
                     protocol_error:
                         ProtocolError::InvalidReplicationFactor
                         | ProtocolError::LeaderNotAvailable
-                        | ProtocolError::OffsetNotAvailable,
+                        | ProtocolError::OffsetNotAvailable
+                        | ProtocolError::CoordinatorLoadInProgress
+                        | ProtocolError::CoordinatorNotAvailable,
                     ..
                 } => true,
                 Error::ServerError {
@@ -650,6 +769,7 @@ fn build_produce_request(
     records: Vec<Record>,
     compression: Compression,
 ) -> ProduceRequest {
+    let (producer_id, producer_epoch, base_sequence) = (-1, -1, -1);
     let n = records.len() as i32;
 
     // TODO: Retry on failure
@@ -684,7 +804,7 @@ fn build_produce_request(
             partition_leader_epoch: 0,
             last_offset_delta: n - 1,
             is_transactional: false,
-            base_sequence: -1,
+            base_sequence,
             compression: match compression {
                 Compression::NoCompression => RecordBatchCompression::NoCompression,
                 #[cfg(feature = "compression-gzip")]
@@ -697,8 +817,8 @@ fn build_produce_request(
                 Compression::Zstd => RecordBatchCompression::Zstd,
             },
             timestamp_type: RecordBatchTimestampType::CreateTime,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             first_timestamp: first_timestamp.timestamp_millis(),
             max_timestamp: max_timestamp.timestamp_millis(),
             records: ControlBatchOrRecords::Records(records),

@@ -1,0 +1,157 @@
+//! What luka promises when brokers fail: a batch whose answer is lost is not written twice (idempotent produce),
+//! a produce cut short is answered truly ("nothing was written" only when nothing was sent, "may or may not"
+//! otherwise), and a request with an `Idempotency-Key` keeps its key until its real outcome is known.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::kafka::TestBroker;
+use common::proxy::PRODUCE;
+use common::read::{high_watermark, read_records, text};
+use common::{Harness, error_of, offset};
+use serde_json::Value;
+
+use crate::common::kafka::Kafka;
+
+fn config(bootstrap: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+request_timeout_ms = 4000
+
+[lua]
+timeout_ms = 3000
+
+[clusters.main]
+bootstrap = ["{bootstrap}"]
+produce_timeout_ms = 1500
+{extra}
+
+[topics.once]
+partitions = 2
+"#
+    ) + crate::demo_user!()
+}
+
+/// The values of `topic` `partition`, from offset 0 to the end, read by librdkafka.
+async fn values(bootstrap: &str, topic: &str, partition: i32) -> Vec<String> {
+    let end = high_watermark(bootstrap, topic, partition).await;
+    read_records(bootstrap, topic, partition, 0, end as usize)
+        .await
+        .iter()
+        .map(|record| text(record).1.unwrap_or_default())
+        .collect()
+}
+
+fn apache(harness: &Harness) -> &common::kafka::ApacheKafka {
+    match &harness.brokers[0] {
+        TestBroker::Apache(kafka) => kafka,
+        TestBroker::Embedded(_) => unreachable!("these tests run on Apache Kafka"),
+    }
+}
+
+/// Writes "warm" (connecting and creating the topic), then "the-one" while the proxy loses the broker's answer to
+/// its first produce request; gives the answer to "the-one" and what the partition holds.
+async fn write_with_a_lost_answer(idempotence: bool) -> ((u16, Value), Vec<String>) {
+    let extra = format!("idempotence = {idempotence}");
+    let harness = Harness::on(Kafka::Apache, 1, &config("{broker0:PROXIED}", &extra)).await;
+    let (status, _) = harness.post("/produce/once", r#"{"value":"warm","partition":0}"#).await;
+    assert_eq!(status, 200);
+    let proxy = &harness.proxies[0];
+    proxy.lose_answers(PRODUCE, 1);
+    let answer = harness
+        .post("/produce/once", r#"{"value":"the-one","partition":0}"#)
+        .await;
+    assert_eq!(proxy.lost(PRODUCE), 1, "the proxy lost the answer to the produce");
+    let values = values(&harness.bootstrap(0), "once", 0).await;
+    (answer, values)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_answer_was_lost_is_written_once() {
+    let ((status, answer), values) = write_with_a_lost_answer(true).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(values, ["warm", "the-one"], "written once");
+    assert_eq!(
+        offset(&answer[0]),
+        1,
+        "the caller got the offset it was written at: {answer}"
+    );
+}
+
+/// The same without idempotence: rskafka sends the batch again and the broker writes it twice. This is what the
+/// test above would see if idempotent produce did not work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_idempotence_a_batch_whose_answer_was_lost_is_written_twice() {
+    let ((status, answer), values) = write_with_a_lost_answer(false).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(values, ["warm", "the-one", "the-one"]);
+    assert_eq!(offset(&answer[0]), 2, "the caller is told of the second copy: {answer}");
+}
+
+/// A paused broker. Records sent and not acknowledged in time are answered 504 "may or may not"; records queued
+/// behind them are withdrawn and answered "nothing was written", which stays true. A request with an
+/// Idempotency-Key is answered 504 when its time runs out but keeps its key (a retry meanwhile is 409); once the
+/// broker is back a retry gets the real outcome: the success, replayed. Every record sent is written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_request_timed_out_replays_the_real_outcome() {
+    let harness = Harness::on(Kafka::Apache, 1, &config("{broker0}", "")).await;
+    for partition in [0, 1] {
+        let (status, _) = harness
+            .post(
+                "/produce/once",
+                &format!(r#"{{"value":"warm","partition":{partition}}}"#),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    apache(&harness).signal("pause", 1).await;
+    let keyed = || {
+        harness
+            .http
+            .post(harness.url("/produce/once"))
+            .basic_auth("demo", Some("demo"))
+            .header("idempotency-key", "order-17")
+            .body(r#"{"value":"keyed","partition":1}"#)
+    };
+    let sent = harness.post("/produce/once", r#"{"value":"sent","partition":0}"#);
+    let ((status, answer), keyed_answer) = tokio::join!(sent, common::json_answer(keyed()));
+    assert_eq!(status, 504, "{answer}");
+    assert!(error_of(&answer).contains("may or may not"), "{answer}");
+    assert_eq!(keyed_answer.0, 504, "{}", keyed_answer.1);
+    assert!(
+        error_of(&keyed_answer.1).contains("Idempotency-Key"),
+        "{}",
+        keyed_answer.1
+    );
+    let (status, answer) = common::json_answer(keyed()).await;
+    assert_eq!(status, 409, "the key is held while the outcome is unknown: {answer}");
+    let (status, answer) = harness
+        .post("/produce/once", r#"{"value":"queued","partition":0}"#)
+        .await;
+    assert_eq!(status, 504, "{answer}");
+    assert!(error_of(&answer).contains("nothing was written"), "{answer}");
+
+    apache(&harness).signal("resume", 1).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let replayed = loop {
+        let response = keyed().send().await.expect("retry");
+        if response.status() == 200 {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "no outcome 30 s after the broker came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    let answer: Value = replayed.json().await.expect("json");
+    assert_eq!(offset(&answer[0]), 1, "{answer}");
+    // The in-doubt record is resent until the broker answers: in once, like the keyed one; the withdrawn one never.
+    let bootstrap = harness.bootstrap(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while high_watermark(&bootstrap, "once", 0).await < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(values(&bootstrap, "once", 0).await, ["warm", "sent"]);
+    assert_eq!(values(&bootstrap, "once", 1).await, ["warm", "keyed"]);
+}
