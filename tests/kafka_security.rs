@@ -248,7 +248,7 @@ async fn a_stalled_tls_handshake_is_a_503_that_says_tls(kafka: Kafka) {
         demo_user!()
     );
     let config = match kafka {
-        Kafka::Apache => config.replace("[\"{broker0}\"]", "[\"{broker0:SSL}\"]"),
+        Kafka::Apache | Kafka::ApacheCluster => config.replace("[\"{broker0}\"]", "[\"{broker0:SSL}\"]"),
         Kafka::Embedded => config,
     };
     let h = Harness::on(kafka, 1, &config).await;

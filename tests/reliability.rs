@@ -6,7 +6,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::kafka::TestBroker;
 use common::proxy::PRODUCE;
 use common::read::{high_watermark, read_records, text};
 use common::{Harness, error_of, offset};
@@ -42,13 +41,6 @@ async fn values(bootstrap: &str, topic: &str, partition: i32) -> Vec<String> {
         .iter()
         .map(|record| text(record).1.unwrap_or_default())
         .collect()
-}
-
-fn apache(harness: &Harness) -> &common::kafka::ApacheKafka {
-    match &harness.brokers[0] {
-        TestBroker::Apache(kafka) => kafka,
-        TestBroker::Embedded(_) => unreachable!("these tests run on Apache Kafka"),
-    }
 }
 
 /// Writes "warm" (connecting and creating the topic), then "the-one" while the proxy loses the broker's answer to
@@ -106,7 +98,7 @@ async fn a_key_whose_request_timed_out_replays_the_real_outcome() {
             .await;
         assert_eq!(status, 200);
     }
-    apache(&harness).signal("pause", 1).await;
+    harness.brokers[0].apache().signal("pause", 1).await;
     let keyed = || {
         harness
             .http
@@ -133,7 +125,7 @@ async fn a_key_whose_request_timed_out_replays_the_real_outcome() {
     assert_eq!(status, 504, "{answer}");
     assert!(error_of(&answer).contains("nothing was written"), "{answer}");
 
-    apache(&harness).signal("resume", 1).await;
+    harness.brokers[0].apache().signal("resume", 1).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let replayed = loop {
         let response = keyed().send().await.expect("retry");

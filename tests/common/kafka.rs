@@ -16,6 +16,8 @@ pub enum Kafka {
     Embedded,
     /// Apache Kafka itself, one KRaft node per cluster, started by `scripts/kafka`.
     Apache,
+    /// Apache Kafka, three KRaft nodes per cluster (replication factor 3, `min.insync.replicas` 2).
+    ApacheCluster,
 }
 
 /// Runs each named `async fn(Kafka)` as two tests, `<name>::embedded` and `<name>::apache`, so that every Kafka-facing
@@ -51,6 +53,7 @@ impl TestBroker {
                     .expect("start embedded broker"),
             ),
             Kafka::Apache => Self::Apache(ApacheKafka::start(1).await),
+            Kafka::ApacheCluster => Self::Apache(ApacheKafka::start(3).await),
         }
     }
 

@@ -188,6 +188,19 @@ pub async fn java_partitions(bootstrap: &str, topic: &str, keys: &[String]) -> V
     serde_json::from_str(java_reference(&args).await.trim()).expect("a JSON list of partitions")
 }
 
+/// Each partition's leader node id, in partition order (-1: none), as the Java admin client sees them.
+pub async fn java_leaders(bootstrap: &str, topic: &str) -> Vec<i32> {
+    serde_json::from_str(java_reference(&["leaders", bootstrap, topic]).await.trim()).expect("a JSON list of leaders")
+}
+
+/// Runs a preferred leader election for every partition of `topic` (Java admin client); gives how many partitions
+/// changed leader.
+pub async fn java_elect_preferred(bootstrap: &str, topic: &str) -> u64 {
+    let answer: Value = serde_json::from_str(java_reference(&["elect-preferred", bootstrap, topic]).await.trim())
+        .expect("a JSON answer");
+    answer["elected"].as_u64().expect("elected count")
+}
+
 /// Runs `tests/java/KafkaReference.java` with `args` through `scripts/kafka java`; its standard output.
 async fn java_reference(args: &[&str]) -> String {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/KafkaReference.java");

@@ -13,6 +13,10 @@
 //                                            {"created":true}, or {"created":false} if it already exists
 //   produce-headers BOOTSTRAP TOPIC KEY      produce one record (key = value = KEY) with the headers x="1", x="2"
 //                                            and n=null, print {"partition":P,"offset":O}
+//   leaders BOOTSTRAP TOPIC                  print each partition's leader node id in partition order: [1,3,2]
+//                                            (-1: no leader)
+//   elect-preferred BOOTSTRAP TOPIC          run a preferred leader election for every partition of the topic,
+//                                            print {"elected":N} (partitions whose leader changed)
 // Environment: KAFKA_REF_SECURITY, extra client properties "k=v;k=v" (e.g. security.protocol, sasl.mechanism,
 // sasl.jaas.config, ssl.truststore.*). A ';' separates two properties only where a key ([a-z][a-z0-9._-]*) and
 // '=' follow it, so a JAAS value keeps its inner ';'; a sasl.jaas.config value that does not end in ';' gets one
@@ -23,12 +27,18 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Base64;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
 import java.util.Optional;
 import java.util.Properties;
 import java.util.concurrent.ExecutionException;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.common.ElectionType;
+import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
@@ -66,7 +76,16 @@ public class KafkaReference {
                     need(args, 4);
                     produceHeaders(args[1], args[2], args[3]);
                 }
-                default -> throw new Failure("usage: KafkaReference partitions|read|create|produce-headers ARGS..."
+                case "leaders" -> {
+                    need(args, 3);
+                    leaders(args[1], args[2]);
+                }
+                case "elect-preferred" -> {
+                    need(args, 3);
+                    electPreferred(args[1], args[2]);
+                }
+                default -> throw new Failure("usage: KafkaReference partitions|read|create|produce-headers|leaders"
+                    + "|elect-preferred ARGS..."
                     + " (see the top of the file)");
             }
         } catch (Exception e) {
@@ -108,6 +127,36 @@ public class KafkaReference {
         try (KafkaProducer<byte[], byte[]> producer = producer(bootstrap)) {
             RecordMetadata metadata = producer.send(new ProducerRecord<>(topic, null, bytes, bytes, headers)).get();
             System.out.println("{\"partition\":" + metadata.partition() + ",\"offset\":" + metadata.offset() + "}");
+        }
+    }
+
+    static void leaders(String bootstrap, String topic) throws Exception {
+        Properties props = config(bootstrap);
+        addSecurity(props);
+        try (Admin admin = Admin.create(props)) {
+            TopicDescription description = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic);
+            List<String> leaders = new ArrayList<>();
+            for (TopicPartitionInfo partition : description.partitions()) {
+                leaders.add(String.valueOf(partition.leader() == null ? -1 : partition.leader().id()));
+            }
+            System.out.println("[" + String.join(",", leaders) + "]");
+        }
+    }
+
+    static void electPreferred(String bootstrap, String topic) throws Exception {
+        Properties props = config(bootstrap);
+        addSecurity(props);
+        try (Admin admin = Admin.create(props)) {
+            TopicDescription description = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic);
+            Set<TopicPartition> partitions = new HashSet<>();
+            for (TopicPartitionInfo partition : description.partitions()) {
+                partitions.add(new TopicPartition(topic, partition.partition()));
+            }
+            Map<TopicPartition, Optional<Throwable>> results =
+                admin.electLeaders(ElectionType.PREFERRED, partitions).partitions().get();
+            // A partition already led by its preferred replica answers ElectionNotNeeded: not an error.
+            long elected = results.values().stream().filter(Optional::isEmpty).count();
+            System.out.println("{\"elected\":" + elected + "}");
         }
     }
 

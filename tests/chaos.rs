@@ -1,0 +1,358 @@
+//! Chaos on three Apache Kafka nodes (replication factor 3, `min.insync.replicas` 2), bounded in time, on
+//! 127.0.0.1 only. Steady load through REST and a Lua function on several partitions, keyed and not, while nodes
+//! fail: the leader of a busy partition is SIGKILLed and restarted, another node shut down with SIGTERM
+//! (controlled shutdown) and restarted, a preferred leader election runs, and two nodes are killed at once and
+//! brought back. Then every partition is read with the Java client, and: every acknowledged record is there exactly
+//! once, where its answer said; no record is there twice; each writer's keyed records are in its own order; no
+//! record answered with a definite failure is there; nothing is acknowledged while two nodes are down. The longest
+//! gap in successful answers after the single leader kill is printed.
+//!
+//! `LUKA_CHAOS_ROUNDS=N cargo test --test chaos -- --nocapture` repeats the campaign N times (default 1).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Harness;
+use common::kafka::Kafka;
+use common::read::{high_watermark, java_elect_preferred, java_leaders, java_read_records, text};
+use serde_json::{Value, json};
+
+const PARTITIONS: i32 = 6;
+
+const CONFIG: &str = concat!(
+    r#"
+[server]
+request_timeout_ms = 20000
+
+[lua]
+timeout_ms = 15000
+
+[clusters.main]
+bootstrap = ["{broker0}"]
+produce_timeout_ms = 6000
+
+[topics.chaos]
+partitions = 6
+replication_factor = 3
+
+[[routes]]
+path = "/lua"
+function = "write.lua"
+"#,
+    demo_user!()
+);
+
+/// Writes the record it is given with `kafka.produce`; a failure it does not catch is answered by luka (503, 504).
+const WRITE: &str = r#"
+return function(req)
+  local call = req:json()
+  local written = kafka.produce { topic = "chaos", key = call.key, value = call.value }
+  return { json = { partition = written.partition, offset = written.offset } }
+end
+"#;
+
+/// What a writer was told about one record.
+#[derive(Debug, Clone)]
+struct Outcome {
+    value: String,
+    status: u16,
+    answer: Value,
+    sent: Instant,
+    answered: Instant,
+}
+
+impl Outcome {
+    /// Where the answer says the record is, for a 200.
+    fn at(&self) -> Option<(i32, i64)> {
+        let row = if self.answer.is_array() {
+            &self.answer[0]
+        } else {
+            &self.answer
+        };
+        Some((row["partition"].as_i64()? as i32, row["offset"].as_i64()?))
+    }
+
+    /// A failure that says nothing was written: a 4xx, a 503, or a 504 that says so.
+    fn is_definite_failure(&self) -> bool {
+        let error = self.answer["error"].as_str().unwrap_or_default();
+        (400..500).contains(&self.status)
+            || self.status == 503
+            || (self.status == 504 && error.contains("nothing was written"))
+    }
+}
+
+/// One writer: REST or Lua, keyed (all its records in one partition, in order) or not.
+#[derive(Debug, Clone, Copy)]
+struct Writer {
+    id: usize,
+    lua: bool,
+    keyed: bool,
+}
+
+const WRITERS: [Writer; 8] = [
+    Writer {
+        id: 0,
+        lua: false,
+        keyed: true,
+    },
+    Writer {
+        id: 1,
+        lua: false,
+        keyed: true,
+    },
+    Writer {
+        id: 2,
+        lua: false,
+        keyed: true,
+    },
+    Writer {
+        id: 3,
+        lua: false,
+        keyed: false,
+    },
+    Writer {
+        id: 4,
+        lua: false,
+        keyed: false,
+    },
+    Writer {
+        id: 5,
+        lua: true,
+        keyed: true,
+    },
+    Writer {
+        id: 6,
+        lua: true,
+        keyed: true,
+    },
+    Writer {
+        id: 7,
+        lua: true,
+        keyed: false,
+    },
+];
+
+async fn write(h: &Harness, round: usize, writer: Writer, seq: usize) -> Outcome {
+    let value = format!("r{round}-w{}-{seq:06}", writer.id);
+    let key = writer.keyed.then(|| format!("writer-{}", writer.id));
+    let request = if writer.lua {
+        h.http
+            .post(h.url("/lua"))
+            .body(json!({ "key": key, "value": value }).to_string())
+    } else {
+        let mut message = json!({ "value": value });
+        if let Some(key) = &key {
+            message["key"] = json!(key);
+        }
+        h.http
+            .post(h.url("/produce/chaos"))
+            .basic_auth("demo", Some("demo"))
+            .body(message.to_string())
+    };
+    let sent = Instant::now();
+    let (status, answer) = match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        }
+        Err(e) => (0, json!({ "error": e.to_string() })),
+    };
+    Outcome {
+        value,
+        status,
+        answer,
+        sent,
+        answered: Instant::now(),
+    }
+}
+
+/// Runs every writer until `stop`, one request at a time each, pausing between requests.
+async fn load(h: Arc<Harness>, round: usize, stop: Arc<AtomicBool>) -> Vec<Outcome> {
+    let tasks = WRITERS.map(|writer| {
+        let (h, stop) = (Arc::clone(&h), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let mut seq = 0;
+            while !stop.load(Ordering::Relaxed) {
+                outcomes.push(write(&h, round, writer, seq).await);
+                seq += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            outcomes
+        })
+    });
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("writer"));
+    }
+    all
+}
+
+/// Marks in time of the campaign, for the checks.
+#[derive(Debug, Default)]
+struct Marks {
+    leader_killed: Option<Instant>,
+    two_down: Option<(Instant, Instant)>,
+}
+
+async fn campaign(h: &Harness, marks: &Mutex<Marks>) {
+    let kafka = h.brokers[0].apache();
+    let bootstrap = h.bootstrap(0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // The leader of writer 0's partition (the busiest: keyed writers each keep to one).
+    let leaders = java_leaders(&bootstrap, "chaos").await;
+    let partition = luka::produce::partitioner::partition_for_key(b"writer-0", PARTITIONS) as usize;
+    let leader = leaders[partition] as usize;
+    println!("chaos: SIGKILL node {leader}, leader of partition {partition} (leaders {leaders:?})");
+    kafka.signal("kill", leader).await;
+    marks.lock().unwrap().leader_killed = Some(Instant::now());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    kafka.signal("restart", leader).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let other = if leader == 1 { 2 } else { 1 };
+    println!("chaos: SIGTERM node {other} (controlled shutdown)");
+    kafka.signal("term", other).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kafka.signal("restart", other).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let elected = java_elect_preferred(&bootstrap, "chaos").await;
+    println!("chaos: preferred leader election moved {elected} partitions");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let (a, b) = (1 + leader % 3, 1 + (leader + 1) % 3);
+    println!("chaos: SIGKILL nodes {a} and {b} at once");
+    tokio::join!(kafka.signal("kill", a), kafka.signal("kill", b));
+    let down = Instant::now();
+    // Longer than the produce timeout, so that requests sent meanwhile are answered before the nodes return.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let up = Instant::now();
+    tokio::join!(kafka.signal("restart", a), kafka.signal("restart", b));
+    marks.lock().unwrap().two_down = Some((down, up));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+}
+
+/// Every record of the topic: value → where it is (partition, offset), in order of offset per partition.
+async fn read_all(bootstrap: &str) -> HashMap<String, Vec<(i32, i64)>> {
+    let mut found: HashMap<String, Vec<(i32, i64)>> = HashMap::new();
+    for partition in 0..PARTITIONS {
+        let end = high_watermark(bootstrap, "chaos", partition).await;
+        for record in java_read_records(bootstrap, "chaos", partition, 0, end as usize).await {
+            let value = text(&record).1.expect("every record has a value");
+            found.entry(value).or_default().push((partition, record.offset));
+        }
+    }
+    found
+}
+
+fn check(round: usize, outcomes: &[Outcome], found: &HashMap<String, Vec<(i32, i64)>>, marks: &Marks) {
+    let mut by_status: HashMap<u16, usize> = HashMap::new();
+    for outcome in outcomes {
+        *by_status.entry(outcome.status).or_default() += 1;
+    }
+    println!(
+        "chaos: {} requests, by status {by_status:?}; {} records in the topic",
+        outcomes.len(),
+        found.len()
+    );
+
+    let doubled: Vec<_> = found.iter().filter(|(_, at)| at.len() > 1).collect();
+    assert!(doubled.is_empty(), "records written more than once: {doubled:?}");
+    for outcome in outcomes {
+        let present = found.get(&outcome.value);
+        if outcome.status == 200 {
+            let at = outcome
+                .at()
+                .unwrap_or_else(|| panic!("a 200 without a place: {outcome:?}"));
+            assert_eq!(
+                present.map(Vec::as_slice),
+                Some(&[at][..]),
+                "acknowledged record: {outcome:?}"
+            );
+        } else if outcome.is_definite_failure() {
+            assert!(
+                present.is_none(),
+                "a record answered with a definite failure was written: {outcome:?}"
+            );
+        }
+    }
+    // Each keyed writer's records are in one partition, in the order it sent them.
+    for writer in WRITERS.iter().filter(|w| w.keyed) {
+        let prefix = format!("r{round}-w{}-", writer.id);
+        let mut placed: Vec<(i32, i64, &str)> = found
+            .iter()
+            .filter(|(value, _)| value.starts_with(&prefix))
+            .map(|(value, at)| (at[0].0, at[0].1, value.as_str()))
+            .collect();
+        placed.sort();
+        let partitions: std::collections::HashSet<i32> = placed.iter().map(|p| p.0).collect();
+        assert!(partitions.len() <= 1, "writer {} spread over {partitions:?}", writer.id);
+        let values: Vec<&str> = placed.iter().map(|p| p.2).collect();
+        let mut sorted = values.clone();
+        sorted.sort();
+        assert_eq!(values, sorted, "writer {}'s records out of order", writer.id);
+    }
+    // Nothing acknowledged while two of three nodes were down (sent after the kill, answered before the restart).
+    if let Some((down, up)) = marks.two_down {
+        let acknowledged: Vec<_> = outcomes
+            .iter()
+            .filter(|o| o.sent >= down && o.answered <= up && o.status == 200)
+            .collect();
+        assert!(
+            acknowledged.is_empty(),
+            "acknowledged with two nodes down: {acknowledged:?}"
+        );
+        let refused: HashMap<u16, usize> =
+            outcomes
+                .iter()
+                .filter(|o| o.sent >= down && o.answered <= up)
+                .fold(HashMap::new(), |mut counts, o| {
+                    *counts.entry(o.status).or_default() += 1;
+                    counts
+                });
+        println!("chaos: with two nodes down, answers by status {refused:?}");
+    }
+    // The longest wait for a successful answer after the leader kill.
+    if let Some(killed) = marks.leader_killed {
+        let mut successes: Vec<Instant> = outcomes
+            .iter()
+            .filter(|o| o.status == 200 && o.answered >= killed)
+            .map(|o| o.answered)
+            .collect();
+        successes.sort();
+        let window_end = killed + Duration::from_secs(14);
+        let mut last = killed;
+        let mut longest = Duration::ZERO;
+        for at in successes.into_iter().filter(|at| *at <= window_end) {
+            longest = longest.max(at - last);
+            last = at;
+        }
+        println!("chaos: longest gap in successful answers after the leader kill: {longest:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_lost_nothing_doubled_on_three_nodes() {
+    let rounds: usize = std::env::var("LUKA_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let h = Arc::new(Harness::on_with(Kafka::ApacheCluster, 1, CONFIG, &[("write.lua", WRITE)]).await);
+    for round in 1..=rounds {
+        println!("chaos: round {round} of {rounds}");
+        let marks = Mutex::new(Marks::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = tokio::spawn(load(Arc::clone(&h), round, Arc::clone(&stop)));
+        campaign(&h, &marks).await;
+        stop.store(true, Ordering::Relaxed);
+        let outcomes = writers.await.expect("load");
+        let found = read_all(&h.bootstrap(0)).await;
+        check(round, &outcomes, &found, &marks.into_inner().unwrap());
+    }
+}
