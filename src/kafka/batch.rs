@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
-use rskafka::client::partition::{Compression, PartitionClient, ProducerIdentity};
+use rskafka::client::partition::{Compression, PartitionClient, ProduceBatch, ProducerIdentity};
 use rskafka::record::Record;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -34,11 +34,13 @@ use super::KafkaError;
 /// Callers queued per partition before further callers wait for room (all within their produce timeout).
 const QUEUE: usize = 1024;
 
-/// What the record batch adds per record beyond key, value and headers (length, delta and attribute varints).
-const RECORD_OVERHEAD: usize = 20;
+/// The most bytes a record's timestamp delta and offset delta take (varints of an i64 and an i32).
+const MAX_DELTAS: usize = 10 + 5;
 
-/// Pause before a batch whose outcome is unknown is sent again.
+/// Pause before a batch whose outcome is unknown is sent again, doubling up to [`MAX_RESEND_PAUSE`]: each resend
+/// makes a new connection (two metadata requests), so a cluster in trouble is not flooded by its stuck partitions.
 const RESEND_PAUSE: Duration = Duration::from_millis(100);
+const MAX_RESEND_PAUSE: Duration = Duration::from_secs(2);
 
 /// Fresh producer ids one batch may ask for (after the broker forgot or refused the writer's): a broker that keeps
 /// refusing them refuses the batch.
@@ -174,7 +176,7 @@ impl PartitionWriter {
 
     /// Queues `records` (waiting for room in the queue); the ticket gives their outcome.
     pub(crate) async fn queue(&self, records: Vec<Record>) -> Result<Ticket, WriteError> {
-        let bytes = records.iter().map(|r| r.approximate_size() + RECORD_OVERHEAD).sum();
+        let bytes = records.iter().map(encoded_size).sum();
         let (done, answer) = oneshot::channel();
         let stage = Arc::new(AtomicU8::new(QUEUED));
         let job = Job {
@@ -188,10 +190,15 @@ impl PartitionWriter {
     }
 }
 
+/// A caller in a batch: where its records are in the batch, and where its answer goes.
+type Caller = (std::ops::Range<usize>, oneshot::Sender<Written>);
+
 /// What became of a batch.
 enum Delivered {
     /// The broker's answer, for every caller in the batch.
     Answer(Result<Vec<i64>, ClientError>),
+    /// The broker refused the batch and wrote none of it (the batch is given back, to send parts of it again).
+    Refused { error: ClientError, batch: ProduceBatch },
     /// No answer. `in_doubt`: a send may have reached a broker (its callers are told the records may or may not be
     /// written), else none did (they are told nothing was written). `stop`: the writer ends too (its connection or
     /// sequence is in question).
@@ -244,54 +251,92 @@ impl Writer {
                 callers.push((start..records.len(), job.done));
                 stages.push(job.stage);
             }
-            self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            self.counters.records.fetch_add(records.len() as u64, Ordering::Relaxed);
-            let batch_size = records.len();
-            let delivered = if self.limits.idempotence {
-                self.deliver_idempotent(records).await
-            } else {
-                self.deliver_once(records).await
-            };
-            let result = match delivered {
-                Delivered::Answer(result) => result,
-                Delivered::Dropped { in_doubt, stop } => {
-                    self.observe(if in_doubt { "in_doubt" } else { "not_sent" }, batch_size);
-                    if !in_doubt {
-                        for stage in &stages {
-                            stage.store(NOT_SENT, Ordering::Release);
-                        }
-                    }
-                    // Dropping the callers' senders tells them: in doubt (taken), or nothing written (not sent).
-                    drop(callers);
-                    if stop {
-                        return;
-                    }
-                    continue;
+            let keep_going = match self.deliver(records).await {
+                // One caller's records broke a rule the broker applies to the whole batch (a timestamp out of the
+                // topic's window, a keyless record on a compacted topic, a record too large): nothing was written,
+                // and each caller's records go again on their own, so only the offending caller is refused.
+                Delivered::Refused { error, batch } if callers.len() > 1 && refused_for_a_record(&error) => {
+                    self.split(batch.into_records(), callers, stages).await
                 }
+                delivered => self.settle(delivered, callers, &stages),
             };
-            self.observe(
-                match &result {
-                    Ok(_) => "ok",
-                    Err(e) => {
-                        KafkaError::from_client(&self.cluster, self.client.topic(), self.client.partition(), e).kind()
-                    }
-                },
-                batch_size,
-            );
-            let result = result.map_err(Arc::new);
-            for (range, done) in callers {
-                let answer = match &result {
-                    Ok(offsets) => offsets.get(range.clone()).map(<[i64]>::to_vec).ok_or_else(|| {
-                        Arc::new(ClientError::InvalidResponse(format!(
-                            "broker returned {} offsets, caller expected {range:?}",
-                            offsets.len()
-                        )))
-                    }),
-                    Err(e) => Err(Arc::clone(e)),
-                };
-                let _ = done.send(answer);
+            if !keep_going {
+                return;
             }
         }
+    }
+
+    /// Sends a batch as the cluster's settings say.
+    async fn deliver(&mut self, records: Vec<Record>) -> Delivered {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.counters.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        if self.limits.idempotence {
+            self.deliver_idempotent(records).await
+        } else {
+            self.deliver_once(records).await
+        }
+    }
+
+    /// Sends each caller's records as a batch of its own, in queue order, and answers each; false if the writer
+    /// must stop (the callers not sent yet are told nothing of theirs was written).
+    async fn split(&mut self, records: Vec<Record>, callers: Vec<Caller>, stages: Vec<Arc<AtomicU8>>) -> bool {
+        let mut records = records.into_iter();
+        let mut waiting = callers.into_iter().zip(stages);
+        while let Some(((range, done), stage)) = waiting.next() {
+            let part: Vec<Record> = records.by_ref().take(range.len()).collect();
+            let count = part.len();
+            let delivered = self.deliver(part).await;
+            if !self.settle(delivered, vec![(0..count, done)], &[stage]) {
+                for (_, stage) in waiting {
+                    stage.store(NOT_SENT, Ordering::Release);
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Answers the callers of a batch with what became of it; false if the writer must stop.
+    fn settle(&self, delivered: Delivered, callers: Vec<Caller>, stages: &[Arc<AtomicU8>]) -> bool {
+        let batch_size = callers.last().map_or(0, |(range, _)| range.end);
+        let result = match delivered {
+            Delivered::Answer(result) => result,
+            Delivered::Refused { error, .. } => Err(error),
+            Delivered::Dropped { in_doubt, stop } => {
+                self.observe(if in_doubt { "in_doubt" } else { "not_sent" }, batch_size);
+                if !in_doubt {
+                    for stage in stages {
+                        stage.store(NOT_SENT, Ordering::Release);
+                    }
+                }
+                // Dropping the callers' senders tells them: in doubt (taken), or nothing written (not sent).
+                drop(callers);
+                return !stop;
+            }
+        };
+        self.observe(
+            match &result {
+                Ok(_) => "ok",
+                Err(e) => {
+                    KafkaError::from_client(&self.cluster, self.client.topic(), self.client.partition(), e).kind()
+                }
+            },
+            batch_size,
+        );
+        let result = result.map_err(Arc::new);
+        for (range, done) in callers {
+            let answer = match &result {
+                Ok(offsets) => offsets.get(range.clone()).map(<[i64]>::to_vec).ok_or_else(|| {
+                    Arc::new(ClientError::InvalidResponse(format!(
+                        "broker returned {} offsets, caller expected {range:?}",
+                        offsets.len()
+                    )))
+                }),
+                Err(e) => Err(Arc::clone(e)),
+            };
+            let _ = done.send(answer);
+        }
+        true
     }
 
     fn observe(&self, result: &'static str, batch_size: usize) {
@@ -330,7 +375,8 @@ impl Writer {
                 in_doubt: true,
                 stop: false,
             },
-            Ok(result) => Delivered::Answer(result),
+            Ok(Err(error)) => Delivered::Refused { error, batch },
+            Ok(Ok(offsets)) => Delivered::Answer(Ok(offsets)),
         }
     }
 
@@ -345,6 +391,7 @@ impl Writer {
         // Once a send may have reached the broker, a refusal of a later one no longer means "not written".
         let mut in_doubt = false;
         let mut outage = self.outage.clone();
+        let mut pause = RESEND_PAUSE;
         loop {
             let (identity, sequence) = match self.producer {
                 Some(producer) => producer,
@@ -407,14 +454,15 @@ impl Writer {
                     self.producer = None;
                     continue;
                 }
-                Ok(Err(e)) if !in_doubt && !maybe_appended(&e) => return Delivered::Answer(Err(e)),
+                Ok(Err(error)) if !in_doubt && !maybe_appended(&error) => return Delivered::Refused { error, batch },
                 Ok(Err(_)) | Err(_) => {}
             }
             in_doubt |= matches!(sent, Ok(Err(ref e)) if maybe_appended(e));
-            if Instant::now() + RESEND_PAUSE >= deadline {
+            if Instant::now() + pause >= deadline {
                 return self.give_up(in_doubt);
             }
-            tokio::time::sleep(RESEND_PAUSE).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_RESEND_PAUSE);
             // A fresh connection: the old one may be stalled. If none can be made now, the next round tries again.
             let connecting = (Instant::now() + self.limits.timeout).min(deadline);
             if let Ok(Ok(client)) = tokio::time::timeout_at(connecting, (self.connect)()).await {
@@ -454,6 +502,21 @@ fn protocol_error(error: &ClientError) -> Option<ProtocolError> {
     }
 }
 
+/// Whether the broker refused a whole batch for what one of its records is: then the other callers' records in it
+/// are fine on their own.
+fn refused_for_a_record(error: &ClientError) -> bool {
+    matches!(
+        protocol_error(error),
+        Some(
+            ProtocolError::InvalidTimestamp
+                | ProtocolError::InvalidRecord
+                | ProtocolError::MessageTooLarge
+                | ProtocolError::RecordListTooLarge
+                | ProtocolError::CorruptMessage
+        )
+    )
+}
+
 /// The broker forgot or refused the producer id (its state expired, it was fenced, or the log lost its sequence).
 fn needs_new_producer_id(error: &ClientError) -> bool {
     matches!(
@@ -484,6 +547,30 @@ fn maybe_appended(error: &ClientError) -> bool {
         ClientError::InvalidResponse(_) | ClientError::Timeout => true,
         _ => false,
     }
+}
+
+/// The bytes `record` takes in a record batch (v2), exactly but for its deltas, which are counted at their largest:
+/// length, attributes, deltas, key, value and every header with their own lengths.
+pub(crate) fn encoded_size(record: &Record) -> usize {
+    let bytes = |b: Option<&[u8]>| b.map_or(varint_len(-1), |b| varint_len(b.len() as i64) + b.len());
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|(name, value)| bytes(Some(name.as_bytes())) + bytes(Some(value)))
+        .sum();
+    let body = 1
+        + MAX_DELTAS
+        + bytes(record.key.as_deref())
+        + bytes(record.value.as_deref())
+        + varint_len(record.headers.len() as i64)
+        + headers;
+    varint_len(body as i64) + body
+}
+
+/// Bytes of `n` as Kafka's zig-zag varint.
+fn varint_len(n: i64) -> usize {
+    let zigzag = ((n << 1) ^ (n >> 63)) as u64;
+    (64 - zigzag.leading_zeros() as usize).div_ceil(7).max(1)
 }
 
 /// The next batch: `first` and whatever is already queued, up to the limits; the job that did not fit is carried.
@@ -550,6 +637,29 @@ mod tests {
         let (batch, carried) = gather(job(1, 600), &mut queue, &limits(100, 1000));
         assert_eq!(batch.len(), 1, "the byte bound holds too");
         assert!(carried.is_none() && queue.try_recv().is_err());
+    }
+
+    #[test]
+    fn sizes_count_every_length_field() {
+        assert_eq!(
+            (varint_len(0), varint_len(-1), varint_len(63), varint_len(64)),
+            (1, 1, 1, 2)
+        );
+        assert_eq!(varint_len(i64::from(i32::MAX)), 5);
+        let bare = Record {
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            timestamp: Utc.timestamp_millis_opt(0).unwrap(),
+        };
+        // length, attributes, deltas, null key, null value, no headers
+        assert_eq!(encoded_size(&bare), 1 + 1 + MAX_DELTAS + 1 + 1 + 1);
+        // 40,000 empty headers are 80,000 bytes of lengths, not nothing.
+        let headers = Record {
+            headers: vec![(String::new(), Vec::new()); 40_000],
+            ..bare
+        };
+        assert!(encoded_size(&headers) > 80_000, "{}", encoded_size(&headers));
     }
 
     #[test]

@@ -188,6 +188,15 @@ pub async fn java_partitions(bootstrap: &str, topic: &str, keys: &[String]) -> V
     serde_json::from_str(java_reference(&args).await.trim()).expect("a JSON list of partitions")
 }
 
+/// Creates `topic` with `partitions` and the topic `configs` (name, value) with the Java admin client.
+pub async fn java_create_topic(bootstrap: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let partitions = partitions.to_string();
+    let configs: Vec<String> = configs.iter().map(|(name, value)| format!("{name}={value}")).collect();
+    let mut args = vec!["create", bootstrap, topic, &partitions];
+    args.extend(configs.iter().map(String::as_str));
+    java_reference(&args).await;
+}
+
 /// Each partition's leader node id, in partition order (-1: none), as the Java admin client sees them.
 pub async fn java_leaders(bootstrap: &str, topic: &str) -> Vec<i32> {
     serde_json::from_str(java_reference(&["leaders", bootstrap, topic]).await.trim()).expect("a JSON list of leaders")

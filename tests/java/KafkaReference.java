@@ -9,8 +9,10 @@
 //                                            read COUNT records of one partition from OFFSET (no group), one JSON
 //                                            line each: {"partition","offset","key","value","timestamp",
 //                                            "timestamp_type","headers":[[name,value],...]}, bytes in base64
-//   create BOOTSTRAP TOPIC PARTITIONS        create the topic (broker's default replication factor), print
-//                                            {"created":true}, or {"created":false} if it already exists
+//   create BOOTSTRAP TOPIC PARTITIONS [NAME=VALUE...]
+//                                            create the topic (broker's default replication factor) with these
+//                                            topic configs, print {"created":true}, or {"created":false} if it
+//                                            already exists
 //   produce-headers BOOTSTRAP TOPIC KEY      produce one record (key = value = KEY) with the headers x="1", x="2"
 //                                            and n=null, print {"partition":P,"offset":O}
 //   leaders BOOTSTRAP TOPIC                  print each partition's leader node id in partition order: [1,3,2]
@@ -70,7 +72,7 @@ public class KafkaReference {
                 }
                 case "create" -> {
                     need(args, 4);
-                    create(args[1], args[2], Integer.parseInt(args[3]));
+                    create(args[1], args[2], Integer.parseInt(args[3]), List.of(args).subList(4, args.length));
                 }
                 case "produce-headers" -> {
                     need(args, 4);
@@ -183,12 +185,19 @@ public class KafkaReference {
         if (read < count) throw new Failure("read " + read + " of " + count + " records");
     }
 
-    static void create(String bootstrap, String topic, int partitions) throws Exception {
+    static void create(String bootstrap, String topic, int partitions, List<String> configs) throws Exception {
         Properties props = config(bootstrap);
         addSecurity(props);
+        Map<String, String> topicConfigs = new java.util.HashMap<>();
+        for (String config : configs) {
+            String[] pair = config.split("=", 2);
+            if (pair.length != 2) throw new Failure("a topic config is NAME=VALUE, not " + config);
+            topicConfigs.put(pair[0], pair[1]);
+        }
         boolean created = true;
         try (Admin admin = Admin.create(props)) {
-            admin.createTopics(List.of(new NewTopic(topic, Optional.of(partitions), Optional.empty()))).all().get();
+            NewTopic newTopic = new NewTopic(topic, Optional.of(partitions), Optional.empty()).configs(topicConfigs);
+            admin.createTopics(List.of(newTopic)).all().get();
         } catch (ExecutionException e) {
             if (!(e.getCause() instanceof TopicExistsException)) throw e;
             created = false;

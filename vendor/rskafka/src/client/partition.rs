@@ -128,6 +128,31 @@ impl ProduceBatch {
         self.answer_lost.load(Relaxed) || self.sending.load(Relaxed)
     }
 
+    /// The records again, as they were given to [`PartitionClient::batch`]: to send some of them on their own after
+    /// the broker refused the batch as a whole.
+    pub fn into_records(self) -> Vec<Record> {
+        let mut records = Vec::with_capacity(self.records as usize);
+        for topic in self.request.topic_data {
+            for partition in topic.partition_data {
+                for batch in partition.records.0 {
+                    let ControlBatchOrRecords::Records(batch_records) = batch.records else {
+                        continue;
+                    };
+                    for record in batch_records {
+                        let millis = batch.first_timestamp + record.timestamp_delta;
+                        records.push(Record {
+                            key: record.key,
+                            value: record.value,
+                            headers: record.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                            timestamp: Utc.timestamp_millis_opt(millis).single().unwrap_or_default(),
+                        });
+                    }
+                }
+            }
+        }
+        records
+    }
+
     /// Makes it an idempotent producer's batch: `identity` (from [`PartitionClient::init_producer_id`]) and the
     /// sequence number of its first record. The next batch of the partition starts at `base_sequence + len()`
     /// (wrapping to 0 past `i32::MAX`) once this one is acknowledged.
