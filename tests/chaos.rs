@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::Harness;
 use common::kafka::Kafka;
-use common::read::{high_watermark, java_elect_preferred, java_leaders, java_read_records, text};
+use common::read::{high_watermark, java_create_topic, java_elect_preferred, java_leaders, java_read_records, text};
 use serde_json::{Value, json};
 
 const PARTITIONS: i32 = 6;
@@ -38,6 +38,8 @@ produce_timeout_ms = 6000
 [topics.chaos]
 partitions = 6
 replication_factor = 3
+
+[topics.guarded]
 
 [[routes]]
 path = "/lua"
@@ -230,8 +232,9 @@ async fn campaign(h: &Harness, marks: &Mutex<Marks>) {
     println!("chaos: SIGKILL nodes {a} and {b} at once");
     tokio::join!(kafka.signal("kill", a), kafka.signal("kill", b));
     let down = Instant::now();
-    // Longer than the produce timeout, so that requests sent meanwhile are answered before the nodes return.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Long enough for requests sent meanwhile (after one in flight at the kill has timed out) to be answered before
+    // the nodes return.
+    tokio::time::sleep(Duration::from_secs(20)).await;
     let up = Instant::now();
     tokio::join!(kafka.signal("restart", a), kafka.signal("restart", b));
     marks.lock().unwrap().two_down = Some((down, up));
@@ -355,4 +358,53 @@ async fn nothing_lost_nothing_doubled_on_three_nodes() {
         let found = read_all(&h.bootstrap(0)).await;
         check(round, &outcomes, &found, &marks.into_inner().unwrap());
     }
+    too_few_in_sync_replicas_is_a_quick_503(&h).await;
+}
+
+/// A topic that needs all three replicas in sync (`min.insync.replicas` 3): with one node down its partition has too
+/// few, the broker refuses writes with NOT_ENOUGH_REPLICAS, and luka answers at once with 503 and `Retry-After`;
+/// nothing is written.
+async fn too_few_in_sync_replicas_is_a_quick_503(h: &Harness) {
+    let bootstrap = h.bootstrap(0);
+    java_create_topic(&bootstrap, "guarded", 1, &[("min.insync.replicas", "3")]).await;
+    let (status, answer) = h.post("/produce/guarded", r#"{"value":"all-in-sync"}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    let leader = java_leaders(&bootstrap, "guarded").await[0] as usize;
+    let follower = 1 + leader % 3;
+    let kafka = h.brokers[0].apache();
+    kafka.signal("kill", follower).await;
+    // The controller fences the node after the brokers' session timeout (3 s) and takes it out of the in-sync set.
+    // (A write sent before that waits for the dead replica and stays in doubt.)
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, answer, took) = loop {
+        let started = Instant::now();
+        let response = h
+            .http
+            .post(h.url("/produce/guarded"))
+            .basic_auth("demo", Some("demo"))
+            .body(r#"{"value":"too-few"}"#)
+            .send()
+            .await
+            .expect("request");
+        let took = started.elapsed();
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").cloned();
+        let answer: Value = response.json().await.expect("json");
+        if status == 503 && common::error_of(&answer).contains("too few in-sync replicas") || Instant::now() > deadline
+        {
+            assert_eq!(retry_after.as_ref().map(|v| v.to_str().unwrap()), Some("1"), "{answer}");
+            break (status, answer, took);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    kafka.signal("restart", follower).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(common::error_of(&answer).contains("nothing was written"), "{answer}");
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    assert_eq!(
+        high_watermark(&bootstrap, "guarded", 0).await,
+        1,
+        "only the first record"
+    );
 }

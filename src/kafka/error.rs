@@ -36,6 +36,18 @@ pub enum KafkaError {
         partition: i32,
     },
 
+    /// The partition has fewer in-sync replicas than the topic's `min.insync.replicas`: the broker refused the
+    /// records (none written).
+    #[error(
+        "kafka cluster '{cluster}' has too few in-sync replicas of '{topic}' partition {partition} to accept writes \
+         (min.insync.replicas)"
+    )]
+    NotEnoughReplicas {
+        cluster: String,
+        topic: String,
+        partition: i32,
+    },
+
     #[error("kafka cluster '{cluster}' has {limit} produce calls waiting already; retry shortly")]
     Busy { cluster: String, limit: usize },
 
@@ -56,7 +68,7 @@ pub enum KafkaError {
     #[error("kafka topic '{topic}' has no partition {partition} (it has {count}: 0 to {})", .count - 1)]
     UnknownPartition { topic: String, partition: i32, count: i32 },
 
-    #[error("kafka cluster '{cluster}' rejected the records for '{topic}' partition {partition}: {error:?}")]
+    #[error("kafka cluster '{cluster}' rejected the records for '{topic}' partition {partition}: {error:?}{}", rejection_words(*.error))]
     Rejected {
         cluster: String,
         topic: String,
@@ -107,7 +119,9 @@ impl KafkaError {
     /// What the failure means for the caller.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Unavailable { .. } | Self::Busy { .. } | Self::Security { .. } => ErrorClass::Unavailable,
+            Self::Unavailable { .. } | Self::Busy { .. } | Self::Security { .. } | Self::NotEnoughReplicas { .. } => {
+                ErrorClass::Unavailable
+            }
             Self::Timeout { .. } | Self::InDoubt { .. } => ErrorClass::Timeout,
             Self::UnknownTopic { .. } | Self::UnknownPartition { .. } | Self::CreateLimit { .. } => {
                 ErrorClass::NotFound
@@ -131,6 +145,7 @@ impl KafkaError {
             Self::Unavailable { cluster, .. }
             | Self::Timeout { cluster, .. }
             | Self::InDoubt { cluster, .. }
+            | Self::NotEnoughReplicas { cluster, .. }
             | Self::Security { cluster, .. }
             | Self::Busy { cluster, .. }
             | Self::UnknownTopic { cluster, .. }
@@ -150,6 +165,7 @@ impl KafkaError {
             Self::Busy { .. } => "busy",
             Self::Timeout { .. } => "timeout",
             Self::InDoubt { .. } => "in_doubt",
+            Self::NotEnoughReplicas { .. } => "not_enough_replicas",
             Self::UnknownTopic { .. } => "unknown_topic",
             Self::CreateLimit { .. } => "create_limit",
             Self::UnknownPartition { .. } => "unknown_partition",
@@ -179,8 +195,12 @@ impl KafkaError {
                     cluster: cluster.to_owned(),
                     limit: None,
                 },
-                ProtocolError::NotEnoughReplicas
-                | ProtocolError::NotEnoughReplicasAfterAppend
+                ProtocolError::NotEnoughReplicas => Self::NotEnoughReplicas {
+                    cluster: cluster.to_owned(),
+                    topic: topic.to_owned(),
+                    partition,
+                },
+                ProtocolError::NotEnoughReplicasAfterAppend
                 | ProtocolError::LeaderNotAvailable
                 | ProtocolError::NotLeaderOrFollower
                 | ProtocolError::BrokerNotAvailable
@@ -214,5 +234,22 @@ impl KafkaError {
                 detail: other.to_string(),
             },
         }
+    }
+}
+
+/// What a refusal of records means, for the codes a caller can do something about.
+fn rejection_words(error: ProtocolError) -> &'static str {
+    match error {
+        ProtocolError::InvalidTimestamp => {
+            " (a record's timestamp is outside what the topic accepts: message.timestamp.before.max.ms and \
+             message.timestamp.after.max.ms; send a current timestamp or none)"
+        }
+        ProtocolError::InvalidRecord => {
+            " (a record breaks a rule of the topic: on a compacted topic every record needs a key)"
+        }
+        ProtocolError::MessageTooLarge | ProtocolError::RecordListTooLarge => {
+            " (a record is larger than the topic's max.message.bytes)"
+        }
+        _ => "",
     }
 }

@@ -214,6 +214,9 @@ fn public_message(error: &RequestError) -> String {
             format!("kafka cluster '{cluster}' is unavailable; nothing was written unless listed in results")
         }
         Some(busy @ KafkaError::Busy { .. }) => format!("{busy}; nothing was written unless listed in results"),
+        Some(few @ KafkaError::NotEnoughReplicas { .. }) => {
+            format!("{few}; nothing was written unless listed in results")
+        }
         Some(KafkaError::Security { cluster, cause, .. }) => format!(
             "kafka cluster '{cluster}' is unavailable: {} (see the server log)",
             cause.summary()
