@@ -397,3 +397,52 @@ async fn a_lua_route_that_opts_in_replays_its_first_answer_without_running_again
         "one write through /pay, two through /plain"
     );
 }
+
+/// Server errors are logged once per distinct error per 10 s, not once per kind: a function failing again and again
+/// does not hide another function's error, nor its own different one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_functions_distinct_errors_reach_the_log() {
+    let (http, broker) = (free_addr(), free_addr());
+    let dir = common::temp_dir();
+    let config = format!(
+        "[server]\nlisten = \"{http}\"\nlog_format = \"json\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\n\
+         embedded = true\n\n[[routes]]\npath = \"/noisy\"\nfunction = \"noisy.lua\"\n\n[[routes]]\npath = \"/quiet\"\n\
+         function = \"quiet.lua\"\n"
+    );
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    common::write_function(&dir, "noisy.lua", r#"return function(req) error("boom " .. req.query.n) end"#);
+    common::write_function(&dir, "quiet.lua", r#"return function(req) error("SEKRIT-42") end"#);
+    let log = std::fs::File::create(dir.join("luka.log")).unwrap();
+    let mut luka = Command::new(env!("CARGO_BIN_EXE_luka"))
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("http://{http}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "luka did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for path in ["/noisy?n=1", "/noisy?n=1", "/noisy?n=1", "/quiet", "/noisy?n=2", "/quiet"] {
+        let response = client.get(format!("http://{http}{path}")).send().await.unwrap();
+        assert_eq!(response.status(), 500, "{path}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = luka.kill();
+    let _ = luka.wait();
+
+    let text = std::fs::read_to_string(dir.join("luka.log")).unwrap();
+    let failures: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "request failed")
+        .map(|l| l["fields"]["error"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let count = |needle: &str| failures.iter().filter(|e| e.contains(needle)).count();
+    assert_eq!(count("boom 1"), 1, "a repeat is suppressed: {failures:?}");
+    assert_eq!(count("boom 2"), 1, "another message of the same function is logged: {failures:?}");
+    assert_eq!(count("SEKRIT-42"), 1, "another function's error is logged: {failures:?}");
+}

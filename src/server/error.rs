@@ -74,10 +74,13 @@ pub fn into_response(error: &RequestError, request_id: &str) -> Response {
     } else {
         error.to_string()
     };
-    if status.is_server_error()
-        && let Some(suppressed) = repeats::allow(&message)
-    {
-        tracing::warn!(request_id, %status, error = %error, suppressed, "request failed");
+    if status.is_server_error() {
+        // Limited per distinct error (its full text: the function and its message, the cluster and its cause), so
+        // that one function failing often cannot hide another's error.
+        let text = error.to_string();
+        if let Some(suppressed) = repeats::allow(cut(&text, MAX_LOG_KEY)) {
+            tracing::warn!(request_id, %status, error = %text, suppressed, "request failed");
+        }
     }
     let mut body = json!({ "error": message, "status": status.as_u16() });
     if let Some(results) = partial_results(error) {
@@ -113,8 +116,21 @@ pub fn into_response(error: &RequestError, request_id: &str) -> Response {
     response
 }
 
-/// One log line per kind of server error per interval: an outage or a refused login answers every request with the
-/// same error, and a line per request would bury everything else in the log.
+/// Bytes of an error's text that tell errors apart for the log limit.
+const MAX_LOG_KEY: usize = 256;
+
+/// `text` up to `max` bytes, cut at a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// One log line per distinct server error per interval, with the count of lines left out since: an outage answers
+/// every request with the same error, and a line per request would bury everything else in the log; errors that
+/// differ (another function, another message) each get their own line.
 mod repeats {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
