@@ -410,7 +410,11 @@ async fn each_functions_distinct_errors_reach_the_log() {
          function = \"quiet.lua\"\n"
     );
     std::fs::write(dir.join("config.toml"), config).unwrap();
-    common::write_function(&dir, "noisy.lua", r#"return function(req) error("boom " .. req.query.n) end"#);
+    common::write_function(
+        &dir,
+        "noisy.lua",
+        r#"return function(req) error("boom " .. req.query.n) end"#,
+    );
     common::write_function(&dir, "quiet.lua", r#"return function(req) error("SEKRIT-42") end"#);
     let log = std::fs::File::create(dir.join("luka.log")).unwrap();
     let mut luka = Command::new(env!("CARGO_BIN_EXE_luka"))
@@ -426,7 +430,14 @@ async fn each_functions_distinct_errors_reach_the_log() {
         assert!(Instant::now() < deadline, "luka did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for path in ["/noisy?n=1", "/noisy?n=1", "/noisy?n=1", "/quiet", "/noisy?n=2", "/quiet"] {
+    for path in [
+        "/noisy?n=1",
+        "/noisy?n=1",
+        "/noisy?n=1",
+        "/quiet",
+        "/noisy?n=2",
+        "/quiet",
+    ] {
         let response = client.get(format!("http://{http}{path}")).send().await.unwrap();
         assert_eq!(response.status(), 500, "{path}");
     }
@@ -443,6 +454,14 @@ async fn each_functions_distinct_errors_reach_the_log() {
         .collect();
     let count = |needle: &str| failures.iter().filter(|e| e.contains(needle)).count();
     assert_eq!(count("boom 1"), 1, "a repeat is suppressed: {failures:?}");
-    assert_eq!(count("boom 2"), 1, "another message of the same function is logged: {failures:?}");
-    assert_eq!(count("SEKRIT-42"), 1, "another function's error is logged: {failures:?}");
+    assert_eq!(
+        count("boom 2"),
+        1,
+        "another message of the same function is logged: {failures:?}"
+    );
+    assert_eq!(
+        count("SEKRIT-42"),
+        1,
+        "another function's error is logged: {failures:?}"
+    );
 }

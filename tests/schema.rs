@@ -111,6 +111,21 @@ async fn data_is_validated_against_the_topic_schema_before_anything_is_written(k
     ] {
         assert!(error.contains(expected), "{error}");
     }
+    // Every invalid message of the call is named, each with all its violations.
+    let (status, answer) = h
+        .produce(json!({"topic": "orders", "messages": [
+            {"data": {"item": 1, "quantity": 0}},
+            {"data": {"item": "fine", "quantity": 1}},
+            {"data": {"item": 2, "quantity": 1}},
+        ]}))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        answer["error"],
+        "kafka.produce: 2 of 3 messages are invalid (nothing was written): message 1: topic 'orders': /item: 1 is \
+         not of type \"string\"; /quantity: 0 is less than the minimum of 1; message 3: topic 'orders': /item: 2 is \
+         not of type \"string\""
+    );
     assert_no_record(&bootstrap, "orders", 0, 0).await;
 
     let (status, answer) = h
@@ -163,10 +178,14 @@ async fn rest_values_are_checked_on_topics_that_opt_in(kafka: Kafka) {
         .await;
     assert_eq!(status, 400, "{answer}");
     let error = error_of(&answer);
-    assert!(
-        error.contains("message 2 of topic 'checked' is invalid: /id: \"x\" is not of type \"integer\""),
-        "{error}"
-    );
+    // Each invalid message is named, not only the first.
+    for expected in [
+        "2 of 3 messages are invalid (nothing was written)",
+        "message 2: topic 'checked': /id: \"x\" is not of type \"integer\"",
+        "message 3: topic 'checked': /: the value is not JSON (at line 1, column 2)",
+    ] {
+        assert!(error.contains(expected), "{error}");
+    }
     assert_no_record(&bootstrap, "checked", 0, 0).await;
     let (status, answer) = h.post("/produce/checked", r#"{"value": "nope"}"#).await;
     assert_eq!(status, 400, "{answer}");

@@ -41,6 +41,11 @@ pub enum ProduceError {
     #[error("message {number}: {source}")]
     InMessage { number: usize, source: Box<ProduceError> },
 
+    /// Several messages whose data or value could not be made into a record, each named (see
+    /// [`super::InvalidMessages`]).
+    #[error("{0}")]
+    InvalidMessages(String),
+
     #[error(transparent)]
     Kafka(#[from] KafkaError),
 
@@ -87,6 +92,7 @@ impl ProduceError {
             | Self::InvalidTopicName { .. }
             | Self::InvalidTimestamp { .. }
             | Self::InvalidData { .. }
+            | Self::InvalidMessages(_)
             | Self::Encode { .. } => ErrorClass::BadRequest,
             Self::InMessage { source, .. } => source.class(),
             Self::Kafka(error) | Self::Write { source: error, .. } => error.class(),

@@ -164,6 +164,10 @@ impl Producer {
         // Most calls name one topic many times: it is resolved and counted once per call.
         let mut destinations: Vec<Destination> = Vec::new();
         let mut placed = Vec::with_capacity(messages.len());
+        // Data and values are checked for every message, so that one answer names each invalid one.
+        let total = messages.len();
+        let mut invalid = InvalidMessages::default();
+        let mut first_invalid = None;
         for (index, message) in messages.into_iter().enumerate() {
             let known = destinations
                 .iter()
@@ -195,9 +199,17 @@ impl Producer {
             let destination = &mut destinations[at];
             let (topic, count) = (destination.topic, destination.count);
             let cluster = topic.cluster.clone();
-            let key = payload::key_bytes(message.key, topic).map_err(|e| value_error(e, index, &message.topic))?;
-            let value =
-                payload::value_bytes(message.value, topic).map_err(|e| value_error(e, index, &message.topic))?;
+            let payload = payload::key_bytes(message.key, topic)
+                .and_then(|key| Ok((key, payload::value_bytes(message.value, topic)?)))
+                .map_err(|e| value_error(e, index, &message.topic));
+            let (key, value) = match payload {
+                Ok(payload) => payload,
+                Err(error) => {
+                    invalid.add(index + 1, InvalidMessages::problem_of(&error));
+                    first_invalid.get_or_insert(error);
+                    continue;
+                }
+            };
             let partition = match (message.partition, &key) {
                 (Some(p), _) if (0..count).contains(&p) => p,
                 (Some(p), _) => {
@@ -234,7 +246,13 @@ impl Producer {
                 },
             });
         }
-        Ok(placed)
+        match (first_invalid, invalid.count()) {
+            (None, _) => Ok(placed),
+            (Some(only), 1) => Err(only),
+            (Some(_), _) => Err(ProduceError::InvalidMessages(
+                invalid.report(total).expect("invalid messages were noted"),
+            )),
+        }
     }
 
     /// Writes placed messages: one batch per partition, all partitions at once.
@@ -348,6 +366,22 @@ impl InvalidMessages {
             self.listed.push(format!("message {number}: {problem}"));
         } else {
             self.unlisted += 1;
+        }
+    }
+
+    /// How many messages were noted.
+    pub fn count(&self) -> usize {
+        self.listed.len() + self.unlisted
+    }
+
+    /// What is wrong with a message, without its number (which [`InvalidMessages::add`] puts first).
+    fn problem_of(error: &ProduceError) -> String {
+        match error {
+            ProduceError::InvalidData { topic, violations, .. } => {
+                format!("topic '{topic}': {}", violations.join("; "))
+            }
+            ProduceError::Encode { topic, problem, .. } => format!("topic '{topic}': {problem}"),
+            other => other.to_string(),
         }
     }
 

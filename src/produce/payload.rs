@@ -83,7 +83,11 @@ pub(super) fn value_bytes(payload: Payload, topic: &Topic) -> Result<Option<Vec<
         Payload::Bytes(bytes) => Ok(bytes),
         Payload::Checked(Some(bytes)) if topic.validate => match serde_json::from_slice::<Value>(&bytes) {
             Ok(value) => check(&value).map(|()| Some(bytes)),
-            Err(e) => Err(ValueError::Invalid(vec![format!("/: the value is not JSON ({e})")])),
+            Err(e) => Err(ValueError::Invalid(vec![format!(
+                "/: the value is not JSON (at line {}, column {})",
+                e.line(),
+                e.column()
+            )])),
         },
         Payload::Checked(bytes) => Ok(bytes),
         Payload::Data(data) => {
