@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use common::Harness;
 use common::kafka::Kafka;
-use common::read::{high_watermark, java_create_topic, java_elect_preferred, java_leaders, java_read_records, text};
-use serde_json::{Value, json};
+use common::load::{Outcome, WRITE_FUNCTION, WRITERS, check_answers, load, read_all};
+use common::read::{high_watermark, java_create_topic, java_elect_preferred, java_leaders};
+use serde_json::Value;
 
 const PARTITIONS: i32 = 6;
 
@@ -47,152 +48,6 @@ function = "write.lua"
 "#,
     demo_user!()
 );
-
-/// Writes the record it is given with `kafka.produce`; a failure it does not catch is answered by luka (503, 504).
-const WRITE: &str = r#"
-return function(req)
-  local call = req:json()
-  local written = kafka.produce { topic = "chaos", key = call.key, value = call.value }
-  return { json = { partition = written.partition, offset = written.offset } }
-end
-"#;
-
-/// What a writer was told about one record.
-#[derive(Debug, Clone)]
-struct Outcome {
-    value: String,
-    status: u16,
-    answer: Value,
-    sent: Instant,
-    answered: Instant,
-}
-
-impl Outcome {
-    /// Where the answer says the record is, for a 200.
-    fn at(&self) -> Option<(i32, i64)> {
-        let row = if self.answer.is_array() {
-            &self.answer[0]
-        } else {
-            &self.answer
-        };
-        Some((row["partition"].as_i64()? as i32, row["offset"].as_i64()?))
-    }
-
-    /// A failure that says nothing was written: a 4xx, a 503, or a 504 that says so.
-    fn is_definite_failure(&self) -> bool {
-        let error = self.answer["error"].as_str().unwrap_or_default();
-        (400..500).contains(&self.status)
-            || self.status == 503
-            || (self.status == 504 && error.contains("nothing was written"))
-    }
-}
-
-/// One writer: REST or Lua, keyed (all its records in one partition, in order) or not.
-#[derive(Debug, Clone, Copy)]
-struct Writer {
-    id: usize,
-    lua: bool,
-    keyed: bool,
-}
-
-const WRITERS: [Writer; 8] = [
-    Writer {
-        id: 0,
-        lua: false,
-        keyed: true,
-    },
-    Writer {
-        id: 1,
-        lua: false,
-        keyed: true,
-    },
-    Writer {
-        id: 2,
-        lua: false,
-        keyed: true,
-    },
-    Writer {
-        id: 3,
-        lua: false,
-        keyed: false,
-    },
-    Writer {
-        id: 4,
-        lua: false,
-        keyed: false,
-    },
-    Writer {
-        id: 5,
-        lua: true,
-        keyed: true,
-    },
-    Writer {
-        id: 6,
-        lua: true,
-        keyed: true,
-    },
-    Writer {
-        id: 7,
-        lua: true,
-        keyed: false,
-    },
-];
-
-async fn write(h: &Harness, round: usize, writer: Writer, seq: usize) -> Outcome {
-    let value = format!("r{round}-w{}-{seq:06}", writer.id);
-    let key = writer.keyed.then(|| format!("writer-{}", writer.id));
-    let request = if writer.lua {
-        h.http
-            .post(h.url("/lua"))
-            .body(json!({ "key": key, "value": value }).to_string())
-    } else {
-        let mut message = json!({ "value": value });
-        if let Some(key) = &key {
-            message["key"] = json!(key);
-        }
-        h.http
-            .post(h.url("/produce/chaos"))
-            .basic_auth("demo", Some("demo"))
-            .body(message.to_string())
-    };
-    let sent = Instant::now();
-    let (status, answer) = match request.send().await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            (status, response.json().await.unwrap_or(Value::Null))
-        }
-        Err(e) => (0, json!({ "error": e.to_string() })),
-    };
-    Outcome {
-        value,
-        status,
-        answer,
-        sent,
-        answered: Instant::now(),
-    }
-}
-
-/// Runs every writer until `stop`, one request at a time each, pausing between requests.
-async fn load(h: Arc<Harness>, round: usize, stop: Arc<AtomicBool>) -> Vec<Outcome> {
-    let tasks = WRITERS.map(|writer| {
-        let (h, stop) = (Arc::clone(&h), Arc::clone(&stop));
-        tokio::spawn(async move {
-            let mut outcomes = Vec::new();
-            let mut seq = 0;
-            while !stop.load(Ordering::Relaxed) {
-                outcomes.push(write(&h, round, writer, seq).await);
-                seq += 1;
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            outcomes
-        })
-    });
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.expect("writer"));
-    }
-    all
-}
 
 /// Marks in time of the campaign, for the checks.
 #[derive(Debug, Default)]
@@ -241,53 +96,11 @@ async fn campaign(h: &Harness, marks: &Mutex<Marks>) {
     tokio::time::sleep(Duration::from_secs(10)).await;
 }
 
-/// Every record of the topic: value → where it is (partition, offset), in order of offset per partition.
-async fn read_all(bootstrap: &str) -> HashMap<String, Vec<(i32, i64)>> {
-    let mut found: HashMap<String, Vec<(i32, i64)>> = HashMap::new();
-    for partition in 0..PARTITIONS {
-        let end = high_watermark(bootstrap, "chaos", partition).await;
-        for record in java_read_records(bootstrap, "chaos", partition, 0, end as usize).await {
-            let value = text(&record).1.expect("every record has a value");
-            found.entry(value).or_default().push((partition, record.offset));
-        }
-    }
-    found
-}
-
 fn check(round: usize, outcomes: &[Outcome], found: &HashMap<String, Vec<(i32, i64)>>, marks: &Marks) {
-    let mut by_status: HashMap<u16, usize> = HashMap::new();
-    for outcome in outcomes {
-        *by_status.entry(outcome.status).or_default() += 1;
-    }
-    println!(
-        "chaos: {} requests, by status {by_status:?}; {} records in the topic",
-        outcomes.len(),
-        found.len()
-    );
-
-    let doubled: Vec<_> = found.iter().filter(|(_, at)| at.len() > 1).collect();
-    assert!(doubled.is_empty(), "records written more than once: {doubled:?}");
-    for outcome in outcomes {
-        let present = found.get(&outcome.value);
-        if outcome.status == 200 {
-            let at = outcome
-                .at()
-                .unwrap_or_else(|| panic!("a 200 without a place: {outcome:?}"));
-            assert_eq!(
-                present.map(Vec::as_slice),
-                Some(&[at][..]),
-                "acknowledged record: {outcome:?}"
-            );
-        } else if outcome.is_definite_failure() {
-            assert!(
-                present.is_none(),
-                "a record answered with a definite failure was written: {outcome:?}"
-            );
-        }
-    }
+    check_answers(outcomes, found);
     // Each keyed writer's records are in one partition, in the order it sent them.
     for writer in WRITERS.iter().filter(|w| w.keyed) {
-        let prefix = format!("r{round}-w{}-", writer.id);
+        let prefix = writer.prefix(round);
         let mut placed: Vec<(i32, i64, &str)> = found
             .iter()
             .filter(|(value, _)| value.starts_with(&prefix))
@@ -346,16 +159,16 @@ async fn nothing_lost_nothing_doubled_on_three_nodes() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
-    let h = Arc::new(Harness::on_with(Kafka::ApacheCluster, 1, CONFIG, &[("write.lua", WRITE)]).await);
+    let h = Arc::new(Harness::on_with(Kafka::ApacheCluster, 1, CONFIG, &[WRITE_FUNCTION]).await);
     for round in 1..=rounds {
         println!("chaos: round {round} of {rounds}");
         let marks = Mutex::new(Marks::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let writers = tokio::spawn(load(Arc::clone(&h), round, Arc::clone(&stop)));
+        let writers = tokio::spawn(load(Arc::clone(&h), "chaos", round, Arc::clone(&stop)));
         campaign(&h, &marks).await;
         stop.store(true, Ordering::Relaxed);
         let outcomes = writers.await.expect("load");
-        let found = read_all(&h.bootstrap(0)).await;
+        let found = read_all(&h.bootstrap(0), "chaos", PARTITIONS).await;
         check(round, &outcomes, &found, &marks.into_inner().unwrap());
     }
     too_few_in_sync_replicas_is_a_quick_503(&h).await;

@@ -147,3 +147,35 @@ async fn a_key_whose_request_timed_out_replays_the_real_outcome() {
     assert_eq!(values(&bootstrap, "once", 0).await, ["warm", "sent"]);
     assert_eq!(values(&bootstrap, "once", 1).await, ["warm", "keyed"]);
 }
+
+/// The broker paused (SIGSTOP) for four seconds under steady load and resumed: every answer stays true. Records
+/// answered 200 are in the log once, records answered with a definite failure (503, 504 "nothing was written") are
+/// not in it, and none is there twice; records in doubt may be either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_broker_under_load_gets_only_true_answers() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use common::load::{WRITE_FUNCTION, check_answers, load, read_all};
+
+    let config = config("{broker0}", "") + "\n[[routes]]\npath = \"/lua\"\nfunction = \"write.lua\"\n";
+    let harness = Arc::new(Harness::on_with(Kafka::Apache, 1, &config, &[WRITE_FUNCTION]).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = tokio::spawn(load(Arc::clone(&harness), "once", 1, Arc::clone(&stop)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kafka = harness.brokers[0].apache();
+    kafka.signal("pause", 1).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    kafka.signal("resume", 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let outcomes = writers.await.expect("load");
+    // In-doubt batches are resent until the broker answers them: give them time to land before reading.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let found = read_all(&harness.bootstrap(0), "once", 2).await;
+    assert!(
+        outcomes.iter().any(|o| o.is_definite_failure()),
+        "the pause was long enough for some requests to be told nothing was written"
+    );
+    check_answers(&outcomes, &found);
+}

@@ -6,6 +6,7 @@
 
 pub mod configs;
 pub mod kafka;
+pub mod load;
 pub mod proxy;
 pub mod read;
 
