@@ -1,5 +1,6 @@
-//! Prometheus metrics: every stage records what it did into one process-wide set; `GET /metrics` gives the
-//! Prometheus text format (via `prometheus-client`, names and units by its conventions).
+//! Prometheus metrics: every stage records what it did into one process-wide set; `GET /metrics` gives them in
+//! OpenMetrics text (via `prometheus-client`, names and units by its conventions) to a scraper that accepts it, and
+//! in the classic Prometheus text format (0.0.4) otherwise.
 //!
 //! | metric | labels |
 //! |---|---|
@@ -173,11 +174,16 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// Every metric in OpenMetrics text (1.0.0).
+    pub fn render_openmetrics(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");
         text
+    }
+
+    /// Every metric in the classic Prometheus text format (0.0.4).
+    pub fn render_classic(&self) -> String {
+        classic_text(&self.render_openmetrics())
     }
 
     pub fn observe_request(&self, kind: &'static str, function: Option<Arc<str>>, status: u16, elapsed: Duration) {
@@ -255,6 +261,33 @@ impl Metrics {
             })
             .set(i64::from(reachable));
     }
+}
+
+/// OpenMetrics text as the classic Prometheus text format: a counter family is named by its samples (`x_total`, where
+/// OpenMetrics names the family `x`), and `# UNIT` and `# EOF` lines, which the classic format lacks, are left out.
+/// luka's metrics use no OpenMetrics-only types or exemplars.
+fn classic_text(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(renamed) => text.push_str(renamed.trim_end()),
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 /// The process's metrics.

@@ -282,6 +282,52 @@ async fn metrics_move_as_requests_are_served() {
     assert!(after.contains("# TYPE luka_http_in_flight_requests gauge"), "{after}");
 }
 
+/// `/metrics` is what its Content-Type says, as Prometheus's own Python client parses it: the classic text format
+/// (0.0.4, counters typed under their `_total` names; served OpenMetrics text, every counter sample would be untyped)
+/// by default, OpenMetrics to a scraper that asks for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_the_format_they_claim() {
+    let h = Harness::start(1, CONFIG).await;
+    assert_eq!(h.http.get(h.url("/healthz")).send().await.unwrap().status(), 200);
+
+    let classic = scrape(&h).await;
+    let families = common::parse_metrics(&classic, "classic").unwrap_or_else(|e| panic!("{e}:\n{classic}"));
+    let untyped: Vec<_> = families.iter().filter(|(_, kind, _)| kind == "unknown").collect();
+    assert!(untyped.is_empty(), "untyped families: {untyped:?}\n{classic}");
+    let requests = families
+        .iter()
+        .find(|(name, _, _)| name == "luka_http_requests")
+        .expect("requests");
+    assert_eq!((requests.1.as_str(), requests.2 > 0), ("counter", true), "{classic}");
+
+    let response = h
+        .http
+        .get(h.url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    let families = common::parse_metrics(&text, "openmetrics").unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let requests = families
+        .iter()
+        .find(|(name, _, _)| name == "luka_http_requests")
+        .expect("requests");
+    assert_eq!((requests.1.as_str(), requests.2 > 0), ("counter", true), "{text}");
+    let duration = families
+        .iter()
+        .find(|(name, _, _)| name == "luka_http_request_duration_seconds")
+        .expect("durations");
+    assert_eq!(duration.1, "histogram");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_can_be_protected_or_turned_off() {
     let protected =

@@ -277,11 +277,26 @@ fn scrape<B>(app: &App, request: &Request<B>) -> Result<Response, RequestError> 
             ))));
         }
     }
-    let mut response = hyper::Response::new(Full::new(Bytes::from(crate::metrics::metrics().render())));
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    // Prometheus asks for OpenMetrics first when it can read it; anything else gets the classic format.
+    let openmetrics = request
+        .headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains("application/openmetrics-text"));
+    let metrics = crate::metrics::metrics();
+    let (body, content_type) = if openmetrics {
+        (
+            metrics.render_openmetrics(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (metrics.render_classic(), "text/plain; version=0.0.4; charset=utf-8")
+    };
+    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(response)
 }
 

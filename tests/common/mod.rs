@@ -259,3 +259,55 @@ pub fn write_function(dir: &std::path::Path, path: &str, source: &str) {
     std::fs::create_dir_all(file.parent().expect("parent")).expect("create function folder");
     std::fs::write(file, source).expect("write function");
 }
+
+/// `/metrics` text as Prometheus's own Python client parses it (`prometheus_client`, installed by `scripts/test`
+/// into `$LUKA_PYTHON_PATH`, default `~/.cache/luka-python`), in `format` "classic" (text 0.0.4) or "openmetrics":
+/// each family's name, type and sample count, or the parser's error.
+pub fn parse_metrics(text: &str, format: &str) -> Result<Vec<(String, String, usize)>, String> {
+    const PARSE: &str = r#"
+import json, sys
+if sys.argv[1] == "openmetrics":
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+else:
+    from prometheus_client.parser import text_string_to_metric_families
+try:
+    families = [[f.name, f.type, len(f.samples)] for f in text_string_to_metric_families(sys.stdin.read())]
+except Exception as e:
+    print(json.dumps({"error": str(e)}))
+else:
+    print(json.dumps(families))
+"#;
+    let python_path = std::env::var("LUKA_PYTHON_PATH")
+        .unwrap_or_else(|_| format!("{}/.cache/luka-python", std::env::var("HOME").unwrap_or_default()));
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", PARSE, format])
+        .env("PYTHONPATH", &python_path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes()).expect("write metrics");
+    let out = child.wait_with_output().expect("python3 output");
+    assert!(
+        out.status.success(),
+        "prometheus_client is not importable from {python_path} (scripts/test installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("the parser's JSON");
+    if let Some(error) = answer.get("error") {
+        return Err(error.as_str().unwrap_or_default().to_owned());
+    }
+    Ok(answer
+        .as_array()
+        .expect("families")
+        .iter()
+        .map(|f| {
+            (
+                f[0].as_str().unwrap().to_owned(),
+                f[1].as_str().unwrap().to_owned(),
+                f[2].as_u64().unwrap() as usize,
+            )
+        })
+        .collect())
+}
