@@ -225,7 +225,20 @@ async fn read_errors_say_what_is_wrong(kafka: Kafka) {
             400,
             "earliest, latest or a timestamp",
         ),
-        ("/offsets/latest", r#"{"topic": 5}"#, DEMO, 400, "expected"),
+        (
+            "/offsets/latest",
+            r#"{"topic": 5}"#,
+            DEMO,
+            400,
+            "topic names a topic (a string), got 5 (send {\"topic\": \"...\", \"partition\": 0} or an array of them)",
+        ),
+        (
+            "/fetch",
+            r#"{"topicPartitionOffsets": {"topic": "cities"}}"#,
+            DEMO,
+            400,
+            "topicPartitionOffsets must be a list of {\"topic\", \"partition\", \"offset\"} objects, got an object",
+        ),
         (
             "/fetch",
             r#"{"topic": "cities", "partition": 9, "offset": 0}"#,
@@ -242,7 +255,7 @@ async fn read_errors_say_what_is_wrong(kafka: Kafka) {
         ),
         ("/fetch", r#"{"topic": "cities"}"#, DEMO, 400, "together"),
         ("/fetch", "{}", DEMO, 400, "nothing to fetch"),
-        ("/fetch", "[", DEMO, 400, "expected"),
+        ("/fetch", "[", DEMO, 400, "the body is not JSON: it ends too early"),
         ("/consume/group/instance", "{}", DEMO, 501, "not served by luka"),
         ("/commit/group/instance", "{}", DEMO, 501, "not served by luka"),
     ];

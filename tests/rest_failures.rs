@@ -24,14 +24,19 @@ async fn errors_have_the_right_status_and_say_what_to_fix(kafka: Kafka) {
             400,
             "timestamp -5 is not a time Kafka can store",
         ),
-        ("/produce/greetings", r#"{"value": "x""#, 400, "malformed JSON"),
+        (
+            "/produce/greetings",
+            r#"{"value": "x""#,
+            400,
+            "the body is not JSON: it ends too early",
+        ),
         (
             "/produce/greetings",
             r#"[{"value":"a"},{"key":"k"}]"#,
             400,
-            "message 2: missing field `value`",
+            "message 2: a message needs \"value\"",
         ),
-        ("/produce", r#"{"value":"a"}"#, 400, "missing field `topic`"),
+        ("/produce", r#"{"value":"a"}"#, 400, "a message needs \"topic\""),
         (
             "/produce/greetings",
             r#"{"value":"x","partition":2147483648}"#,

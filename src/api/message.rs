@@ -13,10 +13,73 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::ApiError;
+use super::shape::{self, ECHO_CHARS, Field, Kind, echo, kind_of as type_name};
 use crate::produce::{InvalidMessages, Key, Message, Payload};
 
-/// Characters of a client's input quoted back in an error.
-const ECHO_CHARS: usize = 40;
+const HEADER_FIELDS: &[Field] = &[
+    Field {
+        name: "key",
+        kind: Kind::Text,
+        required: true,
+        rule: "must be a string",
+    },
+    Field {
+        name: "value",
+        kind: Kind::Text,
+        required: true,
+        rule: "must be a string",
+    },
+];
+
+/// A message's fields as the API names them; `topic` is required unless the URL names the topic.
+const fn message_fields(topic_required: bool) -> [Field; 6] {
+    [
+        Field {
+            name: "topic",
+            kind: Kind::Text,
+            required: topic_required,
+            rule: "names the topic to write to (a string; or POST to /produce/<topic>)",
+        },
+        Field {
+            name: "partition",
+            kind: Kind::Whole {
+                min: 0,
+                max: i32::MAX as i64,
+                null_ok: true,
+            },
+            required: false,
+            rule: "must be an integer from 0 to 2147483647",
+        },
+        Field {
+            name: "timestamp",
+            kind: Kind::Whole {
+                min: i64::MIN,
+                max: i64::MAX,
+                null_ok: true,
+            },
+            required: false,
+            rule: "must be an integer number of milliseconds since 1970-01-01T00:00:00Z",
+        },
+        Field {
+            name: "key",
+            kind: Kind::TextOrNull,
+            required: false,
+            rule: "must be a string (or null for no key)",
+        },
+        Field {
+            name: "value",
+            kind: Kind::Any,
+            required: true,
+            rule: "holds the record's value (null for a tombstone)",
+        },
+        Field {
+            name: "headers",
+            kind: Kind::List(HEADER_FIELDS),
+            required: false,
+            rule: "must be a list of {\"key\", \"value\"} objects with string values",
+        },
+    ]
+}
 
 /// One message as the hosted Producer API defines it; unknown fields are refused so typos are caught.
 #[derive(Debug, Deserialize)]
@@ -232,7 +295,7 @@ fn split_items(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             ApiError::BadRequest("the request body is empty; send a JSON message object or an array of them".into())
         } else {
-            ApiError::BadRequest(format!("malformed JSON: {}", clean(&e)))
+            ApiError::BadRequest(shape::not_json(&e))
         }
     };
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
@@ -261,7 +324,7 @@ fn to_message(item: &RawValue, path_topic: Option<&str>) -> Result<Message, Stri
         let value: Value = serde_json::from_str(text).map_err(|e| clean(&e))?;
         return Err(format!("expected a JSON object, got {}", type_name(&value)));
     }
-    let m: RestMessage = serde_json::from_str(text).map_err(|e| clean(&e))?;
+    let m: RestMessage = serde_json::from_str(text).map_err(|e| explain(text, path_topic, &e))?;
     let topic = match (path_topic, m.topic) {
         (Some(path), Some(Text(body))) if path != body => {
             return Err(format!(
@@ -272,10 +335,10 @@ fn to_message(item: &RawValue, path_topic: Option<&str>) -> Result<Message, Stri
         }
         (Some(path), _) => path.to_owned(),
         (None, Some(Text(body))) => body.into_owned(),
-        (None, None) => return Err("missing field `topic` (required by POST /produce)".into()),
+        (None, None) => return Err(explain(text, None, &de::Error::custom("topic"))),
     };
     let value = match m.value {
-        None => return Err("missing field `value`".into()),
+        None => return Err(explain(text, path_topic, &de::Error::custom("value"))),
         Some(RestValue::Null) => None,
         Some(RestValue::Text(s)) => Some(s.into_owned().into_bytes()),
         // Not a string: written as its compact JSON text, which is what a JSON value in a Kafka record means.
@@ -296,6 +359,16 @@ fn to_message(item: &RawValue, path_topic: Option<&str>) -> Result<Message, Stri
             .collect(),
         timestamp_ms: m.timestamp,
     })
+}
+
+/// What is wrong with a message that did not parse, in the API's words (serde's own, cleaned, if the checker
+/// finds nothing).
+fn explain(text: &str, path_topic: Option<&str>, error: &serde_json::Error) -> String {
+    let fields = message_fields(path_topic.is_none());
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|value| shape::problem(&value, "a message", &fields))
+        .unwrap_or_else(|| clean(error))
 }
 
 /// A serde_json error without its position (which counts within one message, not the body) and with any quoted
@@ -336,26 +409,6 @@ fn shorten_quotes(text: &str) -> String {
     out
 }
 
-/// Client input quoted in an error, cut to [`ECHO_CHARS`] characters.
-fn echo(text: &str) -> String {
-    let mut quoted: String = text.chars().take(ECHO_CHARS).collect();
-    if quoted.len() < text.len() {
-        quoted.push('…');
-    }
-    format!("'{quoted}'")
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,11 +440,32 @@ mod tests {
     fn errors_name_the_message_and_field() {
         assert_eq!(
             err(r#"[{"value":"a"},{"key":"k"}]"#, Some("t")),
-            "message 2: missing field `value`"
+            "message 2: a message needs \"value\", which holds the record's value (null for a tombstone)"
         );
-        assert!(err(r#"{"vaule":"a"}"#, Some("t")).contains("unknown field `vaule`"));
-        assert!(err(r#"{"value":"a"}"#, None).contains("missing field `topic`"));
-        assert!(err(r#"{"value": "a""#, Some("t")).starts_with("malformed JSON"));
+        assert!(err(r#"{"vaule":"a"}"#, Some("t")).contains("a message has no field 'vaule'; its fields are"));
+        assert!(err(r#"{"value":"a"}"#, None).contains("a message needs \"topic\""));
+        assert_eq!(
+            err(r#"{"value": "a""#, Some("t")),
+            "the body is not JSON: it ends too early (line 1, column 13)"
+        );
+        // The words of the API for each field, never serde's.
+        assert_eq!(
+            err(r#"{"value":"x","key":5}"#, Some("t")),
+            "message 1: key must be a string (or null for no key), got 5"
+        );
+        assert_eq!(
+            err(r#"{"value":"x","headers":{"a":"b"}}"#, Some("t")),
+            "message 1: headers must be a list of {\"key\", \"value\"} objects with string values, got an object"
+        );
+        assert_eq!(
+            err(r#"{"value":5}"#, None),
+            "message 1: a message needs \"topic\", which names the topic to write to (a string; or POST to \
+             /produce/<topic>)"
+        );
+        assert_eq!(
+            err(r#"{"value":"x","topic":7}"#, None),
+            "message 1: topic names the topic to write to (a string; or POST to /produce/<topic>), got 7"
+        );
         assert!(err("[]", Some("t")).contains("empty"));
         assert!(err("42", Some("t")).contains("got a number"));
         assert!(err(r#"{"topic":"b","value":"x"}"#, Some("a")).contains("differs"));
@@ -413,7 +487,7 @@ mod tests {
             "{report}"
         );
         assert!(report.contains("got 1.5"), "{report}");
-        assert!(report.contains("message 4: missing field `value`"), "{report}");
+        assert!(report.contains("message 4: a message needs \"value\""), "{report}");
         assert!(
             !report.contains("i32") && !report.contains("i64") && !report.contains("column"),
             "{report}"
@@ -434,7 +508,7 @@ mod tests {
         let long = "x".repeat(100_000);
         let report = err(&format!(r#"{{"value":"v","headers":"{long}"}}"#), Some("t"));
         assert!(report.len() < 200, "{report}");
-        assert!(report.contains(&format!("\"{}…\"", "x".repeat(ECHO_CHARS))), "{report}");
+        assert!(report.contains(&format!("'{}…'", "x".repeat(ECHO_CHARS))), "{report}");
         let report = err(&format!(r#"{{"value":"v","partition":"{long}"}}"#), Some("t"));
         assert!(report.len() < 200, "{report}");
     }

@@ -7,6 +7,7 @@
 mod auth;
 mod message;
 pub mod read;
+mod shape;
 mod webhook;
 
 use serde_json::Value;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ApiError;
+use super::shape::{self, Field, Kind};
 use crate::config::{Config, User};
 use crate::kafka::{ClusterClient, FetchedRecord, KafkaError, ListOffset};
 use crate::produce::{ProduceError, Producer, resolve};
@@ -67,7 +68,7 @@ pub async fn offsets(
             ))
         })?),
     };
-    let wanted: Vec<TopicPartition> = one_or_many(body, "{\"topic\": \"...\", \"partition\": 0}")?;
+    let wanted: Vec<TopicPartition> = one_or_many(body, "{\"topic\": \"...\", \"partition\": 0}", TOPIC_PARTITION)?;
     let distinct: HashSet<(&str, i32)> = wanted.iter().map(|tp| (tp.topic.as_str(), tp.partition)).collect();
     check_position_count(config, distinct.len())?;
     // Each distinct position is looked up once; a position named twice is answered twice.
@@ -138,9 +139,14 @@ struct HeaderAnswer {
 /// (default 1,000) for data.
 pub async fn fetch(config: &Config, producer: &Producer, user: &User, body: &[u8]) -> Result<Vec<u8>, ApiError> {
     let request: FetchRequest = serde_json::from_slice(body).map_err(|e| {
+        let value = match serde_json::from_slice::<Value>(body) {
+            Ok(value) => value,
+            Err(e) => return ApiError::BadRequest(shape::not_json(&e)),
+        };
+        let problem = shape::problem(&value, "a fetch", FETCH).unwrap_or_else(|| e.to_string());
         ApiError::BadRequest(format!(
-            "expected {{\"topic\", \"partition\", \"offset\", \"timeout\"?}} and/or {{\"topicPartitionOffsets\": \
-             [...]}}: {e}"
+            "{problem} (send {{\"topic\", \"partition\", \"offset\", \"timeout\"?}} and/or \
+             {{\"topicPartitionOffsets\": [...]}})"
         ))
     })?;
     let mut positions = Vec::new();
@@ -289,17 +295,85 @@ async fn checked_reader(
     Ok(client)
 }
 
-/// A JSON body holding one `T` or an array of them.
-fn one_or_many<T: for<'de> Deserialize<'de>>(body: &[u8], shape: &str) -> Result<Vec<T>, ApiError> {
-    let bad = |e: serde_json::Error| ApiError::BadRequest(format!("expected {shape} or an array of them: {e}"));
-    let value: Value = serde_json::from_slice(body).map_err(bad)?;
+/// A JSON body holding one `T` (an object with `fields`, shown to clients as `example`) or an array of them.
+fn one_or_many<T: for<'de> Deserialize<'de>>(body: &[u8], example: &str, fields: &[Field]) -> Result<Vec<T>, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(shape::not_json(&e)))?;
     let items = match value {
         Value::Array(items) if !items.is_empty() => items,
-        Value::Array(_) => return Err(ApiError::BadRequest(format!("the array is empty; send {shape}"))),
+        Value::Array(_) => return Err(ApiError::BadRequest(format!("the array is empty; send {example}"))),
         one => vec![one],
     };
     items
         .into_iter()
-        .map(|item| serde_json::from_value(item).map_err(bad))
+        .map(|item| {
+            let problem = shape::problem(&item, "a position", fields);
+            serde_json::from_value(item).map_err(|e| {
+                let problem = problem.unwrap_or_else(|| e.to_string());
+                ApiError::BadRequest(format!("{problem} (send {example} or an array of them)"))
+            })
+        })
         .collect()
 }
+
+const TOPIC_FIELD: Field = Field {
+    name: "topic",
+    kind: Kind::Text,
+    required: true,
+    rule: "names a topic (a string)",
+};
+const PARTITION_FIELD: Field = Field {
+    name: "partition",
+    kind: Kind::Whole {
+        min: 0,
+        max: i32::MAX as i64,
+        null_ok: false,
+    },
+    required: true,
+    rule: "must be an integer from 0 to 2147483647",
+};
+const OFFSET_FIELD: Field = Field {
+    name: "offset",
+    kind: Kind::Whole {
+        min: 0,
+        max: i64::MAX,
+        null_ok: false,
+    },
+    required: true,
+    rule: "must be a whole number of 0 or more",
+};
+
+/// `/offsets`: one position.
+const TOPIC_PARTITION: &[Field] = &[TOPIC_FIELD, PARTITION_FIELD];
+
+/// `/fetch`: a position with its offset, or a list of them.
+const POSITION: &[Field] = &[TOPIC_FIELD, PARTITION_FIELD, OFFSET_FIELD];
+const FETCH: &[Field] = &[
+    Field {
+        required: false,
+        ..TOPIC_FIELD
+    },
+    Field {
+        required: false,
+        ..PARTITION_FIELD
+    },
+    Field {
+        required: false,
+        ..OFFSET_FIELD
+    },
+    Field {
+        name: "timeout",
+        kind: Kind::Whole {
+            min: 0,
+            max: i64::MAX,
+            null_ok: true,
+        },
+        required: false,
+        rule: "must be a whole number of milliseconds",
+    },
+    Field {
+        name: "topicPartitionOffsets",
+        kind: Kind::List(POSITION),
+        required: false,
+        rule: "must be a list of {\"topic\", \"partition\", \"offset\"} objects",
+    },
+];
