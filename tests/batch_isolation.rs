@@ -1,8 +1,10 @@
 //! One caller's refused record must not fail another caller's write. Requests to one partition share a produce
 //! request, and Kafka refuses a whole batch for one record that breaks a topic rule: a timestamp outside the topic's
 //! window (INVALID_TIMESTAMP), a record without a key on a compacted topic (INVALID_RECORD), a record larger than
-//! the topic's `max.message.bytes` (MESSAGE_TOO_LARGE). luka then sends each caller's records on their own, so the
-//! valid ones are written and only the offending request is refused, with its own reason.
+//! the topic's `max.message.bytes` (MESSAGE_TOO_LARGE). luka reads the topics' rules and refuses such a request
+//! before its records join a batch; what it cannot check in advance (the size of a compressed batch) the broker
+//! refuses, and luka then sends each caller's records on their own. Either way the valid records are written and
+//! only the offending request is refused, with its own reason.
 //!
 //! On Apache Kafka the topics carry those rules. The embedded development broker enforces none of them: there the
 //! same traffic is all written, and the test checks just that the valid records are.
@@ -27,32 +29,58 @@ produce_timeout_ms = 10000
 # Requests that arrive within 200 ms share a produce request.
 linger_ms = 200
 
+# The same broker with compression, where record sizes cannot be checked in advance.
+[clusters.zipped]
+bootstrap = ["{broker0}"]
+compression = "gzip"
+linger_ms = 200
+
 [topics.window]
+cluster = "local"
 [topics.compacted]
+cluster = "local"
 [topics.small]
+cluster = "local"
+[topics.zipped]
+cluster = "zipped"
 "#,
     demo_user!()
 );
 
-/// The three topics and their rules (Apache Kafka), each one partition.
-const TOPICS: [(&str, (&str, &str)); 3] = [
+/// The topics and their rules (Apache Kafka), each one partition.
+const TOPICS: [(&str, (&str, &str)); 4] = [
     ("window", ("message.timestamp.before.max.ms", "3600000")),
     ("compacted", ("cleanup.policy", "compact")),
     ("small", ("max.message.bytes", "50000")),
+    ("zipped", ("max.message.bytes", "50000")),
 ];
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-/// The offending message for `topic`: two days old, keyless, or with 40,000 empty headers (about 160 KB encoded,
-/// though its key and value are a few bytes).
+/// The offending message for `topic`: two days old, keyless, with 40,000 empty headers (about 160 KB encoded,
+/// though its key and value are a few bytes), or 150 KB of hex digits of random bytes (about 75 KB gzipped).
 fn offending(topic: &str) -> Value {
     match topic {
         "window" => json!({ "key": "k", "value": "too-old", "timestamp": now_ms() - 2 * 24 * 3600 * 1000 }),
         "compacted" => json!({ "value": "no-key" }),
-        _ => json!({ "key": "k", "value": "many-headers", "headers": vec![json!({"key": "h", "value": ""}); 40_000] }),
+        "small" => {
+            json!({ "key": "k", "value": "many-headers", "headers": vec![json!({"key": "h", "value": ""}); 40_000] })
+        }
+        _ => {
+            let random: String = (0..75_000).map(|_| format!("{:02x}", rand_byte())).collect();
+            json!({ "key": "k", "value": random })
+        }
     }
+}
+
+/// A byte from the system's random source.
+fn rand_byte() -> u8 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(now_ms() as u64);
+    hasher.finish() as u8
 }
 
 async fn one_refused_record_fails_only_its_own_request(kafka: Kafka) {
@@ -62,6 +90,7 @@ async fn one_refused_record_fails_only_its_own_request(kafka: Kafka) {
         config = config.replace("[topics.window]", "[topics.window]\npartitions = 1");
         config = config.replace("[topics.compacted]", "[topics.compacted]\npartitions = 1");
         config = config.replace("[topics.small]", "[topics.small]\npartitions = 1");
+        config = config.replace("[topics.zipped]", "[topics.zipped]\npartitions = 1");
     }
     let h = Harness::on(kafka, 1, &config).await;
     let bootstrap = h.bootstrap(0);
@@ -110,9 +139,14 @@ async fn one_refused_record_fails_only_its_own_request(kafka: Kafka) {
             }
             _ => {
                 let (expected_status, reason) = match topic {
-                    "window" => (400, "InvalidTimestamp"),
-                    "compacted" => (400, "InvalidRecord"),
-                    _ => (413, "MessageTooLarge"),
+                    "window" => (400, "is outside what topic 'window' accepts now"),
+                    "compacted" => (400, "topic 'compacted' is compacted (cleanup.policy=compact)"),
+                    "small" => (413, "more than topic 'small' takes (max.message.bytes = 50000)"),
+                    // Compressed: only the broker knows the size; its refusal of the shared batch is split.
+                    _ => (
+                        413,
+                        "MessageTooLarge (a record is larger than the topic's max.message.bytes)",
+                    ),
                 };
                 assert_eq!(status, expected_status, "{topic}: {answer}");
                 assert!(error_of(&answer).contains(reason), "{topic}: its own reason: {answer}");

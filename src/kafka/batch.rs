@@ -551,7 +551,7 @@ fn maybe_appended(error: &ClientError) -> bool {
 
 /// The bytes `record` takes in a record batch (v2), exactly but for its deltas, which are counted at their largest:
 /// length, attributes, deltas, key, value and every header with their own lengths.
-pub(crate) fn encoded_size(record: &Record) -> usize {
+pub fn encoded_size(record: &Record) -> usize {
     let bytes = |b: Option<&[u8]>| b.map_or(varint_len(-1), |b| varint_len(b.len() as i64) + b.len());
     let headers: usize = record
         .headers

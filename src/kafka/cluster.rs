@@ -74,12 +74,15 @@ pub struct ClusterClient {
     reachability: Arc<Reachability>,
     /// Produce calls waiting on the cluster; bounded by `max_in_flight`.
     in_flight: Semaphore,
+    /// Topics' rules for records, from their configs.
+    rules: super::rules::RulesCache,
 }
 
 impl ClusterClient {
     pub(crate) fn new(config: Arc<Cluster>, client: Client, reachability: Arc<Reachability>) -> Self {
         Self {
             in_flight: Semaphore::new(config.max_in_flight),
+            rules: super::rules::RulesCache::new(config.metadata_max_age),
             reachability,
             config,
             client: Arc::new(client),
@@ -388,6 +391,11 @@ impl ClusterClient {
     fn forget_topic(&self, topic: &str) {
         self.metadata.lock().expect("metadata lock poisoned").remove(topic);
         self.writers.retain(|(t, _), _| t != topic);
+    }
+
+    /// The rules `topic` holds its records to (see [`super::rules`]); unknown rules check nothing.
+    pub async fn topic_rules(&self, topic: &str) -> super::TopicRules {
+        self.rules.rules(&self.client, topic).await
     }
 
     /// Whether the cluster answers a metadata request (unbounded: callers set the deadline).

@@ -14,6 +14,7 @@ mod deadline;
 mod error;
 mod reachability;
 mod read;
+mod rules;
 mod security;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,13 @@ pub use cluster::{ClusterClient, CreateIfMissing};
 pub use error::{ErrorClass, KafkaError};
 use reachability::Reachability;
 pub use read::{FetchedRecord, ListOffset};
+pub use rules::TopicRules;
+
+/// The bytes a record takes in a record batch (exactly, but for its deltas counted at their largest).
+pub use batch::encoded_size;
+
+/// What a record batch adds to its records.
+pub const BATCH_OVERHEAD: usize = rules::BATCH_OVERHEAD;
 pub use security::SecurityCause;
 
 use crate::config::Cluster;

@@ -31,6 +31,26 @@ pub enum ProduceError {
         violations: Vec<String>,
     },
 
+    /// A keyless record for a compacted topic.
+    #[error("topic '{topic}' is compacted (cleanup.policy=compact): every record needs a key")]
+    KeyRequired { topic: String },
+
+    /// A timestamp outside the topic's window.
+    #[error(
+        "timestamp {timestamp_ms} is outside what topic '{topic}' accepts now, {earliest} to {latest} \
+         (message.timestamp.before.max.ms and message.timestamp.after.max.ms); send a current timestamp or none"
+    )]
+    TimestampOutsideWindow {
+        topic: String,
+        timestamp_ms: i64,
+        earliest: i64,
+        latest: i64,
+    },
+
+    /// A record larger than the topic takes.
+    #[error("the record takes {size} bytes, more than topic '{topic}' takes (max.message.bytes = {max})")]
+    TooLargeForTopic { topic: String, size: usize, max: usize },
+
     #[error("message {number} of topic '{topic}': {problem}")]
     Encode {
         number: usize,
@@ -93,7 +113,10 @@ impl ProduceError {
             | Self::InvalidTimestamp { .. }
             | Self::InvalidData { .. }
             | Self::InvalidMessages(_)
+            | Self::KeyRequired { .. }
+            | Self::TimestampOutsideWindow { .. }
             | Self::Encode { .. } => ErrorClass::BadRequest,
+            Self::TooLargeForTopic { .. } => ErrorClass::TooLarge,
             Self::InMessage { source, .. } => source.class(),
             Self::Kafka(error) | Self::Write { source: error, .. } => error.class(),
         }

@@ -29,7 +29,7 @@ pub use route::resolve;
 
 use crate::config::{Config, Topic};
 use crate::context::{RecordAt, RequestContext};
-use crate::kafka::{ClusterPool, CreateIfMissing, KafkaError};
+use crate::kafka::{ClusterPool, CreateIfMissing, KafkaError, TopicRules};
 
 /// One record to write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,6 +88,9 @@ struct Destination<'c> {
     topic: &'c Topic,
     count: i32,
     unkeyed: Option<i32>,
+    /// What the topic holds records to, and whether sizes can be checked (uncompressed batches only).
+    rules: TopicRules,
+    sizes_checked: bool,
 }
 
 /// A message with its destination decided.
@@ -186,12 +189,20 @@ impl Producer {
                         .partition_count(&message.topic, create)
                         .await
                         .map_err(|e| e.into_message(index))?;
+                    let rules = client.topic_rules(&message.topic).await;
+                    let sizes_checked = self
+                        .config
+                        .clusters
+                        .get(&topic.cluster)
+                        .is_some_and(|c| c.compression == crate::config::Compression::None);
                     destinations.push(Destination {
                         topic_name: message.topic.clone(),
                         asked_cluster: message.cluster.clone(),
                         topic,
                         count,
                         unkeyed: None,
+                        rules,
+                        sizes_checked,
                     });
                     destinations.len() - 1
                 }
@@ -233,17 +244,23 @@ impl Producer {
                 .single()
                 .filter(|_| timestamp_ms >= 0)
                 .ok_or_else(|| ProduceError::InvalidTimestamp { timestamp_ms }.in_message(index))?;
+            let record = Record {
+                key,
+                value,
+                headers,
+                timestamp,
+            };
+            // What the broker would refuse the whole shared batch for, refused here for this request alone.
+            let (rules, sizes_checked) = (destination.rules, destination.sizes_checked);
+            if let Some(broken) = broken_rule(&rules, sizes_checked, &record, timestamp_ms, now_ms, &message.topic) {
+                return Err(broken.in_message(index));
+            }
             placed.push(Placed {
                 cluster,
                 topic: message.topic,
                 partition,
                 timestamp_ms,
-                record: Record {
-                    key,
-                    value,
-                    headers,
-                    timestamp,
-                },
+                record,
             });
         }
         match (first_invalid, invalid.count()) {
@@ -325,6 +342,46 @@ impl Producer {
                 .collect()),
             Some(source) => Err(ProduceError::Write { source, results }),
         }
+    }
+}
+
+/// The topic rule `record` breaks, if any (see [`TopicRules`]); `now_ms` is luka's clock, which the broker's is taken
+/// to match.
+fn broken_rule(
+    rules: &TopicRules,
+    sizes_checked: bool,
+    record: &Record,
+    timestamp_ms: i64,
+    now_ms: i64,
+    topic: &str,
+) -> Option<ProduceError> {
+    if rules.compacted && record.key.is_none() {
+        return Some(ProduceError::KeyRequired {
+            topic: topic.to_owned(),
+        });
+    }
+    let earliest = rules
+        .timestamp_before_ms
+        .map_or(i64::MIN, |before| now_ms.saturating_sub(before));
+    let latest = rules
+        .timestamp_after_ms
+        .map_or(i64::MAX, |after| now_ms.saturating_add(after));
+    if !(earliest..=latest).contains(&timestamp_ms) {
+        return Some(ProduceError::TimestampOutsideWindow {
+            topic: topic.to_owned(),
+            timestamp_ms,
+            earliest: earliest.max(0),
+            latest,
+        });
+    }
+    let size = crate::kafka::encoded_size(record) + crate::kafka::BATCH_OVERHEAD;
+    match rules.max_message_bytes {
+        Some(max) if sizes_checked && size > max => Some(ProduceError::TooLargeForTopic {
+            topic: topic.to_owned(),
+            size,
+            max,
+        }),
+        _ => None,
     }
 }
 

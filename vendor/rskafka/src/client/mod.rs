@@ -181,6 +181,41 @@ impl Client {
         .await
     }
 
+    /// luka patch: the values of `keys` among `topic`'s configs, as a broker of the cluster reports them (one
+    /// request to an arbitrary broker, no retries). A config the broker does not report is left out.
+    pub async fn describe_topic_configs(
+        &self,
+        topic: &str,
+        keys: &[&str],
+    ) -> Result<Vec<(String, Option<String>)>> {
+        use crate::connection::BrokerCache;
+        use crate::protocol::messages::{DescribeConfigsRequest, TOPIC_RESOURCE};
+        let request = DescribeConfigsRequest {
+            resources: vec![(
+                TOPIC_RESOURCE,
+                topic.to_owned(),
+                Some(keys.iter().map(|k| (*k).to_owned()).collect()),
+            )],
+        };
+        let (broker, _gen) = (&*self.brokers).get().await?;
+        let response = broker.request(&request).await?;
+        let result = response
+            .results
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::InvalidResponse("DescribeConfigs answered no resource".to_owned()))?;
+        if let Some(protocol_error) = result.error {
+            return Err(Error::ServerError {
+                protocol_error,
+                error_message: result.error_message,
+                request: error::RequestContext::Topic(topic.to_owned()),
+                response: None,
+                is_virtual: false,
+            });
+        }
+        Ok(result.configs)
+    }
+
     /// Returns a list of topics in the cluster
     pub async fn list_topics(&self) -> Result<Vec<Topic>> {
         // Do not used a cached metadata response to satisfy this request, in
