@@ -262,21 +262,11 @@ impl Limits {
         let Some((rate, limiter)) = &limits.records else {
             return Ok(());
         };
-        let n = NonZeroU32::new(u32::try_from(count).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-        match limiter.check_n(n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(RateLimited {
-                what: format!("user '{user}' may write {rate} records per second (records_per_second)"),
-                retry_after: wait(&not_until),
-            }
-            .into()),
-            Err(_) => Err(OverBurst {
-                who: format!("user '{user}'"),
-                count,
-                burst: rate.saturating_mul(limits.burst_seconds),
-            }
-            .into()),
-        }
+        take_records(limiter, count, || RecordsLimit {
+            who: format!("user '{user}'"),
+            what: format!("user '{user}' may write {rate} records per second (records_per_second)"),
+            burst: rate.saturating_mul(limits.burst_seconds),
+        })
     }
 
     /// `count` records written by `function` (its file, as `[[routes]]` names it) with `kafka.produce`, all or none.
@@ -284,20 +274,38 @@ impl Limits {
         let Some((rate, limiter, burst_seconds)) = self.function_records.get(function) else {
             return Ok(());
         };
-        let n = NonZeroU32::new(u32::try_from(count).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-        match limiter.check_n(n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(RateLimited {
-                what: format!("this route writes {rate} records per second (records_per_second)"),
-                retry_after: wait(&not_until),
-            }
-            .into()),
-            Err(_) => Err(OverBurst {
-                who: "this route".to_owned(),
-                count,
-                burst: rate.saturating_mul(*burst_seconds),
-            }
-            .into()),
+        take_records(limiter, count, || RecordsLimit {
+            who: "this route".to_owned(),
+            what: format!("this route writes {rate} records per second (records_per_second)"),
+            burst: rate.saturating_mul(*burst_seconds),
+        })
+    }
+}
+
+/// A records limit as a refusal names it.
+struct RecordsLimit {
+    who: String,
+    what: String,
+    burst: u32,
+}
+
+/// `count` records from `limiter`, all or none; `limit` names it when it refuses.
+fn take_records(
+    limiter: &DefaultDirectRateLimiter,
+    count: usize,
+    limit: impl FnOnce() -> RecordsLimit,
+) -> Result<(), RecordsRefused> {
+    let n = NonZeroU32::new(u32::try_from(count).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+    match limiter.check_n(n) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(not_until)) => Err(RateLimited {
+            what: limit().what,
+            retry_after: wait(&not_until),
+        }
+        .into()),
+        Err(_) => {
+            let RecordsLimit { who, burst, .. } = limit();
+            Err(OverBurst { who, count, burst }.into())
         }
     }
 }

@@ -81,8 +81,7 @@ impl RulesCache {
     /// `topic`'s rules, from the cache or asked of the cluster.
     pub(crate) async fn rules(&self, client: &Client, topic: &str) -> TopicRules {
         let cached = self.topics.lock().expect("rules lock poisoned").get(topic).copied();
-        if let Some((at, rules)) = cached.filter(|(at, _)| at.elapsed() < self.max_age) {
-            let _ = at;
+        if let Some((_, rules)) = cached.filter(|(at, _)| at.elapsed() < self.max_age) {
             return rules;
         }
         let rules = match tokio::time::timeout(ASK_TIMEOUT, client.describe_topic_configs(topic, &KEYS)).await {
