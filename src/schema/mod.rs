@@ -194,6 +194,54 @@ mod tests {
         );
     }
 
+    /// Families the generator used to refuse (issue 20 item 6), each made from the schema's meaning: counts written
+    /// as decimals, more formats (checked by the validator, which validates formats), exact multiples, `false`
+    /// sub-schemas, `not` of types.
+    #[test]
+    fn random_values_for_more_schema_families() {
+        let families = [
+            json!({"type": "string", "minLength": 1.0, "maxLength": 2.0}),
+            json!({"type": "object", "minProperties": 1.0, "additionalProperties": {"type": "integer"}}),
+            json!({"type": "array", "minItems": 2.0, "maxItems": 2.0, "items": {"type": "boolean"}}),
+            json!({"type": "string", "format": "json-pointer"}),
+            json!({"type": "string", "format": "relative-json-pointer"}),
+            json!({"type": "string", "format": "duration"}),
+            json!({"type": "number", "multipleOf": 0.0001, "minimum": 100, "maximum": 200}),
+            json!({"type": "number", "multipleOf": 0.01}),
+            json!({"type": "integer", "multipleOf": 0.5}),
+            json!({"type": "object", "properties": {"gone": false, "here": {"type": "string"}}, "required": ["here"]}),
+            json!({"type": "array", "prefixItems": [{"type": "integer"}, false], "minItems": 1}),
+            json!({"not": {"type": "string"}}),
+            json!({"not": {"type": ["string", "number", "null", "boolean"]}}),
+        ];
+        let mut rng = rand::rng();
+        for schema in families {
+            let compiled = Schema::compile(schema.clone(), None).unwrap();
+            for _ in 0..50 {
+                let value = compiled
+                    .random(&mut rng, 0.5)
+                    .unwrap_or_else(|e| panic!("{schema}: {e}"));
+                assert!(compiled.violations(&value).is_empty(), "{schema}: {value}");
+                if let (Some(multiple), Some(n)) = (schema["multipleOf"].as_f64(), value.as_f64()) {
+                    assert_eq!(
+                        (n / multiple).fract(),
+                        0.0,
+                        "{n} is a multiple of {multiple} in floating point too"
+                    );
+                }
+            }
+        }
+        let impossible = json!({"type": "object", "properties": {"gone": false}, "required": ["gone"]});
+        let error = Schema::compile(impossible, None)
+            .unwrap()
+            .random(&mut rng, 0.5)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("'gone' is required but its schema is false"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn bad_schemas_say_why() {
         let error = Schema::compile(json!({"type": "strange"}), None)

@@ -124,6 +124,22 @@ impl<R: Rng> Generator<'_, R> {
             Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
             _ => vec![implied_type(schema).to_owned()],
         };
+        // `not: {type: ...}` rules those types out; with no type given, the others remain.
+        if let Some(excluded) = schema.get("not").and_then(|not| not.get("type")) {
+            let excluded: Vec<&str> = match excluded {
+                Value::String(t) => vec![t.as_str()],
+                Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            if types == ["any"] {
+                types = ["null", "boolean", "integer", "number", "string", "array", "object"]
+                    .map(str::to_owned)
+                    .to_vec();
+            }
+            // A number excludes integers too; integers are numbers.
+            let ruled_out = |t: &str| excluded.contains(&t) || (t == "integer" && excluded.contains(&"number"));
+            types.retain(|t| !ruled_out(t));
+        }
         // Null only now and then, so most generated documents carry data.
         if (nullable || types.len() > 1) && types.iter().any(|t| t == "null") && !self.rng.random_bool(0.2) {
             types.retain(|t| t != "null");
@@ -143,8 +159,8 @@ impl<R: Rng> Generator<'_, R> {
     }
 
     fn string(&mut self, schema: &Map<String, Value>, name: Option<&str>) -> Result<Value, String> {
-        let min = schema.get("minLength").and_then(Value::as_u64).unwrap_or(0) as usize;
-        let max = schema.get("maxLength").and_then(Value::as_u64).map(|m| m as usize);
+        let min = count(schema, "minLength").unwrap_or(0);
+        let max = count(schema, "maxLength");
         if max.is_some_and(|max| max < min) {
             return Err(format!("maxLength {} is below minLength {min}", max.unwrap_or(0)));
         }
@@ -208,6 +224,18 @@ impl<R: Rng> Generator<'_, R> {
                 rng.random::<u8>(),
                 rng.random::<u8>(),
                 rng.random_range(1..=254)
+            ),
+            "json-pointer" => format!(
+                "/{}/{}",
+                Word().fake_with_rng::<String, _>(rng),
+                rng.random_range(0..10)
+            ),
+            "relative-json-pointer" => format!("{}/{}", rng.random_range(0..3), Word().fake_with_rng::<String, _>(rng)),
+            "duration" => format!(
+                "P{}DT{}H{}M",
+                rng.random_range(0..30),
+                rng.random_range(0..24),
+                rng.random_range(0..60)
             ),
             "ipv6" => (0..8)
                 .map(|_| format!("{:x}", rng.random::<u16>()))
@@ -294,8 +322,22 @@ impl<R: Rng> Generator<'_, R> {
             if last < first {
                 return Err(format!("no multiple of {multiple} lies between {low} and {high}"));
             }
-            let n = self.rng.random_range(first..=last) as f64 * multiple;
-            return Ok(number_value(n, integer));
+            // A multiple whose quotient is whole in floating point too, as float-based validators compute it
+            // (`152.3209 / 0.0001` is not): tried at random, then from the low end.
+            let exact = |k: i64| {
+                let n = k as f64 * multiple;
+                ((n / multiple).fract() == 0.0 && (!integer || n.fract() == 0.0)).then_some(n)
+            };
+            let tries = (0..20).map(|_| self.rng.random_range(first..=last));
+            let found = tries
+                .chain(first..=last.min(first.saturating_add(1000)))
+                .find_map(exact);
+            return match found {
+                Some(n) => Ok(number_value(n, integer)),
+                None => Err(format!(
+                    "no multiple of {multiple} between {low} and {high} divides exactly"
+                )),
+            };
         }
         if integer {
             let (low, high) = (low.ceil() as i64, high.floor() as i64);
@@ -316,8 +358,8 @@ impl<R: Rng> Generator<'_, R> {
     }
 
     fn array(&mut self, schema: &Map<String, Value>, depth: usize) -> Result<Value, String> {
-        let min = schema.get("minItems").and_then(Value::as_u64).unwrap_or(0) as usize;
-        let max = schema.get("maxItems").and_then(Value::as_u64).map(|m| m as usize);
+        let min = count(schema, "minItems").unwrap_or(0);
+        let mut max = count(schema, "maxItems");
         let prefix: Vec<Value> = match schema
             .get("prefixItems")
             .or_else(|| schema.get("items").filter(|i| i.is_array()))
@@ -330,6 +372,10 @@ impl<R: Rng> Generator<'_, R> {
             _ if !prefix.is_empty() => schema.get("additionalItems").cloned(),
             _ => Some(Value::Bool(true)),
         };
+        // A `false` prefix item allows no item at that place: the array ends before it.
+        if let Some(at) = prefix.iter().position(|item| item == &Value::Bool(false)) {
+            max = Some(max.map_or(at, |m| m.min(at)));
+        }
         let upper = max.unwrap_or(min.max(DEFAULT_MAX_ITEMS).max(prefix.len()));
         if upper < min {
             return Err(format!("maxItems {upper} is below minItems {min}"));
@@ -374,11 +420,18 @@ impl<R: Rng> Generator<'_, R> {
             .and_then(Value::as_array)
             .map(|r| r.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        let max = schema.get("maxProperties").and_then(Value::as_u64).map(|m| m as usize);
-        let min = schema.get("minProperties").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let max = count(schema, "maxProperties");
+        let min = count(schema, "minProperties").unwrap_or(0);
         let shortest = depth >= MAX_REF_DEPTH;
         let mut object = Map::new();
         for (name, property) in &properties {
+            // `false`: the property must be absent.
+            if property == &Value::Bool(false) {
+                if required.contains(&name.as_str()) {
+                    return Err(format!("property '{name}' is required but its schema is false"));
+                }
+                continue;
+            }
             let wanted = required.contains(&name.as_str())
                 || (!shortest
                     && self.rng.random_bool(self.optional_probability)
@@ -407,6 +460,21 @@ impl<R: Rng> Generator<'_, R> {
         }
         Ok(Value::Object(object))
     }
+}
+
+/// A count keyword (`minLength`, `maxItems`, ...): a non-negative whole number, written `2` or `2.0` (both are valid
+/// JSON Schema).
+fn count(schema: &Map<String, Value>, key: &str) -> Option<usize> {
+    let value = schema.get(key)?;
+    value
+        .as_u64()
+        .or_else(|| {
+            value
+                .as_f64()
+                .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+                .map(|f| f as u64)
+        })
+        .map(|n| n as usize)
 }
 
 /// The type a schema without `type` implies from its other keywords.
