@@ -119,8 +119,10 @@ impl ProduceBatch {
         self.records as usize
     }
 
-    /// Whether a send of the batch may have reached the broker without its answer reaching us: its connection broke
-    /// after sending, or the send was dropped (timed out) while it waited for the answer. Then, even if a retry was
+    /// Whether a send of the batch may have been appended without a success reaching us: its connection broke after
+    /// sending, the send was dropped (timed out) while it waited for the answer, or the broker answered with an error
+    /// it also gives for a produce it appended and then could not acknowledge (`NOT_LEADER_OR_FOLLOWER` after a
+    /// leadership move, `REQUEST_TIMED_OUT`, `NOT_ENOUGH_REPLICAS_AFTER_APPEND`, `NETWORK_EXCEPTION`). Then, even if a retry was
     /// answered later, it may be written twice without idempotence, and a refusal of a later send does not mean it
     /// was not written. False when every failed send failed before leaving (no connection, a poisoned one).
     pub fn may_have_arrived(&self) -> bool {
@@ -322,8 +324,23 @@ impl PartitionClient {
                 })?;
                 // No `maybe_throttle` here: a throttled produce has already been appended, so retrying it would
                 // write the batch twice. The broker mutes the connection for the throttle time itself (KIP-219).
-                process_produce_response(self.partition, &self.topic, n, response)
-                    .map_err(|e| ErrorOrThrottle::Error((e, Some(r#gen))))
+                process_produce_response(self.partition, &self.topic, n, response).map_err(|e| {
+                    // A produce that waited in the broker for its replicas can be answered with these although the
+                    // leader appended it (leadership moved, the wait timed out, the replicas fell behind): the
+                    // records may be in the log, kept by the next leader.
+                    if let Error::ServerError {
+                        protocol_error:
+                            ProtocolError::NotLeaderOrFollower
+                            | ProtocolError::RequestTimedOut
+                            | ProtocolError::NotEnoughReplicasAfterAppend
+                            | ProtocolError::NetworkException,
+                        ..
+                    } = &e
+                    {
+                        answer_lost.store(true, Relaxed);
+                    }
+                    ErrorOrThrottle::Error((e, Some(r#gen)))
+                })
             },
         )
         .await
