@@ -551,7 +551,7 @@ fn maybe_appended(error: &ClientError) -> bool {
 
 /// The bytes `record` takes in a record batch (v2), exactly but for its deltas, which are counted at their largest:
 /// length, attributes, deltas, key, value and every header with their own lengths.
-pub fn encoded_size(record: &Record) -> usize {
+fn encoded_size(record: &Record) -> usize {
     let bytes = |b: Option<&[u8]>| b.map_or(varint_len(-1), |b| varint_len(b.len() as i64) + b.len());
     let headers: usize = record
         .headers
@@ -565,6 +565,14 @@ pub fn encoded_size(record: &Record) -> usize {
         + varint_len(record.headers.len() as i64)
         + headers;
     varint_len(body as i64) + body
+}
+
+/// What Kafka adds to a record batch besides its records (the v2 batch header).
+const BATCH_OVERHEAD: usize = 61;
+
+/// The bytes of a record batch holding `record` alone, as a topic's `max.message.bytes` counts them (uncompressed).
+pub(crate) fn single_record_batch_size(record: &Record) -> usize {
+    BATCH_OVERHEAD + encoded_size(record)
 }
 
 /// Bytes of `n` as Kafka's zig-zag varint.

@@ -25,17 +25,12 @@ use dashmap::DashMap;
 use tokio::sync::OnceCell;
 
 pub use batch::ProduceCounters;
+pub(crate) use batch::single_record_batch_size;
 pub use cluster::{ClusterClient, CreateIfMissing};
 pub use error::{ErrorClass, KafkaError};
 use reachability::Reachability;
 pub use read::{FetchedRecord, ListOffset};
 pub use rules::TopicRules;
-
-/// The bytes a record takes in a record batch (exactly, but for its deltas counted at their largest).
-pub use batch::encoded_size;
-
-/// What a record batch adds to its records.
-pub const BATCH_OVERHEAD: usize = rules::BATCH_OVERHEAD;
 pub use security::SecurityCause;
 
 use crate::config::Cluster;

@@ -26,9 +26,6 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Topics remembered at once; past it the memory starts over.
 const MAX_REMEMBERED: usize = 10_000;
 
-/// What Kafka adds to a record batch besides its records (the v2 batch header).
-pub(crate) const BATCH_OVERHEAD: usize = 61;
-
 /// A topic's rules for records, as far as luka knows them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TopicRules {

@@ -374,7 +374,7 @@ fn broken_rule(
             latest,
         });
     }
-    let size = crate::kafka::encoded_size(record) + crate::kafka::BATCH_OVERHEAD;
+    let size = crate::kafka::single_record_batch_size(record);
     match rules.max_message_bytes {
         Some(max) if sizes_checked && size > max => Some(ProduceError::TooLargeForTopic {
             topic: topic.to_owned(),
