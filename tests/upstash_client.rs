@@ -31,13 +31,25 @@ fn fixture() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstash"))
 }
 
+/// Installs the fixture's packages once per test process: both variants of the test run at once, and two `npm ci`
+/// in one folder at the same time remove each other's files.
+fn install_fixture() {
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let installed = *INSTALLED.get_or_init(|| {
+        Command::new("npm")
+            .args(["ci", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(fixture())
+            .status()
+            .expect("npm is needed (scripts/test installs it)")
+            .success()
+    });
+    assert!(installed, "npm ci in tests/fixtures/upstash failed");
+}
+
 async fn the_upstash_npm_client_lists_topics_and_fetches(kafka: Kafka) {
-    let installed = Command::new("npm")
-        .args(["ci", "--silent", "--no-audit", "--no-fund", "--prefix"])
-        .arg(fixture())
-        .status()
-        .expect("npm is needed (scripts/test installs it)");
-    assert!(installed.success(), "npm ci in tests/fixtures/upstash failed");
+    tokio::task::spawn_blocking(install_fixture)
+        .await
+        .expect("npm ci thread");
 
     let h = Harness::on(kafka, 1, CONFIG).await;
     let body = json!([
