@@ -19,12 +19,16 @@ pub enum SchemaError {
     #[error("{0}")]
     Generate(String),
 
-    /// Generated values kept breaking the schema: `violation` is what the last one broke.
+    /// Generated values kept breaking the schema: the last one broke `keyword`, as `violation` says.
     #[error(
-        "no random value valid against the schema after {attempts} attempts (the last one broke {violation}); \
-         is the schema satisfiable?"
+        "no random value valid against the schema after {attempts} attempts: the last one broke `{keyword}` \
+         ({violation}); is the schema satisfiable?"
     )]
-    Unsatisfiable { attempts: usize, violation: String },
+    Unsatisfiable {
+        attempts: usize,
+        keyword: String,
+        violation: String,
+    },
 
     #[error("not a valid Avro schema: {0}")]
     NotAvro(apache_avro::Error),

@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod load;
 pub mod proxy;
 pub mod read;
+pub mod schema;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,20 +1,21 @@
 //! Random values from a JSON Schema: a schema in, a value valid against it out (or why none could be made).
 //!
-//! The generator follows the keywords (type or the type the keywords imply, `enum`, `const`, `examples`,
-//! `default`, string lengths, `pattern`, `format`, numeric bounds and `multipleOf`, `items`/`prefixItems`, item
-//! counts and `uniqueItems`, `properties`/`required`/`additionalProperties`, property counts, `anyOf`/`oneOf`/
-//! `allOf`, `$ref` with a depth bound, `nullable` and type lists) and makes values look real where the schema
-//! leaves room: a string property called `email` gets an email, `city` a city, `price` a price. What it cannot
-//! express (say `not`, or `oneOf` branches that overlap) is caught by [`Schema::random`], which checks every value
-//! against the schema and tries again, and gives up with the reason after a few attempts instead of looping.
+//! Each schema is first flattened ([`flatten`]: `$ref`, `allOf`, a branch of `anyOf`/`oneOf`, a side of
+//! `if`/`then`/`else`, met into one keyword map); the generator then follows the keywords (type or the type the
+//! keywords imply, `enum`, `const`, `examples`, `default`, string lengths, `pattern`, `format`, numeric bounds and
+//! `multipleOf`, `items`/`prefixItems`/`unevaluatedItems`, `contains`, item counts and `uniqueItems`,
+//! `properties`/`patternProperties`/`additionalProperties`/`unevaluatedProperties`, `propertyNames`,
+//! `required`/`dependentRequired`/`dependentSchemas`, property counts, `nullable` and type lists) and makes values
+//! look real where the schema leaves room ([`text`]: a string property called `email` gets an email, `city` a
+//! city). What it cannot express (`not` beyond types, `oneOf` branches that overlap) is caught by
+//! [`Schema::random`](super::Schema::random), which checks every value and tries again, and gives up naming the
+//! keyword that failed after a few attempts instead of looping.
+
+mod flatten;
+mod text;
 
 use fake::Fake;
-use fake::faker::address::en::{CityName, CountryName, StreetName, ZipCode};
-use fake::faker::company::en::CompanyName;
-use fake::faker::internet::en::{DomainSuffix, SafeEmail, Username};
-use fake::faker::lorem::en::{Sentence, Word};
-use fake::faker::name::en::{FirstName, LastName, Name};
-use fake::faker::phone_number::en::PhoneNumber;
+use fake::faker::lorem::en::Word;
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use serde_json::{Map, Number, Value};
@@ -46,25 +47,14 @@ impl<R: Rng> Generator<'_, R> {
         self.generate(schema, None, 0)
     }
 
-    /// `name` is the property the value is for, which picks realistic strings and numbers.
+    /// `name` is the property the value is for, which picks realistic strings and numbers; `depth` counts the
+    /// `$ref`s followed on the way here.
     fn generate(&mut self, schema: &Value, name: Option<&str>, depth: usize) -> Result<Value, String> {
-        let schema = match schema {
-            Value::Bool(true) => return Ok(self.any_scalar()),
-            Value::Bool(false) => return Err("the schema `false` allows no value".into()),
-            Value::Object(map) => map,
-            _ => return Err(format!("{schema} is not a schema")),
-        };
-        if let Some(Value::String(reference)) = schema.get("$ref") {
-            let target = self
-                .resolver
-                .resolve(reference)
-                .ok_or_else(|| format!("cannot resolve $ref '{reference}'"))?;
-            return self.generate(
-                &merge(&target, &Value::Object(schema.clone()), &["$ref"]),
-                name,
-                depth + 1,
-            );
+        if schema == &Value::Bool(true) {
+            return Ok(self.any_scalar());
         }
+        let mut depth = depth;
+        let schema = self.flatten(schema, &mut depth)?;
         if let Some(value) = schema.get("const") {
             return Ok(value.clone());
         }
@@ -72,27 +62,7 @@ impl<R: Rng> Generator<'_, R> {
             return values
                 .choose(self.rng)
                 .cloned()
-                .ok_or_else(|| "enum is empty".to_owned());
-        }
-        if let Some(Value::Array(parts)) = schema.get("allOf") {
-            let mut merged = Value::Object(schema.clone());
-            for part in parts {
-                let part = match part.get("$ref").and_then(Value::as_str) {
-                    Some(reference) => self.resolver.resolve(reference).unwrap_or(Value::Bool(true)),
-                    None => part.clone(),
-                };
-                merged = merge(&merged, &part, &[]);
-            }
-            if let Value::Object(map) = &mut merged {
-                map.remove("allOf");
-            }
-            return self.generate(&merged, name, depth);
-        }
-        for key in ["oneOf", "anyOf"] {
-            if let Some(Value::Array(branches)) = schema.get(key) {
-                let branch = branches.choose(self.rng).ok_or_else(|| format!("{key} is empty"))?;
-                return self.generate(&merge(&Value::Object(schema.clone()), branch, &[key]), name, depth);
-            }
+                .ok_or_else(|| "`enum` has no value that every part of the schema allows".to_owned());
         }
         if let Some(Value::Array(examples)) = schema.get("examples")
             && self.rng.random_bool(0.5)
@@ -106,24 +76,27 @@ impl<R: Rng> Generator<'_, R> {
             return Ok(default.clone());
         }
         let nullable = schema.get("nullable") == Some(&Value::Bool(true));
-        match self.pick_type(schema, nullable).as_str() {
+        match self.pick_type(&schema, nullable)?.as_str() {
             "null" => Ok(Value::Null),
             "boolean" => Ok(Value::Bool(self.rng.random_bool(0.5))),
-            "integer" => self.number(schema, name, true),
-            "number" => self.number(schema, name, false),
-            "string" => self.string(schema, name),
-            "array" => self.array(schema, depth),
-            "object" => self.object(schema, depth),
+            "integer" => self.number(&schema, name, true),
+            "number" => self.number(&schema, name, false),
+            "string" => self.string(&schema, name),
+            "array" => self.array(&schema, depth),
+            "object" => self.object(&schema, depth),
             _ => Ok(self.any_scalar()),
         }
     }
 
-    fn pick_type(&mut self, schema: &Map<String, Value>, nullable: bool) -> String {
+    fn pick_type(&mut self, schema: &Map<String, Value>, nullable: bool) -> Result<String, String> {
         let mut types: Vec<String> = match schema.get("type") {
             Some(Value::String(t)) => vec![t.clone()],
             Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
             _ => vec![implied_type(schema).to_owned()],
         };
+        if types.is_empty() {
+            return Err("`type`: the parts of the schema allow no type in common".into());
+        }
         // `not: {type: ...}` rules those types out; with no type given, the others remain.
         if let Some(excluded) = schema.get("not").and_then(|not| not.get("type")) {
             let excluded: Vec<&str> = match excluded {
@@ -139,15 +112,18 @@ impl<R: Rng> Generator<'_, R> {
             // A number excludes integers too; integers are numbers.
             let ruled_out = |t: &str| excluded.contains(&t) || (t == "integer" && excluded.contains(&"number"));
             types.retain(|t| !ruled_out(t));
+            if types.is_empty() {
+                return Err("`not` rules out every type the schema allows".into());
+            }
         }
         // Null only now and then, so most generated documents carry data.
         if (nullable || types.len() > 1) && types.iter().any(|t| t == "null") && !self.rng.random_bool(0.2) {
             types.retain(|t| t != "null");
         }
         if nullable && self.rng.random_bool(0.1) {
-            return "null".into();
+            return Ok("null".into());
         }
-        types.choose(self.rng).cloned().unwrap_or_else(|| "any".into())
+        Ok(types.choose(self.rng).cloned().unwrap_or_else(|| "any".into()))
     }
 
     fn any_scalar(&mut self) -> Value {
@@ -186,136 +162,33 @@ impl<R: Rng> Generator<'_, R> {
         Ok(Value::String(text))
     }
 
-    fn formatted(&mut self, format: &str) -> String {
-        let rng = &mut *self.rng;
-        match format {
-            "date" => format!(
-                "20{:02}-{:02}-{:02}",
-                rng.random_range(0..30),
-                rng.random_range(1..=12),
-                rng.random_range(1..=28)
-            ),
-            "time" => format!(
-                "{:02}:{:02}:{:02}Z",
-                rng.random_range(0..24),
-                rng.random_range(0..60),
-                rng.random_range(0..60)
-            ),
-            "date-time" => format!(
-                "20{:02}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-                rng.random_range(0..30),
-                rng.random_range(1..=12),
-                rng.random_range(1..=28),
-                rng.random_range(0..24),
-                rng.random_range(0..60),
-                rng.random_range(0..60)
-            ),
-            "email" => SafeEmail().fake_with_rng(rng),
-            "uuid" => uuid::Builder::from_random_bytes(rng.random()).into_uuid().to_string(),
-            "uri" | "url" | "iri" => format!(
-                "https://{}/{}",
-                self.hostname(),
-                Word().fake_with_rng::<String, _>(self.rng)
-            ),
-            "hostname" | "idn-hostname" => self.hostname(),
-            "ipv4" => format!(
-                "{}.{}.{}.{}",
-                rng.random_range(1..=223),
-                rng.random::<u8>(),
-                rng.random::<u8>(),
-                rng.random_range(1..=254)
-            ),
-            "json-pointer" => format!(
-                "/{}/{}",
-                Word().fake_with_rng::<String, _>(rng),
-                rng.random_range(0..10)
-            ),
-            "relative-json-pointer" => format!("{}/{}", rng.random_range(0..3), Word().fake_with_rng::<String, _>(rng)),
-            "duration" => format!(
-                "P{}DT{}H{}M",
-                rng.random_range(0..30),
-                rng.random_range(0..24),
-                rng.random_range(0..60)
-            ),
-            "ipv6" => (0..8)
-                .map(|_| format!("{:x}", rng.random::<u16>()))
-                .collect::<Vec<_>>()
-                .join(":"),
-            _ => Word().fake_with_rng(rng),
-        }
-    }
-
-    fn hostname(&mut self) -> String {
-        let word: String = Word().fake_with_rng(self.rng);
-        let suffix: String = DomainSuffix().fake_with_rng(self.rng);
-        format!("{}.{suffix}", word.to_lowercase())
-    }
-
-    /// A string that fits the property's name: `email`, `city`, `name`...
-    fn named_string(&mut self, name: Option<&str>) -> String {
-        let name = name.unwrap_or("").to_ascii_lowercase();
-        let has = |words: &[&str]| words.iter().any(|w| name.contains(w));
-        let rng = &mut *self.rng;
-        if has(&["email", "mail"]) {
-            SafeEmail().fake_with_rng(rng)
-        } else if has(&["firstname", "first_name", "given"]) {
-            FirstName().fake_with_rng(rng)
-        } else if has(&["lastname", "last_name", "surname", "family"]) {
-            LastName().fake_with_rng(rng)
-        } else if has(&["user", "login", "handle"]) {
-            Username().fake_with_rng(rng)
-        } else if has(&["name", "customer", "author", "owner"]) {
-            Name().fake_with_rng(rng)
-        } else if has(&["city", "town"]) {
-            CityName().fake_with_rng(rng)
-        } else if has(&["country"]) {
-            CountryName().fake_with_rng(rng)
-        } else if has(&["street", "address"]) {
-            StreetName().fake_with_rng(rng)
-        } else if has(&["zip", "postal"]) {
-            ZipCode().fake_with_rng(rng)
-        } else if has(&["phone", "mobile", "tel"]) {
-            PhoneNumber().fake_with_rng(rng)
-        } else if has(&["company", "organization", "organisation"]) {
-            CompanyName().fake_with_rng(rng)
-        } else if has(&["url", "uri", "link", "website"]) {
-            self.formatted("uri")
-        } else if name == "id" || name.ends_with("_id") || name.ends_with("id") && name.len() > 2 {
-            uuid::Builder::from_random_bytes(rng.random()).into_uuid().to_string()
-        } else if has(&["description", "comment", "message", "text", "note"]) {
-            Sentence(3..8).fake_with_rng(rng)
-        } else {
-            Word().fake_with_rng(rng)
-        }
-    }
-
     fn number(&mut self, schema: &Map<String, Value>, name: Option<&str>, integer: bool) -> Result<Value, String> {
-        let (mut low, mut high) = default_range(name, integer);
         let get = |key: &str| schema.get(key).and_then(Value::as_f64);
+        // Draft 4 writes exclusive bounds as `exclusiveMinimum: true` beside `minimum`; later drafts as numbers.
+        let flag = |key: &str| schema.get(key) == Some(&Value::Bool(true));
         let step = if integer { 1.0 } else { 0.01 };
-        if let Some(min) = get("minimum") {
-            low = min;
-            if schema.get("exclusiveMinimum") == Some(&Value::Bool(true)) {
-                low += step;
-            }
-            high = high.max(low + 100.0);
-        }
-        if let Some(max) = get("maximum") {
-            high = max;
-            if schema.get("exclusiveMaximum") == Some(&Value::Bool(true)) {
-                high -= step;
-            }
-            if get("minimum").is_none() {
-                low = low.min(high - 100.0);
-            }
-        }
-        if let Some(min) = get("exclusiveMinimum") {
-            low = low.max(min + step);
-            high = high.max(low + 100.0);
-        }
-        if let Some(max) = get("exclusiveMaximum") {
-            high = high.min(max - step);
-        }
+        let lower = [
+            get("minimum").map(|min| if flag("exclusiveMinimum") { min + step } else { min }),
+            get("exclusiveMinimum").map(|min| min + step),
+        ]
+        .into_iter()
+        .flatten()
+        .reduce(f64::max);
+        let upper = [
+            get("maximum").map(|max| if flag("exclusiveMaximum") { max - step } else { max }),
+            get("exclusiveMaximum").map(|max| max - step),
+        ]
+        .into_iter()
+        .flatten()
+        .reduce(f64::min);
+        // Where the schema leaves a side open, the range the property's name suggests, at least 100 wide.
+        let (usual_low, usual_high) = default_range(name, integer);
+        let (low, high) = match (lower, upper) {
+            (Some(low), Some(high)) => (low, high),
+            (Some(low), None) => (low, usual_high.max(low + 100.0)),
+            (None, Some(high)) => (usual_low.min(high - 100.0), high),
+            (None, None) => (usual_low, usual_high),
+        };
         if let Some(multiple) = get("multipleOf").filter(|m| *m > 0.0) {
             let first = (low / multiple).ceil() as i64;
             let last = (high / multiple).floor() as i64;
@@ -367,35 +240,57 @@ impl<R: Rng> Generator<'_, R> {
             Some(Value::Array(prefix)) => prefix.clone(),
             _ => Vec::new(),
         };
+        let contains = schema.get("contains").filter(|c| **c != Value::Bool(false));
+        // Items past the prefix: `items`, else (old-style tuples) `additionalItems`, else `unevaluatedItems`, which an
+        // item matching `contains` also satisfies, being evaluated by it.
         let rest = match schema.get("items") {
-            Some(items) if !items.is_array() => Some(items.clone()),
-            _ if !prefix.is_empty() => schema.get("additionalItems").cloned(),
-            _ => Some(Value::Bool(true)),
+            Some(items) if !items.is_array() => items.clone(),
+            Some(_) => schema.get("additionalItems").cloned().unwrap_or(Value::Bool(true)),
+            None => match (schema.get("unevaluatedItems"), contains) {
+                (Some(Value::Bool(false)), Some(contains)) => contains.clone(),
+                (Some(unevaluated), _) => unevaluated.clone(),
+                (None, _) => Value::Bool(true),
+            },
         };
         // A `false` prefix item allows no item at that place: the array ends before it.
         if let Some(at) = prefix.iter().position(|item| item == &Value::Bool(false)) {
             max = Some(max.map_or(at, |m| m.min(at)));
         }
-        let upper = max.unwrap_or(min.max(DEFAULT_MAX_ITEMS).max(prefix.len()));
+        if rest == Value::Bool(false) {
+            max = Some(max.map_or(prefix.len(), |m| m.min(prefix.len())));
+        }
+        let wanted_matches = match contains {
+            Some(_) => count(schema, "minContains").unwrap_or(1),
+            None => 0,
+        };
+        let upper = max.unwrap_or(min.max(DEFAULT_MAX_ITEMS).max(prefix.len()).max(wanted_matches));
         if upper < min {
-            return Err(format!("maxItems {upper} is below minItems {min}"));
+            return Err(format!("`maxItems` {upper} is below `minItems` {min}"));
+        }
+        if upper < wanted_matches {
+            return Err(format!(
+                "`minContains` {wanted_matches} is more than the {upper} items allowed"
+            ));
         }
         let shortest = depth >= MAX_REF_DEPTH;
+        let low = min.max(wanted_matches);
         let count = if shortest {
-            min
+            low
         } else {
-            self.rng.random_range(min.max(1).min(upper)..=upper)
+            self.rng.random_range(low.max(1).min(upper)..=upper)
         };
         let unique = schema.get("uniqueItems") == Some(&Value::Bool(true));
         let mut items: Vec<Value> = Vec::with_capacity(count);
         let mut attempts = 0;
         while items.len() < count {
             let index = items.len();
-            let item_schema = match (prefix.get(index), &rest) {
-                (Some(schema), _) => schema.clone(),
-                (None, Some(rest)) if rest != &Value::Bool(false) => rest.clone(),
-                _ => break,
-            };
+            let mut item_schema = prefix.get(index).unwrap_or(&rest).clone();
+            // The last `minContains` places hold items that match `contains`.
+            if let Some(contains) = contains
+                && index >= count - wanted_matches
+            {
+                item_schema = flatten::both(&item_schema, contains);
+            }
             let item = self.generate(&item_schema, None, depth)?;
             if unique && items.contains(&item) {
                 attempts += 1;
@@ -410,29 +305,30 @@ impl<R: Rng> Generator<'_, R> {
     }
 
     fn object(&mut self, schema: &Map<String, Value>, depth: usize) -> Result<Value, String> {
+        let shortest = depth >= MAX_REF_DEPTH;
+        let schema = self.with_dependencies(schema, shortest)?;
         let properties = schema
             .get("properties")
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        let required: Vec<&str> = schema
+        let mut required: Vec<String> = schema
             .get("required")
             .and_then(Value::as_array)
-            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .map(|r| r.iter().filter_map(Value::as_str).map(str::to_owned).collect())
             .unwrap_or_default();
-        let max = count(schema, "maxProperties");
-        let min = count(schema, "minProperties").unwrap_or(0);
-        let shortest = depth >= MAX_REF_DEPTH;
+        let max = count(&schema, "maxProperties");
+        let min = count(&schema, "minProperties").unwrap_or(0);
         let mut object = Map::new();
         for (name, property) in &properties {
             // `false`: the property must be absent.
             if property == &Value::Bool(false) {
-                if required.contains(&name.as_str()) {
+                if required.contains(name) {
                     return Err(format!("property '{name}' is required but its schema is false"));
                 }
                 continue;
             }
-            let wanted = required.contains(&name.as_str())
+            let wanted = required.contains(name)
                 || (!shortest
                     && self.rng.random_bool(self.optional_probability)
                     && max.is_none_or(|m| object.len() < m));
@@ -440,25 +336,126 @@ impl<R: Rng> Generator<'_, R> {
                 object.insert(name.clone(), self.generate(property, Some(name), depth)?);
             }
         }
-        for name in required {
-            if !object.contains_key(name) {
-                // Required but not described: any value will do.
-                let value = self.any_scalar();
-                object.insert(name.to_owned(), value);
+        // A property present may require others (`dependentRequired`), which may require more.
+        if let Some(Value::Object(dependents)) = schema.get("dependentRequired") {
+            let mut index = 0;
+            let mut present: Vec<String> = object.keys().cloned().chain(required.iter().cloned()).collect();
+            while index < present.len() {
+                if let Some(Value::Array(names)) = dependents.get(&present[index]) {
+                    for name in names.iter().filter_map(Value::as_str) {
+                        if !present.iter().any(|p| p == name) {
+                            present.push(name.to_owned());
+                            required.push(name.to_owned());
+                        }
+                    }
+                }
+                index += 1;
             }
         }
         let additional = schema
             .get("additionalProperties")
+            .or_else(|| schema.get("unevaluatedProperties"))
             .cloned()
             .unwrap_or(Value::Bool(!shortest));
+        for name in &required {
+            if !object.contains_key(name) {
+                let property = self.property_schema(&schema, name, &additional);
+                if property == Value::Bool(false) {
+                    return Err(format!("property '{name}' is required but no schema keyword allows it"));
+                }
+                let value = self.generate(&property, Some(name), depth)?;
+                object.insert(name.clone(), value);
+            }
+        }
         let mut extra = 0;
-        while object.len() < min && additional != Value::Bool(false) && extra < min + 10 {
-            let key: String = Word().fake_with_rng(self.rng);
-            let value = self.generate(&additional, Some(&key), depth)?;
-            object.entry(key).or_insert(value);
+        while object.len() < min && extra < min + 10 {
             extra += 1;
+            let Some(key) = self.extra_name(&schema, &additional)? else {
+                break;
+            };
+            let property = self.property_schema(&schema, &key, &additional);
+            let value = self.generate(&property, Some(&key), depth)?;
+            object.entry(key).or_insert(value);
         }
         Ok(Value::Object(object))
+    }
+
+    /// The object schema with the `dependentSchemas` of the properties it will have met into it: a required
+    /// property's always, an optional one's when chance includes it (and then it is required).
+    fn with_dependencies(&mut self, schema: &Map<String, Value>, shortest: bool) -> Result<Map<String, Value>, String> {
+        let Some(Value::Object(dependents)) = schema.get("dependentSchemas") else {
+            return Ok(schema.clone());
+        };
+        let mut out = schema.clone();
+        out.remove("dependentSchemas");
+        for (name, dependent) in dependents {
+            let required = |s: &Map<String, Value>| {
+                s.get("required")
+                    .and_then(Value::as_array)
+                    .is_some_and(|r| r.iter().any(|n| n == name))
+            };
+            let include = required(&out) || (!shortest && self.rng.random_bool(self.optional_probability));
+            if !include {
+                let absent = Map::from_iter([(
+                    "properties".to_owned(),
+                    Value::Object(Map::from_iter([(name.clone(), Value::Bool(false))])),
+                )]);
+                out = flatten::meet(out, absent);
+                continue;
+            }
+            let mut refs = 0;
+            let dependent = self.flatten(dependent, &mut refs)?;
+            let present = Map::from_iter([("required".to_owned(), Value::Array(vec![Value::from(name.as_str())]))]);
+            out = flatten::meet(flatten::meet(out, dependent), present);
+        }
+        Ok(out)
+    }
+
+    /// The schema a property called `name` is checked against: its `properties` entry, else every matching
+    /// `patternProperties` entry, else `additional`.
+    fn property_schema(&self, schema: &Map<String, Value>, name: &str, additional: &Value) -> Value {
+        if let Some(property) = schema.get("properties").and_then(|p| p.get(name)) {
+            return property.clone();
+        }
+        let matching: Vec<&Value> = schema
+            .get("patternProperties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter(|(pattern, _)| regex::Regex::new(pattern).is_ok_and(|re| re.is_match(name)))
+            .map(|(_, schema)| schema)
+            .collect();
+        match matching.as_slice() {
+            [] => additional.clone(),
+            [one] => (*one).clone(),
+            many => serde_json::json!({ "allOf": many }),
+        }
+    }
+
+    /// A name for a property beyond those listed, as `propertyNames` or a `patternProperties` pattern allows; `None`
+    /// when nothing allows one.
+    fn extra_name(&mut self, schema: &Map<String, Value>, additional: &Value) -> Result<Option<String>, String> {
+        if additional == &Value::Bool(false) {
+            let patterns: Vec<&String> = schema
+                .get("patternProperties")
+                .and_then(Value::as_object)
+                .map(|p| p.keys().collect())
+                .unwrap_or_default();
+            let Some(pattern) = patterns.choose(self.rng) else {
+                return Ok(None);
+            };
+            return self
+                .string(
+                    &Map::from_iter([("pattern".to_owned(), Value::from(pattern.as_str()))]),
+                    None,
+                )
+                .map(|name| name.as_str().map(str::to_owned));
+        }
+        if let Some(names) = schema.get("propertyNames") {
+            let name = self.generate(names, None, MAX_REF_DEPTH)?;
+            return Ok(name.as_str().map(str::to_owned));
+        }
+        Ok(Some(Word().fake_with_rng(self.rng)))
     }
 }
 
@@ -534,37 +531,4 @@ fn number_value(n: f64, integer: bool) -> Value {
     } else {
         Number::from_f64(n).map_or(Value::Null, Value::Number)
     }
-}
-
-/// `base` with `extra`'s keywords laid over it (`properties` and `required` combined), minus `drop`.
-fn merge(base: &Value, extra: &Value, drop: &[&str]) -> Value {
-    let mut out = base.as_object().cloned().unwrap_or_default();
-    for key in drop {
-        out.remove(*key);
-    }
-    if let Some(extra) = extra.as_object() {
-        for (key, value) in extra {
-            if drop.contains(&key.as_str()) {
-                continue;
-            }
-            match (key.as_str(), out.get_mut(key), value) {
-                ("properties", Some(Value::Object(mine)), Value::Object(theirs)) => {
-                    for (name, schema) in theirs {
-                        mine.insert(name.clone(), schema.clone());
-                    }
-                }
-                ("required", Some(Value::Array(mine)), Value::Array(theirs)) => {
-                    for name in theirs {
-                        if !mine.contains(name) {
-                            mine.push(name.clone());
-                        }
-                    }
-                }
-                _ => {
-                    out.insert(key.clone(), value.clone());
-                }
-            }
-        }
-    }
-    Value::Object(out)
 }
