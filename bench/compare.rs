@@ -2,9 +2,11 @@
 //! CPU 1, so the generator never competes with what it measures.
 //!
 //! Rows (each measured `--rounds` times, the stacks interleaved round by round, a fresh `luka broker` for every
-//! measurement, 2 s of warm-up load before each measured window of `--seconds`):
-//! - ceilings: `GET /healthz`; a Lua function that only returns `{json = {ok = true}}`; one that only calls
-//!   `req:json()`;
+//! measurement of luka or Node, 2 s of warm-up load before each measured window of `--seconds`):
+//! - ceilings: `GET /healthz`; a Lua function that only returns `{json = {ok = true}}`; one that calls `req:json()`
+//!   and answers one field; and the same three on the peer, nginx with lua-nginx-module and LuaJIT (the engine of
+//!   OpenResty, Kong and APISIX; `bench/nginx/nginx.conf`: `return 200`, `content_by_lua` answering constant JSON,
+//!   `cjson.decode` of the body answering one field);
 //! - the webhook job: the Lua function of `bench/README.md` (parse a ~100-byte JSON order, produce one keyed record,
 //!   acks=all, answer the offset); the same record through REST `POST /produce/bench`; Node.js `http` + kafkajs
 //!   (`bench/node`) doing the same job;
@@ -12,8 +14,10 @@
 //!   least 5 s, `linger.ms` equal to luka's `linger_ms`). The native producer is its own load generator, so like
 //!   every stack under test it shares CPU 1 with its broker (CPU 0 stays idle for that row).
 //!
-//! luka runs with `TOKIO_WORKER_THREADS=1` and one Lua VM for the per-core figures; the webhook rows are measured
-//! again with nothing pinned and luka's defaults for a two-core figure. Beside req/s and wrk's p50/p99 each row
+//! luka runs with `TOKIO_WORKER_THREADS=1` and one Lua VM for the per-core figures, everything else at its defaults:
+//! access log on (written to a file), request ids, metrics, limits and Lua isolation; nginx with one worker and its
+//! access log on too, in the `combined` format to a file, buffered (`buffer=64k`) as luka's is. The webhook rows are
+//! measured again with nothing pinned and luka's defaults for a two-core figure. Beside req/s and wrk's p50/p99 each row
 //! prints the CPU seconds the process under test (luka, node or the native producer) used per 1,000 requests (or
 //! records), read from /proc. Then the targets of issue 8, met or missed by how much.
 //!
@@ -56,13 +60,16 @@ return function(req)
 end
 "#;
 const CONSTANT: &str = "return function(req) return { json = { ok = true } } end\n";
-const JSON_ONLY: &str = "return function(req) local order = req:json() return { json = { ok = true } } end\n";
+const JSON_ONLY: &str = "return function(req) local order = req:json() return { json = { id = order.id } } end\n";
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Row {
     Healthz,
     Constant,
     JsonOnly,
+    NginxStatic,
+    NginxConstant,
+    NginxJson,
     Webhook,
     RestOne,
     Node,
@@ -74,10 +81,13 @@ enum Row {
 }
 
 impl Row {
-    const ALL: [Row; 11] = [
+    const ALL: [Row; 14] = [
         Row::Healthz,
+        Row::NginxStatic,
         Row::Constant,
+        Row::NginxConstant,
         Row::JsonOnly,
+        Row::NginxJson,
         Row::Webhook,
         Row::RestOne,
         Row::Node,
@@ -92,7 +102,10 @@ impl Row {
         match self {
             Row::Healthz => "luka GET /healthz (HTTP ceiling)",
             Row::Constant => "luka Lua constant handler",
-            Row::JsonOnly => "luka Lua req:json() only",
+            Row::JsonOnly => "luka Lua req:json(), one field",
+            Row::NginxStatic => "nginx return 200 (HTTP ceiling)",
+            Row::NginxConstant => "nginx content_by_lua constant",
+            Row::NginxJson => "nginx lua cjson.decode, one field",
             Row::Webhook => "luka Lua webhook",
             Row::RestOne => "luka REST x1",
             Row::Node => "Node.js http + kafkajs webhook",
@@ -102,6 +115,13 @@ impl Row {
             Row::RestOneTwoCores => "luka REST x1, 2 cores",
             Row::NodeTwoCores => "Node.js webhook, 2 cores",
         }
+    }
+
+    fn is_ceiling(self) -> bool {
+        matches!(
+            self,
+            Row::Healthz | Row::Constant | Row::JsonOnly | Row::NginxStatic | Row::NginxConstant | Row::NginxJson
+        )
     }
 
     fn pinned(self) -> bool {
@@ -159,9 +179,15 @@ fn main() {
          {PARTITIONS} partitions, linger {LINGER_MS} ms; {} cores visible",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    // `--http`: only the HTTP and Lua ceilings beside nginx's, for quick rounds while working on the HTTP path.
+    let http_only = std::env::args().any(|a| a == "--http");
+    let rows: Vec<Row> = Row::ALL
+        .into_iter()
+        .filter(|row| !http_only || row.is_ceiling())
+        .collect();
     let mut samples: BTreeMap<Row, Vec<Sample>> = BTreeMap::new();
     for round in 1..=rounds {
-        for row in Row::ALL {
+        for &row in &rows {
             let sample = bench.measure(row);
             eprintln!(
                 "round {round} {:<34} {:>9.0}/s p50 {:>6.2} ms p99 {:>6.2} ms cpu {:.3} s/1000",
@@ -183,6 +209,23 @@ impl Bench {
     /// Starts a fresh broker and the row's stack, warms up, measures one window, stops both.
     fn measure(&self, row: Row) -> Sample {
         let mut children = Children(Vec::new());
+        let nginx_path = match row {
+            Row::NginxStatic => Some("/static"),
+            Row::NginxConstant => Some("/lua/constant"),
+            Row::NginxJson => Some("/lua/json"),
+            _ => None,
+        };
+        if let Some(path) = nginx_path {
+            let (master, port) = self.start_nginx(&mut children);
+            let script = if row == Row::NginxStatic {
+                "get.lua"
+            } else {
+                "order.lua"
+            };
+            return self.window(&format!("http://127.0.0.1:{port}{path}"), script, row, || {
+                nginx_cpu_seconds(master)
+            });
+        }
         let broker_addr = format!("127.0.0.1:{}", free_port());
         children.0.push(
             self.command(row.pinned(), self.luka)
@@ -202,19 +245,25 @@ impl Bench {
             Row::Webhook | Row::WebhookTwoCores | Row::Node | Row::NodeTwoCores => ("/orders", "order.lua"),
             Row::RestOne | Row::RestOneTwoCores => ("/produce/bench", "rest1.lua"),
             Row::RestHundred => ("/produce/bench", "rest100.lua"),
-            Row::Native => unreachable!("measured above"),
+            Row::Native | Row::NginxStatic | Row::NginxConstant | Row::NginxJson => unreachable!("measured above"),
         };
         let (pid, port) = if matches!(row, Row::Node | Row::NodeTwoCores) {
             self.start_node(&mut children, row.pinned(), &broker_addr)
         } else {
             self.start_luka(&mut children, row.pinned(), &broker_addr)
         };
-        let url = format!("http://127.0.0.1:{port}{url_path}");
+        self.window(&format!("http://127.0.0.1:{port}{url_path}"), script, row, || {
+            cpu_seconds(pid)
+        })
+    }
+
+    /// Warm-up, then one measured window of `url` with the wrk `script`; `cpu` reads the stack's CPU seconds so far.
+    fn window(&self, url: &str, script: &str, row: Row, cpu: impl Fn() -> f64) -> Sample {
         let script = self.dir.join(script);
-        wrk(&url, &script, WARM_UP_SECONDS, row.pinned());
-        let cpu_before = cpu_seconds(pid);
-        let result = wrk(&url, &script, self.seconds, row.pinned());
-        let cpu = cpu_seconds(pid) - cpu_before;
+        wrk(url, &script, WARM_UP_SECONDS, row.pinned());
+        let cpu_before = cpu();
+        let result = wrk(url, &script, self.seconds, row.pinned());
+        let cpu = cpu() - cpu_before;
         let records = result.requests * row.records_per_request();
         Sample {
             per_s: records as f64 / result.seconds,
@@ -244,7 +293,7 @@ impl Bench {
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\naccess_log = false\n\n[clusters.bench]\nbootstrap = [\"{broker}\"]\n\
+                "[server]\nlisten = \"127.0.0.1:{port}\"\naccess_log = true\n\n[clusters.bench]\nbootstrap = [\"{broker}\"]\n\
                  linger_ms = {LINGER_MS}\n\n[topics.{TOPIC}]\npartitions = {PARTITIONS}\n\n\
                  [lua]\nwatch = false\nvms = {vms}\n\n\
                  [[users]]\nname = \"bench\"\npassword = \"bench\"\ntopics = [\"{TOPIC}\"]\n\n\
@@ -255,11 +304,41 @@ impl Bench {
         )
         .unwrap();
         let mut command = self.command(pinned, self.luka);
-        command.arg("--config").arg(&config).current_dir(&self.dir);
+        let log = std::fs::File::create(self.dir.join(format!("access-{port}.log"))).unwrap();
+        command.arg("--config").arg(&config).current_dir(&self.dir).stdout(log);
         if pinned {
             command.env("TOKIO_WORKER_THREADS", "1");
         }
         let child = command.spawn().expect("luka");
+        let pid = child.id();
+        children.0.push(child);
+        wait_for(&format!("127.0.0.1:{port}"));
+        (pid, port)
+    }
+
+    /// nginx + lua-nginx-module from `bench/nginx/nginx.conf`, one worker, in a prefix of its own; its master's pid.
+    fn start_nginx(&self, children: &mut Children) -> (u32, u16) {
+        let port = free_port();
+        let prefix = self.dir.join(format!("nginx-{port}"));
+        std::fs::create_dir_all(&prefix).unwrap();
+        let template = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/nginx/nginx.conf"))
+            .expect("bench/nginx/nginx.conf");
+        let config = template
+            .replace("@PREFIX@", &prefix.display().to_string())
+            .replace("@PORT@", &port.to_string());
+        std::fs::write(prefix.join("nginx.conf"), config).unwrap();
+        let mut command = self.command(true, "nginx");
+        command
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(prefix.join("nginx.conf"))
+            .arg("-e")
+            .arg(prefix.join("error.log"))
+            .stderr(Stdio::inherit());
+        let child = command
+            .spawn()
+            .expect("nginx (apt-get install nginx-light libnginx-mod-http-lua lua-cjson)");
         let pid = child.id();
         children.0.push(child);
         wait_for(&format!("127.0.0.1:{port}"));
@@ -434,6 +513,17 @@ fn parse_duration_ms(text: &str) -> Option<f64> {
     })
 }
 
+/// CPU seconds of an nginx master and its workers (which serve the requests) so far.
+fn nginx_cpu_seconds(master: u32) -> f64 {
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap_or_default();
+    cpu_seconds(master)
+        + children
+            .split_whitespace()
+            .filter_map(|pid| pid.parse().ok())
+            .map(cpu_seconds)
+            .sum::<f64>()
+}
+
 /// User + system CPU seconds of `pid` so far (fields 14 and 15 of /proc/PID/stat, in clock ticks of 1/100 s).
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process under test is running");
@@ -586,13 +676,39 @@ fn report(m: &BTreeMap<Row, Sample>) -> String {
         )
         .unwrap();
     }
-    let rate = |row: Row| m[&row].per_s;
-    let p99 = |row: Row| m[&row].p99_ms;
+    let rate = |row: Row| m.get(&row).map_or(f64::NAN, |s| s.per_s);
+    let p99 = |row: Row| m.get(&row).map_or(f64::NAN, |s| s.p99_ms);
     let targets = [
         (
-            "Lua constant / healthz req/s",
-            rate(Row::Constant) / rate(Row::Healthz),
-            0.80,
+            "healthz / nginx return 200 req/s",
+            rate(Row::Healthz) / rate(Row::NginxStatic),
+            0.90,
+        ),
+        (
+            "Lua constant / nginx content_by_lua req/s",
+            rate(Row::Constant) / rate(Row::NginxConstant),
+            0.90,
+        ),
+        (
+            "Lua req:json() / nginx cjson req/s",
+            rate(Row::JsonOnly) / rate(Row::NginxJson),
+            0.90,
+        ),
+        // p99 no worse than nginx's by more than 2x: nginx's p99 at least half of luka's.
+        (
+            "nginx p99 / healthz p99",
+            p99(Row::NginxStatic) / p99(Row::Healthz),
+            0.5,
+        ),
+        (
+            "nginx p99 / Lua constant p99",
+            p99(Row::NginxConstant) / p99(Row::Constant),
+            0.5,
+        ),
+        (
+            "nginx p99 / Lua req:json() p99",
+            p99(Row::NginxJson) / p99(Row::JsonOnly),
+            0.5,
         ),
         ("Lua webhook / Node req/s", rate(Row::Webhook) / rate(Row::Node), 5.0),
         ("Node p99 / Lua webhook p99", p99(Row::Node) / p99(Row::Webhook), 5.0),
@@ -613,13 +729,13 @@ fn report(m: &BTreeMap<Row, Sample>) -> String {
         ),
     ];
     writeln!(out, "\ntargets (one pinned core each unless said):").unwrap();
-    for (name, ratio, target) in targets {
+    for (name, ratio, target) in targets.into_iter().filter(|(_, ratio, _)| !ratio.is_nan()) {
         let verdict = if ratio >= target {
             "met".to_owned()
         } else {
             format!("MISSED by {:.0}%", (1.0 - ratio / target) * 100.0)
         };
-        writeln!(out, "  {name:<36} {ratio:>6.2} (target {target:.2}): {verdict}").unwrap();
+        writeln!(out, "  {name:<42} {ratio:>6.2} (target {target:.2}): {verdict}").unwrap();
     }
     out
 }

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # luka's benchmarks (see bench/README.md for what each measures and the latest results):
-#   bench/run.sh compare [--rounds N] [--seconds S]  every stack on pinned cores: HTTP and Lua ceilings, Lua webhook
-#                                                    vs REST vs Node.js + kafkajs, REST x100 vs librdkafka, targets
+#   bench/run.sh compare [--rounds N] [--seconds S] [--http]
+#                                                    every stack on pinned cores: HTTP and Lua ceilings beside nginx +
+#                                                    lua-nginx-module, Lua webhook vs REST vs Node.js + kafkajs, REST
+#                                                    x100 vs librdkafka, targets (--http: the ceilings only)
 #   bench/run.sh schema [--rounds N] [--seconds S]   random values and validations per second for an order schema
 #   bench/run.sh                                     both
-# Needs what the tests need (scripts/test installs cmake, libcurl and zlib headers), plus wrk, taskset, Node.js and
-# npm for `compare` (installed here with apt when missing; kafkajs comes from bench/node/package-lock.json).
+# Needs what the tests need (scripts/test installs cmake, libcurl and zlib headers), plus wrk, taskset, Node.js, npm,
+# nginx, libnginx-mod-http-lua and lua-cjson for `compare` (installed here with apt when missing; kafkajs comes from
+# bench/node/package-lock.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/luka-target}"
@@ -15,6 +18,10 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+# The peer: nginx with lua-nginx-module (LuaJIT, resty.core) and cjson, as Debian packages them.
+command -v nginx >/dev/null || need+=(nginx-light)
+[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
+ls /usr/lib/*/lua/5.1/cjson.so >/dev/null 2>&1 || need+=(lua-cjson)
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq

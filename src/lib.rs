@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Errors are typed per module and become HTTP responses in one place, `server::error`. Beside the path: `context`
-//! (what a request carries down it), `idempotency` (answers remembered by `Idempotency-Key`), `metrics`, and
+//! (what a request carries down it), `idempotency` (answers remembered by `Idempotency-Key`), `logging` (log lines
+//! written in batches off the request path), `metrics`, and
 //! `testing` (`luka test`, which drives the router in memory).
 
 pub mod api;
@@ -27,6 +28,7 @@ pub mod context;
 pub mod idempotency;
 pub mod kafka;
 pub mod limits;
+pub mod logging;
 pub mod lua;
 pub mod metrics;
 pub mod produce;

@@ -1,5 +1,6 @@
 //! The `luka` binary: parse the command line, load the config, run the chosen command.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use luka::cli::{Cli, Command};
 use luka::config::{Config, ConfigError};
+use luka::logging;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -21,12 +23,12 @@ fn main() -> ExitCode {
             timeout,
             config_clusters,
         }) => {
-            init_tracing_at(false, "error");
+            let _log = init_tracing_at(false, "error");
             let timeout = Duration::from_secs(timeout);
             runtime.block_on(test(&cli, paths, filter.clone(), timeout, config_clusters))
         }
         Some(Command::Broker { listen }) => {
-            init_tracing(false);
+            let _log = init_tracing(false);
             runtime.block_on(broker(listen))
         }
         Some(Command::Serve { listen }) => runtime.block_on(serve(&cli, listen.or(cli.listen))),
@@ -103,7 +105,7 @@ async fn serve(cli: &Cli, listen: Option<std::net::SocketAddr>) -> ExitCode {
     if let Some(listen) = listen {
         config.server.listen = listen;
     }
-    init_tracing(config.server.log_format == luka::config::LogFormat::Json);
+    let _log = init_tracing(config.server.log_format == luka::config::LogFormat::Json);
     #[cfg(feature = "embedded-broker")]
     let _brokers = match luka::broker::start_configured(&config).await {
         Ok(brokers) => brokers,
@@ -205,16 +207,25 @@ fn report(error: &ConfigError) -> ExitCode {
 }
 
 /// `RUST_LOG` overrides the default: luka at info, its dependencies at warn.
-fn init_tracing(json: bool) {
-    init_tracing_at(json, "warn,luka=info");
+fn init_tracing(json: bool) -> logging::Guard {
+    init_tracing_at(json, "warn,luka=info")
 }
 
-fn init_tracing_at(json: bool, default: &str) {
+/// Log lines (the access log among them) go to stdout in batches from a thread of their own (`luka::logging`), so
+/// a request never waits for a pipe or disk; what is left is written when the returned guard drops, at exit.
+fn init_tracing_at(json: bool, default: &str) -> logging::Guard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let stdout = std::io::stdout();
+    let colours = stdout.is_terminal();
+    let (writer, guard) = logging::batched(stdout);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colours)
+        .with_writer(writer);
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
+    guard
 }

@@ -5,12 +5,22 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-/// Processes started by a bench, killed (by their own handles) when it ends, also on panic.
+/// Processes started by a bench, stopped (by their own ids) when it ends, also on panic: asked with SIGTERM, so an
+/// nginx master takes its workers down with it, then killed if still there after 5 s.
 pub struct Children(pub Vec<Child>);
 
 impl Drop for Children {
     fn drop(&mut self) {
         for child in &mut self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        for child in &mut self.0 {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

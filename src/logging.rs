@@ -1,0 +1,193 @@
+//! Log output off the request path: formatted lines (the access log among them) in, batched writes to stdout out.
+//!
+//! A request appends its line to a shared buffer (a short lock and a copy) and goes on; it never waits for a pipe or
+//! a disk, and never wakes a thread per line. A writer thread of its own sleeps until the buffer has something, lets
+//! [`GATHER`] pass so lines pile up, then writes them all at once: an idle server's line appears within that time,
+//! a busy server makes at most a few dozen writes a second. Past [`MAX_BUFFERED`] bytes waiting (stdout stalled),
+//! new lines are dropped and counted, and the count is written in their place when output moves again.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long the writer lets lines gather after the first one arrives.
+const GATHER: Duration = Duration::from_millis(20);
+
+/// Bytes that may wait for the writer; beyond, lines are dropped (and counted) rather than holding requests.
+const MAX_BUFFERED: usize = 16 * 1024 * 1024;
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    dropped: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    lines: Vec<u8>,
+    closed: bool,
+}
+
+/// Where `tracing`'s formatter writes: each formatted event is one `write` of a whole line.
+#[derive(Clone)]
+pub struct Lines {
+    shared: Arc<Shared>,
+}
+
+/// Keeps the writer thread; dropping it writes what is left and stops the thread.
+pub struct Guard {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A writer of lines to `out` on a thread of its own, and the guard that ends it.
+pub fn batched(out: impl Write + Send + 'static) -> (Lines, Guard) {
+    let shared = Arc::new(Shared::default());
+    let thread = {
+        let shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("luka-log-writer".into())
+            .spawn(move || write_batches(&shared, out))
+            .expect("cannot start the log writer thread")
+    };
+    (
+        Lines {
+            shared: Arc::clone(&shared),
+        },
+        Guard {
+            shared,
+            thread: Some(thread),
+        },
+    )
+}
+
+fn write_batches(shared: &Shared, mut out: impl Write) {
+    let mut batch = Vec::new();
+    loop {
+        let closed = {
+            let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+            while state.lines.is_empty() && !state.closed {
+                state = shared.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            }
+            if !state.closed {
+                drop(state);
+                std::thread::sleep(GATHER);
+                state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+            }
+            std::mem::swap(&mut batch, &mut state.lines);
+            state.closed
+        };
+        let dropped = shared.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let _ = writeln!(out, "luka: {dropped} log lines dropped: stdout did not keep up");
+        }
+        let _ = out.write_all(&batch).and_then(|()| out.flush());
+        batch.clear();
+        if closed {
+            return;
+        }
+    }
+}
+
+impl Write for Lines {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut state = self.shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.lines.len() + line.len() > MAX_BUFFERED {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(line.len());
+        }
+        let was_empty = state.lines.is_empty();
+        state.lines.extend_from_slice(line);
+        drop(state);
+        if was_empty {
+            self.shared.wake.notify_one();
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+    type Writer = Lines;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A `Write` the test can read back.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_appear_soon_and_all_are_written_at_the_end() {
+        let sink = Sink::default();
+        let (mut lines, guard) = batched(sink.clone());
+        lines.write_all(b"first\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sink.0.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "an idle server's line was not written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for n in 0..10_000 {
+            lines.write_all(format!("line {n}\n").as_bytes()).unwrap();
+        }
+        drop(guard);
+        let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(written.lines().count(), 10_001);
+        assert!(written.ends_with("line 9999\n"));
+    }
+
+    #[test]
+    fn a_stalled_output_drops_lines_and_says_how_many() {
+        let shared = Arc::new(Shared::default());
+        let mut lines = Lines {
+            shared: Arc::clone(&shared),
+        };
+        let line = vec![b'x'; 1024 * 1024];
+        for _ in 0..20 {
+            lines.write_all(&line).unwrap();
+        }
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 4);
+        shared.state.lock().unwrap().closed = true;
+        let sink = Sink::default();
+        write_batches(&shared, sink.clone());
+        let written = sink.0.lock().unwrap();
+        assert!(written.starts_with(b"luka: 4 log lines dropped"));
+        assert_eq!(
+            written.len() - written.iter().position(|b| *b == b'x').unwrap(),
+            16 * 1024 * 1024
+        );
+    }
+}
