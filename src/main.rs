@@ -23,7 +23,8 @@ fn main() -> ExitCode {
             timeout,
             config_clusters,
         }) => {
-            let _log = init_tracing_at(false, "error");
+            // The test report is stdout; the embedded brokers' errors go to stderr, beside it.
+            let _log = init_tracing_at(false, "error", std::io::stderr());
             let timeout = Duration::from_secs(timeout);
             runtime.block_on(test(&cli, paths, filter.clone(), timeout, config_clusters))
         }
@@ -208,16 +209,19 @@ fn report(error: &ConfigError) -> ExitCode {
 
 /// `RUST_LOG` overrides the default: luka at info, its dependencies at warn.
 fn init_tracing(json: bool) -> logging::Guard {
-    init_tracing_at(json, "warn,luka=info")
+    init_tracing_at(json, "warn,luka=info", std::io::stdout())
 }
 
-/// Log lines (the access log among them) go to stdout in batches from a thread of their own (`luka::logging`), so
-/// a request never waits for a pipe or disk; what is left is written when the returned guard drops, at exit.
-fn init_tracing_at(json: bool, default: &str) -> logging::Guard {
+/// Log lines (the access log among them) go to `out` in batches from a thread of their own (`luka::logging`), so a
+/// request never waits for a pipe or disk; what is left is written when the returned guard drops, at exit.
+fn init_tracing_at(
+    json: bool,
+    default: &str,
+    out: impl std::io::Write + IsTerminal + Send + 'static,
+) -> logging::Guard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let stdout = std::io::stdout();
-    let colours = stdout.is_terminal();
-    let (writer, guard) = logging::batched(stdout);
+    let colours = out.is_terminal();
+    let (writer, guard) = logging::batched(out);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colours)
