@@ -106,11 +106,7 @@ impl<R: Rng> Generator<'_, R> {
     /// so recursive schemas (a tree's `anyOf: [leaf, {$ref: tree}]`) end.
     fn choose_branch(&mut self, branches: &[Value], depth: usize, keyword: &str) -> Result<Value, String> {
         let open: Vec<&Value> = branches.iter().filter(|b| **b != Value::Bool(false)).collect();
-        let leaves: Vec<&Value> = open
-            .iter()
-            .copied()
-            .filter(|b| !b.to_string().contains("\"$ref\""))
-            .collect();
+        let leaves: Vec<&Value> = open.iter().copied().filter(|b| !refers(b)).collect();
         let pool = if depth >= MAX_REF_DEPTH && !leaves.is_empty() {
             leaves
         } else {
@@ -119,6 +115,15 @@ impl<R: Rng> Generator<'_, R> {
         pool.choose(self.rng)
             .map(|branch| (*branch).clone())
             .ok_or_else(|| format!("`{keyword}` has no branch that allows a value"))
+    }
+}
+
+/// Whether `schema` has a `$ref` or `$dynamicRef` anywhere inside.
+fn refers(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => map.contains_key("$ref") || map.contains_key("$dynamicRef") || map.values().any(refers),
+        Value::Array(items) => items.iter().any(refers),
+        _ => false,
     }
 }
 
