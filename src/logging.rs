@@ -12,6 +12,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub mod access;
+
 /// How long the writer lets lines gather after the first one arrives.
 const GATHER: Duration = Duration::from_millis(20);
 
@@ -92,12 +94,13 @@ fn write_batches(shared: &Shared, mut out: impl Write) {
     }
 }
 
-impl Write for Lines {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+impl Lines {
+    /// Appends a whole line (or several) for the writer; dropped and counted when too much is waiting.
+    pub fn push(&self, line: &[u8]) {
         let mut state = self.shared.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.lines.len() + line.len() > MAX_BUFFERED {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(line.len());
+            return;
         }
         let was_empty = state.lines.is_empty();
         state.lines.extend_from_slice(line);
@@ -105,6 +108,12 @@ impl Write for Lines {
         if was_empty {
             self.shared.wake.notify_one();
         }
+    }
+}
+
+impl Write for Lines {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.push(line);
         Ok(line.len())
     }
 

@@ -11,6 +11,12 @@ use luka::config::{Config, ConfigError};
 use luka::logging;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than the system allocator: a request allocates and frees many small blocks (hyper's buffers,
+/// header maps, Luau's objects, which mlua allocates through Rust's allocator), and glibc's malloc took several per
+/// cent of the server's CPU in the profile beside nginx (`bench/README.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
@@ -222,6 +228,7 @@ fn init_tracing_at(
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let colours = out.is_terminal();
     let (writer, guard) = logging::batched(out);
+    logging::access::install(writer.clone(), json);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colours)

@@ -248,10 +248,9 @@ impl Metrics {
         self.lua_limit_hits.get_or_create(&KindLabel { kind }).inc();
     }
 
-    pub fn set_vm_memory(&self, vm: usize, bytes: usize) {
-        self.vm_memory
-            .get_or_create(&VmLabel { vm: vm.to_string() })
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    /// VM `vm`'s memory gauge, for its holder to keep and set after every request (the label is looked up once).
+    pub fn vm_memory(&self, vm: usize) -> Gauge {
+        self.vm_memory.get_or_create(&VmLabel { vm: vm.to_string() }).clone()
     }
 
     pub fn set_reachable(&self, cluster: &str, reachable: bool) {

@@ -397,6 +397,84 @@ async fn idle_keep_alive_connections_give_way_to_new_clients() {
     );
 }
 
+/// `header_timeout_ms` closes a connection that takes too long over its request head (sent in pieces, or not
+/// finished), and a keep-alive connection left idle as long; a connection that keeps sending requests stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_heads_and_idle_connections_are_closed_after_the_header_timeout() {
+    let config = CONFIG.replace(
+        "body_timeout_ms = 1000",
+        "body_timeout_ms = 1000\nheader_timeout_ms = 600",
+    );
+    let h = Harness::start_with(1, &config, &[("open.lua", OPEN)]).await;
+    let addr = server_addr(&h);
+    const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: luka\r\n\r\n";
+
+    async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+        let mut buffer = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    let started = Instant::now();
+    // A head that is never finished.
+    let mut unfinished = stalled([127, 0, 0, 1], addr, "GET /healthz HTTP/1.1\r\nhost: luka\r\n").await;
+    // A head sent a byte every 100 ms: each byte is progress, but the whole head takes longer than allowed.
+    let mut dribbling = TcpStream::connect(addr).await.unwrap();
+    let dribble = tokio::spawn(async move {
+        for byte in b"GET /healthz HTTP/1.1\r\nhost: luka\r\nx-slow: aaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
+            if dribbling.write_all(&[*byte]).await.is_err() {
+                return (dribbling, true);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (dribbling, false)
+    });
+    // A keep-alive connection answered once, then left idle.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(HEALTHZ).await.unwrap();
+    let mut buffer = [0u8; 1024];
+    let n = idle.read(&mut buffer).await.unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    // A connection that sends a request every 200 ms, for three times the timeout.
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..9 {
+        busy.write_all(HEALTHZ).await.unwrap();
+        let n = busy.read(&mut buffer).await.unwrap();
+        assert!(buffer[..n].starts_with(b"HTTP/1.1 200"), "a busy connection is kept");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    assert!(
+        closed_within(&mut unfinished, Duration::from_secs(3)).await,
+        "the unfinished head is closed"
+    );
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(3)).await,
+        "the idle connection is closed"
+    );
+    let (mut dribbling, refused) = dribble.await.unwrap();
+    assert!(
+        refused || closed_within(&mut dribbling, Duration::from_secs(3)).await,
+        "the dribbled head is closed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The server still answers new clients.
+    let mut fresh = TcpStream::connect(addr).await.unwrap();
+    fresh.write_all(HEALTHZ).await.unwrap();
+    let n = fresh.read(&mut buffer).await.unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+}
+
 /// A route's `requests_per_second` holds for all its callers together, anonymous ones included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_rate_limit_answers_429_for_all_callers() {

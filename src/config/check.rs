@@ -65,6 +65,7 @@ fn check_server(c: &mut Checker<'_>, server: &ServerConfig) {
         (server.max_connections as u64, "max_connections"),
         (server.max_connections_per_address as u64, "max_connections_per_address"),
         (server.body_timeout_ms, "body_timeout_ms"),
+        (server.header_timeout_ms, "header_timeout_ms"),
         (server.fetch_max_records as u64, "fetch_max_records"),
         (server.idempotency_capacity as u64, "idempotency_capacity"),
         (server.fetch_max_bytes as u64, "fetch_max_bytes"),

@@ -27,6 +27,10 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// timeout, so a client that announces a body and sends nothing cannot hold a connection slot for long.
 pub const BODY_TIMEOUT_MS: u64 = 5_000;
 
+/// A connection gets this long to send a whole request head, counted from when it opened or its last request was
+/// answered: slow headers and idle keep-alive connections cannot pin connection slots.
+pub const HEADER_TIMEOUT_MS: u64 = 10_000;
+
 /// Connections one client address may hold at once: a quarter of the default slots, so one address cannot take
 /// every slot. Behind a reverse proxy every client shares the proxy's address: raise it to `max_connections`.
 pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 256;

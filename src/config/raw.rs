@@ -67,6 +67,9 @@ pub struct ServerConfig {
     pub max_connections_per_address: usize,
     /// Time to send the request body once the headers are in; past it the client gets 408.
     pub body_timeout_ms: u64,
+    /// Time a connection may go without a whole request head: a client that sends its headers slowly, or a
+    /// keep-alive connection left idle, is closed after it.
+    pub header_timeout_ms: u64,
     /// One info line per request (target `luka::access`): method, path, status, duration, function, records.
     pub access_log: bool,
     /// Copy a request's W3C `traceparent` / `tracestate` headers into every record it writes.
@@ -107,6 +110,7 @@ impl Default for ServerConfig {
             max_connections: defaults::MAX_CONNECTIONS,
             max_connections_per_address: defaults::MAX_CONNECTIONS_PER_ADDRESS,
             body_timeout_ms: defaults::BODY_TIMEOUT_MS,
+            header_timeout_ms: defaults::HEADER_TIMEOUT_MS,
             access_log: defaults::ACCESS_LOG,
             propagate_trace_context: defaults::PROPAGATE_TRACE_CONTEXT,
             idempotency_window_ms: defaults::IDEMPOTENCY_WINDOW_MS,

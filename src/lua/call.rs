@@ -128,7 +128,7 @@ impl Future for Call {
         if let Some(running) = this.running.take() {
             vm.finish(running);
         }
-        crate::metrics::metrics().set_vm_memory(this.cell.index(), vm.used_memory());
+        this.cell.report_memory(vm.used_memory());
         if matches!(result, Err(LuaError::MemoryLimit { .. })) {
             vm.collect();
             drop(vm);

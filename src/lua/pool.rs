@@ -35,6 +35,8 @@ pub(super) struct VmCell {
     /// be released under the lock, so the next holder drops them.
     graveyard: Mutex<Vec<Running>>,
     has_dead: AtomicBool,
+    /// `luka_lua_vm_memory_bytes` for this slot.
+    memory: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl std::fmt::Debug for VmCell {
@@ -48,9 +50,9 @@ impl std::fmt::Debug for VmCell {
 pub(super) type VmGuard = OwnedMutexGuard<Vm>;
 
 impl VmCell {
-    /// The VM's slot in the pool (a retired VM's replacement takes its slot).
-    pub(super) fn index(&self) -> usize {
-        self.index
+    /// Reports the VM's memory in use on its gauge.
+    pub(super) fn report_memory(&self, bytes: usize) {
+        self.memory.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     fn new(index: usize, vm: Vm) -> Arc<Self> {
@@ -59,6 +61,7 @@ impl VmCell {
             vm: Arc::new(tokio::sync::Mutex::new(vm)),
             graveyard: Mutex::new(Vec::new()),
             has_dead: AtomicBool::new(false),
+            memory: crate::metrics::metrics().vm_memory(index),
         })
     }
 

@@ -110,6 +110,15 @@ impl Tracked {
     pub async fn closing(&self) {
         self.activity.close.notified().await;
     }
+
+    /// Since when the connection has been waiting for its next request (opened, or last request answered); `None`
+    /// while it serves one.
+    pub fn waiting_since(&self) -> Option<Instant> {
+        if self.activity.busy.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        Some(*self.activity.idle_since.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 impl Drop for Tracked {

@@ -17,14 +17,14 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::StatusCode;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -37,9 +37,6 @@ use idle::OpenConnections;
 mod idle;
 
 pub type Response = hyper::Response<Full<Bytes>>;
-
-/// A slow client gets this long to send its request headers; keeps idle sockets from pinning connection slots.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// While a new client waits for a slot, how often the longest-idle connection is asked again to make room.
 const IDLE_RECHECK: Duration = Duration::from_millis(100);
@@ -87,6 +84,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         let Some(permit) = permit else { break };
         let _ = stream.set_nodelay(true);
         let (tracked, activity) = open.add();
+        let header_timeout = Duration::from_millis(app.config.server.header_timeout_ms);
         let app = Arc::clone(&app);
         let service = service_fn(move |request| {
             let (app, activity) = (Arc::clone(&app), Arc::clone(&activity));
@@ -95,17 +93,25 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
                 Ok::<_, Infallible>(router::handle(&app, request, remote).await)
             }
         });
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
+        let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
+            // The header timeout, kept here rather than by hyper, whose own makes and registers a new timer for
+            // every request: this one is set once and only looked at when it fires (about every header timeout).
+            let timer = tokio::time::sleep(header_timeout);
+            let mut timer = std::pin::pin!(timer);
             let result = loop {
                 tokio::select! {
                     result = connection.as_mut() => break result,
                     // Idle and its slot wanted, or shutting down: it ends after the request it is serving, if any.
                     () = tracked.closing() => connection.as_mut().graceful_shutdown(),
+                    () = timer.as_mut() => match tracked.waiting_since() {
+                        Some(since) if since.elapsed() >= header_timeout => {
+                            tracing::debug!(%remote, "connection closed: no whole request head within the header timeout");
+                            break Ok(());
+                        }
+                        since => timer.as_mut().reset((since.unwrap_or_else(Instant::now) + header_timeout).into()),
+                    },
                 }
             };
             if let Err(e) = result {
@@ -204,8 +210,8 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
 }
 
 /// A response whose body is already JSON text.
-pub(crate) fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+pub(crate) fn json_bytes_response(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    let mut response = hyper::Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

@@ -19,6 +19,7 @@ use crate::api;
 use crate::config::ServerConfig;
 use crate::context::{Capture, RequestContext};
 use crate::idempotency::{self, Answer, Begin};
+use crate::logging::access::AccessLine;
 use crate::lua::{Found, HttpRequest, Target};
 
 /// A request body the router reads: hyper's from a socket, or a `Full<Bytes>` built in memory (tests, `luka test`).
@@ -74,12 +75,31 @@ pub async fn handle<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote:
         response.status().as_u16(),
         started.elapsed(),
     );
-    if app.config.server.access_log {
-        tracing::info!(target: "luka::access", request_id = %context.id, %remote, %method, %path,
-            status = response.status().as_u16(), duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            function = function.as_deref().unwrap_or(""), records = context.records(), "request");
+    if app.config.server.access_log && tracing::enabled!(target: "luka::access", tracing::Level::INFO) {
+        let line = AccessLine {
+            request_id: &context.id,
+            remote,
+            method: method.as_str(),
+            path: &path,
+            status: response.status().as_u16(),
+            duration: started.elapsed(),
+            function: function.as_deref().unwrap_or(""),
+            records: context.records(),
+        };
+        log_access(&line);
     }
     response
+}
+
+/// The request's access log line: formatted by luka's own writer when the binary installed it, else (luka used as
+/// a library) as a `tracing` event with the same fields.
+fn log_access(line: &AccessLine<'_>) {
+    if !crate::logging::access::write(line) {
+        tracing::info!(target: "luka::access", request_id = line.request_id, remote = %line.remote,
+            method = line.method, path = line.path, status = line.status,
+            duration_ms = line.duration.as_secs_f64() * 1000.0, function = line.function, records = line.records,
+            "request");
+    }
 }
 
 /// Authenticates with `login` within the rate limits: an address that failed too often is refused before its
@@ -158,7 +178,7 @@ fn request_id<B>(request: &Request<B>) -> String {
         .filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic()));
     match given {
         Some(id) => id.to_owned(),
-        None => format!("{:032x}", rand::random::<u128>()),
+        None => hex::encode(rand::random::<[u8; 16]>()),
     }
 }
 
@@ -195,7 +215,10 @@ async fn dispatch<B: RequestBody>(
     refuse_unsupported(&request)?;
     let path = request.uri().path();
     if path == "/healthz" {
-        return Ok(json_response(StatusCode::OK, &json!({ "status": "ok" })));
+        return Ok(json_bytes_response(
+            StatusCode::OK,
+            Bytes::from_static(br#"{"status":"ok"}"#),
+        ));
     }
     if path == "/readyz" {
         return Ok(ready(app).await);
