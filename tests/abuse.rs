@@ -41,6 +41,18 @@ async fn stalled(from: [u8; 4], server: SocketAddr, head: &str) -> TcpStream {
     stream
 }
 
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: luka\r\n\r\n";
+
+/// Sends `GET /healthz` on `stream`; whether a 200 came back within 5 s.
+async fn healthz_answered(stream: &mut TcpStream) -> bool {
+    stream.write_all(HEALTHZ).await.unwrap();
+    let mut buffer = [0u8; 1024];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await,
+        Ok(Ok(n)) if n > 0 && buffer.starts_with(b"HTTP/1.1 200")
+    )
+}
+
 /// What the server sends before closing (or until `within` passes): the status line and the rest.
 async fn answer(stream: &mut TcpStream, within: Duration) -> String {
     let mut received = Vec::new();
@@ -361,29 +373,18 @@ async fn idle_keep_alive_connections_give_way_to_new_clients() {
         .replace("max_connections_per_address = 16", "max_connections_per_address = 8");
     let h = Harness::start_with(1, &config, &[("open.lua", OPEN)]).await;
     let addr = server_addr(&h);
-    const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: luka\r\n\r\n";
-
-    async fn answered(stream: &mut TcpStream) -> bool {
-        let mut buffer = [0u8; 1024];
-        matches!(
-            tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await,
-            Ok(Ok(n)) if n > 0 && buffer.starts_with(b"HTTP/1.1 200")
-        )
-    }
 
     // Four clients take every slot and keep their connections open between requests.
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(HEALTHZ).await.unwrap();
-        assert!(answered(&mut stream).await);
+        assert!(healthz_answered(&mut stream).await);
         held.push(stream);
     }
     // A fifth is served at once: the connection idle the longest is closed for it.
     let started = Instant::now();
     let mut fifth = TcpStream::connect(addr).await.unwrap();
-    fifth.write_all(HEALTHZ).await.unwrap();
-    assert!(answered(&mut fifth).await, "the new client is answered");
+    assert!(healthz_answered(&mut fifth).await, "the new client is answered");
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "took {:?}",
@@ -407,7 +408,6 @@ async fn slow_request_heads_and_idle_connections_are_closed_after_the_header_tim
     );
     let h = Harness::start_with(1, &config, &[("open.lua", OPEN)]).await;
     let addr = server_addr(&h);
-    const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: luka\r\n\r\n";
 
     async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
         let mut buffer = [0u8; 1024];
@@ -437,16 +437,11 @@ async fn slow_request_heads_and_idle_connections_are_closed_after_the_header_tim
     });
     // A keep-alive connection answered once, then left idle.
     let mut idle = TcpStream::connect(addr).await.unwrap();
-    idle.write_all(HEALTHZ).await.unwrap();
-    let mut buffer = [0u8; 1024];
-    let n = idle.read(&mut buffer).await.unwrap();
-    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    assert!(healthz_answered(&mut idle).await);
     // A connection that sends a request every 200 ms, for three times the timeout.
     let mut busy = TcpStream::connect(addr).await.unwrap();
     for _ in 0..9 {
-        busy.write_all(HEALTHZ).await.unwrap();
-        let n = busy.read(&mut buffer).await.unwrap();
-        assert!(buffer[..n].starts_with(b"HTTP/1.1 200"), "a busy connection is kept");
+        assert!(healthz_answered(&mut busy).await, "a busy connection is kept");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -470,9 +465,7 @@ async fn slow_request_heads_and_idle_connections_are_closed_after_the_header_tim
     );
     // The server still answers new clients.
     let mut fresh = TcpStream::connect(addr).await.unwrap();
-    fresh.write_all(HEALTHZ).await.unwrap();
-    let n = fresh.read(&mut buffer).await.unwrap();
-    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    assert!(healthz_answered(&mut fresh).await);
 }
 
 /// A route's `requests_per_second` holds for all its callers together, anonymous ones included.

@@ -110,7 +110,7 @@ fn json_string(text: &mut String, value: &str) {
         text.push_str(value);
         text.push('"');
     } else {
-        text.push_str(&serde_json::Value::from(value).to_string());
+        text.push_str(&serde_json::to_string(value).expect("a str always serialises"));
     }
 }
 
