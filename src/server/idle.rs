@@ -59,10 +59,10 @@ impl OpenConnections {
         let open = self.lock();
         let longest = open
             .values()
-            .filter(|a| a.busy.load(Ordering::Relaxed) == 0)
-            .min_by_key(|a| *a.idle_since.lock().unwrap_or_else(PoisonError::into_inner));
+            .filter_map(|a| Some((a.waiting_since()?, a)))
+            .min_by_key(|(since, _)| *since);
         match longest {
-            Some(activity) => {
+            Some((_, activity)) => {
                 activity.close.notify_one();
                 true
             }
@@ -91,6 +91,15 @@ impl OpenConnections {
 }
 
 impl Activity {
+    /// Since when the connection has been waiting for its next request (opened, or last request answered); `None`
+    /// while it serves one.
+    fn waiting_since(&self) -> Option<Instant> {
+        if self.busy.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        Some(*self.idle_since.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// Marks a request in progress until the guard is dropped.
     pub fn busy(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);
@@ -111,13 +120,9 @@ impl Tracked {
         self.activity.close.notified().await;
     }
 
-    /// Since when the connection has been waiting for its next request (opened, or last request answered); `None`
-    /// while it serves one.
+    /// See [`Activity::waiting_since`].
     pub fn waiting_since(&self) -> Option<Instant> {
-        if self.activity.busy.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        Some(*self.activity.idle_since.lock().unwrap_or_else(PoisonError::into_inner))
+        self.activity.waiting_since()
     }
 }
 
