@@ -13,7 +13,8 @@ on_both_brokers!(
     produce_places_messages_like_java_and_reports_each,
     random_keys_and_values_tombstones_headers_and_the_deprecated_form,
     produce_errors_are_clear_catchable_and_write_nothing,
-    a_one_message_call_reports_what_the_general_reader_reports
+    a_one_message_call_reports_what_the_general_reader_reports,
+    a_produce_in_a_coroutine_the_handler_made_is_refused_and_writes_nothing
 );
 
 /// `kafka.produce` called with what is not a call table; each caught error, typed.
@@ -32,8 +33,34 @@ return function(req)
 end
 "#;
 
+/// `kafka.produce` waits by suspending the request's coroutine, so it cannot be called from a coroutine the handler
+/// made (which would be suspended instead); the handler's own `coroutine.yield()` just lets others run.
+const NESTED: &str = r#"
+local function inside_a_coroutine(form)
+  return coroutine.wrap(function()
+    local call = { topic = "misc", messages = { { value = "inner" } } }
+    if form == "general" then call.messages[1].headers = { h = "v" } end
+    local ok, e = pcall(kafka.produce, call)
+    return e
+  end)()
+end
+
+return function(req)
+  local errors = { inside_a_coroutine("one"), inside_a_coroutine("general") }
+  coroutine.yield()
+  local r = kafka.produce{ topic = "misc", messages = { { value = "outer" } } }
+  return { json = { errors = errors, offset = r.offset } }
+end
+"#;
+
 async fn start(kafka: Kafka) -> Harness {
-    Harness::on_with(kafka, 1, LUA, &[PRODUCE_FUNCTION, ("arguments.lua", ARGUMENTS)]).await
+    Harness::on_with(
+        kafka,
+        1,
+        LUA,
+        &[PRODUCE_FUNCTION, ("arguments.lua", ARGUMENTS), ("nested.lua", NESTED)],
+    )
+    .await
 }
 
 async fn produce_places_messages_like_java_and_reports_each(kafka: Kafka) {
@@ -268,4 +295,24 @@ async fn a_one_message_call_reports_what_the_general_reader_reports(kafka: Kafka
             );
         }
     }
+}
+
+async fn a_produce_in_a_coroutine_the_handler_made_is_refused_and_writes_nothing(kafka: Kafka) {
+    let h = start(kafka).await;
+    let bootstrap = h.bootstrap(0);
+    let (status, answer) = h.send("/nested", &[], "").await;
+    assert_eq!(status, 200, "{answer}");
+    let errors = answer["errors"].as_array().unwrap_or_else(|| panic!("{answer}"));
+    assert_eq!(errors.len(), 2, "{answer}");
+    for error in errors {
+        assert!(
+            error.as_str().is_some_and(|e| e.starts_with("kafka.produce: ")
+                && e.contains("must be called by the handler itself, not inside a coroutine")),
+            "{answer}"
+        );
+    }
+    assert_eq!(answer["offset"], 0, "{answer}");
+    let records = read_records(&bootstrap, "misc", 0, 0, 1).await;
+    assert_eq!(text(&records[0]).1.as_deref(), Some("outer"));
+    assert_no_record(&bootstrap, "misc", 0, 1).await;
 }

@@ -158,6 +158,12 @@ impl ClusterClient {
             Some(None) if create.is_none() => return Err(self.unknown_topic(topic)),
             _ => {}
         }
+        // Boxed: a look-up is rare, and its deep future would otherwise be part of every produce's.
+        Box::pin(self.look_up_partition_count(topic, create)).await
+    }
+
+    /// [`ClusterClient::partition_count`] when the cache does not know: asks the cluster, once for concurrent callers.
+    async fn look_up_partition_count(&self, topic: &str, create: Option<CreateIfMissing>) -> Result<i32, KafkaError> {
         let _single_flight = self.refresh.lock().await;
         if self.cached(topic).is_none() && !self.listed_recently() {
             self.refresh_metadata().await?;
@@ -350,10 +356,25 @@ impl ClusterClient {
     async fn writer(&self, topic: &str, partition: i32) -> Result<Arc<PartitionWriter>, KafkaError> {
         let key = (topic.to_owned(), partition);
         let cell = self.writers.entry(key.clone()).or_default().clone();
-        if cell.get().is_some_and(|writer| !writer.is_open()) {
-            self.writers.remove_if(&key, |_, current| Arc::ptr_eq(current, &cell));
-            return Box::pin(self.writer(topic, partition)).await;
+        match cell.get() {
+            Some(writer) if writer.is_open() => return Ok(Arc::clone(writer)),
+            Some(_) => {
+                self.writers.remove_if(&key, |_, current| Arc::ptr_eq(current, &cell));
+                return Box::pin(self.writer(topic, partition)).await;
+            }
+            None => {}
         }
+        // Boxed: starting a writer is rare, and its deep future would otherwise be part of every produce's.
+        Box::pin(self.start_writer(&cell, topic, partition)).await
+    }
+
+    /// Starts the partition's writer in `cell`, unless a concurrent caller did.
+    async fn start_writer(
+        &self,
+        cell: &OnceCell<Arc<PartitionWriter>>,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<PartitionWriter>, KafkaError> {
         cell.get_or_try_init(|| async {
             let client = self.partition_client(topic, partition).await?;
             let limits = BatchLimits {

@@ -81,6 +81,11 @@ impl RulesCache {
         if let Some((_, rules)) = cached.filter(|(at, _)| at.elapsed() < self.max_age) {
             return rules;
         }
+        // Boxed: asking is rare, and its deep future would otherwise be part of every produce's.
+        Box::pin(self.ask(client, topic)).await
+    }
+
+    async fn ask(&self, client: &Client, topic: &str) -> TopicRules {
         let rules = match tokio::time::timeout(ASK_TIMEOUT, client.describe_topic_configs(topic, &KEYS)).await {
             Ok(Ok(configs)) => TopicRules::from_configs(&configs),
             Ok(Err(e)) => {

@@ -1,13 +1,20 @@
 //! One request running on one VM: the future a connection's task polls to run a handler, on that task itself.
 //!
 //! ```text
-//! poll ─> lock the VM (home, else any free one, else wait) ─> first time: set up the coroutine
-//!      ─> limits on ─> resume ─> limits off ─> finished: read the response, recycle the coroutine ─> unlock
+//! poll ─> parked on a produce? poll it (outside the VM) until it is done
+//!      ─> lock the VM (home, else any free one, else wait) ─> first time: set up the coroutine
+//!      ─> limits on ─> resume (with the produce's outcome) ─> limits off ─> unlock
+//!      ─> parked again: poll that ─ finished: read the response, recycle the coroutine
 //! ```
 //!
-//! Each poll charges the time it spends running Lua (and reading the response) to the request's CPU budget; time
-//! spent waiting on Kafka or on the VM's lock is not charged. Dropping the future (client gone, timeout) releases
-//! the coroutine under the VM's lock, now or by the lock's next holder.
+//! A module call that waits (`kafka.produce`) parks the coroutine: it leaves its work ([`Parked`]) and yields, and
+//! this future polls that work itself, without the VM, as the REST path polls its produce; the coroutine is resumed
+//! once, with the outcome, when it is done. So waiting costs the VM nothing, and no async machinery runs in Lua.
+//!
+//! Each turn charges the time it spends running Lua (and turning the outcome into Lua values, and reading the
+//! response) to the request's CPU budget; time spent waiting on Kafka or on the VM's lock is not charged. Dropping
+//! the future (client gone, timeout) drops the parked work (a produce not yet sent is withdrawn) and releases the
+//! coroutine under the VM's lock, now or by the lock's next holder.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,8 +26,8 @@ use super::LuaError;
 use super::pool::{Inner, Pool, VmCell, VmGuard};
 use super::response::{self, HandlerResponse};
 use super::routes::Target;
-use super::state::{HttpRequest, RequestState};
-use super::vm::{Limits, Running};
+use super::state::{HttpRequest, Parked, RequestState, Resume};
+use super::vm::{Limits, Running, Stopped};
 
 pub struct Call {
     pool: Arc<Inner>,
@@ -30,6 +37,10 @@ pub struct Call {
     state: Arc<RequestState>,
     waiting: Option<Pin<Box<dyn Future<Output = VmGuard> + Send>>>,
     running: Option<Running>,
+    /// The work the coroutine is parked on.
+    parked: Option<Parked>,
+    /// What the parked work gave, to resume the coroutine with.
+    resume: Option<Resume>,
     /// CPU time the request may still use.
     remaining: Duration,
     exceeded: bool,
@@ -38,6 +49,8 @@ pub struct Call {
 enum Failure {
     Lua(mlua::Error),
     Response(String),
+    /// The CPU budget ran out while the coroutine was suspended.
+    OutOfTime,
 }
 
 impl Call {
@@ -57,6 +70,8 @@ impl Call {
             state,
             waiting: None,
             running: None,
+            parked: None,
+            resume: None,
             remaining,
             exceeded: false,
         }
@@ -96,45 +111,87 @@ impl Call {
     }
 }
 
+/// How one turn under the VM's lock ended.
+enum Turn {
+    /// Parked on work now in `Call::parked`.
+    Parked,
+    /// The handler yielded by itself: resumed at the next poll.
+    Yielded,
+    Done(Result<HandlerResponse, LuaError>),
+}
+
+impl Call {
+    /// Locks the VM and resumes the coroutine once (setting it up the first time), with what it was parked on.
+    fn turn(&mut self, cx: &mut Context<'_>) -> Poll<Turn> {
+        let mut vm = std::task::ready!(self.acquire(cx));
+        self.cell.bury(&vm);
+        if self.running.is_none() {
+            let target = self.target.take().expect("a finished Call is not polled again");
+            match vm.start(&target) {
+                Ok(running) => self.running = Some(running),
+                Err(e) => return Poll::Ready(Turn::Done(Err(self.setup_error(&e)))),
+            }
+        }
+        let running = self.running.as_mut().expect("set up above");
+        let started = vm.enter(&self.state, Some(running), self.remaining);
+        let stopped = vm.resume(running, &self.state, self.resume.take());
+        vm.pause();
+        let outcome = match stopped {
+            Ok(Stopped::Parked(parked)) => {
+                self.parked = Some(parked);
+                None
+            }
+            Ok(Stopped::Yielded) => None,
+            Ok(Stopped::Returned(returned)) => {
+                Some(response::read(returned, &mut vm.budget()).map_err(Failure::Response))
+            }
+            Err(e) => Some(Err(Failure::Lua(e))),
+        };
+        self.exceeded |= vm.leave();
+        self.remaining = self.remaining.saturating_sub(started.elapsed());
+        let outcome = match outcome {
+            Some(outcome) => outcome,
+            // Past its budget as it stopped: the limit answers now, and parked work (not started yet) is dropped.
+            None if self.exceeded => {
+                self.parked = None;
+                Err(Failure::OutOfTime)
+            }
+            None if self.parked.is_some() => return Poll::Ready(Turn::Parked),
+            None => return Poll::Ready(Turn::Yielded),
+        };
+        let result = classify(outcome, self.exceeded, &self.state, vm.limits());
+        if let Some(running) = self.running.take() {
+            vm.finish(running);
+        }
+        self.cell.report_memory(vm.used_memory());
+        if matches!(result, Err(LuaError::MemoryLimit { .. })) {
+            vm.collect();
+            drop(vm);
+            self.pool.retire(&self.cell);
+        }
+        Poll::Ready(Turn::Done(result))
+    }
+}
+
 impl Future for Call {
     type Output = Result<HandlerResponse, LuaError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let mut vm = std::task::ready!(this.acquire(cx));
-        this.cell.bury(&vm);
-        if this.running.is_none() {
-            let target = this.target.take().expect("a finished Call is not polled again");
-            match vm.start(&target, &this.state) {
-                Ok(running) => this.running = Some(running),
-                Err(e) => return Poll::Ready(Err(this.setup_error(&e))),
+        loop {
+            if let Some(parked) = &mut this.parked {
+                this.resume = Some(std::task::ready!(parked.as_mut().poll(cx)));
+                this.parked = None;
+            }
+            match std::task::ready!(this.turn(cx)) {
+                Turn::Parked => continue,
+                Turn::Yielded => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Turn::Done(result) => return Poll::Ready(result),
             }
         }
-        let running = this.running.as_mut().expect("set up above");
-        let started = vm.enter(&this.state, this.remaining);
-        let polled = Pin::new(&mut running.future).poll(cx);
-        vm.pause();
-        let outcome = match polled {
-            Poll::Pending => None,
-            Poll::Ready(Ok(returned)) => Some(response::read(returned, &mut vm.budget()).map_err(Failure::Response)),
-            Poll::Ready(Err(e)) => Some(Err(Failure::Lua(e))),
-        };
-        this.exceeded |= vm.leave();
-        this.remaining = this.remaining.saturating_sub(started.elapsed());
-        let Some(outcome) = outcome else {
-            return Poll::Pending;
-        };
-        let result = classify(outcome, this.exceeded, &this.state, vm.limits());
-        if let Some(running) = this.running.take() {
-            vm.finish(running);
-        }
-        this.cell.report_memory(vm.used_memory());
-        if matches!(result, Err(LuaError::MemoryLimit { .. })) {
-            vm.collect();
-            drop(vm);
-            this.pool.retire(&this.cell);
-        }
-        Poll::Ready(result)
     }
 }
 
@@ -154,7 +211,7 @@ fn classify(
     limits: &Limits,
 ) -> Result<HandlerResponse, LuaError> {
     let function = state.function.to_string();
-    if cpu_exceeded {
+    if cpu_exceeded || matches!(result, Err(Failure::OutOfTime)) {
         return Err(LuaError::CpuLimit {
             function,
             limit_ms: limits.cpu.as_millis(),
@@ -164,6 +221,7 @@ fn classify(
         Ok(response) => return Ok(response),
         Err(Failure::Response(problem)) => return Err(LuaError::BadResponse { function, problem }),
         Err(Failure::Lua(error)) => error,
+        Err(Failure::OutOfTime) => unreachable!("answered as a CPU limit above"),
     };
     if is_memory_error(&error) {
         return Err(LuaError::MemoryLimit {

@@ -10,8 +10,10 @@
 //! does not read the clock: it compares the deadline with [`ticker`]'s coarse clock, one atomic load. The budget
 //! itself is kept with the precise clock, read when a coroutine is resumed and when it stops.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -85,7 +87,13 @@ impl RequestState {
     }
 }
 
-#[derive(Debug)]
+/// Puts what a parked call waited for into Lua: the values its coroutine is resumed with (run under the VM's lock).
+pub type Resume = Box<dyn FnOnce(&mlua::Lua) -> mlua::Result<mlua::MultiValue> + Send>;
+
+/// What a module call leaves its request's task to wait on (a produce waiting for Kafka) while the coroutine is
+/// suspended: polled outside the VM, its output resumes the coroutine.
+pub type Parked = Pin<Box<dyn Future<Output = Resume> + Send>>;
+
 pub struct VmShared {
     epoch: Instant,
     /// Nanoseconds since `epoch` when the running coroutine's budget ends; `u64::MAX` when none runs.
@@ -94,6 +102,17 @@ pub struct VmShared {
     deadline_tick: AtomicU64,
     exceeded: AtomicBool,
     current: Mutex<Option<Arc<RequestState>>>,
+    /// The running request's coroutine (its Luau state's address; 0 when none runs): only its own calls may park.
+    thread: AtomicUsize,
+    parked: Mutex<Option<Parked>>,
+}
+
+impl std::fmt::Debug for VmShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmShared")
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Raised inside Lua when a request's CPU budget is spent.
@@ -109,6 +128,8 @@ impl Default for VmShared {
             deadline_tick: AtomicU64::new(u64::MAX),
             exceeded: AtomicBool::new(false),
             current: Mutex::new(None),
+            thread: AtomicUsize::new(0),
+            parked: Mutex::new(None),
         }
     }
 }
@@ -118,8 +139,30 @@ impl VmShared {
         self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Before resuming `state`'s coroutine, which may run for `remaining` more.
-    pub fn enter(&self, state: &Arc<RequestState>, remaining: Duration) -> Instant {
+    /// Parks the running request's coroutine on `work`: the caller (a module function, called by the handler)
+    /// yields next, and the request's task resumes it with what `work` gives. Only the request's own coroutine can
+    /// be parked: a coroutine the handler made would yield to the handler instead.
+    pub fn park(&self, lua: &mlua::Lua, work: Parked) -> Result<(), String> {
+        let running = self.thread.load(Ordering::Relaxed);
+        if running == 0 || lua.current_thread().to_pointer() as usize != running {
+            return Err(
+                "it waits for Kafka, so it must be called by the handler itself, not inside a coroutine the handler made"
+                    .into(),
+            );
+        }
+        *self.parked.lock().unwrap_or_else(PoisonError::into_inner) = Some(work);
+        Ok(())
+    }
+
+    /// What the coroutine that just stopped parked on, if it did.
+    pub fn take_parked(&self) -> Option<Parked> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Before resuming `state`'s coroutine `thread` (as [`mlua::Thread::to_pointer`] gives it; null when the code
+    /// runs outside a request's coroutine), which may run for `remaining` more.
+    pub fn enter(&self, state: &Arc<RequestState>, thread: *const std::ffi::c_void, remaining: Duration) -> Instant {
+        self.thread.store(thread as usize, Ordering::Relaxed);
         let now = Instant::now();
         let deadline = (now - self.epoch + remaining).as_nanos().min(u128::from(u64::MAX - 1)) as u64;
         self.deadline_ns.store(deadline, Ordering::Relaxed);
@@ -132,6 +175,7 @@ impl VmShared {
 
     /// After the coroutine yielded or finished; tells whether it ran past its budget.
     pub fn leave(&self) -> bool {
+        self.thread.store(0, Ordering::Relaxed);
         self.deadline_ns.store(u64::MAX, Ordering::Relaxed);
         self.deadline_tick.store(u64::MAX, Ordering::Relaxed);
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! start: the file's chunk (loaded once per VM and version) ─> cloned, with the request's own environment
-//!        ─> a recycled coroutine running (runner, chunk, method, path)
+//!        ─> a recycled coroutine set to run (runner, chunk, method, path)
+//! resume: first with (chunk, method, path), then with what the call it parked on gave ─> returned or yielded
 //! finish: a finished coroutine ─> reset ─> kept for the next request
 //! ```
 //!
@@ -17,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlua::chunk::ChunkMode;
-use mlua::thread::{AsyncThread, ThreadStatus};
-use mlua::{Function, Lua, LuaOptions, StdLib, Table, Thread, Value};
+use mlua::thread::ThreadStatus;
+use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Thread, Value};
 
 use super::LoadError;
 use super::compile::Compiled;
@@ -27,7 +28,7 @@ use super::modules::{self, KafkaContext};
 use super::request;
 use super::response::Returned;
 use super::routes::Target;
-use super::state::{RequestState, VmShared, unlimited};
+use super::state::{Parked, RequestState, Resume, VmShared, unlimited};
 
 /// Limits every request of a VM runs under (the wall-clock limit is kept by [`super::Functions::call`]).
 #[derive(Debug, Clone, Copy)]
@@ -69,12 +70,22 @@ const ROUTE_ENVS: usize = 256;
 /// Cloned chunks (each with its environment table) kept per function for reuse.
 const SPARE_CHUNKS: usize = 64;
 
-/// A request's coroutine, resumed by polling `future`; the thread, the chunk and its environment are kept to be
-/// reused by a later request once this one finishes.
+/// A request's coroutine; the thread, the chunk and its environment are kept to be reused by a later request once
+/// this one finishes.
 pub struct Running {
-    pub future: AsyncThread<Returned>,
     thread: Thread,
     chunk: Chunk,
+    started: bool,
+}
+
+/// How one turn of a coroutine ended.
+pub enum Stopped {
+    /// The handler returned.
+    Returned(Returned),
+    /// A module call parked the coroutine on this work.
+    Parked(Parked),
+    /// The handler yielded by itself (`coroutine.yield()`): it is resumed again at once, with no values.
+    Yielded,
 }
 
 /// A clone of a file's chunk with the environment it runs in.
@@ -266,7 +277,7 @@ impl Vm {
             user: None,
         };
         let state = Arc::new(RequestState::new(Arc::clone(&compiled.display), request, Vec::new()));
-        self.enter(&state, self.limits.cpu);
+        self.enter(&state, None, self.limits.cpu);
         let result = env
             .and_then(|env| chunk.set_environment(env))
             .and_then(|_| chunk.call::<Value>(()));
@@ -282,7 +293,7 @@ impl Vm {
     }
 
     /// Sets up a request's coroutine: its chunk with its own (empty) environment, on a recycled thread.
-    pub fn start(&mut self, target: &Target, state: &RequestState) -> mlua::Result<Running> {
+    pub fn start(&mut self, target: &Target) -> mlua::Result<Running> {
         let chunk = self.fresh_chunk(&target.function)?;
         let values = self.route_env(target)?;
         chunk.env.raw_set("env", values)?;
@@ -293,19 +304,50 @@ impl Vm {
             }
             None => self.lua.create_thread(self.runner.clone())?,
         };
-        let request = &state.request;
-        let future = thread.clone().into_async::<Returned>((
-            chunk.function.clone(),
-            request.method.as_str(),
-            request.path.as_str(),
-        ))?;
-        Ok(Running { future, thread, chunk })
+        Ok(Running {
+            thread,
+            chunk,
+            started: false,
+        })
     }
 
-    /// Before resuming `state`'s coroutine, which may run for `remaining` more: the limits go on.
-    pub fn enter(&self, state: &Arc<RequestState>, remaining: Duration) -> Instant {
+    /// Runs `running`'s coroutine until it returns or yields: the first time with the request's chunk, method and
+    /// path, then with the values `resume` (what it parked on) gives. Between [`Vm::enter`] and [`Vm::pause`].
+    pub fn resume(&self, running: &mut Running, state: &RequestState, resume: Option<Resume>) -> mlua::Result<Stopped> {
+        let returned = if running.started {
+            let values = match resume {
+                Some(resume) => resume(&self.lua)?,
+                None => MultiValue::new(),
+            };
+            running.thread.resume::<Returned>(values)
+        } else {
+            running.started = true;
+            let request = &state.request;
+            running.thread.resume::<Returned>((
+                running.chunk.function.clone(),
+                request.method.as_str(),
+                request.path.as_str(),
+            ))
+        };
+        // Taken whatever happened: a call that parked and then could not yield (inside a metamethod, say) leaves
+        // work that must not run.
+        let parked = self.shared.take_parked();
+        let returned = returned?;
+        if running.thread.status() != ThreadStatus::Resumable {
+            return Ok(Stopped::Returned(returned));
+        }
+        Ok(match parked {
+            Some(parked) => Stopped::Parked(parked),
+            None => Stopped::Yielded,
+        })
+    }
+
+    /// Before resuming `state`'s coroutine `running` (none: code run outside a request's coroutine), which may run
+    /// for `remaining` more: the limits go on.
+    pub fn enter(&self, state: &Arc<RequestState>, running: Option<&Running>, remaining: Duration) -> Instant {
         let _ = self.lua.set_memory_limit(self.limits.memory_bytes);
-        self.shared.enter(state, remaining)
+        let thread = running.map_or(std::ptr::null(), |running| running.thread.to_pointer());
+        self.shared.enter(state, thread, remaining)
     }
 
     /// Lua stopped running (the coroutine yielded or finished): the memory limit goes off. Work still to be
@@ -333,8 +375,7 @@ impl Vm {
     /// request's globals live in) is emptied here, and the chunk's top level runs again for each request. Nothing
     /// a request made can be reached afterwards: every table it could have stored a value in is read-only.
     pub fn finish(&mut self, running: Running) {
-        let Running { future, thread, chunk } = running;
-        drop(future);
+        let Running { thread, chunk, .. } = running;
         if !matches!(thread.status(), ThreadStatus::Finished | ThreadStatus::Error) {
             return;
         }

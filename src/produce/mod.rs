@@ -465,3 +465,30 @@ fn now_ms() -> i64 {
         .unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request's future holds the produce future, and each move of it copies its whole state. The rare steps
+    /// (metadata look-ups, topic creation, asking a topic's rules, starting a partition's writer) are boxed so it
+    /// stays small: before they were, it was about 13.6 KiB and copying it took a tenth of a Lua webhook's time.
+    #[test]
+    fn the_produce_futures_stay_small() {
+        let config = Config::from_toml(
+            "[clusters.a]\nbootstrap = [\"127.0.0.1:1\"]\n[topics.t]\n",
+            std::path::Path::new("."),
+            |_| None,
+        )
+        .expect("valid config");
+        let producer = crate::producer(&Arc::new(config));
+        let produce = producer.produce(Vec::new());
+        let produce_written = producer.produce_written(Vec::new());
+        for (name, size) in [
+            ("produce", std::mem::size_of_val(&produce)),
+            ("produce_written", std::mem::size_of_val(&produce_written)),
+        ] {
+            assert!(size <= 2048, "the {name} future takes {size} bytes");
+        }
+    }
+}

@@ -12,7 +12,7 @@ use mlua::{Function, IntoLuaMulti, Lua, Result, Table, Value};
 use super::answer;
 use crate::config::Config;
 use crate::lua::convert::{self, Budget};
-use crate::lua::state::{KafkaOutage, VmShared, unlimited};
+use crate::lua::state::{KafkaOutage, Parked, Resume, VmShared, unlimited};
 use crate::produce::{InvalidMessages, Key, Message, Payload, ProduceError, Producer, Written};
 
 pub(crate) const CALL_FIELDS: [&str; 3] = ["cluster", "topic", "messages"];
@@ -66,8 +66,11 @@ impl KafkaContext {
 /// itself and handed to Rust as plain arguments, and its result table is built by Lua: reading and building tables
 /// from Rust costs a protected call per field, which was most of a webhook's produce overhead in the profile.
 /// Every other shape goes to the general reader, which reports what is wrong with it.
+///
+/// Either Rust side checks the call, starts nothing, and parks the coroutine on the produce (see `lua/call.rs`);
+/// the Lua side then yields, and is resumed with the outcome: no async machinery runs inside Lua.
 const PRODUCE: &str = r#"
-local general, one = ...
+local general, one, yield = ...
 local type, next, error = type, next, error
 local CALL = { cluster = true, topic = true, messages = true }
 local MESSAGE = { key = true, value = true, data = true, partition = true, timestamp = true }
@@ -100,14 +103,18 @@ end
 return function(call)
   local m = type(call) == "table" and simple(call)
   if m then
-    local ok, cluster, topic, partition, offset, key, timestamp, value =
-      one(call.cluster, call.topic, m.key, m.value, m.data, m.partition, m.timestamp)
+    local parked, problem = one(call.cluster, call.topic, m.key, m.value, m.data, m.partition, m.timestamp)
+    if not parked then error(problem, 2) end
+    -- Resumed by the request's task with the produce's outcome.
+    local ok, cluster, topic, partition, offset, key, timestamp, value = yield()
     if not ok then error(cluster, 2) end
     key, value = key or m.key, value or m.value
     return { cluster = cluster, topic = topic, partition = partition, offset = offset, key = key, value = value,
       messages = { { partition = partition, offset = offset, key = key, value = value, headers = {}, timestamp = timestamp } } }
   end
-  local ok, r = general(call)
+  local parked, problem = general(call)
+  if not parked then error(problem, 2) end
+  local ok, r = yield()
   if ok then return r end
   error(r, 2)
 end
@@ -117,12 +124,11 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
     let table = lua.create_table()?;
     let general = {
         let (context, shared) = (Arc::clone(&context), Arc::clone(&shared));
-        lua.create_async_function(move |lua, args: Value| {
-            let context = Arc::clone(&context);
+        lua.create_function(move |lua, args: Value| {
             let request = shared.current();
             // Reading the call copies values out of Lua and allocates nothing there: no need for protected calls.
             let call = match args {
-                Value::Table(args) => unlimited(&lua, 0, || {
+                Value::Table(args) => unlimited(lua, 0, || {
                     Ok(read_call(&context.config, &args, &mut Budget::metered(&shared)))
                 })
                 .unwrap_or_else(|e| Err(e.to_string())),
@@ -131,43 +137,52 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
                     type_name(&other)
                 )),
             };
-            async move {
-                let messages = match call {
-                    Ok(messages) => messages,
-                    Err(e) => return answer(&lua, Err::<Value, _>(format!("kafka.produce: {e}"))),
-                };
-                if let Err(refused) = context.allow(messages.len(), request.as_ref()) {
-                    return answer(&lua, Err::<Value, _>(refused));
-                }
-                match context.producer.produce_written(messages).await {
-                    Ok(written) => {
-                        let size = written.iter().map(Written::size).sum();
-                        answer(&lua, Ok(unlimited(&lua, size, || result(&lua, &written))?))
-                    }
-                    Err(e) => answer(&lua, Err::<Value, _>(failure(&e, request))),
-                }
+            let messages = match call {
+                Ok(messages) => messages,
+                Err(e) => return answer(lua, Err::<Value, _>(format!("kafka.produce: {e}"))),
+            };
+            if let Err(refused) = context.allow(messages.len(), request.as_ref()) {
+                return answer(lua, Err::<Value, _>(refused));
             }
+            let context = Arc::clone(&context);
+            let work = Box::pin(async move {
+                let outcome = context.producer.produce_written(messages).await;
+                let outcome = outcome.map_err(|e| failure(&e, request));
+                Box::new(move |lua: &Lua| {
+                    let answered = match outcome {
+                        Ok(written) => {
+                            let size = written.iter().map(Written::size).sum();
+                            answer(lua, Ok(unlimited(lua, size, || result(lua, &written))?))
+                        }
+                        Err(message) => answer(lua, Err::<Value, _>(message)),
+                    };
+                    answered?.into_lua_multi(lua)
+                }) as Resume
+            });
+            park(lua, &shared, work)
         })?
     };
-    let one = lua.create_async_function(move |lua, args: OneMessage| {
-        let context = Arc::clone(&context);
+    let one = lua.create_function(move |lua, args: OneMessage| {
         let request = shared.current();
         // Converting `data` reads Lua tables and allocates nothing there: no need for protected calls.
-        let message = unlimited(&lua, 0, || {
+        let message = unlimited(lua, 0, || {
             Ok(args.into_message(&context.config, &mut Budget::metered(&shared)))
         })
         .unwrap_or_else(|e| Err(e.to_string()));
-        async move {
-            let message = match message {
-                Ok(message) => message,
-                Err(e) => return (false, format!("kafka.produce: {e}")).into_lua_multi(&lua),
-            };
-            if let Err(refused) = context.allow(1, request.as_ref()) {
-                return (false, refused).into_lua_multi(&lua);
-            }
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => return answer(lua, Err::<Value, _>(format!("kafka.produce: {e}"))),
+        };
+        if let Err(refused) = context.allow(1, request.as_ref()) {
+            return answer(lua, Err::<Value, _>(refused));
+        }
+        let context = Arc::clone(&context);
+        let work = Box::pin(async move {
             let generated_key = matches!(message.key, Key::Random);
             let encoded_value = matches!(message.value, Payload::Data(_));
-            match context.producer.produce_written(vec![message]).await {
+            let outcome = context.producer.produce_written(vec![message]).await;
+            let outcome = outcome.map_err(|e| failure(&e, request));
+            Box::new(move |lua: &Lua| match outcome {
                 Ok(mut written) => {
                     let w = written.pop().expect("one message, one result");
                     let d = w.delivery;
@@ -190,15 +205,29 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
                         d.timestamp_ms,
                         value,
                     )
-                        .into_lua_multi(&lua)
+                        .into_lua_multi(lua)
                 }
-                Err(e) => (false, failure(&e, request)).into_lua_multi(&lua),
-            }
-        }
+                Err(message) => (false, message).into_lua_multi(lua),
+            }) as Resume
+        });
+        park(lua, &shared, work)
     })?;
-    let produce: Function = lua.load(PRODUCE).set_name("=kafka.produce").call((general, one))?;
+    let yield_: Function = lua.globals().get::<Table>("coroutine")?.get("yield")?;
+    let produce: Function = lua
+        .load(PRODUCE)
+        .set_name("=kafka.produce")
+        .call((general, one, yield_))?;
     table.set("produce", produce)?;
     Ok(table)
+}
+
+/// Parks the calling coroutine on `work` (see [`VmShared::park`]): `(true)`, after which the Lua side yields, or
+/// `(false, error)` if it cannot be parked.
+fn park(lua: &Lua, shared: &VmShared, work: Parked) -> Result<(bool, Value)> {
+    match shared.park(lua, work) {
+        Ok(()) => Ok((true, Value::Nil)),
+        Err(e) => answer(lua, Err::<Value, _>(format!("kafka.produce: {e}"))),
+    }
 }
 
 /// The arguments of the one-message fast path, already of the right Lua types (the Lua side checked): a string
