@@ -49,8 +49,6 @@ pub struct Call {
 enum Failure {
     Lua(mlua::Error),
     Response(String),
-    /// The CPU budget ran out while the coroutine was suspended.
-    OutOfTime,
 }
 
 impl Call {
@@ -149,17 +147,16 @@ impl Call {
         };
         self.exceeded |= vm.leave();
         self.remaining = self.remaining.saturating_sub(started.elapsed());
-        let outcome = match outcome {
-            Some(outcome) => outcome,
+        let result = match outcome {
+            Some(outcome) => classify(outcome, self.exceeded, &self.state, vm.limits()),
             // Past its budget as it stopped: the limit answers now, and parked work (not started yet) is dropped.
             None if self.exceeded => {
                 self.parked = None;
-                Err(Failure::OutOfTime)
+                Err(cpu_limit(&self.state, vm.limits()))
             }
             None if self.parked.is_some() => return Poll::Ready(Turn::Parked),
             None => return Poll::Ready(Turn::Yielded),
         };
-        let result = classify(outcome, self.exceeded, &self.state, vm.limits());
         if let Some(running) = self.running.take() {
             vm.finish(running);
         }
@@ -210,18 +207,14 @@ fn classify(
     state: &RequestState,
     limits: &Limits,
 ) -> Result<HandlerResponse, LuaError> {
-    let function = state.function.to_string();
-    if cpu_exceeded || matches!(result, Err(Failure::OutOfTime)) {
-        return Err(LuaError::CpuLimit {
-            function,
-            limit_ms: limits.cpu.as_millis(),
-        });
+    if cpu_exceeded {
+        return Err(cpu_limit(state, limits));
     }
+    let function = state.function.to_string();
     let error = match result {
         Ok(response) => return Ok(response),
         Err(Failure::Response(problem)) => return Err(LuaError::BadResponse { function, problem }),
         Err(Failure::Lua(error)) => error,
-        Err(Failure::OutOfTime) => unreachable!("answered as a CPU limit above"),
     };
     if is_memory_error(&error) {
         return Err(LuaError::MemoryLimit {
@@ -248,6 +241,13 @@ fn classify(
         });
     }
     Err(LuaError::Runtime { function, message })
+}
+
+fn cpu_limit(state: &RequestState, limits: &Limits) -> LuaError {
+    LuaError::CpuLimit {
+        function: state.function.to_string(),
+        limit_ms: limits.cpu.as_millis(),
+    }
 }
 
 /// Only Luau's own out-of-memory status counts: `error("not enough memory")` from a handler is a plain error.
