@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Lines;
 
@@ -64,19 +64,23 @@ pub fn write(line: &AccessLine<'_>) -> bool {
 /// formatter lays out an event without colours.
 fn format_human(text: &mut String, line: &AccessLine<'_>) {
     timestamp(text);
-    let _ = writeln!(
-        text,
-        "  INFO luka::access: request request_id={} remote={} method={} path={} status={} duration_ms={:.3} \
-         function={} records={}",
-        line.request_id,
-        line.remote,
-        line.method,
-        line.path,
-        line.status,
-        millis(line.duration),
-        line.function,
-        line.records
-    );
+    text.push_str("  INFO luka::access: request request_id=");
+    text.push_str(line.request_id);
+    text.push_str(" remote=");
+    push_address(text, line.remote);
+    text.push_str(" method=");
+    text.push_str(line.method);
+    text.push_str(" path=");
+    text.push_str(line.path);
+    text.push_str(" status=");
+    push_int(text, line.status);
+    text.push_str(" duration_ms=");
+    push_millis(text, line.duration);
+    text.push_str(" function=");
+    text.push_str(line.function);
+    text.push_str(" records=");
+    push_int(text, line.records);
+    text.push('\n');
 }
 
 /// One JSON object, as `tracing`'s JSON formatter writes an event: `timestamp`, `level`, `fields`, `target`.
@@ -85,22 +89,65 @@ fn format_json(text: &mut String, line: &AccessLine<'_>) {
     timestamp(text);
     text.push_str(r#"","level":"INFO","fields":{"message":"request","request_id":"#);
     json_string(text, line.request_id);
-    let _ = write!(text, r#","remote":"{}","method":"#, line.remote);
+    text.push_str(r#","remote":""#);
+    push_address(text, line.remote);
+    text.push_str(r#"","method":"#);
     json_string(text, line.method);
     text.push_str(r#","path":"#);
     json_string(text, line.path);
-    let _ = write!(
-        text,
-        r#","status":{},"duration_ms":{:.3},"function":"#,
-        line.status,
-        millis(line.duration)
-    );
+    text.push_str(r#","status":"#);
+    push_int(text, line.status);
+    text.push_str(r#","duration_ms":"#);
+    push_millis(text, line.duration);
+    text.push_str(r#","function":"#);
     json_string(text, line.function);
-    let _ = writeln!(text, r#","records":{}}},"target":"luka::access"}}"#, line.records);
+    text.push_str(r#","records":"#);
+    push_int(text, line.records);
+    text.push_str("},\"target\":\"luka::access\"}\n");
 }
 
-fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
+// The line is put together piece by piece: `core::fmt` (padding, float formatting, a call per argument) was most of
+// the cost of formatting it.
+
+fn push_int(text: &mut String, n: impl itoa::Integer) {
+    text.push_str(itoa::Buffer::new().format(n));
+}
+
+/// `n` as exactly `width` digits, zero-padded (`n` has no more than `width` digits).
+fn push_padded(text: &mut String, n: u32, width: usize) {
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(n);
+    for _ in digits.len()..width {
+        text.push('0');
+    }
+    text.push_str(digits);
+}
+
+/// Milliseconds with three decimals (to the microsecond, truncated), e.g. `1.500`.
+fn push_millis(text: &mut String, duration: Duration) {
+    let micros = duration.as_micros();
+    push_int(text, micros / 1000);
+    text.push('.');
+    push_padded(text, (micros % 1000) as u32, 3);
+}
+
+/// `127.0.0.1:5000`, `[::1]:5000`: as `SocketAddr` displays itself.
+fn push_address(text: &mut String, address: SocketAddr) {
+    match address {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                push_int(text, octet);
+            }
+            text.push(':');
+            push_int(text, v4.port());
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(text, "{address}");
+        }
+    }
 }
 
 /// `value` as a JSON string, quotes and escapes included.
@@ -114,20 +161,36 @@ fn json_string(text: &mut String, value: &str) {
     }
 }
 
-/// The current UTC time as RFC 3339 with microseconds, e.g. `2026-12-02T08:28:12.520804Z`.
+/// The current UTC time as RFC 3339 with microseconds, e.g. `2026-12-02T08:28:12.520804Z`. The part up to the second
+/// is formatted once per second per thread.
 fn timestamp(text: &mut String) {
-    let now = time::OffsetDateTime::now_utc();
-    let _ = write!(
-        text,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.microsecond()
-    );
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    SECOND.with_borrow_mut(|(second, prefix)| {
+        if *second != now.as_secs() {
+            *second = now.as_secs();
+            prefix.clear();
+            let at = i64::try_from(now.as_secs())
+                .ok()
+                .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            let _ = write!(
+                prefix,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
+                at.year(),
+                u8::from(at.month()),
+                at.day(),
+                at.hour(),
+                at.minute(),
+                at.second()
+            );
+        }
+        text.push_str(prefix);
+    });
+    push_padded(text, now.subsec_micros(), 6);
+    text.push('Z');
 }
 
 #[cfg(test)]
@@ -176,6 +239,25 @@ mod tests {
         assert_eq!(fields["function"], "orders.lua");
         assert_eq!(fields["records"], 2);
         assert_rfc3339_micros(value["timestamp"].as_str().unwrap());
+    }
+
+    #[test]
+    fn numbers_and_addresses_read_as_core_fmt_writes_them() {
+        for (micros, text) in [(0, "0.000"), (7, "0.007"), (1500, "1.500"), (123_456_789, "123456.789")] {
+            let mut out = String::new();
+            push_millis(&mut out, Duration::from_micros(micros));
+            assert_eq!(out, text);
+        }
+        for address in ["10.0.255.1:80", "[::1]:5000", "[2001:db8::7]:65535"] {
+            let mut out = String::new();
+            push_address(&mut out, address.parse().unwrap());
+            assert_eq!(out, address);
+        }
+        let (mut first, mut second) = (String::new(), String::new());
+        timestamp(&mut first);
+        timestamp(&mut second);
+        assert_rfc3339_micros(&first);
+        assert!(first <= second, "{first} then {second}");
     }
 
     #[test]

@@ -125,14 +125,14 @@ impl Call {
         self.cell.bury(&vm);
         if self.running.is_none() {
             let target = self.target.take().expect("a finished Call is not polled again");
-            match vm.start(&target) {
+            match vm.start(&target, &self.state.request) {
                 Ok(running) => self.running = Some(running),
                 Err(e) => return Poll::Ready(Turn::Done(Err(self.setup_error(&e)))),
             }
         }
         let running = self.running.as_mut().expect("set up above");
         let started = vm.enter(&self.state, Some(running), self.remaining);
-        let stopped = vm.resume(running, &self.state, self.resume.take());
+        let stopped = vm.resume(running, self.resume.take());
         vm.pause();
         let outcome = match stopped {
             Ok(Stopped::Parked(parked)) => {

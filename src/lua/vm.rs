@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use mlua::chunk::ChunkMode;
 use mlua::thread::ThreadStatus;
-use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Thread, Value};
+use mlua::{Function, Lua, LuaOptions, LuaString, MultiValue, StdLib, Table, Thread, Value};
 
 use super::LoadError;
 use super::compile::Compiled;
@@ -75,7 +75,8 @@ const SPARE_CHUNKS: usize = 64;
 pub struct Running {
     thread: Thread,
     chunk: Chunk,
-    started: bool,
+    /// The request's method and path, until the first resume passes them to the runner.
+    first: Option<(LuaString, LuaString)>,
 }
 
 /// How one turn of a coroutine ended.
@@ -292,8 +293,10 @@ impl Vm {
         }
     }
 
-    /// Sets up a request's coroutine: its chunk with its own (empty) environment, on a recycled thread.
-    pub fn start(&mut self, target: &Target) -> mlua::Result<Running> {
+    /// Sets up a request's coroutine: its chunk with its own (empty) environment, on a recycled thread, and the
+    /// method and path it starts with. Made here, with the memory limit off, as unprotected calls: with the limit on,
+    /// mlua makes each string under a protected call, which cost more than running a constant handler's Lua.
+    pub fn start(&mut self, target: &Target, request: &super::state::HttpRequest) -> mlua::Result<Running> {
         let chunk = self.fresh_chunk(&target.function)?;
         let values = self.route_env(target)?;
         chunk.env.raw_set("env", values)?;
@@ -304,30 +307,31 @@ impl Vm {
             }
             None => self.lua.create_thread(self.runner.clone())?,
         };
+        let first = (
+            self.lua.create_string(&request.method)?,
+            self.lua.create_string(&request.path)?,
+        );
         Ok(Running {
             thread,
             chunk,
-            started: false,
+            first: Some(first),
         })
     }
 
     /// Runs `running`'s coroutine until it returns or yields: the first time with the request's chunk, method and
     /// path, then with the values `resume` (what it parked on) gives. Between [`Vm::enter`] and [`Vm::pause`].
-    pub fn resume(&self, running: &mut Running, state: &RequestState, resume: Option<Resume>) -> mlua::Result<Stopped> {
-        let returned = if running.started {
-            let values = match resume {
-                Some(resume) => resume(&self.lua)?,
-                None => MultiValue::new(),
-            };
-            running.thread.resume::<Returned>(values)
-        } else {
-            running.started = true;
-            let request = &state.request;
-            running.thread.resume::<Returned>((
-                running.chunk.function.clone(),
-                request.method.as_str(),
-                request.path.as_str(),
-            ))
+    pub fn resume(&self, running: &mut Running, resume: Option<Resume>) -> mlua::Result<Stopped> {
+        let returned = match running.first.take() {
+            Some((method, path)) => running
+                .thread
+                .resume::<Returned>((running.chunk.function.clone(), method, path)),
+            None => {
+                let values = match resume {
+                    Some(resume) => resume(&self.lua)?,
+                    None => MultiValue::new(),
+                };
+                running.thread.resume::<Returned>(values)
+            }
         };
         // Taken whatever happened: a call that parked and then could not yield (inside a metamethod, say) leaves
         // work that must not run.

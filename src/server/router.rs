@@ -51,7 +51,7 @@ pub async fn handle<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote:
         Some(Site::Allowed(origin)) if is_preflight(&request) => Ok(preflight(origin, &path)),
         _ => {
             let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
-            // Boxed once: the request's future is large (every route's state), and the wrappers would each move it.
+            // Boxed once, so the wrappers do not each move it.
             let served = crate::timeout::within(timeout, Box::pin(dispatch(app, request, remote, &context)));
             match RequestContext::scope(Arc::clone(&context), served).await {
                 Ok(result) => result,
@@ -178,8 +178,19 @@ fn request_id<B>(request: &Request<B>) -> String {
         .filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic()));
     match given {
         Some(id) => id.to_owned(),
-        None => hex::encode(rand::random::<[u8; 16]>()),
+        None => new_request_id(),
     }
+}
+
+/// 128 random bits as 32 lower-case hex digits (written by hand: `hex::encode` goes through a char iterator).
+fn new_request_id() -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let bits: u128 = rand::random();
+    let text: Vec<u8> = (0..32)
+        .rev()
+        .map(|i| DIGITS[((bits >> (i * 4)) & 0xf) as usize])
+        .collect();
+    String::from_utf8(text).expect("hex digits are ASCII")
 }
 
 /// The request's `traceparent` and `tracestate`, when propagation is on and they are valid W3C Trace Context: they
@@ -220,8 +231,10 @@ async fn dispatch<B: RequestBody>(
             Bytes::from_static(br#"{"status":"ok"}"#),
         ));
     }
+    // The rare routes' futures are boxed, so that this future (copied into its box per request) is only as large
+    // as the function path's.
     if path == "/readyz" {
-        return Ok(ready(app).await);
+        return Ok(Box::pin(ready(app)).await);
     }
     if path == "/metrics" && app.config.metrics.enabled {
         return scrape(app, &request);
@@ -230,41 +243,10 @@ async fn dispatch<B: RequestBody>(
         .strip_prefix("/produce")
         .and_then(|rest| api::parse_path(rest, request.uri().query()))
     {
-        if request.method() != Method::GET && request.method() != Method::POST {
-            return Err(RequestError::MethodNotAllowed {
-                method: request.method().to_string(),
-                path: path.to_owned(),
-                allowed: "GET, POST".into(),
-            });
-        }
-        // Credentials first: a client without them is answered before it can hold the connection with a body.
-        let authorization = authorization(&request);
-        let user = logged_in(app, remote, || {
-            api::authenticate(&app.config.users, authorization.as_deref())
-        })?;
-        let key = idempotency_key(request.headers())?;
-        let method = request.method().as_str().to_owned();
-        let target = request.uri().path_and_query().map_or("", |p| p.as_str()).to_owned();
-        let body = read_body(request, &app.config.server).await?;
-        let once = key.map(|key| Once {
-            function: Arc::from(""),
-            user: user.name.clone(),
-            key,
-            fingerprint: idempotency::fingerprint(&method, &target, None, &body),
-        });
-        let user = user.clone();
-        return idempotent(app, once, move |app| async move {
-            let body = api::produce(&app.producer, &app.limits, &user, call, &body).await?;
-            Ok(Answer {
-                status: 200,
-                headers: vec![(CONTENT_TYPE.to_string(), "application/json".into())],
-                body: body.into(),
-            })
-        })
-        .await;
+        return Box::pin(rest_produce(app, request, remote, call)).await;
     }
     if let Some(endpoint) = Endpoint::of(path) {
-        return hosted_api(app, request, remote, endpoint).await;
+        return Box::pin(hosted_api(app, request, remote, endpoint)).await;
     }
     match app.functions.find(request.method().as_str(), path) {
         Found::Target(target) => {
@@ -281,6 +263,47 @@ async fn dispatch<B: RequestBody>(
             path: path.to_owned(),
         }),
     }
+}
+
+/// `/produce/...`: the REST produce API.
+async fn rest_produce<B: RequestBody>(
+    app: &Arc<App>,
+    request: Request<B>,
+    remote: SocketAddr,
+    call: api::ProduceCall,
+) -> Result<Response, RequestError> {
+    if request.method() != Method::GET && request.method() != Method::POST {
+        return Err(RequestError::MethodNotAllowed {
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+            allowed: "GET, POST".into(),
+        });
+    }
+    // Credentials first: a client without them is answered before it can hold the connection with a body.
+    let authorization = authorization(&request);
+    let user = logged_in(app, remote, || {
+        api::authenticate(&app.config.users, authorization.as_deref())
+    })?;
+    let key = idempotency_key(request.headers())?;
+    let method = request.method().as_str().to_owned();
+    let target = request.uri().path_and_query().map_or("", |p| p.as_str()).to_owned();
+    let body = read_body(request, &app.config.server).await?;
+    let once = key.map(|key| Once {
+        function: Arc::from(""),
+        user: user.name.clone(),
+        key,
+        fingerprint: idempotency::fingerprint(&method, &target, None, &body),
+    });
+    let user = user.clone();
+    idempotent(app, once, move |app| async move {
+        let body = api::produce(&app.producer, &app.limits, &user, call, &body).await?;
+        Ok(Answer {
+            status: 200,
+            headers: vec![(CONTENT_TYPE.to_string(), "application/json".into())],
+            body: body.into(),
+        })
+    })
+    .await
 }
 
 /// `GET /metrics`: the Prometheus text format, behind the `[metrics] user`'s credentials when one is set.
@@ -712,5 +735,43 @@ mod trace {
             assert!(!valid_tracestate(b"rojo=1\nforged"));
             assert!(!valid_tracestate(b"no-equals-sign"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_request_ids_are_32_random_hex_digits() {
+        let (a, b) = (new_request_id(), new_request_id());
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+                "{id}"
+            );
+        }
+        assert_ne!(a, b);
+    }
+
+    /// Each request's routing future is made and copied into its box per request, whole: the rare routes (readiness,
+    /// the REST API) are boxed inside it so that it stays as small as the function path needs. Measured in the dev
+    /// profile: 3.5 KiB, and 16 KiB with the REST routes' futures inline.
+    #[tokio::test]
+    async fn the_routing_future_stays_small() {
+        let config = crate::config::Config::from_toml(
+            "[clusters.a]\nbootstrap = [\"127.0.0.1:1\"]\n[topics.t]\n",
+            std::path::Path::new("/nonexistent/luka-router-test"),
+            |_| None,
+        )
+        .expect("valid config");
+        let app = App::new(config).expect("no functions to load");
+        let context = RequestContext::new(String::new(), Vec::new(), None);
+        let request = Request::new(Full::new(Bytes::new()));
+        let remote = SocketAddr::from(([127, 0, 0, 1], 1));
+        let routing = dispatch(&app, request, remote, &context);
+        let size = std::mem::size_of_val(&routing);
+        assert!(size <= 6 * 1024, "the routing future takes {size} bytes");
     }
 }
