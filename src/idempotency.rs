@@ -193,7 +193,12 @@ impl Claim {
             return; // Dropping the claim frees the key.
         }
         let Some(slot) = self.slot.take() else { return };
-        let size = answer.body.len() + answer.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+        let size = answer.body.len()
+            + answer
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len())
+                .sum::<usize>();
         let mut users = self.store.users.lock().expect("idempotency lock poisoned");
         let Some(entries) = users.get_mut(&self.user) else {
             return;

@@ -2,15 +2,16 @@
 //! (200 text/plain), or nothing (204).
 
 use bytes::Bytes;
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use mlua::{Table, Value};
 
 use super::convert::{self, Budget};
 
-/// A handler's answer, ready for the server to send.
+/// A handler's answer, ready for the server to send (its headers checked and parsed once, when it was read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerResponse {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
 }
 
@@ -56,7 +57,7 @@ pub fn read(returned: Returned, budget: &mut Budget) -> Result<HandlerResponse, 
         }),
         (_, Value::String(s), ..) => Ok(HandlerResponse {
             status: 200,
-            headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+            headers: vec![(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
             body: Bytes::from(s.as_bytes().to_vec()),
         }),
         (_, other, ..) => Err(format!(
@@ -90,8 +91,8 @@ fn from_fields(
         (Value::String(s), Value::Nil) => Bytes::from(s.as_bytes().to_vec()),
         (Value::Nil, json) => {
             let text = convert::encode_within(&json, budget).map_err(|e| format!("json: {e}"))?;
-            if !headers.iter().any(|(n, _)| n == "content-type") {
-                headers.push(("content-type".into(), "application/json".into()));
+            if !headers.iter().any(|(n, _)| n == CONTENT_TYPE) {
+                headers.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
             }
             Bytes::from(text)
         }
@@ -101,7 +102,7 @@ fn from_fields(
     Ok(HandlerResponse { status, headers, body })
 }
 
-fn read_headers(given: &Table) -> Result<Vec<(String, String)>, String> {
+fn read_headers(given: &Table) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
     let mut headers = Vec::new();
     let mut header_bytes = 0;
     for pair in given.pairs::<String, Value>() {
@@ -127,16 +128,17 @@ fn read_headers(given: &Table) -> Result<Vec<(String, String)>, String> {
                 ));
             }
         };
-        if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()
-            || hyper::header::HeaderValue::from_str(&value).is_err()
-        {
+        // HeaderName lower-cases the name, as HTTP/2 needs and as luka's other answers write them.
+        let (Ok(parsed_name), Ok(parsed_value)) =
+            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value))
+        else {
             return Err(format!("header {name}: {value:?} is not a valid HTTP header"));
-        }
+        };
         header_bytes += name.len() + value.len();
         if header_bytes > MAX_HEADER_BYTES {
             return Err(format!("the headers are larger than {MAX_HEADER_BYTES} bytes"));
         }
-        headers.push((name.to_ascii_lowercase(), value));
+        headers.push((parsed_name, parsed_value));
     }
     Ok(headers)
 }
