@@ -295,7 +295,8 @@ impl Vm {
 
     /// Sets up a request's coroutine: its chunk with its own (empty) environment, on a recycled thread, and the
     /// method and path it starts with. Made here, with the memory limit off, as unprotected calls: with the limit on,
-    /// mlua makes each string under a protected call, which cost more than running a constant handler's Lua.
+    /// mlua makes each string under a protected call, which cost more than running a constant handler's Lua. Their
+    /// size is the client's, bounded by hyper's limit on a request head (which already holds them), not the handler's.
     pub fn start(&mut self, target: &Target, request: &super::state::HttpRequest) -> mlua::Result<Running> {
         let chunk = self.fresh_chunk(&target.function)?;
         let values = self.route_env(target)?;
