@@ -70,6 +70,9 @@ const ROUTE_ENVS: usize = 256;
 /// Cloned chunks (each with its environment table) kept per function for reuse.
 const SPARE_CHUNKS: usize = 64;
 
+/// Methods whose Lua strings a VM keeps, so most requests do not make (hash and intern) their method's string.
+const COMMON_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
 /// A request's coroutine; the thread, the chunk and its environment are kept to be reused by a later request once
 /// this one finishes.
 pub struct Running {
@@ -109,6 +112,10 @@ pub struct Vm {
     /// The `env` table of each route, read-only, by the address of the route's values.
     route_envs: HashMap<usize, (Arc<std::collections::BTreeMap<String, String>>, Table)>,
     no_env: Table,
+    /// The global a request's route values are set under, made once rather than per request.
+    env_key: LuaString,
+    /// [`COMMON_METHODS`] as Lua strings, in the same order.
+    methods: Vec<LuaString>,
     idle: Vec<Thread>,
     limits: Limits,
 }
@@ -157,6 +164,11 @@ impl Vm {
         env_meta.set_readonly(true);
         let no_env = lua.create_table()?;
         no_env.set_readonly(true);
+        let env_key = lua.create_string("env")?;
+        let methods = COMMON_METHODS
+            .iter()
+            .map(|method| lua.create_string(method))
+            .collect::<mlua::Result<_>>()?;
         let interrupt = Arc::clone(&shared);
         lua.set_interrupt(move |_| interrupt.check());
         Ok(Self {
@@ -168,6 +180,8 @@ impl Vm {
             spare: HashMap::new(),
             route_envs: HashMap::new(),
             no_env,
+            env_key,
+            methods,
             idle: Vec::new(),
             limits,
         })
@@ -198,7 +212,7 @@ impl Vm {
     /// The request's own global environment: reads fall through to the shared globals, writes stay here.
     fn environment(&self, values: Table) -> mlua::Result<Table> {
         let env = self.empty_environment()?;
-        env.raw_set("env", values)?;
+        env.raw_set(&self.env_key, values)?;
         Ok(env)
     }
 
@@ -300,7 +314,7 @@ impl Vm {
     pub fn start(&mut self, target: &Target, request: &super::state::HttpRequest) -> mlua::Result<Running> {
         let chunk = self.fresh_chunk(&target.function)?;
         let values = self.route_env(target)?;
-        chunk.env.raw_set("env", values)?;
+        chunk.env.raw_set(&self.env_key, values)?;
         let thread = match self.idle.pop() {
             Some(thread) => {
                 thread.reset(self.runner.clone())?;
@@ -308,10 +322,11 @@ impl Vm {
             }
             None => self.lua.create_thread(self.runner.clone())?,
         };
-        let first = (
-            self.lua.create_string(&request.method)?,
-            self.lua.create_string(&request.path)?,
-        );
+        let method = match COMMON_METHODS.iter().position(|m| *m == request.method) {
+            Some(at) => self.methods[at].clone(),
+            None => self.lua.create_string(&request.method)?,
+        };
+        let first = (method, self.lua.create_string(&request.path)?);
         Ok(Running {
             thread,
             chunk,

@@ -616,6 +616,10 @@ fn check_declared_length<B>(request: &Request<B>, limit: usize) -> Result<(), Re
 
 /// The whole body, within the size limit and the body timeout.
 async fn collect_body<B: RequestBody>(body: B, server: &ServerConfig) -> Result<Bytes, RequestError> {
+    // A request without a body (most GETs) needs no limit, timer or buffer list.
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
     let limit = server.max_body_bytes;
     let ms = server.body_timeout_ms;
     let collected = crate::timeout::within(Duration::from_millis(ms), Limited::new(body, limit).collect()).await;
