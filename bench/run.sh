@@ -5,7 +5,8 @@
 #                                                    lua-nginx-module, Lua webhook vs REST vs Node.js + kafkajs, REST
 #                                                    x100 vs librdkafka, targets (--http: the ceilings only)
 #   bench/run.sh schema [--rounds N] [--seconds S]   random values and validations per second for an order schema
-#   bench/run.sh                                     both
+#   bench/run.sh lua [--rounds N] [--calls N]        one Lua handler call without HTTP, microseconds per call
+#   bench/run.sh                                     all three
 # Needs what the tests need (scripts/test installs cmake, libcurl and zlib headers), plus wrk, taskset, Node.js, npm,
 # nginx, libnginx-mod-http-lua and lua-cjson for `compare` (installed here with apt when missing; kafkajs comes from
 # bench/node/package-lock.json).
@@ -33,9 +34,11 @@ which="${1:-all}"
 case "$which" in
   compare) cargo bench --locked --bench compare -- "$@" ;;
   schema) cargo bench --locked --bench schema_speed -- "$@" ;;
+  lua) cargo bench --locked --bench lua_call -- "$@" ;;
   all)
     cargo bench --locked --bench compare -- "$@"
     cargo bench --locked --bench schema_speed -- "$@"
+    cargo bench --locked --bench lua_call
     ;;
-  *) echo "usage: bench/run.sh [compare|schema|all] [--rounds N] [--seconds S]" >&2; exit 2 ;;
+  *) echo "usage: bench/run.sh [compare|schema|lua|all] [--rounds N] [--seconds S | --calls N]" >&2; exit 2 ;;
 esac
