@@ -35,7 +35,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Children, free_port, median, option, wait_for};
+use common::{CONSTANT, Children, JSON_ONLY, free_port, median, option, wait_for};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -59,8 +59,6 @@ return function(req)
   return { json = { partition = r.partition, offset = r.offset } }
 end
 "#;
-const CONSTANT: &str = "return function(req) return { json = { ok = true } } end\n";
-const JSON_ONLY: &str = "return function(req) local order = req:json() return { json = { id = order.id } } end\n";
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Row {

@@ -10,16 +10,10 @@ mod common;
 
 use std::time::Instant;
 
-use common::{median, option};
+use common::{CONSTANT, JSON_ONLY, median, option};
 use luka::lua::{Found, HttpRequest};
 
-const HANDLERS: [(&str, &str); 2] = [
-    ("constant", "return function(req) return { json = { ok = true } } end\n"),
-    (
-        "json",
-        "return function(req) local order = req:json() return { json = { id = order.id } } end\n",
-    ),
-];
+const HANDLERS: [(&str, &str); 2] = [("constant", CONSTANT), ("json", JSON_ONLY)];
 
 const BODY: &[u8] =
     br#"{"id":12345,"customer":"c-42","items":[{"sku":"A1","qty":2},{"sku":"B7","qty":1}],"total":49.95}"#;

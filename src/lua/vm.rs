@@ -114,8 +114,8 @@ pub struct Vm {
     no_env: Table,
     /// The global a request's route values are set under, made once rather than per request.
     env_key: LuaString,
-    /// [`COMMON_METHODS`] as Lua strings, in the same order.
-    methods: Vec<LuaString>,
+    /// [`COMMON_METHODS`] with their Lua strings.
+    methods: Vec<(&'static str, LuaString)>,
     idle: Vec<Thread>,
     limits: Limits,
 }
@@ -167,7 +167,7 @@ impl Vm {
         let env_key = lua.create_string("env")?;
         let methods = COMMON_METHODS
             .iter()
-            .map(|method| lua.create_string(method))
+            .map(|method| Ok((*method, lua.create_string(method)?)))
             .collect::<mlua::Result<_>>()?;
         let interrupt = Arc::clone(&shared);
         lua.set_interrupt(move |_| interrupt.check());
@@ -322,8 +322,8 @@ impl Vm {
             }
             None => self.lua.create_thread(self.runner.clone())?,
         };
-        let method = match COMMON_METHODS.iter().position(|m| *m == request.method) {
-            Some(at) => self.methods[at].clone(),
+        let method = match self.methods.iter().find(|(name, _)| *name == request.method) {
+            Some((_, string)) => string.clone(),
             None => self.lua.create_string(&request.method)?,
         };
         let first = (method, self.lua.create_string(&request.path)?);
