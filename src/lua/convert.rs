@@ -25,7 +25,7 @@ const MAX_DEPTH: usize = 128;
 /// 2^53: doubles above it are not exact integers any more.
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 
-/// Registry name of the metatable that marks tables decoded from JSON arrays.
+/// The field that marks the metatable of tables decoded from JSON arrays.
 const ARRAY_MARKER: &str = "luka.json.array";
 
 /// How much JSON a conversion may build, estimated as it goes (each value costs [`NODE_COST`] plus its text), and,
@@ -250,17 +250,20 @@ fn cut(text: &str, max: usize) -> Cow<'_, str> {
     }
 }
 
-/// The metatable that marks arrays, one per VM, kept in the registry.
+/// The metatable that marks arrays, one per VM, kept in the VM's app data: each decoded array needs it, and a
+/// registry look-up by name costs a string and a reference each time.
 fn array_marker(lua: &Lua) -> mlua::Result<Table> {
-    if let Ok(mt) = lua.named_registry_value::<Table>(ARRAY_MARKER) {
-        return Ok(mt);
+    if let Some(marker) = lua.app_data_ref::<ArrayMarker>() {
+        return Ok(marker.0.clone());
     }
     let mt = lua.create_table()?;
     mt.raw_set(ARRAY_MARKER, true)?;
     mt.set_readonly(true);
-    lua.set_named_registry_value(ARRAY_MARKER, &mt)?;
+    lua.set_app_data(ArrayMarker(mt.clone()));
     Ok(mt)
 }
+
+struct ArrayMarker(Table);
 
 impl LuaJson<'_, '_> {
     fn marked(&self, table: &Table) -> bool {

@@ -3,7 +3,8 @@
 //!
 //! Only `method` and `path` are set when the handler starts; every other field is made from the request the first
 //! time the handler reads it (the metatable's `__index` asks Rust, then stores the value in `req`), so a handler
-//! pays only for what it uses. `pairs(req)` therefore shows the fields read so far.
+//! pays only for what it uses. `pairs(req)` therefore shows the fields read so far. The method `json` is answered
+//! by the metatable itself, without a call into Rust, and is never stored in `req`.
 
 use std::sync::Arc;
 
@@ -11,10 +12,12 @@ use mlua::{Function, Lua, LuaString, Result, Table, Value};
 
 use super::state::{HttpRequest, RequestState, VmShared, unlimited};
 
-/// Builds `req` from the runner's arguments; `lazy` is the Rust side of the lazily made fields.
+/// The metatable of `req`; `lazy` is the Rust side of the lazily made fields. `req:json()` is on every webhook's path,
+/// so its look-up stays in Lua (a call into Rust and back costs more than the rest of the look-up).
 const REQ_META: &str = r#"
-local lazy, rawset = ...
+local lazy, rawset, json = ...
 return { __index = function(req, key)
+  if key == "json" then return json end
   local value = lazy(key)
   if value ~= nil then rawset(req, key, value) end
   return value
@@ -33,21 +36,22 @@ pub fn metatable(lua: &Lua, shared: &Arc<VmShared>, json: Function) -> Result<Ta
             b"body" => state.request.body.len(),
             _ => 0,
         };
-        unlimited(lua, size, || field(lua, &state, &key, &headers_meta, &json))
+        unlimited(lua, size, || field(lua, &state, &key, &headers_meta))
     })?;
-    let meta: Table = lua
-        .load(REQ_META)
-        .set_name("=luka.req")
-        .call((lazy, lua.globals().raw_get::<Function>("rawset")?))?;
+    let meta: Table =
+        lua.load(REQ_META)
+            .set_name("=luka.req")
+            .call((lazy, lua.globals().raw_get::<Function>("rawset")?, json))?;
     meta.set_readonly(true);
     Ok(meta)
 }
 
-/// The fields of `req` made on first use (besides `method` and `path`, set at the start); `field` answers each.
+/// The fields of `req` made on first use (besides `method` and `path`, set at the start, and the method `json`);
+/// `field` answers each.
 #[cfg_attr(not(test), allow(dead_code))] // read by the types test and the test below
-pub(super) const LAZY_FIELDS: [&str; 7] = ["body", "headers", "query", "params", "remote_addr", "user", "json"];
+pub(super) const LAZY_FIELDS: [&str; 6] = ["body", "headers", "query", "params", "remote_addr", "user"];
 
-fn field(lua: &Lua, state: &RequestState, key: &LuaString, headers_meta: &Table, json: &Function) -> Result<Value> {
+fn field(lua: &Lua, state: &RequestState, key: &LuaString, headers_meta: &Table) -> Result<Value> {
     let request = &state.request;
     Ok(match &*key.as_bytes() {
         b"body" => Value::String(lua.create_string(&request.body)?),
@@ -59,7 +63,6 @@ fn field(lua: &Lua, state: &RequestState, key: &LuaString, headers_meta: &Table,
             Some(user) => Value::String(lua.create_string(user)?),
             None => Value::Nil,
         },
-        b"json" => Value::Function(json.clone()),
         _ => Value::Nil,
     })
 }
@@ -126,11 +129,8 @@ mod tests {
             user: Some("demo".into()),
         };
         let state = RequestState::new("f.lua".into(), request, Vec::new());
-        let (meta, json) = (
-            lua.create_table().unwrap(),
-            lua.create_function(|_, ()| Ok(())).unwrap(),
-        );
-        let answer = |name: &str| field(&lua, &state, &lua.create_string(name).unwrap(), &meta, &json).unwrap();
+        let meta = lua.create_table().unwrap();
+        let answer = |name: &str| field(&lua, &state, &lua.create_string(name).unwrap(), &meta).unwrap();
         for name in LAZY_FIELDS {
             assert!(!answer(name).is_nil(), "req.{name} is listed but not answered");
         }

@@ -196,7 +196,7 @@ mod tests {
     fn the_annotations_describe_req_the_response_and_kafka_produce_as_the_runtime_reads_them() {
         let luka = file("luka.lua");
         let mut req: BTreeSet<String> = set(&crate::lua::request::LAZY_FIELDS);
-        req.extend(set(&["method", "path"]));
+        req.extend(set(&["method", "path", "json"]));
         assert_eq!(luka.classes["luka.Request"], req);
         assert_eq!(luka.classes["luka.Response"], set(&crate::lua::response::FIELDS));
         assert_eq!(

@@ -296,6 +296,7 @@ impl Vm {
         let result = env
             .and_then(|env| chunk.set_environment(env))
             .and_then(|_| chunk.call::<Value>(()));
+        self.pause();
         self.leave();
         match result {
             Ok(Value::Function(_)) => Ok(()),
@@ -376,9 +377,8 @@ impl Vm {
         let _ = self.lua.set_memory_limit(0);
     }
 
-    /// After the request's turn; tells whether it ran past its CPU budget.
+    /// After the request's turn, once [`Vm::pause`]d; tells whether it ran past its CPU budget.
     pub fn leave(&self) -> bool {
-        self.pause();
         self.shared.leave()
     }
 
