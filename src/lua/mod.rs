@@ -35,6 +35,7 @@
 mod call;
 pub mod compile;
 mod convert;
+mod decode;
 mod error;
 mod modules;
 mod pool;
