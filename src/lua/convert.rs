@@ -1,4 +1,4 @@
-//! Lua values to JSON (the way back is [`super::decode`]).
+//! Lua values to JSON and back.
 //!
 //! Luau numbers are all doubles, so whole numbers within ±2^53 become JSON integers (`1`, not `1.0`). A table is
 //! a JSON array when its keys are exactly 1..n, or when it carries the array marker that `json.decode` puts on
@@ -10,10 +10,11 @@
 //! never calls a metamethod: handler code must not run while the memory limit is lifted.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use mlua::{Lua, Table, Value};
+use mlua::{Either, Lua, Table, Value};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 
 use super::state::VmShared;
@@ -251,7 +252,7 @@ fn cut(text: &str, max: usize) -> Cow<'_, str> {
 
 /// The metatable that marks arrays, one per VM, kept in the VM's app data: each decoded array needs it, and a
 /// registry look-up by name costs a string and a reference each time.
-pub(super) fn array_marker(lua: &Lua) -> mlua::Result<Table> {
+fn array_marker(lua: &Lua) -> mlua::Result<Table> {
     if let Some(marker) = lua.app_data_ref::<ArrayMarker>() {
         return Ok(marker.0.clone());
     }
@@ -283,9 +284,299 @@ fn index(key: &Value, len: usize) -> Option<usize> {
     (1..=len).contains(&i).then_some(i)
 }
 
+/// A JSON value already parsed (e.g. a generated one) as Lua values.
+pub fn from_json(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
+    match decode_with(lua, None, |seed| seed.deserialize(value)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(mlua::Error::runtime(e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// JSON text straight to Lua values (no intermediate tree). The outer error is Lua's own (out of memory, or the
+/// request's CPU time spent: `clock` is the running request's, checked at every table entry); the inner one says why
+/// the text is not JSON.
+///
+/// Why every entry: keys chosen to collide in Luau's (unseeded) string hash make each insert walk a chain as long as
+/// the object, so one megabyte of JSON can cost seconds; the clock stops it within the handler's budget.
+pub fn decode_json(lua: &Lua, clock: Option<&VmShared>, text: &[u8]) -> mlua::Result<Result<Value, serde_json::Error>> {
+    decode_with(lua, clock, |seed| {
+        let mut reader = serde_json::Deserializer::from_slice(text);
+        let value = seed.deserialize(&mut reader)?;
+        reader.end().map(|()| value)
+    })
+}
+
+fn decode_with<'de, E>(
+    lua: &Lua,
+    clock: Option<&VmShared>,
+    decode: impl FnOnce(LuaSeed<'_>) -> Result<Node<'de>, E>,
+) -> mlua::Result<Result<Value, E>> {
+    let failure = Cell::new(None);
+    let marker = array_marker(lua)?;
+    let result = decode(LuaSeed {
+        lua,
+        marker: &marker,
+        failure: &failure,
+        clock,
+    });
+    match failure.into_inner() {
+        Some(error) => Err(error),
+        None => match result {
+            Ok(Node::Str(s)) => Ok(Ok(Value::String(lua.create_string(&*s)?))),
+            Ok(Node::Value(value)) => Ok(Ok(value)),
+            Err(e) => Ok(Err(e)),
+        },
+    }
+}
+
+/// A decoded JSON value on its way into a table: strings stay Rust strings until the table is built, so each is
+/// pushed by the one call that builds its table rather than made on its own.
+enum Node<'de> {
+    Str(Cow<'de, str>),
+    Value(Value),
+}
+
+impl Node<'_> {
+    fn pushed(&self) -> Either<&str, &Value> {
+        match self {
+            Node::Str(s) => Either::Left(s),
+            Node::Value(value) => Either::Right(value),
+        }
+    }
+}
+
+/// Builds Lua values as serde reads JSON: arrays get the array marker, `null` is `json.null`, numbers are doubles.
+/// Each object or array is made by one call with all its entries.
+#[derive(Clone, Copy)]
+struct LuaSeed<'a> {
+    lua: &'a Lua,
+    marker: &'a Table,
+    /// A Lua error met while building (kept, since serde's error type can only carry text).
+    failure: &'a Cell<Option<mlua::Error>>,
+    /// The running request's CPU clock, looked at before each table entry.
+    clock: Option<&'a VmShared>,
+}
+
+impl LuaSeed<'_> {
+    fn lua<T, E: serde::de::Error>(&self, result: mlua::Result<T>) -> Result<T, E> {
+        result.map_err(|e| {
+            let message = e.to_string();
+            self.failure.set(Some(e));
+            E::custom(message)
+        })
+    }
+
+    /// Builds a table with `build` from `entries`, which stop early once the request's CPU time is spent; then the
+    /// table is dropped and the CPU-limit error kept.
+    fn metered<I: Iterator, E: serde::de::Error>(
+        &self,
+        entries: I,
+        build: impl FnOnce(Metered<'_, I>) -> mlua::Result<Table>,
+    ) -> Result<Table, E> {
+        let spent = Cell::new(false);
+        let table = self.lua(build(Metered {
+            inner: entries,
+            clock: self.clock,
+            spent: &spent,
+            count: 0,
+        }))?;
+        if spent.get() {
+            return self.lua(Err(mlua::Error::external(super::state::CpuLimitHit)));
+        }
+        Ok(table)
+    }
+}
+
+/// Table entries that end once the request's CPU time is spent (looked at every [`Metered::EVERY`] entries: a
+/// colliding insert costs well under a millisecond, so the overshoot stays within a few), keeping the inner size
+/// hint so that tables are still made at their full size.
+struct Metered<'a, I> {
+    inner: I,
+    clock: Option<&'a VmShared>,
+    spent: &'a Cell<bool>,
+    count: usize,
+}
+
+impl<I> Metered<'_, I> {
+    const EVERY: usize = 16;
+}
+
+impl<I: Iterator> Iterator for Metered<'_, I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        self.count += 1;
+        if self.count.is_multiple_of(Self::EVERY) && self.clock.is_some_and(VmShared::out_of_time) {
+            self.spent.set(true);
+            return None;
+        }
+        self.inner.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for LuaSeed<'_> {
+    type Value = Node<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node<'de>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// An object key, borrowed from the text when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+impl<'de> Visitor<'de> for LuaSeed<'_> {
+    type Value = Node<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Value(Value::NULL))
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Node<'de>, E> {
+        Ok(Node::Value(Value::Boolean(b)))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Node<'de>, E> {
+        Ok(Node::Value(Value::Number(n as f64)))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Node<'de>, E> {
+        Ok(Node::Value(Value::Number(n as f64)))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Node<'de>, E> {
+        Ok(Node::Value(Value::Number(n)))
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Owned(s)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        let table = self.metered(items.iter().map(Node::pushed), |items| {
+            self.lua.create_sequence_from(items)
+        })?;
+        self.lua(table.set_metatable(Some(self.marker.clone())))?;
+        Ok(Node::Value(Value::Table(table)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some(Key(key)) = map.next_key()? {
+            let item = map.next_value_seed(self)?;
+            entries.push((key, item));
+        }
+        let pairs = entries.iter().map(|(key, item)| (&**key, item.pushed()));
+        let table = self.metered(pairs, |pairs| self.lua.create_table_from(pairs))?;
+        Ok(Node::Value(Value::Table(table)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decoded(lua: &Lua, json: &str) -> String {
+        let value = decode_json(lua, None, json.as_bytes()).unwrap().unwrap();
+        to_json(&value).unwrap().to_string()
+    }
+
+    #[test]
+    fn json_survives_a_round_trip_from_text_and_from_a_parsed_value() {
+        let lua = Lua::new();
+        let large_object = format!(
+            "{{{}}}",
+            (0..1000)
+                .map(|i| format!("\"k{i:04}\":{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let large_array = format!("[{}]", (0..1000).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+        for json in [
+            r#"{"a":[1,2.5,"x",null,true],"b":{},"c":"é\n"}"#,
+            "[]",
+            r#"[[],{}]"#,
+            "null",
+            r#""s""#,
+            &large_object,
+            &large_array,
+        ] {
+            assert_eq!(decoded(&lua, json), json);
+            let parsed: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert_eq!(to_json(&from_json(&lua, &parsed).unwrap()).unwrap(), parsed);
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_value_as_serde_json_does() {
+        let lua = Lua::new();
+        assert_eq!(decoded(&lua, r#"{"a":1,"b":2,"a":3}"#), r#"{"a":3,"b":2}"#);
+    }
+
+    #[test]
+    fn bad_text_is_the_inner_error_and_the_vm_carries_on() {
+        let lua = Lua::new();
+        for bad in [r#"{"a":[1,2"#, r#"{"a":1}x"#, "[1,]", ""] {
+            assert!(decode_json(&lua, None, bad.as_bytes()).unwrap().is_err(), "{bad}");
+        }
+        let nested = "[".repeat(200) + "]".repeat(200).as_str();
+        assert!(decode_json(&lua, None, nested.as_bytes()).unwrap().is_err());
+        assert_eq!(decoded(&lua, "[1]"), "[1]", "the VM still works");
+    }
+
+    #[test]
+    fn running_out_of_memory_is_lua_s_error() {
+        let lua = Lua::new();
+        let array = format!("[{}]", vec!["\"xxxxxxxxxxxxxxxx\""; 100_000].join(","));
+        lua.set_memory_limit(lua.used_memory() + 512 * 1024).unwrap();
+        let error = decode_json(&lua, None, array.as_bytes()).unwrap_err();
+        assert!(matches!(error, mlua::Error::MemoryError(_)), "{error:?}");
+        lua.set_memory_limit(0).unwrap();
+        assert_eq!(decoded(&lua, "[1]"), "[1]", "the VM still works");
+    }
 
     #[test]
     fn lua_tables_become_arrays_or_objects() {

@@ -35,7 +35,6 @@
 mod call;
 pub mod compile;
 mod convert;
-mod decode;
 mod error;
 mod modules;
 mod pool;

@@ -433,7 +433,7 @@ fn req_json(lua: &Lua, shared: &VmShared) -> mlua::Result<(bool, Value)> {
     // Parsed JSON takes a few times its text in Lua values.
     let size = state.request.body.len().saturating_mul(4);
     match unlimited(lua, size, || {
-        super::decode::decode_json(lua, Some(shared), &state.request.body)
+        convert::decode_json(lua, Some(shared), &state.request.body)
     }) {
         Ok(Ok(value)) => modules::answer(lua, Ok(value)),
         Ok(Err(e)) => {

@@ -11,8 +11,8 @@ use subtle::ConstantTimeEq;
 use std::sync::Arc;
 
 use super::{answer, raising};
+use crate::lua::convert;
 use crate::lua::state::VmShared;
-use crate::lua::{convert, decode};
 
 pub fn json(lua: &Lua, clock: &Arc<VmShared>) -> Result<Table> {
     let json = lua.create_table()?;
@@ -28,7 +28,7 @@ pub fn json(lua: &Lua, clock: &Arc<VmShared>) -> Result<Table> {
     })?;
     json.set("encode", raising(lua, encode)?)?;
     let decode = lua.create_function(move |lua, text: LuaString| {
-        match decode::decode_json(lua, Some(&decode_clock), &text.as_bytes())? {
+        match convert::decode_json(lua, Some(&decode_clock), &text.as_bytes())? {
             Ok(value) => answer(lua, Ok(value)),
             Err(e) => answer(lua, Err::<Value, _>(format!("json.decode: {e}"))),
         }

@@ -8,7 +8,6 @@ use mlua::{Lua, Result, Table, Value};
 
 use super::{KafkaContext, answer, raising};
 use crate::lua::convert::{self, Budget};
-use crate::lua::decode;
 use crate::lua::state::VmShared;
 use crate::produce;
 use crate::schema::Schema;
@@ -38,7 +37,7 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, clock: Arc<VmShared>) -> Re
     let random_context = Arc::clone(&context_for_random);
     let random = lua.create_function(move |lua, topic: String| match value_schema(&random_context, &topic) {
         Ok((schema, probability)) => match schema.random(&mut rand::rng(), probability) {
-            Ok(value) => answer(lua, Ok(decode::from_json(lua, &value)?)),
+            Ok(value) => answer(lua, Ok(convert::from_json(lua, &value)?)),
             Err(e) => answer(lua, Err::<Value, _>(format!("schema.random: {e}"))),
         },
         Err(e) => answer(lua, Err::<Value, _>(format!("schema.random: {e}"))),
