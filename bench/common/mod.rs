@@ -1,16 +1,17 @@
-//! What the benchmarks share: child processes that die with the bench, free ports, medians and options.
+//! What the benchmarks share: child processes that die with the bench, free ports, medians, options, and the Lua
+//! ceilings' handlers.
 
 #![allow(dead_code)] // each bench uses a different part
 
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-/// Processes started by a bench, stopped (by their own ids) when it ends, also on panic: asked with SIGTERM, so an
-/// nginx master takes its workers down with it, then killed if still there after 5 s.
 /// The Lua ceilings' handlers, served by `compare` and called directly by `lua_call`.
 pub const CONSTANT: &str = "return function(req) return { json = { ok = true } } end\n";
 pub const JSON_ONLY: &str = "return function(req) local order = req:json() return { json = { id = order.id } } end\n";
 
+/// Processes started by a bench, stopped (by their own ids) when it ends, also on panic: asked with SIGTERM, so an
+/// nginx master takes its workers down with it, then killed if still there after 5 s.
 pub struct Children(pub Vec<Child>);
 
 impl Drop for Children {
