@@ -34,6 +34,7 @@ pub struct Schema {
     validator: jsonschema::Validator,
     /// Where the generator's `$ref`s lead, or why they lead nowhere (a document it cannot read).
     references: Result<refs::References, String>,
+    patterns: random::Patterns,
 }
 
 impl fmt::Debug for Schema {
@@ -63,6 +64,7 @@ impl Schema {
             document,
             validator,
             references,
+            patterns: random::Patterns::default(),
         })
     }
 
@@ -77,6 +79,7 @@ impl Schema {
         for _ in 0..RANDOM_ATTEMPTS {
             let mut generator = random::Generator {
                 resolver: self,
+                patterns: &self.patterns,
                 rng: &mut *rng,
                 optional_probability,
             };

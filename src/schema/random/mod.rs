@@ -12,7 +12,10 @@
 //! keyword that failed after a few attempts instead of looping.
 
 mod flatten;
+mod patterns;
 mod text;
+
+pub use patterns::Patterns;
 
 use fake::Fake;
 use fake::faker::lorem::en::Word;
@@ -24,9 +27,6 @@ use serde_json::{Map, Number, Value};
 /// fewest items), so recursive schemas (trees, linked lists) end.
 const MAX_REF_DEPTH: usize = 6;
 
-/// Longest run a `pattern` repetition (`*`, `+`, `{n,}`) is expanded to.
-const MAX_PATTERN_REPEAT: u32 = 8;
-
 /// Items and extra properties when the schema gives no bounds.
 const DEFAULT_MAX_ITEMS: usize = 3;
 
@@ -37,6 +37,8 @@ pub trait Resolve {
 
 pub struct Generator<'a, R: Rng> {
     pub resolver: &'a dyn Resolve,
+    /// The schema's regular expressions, compiled on first use.
+    pub patterns: &'a Patterns,
     pub rng: &'a mut R,
     /// Chance that an optional property is present.
     pub optional_probability: f64,
@@ -141,10 +143,8 @@ impl<R: Rng> Generator<'_, R> {
             return Err(format!("maxLength {} is below minLength {min}", max.unwrap_or(0)));
         }
         let mut text = if let Some(Value::String(pattern)) = schema.get("pattern") {
-            let anchored = pattern.trim_start_matches('^').trim_end_matches('$');
-            let regex = rand_regex::Regex::compile(anchored, MAX_PATTERN_REPEAT)
-                .map_err(|e| format!("cannot generate strings for pattern '{pattern}': {e}"))?;
-            self.rng.sample::<String, _>(&regex)
+            let regex = self.patterns.generator(pattern)?;
+            self.rng.sample::<String, _>(&*regex)
         } else if let Some(Value::String(format)) = schema.get("format") {
             self.formatted(format)
         } else {
@@ -422,7 +422,7 @@ impl<R: Rng> Generator<'_, R> {
             .and_then(Value::as_object)
             .into_iter()
             .flatten()
-            .filter(|(pattern, _)| regex::Regex::new(pattern).is_ok_and(|re| re.is_match(name)))
+            .filter(|(pattern, _)| self.patterns.matches(pattern, name))
             .map(|(_, schema)| schema)
             .collect();
         match matching.as_slice() {
