@@ -311,18 +311,15 @@ fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>) -> Vec<User> {
         };
         let topics = patterns(&user.topics, "topics");
         let read_topics = patterns(&user.read_topics, "read_topics");
-        for (value, key) in [
-            (user.requests_per_second, "requests_per_second"),
-            (user.records_per_second, "records_per_second"),
-            (user.burst_seconds, "burst_seconds"),
-        ] {
-            if value == Some(0) {
-                c.at(
-                    &user.name,
-                    format!("[[users]] '{name}' {key} must be greater than 0 (leave it out for no limit)"),
-                );
-            }
-        }
+        c.positive_limits(
+            &user.name,
+            &format!("[[users]] '{name}'"),
+            [
+                (user.requests_per_second, "requests_per_second"),
+                (user.records_per_second, "records_per_second"),
+                (user.burst_seconds, "burst_seconds"),
+            ],
+        );
         users.push(User {
             name,
             password: user.password,
@@ -395,6 +392,32 @@ topics = ["ok", "no/slash"]
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }
         assert!(errors.iter().any(|e| e.starts_with("line 11:")), "{all}");
+    }
+
+    #[test]
+    fn a_rate_limit_of_zero_is_refused_where_it_is_written() {
+        let text = r#"
+[[users]]
+name = "u"
+password = "p"
+topics = ["t"]
+records_per_second = 0
+
+[[routes]]
+path = "/hook"
+function = "hook.lua"
+burst_seconds = 0
+requests_per_second = 5
+"#;
+        let errors = load(text).unwrap_err();
+        let all = errors.join("\n");
+        for expected in [
+            "line 3: [[users]] 'u' records_per_second must be greater than 0 (leave it out for no limit)",
+            "line 9: [[routes]] burst_seconds must be greater than 0 (leave it out for no limit)",
+        ] {
+            assert!(errors.iter().any(|e| e == expected), "missing {expected:?} in:\n{all}");
+        }
+        assert!(!all.contains("requests_per_second"), "{all}");
     }
 
     #[test]

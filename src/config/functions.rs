@@ -262,18 +262,15 @@ pub(super) fn check_routes(c: &mut Checker<'_>, raw: &[RawRoute], functions_dir:
                 "[[routes]] auth = true needs at least one [[users]] entry to check credentials against",
             );
         }
-        for (value, key) in [
-            (route.requests_per_second, "requests_per_second"),
-            (route.records_per_second, "records_per_second"),
-            (route.burst_seconds, "burst_seconds"),
-        ] {
-            if value == Some(0) {
-                c.at(
-                    &route.path,
-                    format!("[[routes]] {key} must be greater than 0 (leave it out for no limit)"),
-                );
-            }
-        }
+        c.positive_limits(
+            &route.path,
+            "[[routes]]",
+            [
+                (route.requests_per_second, "requests_per_second"),
+                (route.records_per_second, "records_per_second"),
+                (route.burst_seconds, "burst_seconds"),
+            ],
+        );
         let checked = Route {
             path,
             function,

@@ -62,6 +62,19 @@ impl<'a> Checker<'a> {
         ));
     }
 
+    /// Rate limits of a `[[users]]` or `[[routes]]` entry (`owner` names it): each one given must be above 0, since
+    /// leaving it out is how to say "no limit".
+    pub(super) fn positive_limits<T>(&mut self, at: &Spanned<T>, owner: &str, limits: [(Option<u32>, &str); 3]) {
+        for (value, key) in limits {
+            if value == Some(0) {
+                self.at(
+                    at,
+                    format!("{owner} {key} must be greater than 0 (leave it out for no limit)"),
+                );
+            }
+        }
+    }
+
     /// A problem of no one line.
     pub(super) fn general(&mut self, message: impl Into<String>) {
         self.problems.push(ConfigProblem::new(message));
