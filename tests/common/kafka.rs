@@ -167,7 +167,8 @@ impl Drop for ApacheKafka {
     }
 }
 
-fn script_path() -> PathBuf {
+/// `scripts/kafka` of this checkout.
+pub fn script_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka")
 }
 
