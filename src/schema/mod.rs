@@ -160,7 +160,7 @@ fn pointer_or_root(pointer: &str) -> String {
 }
 
 impl random::Resolve for Schema {
-    fn resolve(&self, reference: &str) -> Option<Value> {
+    fn resolve(&self, reference: &str) -> Option<&Value> {
         self.references.as_ref().ok()?.resolve(reference)
     }
 }

@@ -56,9 +56,9 @@ impl References {
     }
 
     /// The sub-schema `reference` (absolute, as the generator's copy of the document carries them) names.
-    pub fn resolve(&self, reference: &str) -> Option<Value> {
+    pub fn resolve(&self, reference: &str) -> Option<&Value> {
         let resolver = self.registry.resolver(self.base.clone());
-        resolver.lookup(reference).ok().map(|found| found.contents().clone())
+        resolver.lookup(reference).ok().map(|found| found.contents())
     }
 }
 
@@ -128,7 +128,7 @@ mod tests {
             json!("https://example.com/nested/a.json#here")
         );
         assert_eq!(
-            references.resolve("https://example.com/nested/a.json#here").unwrap(),
+            *references.resolve("https://example.com/nested/a.json#here").unwrap(),
             json!({"$anchor": "here", "type": "integer"})
         );
         assert_eq!(

@@ -8,6 +8,8 @@
 //! plain schema cannot say (`oneOf` branches that overlap, `not` beyond types) is left to the check that follows
 //! every generated value.
 
+use std::borrow::Cow;
+
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use serde_json::{Map, Value, json};
@@ -25,20 +27,29 @@ const COMBINATORS: [&str; 8] = ["$ref", "$dynamicRef", "allOf", "anyOf", "oneOf"
 pub(super) type Keywords = Map<String, Value>;
 
 impl<R: Rng> Generator<'_, R> {
-    /// `schema` as one map without combinators; `depth` counts the `$ref`s followed so far on this branch and
-    /// comes back with those followed here added.
-    pub(super) fn flatten(&mut self, schema: &Value, depth: &mut usize) -> Result<Keywords, String> {
+    /// `schema` as one map without combinators (the schema's own map when it has none, which is most of a
+    /// schema's parts); `depth` counts the `$ref`s followed so far on this branch and comes back with those
+    /// followed here added.
+    pub(super) fn flatten<'s>(&mut self, schema: &'s Value, depth: &mut usize) -> Result<Cow<'s, Keywords>, String> {
         let limit = *depth + MAX_REF_CHAIN;
         self.flatten_within(schema, depth, limit)
     }
 
-    fn flatten_within(&mut self, schema: &Value, depth: &mut usize, limit: usize) -> Result<Keywords, String> {
+    fn flatten_within<'s>(
+        &mut self,
+        schema: &'s Value,
+        depth: &mut usize,
+        limit: usize,
+    ) -> Result<Cow<'s, Keywords>, String> {
         let map = match schema {
-            Value::Bool(true) => return Ok(Keywords::new()),
+            Value::Bool(true) => return Ok(Cow::Owned(Keywords::new())),
             Value::Bool(false) => return Err("the schema `false` allows no value".into()),
             Value::Object(map) => map,
             _ => return Err(format!("{schema} is not a schema")),
         };
+        if !map.keys().any(|key| COMBINATORS.contains(&key.as_str())) {
+            return Ok(Cow::Borrowed(map));
+        }
         let mut out: Keywords = map
             .iter()
             .filter(|(key, _)| !COMBINATORS.contains(&key.as_str()))
@@ -52,11 +63,11 @@ impl<R: Rng> Generator<'_, R> {
                         "`{keyword}` '{reference}' leads through more than {MAX_REF_CHAIN} references"
                     ));
                 }
-                let target = self
-                    .resolver
+                let resolver = self.resolver;
+                let target = resolver
                     .resolve(reference)
                     .ok_or_else(|| format!("`{keyword}` '{reference}' cannot be resolved"))?;
-                out = meet(out, self.flatten_within(&target, depth, limit)?);
+                out = meet(out, self.flatten_within(target, depth, limit)?.into_owned());
             }
         }
         if let Some(Value::Array(parts)) = map.get("allOf") {
@@ -64,7 +75,7 @@ impl<R: Rng> Generator<'_, R> {
                 let part = self
                     .flatten_within(part, depth, limit)
                     .map_err(|e| format!("allOf: {e}"))?;
-                out = meet(out, part);
+                out = meet(out, part.into_owned());
             }
         }
         for keyword in ["anyOf", "oneOf"] {
@@ -72,8 +83,9 @@ impl<R: Rng> Generator<'_, R> {
                 let branch = self.choose_branch(branches, *depth, keyword)?;
                 out = meet(
                     out,
-                    self.flatten_within(&branch, depth, limit)
-                        .map_err(|e| format!("{keyword}: {e}"))?,
+                    self.flatten_within(branch, depth, limit)
+                        .map_err(|e| format!("{keyword}: {e}"))?
+                        .into_owned(),
                 );
             }
         }
@@ -87,7 +99,8 @@ impl<R: Rng> Generator<'_, R> {
                 out = meet(
                     out,
                     self.flatten_within(condition, depth, limit)
-                        .map_err(|e| format!("if: {e}"))?,
+                        .map_err(|e| format!("if: {e}"))?
+                        .into_owned(),
                 );
             } else if condition != &Value::Bool(false) {
                 out = meet(out, Keywords::from_iter([("not".to_owned(), condition.clone())]));
@@ -96,15 +109,16 @@ impl<R: Rng> Generator<'_, R> {
             out = meet(
                 out,
                 self.flatten_within(consequence, depth, limit)
-                    .map_err(|e| format!("{keyword}: {e}"))?,
+                    .map_err(|e| format!("{keyword}: {e}"))?
+                    .into_owned(),
             );
         }
-        Ok(out)
+        Ok(Cow::Owned(out))
     }
 
     /// A branch of `anyOf`/`oneOf` at random; past the `$ref` depth bound, one without `$ref` when there is one,
     /// so recursive schemas (a tree's `anyOf: [leaf, {$ref: tree}]`) end.
-    fn choose_branch(&mut self, branches: &[Value], depth: usize, keyword: &str) -> Result<Value, String> {
+    fn choose_branch<'s>(&mut self, branches: &'s [Value], depth: usize, keyword: &str) -> Result<&'s Value, String> {
         let open: Vec<&Value> = branches.iter().filter(|b| **b != Value::Bool(false)).collect();
         let leaves: Vec<&Value> = open.iter().copied().filter(|b| !refers(b)).collect();
         let pool = if depth >= MAX_REF_DEPTH && !leaves.is_empty() {
@@ -113,7 +127,7 @@ impl<R: Rng> Generator<'_, R> {
             open
         };
         pool.choose(self.rng)
-            .map(|branch| (*branch).clone())
+            .copied()
             .ok_or_else(|| format!("`{keyword}` has no branch that allows a value"))
     }
 }
@@ -275,6 +289,37 @@ mod tests {
 
     fn keywords(value: Value) -> Keywords {
         value.as_object().cloned().unwrap()
+    }
+
+    struct NoReferences;
+
+    impl super::super::Resolve for NoReferences {
+        fn resolve(&self, _: &str) -> Option<&Value> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_schema_without_combinators_is_read_in_place_and_one_with_them_is_met() {
+        let mut rng = rand::rng();
+        let patterns = super::super::Patterns::default();
+        let mut generator = Generator {
+            resolver: &NoReferences,
+            rng: &mut rng,
+            optional_probability: 0.5,
+            patterns: &patterns,
+        };
+        // Generating a value flattens every part of the schema once: a plain part must not be copied.
+        let plain = json!({"type": "object", "properties": {"big": {"type": "string", "maxLength": 3}}});
+        let flat = generator.flatten(&plain, &mut 0).unwrap();
+        assert!(matches!(flat, Cow::Borrowed(map) if std::ptr::eq(map, plain.as_object().unwrap())));
+        let combined = json!({"type": "integer", "allOf": [{"minimum": 3}, {"maximum": 5}]});
+        let flat = generator.flatten(&combined, &mut 0).unwrap();
+        assert!(matches!(flat, Cow::Owned(_)));
+        assert_eq!(
+            Value::Object(flat.into_owned()),
+            json!({"type": "integer", "minimum": 3, "maximum": 5})
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@ mod text;
 
 pub use patterns::Patterns;
 
+use std::borrow::Cow;
+
 use fake::Fake;
 use fake::faker::lorem::en::Word;
 use rand::Rng;
@@ -32,7 +34,7 @@ const DEFAULT_MAX_ITEMS: usize = 3;
 
 /// Where `$ref`s point: the schema's own document, and (for schemas from files) the sibling files it names.
 pub trait Resolve {
-    fn resolve(&self, reference: &str) -> Option<Value>;
+    fn resolve(&self, reference: &str) -> Option<&Value>;
 }
 
 pub struct Generator<'a, R: Rng> {
@@ -233,30 +235,31 @@ impl<R: Rng> Generator<'_, R> {
     fn array(&mut self, schema: &Map<String, Value>, depth: usize) -> Result<Value, String> {
         let min = count(schema, "minItems").unwrap_or(0);
         let mut max = count(schema, "maxItems");
-        let prefix: Vec<Value> = match schema
+        let prefix: &[Value] = match schema
             .get("prefixItems")
             .or_else(|| schema.get("items").filter(|i| i.is_array()))
         {
-            Some(Value::Array(prefix)) => prefix.clone(),
-            _ => Vec::new(),
+            Some(Value::Array(prefix)) => prefix,
+            _ => &[],
         };
         let contains = schema.get("contains").filter(|c| **c != Value::Bool(false));
         // Items past the prefix: `items`, else (old-style tuples) `additionalItems`, else `unevaluatedItems`, which an
         // item matching `contains` also satisfies, being evaluated by it.
+        let any = Value::Bool(true);
         let rest = match schema.get("items") {
-            Some(items) if !items.is_array() => items.clone(),
-            Some(_) => schema.get("additionalItems").cloned().unwrap_or(Value::Bool(true)),
+            Some(items) if !items.is_array() => items,
+            Some(_) => schema.get("additionalItems").unwrap_or(&any),
             None => match (schema.get("unevaluatedItems"), contains) {
-                (Some(Value::Bool(false)), Some(contains)) => contains.clone(),
-                (Some(unevaluated), _) => unevaluated.clone(),
-                (None, _) => Value::Bool(true),
+                (Some(Value::Bool(false)), Some(contains)) => contains,
+                (Some(unevaluated), _) => unevaluated,
+                (None, _) => &any,
             },
         };
         // A `false` prefix item allows no item at that place: the array ends before it.
         if let Some(at) = prefix.iter().position(|item| item == &Value::Bool(false)) {
             max = Some(max.map_or(at, |m| m.min(at)));
         }
-        if rest == Value::Bool(false) {
+        if rest == &Value::Bool(false) {
             max = Some(max.map_or(prefix.len(), |m| m.min(prefix.len())));
         }
         let wanted_matches = match contains {
@@ -284,12 +287,12 @@ impl<R: Rng> Generator<'_, R> {
         let mut attempts = 0;
         while items.len() < count {
             let index = items.len();
-            let mut item_schema = prefix.get(index).unwrap_or(&rest).clone();
+            let mut item_schema = Cow::Borrowed(prefix.get(index).unwrap_or(rest));
             // The last `minContains` places hold items that match `contains`.
             if let Some(contains) = contains
                 && index >= count - wanted_matches
             {
-                item_schema = flatten::both(&item_schema, contains);
+                item_schema = Cow::Owned(flatten::both(&item_schema, contains));
             }
             let item = self.generate(&item_schema, None, depth)?;
             if unique && items.contains(&item) {
@@ -307,11 +310,11 @@ impl<R: Rng> Generator<'_, R> {
     fn object(&mut self, schema: &Map<String, Value>, depth: usize) -> Result<Value, String> {
         let shortest = depth >= MAX_REF_DEPTH;
         let schema = self.with_dependencies(schema, shortest)?;
+        let no_properties = Map::new();
         let properties = schema
             .get("properties")
             .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
+            .unwrap_or(&no_properties);
         let mut required: Vec<String> = schema
             .get("required")
             .and_then(Value::as_array)
@@ -320,7 +323,7 @@ impl<R: Rng> Generator<'_, R> {
         let max = count(&schema, "maxProperties");
         let min = count(&schema, "minProperties").unwrap_or(0);
         let mut object = Map::new();
-        for (name, property) in &properties {
+        for (name, property) in properties {
             // `false`: the property must be absent.
             if property == &Value::Bool(false) {
                 if required.contains(name) {
@@ -382,9 +385,13 @@ impl<R: Rng> Generator<'_, R> {
 
     /// The object schema with the `dependentSchemas` of the properties it will have met into it: a required
     /// property's always, an optional one's when chance includes it (and then it is required).
-    fn with_dependencies(&mut self, schema: &Map<String, Value>, shortest: bool) -> Result<Map<String, Value>, String> {
+    fn with_dependencies<'m>(
+        &mut self,
+        schema: &'m Map<String, Value>,
+        shortest: bool,
+    ) -> Result<Cow<'m, Map<String, Value>>, String> {
         let Some(Value::Object(dependents)) = schema.get("dependentSchemas") else {
-            return Ok(schema.clone());
+            return Ok(Cow::Borrowed(schema));
         };
         let mut out = schema.clone();
         out.remove("dependentSchemas");
@@ -406,9 +413,9 @@ impl<R: Rng> Generator<'_, R> {
             let mut refs = 0;
             let dependent = self.flatten(dependent, &mut refs)?;
             let present = Map::from_iter([("required".to_owned(), Value::Array(vec![Value::from(name.as_str())]))]);
-            out = flatten::meet(flatten::meet(out, dependent), present);
+            out = flatten::meet(flatten::meet(out, dependent.into_owned()), present);
         }
-        Ok(out)
+        Ok(Cow::Owned(out))
     }
 
     /// The schema a property called `name` is checked against: its `properties` entry, else every matching
