@@ -28,6 +28,22 @@ impl Child {
     }
 }
 
+impl Child {
+    /// `luka --config <config>`, its log (standard output and error) written to `log`.
+    fn serve_logged(config: impl AsRef<std::ffi::OsStr>, log: &std::path::Path) -> Self {
+        let file = std::fs::File::create(log).unwrap();
+        Self(
+            Command::new(LUKA)
+                .arg("--config")
+                .arg(config)
+                .stdout(file.try_clone().unwrap())
+                .stderr(file)
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -229,7 +245,8 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
         .replace("127.0.0.1:9092", &broker.to_string())
         .replace("functions = \"functions\"", &format!("functions = \"{functions}\""));
     std::fs::write(&path, config).unwrap();
-    let _luka = Child::serve(&path);
+    let log = dir.join("luka.log");
+    let luka = Child::serve_logged(&path, &log);
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -311,6 +328,12 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
             .unwrap();
         assert_eq!(response.status(), 422, "{body}");
     }
+    // Requests that went as they should leave no error in the log, the development broker's included (it logged
+    // one for every topic luka asked the configs of, until luka stopped naming them).
+    drop(luka);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let errors: Vec<&str> = logged.lines().filter(|line| line.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "errors in the log:\n{}", errors.join("\n"));
 }
 
 /// Runs `luka check` on a config that must fail; gives what it printed on stderr.
