@@ -185,27 +185,32 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
             Box::new(move |lua: &Lua| match outcome {
                 Ok(mut written) => {
                     let w = written.pop().expect("one message, one result");
-                    let d = w.delivery;
-                    // The caller has its own key and value; only a generated key or an encoded value comes back.
-                    let key = match (generated_key, w.key) {
-                        (true, Some(key)) => Value::String(lua.create_string(key)?),
-                        _ => Value::Nil,
-                    };
-                    let value = match (encoded_value, w.value) {
-                        (true, Some(value)) => Value::String(lua.create_string(value)?),
-                        _ => Value::Nil,
-                    };
-                    (
-                        true,
-                        d.cluster,
-                        d.topic,
-                        d.partition,
-                        d.offset,
-                        key,
-                        d.timestamp_ms,
-                        value,
-                    )
-                        .into_lua_multi(lua)
+                    // Made with the memory limit lifted, as `result` is (under it every string is a protected
+                    // call): the record's own key and value, which the request's size bounds, and names from
+                    // config.toml.
+                    unlimited(lua, w.size(), || {
+                        let d = w.delivery;
+                        // The caller has its own key and value; only a generated key or an encoded value comes back.
+                        let key = match (generated_key, w.key) {
+                            (true, Some(key)) => Value::String(lua.create_string(key)?),
+                            _ => Value::Nil,
+                        };
+                        let value = match (encoded_value, w.value) {
+                            (true, Some(value)) => Value::String(lua.create_string(value)?),
+                            _ => Value::Nil,
+                        };
+                        (
+                            true,
+                            d.cluster,
+                            d.topic,
+                            d.partition,
+                            d.offset,
+                            key,
+                            d.timestamp_ms,
+                            value,
+                        )
+                            .into_lua_multi(lua)
+                    })
                 }
                 Err(message) => (false, message).into_lua_multi(lua),
             }) as Resume
