@@ -16,28 +16,22 @@ struct Child(std::process::Child);
 impl Child {
     /// `luka --config <config>`, quiet.
     fn serve(config: impl AsRef<std::ffi::OsStr>) -> Self {
-        Self(
-            Command::new(LUKA)
-                .arg("--config")
-                .arg(config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
+        Self::spawn(config, Stdio::null(), Stdio::null())
     }
-}
 
-impl Child {
     /// `luka --config <config>`, its log (standard output and error) written to `log`.
     fn serve_logged(config: impl AsRef<std::ffi::OsStr>, log: &std::path::Path) -> Self {
         let file = std::fs::File::create(log).unwrap();
+        Self::spawn(config, file.try_clone().unwrap().into(), file.into())
+    }
+
+    fn spawn(config: impl AsRef<std::ffi::OsStr>, stdout: Stdio, stderr: Stdio) -> Self {
         Self(
             Command::new(LUKA)
                 .arg("--config")
                 .arg(config)
-                .stdout(file.try_clone().unwrap())
-                .stderr(file)
+                .stdout(stdout)
+                .stderr(stderr)
                 .spawn()
                 .unwrap(),
         )
