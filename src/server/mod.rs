@@ -7,6 +7,7 @@
 //! the configured grace period.
 
 mod browser;
+mod deferred;
 mod error;
 mod router;
 
@@ -93,7 +94,8 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
                 Ok::<_, Infallible>(router::handle(&app, request, remote).await)
             }
         });
-        let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+        let connection =
+            http1::Builder::new().serve_connection(TokioIo::new(deferred::DeferredWrites::new(stream)), service);
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
             // The header timeout, kept here rather than by hyper, whose own makes and registers a new timer for

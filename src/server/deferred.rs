@@ -1,0 +1,210 @@
+//! A connection's socket (in and out: the same bytes), with the first write of each answer put off by one turn
+//! of the scheduler, so the answers of the connections that became ready together are written together.
+//!
+//! Why: every answer written to a client that has gone to sleep waiting for it wakes that client, and waking a
+//! task on another core is an inter-processor interrupt, paid by the writer (dear on virtual machines: bench/README
+//! point 12). A connection's task that asks to be polled again goes to the back of its worker's queue, behind the
+//! tasks the same readiness woke; those answer their requests first, and the writes then follow one another, so a
+//! client reading many connections is woken once for several answers instead of once for each.
+//!
+//! At most one write is put off per request read, and only once: a connection whose client sends nothing more
+//! always writes on its next poll. With no other connection ready, that next poll comes at once.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+#[derive(Debug)]
+pub struct DeferredWrites<T> {
+    io: T,
+    /// Bytes were read since the last write: the next write waits one turn.
+    defer: bool,
+    /// A write went through since the last deferral (so a deferral is never repeated without one).
+    wrote: bool,
+}
+
+impl<T> DeferredWrites<T> {
+    pub fn new(io: T) -> Self {
+        Self {
+            io,
+            defer: false,
+            wrote: true,
+        }
+    }
+
+    /// Whether this write waits: once after each read that brought bytes, if a write has gone through since the
+    /// last wait.
+    fn put_off(&mut self, cx: &Context<'_>) -> bool {
+        if !self.defer {
+            return false;
+        }
+        self.defer = false;
+        self.wrote = false;
+        cx.waker().wake_by_ref();
+        true
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for DeferredWrites<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before && this.wrote {
+            this.defer = true;
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for DeferredWrites<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.put_off(cx) {
+            return Poll::Pending;
+        }
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote |= matches!(result, Poll::Ready(Ok(_)));
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.put_off(cx) {
+            return Poll::Pending;
+        }
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote |= matches!(result, Poll::Ready(Ok(_)));
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    /// Counts how often the task asked to be polled again.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn socket() -> (DeferredWrites<DuplexStream>, DuplexStream) {
+        let (server, client) = tokio::io::duplex(1024);
+        (DeferredWrites::new(server), client)
+    }
+
+    fn read(io: &mut DeferredWrites<DuplexStream>, cx: &mut Context<'_>) -> usize {
+        let mut bytes = [0u8; 64];
+        let mut buf = ReadBuf::new(&mut bytes);
+        match Pin::new(io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => buf.filled().len(),
+            other => panic!("the test's bytes are there to read: {other:?}"),
+        }
+    }
+
+    fn write(io: &mut DeferredWrites<DuplexStream>, cx: &mut Context<'_>) -> Poll<usize> {
+        Pin::new(io)
+            .poll_write(cx, b"answer")
+            .map(|written| written.expect("the duplex takes it"))
+    }
+
+    #[tokio::test]
+    async fn the_first_write_after_a_request_waits_one_poll_and_asks_for_it() {
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let (mut io, mut client) = socket();
+
+        assert_eq!(
+            write(&mut io, &mut cx),
+            Poll::Ready(6),
+            "nothing read yet: written at once"
+        );
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(read(&mut io, &mut cx), 18);
+        assert_eq!(
+            write(&mut io, &mut cx),
+            Poll::Pending,
+            "put off after a request was read"
+        );
+        assert_eq!(
+            wakes.0.load(Ordering::Relaxed),
+            1,
+            "and the task asked to be polled again"
+        );
+        assert_eq!(write(&mut io, &mut cx), Poll::Ready(6), "written on the next poll");
+        assert_eq!(
+            write(&mut io, &mut cx),
+            Poll::Ready(6),
+            "the rest of an answer is not put off"
+        );
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+
+        let mut answers = [0u8; 18];
+        client.read_exact(&mut answers).await.unwrap();
+        assert_eq!(&answers, b"answeransweranswer", "every byte written, in order");
+    }
+
+    #[tokio::test]
+    async fn a_write_is_put_off_once_however_many_reads_come_before_it() {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let (mut io, mut client) = socket();
+
+        client.write_all(b"a").await.unwrap();
+        assert_eq!(read(&mut io, &mut cx), 1);
+        assert_eq!(write(&mut io, &mut cx), Poll::Pending);
+        // A client sending byte by byte cannot keep the answer waiting: it is written on the next poll.
+        client.write_all(b"b").await.unwrap();
+        assert_eq!(read(&mut io, &mut cx), 1);
+        assert_eq!(write(&mut io, &mut cx), Poll::Ready(6));
+        // The next request's answer waits again, and so does a vectored write.
+        client.write_all(b"c").await.unwrap();
+        assert_eq!(read(&mut io, &mut cx), 1);
+        let slices = [io::IoSlice::new(b"head"), io::IoSlice::new(b"body")];
+        assert!(Pin::new(&mut io).poll_write_vectored(&mut cx, &slices).is_pending());
+        assert!(matches!(
+            Pin::new(&mut io).poll_write_vectored(&mut cx, &slices),
+            Poll::Ready(Ok(n)) if n > 0
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_read_that_brings_nothing_does_not_put_off_a_write() {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let (mut io, mut client) = socket();
+        client.shutdown().await.unwrap();
+        assert_eq!(read(&mut io, &mut cx), 0, "end of stream");
+        assert_eq!(write(&mut io, &mut cx), Poll::Ready(6));
+    }
+}
