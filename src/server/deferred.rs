@@ -47,6 +47,22 @@ impl<T> DeferredWrites<T> {
     }
 }
 
+impl<T: AsyncWrite + Unpin> DeferredWrites<T> {
+    /// `write` on the socket, unless this write is put off.
+    fn write(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if self.put_off(cx) {
+            return Poll::Pending;
+        }
+        let result = write(Pin::new(&mut self.io), cx);
+        self.wrote |= matches!(result, Poll::Ready(Ok(_)));
+        result
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for DeferredWrites<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
@@ -61,13 +77,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for DeferredWrites<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for DeferredWrites<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.put_off(cx) {
-            return Poll::Pending;
-        }
-        let result = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.wrote |= matches!(result, Poll::Ready(Ok(_)));
-        result
+        self.get_mut().write(cx, |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -75,13 +85,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeferredWrites<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.put_off(cx) {
-            return Poll::Pending;
-        }
-        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.wrote |= matches!(result, Poll::Ready(Ok(_)));
-        result
+        self.get_mut().write(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
