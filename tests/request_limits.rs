@@ -167,9 +167,7 @@ fn peak_memory() -> u64 {
 /// `partitions` creates at most `max_created_topics` topics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_for_missing_topics_topics_and_readyz_do_not_amplify_to_the_broker() {
-    let broker = luka::broker::EmbeddedBroker::start(common::free_addr())
-        .await
-        .expect("broker");
+    let broker = common::embedded_broker().await;
     let proxy = KafkaProxy::start(broker.addr().to_string()).await;
     let config = format!(
         "[clusters.local]\nbootstrap = [\"{}\"]\nmax_created_topics = 2\n\n[topics.greetings]\npartitions = 1\n\

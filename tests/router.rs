@@ -47,7 +47,7 @@ struct Router {
 
 impl Router {
     async fn start() -> Self {
-        let broker = EmbeddedBroker::start(common::free_addr()).await.unwrap();
+        let broker = common::embedded_broker().await;
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let config = format!(
             r#"

@@ -47,11 +47,7 @@ pub enum TestBroker {
 impl TestBroker {
     pub async fn start(kind: Kafka) -> Self {
         match kind {
-            Kafka::Embedded => Self::Embedded(
-                EmbeddedBroker::start(super::free_addr())
-                    .await
-                    .expect("start embedded broker"),
-            ),
+            Kafka::Embedded => Self::Embedded(super::embedded_broker().await),
             Kafka::Apache => Self::Apache(ApacheKafka::start(1).await),
             Kafka::ApacheCluster => Self::Apache(ApacheKafka::start(3).await),
         }

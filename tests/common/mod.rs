@@ -41,6 +41,20 @@ pub fn free_addr() -> SocketAddr {
     listener.local_addr().expect("local addr")
 }
 
+/// An embedded broker on a free port. A port free when picked can be taken before the broker binds it (by another
+/// test's broker, a Kafka node, or a connection's ephemeral port, all drawn from the same range): then the broker
+/// is started again on another port.
+pub async fn embedded_broker() -> luka::broker::EmbeddedBroker {
+    let mut failures = Vec::new();
+    while failures.len() < 3 {
+        match luka::broker::EmbeddedBroker::start(free_addr()).await {
+            Ok(broker) => return broker,
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    panic!("start embedded broker: {failures:?}")
+}
+
 pub struct Harness {
     pub base: String,
     /// The folder config.toml is read from; its `functions/` holds the test's handlers.
