@@ -1,42 +1,100 @@
 #!/usr/bin/env bash
 # A/B two luka binaries on one machine: bench/ab.sh OLD_BINARY NEW_BINARY
-# Each round serves functions/orders.lua (JSON in, uuid, time, `data` to Kafka, JSON out) and /healthz with one
-# binary, then the other; luka and a fresh `luka broker` (from NEW) share CPU 1, wrk runs on CPU 0 (-t1 -c32,
-# 2 s warm-up, then SECS seconds measured). Prints one line per measurement: round, binary, path, requests/s.
-# ROUNDS (default 4) and SECS (default 8) set the length. Needs wrk, taskset and curl.
+# Each round serves PATHS with one binary, then the other; luka and a fresh `luka broker` (from NEW) share CPU 1,
+# wrk runs on CPU 0 (-t1 -cCONNECTIONS, 2 s warm-up, then SECS seconds measured). Prints one line per measurement:
+# round, binary, path, requests/s, luka's CPU microseconds per request (from /proc) and wrk's p99.
+#   ROUNDS (default 4), SECS (default 8), CONNECTIONS (default 32)
+#   PATHS: any of orders (functions/orders.lua: JSON in, uuid, time, `data` to Kafka, JSON out), healthz, and
+#          compare's handlers: constant, json (req:json(), one field), webhook (one keyed record, answers the
+#          offset; served at /hook, as /webhook is luka's own); default "orders healthz"
+#   PER_CORE=1: as compare's per-core rows: one tokio worker, one Lua VM, access log on (to a file)
+#   WAKEUPS=1: also counts, machine-wide, wake-ups and inter-processor interrupts per request (`perf stat -a`)
+# Needs wrk, taskset and curl (and perf for WAKEUPS).
 set -euo pipefail
 old=$(realpath "$1"); new=$(realpath "$2")
-ROUNDS=${ROUNDS:-4}; SECS=${SECS:-8}
-dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
+ROUNDS=${ROUNDS:-4}; SECS=${SECS:-8}; CONNECTIONS=${CONNECTIONS:-32}; PATHS=${PATHS:-orders healthz}
+dir=$(mktemp -d); luka=""; broker=""
+# Stops what it started, by id, also when a step fails.
+trap 'kill $luka $broker 2>/dev/null || true; rm -rf "$dir"' EXIT
 mkdir "$dir/functions"; cp "$(dirname "$0")/../functions/orders.lua" "$dir/functions/"
-cat > "$dir/config.toml" <<'TOML'
+# The handlers bench/compare.rs and bench/common/mod.rs measure, word for word.
+echo 'return function(req) return { json = { ok = true } } end' > "$dir/functions/constant.lua"
+echo 'return function(req) local order = req:json() return { json = { id = order.id } } end' > "$dir/functions/json.lua"
+cat > "$dir/functions/webhook.lua" <<'LUA'
+return function(req)
+  local order = req:json()
+  local r = kafka.produce{ topic = "bench", messages = { { key = tostring(order.id), value = req.body } } }
+  return { json = { partition = r.partition, offset = r.offset } }
+end
+LUA
+access_log=false; vms=0; environment=(env RUST_LOG=error)
+if [ "${PER_CORE:-0}" = 1 ]; then access_log=true; vms=1; environment=(env TOKIO_WORKER_THREADS=1); fi
+cat > "$dir/config.toml" <<TOML
 [server]
 listen = "127.0.0.1:18080"
-access_log = false
+access_log = $access_log
 [clusters.local]
 bootstrap = ["127.0.0.1:19092"]
 [topics.orders]
 partitions = 4
+[topics.bench]
+partitions = 4
+[lua]
+watch = false
+vms = $vms
 [[routes]]
 path = "/orders"
 function = "orders.lua"
 methods = ["POST"]
+[[routes]]
+path = "/constant"
+function = "constant.lua"
+[[routes]]
+path = "/json"
+function = "json.lua"
+[[routes]]
+path = "/hook"
+function = "webhook.lua"
 TOML
 printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
   "'{\"item\":\"book\",\"quantity\":2}'" > "$dir/post.lua"
+printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
+  "'{\"id\":12345,\"customer\":\"c-42\",\"items\":[{\"sku\":\"A1\",\"qty\":2},{\"sku\":\"B7\",\"qty\":1}],\"total\":49.95}'" \
+  > "$dir/order.lua"
+ticks=$(getconf CLK_TCK)
 for round in $(seq 1 "$ROUNDS"); do
   for which in old new; do
     binary=$old; [ "$which" = new ] && binary=$new
     taskset -c 1 "$new" broker --listen 127.0.0.1:19092 >/dev/null 2>&1 & broker=$!
     sleep 1
-    RUST_LOG=error taskset -c 1 "$binary" --config "$dir/config.toml" >/dev/null 2>&1 & luka=$!
+    "${environment[@]}" taskset -c 1 "$binary" --config "$dir/config.toml" >"$dir/access.log" 2>&1 & luka=$!
     for _ in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:18080/healthz && break; sleep 0.1; done
-    for path in orders healthz; do
-      script=(); [ "$path" = orders ] && script=(-s "$dir/post.lua")
-      taskset -c 0 wrk -t1 -c32 -d2s "${script[@]}" "http://127.0.0.1:18080/$path" >/dev/null 2>&1
-      rps=$(taskset -c 0 wrk -t1 -c32 -d"${SECS}s" "${script[@]}" "http://127.0.0.1:18080/$path" 2>/dev/null |
-        awk '/Requests\/sec/ {print $2}')
-      echo "$round $which $path $rps"
+    for path in $PATHS; do
+      script=()
+      case "$path" in
+        orders) script=(-s "$dir/post.lua") ;;
+        json|webhook) script=(-s "$dir/order.lua") ;;
+      esac
+      url="http://127.0.0.1:18080/$path"; [ "$path" = webhook ] && url="http://127.0.0.1:18080/hook"
+      taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d2s "${script[@]}" "$url" >/dev/null 2>&1
+      before=$(awk '{print $14 + $15}' "/proc/$luka/stat")
+      measure=(taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECS}s" --latency "${script[@]}" "$url")
+      if [ "${WAKEUPS:-0}" = 1 ]; then
+        measure=(perf stat -a -x, -o "$dir/wakeups" -e sched:sched_wakeup,irq_vectors:call_function_single_entry
+          -- "${measure[@]}")
+      fi
+      "${measure[@]}" > "$dir/wrk.out" 2>/dev/null
+      after=$(awk '{print $14 + $15}' "/proc/$luka/stat")
+      rps=$(awk '/Requests\/sec/ {print $2}' "$dir/wrk.out")
+      requests=$(awk '/requests in/ {print $1}' "$dir/wrk.out")
+      p99=$(awk '$1 == "99%" {print $2}' "$dir/wrk.out")
+      cpu=$(awk -v t=$((after - before)) -v n="$requests" -v hz="$ticks" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+      extra=""
+      if [ "${WAKEUPS:-0}" = 1 ]; then
+        extra=$(awk -F, -v n="$requests" '/sched_wakeup/ {w = $1} /call_function_single/ {i = $1}
+          END {printf " wakeups/req %.2f ipi/req %.2f", w / n, i / n}' "$dir/wakeups")
+      fi
+      echo "$round $which $path $rps cpu_us/req $cpu p99 $p99$extra"
     done
     kill "$luka" "$broker"; wait "$luka" "$broker" 2>/dev/null || true
   done

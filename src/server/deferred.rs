@@ -8,7 +8,8 @@
 //! client reading many connections is woken once for several answers instead of once for each.
 //!
 //! At most one write is put off per request read, and only once: a connection whose client sends nothing more
-//! always writes on its next poll. With no other connection ready, that next poll comes at once.
+//! always writes on its next poll. With no other connection ready, that next poll comes at once; a lone client
+//! pays for that poll (a few microseconds, point 12), a loaded server gains far more per core.
 
 use std::io;
 use std::pin::Pin;
