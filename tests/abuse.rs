@@ -74,9 +74,13 @@ async fn answer(stream: &mut TcpStream, within: Duration) -> String {
 
 /// Whether `text` holds a whole response (headers and a body of its content-length).
 fn complete(text: &str) -> bool {
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return false;
-    };
+    first_response_length(text).is_some()
+}
+
+/// The length of the first whole response (headers and a body of its content-length) in `text`, once it has all
+/// come.
+fn first_response_length(text: &str) -> Option<usize> {
+    let (head, body) = text.split_once("\r\n\r\n")?;
     let length = head
         .lines()
         .find_map(|l| {
@@ -84,8 +88,8 @@ fn complete(text: &str) -> bool {
                 .strip_prefix("content-length:")
                 .map(|v| v.trim().to_owned())
         })
-        .and_then(|v| v.parse::<usize>().ok());
-    length.is_some_and(|length| body.len() >= length)
+        .and_then(|v| v.parse::<usize>().ok())?;
+    (body.len() >= length).then_some(head.len() + 4 + length)
 }
 
 fn server_addr(h: &Harness) -> SocketAddr {
@@ -545,31 +549,12 @@ async fn responses(stream: &mut TcpStream, count: usize) -> Vec<String> {
             Ok(Ok(n)) if n > 0 => received.extend_from_slice(&buffer[..n]),
             _ => break,
         }
-        while let Some(length) = first_response_length(&received) {
+        while let Some(length) = first_response_length(&String::from_utf8_lossy(&received)) {
             whole.push(String::from_utf8_lossy(&received[..length]).into_owned());
             received.drain(..length);
         }
     }
     whole
-}
-
-/// The length of the first whole response in `bytes`, if it has all come.
-fn first_response_length(bytes: &[u8]) -> Option<usize> {
-    let text = String::from_utf8_lossy(bytes);
-    let (head, _) = text.split_once("\r\n\r\n")?;
-    complete(&text).then(|| {
-        let body = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0usize);
-        head.len() + 4 + body
-    })
 }
 
 // The server puts off an answer's first write by one turn (src/server/deferred.rs): requests sent together, or a

@@ -55,8 +55,8 @@ impl<T> DeferredWrites<T> {
         }
     }
 
-    /// Whether this write waits: once after each read that brought bytes, if a write has gone through since the
-    /// last wait.
+    /// Whether this write waits: once after a read that asked for it ([`Self::read_some`]), which it never does
+    /// again before a write has gone through.
     fn put_off(&mut self, cx: &Context<'_>) -> bool {
         if !self.defer {
             return false;
