@@ -2,48 +2,13 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::free_addr;
+use common::binary::Binary;
 use common::read::{read_records, text};
 
 const LUKA: &str = env!("CARGO_BIN_EXE_luka");
-
-/// A luka process started by a test, stopped (by its own handle) when the test ends, also when it fails.
-struct Child(std::process::Child);
-
-impl Child {
-    /// `luka --config <config>`, quiet.
-    fn serve(config: impl AsRef<std::ffi::OsStr>) -> Self {
-        Self::spawn(config, Stdio::null(), Stdio::null())
-    }
-
-    /// `luka --config <config>`, its log (standard output and error) written to `log`.
-    fn serve_logged(config: impl AsRef<std::ffi::OsStr>, log: &std::path::Path) -> Self {
-        let file = std::fs::File::create(log).unwrap();
-        Self::spawn(config, file.try_clone().unwrap().into(), file.into())
-    }
-
-    fn spawn(config: impl AsRef<std::ffi::OsStr>, stdout: Stdio, stderr: Stdio) -> Self {
-        Self(
-            Command::new(LUKA)
-                .arg("--config")
-                .arg(config)
-                .stdout(stdout)
-                .stderr(stderr)
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn check_accepts_the_shipped_config() {
@@ -164,7 +129,6 @@ fn check_accepts_the_examples() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_generator_example_writes_schema_valid_events() {
-    let (http, broker) = (free_addr(), free_addr());
     let dir = common::temp_dir();
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/event-generator");
     for sub in ["schemas", "functions"] {
@@ -174,12 +138,14 @@ async fn the_event_generator_example_writes_schema_valid_events() {
             std::fs::copy(&path, dir.join(sub).join(path.file_name().unwrap())).unwrap();
         }
     }
-    let config = std::fs::read_to_string(example.join("config.toml"))
-        .unwrap()
-        .replace("127.0.0.1:8080", &http.to_string())
-        .replace("127.0.0.1:9092", &broker.to_string());
-    std::fs::write(dir.join("config.toml"), config).unwrap();
-    let _luka = Child::serve(dir.join("config.toml"));
+    let example_config = std::fs::read_to_string(example.join("config.toml")).unwrap();
+    let luka = Binary::serve(&dir, |http, broker| {
+        example_config
+            .replace("127.0.0.1:8080", &http.to_string())
+            .replace("127.0.0.1:9092", &broker.to_string())
+    })
+    .await;
+    let (http, broker) = (luka.http, luka.broker);
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let answer: serde_json::Value = loop {
@@ -215,7 +181,6 @@ async fn the_event_generator_example_writes_schema_valid_events() {
             assert_eq!(schema.violations(&value), Vec::<String>::new(), "{value}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -229,18 +194,17 @@ fn help_explains_each_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_a_config_with_an_embedded_broker() {
-    let (http, broker) = (free_addr(), free_addr());
     let dir = common::temp_dir();
-    let path = dir.join("config.toml");
     let shipped = std::fs::read_to_string("config.toml").unwrap();
     let functions = concat!(env!("CARGO_MANIFEST_DIR"), "/functions");
-    let config = shipped
-        .replace("127.0.0.1:8080", &http.to_string())
-        .replace("127.0.0.1:9092", &broker.to_string())
-        .replace("functions = \"functions\"", &format!("functions = \"{functions}\""));
-    std::fs::write(&path, config).unwrap();
-    let log = dir.join("luka.log");
-    let luka = Child::serve_logged(&path, &log);
+    let luka = Binary::serve(&dir, |http, broker| {
+        shipped
+            .replace("127.0.0.1:8080", &http.to_string())
+            .replace("127.0.0.1:9092", &broker.to_string())
+            .replace("functions = \"functions\"", &format!("functions = \"{functions}\""))
+    })
+    .await;
+    let (http, broker) = (luka.http, luka.broker);
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -324,8 +288,7 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
     }
     // Requests that went as they should leave no error in the log, the development broker's included (it logged
     // one for every topic luka asked the configs of, until luka stopped naming them).
-    drop(luka);
-    let logged = std::fs::read_to_string(&log).unwrap();
+    let logged = luka.stop_and_read_log().await;
     let errors: Vec<&str> = logged.lines().filter(|line| line.contains("ERROR")).collect();
     assert!(errors.is_empty(), "errors in the log:\n{}", errors.join("\n"));
 }

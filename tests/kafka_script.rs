@@ -55,7 +55,7 @@ fn clusters_started_at_once_on_an_empty_cache_all_serve() {
     for dir in &dirs {
         let _ = Command::new(script_path()).arg("stop").arg(dir).status();
     }
-    let _ = std::fs::remove_dir_all(&root);
+    drop(root);
     for (n, out) in outputs.iter().enumerate() {
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(

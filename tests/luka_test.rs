@@ -130,19 +130,21 @@ test("a wrong expectation fails with a diff", function()
 end)
 "#;
 
-/// A folder with config.toml and `files` under functions/; gives the config's path.
-fn project(files: &[(&str, &str)]) -> PathBuf {
+/// A folder with config.toml and `files` under functions/ (removed when the first value is dropped); gives the
+/// config's path.
+fn project(files: &[(&str, &str)]) -> (common::TestDir, PathBuf) {
     let dir = common::temp_dir();
     std::fs::write(dir.join("config.toml"), CONFIG).unwrap();
     for (name, source) in files {
         common::write_function(&dir, name, source);
     }
-    dir.join("config.toml")
+    let config = dir.join("config.toml");
+    (dir, config)
 }
 
 #[test]
 fn a_failing_test_fails_the_run_with_a_readable_diff() {
-    let config = project(&[("note.lua", NOTE), ("note_test.lua", NOTE_TEST)]);
+    let (_dir, config) = project(&[("note.lua", NOTE), ("note_test.lua", NOTE_TEST)]);
     let (ok, out, _) = luka_test(&config, &[]);
     assert!(!ok, "a failing test must fail the run:\n{out}");
     assert_eq!(counts(&out), (1, 1), "{out}");
@@ -165,7 +167,7 @@ fn a_failing_test_fails_the_run_with_a_readable_diff() {
 
 #[test]
 fn a_test_file_that_does_not_load_counts_as_a_failure() {
-    let config = project(&[("note.lua", NOTE), ("broken_test.lua", "test('x', function() end")]);
+    let (_dir, config) = project(&[("note.lua", NOTE), ("broken_test.lua", "test('x', function() end")]);
     let (ok, out, _) = luka_test(&config, &[]);
     assert!(!ok);
     assert!(out.contains("FAIL (the file does not load)"), "{out}");
@@ -174,21 +176,21 @@ fn a_test_file_that_does_not_load_counts_as_a_failure() {
 
 #[test]
 fn test_files_are_not_served_and_a_project_without_tests_fails() {
-    let config = project(&[("note.lua", NOTE)]);
+    let (_dir, config) = project(&[("note.lua", NOTE)]);
     let (ok, _, err) = luka_test(&config, &[]);
     assert!(!ok);
     assert!(err.contains("no test files (named *_test.lua)"), "{err}");
 
     // A test file is not a function: nothing answers at its path.
     let probe = r#"test("the test file has no route", function() eq(send("/probe_test").status, 404) end)"#;
-    let config = project(&[("note.lua", NOTE), ("probe_test.lua", probe)]);
+    let (_dir, config) = project(&[("note.lua", NOTE), ("probe_test.lua", probe)]);
     let (ok, out, _) = luka_test(&config, &[]);
     assert!(ok, "{out}");
 }
 
 #[test]
 fn a_test_that_runs_too_long_is_stopped_and_fails() {
-    let config = project(&[
+    let (_dir, config) = project(&[
         ("note.lua", NOTE),
         ("slow_test.lua", r#"test("spins", function() while true do end end)"#),
     ]);
@@ -206,7 +208,7 @@ fn a_test_that_runs_too_long_is_stopped_and_fails() {
 
 #[test]
 fn paths_must_exist_and_be_test_files_and_routes_cannot_serve_tests() {
-    let config = project(&[("note.lua", NOTE), ("note_test.lua", NOTE_TEST)]);
+    let (_dir, config) = project(&[("note.lua", NOTE), ("note_test.lua", NOTE_TEST)]);
     let dir = config.parent().unwrap();
     let (ok, _, err) = luka_test(&config, &[dir.join("nope_test.lua").to_str().unwrap()]);
     assert!(!ok);
@@ -237,7 +239,7 @@ fn paths_must_exist_and_be_test_files_and_routes_cannot_serve_tests() {
 
 #[test]
 fn each_test_file_has_globals_of_its_own() {
-    let config = project(&[
+    let (_dir, config) = project(&[
         ("note.lua", NOTE),
         ("a_test.lua", r#"leaked = 1 test("a", function() eq(leaked, 1) end)"#),
         ("b_test.lua", r#"test("b", function() eq(leaked, nil) end)"#),
@@ -276,7 +278,7 @@ test("shape", function()
   print("record " .. keys(res.records[1]))
 end)
 "#;
-    let config = project(&[("note.lua", NOTE), ("shape_test.lua", shape)]);
+    let (_dir, config) = project(&[("note.lua", NOTE), ("shape_test.lua", shape)]);
     let (ok, out, _) = luka_test(&config, &[]);
     assert!(ok, "{out}");
     let printed = |what: &str| -> Vec<String> {

@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
+use common::binary::Binary;
 use common::read::{assert_no_record, header_texts, read_records};
-use common::{Harness, Kafka, free_addr, offset};
+use common::{Harness, Kafka, offset};
 use serde_json::Value;
 
 on_both_brokers!(
@@ -154,64 +152,18 @@ async fn trace_context_is_not_copied_when_turned_off(kafka: Kafka) {
     assert!(records[0].headers.is_empty(), "{:?}", records[0].headers);
 }
 
-/// luka's own binary serving `config` from `dir` on `http`, its log lines in `dir/luka.log`.
-struct Served {
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-}
-
-impl Served {
-    /// Writes the config, starts the binary and waits until it answers `/healthz`.
-    async fn start(dir: &std::path::Path, config: &str, http: std::net::SocketAddr) -> Self {
-        std::fs::write(dir.join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.join("luka.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_luka"))
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let served = Self {
-            child,
-            dir: dir.to_owned(),
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client.get(format!("http://{http}/healthz")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "luka did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        served
-    }
-
-    /// Stops the binary (by its pid) once its last lines are out, and gives its log.
-    async fn log(mut self) -> String {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::fs::read_to_string(self.dir.join("luka.log")).unwrap()
-    }
-}
-
-impl Drop for Served {
-    /// A test that fails midway still stops the binary it started.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_gets_one_json_access_log_line_with_its_id() {
-    let (http, broker) = (free_addr(), free_addr());
     let dir = common::temp_dir();
-    let config = format!(
-        "[server]\nlisten = \"{http}\"\nlog_format = \"json\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\n\
+    let config = |http, broker| {
+        format!(
+            "[server]\nlisten = \"{http}\"\nlog_format = \"json\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\n\
          embedded = true\n\n[topics.traced]\npartitions = 1\n\n[[users]]\nname = \"demo\"\npassword = \"demo\"\n\
          topics = [\"*\"]\n"
-    );
-    let luka = Served::start(&dir, &config, http).await;
+        )
+    };
+    let luka = Binary::serve(&dir, config).await;
+    let http = luka.http;
     let client = reqwest::Client::new();
     let response = client
         .post(format!("http://{http}/produce/traced"))
@@ -222,7 +174,7 @@ async fn every_request_gets_one_json_access_log_line_with_its_id() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let text = luka.log().await;
+    let text = luka.stop_and_read_log().await;
     let lines: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -479,20 +431,22 @@ async fn a_lua_route_that_opts_in_replays_its_first_answer_without_running_again
 /// does not hide another function's error, nor its own different one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_functions_distinct_errors_reach_the_log() {
-    let (http, broker) = (free_addr(), free_addr());
     let dir = common::temp_dir();
-    let config = format!(
-        "[server]\nlisten = \"{http}\"\nlog_format = \"json\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\n\
+    let config = |http, broker| {
+        format!(
+            "[server]\nlisten = \"{http}\"\nlog_format = \"json\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\n\
          embedded = true\n\n[[routes]]\npath = \"/noisy\"\nfunction = \"noisy.lua\"\n\n[[routes]]\npath = \"/quiet\"\n\
          function = \"quiet.lua\"\n"
-    );
+        )
+    };
     common::write_function(
         &dir,
         "noisy.lua",
         r#"return function(req) error("boom " .. req.query.n) end"#,
     );
     common::write_function(&dir, "quiet.lua", r#"return function(req) error("SEKRIT-42") end"#);
-    let luka = Served::start(&dir, &config, http).await;
+    let luka = Binary::serve(&dir, config).await;
+    let http = luka.http;
     let client = reqwest::Client::new();
     for path in [
         "/noisy?n=1",
@@ -505,7 +459,7 @@ async fn each_functions_distinct_errors_reach_the_log() {
         let response = client.get(format!("http://{http}{path}")).send().await.unwrap();
         assert_eq!(response.status(), 500, "{path}");
     }
-    let text = luka.log().await;
+    let text = luka.stop_and_read_log().await;
     let failures: Vec<String> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

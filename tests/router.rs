@@ -43,6 +43,8 @@ struct Router {
     _broker: EmbeddedBroker,
     /// Accepts connections and never answers: a cluster that is up but does not acknowledge.
     _silent: std::net::TcpListener,
+    /// The folder the functions are read from, removed when the router is dropped.
+    _dir: common::TestDir,
 }
 
 impl Router {
@@ -89,6 +91,7 @@ methods = ["POST", "GET"]
             app: App::new(config).unwrap(),
             _broker: broker,
             _silent: silent,
+            _dir: dir,
         }
     }
 

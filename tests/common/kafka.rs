@@ -106,12 +106,15 @@ pub const SECURE_LISTENERS: [&str; 4] = ["SASL_PLAINTEXT", "SASL_SSL", "SSL_WRON
 pub struct ApacheKafka {
     dir: PathBuf,
     env: HashMap<String, String>,
+    /// Holds `dir`; removed (after the cluster is stopped) when the cluster is dropped.
+    _root: super::TestDir,
 }
 
 impl ApacheKafka {
     /// Starts a cluster of `nodes` (1 or 3) and waits until every node serves.
     pub async fn start(nodes: usize) -> Self {
-        let dir = super::temp_dir().join("kafka");
+        let root = super::temp_dir();
+        let dir = root.join("kafka");
         let owner = std::process::id().to_string();
         let args = [
             "start",
@@ -128,7 +131,7 @@ impl ApacheKafka {
             .filter_map(|line| line.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        Self { dir, env }
+        Self { dir, env, _root: root }
     }
 
     /// A value of the cluster's `kafka.env` (see `scripts/kafka`).
@@ -157,9 +160,6 @@ impl ApacheKafka {
 impl Drop for ApacheKafka {
     fn drop(&mut self) {
         let _ = Command::new(script_path()).arg("stop").arg(&self.dir).status();
-        if let Some(parent) = self.dir.parent() {
-            let _ = std::fs::remove_dir_all(parent);
-        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod binary;
 pub mod configs;
 pub mod kafka;
 pub mod load;
@@ -58,7 +59,7 @@ pub async fn embedded_broker() -> luka::broker::EmbeddedBroker {
 pub struct Harness {
     pub base: String,
     /// The folder config.toml is read from; its `functions/` holds the test's handlers.
-    pub dir: std::path::PathBuf,
+    pub dir: TestDir,
     pub app: Arc<App>,
     pub brokers: Vec<TestBroker>,
     /// For each `{brokerN:PROXIED}` in the config, the proxy in front of that Apache node's proxied listener (see
@@ -254,18 +255,41 @@ impl Drop for Harness {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// A fresh, empty folder for one test's config and functions.
-pub fn temp_dir() -> std::path::PathBuf {
+/// A fresh folder for one test's config and functions (with an empty `functions/`), removed when dropped, so a
+/// run leaves nothing behind in the temporary folder.
+pub struct TestDir(std::path::PathBuf);
+
+impl std::ops::Deref for TestDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TestDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A new [`TestDir`].
+pub fn temp_dir() -> TestDir {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("luka-test-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("functions")).expect("create test folder");
-    dir
+    TestDir(dir)
 }
 
 /// Writes `functions/<path>` under `dir`.

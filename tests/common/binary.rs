@@ -1,0 +1,99 @@
+//! luka's own binary, started by a test on free ports and stopped (by its process) when the test ends, also when it
+//! fails.
+//!
+//! A port free when picked can be taken before the binary binds it (by another test's server or broker, or by a
+//! connection's ephemeral port, all drawn from the same range). The binary then exits saying it cannot listen, and
+//! is started again on new ports, as [`super::embedded_broker`] does for the in-process broker.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LUKA: &str = env!("CARGO_BIN_EXE_luka");
+
+/// What the binary logs once its HTTP listener is bound (both log formats carry the text).
+const LISTENING: &str = "luka listening on";
+
+/// What it says when the HTTP port or the embedded broker's port is taken.
+const CANNOT_LISTEN: &str = "cannot listen on";
+
+/// Attempts before a test gives up on finding free ports.
+const ATTEMPTS: usize = 3;
+
+/// A running `luka --config <dir>/config.toml`, its standard output and error in `<dir>/luka.log`.
+pub struct Binary {
+    child: std::process::Child,
+    log: PathBuf,
+    /// The HTTP address it serves.
+    pub http: SocketAddr,
+    /// The address its config gives the (embedded) broker.
+    pub broker: SocketAddr,
+}
+
+impl Binary {
+    /// Writes `config(http, broker)` for two free addresses to `dir/config.toml` and starts the binary on it;
+    /// ready once it has logged that it listens on `http` (so it is this process that answers there). Panics with
+    /// the binary's log when it exits for another reason than a taken port, or does not start within 30 s.
+    pub async fn serve(dir: &Path, config: impl Fn(SocketAddr, SocketAddr) -> String) -> Self {
+        let path = dir.join("config.toml");
+        let log = dir.join("luka.log");
+        for _ in 0..ATTEMPTS {
+            let (http, broker) = (super::free_addr(), super::free_addr());
+            std::fs::write(&path, config(http, broker)).expect("write config.toml");
+            let file = std::fs::File::create(&log).expect("create luka.log");
+            let child = Command::new(LUKA)
+                .arg("--config")
+                .arg(&path)
+                .stdout(Stdio::from(file.try_clone().expect("clone the log file")))
+                .stderr(Stdio::from(file))
+                .spawn()
+                .expect("start luka");
+            let mut binary = Self {
+                child,
+                log: log.clone(),
+                http,
+                broker,
+            };
+            if binary.started().await {
+                return binary;
+            }
+        }
+        panic!("luka found no free ports in {ATTEMPTS} attempts");
+    }
+
+    /// Whether the binary came up; false when it exited because a port was taken.
+    async fn started(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let said = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if said.contains(LISTENING) {
+                return true;
+            }
+            if self.child.try_wait().expect("look at luka's process").is_some() {
+                assert!(said.contains(CANNOT_LISTEN), "luka exited:\n{said}");
+                return false;
+            }
+            assert!(Instant::now() < deadline, "luka did not start within 30 s:\n{said}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the binary once its last lines are out, and gives its log.
+    pub async fn stop_and_read_log(mut self) -> String {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.stop();
+        std::fs::read_to_string(&self.log).expect("read luka.log")
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
