@@ -289,6 +289,9 @@ async fn rate_limits_answer_429_with_retry_after() {
 [server]
 max_auth_failures_per_minute = 3
 
+[metrics]
+user = "demo"
+
 [clusters.local]
 bootstrap = ["{broker0}"]
 
@@ -301,6 +304,12 @@ password = "pw"
 topics = ["*"]
 requests_per_second = 2
 records_per_second = 5
+
+[[users]]
+name = "counted"
+password = "pw"
+topics = ["*"]
+records_per_second = 2
 "#,
         demo_user!()
     );
@@ -366,6 +375,41 @@ records_per_second = 5
         .unwrap();
     let response = produce(&elsewhere, "demo", "demo", messages(1)).await.unwrap();
     assert_eq!(response.status(), 200, "another address is not affected");
+
+    // /metrics counts failed logins like every other login: no place to guess passwords at leisure.
+    let guesser = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .build()
+        .unwrap();
+    let scrape = |password: &'static str| guesser.get(h.url("/metrics")).basic_auth("demo", Some(password)).send();
+    for _ in 0..3 {
+        assert_eq!(scrape("wrong").await.unwrap().status(), 401);
+    }
+    assert_eq!(scrape("wrong").await.unwrap().status(), 429);
+    assert_eq!(
+        scrape("demo").await.unwrap().status(),
+        429,
+        "the address is shut out for a while"
+    );
+
+    // /webhook writes count against the user's records_per_second as REST's do.
+    let webhook = || {
+        elsewhere
+            .post(h.url("/webhook?topic=greetings"))
+            .basic_auth("counted", Some("pw"))
+            .body("event")
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(webhook().await.unwrap().status(), 200);
+    }
+    let refused = webhook().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let answer: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        common::error_of(&answer).starts_with("user 'counted' may write 2 records per second (records_per_second)"),
+        "{answer}"
+    );
 }
 
 /// Keep-alive connections that a client keeps re-using cannot hold every slot: while none is free, the connection

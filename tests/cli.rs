@@ -113,7 +113,7 @@ fn check_compiles_every_function_and_checks_routes() {
 
 #[test]
 fn check_accepts_the_examples() {
-    for example in ["multi-cluster", "event-generator"] {
+    for example in ["multi-cluster", "event-generator", "github-webhook"] {
         let config = format!("examples/{example}/config.toml");
         let out = Command::new(LUKA)
             .args(["check", "--config", &config])

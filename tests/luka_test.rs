@@ -47,6 +47,7 @@ fn the_shipped_functions_and_the_examples_pass_their_tests() {
         ("config.toml", 12),
         ("examples/event-generator/config.toml", 3),
         ("examples/multi-cluster/config.toml", 4),
+        ("examples/github-webhook/config.toml", 4),
     ] {
         let (ok, out, err) = luka_test(Path::new(config), &[]);
         assert!(ok, "{config}:\n{out}\n{err}");
@@ -64,6 +65,7 @@ async fn the_shipped_functions_and_the_examples_pass_their_tests_on_apache_kafka
         ("config.toml", 12),
         ("examples/event-generator/config.toml", 3),
         ("examples/multi-cluster/config.toml", 4),
+        ("examples/github-webhook/config.toml", 4),
     ] {
         let text = std::fs::read_to_string(config).unwrap();
         let ports = ["127.0.0.1:9092", "127.0.0.1:9093"];

@@ -33,10 +33,24 @@ return function(req)
 end
 "#;
 
+/// One message of a string value: the fast path of `kafka.produce`, whose result the handler answers.
+const TRACED_ONE: &str = r#"
+return function(req)
+  local r = kafka.produce{ topic = "traced", messages = { { value = "one" } } }
+  return { json = { offset = r.offset, headers = r.messages[1].headers } }
+end
+"#;
+
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 async fn request_ids_and_trace_context_follow_the_request(kafka: Kafka) {
-    let h = Harness::on_with(kafka, 1, CONFIG, &[("traced.lua", TRACED)]).await;
+    let h = Harness::on_with(
+        kafka,
+        1,
+        CONFIG,
+        &[("traced.lua", TRACED), ("traced_one.lua", TRACED_ONE)],
+    )
+    .await;
     // The caller's id is echoed; without one, a new id is made.
     let given = h
         .http
@@ -86,6 +100,26 @@ async fn request_ids_and_trace_context_follow_the_request(kafka: Kafka) {
         header_texts(&records[0]),
         [("own", "1"), ("traceparent", TRACEPARENT)].map(|(k, v)| (k.to_owned(), v.to_owned()))
     );
+    // The result of a one-message call names the headers written, the trace context among them.
+    let response = h
+        .http
+        .post(h.url("/traced_one"))
+        .header("traceparent", TRACEPARENT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        answer["headers"],
+        serde_json::json!({ "traceparent": TRACEPARENT }),
+        "{answer}"
+    );
+    let records = read_records(&h.bootstrap(0), "traced", 0, offset(&answer), 1).await;
+    assert_eq!(
+        header_texts(&records[0]),
+        [("traceparent".to_owned(), TRACEPARENT.to_owned())]
+    );
 }
 
 /// Header (name, value) pairs.
@@ -107,16 +141,20 @@ async fn only_valid_trace_context_and_request_ids_are_taken() {
             &[("traceparent", TRACEPARENT), ("tracestate", "rojo=00f067aa0ba902b7")],
         ),
     ];
-    for (sent, kept) in cases {
-        let mut request = h.http.post(h.url("/produce/traced")).basic_auth("demo", Some("demo"));
-        for (name, value) in sent {
-            request = request.header(*name, *value);
+    // REST and /webhook (which copies the request's other headers, but the trace context only as checked here).
+    for path in ["/produce/traced", "/webhook?topic=traced"] {
+        for (sent, kept) in cases {
+            let mut request = h.http.post(h.url(path)).basic_auth("demo", Some("demo"));
+            for (name, value) in sent {
+                request = request.header(*name, *value);
+            }
+            let response = request.body(r#"{"value":"v"}"#).send().await.unwrap();
+            let answer: Value = response.json().await.unwrap();
+            let written = if answer.is_array() { &answer[0] } else { &answer };
+            let records = read_records(&h.bootstrap(0), "traced", 0, offset(written), 1).await;
+            let kept: Vec<(String, String)> = kept.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            assert_eq!(header_texts(&records[0]), kept, "{path}: sent {sent:?}");
         }
-        let response = request.body(r#"{"value":"v"}"#).send().await.unwrap();
-        let answer: Value = response.json().await.unwrap();
-        let records = read_records(&h.bootstrap(0), "traced", 0, offset(&answer[0]), 1).await;
-        let kept: Vec<(String, String)> = kept.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        assert_eq!(header_texts(&records[0]), kept, "sent {sent:?}");
     }
     // A request id that is too long or not printable is replaced.
     for given in ["x".repeat(200), "two words".to_owned()] {
@@ -150,6 +188,18 @@ async fn trace_context_is_not_copied_when_turned_off(kafka: Kafka) {
     let answer: Value = response.json().await.unwrap();
     let records = read_records(&h.bootstrap(0), "traced", 0, offset(&answer[0]), 1).await;
     assert!(records[0].headers.is_empty(), "{:?}", records[0].headers);
+    let response = h
+        .http
+        .post(h.url("/webhook?topic=traced"))
+        .basic_auth("demo", Some("demo"))
+        .header("traceparent", TRACEPARENT)
+        .body("plain")
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = response.json().await.unwrap();
+    let records = read_records(&h.bootstrap(0), "traced", 0, offset(&answer), 1).await;
+    assert!(records[0].headers.is_empty(), "/webhook: {:?}", records[0].headers);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

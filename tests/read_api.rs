@@ -225,6 +225,21 @@ async fn read_errors_say_what_is_wrong(kafka: Kafka) {
             400,
             "earliest, latest or a timestamp",
         ),
+        // Past any date, and below zero (where Kafka reads -1 as "latest"): the client's mistake, not a 500.
+        (
+            "/offsets/9000000000000000",
+            r#"{"topic": "greetings", "partition": 0}"#,
+            DEMO,
+            400,
+            "a timestamp in ms from 0 (1970-01-01) to 253402300799999",
+        ),
+        (
+            "/offsets/-1",
+            r#"{"topic": "greetings", "partition": 0}"#,
+            DEMO,
+            400,
+            "a timestamp in ms from 0",
+        ),
         (
             "/offsets/latest",
             r#"{"topic": 5}"#,

@@ -29,9 +29,20 @@ read_topics = ["*"]
 /// 900 KB record held at once (about 900 MB) would.
 const FETCH_MEMORY_BOUND: u64 = 150 * 1024 * 1024;
 
+/// A handler that passes its request's messages to `kafka.produce` without catching what it raises.
+const FORWARD_FUNCTION: (&str, &str) = (
+    "forward.lua",
+    r#"
+return function(req)
+  kafka.produce{ topic = "cities", messages = req:json() }
+  return "written"
+end
+"#,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_past_the_cap_are_a_413_and_nothing_is_written() {
-    let h = Harness::start_with(1, CONFIG, &[PRODUCE_FUNCTION]).await;
+    let h = Harness::start_with(1, CONFIG, &[PRODUCE_FUNCTION, FORWARD_FUNCTION]).await;
     let six: Vec<Value> = (0..6).map(|i| json!({"value": format!("m{i}")})).collect();
     let (status, answer) = h
         .post("/produce/greetings", &Value::from(six.clone()).to_string())
@@ -49,6 +60,13 @@ async fn messages_past_the_cap_are_a_413_and_nothing_is_written() {
 
     let (status, answer) = h.produce(json!({"topic": "cities", "messages": six})).await;
     assert_eq!(status, 400, "{answer}");
+    assert!(
+        error_of(&answer).contains("6 messages in one call; at most 5 are taken ([server] max_messages_per_request)"),
+        "{answer}"
+    );
+    // Uncaught, the call's cap is the client's 413 too (not the 500 of a failing function), in the same words.
+    let (status, answer) = h.post("/forward", &Value::from(six.clone()).to_string()).await;
+    assert_eq!(status, 413, "{answer}");
     assert!(
         error_of(&answer).contains("6 messages in one call; at most 5 are taken ([server] max_messages_per_request)"),
         "{answer}"

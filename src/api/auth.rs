@@ -15,9 +15,11 @@ pub fn authenticate<'u>(users: &'u [User], authorization: Option<&str>) -> Resul
     }
     let header = authorization
         .ok_or_else(|| ApiError::Unauthenticated("send HTTP basic auth credentials (curl -u user:password)".into()))?;
+    // The scheme's name is case-insensitive (RFC 9110, section 11.1).
     let encoded = header
-        .strip_prefix("Basic ")
-        .or_else(|| header.strip_prefix("basic "))
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, credentials)| credentials)
         .ok_or_else(|| ApiError::Unauthenticated("only HTTP basic auth is supported".into()))?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
@@ -92,6 +94,9 @@ mod tests {
         assert!(authenticate(&users, Some(&basic("other:s3cret"))).is_err());
         assert!(authenticate(&users, None).is_err());
         assert!(authenticate(&users, Some("Bearer x")).is_err());
+        // The scheme's name in any case.
+        let upper = basic("demo:s3cret").replace("Basic", "BASIC");
+        assert_eq!(authenticate(&users, Some(&upper)).unwrap().name, "demo");
         assert!(
             authenticate(&[], Some(&basic("demo:s3cret")))
                 .unwrap_err()

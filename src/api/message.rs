@@ -74,9 +74,12 @@ const fn message_fields(topic_required: bool) -> [Field; 6] {
         },
         Field {
             name: "headers",
-            kind: Kind::List(HEADER_FIELDS),
+            kind: Kind::List {
+                fields: HEADER_FIELDS,
+                null_ok: true,
+            },
             required: false,
-            rule: "must be a list of {\"key\", \"value\"} objects with string values",
+            rule: "must be a list of {\"key\", \"value\"} objects with string values (or null for none)",
         },
     ]
 }
@@ -96,8 +99,9 @@ struct RestMessage<'a> {
     /// `Some(Null)` (an explicit `null`) is a tombstone; a missing `value` is an error.
     #[serde(borrow, default, deserialize_with = "present")]
     value: Option<RestValue<'a>>,
+    /// `null` (as Go and Jackson write an empty list) is no headers, as a missing field is.
     #[serde(borrow, default)]
-    headers: Vec<RestHeader<'a>>,
+    headers: Option<Vec<RestHeader<'a>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,6 +358,7 @@ fn to_message(item: &RawValue, path_topic: Option<&str>) -> Result<Message, Stri
         value: Payload::Checked(value),
         headers: m
             .headers
+            .unwrap_or_default()
             .into_iter()
             .map(|h| (h.key.0.into_owned(), h.value.0.into_owned().into_bytes()))
             .collect(),
@@ -436,6 +441,21 @@ mod tests {
         assert_eq!(many[1].value, Payload::Checked(None), "null is a tombstone");
     }
 
+    /// Optional fields given as `null`, as Go (a nil slice) and Jackson (a null field) write them, mean "none".
+    #[test]
+    fn optional_fields_may_be_null() {
+        let one = parse_body(
+            br#"{"value":"v","key":null,"partition":null,"timestamp":null,"headers":null}"#,
+            Some("t"),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(
+            (&one[0].key, one[0].partition, one[0].timestamp_ms, one[0].headers.len()),
+            (&Key::Null, None, None, 0)
+        );
+    }
+
     #[test]
     fn errors_name_the_message_and_field() {
         assert_eq!(
@@ -455,7 +475,8 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"value":"x","headers":{"a":"b"}}"#, Some("t")),
-            "message 1: headers must be a list of {\"key\", \"value\"} objects with string values, got an object"
+            "message 1: headers must be a list of {\"key\", \"value\"} objects with string values (or null for none), \
+             got an object"
         );
         assert_eq!(
             err(r#"{"value":5}"#, None),

@@ -143,29 +143,37 @@ pub fn parse_path(rest: &str, query: Option<&str>) -> Option<ProduceCall> {
         Some((topic, message)) => (topic, Some(message)),
         None => (rest, None),
     };
-    let topic = decode(topic);
+    let topic = percent_encoding::percent_decode_str(topic)
+        .decode_utf8_lossy()
+        .into_owned();
     Some(match message {
         None | Some("") => ProduceCall::Body { topic: Some(topic) },
-        Some(message) => {
-            let key = query.and_then(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == "key")
-                    .map(|(_, v)| v.into_owned())
-            });
-            ProduceCall::Path(Message {
-                topic,
-                value: Payload::Checked(Some(decode(message).into_bytes())),
-                key: key.map_or(Key::Null, |k| Key::Bytes(k.into_bytes())),
-                ..Message::default()
-            })
-        }
+        Some(message) => ProduceCall::Path(Message {
+            topic,
+            value: Payload::Checked(Some(percent_decoded(message))),
+            key: query_bytes(query, "key").map_or(Key::Null, Key::Bytes),
+            ..Message::default()
+        }),
     })
 }
 
-fn decode(segment: &str) -> String {
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8_lossy()
-        .into_owned()
+/// A path segment's bytes once percent-decoded, as they are: `%FF` is the byte 0xFF, not a replacement character.
+fn percent_decoded(segment: &str) -> Vec<u8> {
+    percent_encoding::percent_decode_str(segment).collect()
+}
+
+/// The first `name` parameter of a query string, form-decoded (`+` is a space) to its bytes as they are.
+/// (`form_urlencoded` gives text only, replacing bytes that are not UTF-8.)
+fn query_bytes(query: Option<&str>, name: &str) -> Option<Vec<u8>> {
+    let form = |part: &str| {
+        let spaced = part.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced).collect::<Vec<u8>>()
+    };
+    query?
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .find(|(key, _)| form(key) == name.as_bytes())
+        .map(|(_, value)| form(value))
 }
 
 #[cfg(test)]
@@ -188,5 +196,19 @@ mod tests {
         assert_eq!(m.value, Payload::Checked(Some(b"hello kafka".to_vec())));
         assert_eq!(m.key, Key::Bytes(b"a+b".to_vec()));
         assert_eq!(parse_path("x", None), None);
+    }
+
+    /// Percent-encoded bytes are written as sent, UTF-8 or not; `+` in the query is a space, as forms write it.
+    #[test]
+    fn path_messages_keep_their_bytes() {
+        let Some(ProduceCall::Path(m)) = parse_path("/t/%FF%FEa", Some("x=1&key=%C3+%00")) else {
+            panic!("expected a path message");
+        };
+        assert_eq!(m.value, Payload::Checked(Some(vec![0xFF, 0xFE, b'a'])));
+        assert_eq!(m.key, Key::Bytes(vec![0xC3, b' ', 0]));
+        let Some(ProduceCall::Path(m)) = parse_path("/t/v", Some("keys=1&key")) else {
+            panic!("expected a path message");
+        };
+        assert_eq!(m.key, Key::Bytes(Vec::new()), "a bare key= is an empty key");
     }
 }

@@ -48,6 +48,10 @@ struct OffsetAnswer<'a> {
     offset: i64,
 }
 
+/// The last millisecond of the year 9999: later timestamps are no dates (and negative ones are what Kafka's
+/// ListOffsets takes for "latest" and "earliest", so they are refused rather than sent).
+const LAST_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
 /// `/offsets/{earliest|latest|<timestamp ms>}`: body `{topic, partition}` or an array of them; answers
 /// `[{topic, partition, offset}]` in request order.
 pub async fn offsets(
@@ -60,13 +64,18 @@ pub async fn offsets(
     let at = match which {
         "earliest" => ListOffset::Earliest,
         "latest" => ListOffset::Latest,
-        ms => ListOffset::Timestamp(ms.parse().map_err(|_| {
-            ApiError::BadRequest(format!(
-                "'{}' is not earliest, latest or a timestamp in ms since 1970-01-01: /offsets/earliest, \
-                 /offsets/latest or /offsets/1700000000000",
-                ms.chars().take(40).collect::<String>()
-            ))
-        })?),
+        ms => ListOffset::Timestamp(
+            ms.parse()
+                .ok()
+                .filter(|ms| (0..=LAST_TIMESTAMP_MS).contains(ms))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "'{}' is not earliest, latest or a timestamp in ms from 0 (1970-01-01) to {LAST_TIMESTAMP_MS} \
+                         (9999-12-31): /offsets/earliest, /offsets/latest or /offsets/1700000000000",
+                        ms.chars().take(40).collect::<String>()
+                    ))
+                })?,
+        ),
     };
     let wanted: Vec<TopicPartition> = one_or_many(body, "{\"topic\": \"...\", \"partition\": 0}", TOPIC_PARTITION)?;
     let distinct: HashSet<(&str, i32)> = wanted.iter().map(|tp| (tp.topic.as_str(), tp.partition)).collect();
@@ -372,7 +381,10 @@ const FETCH: &[Field] = &[
     },
     Field {
         name: "topicPartitionOffsets",
-        kind: Kind::List(POSITION),
+        kind: Kind::List {
+            fields: POSITION,
+            null_ok: false,
+        },
         required: false,
         rule: "must be a list of {\"topic\", \"partition\", \"offset\"} objects",
     },

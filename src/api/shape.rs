@@ -19,8 +19,8 @@ pub(crate) enum Kind {
     Whole { min: i64, max: i64, null_ok: bool },
     /// Any JSON value.
     Any,
-    /// A list of objects with these fields.
-    List(&'static [Field]),
+    /// A list of objects with these fields (or null when `null_ok`).
+    List { fields: &'static [Field], null_ok: bool },
 }
 
 /// One field of a request object: its name, what it holds, whether it must be there, and how the API says so.
@@ -67,9 +67,9 @@ fn field_problem(field: &Field, value: &Value) -> Option<String> {
     let fits = match (field.kind, value) {
         (Kind::Any, _) | (Kind::Text, Value::String(_)) => true,
         (Kind::TextOrNull, Value::String(_) | Value::Null) => true,
-        (Kind::Whole { null_ok: true, .. }, Value::Null) => true,
+        (Kind::Whole { null_ok: true, .. } | Kind::List { null_ok: true, .. }, Value::Null) => true,
         (Kind::Whole { min, max, .. }, Value::Number(n)) => n.as_i64().is_some_and(|n| (min..=max).contains(&n)),
-        (Kind::List(fields), Value::Array(items)) => {
+        (Kind::List { fields, .. }, Value::Array(items)) => {
             let entry = items.iter().enumerate().find_map(|(i, item)| {
                 let what = format!("{} entry {}", field.name, i + 1);
                 problem(item, &what, fields)
@@ -162,7 +162,10 @@ mod tests {
         },
         Field {
             name: "headers",
-            kind: Kind::List(HEADER),
+            kind: Kind::List {
+                fields: HEADER,
+                null_ok: false,
+            },
             required: false,
             rule: "must be a list of {\"key\", \"value\"} objects",
         },

@@ -8,11 +8,14 @@ use hyper::HeaderMap;
 
 use super::{ApiError, Metadata};
 use crate::config::User;
+use crate::limits::Limits;
 use crate::produce::{Key, Message, Payload, Producer};
 
 /// Headers that describe the HTTP exchange rather than the event, so they are not copied into the record
-/// (compared without case). Every other header is copied, in the order received, repeats included.
-pub const NOT_COPIED: [&str; 24] = [
+/// (compared without case). Every other header is copied, in the order received, repeats included. The W3C trace
+/// context (`traceparent`, `tracestate`) is not copied as it came either: the produce core adds it, checked and
+/// bounded, when `[server] propagate_trace_context` is on, as for every other way of producing.
+pub const NOT_COPIED: [&str; 26] = [
     "accept",
     "accept-encoding",
     "accept-language",
@@ -33,15 +36,18 @@ pub const NOT_COPIED: [&str; 24] = [
     "referer",
     "te",
     "trailer",
+    "traceparent",
+    "tracestate",
     "transfer-encoding",
     "upgrade",
     "user-agent",
     "via",
 ];
 
-/// Writes `body` to the `topic` query parameter's topic as `user`; gives `{topic, partition, offset, timestamp}`.
+/// Writes `body` to the `topic` query parameter's topic as `user`, within the user's `records_per_second`; gives `{topic, partition, offset, timestamp}`.
 pub async fn webhook(
     producer: &Producer,
+    limits: &Limits,
     user: &User,
     query: Option<&str>,
     headers: &HeaderMap,
@@ -62,6 +68,7 @@ pub async fn webhook(
             topic,
         });
     }
+    limits.records(&user.name, 1)?;
     let message = Message {
         topic,
         key: param("key").map_or(Key::Null, |k| Key::Bytes(k.into_bytes())),

@@ -230,6 +230,9 @@ fn classify(
     if let Some(bad) = outcome.bad_request.filter(|m| message.contains(m.as_str())) {
         return Err(LuaError::BadRequest(bad));
     }
+    if let Some(too_many) = outcome.too_many.filter(|m| message.contains(m.as_str())) {
+        return Err(LuaError::TooManyMessages(too_many));
+    }
     if let Some((refused, _)) = outcome.records_refused.filter(|(_, m)| message.contains(m.as_str())) {
         return Err(LuaError::RecordsRefused(refused));
     }

@@ -70,6 +70,11 @@ pub enum LuaError {
         class: ErrorClass,
     },
 
+    /// `kafka.produce` named more messages than `[server] max_messages_per_request`, and the handler did not catch
+    /// it.
+    #[error("{0}")]
+    TooManyMessages(String),
+
     /// `kafka.produce` was over the route's `records_per_second`, and the handler did not catch it.
     #[error(transparent)]
     RecordsRefused(crate::limits::RecordsRefused),

@@ -57,6 +57,9 @@ pub struct Outcome {
     /// `kafka.produce` was refused by the route's `records_per_second` (429, or 413 past the burst), with the error
     /// the handler was given.
     pub records_refused: Option<(crate::limits::RecordsRefused, String)>,
+    /// `kafka.produce` named more messages than `[server] max_messages_per_request` (413), with the error the
+    /// handler was given.
+    pub too_many: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -14,7 +14,10 @@ pub enum ProduceError {
     #[error("kafka cluster '{cluster}' not found (defined clusters: {defined})")]
     ClusterNotFound { cluster: String, defined: String },
 
-    #[error("kafka topic '{topic}' is configured on several clusters ({clusters}); specify the cluster")]
+    #[error(
+        "kafka topic '{topic}' is configured on several clusters ({clusters}); specify the cluster \
+         (kafka.produce{{cluster = ...}}), or give this exact name its own [topics] entry in config.toml"
+    )]
     AmbiguousTopic { topic: String, clusters: String },
 
     #[error("'{topic}' is not a valid kafka topic name (letters, digits, '.', '_' and '-', at most 249)")]

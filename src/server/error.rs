@@ -195,7 +195,9 @@ fn lua_status(error: &LuaError) -> StatusCode {
         LuaError::Kafka { class, .. } => class_status(*class),
         LuaError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         LuaError::RecordsRefused(RecordsRefused::RateLimited(_)) => StatusCode::TOO_MANY_REQUESTS,
-        LuaError::RecordsRefused(RecordsRefused::OverBurst(_)) => StatusCode::PAYLOAD_TOO_LARGE,
+        LuaError::RecordsRefused(RecordsRefused::OverBurst(_)) | LuaError::TooManyMessages(_) => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
         LuaError::Runtime { .. }
         | LuaError::BadResponse { .. }
         | LuaError::CpuLimit { .. }

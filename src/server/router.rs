@@ -234,7 +234,7 @@ async fn dispatch<B: RequestBody>(
         return Ok(Box::pin(ready(app)).await);
     }
     if path == "/metrics" && app.config.metrics.enabled {
-        return scrape(app, &request);
+        return scrape(app, &request, remote);
     }
     if let Some(call) = path
         .strip_prefix("/produce")
@@ -303,8 +303,9 @@ async fn rest_produce<B: RequestBody>(
     .await
 }
 
-/// `GET /metrics`: the Prometheus text format, behind the `[metrics] user`'s credentials when one is set.
-fn scrape<B>(app: &App, request: &Request<B>) -> Result<Response, RequestError> {
+/// `GET /metrics`: the Prometheus text format, behind the `[metrics] user`'s credentials when one is set (checked
+/// within the same failed-login limit as every other login, so `/metrics` is no place to guess passwords).
+fn scrape<B>(app: &App, request: &Request<B>, remote: SocketAddr) -> Result<Response, RequestError> {
     if request.method() != Method::GET {
         return Err(RequestError::MethodNotAllowed {
             method: request.method().to_string(),
@@ -313,7 +314,10 @@ fn scrape<B>(app: &App, request: &Request<B>) -> Result<Response, RequestError> 
         });
     }
     if let Some(wanted) = &app.config.metrics.user {
-        let user = api::authenticate(&app.config.users, authorization(request).as_deref())?;
+        let authorization = authorization(request);
+        let user = logged_in(app, remote, || {
+            api::authenticate(&app.config.users, authorization.as_deref())
+        })?;
         if &user.name != wanted {
             return Err(RequestError::Api(api::ApiError::Unauthenticated(format!(
                 "/metrics is open to user '{wanted}' only"
@@ -407,7 +411,7 @@ async fn hosted_api<B: RequestBody>(
         Endpoint::Webhook => {
             let headers = request.headers().clone();
             let body = read_body(request, &config.server).await?;
-            api::webhook(producer, user, query.as_deref(), &headers, body).await?
+            api::webhook(producer, &app.limits, user, query.as_deref(), &headers, body).await?
         }
         Endpoint::Offsets(which) => {
             let body = read_body(request, &config.server).await?;

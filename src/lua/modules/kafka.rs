@@ -106,11 +106,12 @@ return function(call)
     local parked, problem = one(call.cluster, call.topic, m.key, m.value, m.data, m.partition, m.timestamp)
     if not parked then error(problem, 2) end
     -- Resumed by the request's task with the produce's outcome.
-    local ok, cluster, topic, partition, offset, key, timestamp, value = yield()
+    local ok, cluster, topic, partition, offset, key, timestamp, value, headers = yield()
     if not ok then error(cluster, 2) end
     key, value = key or m.key, value or m.value
     return { cluster = cluster, topic = topic, partition = partition, offset = offset, key = key, value = value,
-      messages = { { partition = partition, offset = offset, key = key, value = value, headers = {}, timestamp = timestamp } } }
+      messages = { { partition = partition, offset = offset, key = key, value = value, headers = headers or {},
+        timestamp = timestamp } } }
   end
   local parked, problem = general(call)
   if not parked then error(problem, 2) end
@@ -131,15 +132,22 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
                 Value::Table(args) => unlimited(lua, 0, || {
                     Ok(read_call(&context.config, &args, &mut Budget::metered(&shared)))
                 })
-                .unwrap_or_else(|e| Err(e.to_string())),
-                other => Err(format!(
+                .unwrap_or_else(|e| Err(CallError::Invalid(e.to_string()))),
+                other => Err(CallError::Invalid(format!(
                     "expected a table: kafka.produce{{topic = \"...\", messages = {{ {{key = ..., value = ...}} }}}}, got {}",
                     type_name(&other)
-                )),
+                ))),
             };
             let messages = match call {
                 Ok(messages) => messages,
-                Err(e) => return answer(lua, Err::<Value, _>(format!("kafka.produce: {e}"))),
+                Err(CallError::Invalid(e)) => return answer(lua, Err::<Value, _>(format!("kafka.produce: {e}"))),
+                Err(CallError::TooMany(e)) => {
+                    let message = format!("kafka.produce: {e}");
+                    if let Some(request) = &request {
+                        request.record(|o| o.too_many = Some(message.clone()));
+                    }
+                    return answer(lua, Err::<Value, _>(message));
+                }
             };
             if let Err(refused) = context.allow(messages.len(), request.as_ref()) {
                 return answer(lua, Err::<Value, _>(refused));
@@ -199,6 +207,11 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
                             (true, Some(value)) => Value::String(lua.create_string(value)?),
                             _ => Value::Nil,
                         };
+                        // The message has none of its own here; what was written may carry the trace context.
+                        let headers = match w.headers.is_empty() {
+                            true => Value::Nil,
+                            false => Value::Table(headers_table(lua, &w.headers)?),
+                        };
                         (
                             true,
                             d.cluster,
@@ -208,6 +221,7 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
                             key,
                             d.timestamp_ms,
                             value,
+                            headers,
                         )
                             .into_lua_multi(lua)
                     })
@@ -322,7 +336,21 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-fn read_call(config: &Config, args: &Table, budget: &mut Budget) -> std::result::Result<Vec<Message>, String> {
+/// Why a `kafka.produce` call was not taken.
+enum CallError {
+    /// More messages than `[server] max_messages_per_request` (413 if the handler does not catch it).
+    TooMany(String),
+    /// Anything else wrong with the call (the handler's own mistake: 500 if not caught).
+    Invalid(String),
+}
+
+impl From<String> for CallError {
+    fn from(message: String) -> Self {
+        CallError::Invalid(message)
+    }
+}
+
+fn read_call(config: &Config, args: &Table, budget: &mut Budget) -> std::result::Result<Vec<Message>, CallError> {
     let messages: Option<Table> = field(args, "messages")?;
     let allowed: Vec<&str> = match messages {
         Some(_) => CALL_FIELDS.to_vec(),
@@ -341,13 +369,15 @@ fn read_call(config: &Config, args: &Table, budget: &mut Budget) -> std::result:
     let count = list.raw_len();
     let max = config.server.max_messages_per_request;
     if count > max {
-        return Err(format!(
+        return Err(CallError::TooMany(format!(
             "{count} messages in one call; at most {max} are taken ([server] max_messages_per_request): split them \
              over several calls"
-        ));
+        )));
     }
     if count == 0 || list.pairs::<Value, Value>().count() != count {
-        return Err("messages must be a non-empty list of tables: messages = { {key = ..., value = ...} }".into());
+        return Err(CallError::Invalid(
+            "messages must be a non-empty list of tables: messages = { {key = ..., value = ...} }".into(),
+        ));
     }
     // One budget for the whole call: its bytes are copied out of Lua, beyond the VM's memory limit.
     let mut messages = Vec::with_capacity(count);
@@ -365,7 +395,7 @@ fn read_call(config: &Config, args: &Table, budget: &mut Budget) -> std::result:
     }
     match invalid.report(count) {
         None => Ok(messages),
-        Some(report) => Err(report),
+        Some(report) => Err(CallError::Invalid(report)),
     }
 }
 

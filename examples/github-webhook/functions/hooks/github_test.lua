@@ -1,0 +1,1 @@
+../../../../functions/hooks/github_test.lua
