@@ -4,7 +4,7 @@
 mod common;
 
 use common::configs::REST;
-use common::read::{header_texts, high_watermark, read_records, text};
+use common::read::{header_texts, high_watermark, java_create_topic, read_records, text};
 use common::{Harness, Kafka, offset};
 use serde_json::{Value, json};
 
@@ -17,6 +17,38 @@ on_both_brokers!(
     repeated_header_names_are_written_in_order,
     every_acknowledged_record_is_readable_at_once
 );
+
+/// On a topic whose record timestamps are the broker's (`message.timestamp.type=LogAppendTime`), the answer gives the
+/// time the broker wrote, not the one sent: the timestamp a consumer reads. Apache Kafka only: the development
+/// broker has no topic configs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_give_the_brokers_timestamp_on_log_append_time_topics() {
+    let config = format!("{REST}\n[topics.appended]\ncluster = \"local\"\n");
+    let h = Harness::on(Kafka::Apache, 1, &config).await;
+    java_create_topic(
+        &h.bootstrap(0),
+        "appended",
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    )
+    .await;
+    let sent = 1_637_745_834_744_i64;
+    let before = chrono_now_ms();
+    let (status, answer) = h
+        .post(
+            "/produce/appended",
+            &json!({ "value": "v", "timestamp": sent }).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let reported = answer[0]["timestamp"].as_i64().unwrap();
+    assert!(
+        reported >= before && reported <= chrono_now_ms(),
+        "{reported} is the broker's now, not {sent}"
+    );
+    let records = read_records(&h.bootstrap(0), "appended", 0, offset(&answer[0]), 1).await;
+    assert_eq!(records[0].timestamp_ms, Some(reported));
+}
 
 async fn get_with_path_message_writes_one_record(kafka: Kafka) {
     let h = Harness::on(kafka, 1, REST).await;

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
-use rskafka::client::partition::{Compression, PartitionClient, ProduceBatch, ProducerIdentity};
+use rskafka::client::partition::{Compression, PartitionClient, ProduceBatch, Produced, ProducerIdentity};
 use rskafka::record::Record;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -79,8 +79,16 @@ pub(crate) struct BatchLimits {
 /// A new connection to the partition's leader, for sending a batch again.
 pub(crate) type Connect = Arc<dyn Fn() -> BoxFuture<'static, Result<PartitionClient, ClientError>> + Send + Sync>;
 
-/// The outcome of one caller's records: their offsets in order, or the refusal shared by everyone in the batch.
-type Written = Result<Vec<i64>, Arc<ClientError>>;
+/// Where one caller's records went: their offsets in order and, on a topic whose record timestamps are the broker's
+/// (`message.timestamp.type=LogAppendTime`), the time the broker gave the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub offsets: Vec<i64>,
+    pub log_append_time_ms: Option<i64>,
+}
+
+/// The outcome of one caller's records, or the refusal shared by everyone in the batch.
+type Written = Result<Appended, Arc<ClientError>>;
 
 struct Job {
     records: Vec<Record>,
@@ -114,9 +122,9 @@ pub(crate) struct Ticket {
 
 impl Ticket {
     /// Waits for the records' outcome.
-    pub(crate) async fn outcome(&mut self) -> Result<Vec<i64>, WriteError> {
+    pub(crate) async fn outcome(&mut self) -> Result<Appended, WriteError> {
         match (&mut self.answer).await {
-            Ok(Ok(offsets)) => Ok(offsets),
+            Ok(Ok(appended)) => Ok(appended),
             Ok(Err(refused)) => Err(WriteError::Refused(refused)),
             Err(_) if self.stage.load(Ordering::Acquire) == SENT => Err(WriteError::InDoubt),
             Err(_) => Err(WriteError::NotSent),
@@ -125,7 +133,7 @@ impl Ticket {
 
     /// The outcome if the writer gives it within `grace`: after an outage, the writer drops at once a batch that
     /// cannot have reached a broker.
-    pub(crate) async fn outcome_within(&mut self, grace: Duration) -> Result<Vec<i64>, WriteError> {
+    pub(crate) async fn outcome_within(&mut self, grace: Duration) -> Result<Appended, WriteError> {
         match tokio::time::timeout(grace, self.outcome()).await {
             Ok(outcome) => outcome,
             Err(_) => Err(WriteError::InDoubt),
@@ -196,7 +204,7 @@ type Caller = (std::ops::Range<usize>, oneshot::Sender<Written>);
 /// What became of a batch.
 enum Delivered {
     /// The broker's answer, for every caller in the batch.
-    Answer(Result<Vec<i64>, ClientError>),
+    Answer(Result<Produced, ClientError>),
     /// The broker refused the batch and wrote none of it (the batch is given back, to send parts of it again).
     Refused { error: ClientError, batch: ProduceBatch },
     /// No answer. `in_doubt`: a send may have reached a broker (its callers are told the records may or may not be
@@ -326,12 +334,19 @@ impl Writer {
         let result = result.map_err(Arc::new);
         for (range, done) in callers {
             let answer = match &result {
-                Ok(offsets) => offsets.get(range.clone()).map(<[i64]>::to_vec).ok_or_else(|| {
-                    Arc::new(ClientError::InvalidResponse(format!(
-                        "broker returned {} offsets, caller expected {range:?}",
-                        offsets.len()
-                    )))
-                }),
+                Ok(produced) => produced
+                    .offsets
+                    .get(range.clone())
+                    .map(|offsets| Appended {
+                        offsets: offsets.to_vec(),
+                        log_append_time_ms: produced.log_append_time_ms,
+                    })
+                    .ok_or_else(|| {
+                        Arc::new(ClientError::InvalidResponse(format!(
+                            "broker returned {} offsets, caller expected {range:?}",
+                            produced.offsets.len()
+                        )))
+                    }),
                 Err(e) => Err(Arc::clone(e)),
             };
             let _ = done.send(answer);
@@ -376,7 +391,7 @@ impl Writer {
                 stop: false,
             },
             Ok(Err(error)) => Delivered::Refused { error, batch },
-            Ok(Ok(offsets)) => Delivered::Answer(Ok(offsets)),
+            Ok(Ok(produced)) => Delivered::Answer(Ok(produced)),
         }
     }
 
@@ -434,14 +449,17 @@ impl Writer {
             };
             in_doubt |= batch.may_have_arrived();
             match sent {
-                Ok(Ok(offsets)) => {
+                Ok(Ok(produced)) => {
                     self.advance(count);
-                    return Delivered::Answer(Ok(offsets));
+                    return Delivered::Answer(Ok(produced));
                 }
                 // A send whose first try was appended but whose answer was lost (the broker no longer has where).
                 Ok(Err(e)) if protocol_error(&e) == Some(ProtocolError::DuplicateSequenceNumber) => {
                     self.advance(count);
-                    return Delivered::Answer(Ok(vec![-1; count]));
+                    return Delivered::Answer(Ok(Produced {
+                        offsets: vec![-1; count],
+                        log_append_time_ms: None,
+                    }));
                 }
                 Ok(Err(e)) if needs_new_producer_id(&e) && new_ids < MAX_NEW_PRODUCER_IDS => {
                     tracing::warn!(

@@ -12,7 +12,7 @@ use rskafka::record::Record;
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::KafkaError;
-use super::batch::{BatchLimits, Connect, PartitionWriter, ProduceCounters, WriteError};
+use super::batch::{Appended, BatchLimits, Connect, PartitionWriter, ProduceCounters, WriteError};
 use super::reachability::Reachability;
 use crate::config::{Cluster, Compression};
 
@@ -306,13 +306,14 @@ impl ClusterClient {
         }
     }
 
-    /// Writes `records` to one partition, sharing a batch with concurrent callers; gives their offsets in order.
+    /// Writes `records` to one partition, sharing a batch with concurrent callers; gives their offsets in order (and
+    /// the broker's append time, on a `LogAppendTime` topic).
     ///
     /// An answer is always true: records withdrawn before they were sent are "not written" (503, or 504 that says
     /// so); records that were sent and not acknowledged in time are in doubt (504, "may or may not"), unless the
     /// request waits for the real outcome ([`RequestContext::awaits_outcome`], an `Idempotency-Key`): then it waits
     /// for the writer, which resends until the broker answers or the delivery timeout passes.
-    pub async fn produce(&self, topic: &str, partition: i32, records: Vec<Record>) -> Result<Vec<i64>, KafkaError> {
+    pub async fn produce(&self, topic: &str, partition: i32, records: Vec<Record>) -> Result<Appended, KafkaError> {
         let Ok(_in_flight) = self.in_flight.try_acquire() else {
             return Err(KafkaError::Busy {
                 cluster: self.config.name.clone(),

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use tokio::sync::OnceCell;
 
-pub use batch::ProduceCounters;
 pub(crate) use batch::single_record_batch_size;
+pub use batch::{Appended, ProduceCounters};
 pub use cluster::{ClusterClient, CreateIfMissing};
 pub use error::{ErrorClass, KafkaError};
 use reachability::Reachability;

@@ -304,20 +304,28 @@ impl Producer {
                 let written = written.await;
                 let outcome = written.as_ref().map_or_else(KafkaError::kind, |_| "ok");
                 crate::metrics::metrics().record_outcome(&cluster, &topic, outcome, count, bytes as u64);
-                Ok::<_, KafkaError>(indexes.into_iter().zip(written?).collect::<Vec<_>>())
+                let appended = written?;
+                let time = appended.log_append_time_ms;
+                Ok::<_, KafkaError>(
+                    indexes
+                        .into_iter()
+                        .zip(appended.offsets)
+                        .map(move |(i, o)| (i, o, time)),
+                )
             });
         let mut first_error = None;
         for outcome in futures::future::join_all(writes).await {
             match outcome {
                 Ok(written) => {
-                    for (index, offset) in written {
+                    for (index, offset, log_append_time_ms) in written {
                         let (cluster, topic, partition, timestamp_ms) = meta[index].clone();
                         results[index] = Some(Delivery {
                             cluster,
                             topic,
                             partition,
                             offset,
-                            timestamp_ms,
+                            // On a LogAppendTime topic the broker's time is the record's, whatever was sent.
+                            timestamp_ms: log_append_time_ms.unwrap_or(timestamp_ms),
                         });
                     }
                 }

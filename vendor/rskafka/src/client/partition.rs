@@ -277,7 +277,9 @@ impl PartitionClient {
         if records.is_empty() {
             return Ok(vec![]);
         }
-        self.produce_batch(&self.batch(records, compression)).await
+        self.produce_batch(&self.batch(records, compression))
+            .await
+            .map(|produced| produced.offsets)
     }
 
     /// `records` (at least one) made into a produce request for this partition, to send with
@@ -299,7 +301,7 @@ impl PartitionClient {
     ///
     /// `DuplicateSequenceNumber`, `OutOfOrderSequenceNumber`, `UnknownProducerId` and `InvalidProducerEpoch` come
     /// back as server errors for the caller to decide on.
-    pub async fn produce_batch(&self, batch: &ProduceBatch) -> Result<Vec<i64>> {
+    pub async fn produce_batch(&self, batch: &ProduceBatch) -> Result<Produced> {
         let (request, n, answer_lost, sending) =
             (&batch.request, batch.records, &batch.answer_lost, &batch.sending);
         maybe_retry(
@@ -878,12 +880,22 @@ fn build_produce_request(
     }
 }
 
+/// What the broker said of an appended batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Produced {
+    /// The records' offsets, in order.
+    pub offsets: Vec<i64>,
+    /// The time the broker appended the batch at, on a topic whose record timestamps are the broker's
+    /// (`message.timestamp.type=LogAppendTime`); `None` where the records keep the producer's timestamps.
+    pub log_append_time_ms: Option<i64>,
+}
+
 fn process_produce_response(
     partition: i32,
     topic: &str,
     num_records: i64,
     response: ProduceResponse,
-) -> Result<Vec<i64>> {
+) -> Result<Produced> {
     let response = response
         .responses
         .exactly_one()
@@ -916,9 +928,16 @@ fn process_produce_response(
             response: None,
             is_virtual: false,
         }),
-        None => Ok((0..num_records)
-            .map(|x| x + response.base_offset.0)
-            .collect()),
+        None => Ok(Produced {
+            offsets: (0..num_records)
+                .map(|x| x + response.base_offset.0)
+                .collect(),
+            // -1 (or absent, before version 2): the producer's timestamps stand.
+            log_append_time_ms: response
+                .log_append_time_ms
+                .map(|time| time.0)
+                .filter(|time| *time >= 0),
+        }),
     }
 }
 
