@@ -34,7 +34,8 @@ end
 "#;
 
 /// `kafka.produce` waits by suspending the request's coroutine, so it cannot be called from a coroutine the handler
-/// made (which would be suspended instead); the handler's own `coroutine.yield()` just lets others run.
+/// made (which would be suspended instead), nor where Luau cannot yield (a C function's callback); the handler's own
+/// `coroutine.yield()` just lets others run, and never sends what such a failed call left.
 const NESTED: &str = r#"
 local function inside_a_coroutine(form)
   return coroutine.wrap(function()
@@ -45,11 +46,21 @@ local function inside_a_coroutine(form)
   end)()
 end
 
+-- Called back by a C function (string.gsub), the call cannot yield: Luau raises an error there instead.
+local function inside_a_callback(form)
+  local call = { topic = "misc", messages = { { value = "in-callback" } } }
+  if form == "general" then call.messages[1].headers = { h = "v" } end
+  local ok, e = pcall(string.gsub, "a", "a", function() kafka.produce(call) end)
+  return e
+end
+
 return function(req)
   local errors = { inside_a_coroutine("one"), inside_a_coroutine("general") }
+  local boundary = { inside_a_callback("one"), inside_a_callback("general") }
+  -- The handler's own yield does not send what the failed calls left.
   coroutine.yield()
   local r = kafka.produce{ topic = "misc", messages = { { value = "outer" } } }
-  return { json = { errors = errors, offset = r.offset } }
+  return { json = { errors = errors, boundary = boundary, offset = r.offset } }
 end
 "#;
 
@@ -311,7 +322,13 @@ async fn a_produce_in_a_coroutine_the_handler_made_is_refused_and_writes_nothing
             "{answer}"
         );
     }
-    assert_eq!(answer["offset"], 0, "{answer}");
+    for error in answer["boundary"].as_array().unwrap_or_else(|| panic!("{answer}")) {
+        assert!(error.as_str().is_some_and(|e| e.contains("yield across")), "{answer}");
+    }
+    assert_eq!(
+        answer["offset"], 0,
+        "nothing written before the handler's own: {answer}"
+    );
     let records = read_records(&bootstrap, "misc", 0, 0, 1).await;
     assert_eq!(text(&records[0]).1.as_deref(), Some("outer"));
     assert_no_record(&bootstrap, "misc", 0, 1).await;

@@ -86,30 +86,22 @@ async fn request_ids_and_trace_context_follow_the_request(kafka: Kafka) {
     );
 
     // Lua: the same for records kafka.produce writes.
-    let response = h
-        .http
-        .post(h.url("/traced"))
-        .header("traceparent", TRACEPARENT)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.unwrap();
+    let lua_answer = |path: &'static str| {
+        let request = h.http.post(h.url(path)).header("traceparent", TRACEPARENT);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let answer = lua_answer("/traced").await;
     let records = read_records(&h.bootstrap(0), "traced", 0, offset(&answer), 1).await;
     assert_eq!(
         header_texts(&records[0]),
         [("own", "1"), ("traceparent", TRACEPARENT)].map(|(k, v)| (k.to_owned(), v.to_owned()))
     );
     // The result of a one-message call names the headers written, the trace context among them.
-    let response = h
-        .http
-        .post(h.url("/traced_one"))
-        .header("traceparent", TRACEPARENT)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.unwrap();
+    let answer = lua_answer("/traced_one").await;
     assert_eq!(
         answer["headers"],
         serde_json::json!({ "traceparent": TRACEPARENT }),

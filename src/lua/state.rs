@@ -137,6 +137,15 @@ impl Default for VmShared {
     }
 }
 
+/// What a module call that parked the coroutine yields (see [`VmShared::park`]): parked work runs only when the
+/// coroutine stopped for it, not when the call could not yield (inside a metamethod or a C function's callback,
+/// where the yield raised an error instead) and the handler later yielded by itself. Handlers cannot make a light
+/// userdata, so they cannot yield this.
+pub fn park_token() -> mlua::LightUserData {
+    static TOKEN: u8 = 0;
+    mlua::LightUserData(std::ptr::addr_of!(TOKEN).cast_mut().cast())
+}
+
 impl VmShared {
     pub fn current(&self) -> Option<Arc<RequestState>> {
         self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()

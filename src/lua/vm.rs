@@ -28,7 +28,7 @@ use super::modules::{self, KafkaContext};
 use super::request;
 use super::response::Returned;
 use super::routes::Target;
-use super::state::{Parked, RequestState, Resume, VmShared, unlimited};
+use super::state::{Parked, RequestState, Resume, VmShared, park_token, unlimited};
 
 /// Limits every request of a VM runs under (the wall-clock limit is kept by [`super::Functions::call`]).
 #[derive(Debug, Clone, Copy)]
@@ -358,8 +358,12 @@ impl Vm {
             return Ok(Stopped::Returned(returned));
         }
         Ok(match parked {
-            Some(parked) => Stopped::Parked(parked),
-            None => Stopped::Yielded,
+            // Work whose call raised an error instead of yielding (the handler may have caught it and yielded by
+            // itself since) was refused to the handler: it is dropped, never sent.
+            Some(parked) if matches!(returned.0, Value::LightUserData(token) if token == park_token()) => {
+                Stopped::Parked(parked)
+            }
+            _ => Stopped::Yielded,
         })
     }
 

@@ -12,7 +12,7 @@ use mlua::{Function, IntoLuaMulti, Lua, Result, Table, Value};
 use super::answer;
 use crate::config::Config;
 use crate::lua::convert::{self, Budget};
-use crate::lua::state::{KafkaOutage, Parked, Resume, VmShared, unlimited};
+use crate::lua::state::{KafkaOutage, Parked, Resume, VmShared, park_token, unlimited};
 use crate::produce::{InvalidMessages, Key, Message, Payload, ProduceError, Producer, Written};
 
 pub(crate) const CALL_FIELDS: [&str; 3] = ["cluster", "topic", "messages"];
@@ -70,7 +70,7 @@ impl KafkaContext {
 /// Either Rust side checks the call, starts nothing, and parks the coroutine on the produce (see `lua/call.rs`);
 /// the Lua side then yields, and is resumed with the outcome: no async machinery runs inside Lua.
 const PRODUCE: &str = r#"
-local general, one, yield = ...
+local general, one, yield, PARKED = ...
 local type, next, error = type, next, error
 local CALL = { cluster = true, topic = true, messages = true }
 local MESSAGE = { key = true, value = true, data = true, partition = true, timestamp = true }
@@ -106,7 +106,7 @@ return function(call)
     local parked, problem = one(call.cluster, call.topic, m.key, m.value, m.data, m.partition, m.timestamp)
     if not parked then error(problem, 2) end
     -- Resumed by the request's task with the produce's outcome.
-    local ok, cluster, topic, partition, offset, key, timestamp, value, headers = yield()
+    local ok, cluster, topic, partition, offset, key, timestamp, value, headers = yield(PARKED)
     if not ok then error(cluster, 2) end
     key, value = key or m.key, value or m.value
     return { cluster = cluster, topic = topic, partition = partition, offset = offset, key = key, value = value,
@@ -115,7 +115,7 @@ return function(call)
   end
   local parked, problem = general(call)
   if not parked then error(problem, 2) end
-  local ok, r = yield()
+  local ok, r = yield(PARKED)
   if ok then return r end
   error(r, 2)
 end
@@ -232,10 +232,12 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
         park(lua, &shared, work)
     })?;
     let yield_: Function = lua.globals().get::<Table>("coroutine")?.get("yield")?;
-    let produce: Function = lua
-        .load(PRODUCE)
-        .set_name("=kafka.produce")
-        .call((general, one, yield_))?;
+    let produce: Function = lua.load(PRODUCE).set_name("=kafka.produce").call((
+        general,
+        one,
+        yield_,
+        Value::LightUserData(park_token()),
+    ))?;
     table.set("produce", produce)?;
     Ok(table)
 }
