@@ -129,6 +129,28 @@ async fn offsets_and_fetch_give_what_librdkafka_reads(kafka: Kafka) {
     assert_eq!(latest.as_array().unwrap().len(), 2);
     let (_, at) = call(&h, "GET", "/offsets/1700000000500", DEMO, tp).await;
     assert_eq!(at[0]["offset"], first + 1, "first record at or after the timestamp");
+    // Later than every record: the end of the log (Kafka itself answers -1).
+    let (status, after) = call(&h, "GET", "/offsets/4102444800000", DEMO, tp).await;
+    assert_eq!((status, &after[0]["offset"]), (200, &json!(first + 3)), "{after}");
+    // Past the end: the client's mistake, told what the partition holds.
+    let (status, beyond) = call(
+        &h,
+        "POST",
+        "/fetch",
+        DEMO,
+        &json!({"topic": "cities", "partition": 2, "offset": first + 10}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{beyond}");
+    assert_eq!(
+        error_of(&beyond),
+        format!(
+            "offset {} is outside topic 'cities' partition 2, which holds offsets {first} to {} (see \
+             /offsets/earliest and /offsets/latest)",
+            first + 10,
+            first + 2
+        )
+    );
 
     // /fetch from the middle of the batch, and the whole batch through topicPartitionOffsets.
     let (status, fetched) = call(

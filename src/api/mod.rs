@@ -55,6 +55,11 @@ pub enum ApiError {
 
     #[error(transparent)]
     Produce(#[from] ProduceError),
+
+    /// A read (`/topics`, `/offsets`, `/fetch`) the cluster failed: answered like a produce failure of the same
+    /// class, in words about reading.
+    #[error(transparent)]
+    Read(crate::kafka::KafkaError),
 }
 
 impl From<crate::limits::RecordsRefused> for ApiError {

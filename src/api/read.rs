@@ -16,14 +16,14 @@ use super::ApiError;
 use super::shape::{self, Field, Kind};
 use crate::config::{Config, User};
 use crate::kafka::{ClusterClient, FetchedRecord, KafkaError, ListOffset};
-use crate::produce::{ProduceError, Producer, resolve};
+use crate::produce::{Producer, resolve};
 
 /// `GET /topics`: `{topic: partitions}` for every topic the user may write that exists on its cluster.
 pub async fn topics(config: &Config, producer: &Producer, user: &User) -> Result<Vec<u8>, ApiError> {
     let mut answer = serde_json::Map::new();
     for name in producer.pool().names() {
-        let cluster = producer.pool().cluster(name).await.map_err(ProduceError::from)?;
-        for (topic, partitions) in cluster.topics().await.map_err(ProduceError::from)? {
+        let cluster = producer.pool().cluster(name).await.map_err(ApiError::Read)?;
+        for (topic, partitions) in cluster.topics().await.map_err(ApiError::Read)? {
             let routed_here = resolve(config, None, &topic).is_ok_and(|t| t.cluster == name);
             if routed_here && user.may_write(&topic) {
                 answer.insert(topic, Value::from(partitions));
@@ -92,7 +92,7 @@ pub async fn offsets(
                 let offset = client
                     .offset(&tp.topic, tp.partition, at)
                     .await
-                    .map_err(ProduceError::from)?;
+                    .map_err(ApiError::Read)?;
                 found.insert(key, offset);
                 offset
             }
@@ -210,7 +210,7 @@ pub async fn fetch(config: &Config, producer: &Producer, user: &User, body: &[u8
     let mut reads = futures::stream::iter(reads).buffered((total / per_position).max(1));
     let (mut messages, mut bytes) = (Vec::new(), 0);
     'positions: while let Some((p, fetched)) = reads.next().await {
-        for record in fetched.map_err(ProduceError::from)? {
+        for record in fetched.map_err(ApiError::Read)? {
             if messages.len() == config.server.fetch_max_records || bytes >= total {
                 break 'positions;
             }
@@ -291,15 +291,15 @@ async fn checked_reader(
         });
     }
     let cluster = &resolve(config, None, topic)?.cluster;
-    let client = producer.pool().cluster(cluster).await.map_err(ProduceError::from)?;
-    let count = client.partition_count(topic, None).await.map_err(ProduceError::from)?;
+    let client = producer.pool().cluster(cluster).await.map_err(ApiError::Read)?;
+    let count = client.partition_count(topic, None).await.map_err(ApiError::Read)?;
     if !(0..count).contains(&partition) {
         let e = KafkaError::UnknownPartition {
             topic: topic.to_owned(),
             partition,
             count,
         };
-        return Err(ProduceError::from(e).into());
+        return Err(ApiError::Read(e));
     }
     Ok(client)
 }

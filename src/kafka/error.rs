@@ -85,6 +85,21 @@ pub enum KafkaError {
 
     #[error("kafka cluster '{cluster}' is misconfigured: {detail}")]
     Setup { cluster: String, detail: String },
+
+    /// A read at an offset the partition does not hold (past its end, or before its start after retention).
+    #[error(
+        "offset {offset} is outside topic '{topic}' partition {partition}, which holds offsets {earliest} to {} \
+         (see /offsets/earliest and /offsets/latest)",
+        .latest - 1
+    )]
+    OffsetOutOfRange {
+        cluster: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        earliest: i64,
+        latest: i64,
+    },
 }
 
 /// What a failure means for the caller, decided once from the error's variant: the REST API and a Lua handler
@@ -136,6 +151,7 @@ impl KafkaError {
             },
             Self::CreateTopic { .. } => ErrorClass::Upstream,
             Self::Setup { .. } => ErrorClass::Internal,
+            Self::OffsetOutOfRange { .. } => ErrorClass::BadRequest,
         }
     }
 
@@ -152,7 +168,8 @@ impl KafkaError {
             | Self::CreateLimit { cluster, .. }
             | Self::Rejected { cluster, .. }
             | Self::CreateTopic { cluster, .. }
-            | Self::Setup { cluster, .. } => Some(cluster),
+            | Self::Setup { cluster, .. }
+            | Self::OffsetOutOfRange { cluster, .. } => Some(cluster),
             Self::UnknownPartition { .. } => None,
         }
     }
@@ -172,6 +189,7 @@ impl KafkaError {
             Self::Rejected { .. } => "rejected",
             Self::CreateTopic { .. } => "create_topic",
             Self::Setup { .. } => "setup",
+            Self::OffsetOutOfRange { .. } => "offset_out_of_range",
         }
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rskafka::chrono::{TimeZone, Utc};
+use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient};
 use tokio::sync::OnceCell;
 
@@ -53,21 +54,27 @@ impl ClusterClient {
             let reader = self.reader(topic, partition).await?;
             let client_error = |e| KafkaError::from_client(&self.config().name, topic, partition, &e);
             let offset = reader.get_offset(at).await.map_err(client_error)?;
-            let Some(target) = target.filter(|_| offset >= 0) else {
+            let Some(target) = target else {
                 return Ok(offset);
             };
+            if offset < 0 {
+                // No record at or after the timestamp: the end of the log, where the next one will be.
+                return reader.get_offset(OffsetAt::Latest).await.map_err(client_error);
+            }
             // Some brokers (the development broker among them) answer with the start of the batch that holds the
             // record; the first record at or after the timestamp may be further into that batch.
             let (records, _) = reader
                 .fetch_records(offset, 1..BATCH_SCAN_BYTES, 0)
                 .await
                 .map_err(client_error)?;
-            let first_after = records
+            let scanned: Vec<_> = records.iter().filter(|r| r.offset >= offset).collect();
+            let first_after = scanned
                 .iter()
-                .filter(|r| r.offset >= offset)
                 .find(|r| r.record.timestamp.timestamp_millis() >= target)
                 .map(|r| r.offset);
-            Ok(first_after.unwrap_or(offset))
+            // None in what was scanned (the development broker answers a time past every record with an earlier
+            // batch): the first record after them is the first at or after the timestamp.
+            Ok(first_after.unwrap_or_else(|| scanned.last().map_or(offset, |r| r.offset + 1)))
         };
         self.guarded(self.config().produce_timeout, work).await
     }
@@ -86,10 +93,30 @@ impl ClusterClient {
         let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
         let work = async {
             let reader = self.reader(topic, partition).await?;
-            let (records, _high_watermark) = reader
-                .fetch_records(offset, 1..max_bytes, wait_ms)
-                .await
-                .map_err(|e| KafkaError::from_client(&self.config().name, topic, partition, &e))?;
+            let client_error = |e| KafkaError::from_client(&self.config().name, topic, partition, &e);
+            let out_of_range = || async {
+                // The client's mistake: it is told what the partition holds.
+                Err(KafkaError::OffsetOutOfRange {
+                    cluster: self.config().name.clone(),
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    earliest: reader.get_offset(OffsetAt::Earliest).await.map_err(client_error)?,
+                    latest: reader.get_offset(OffsetAt::Latest).await.map_err(client_error)?,
+                })
+            };
+            let (records, high_watermark) = match reader.fetch_records(offset, 1..max_bytes, wait_ms).await {
+                Ok(fetched) => fetched,
+                Err(ClientError::ServerError {
+                    protocol_error: ProtocolError::OffsetOutOfRange,
+                    ..
+                }) => return out_of_range().await,
+                Err(e) => return Err(client_error(e)),
+            };
+            // Kafka refuses an offset past the end; the development broker answers nothing instead.
+            if records.is_empty() && offset > high_watermark {
+                return out_of_range().await;
+            }
             Ok(records
                 .into_iter()
                 // A fetch starts at the batch holding `offset`; the records before it are not asked for.

@@ -184,6 +184,7 @@ fn status_of(error: &RequestError) -> StatusCode {
         RequestError::Api(ApiError::Forbidden { .. } | ApiError::ReadForbidden { .. }) => StatusCode::FORBIDDEN,
         RequestError::Api(ApiError::TooMany { .. } | ApiError::OverBurst(_)) => StatusCode::PAYLOAD_TOO_LARGE,
         RequestError::Api(ApiError::Produce(e)) => class_status(e.class()),
+        RequestError::Api(ApiError::Read(e)) => class_status(e.class()),
         RequestError::Lua(e) => lua_status(e),
     }
 }
@@ -225,6 +226,7 @@ fn public_message(error: &RequestError) -> String {
         RequestError::Api(ApiError::Produce(e)) => e.kafka(),
         RequestError::Timeout { .. } | RequestError::NotImplemented(_) => return error.to_string(),
         RequestError::Lua(e) => return lua_public_message(e),
+        RequestError::Api(ApiError::Read(e)) => return read_public_message(e),
         _ => None,
     };
     match kafka {
@@ -257,6 +259,29 @@ fn public_message(error: &RequestError) -> String {
         Some(KafkaError::CreateTopic { cluster, topic, .. }) => {
             format!("kafka cluster '{cluster}' could not create topic '{topic}'")
         }
+        _ => "internal error".to_owned(),
+    }
+}
+
+/// A failed read's 5xx message: which cluster, and that reading failed (nothing about writes).
+fn read_public_message(error: &KafkaError) -> String {
+    match error {
+        KafkaError::Unavailable { cluster, .. } | KafkaError::Busy { cluster, .. } => {
+            format!("kafka cluster '{cluster}' is unavailable; retry shortly")
+        }
+        KafkaError::Security { cluster, cause, .. } => format!(
+            "kafka cluster '{cluster}' is unavailable: {} (see the server log)",
+            cause.summary()
+        ),
+        KafkaError::Timeout { cluster, .. } | KafkaError::InDoubt { cluster, .. } => {
+            format!("kafka cluster '{cluster}' did not answer in time; retry")
+        }
+        KafkaError::Rejected {
+            cluster,
+            topic,
+            partition,
+            error,
+        } => format!("kafka cluster '{cluster}' refused to read '{topic}' partition {partition}: {error:?}"),
         _ => "internal error".to_owned(),
     }
 }
@@ -308,6 +333,26 @@ mod tests {
         let (parts, body) = response.into_parts();
         let body = futures::executor::block_on(body.collect()).unwrap().to_bytes();
         (parts.status, parts.headers, serde_json::from_slice(&body).unwrap())
+    }
+
+    fn down() -> KafkaError {
+        KafkaError::Unavailable {
+            cluster: "c".into(),
+            detail: "connect to 10.0.0.1: boom".into(),
+        }
+    }
+
+    /// A failed read says the cluster is down, and nothing about writes.
+    #[test]
+    fn read_failures_speak_of_reading() {
+        let (status, _, body) = answer(RequestError::Api(ApiError::Read(down())));
+        assert_eq!(status, 503);
+        assert_eq!(body["error"], "kafka cluster 'c' is unavailable; retry shortly");
+        let (_, _, produce) = answer(RequestError::Api(ApiError::Produce(ProduceError::Kafka(down()))));
+        assert!(
+            produce["error"].as_str().unwrap().contains("nothing was written"),
+            "{produce}"
+        );
     }
 
     #[test]
@@ -449,6 +494,18 @@ mod tests {
             (kafka(ErrorClass::Timeout), 504),
             (kafka(ErrorClass::Upstream), 502),
             (kafka(ErrorClass::Internal), 500),
+            (RequestError::Api(ApiError::Read(down())), 503),
+            (
+                RequestError::Api(ApiError::Read(KafkaError::OffsetOutOfRange {
+                    cluster: "c".into(),
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 9,
+                    earliest: 0,
+                    latest: 3,
+                })),
+                400,
+            ),
         ];
         for (error, status) in cases {
             let described = format!("{error:?}");
