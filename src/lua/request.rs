@@ -36,7 +36,7 @@ pub fn metatable(lua: &Lua, shared: &Arc<VmShared>, json: Function) -> Result<Ta
             b"body" => state.request.body.len(),
             _ => 0,
         };
-        unlimited(lua, size, || field(lua, &state, &key, &headers_meta))
+        unlimited(lua, size, || field(lua, &state, &key, &headers_meta, &shared))
     })?;
     let meta: Table =
         lua.load(REQ_META)
@@ -51,12 +51,12 @@ pub fn metatable(lua: &Lua, shared: &Arc<VmShared>, json: Function) -> Result<Ta
 #[cfg_attr(not(test), allow(dead_code))] // read by the types test and the test below
 pub(super) const LAZY_FIELDS: [&str; 6] = ["body", "headers", "query", "params", "remote_addr", "user"];
 
-fn field(lua: &Lua, state: &RequestState, key: &LuaString, headers_meta: &Table) -> Result<Value> {
+fn field(lua: &Lua, state: &RequestState, key: &LuaString, headers_meta: &Table, clock: &VmShared) -> Result<Value> {
     let request = &state.request;
     Ok(match &*key.as_bytes() {
         b"body" => Value::String(lua.create_string(&request.body)?),
         b"headers" => Value::Table(headers(lua, request, headers_meta)?),
-        b"query" => Value::Table(query(lua, request)?),
+        b"query" => Value::Table(query(lua, request, clock)?),
         b"params" => Value::Table(lua.create_table_from(state.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?),
         b"remote_addr" => Value::String(lua.create_string(request.remote_addr.to_string())?),
         b"user" => match &request.user {
@@ -102,10 +102,13 @@ fn headers(lua: &Lua, request: &HttpRequest, meta: &Table) -> Result<Table> {
     Ok(table)
 }
 
-fn query(lua: &Lua, request: &HttpRequest) -> Result<Table> {
+/// The query parameters, charged to the request's CPU time as they are made (a 64 KiB query holds thousands, and
+/// names made to collide in Luau's string hash cost more each).
+fn query(lua: &Lua, request: &HttpRequest, clock: &VmShared) -> Result<Table> {
     let table = lua.create_table()?;
     if let Some(text) = &request.query {
-        for (name, value) in form_urlencoded::parse(text.as_bytes()) {
+        for (i, (name, value)) in form_urlencoded::parse(text.as_bytes()).enumerate() {
+            clock.charge_step(i + 1)?;
             table.raw_set(&*name, &*value)?;
         }
     }
@@ -130,10 +133,27 @@ mod tests {
         };
         let state = RequestState::new("f.lua".into(), request, Vec::new());
         let meta = lua.create_table().unwrap();
-        let answer = |name: &str| field(&lua, &state, &lua.create_string(name).unwrap(), &meta).unwrap();
+        let clock = VmShared::default();
+        let answer = |name: &str| field(&lua, &state, &lua.create_string(name).unwrap(), &meta, &clock).unwrap();
         for name in LAZY_FIELDS {
             assert!(!answer(name).is_nil(), "req.{name} is listed but not answered");
         }
         assert!(answer("nope").is_nil());
+    }
+
+    /// Making `req.query` stops inside the one Rust call once the request's CPU time is spent.
+    #[test]
+    fn a_long_query_is_charged_to_the_budget() {
+        let lua = Lua::new();
+        let mut request = crate::lua::state::tests_support::request().request.clone();
+        request.query = Some((0..100).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join("&"));
+        let state = Arc::new(RequestState::new("f.lua".into(), request, Vec::new()));
+        let (meta, clock) = (lua.create_table().unwrap(), VmShared::default());
+        let query = || field(&lua, &state, &lua.create_string("query").unwrap(), &meta, &clock);
+        assert!(query().is_ok());
+        clock.enter(&state, std::ptr::null(), std::time::Duration::ZERO);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(query().is_err_and(|e| e.to_string().contains("CPU")));
+        clock.leave();
     }
 }

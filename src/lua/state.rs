@@ -118,6 +118,23 @@ impl std::fmt::Debug for VmShared {
     }
 }
 
+/// A request for unit tests of code that charges the running request.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub fn request() -> std::sync::Arc<super::RequestState> {
+        let request = super::HttpRequest {
+            method: "GET".into(),
+            path: "/".into(),
+            query: None,
+            headers: hyper::HeaderMap::new(),
+            body: bytes::Bytes::new(),
+            remote_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+            user: None,
+        };
+        std::sync::Arc::new(super::RequestState::new("test.lua".into(), request, Vec::new()))
+    }
+}
+
 /// Raised inside Lua when a request's CPU budget is spent.
 #[derive(Debug, thiserror::Error)]
 #[error("CPU time limit exceeded")]
@@ -192,6 +209,15 @@ impl VmShared {
         self.deadline_tick.store(u64::MAX, Ordering::Relaxed);
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.exceeded.swap(false, Ordering::Relaxed)
+    }
+
+    /// For a Rust loop that makes Lua values from a request's input (one call, where Luau's interrupt cannot
+    /// run): at every 16th `step`, the CPU-limit error once the running request's budget is spent.
+    pub fn charge_step(&self, step: usize) -> mlua::Result<()> {
+        if step.is_multiple_of(16) && self.out_of_time() {
+            return Err(mlua::Error::external(CpuLimitHit));
+        }
+        Ok(())
     }
 
     /// The interrupt handler: an error once the budget is spent (to within a tick).

@@ -24,6 +24,28 @@ use serde_json::Value;
 /// 440 (a test asking for 200 values failed in CI), 100 about one in 3 * 10^10.
 const RANDOM_ATTEMPTS: usize = 100;
 
+/// Violations listed for one value; more are counted.
+const MAX_VIOLATIONS: usize = 100;
+
+/// JSON values (of any depth) in a value whose violations are all looked for (see [`Schema::violations`]).
+const FULL_REPORT_NODES: usize = 10_000;
+
+/// Whether `value` holds at most `limit` JSON values, itself included (stops counting past it).
+fn nodes_at_most(value: &Value, limit: usize) -> bool {
+    fn count(value: &Value, seen: &mut usize, limit: usize) -> bool {
+        *seen += 1;
+        if *seen > limit {
+            return false;
+        }
+        match value {
+            Value::Array(items) => items.iter().all(|item| count(item, seen, limit)),
+            Value::Object(fields) => fields.values().all(|field| count(field, seen, limit)),
+            _ => true,
+        }
+    }
+    count(value, &mut 0, limit)
+}
+
 /// Chance that an optional property appears in a generated object, unless the caller (a topic's
 /// `optional_probability`) gives its own: half, so documents vary without being sparse.
 pub const OPTIONAL_PROBABILITY: f64 = 0.5;
@@ -117,12 +139,28 @@ impl Schema {
         })
     }
 
-    /// Every violation of `value`, as `<JSON pointer>: <what was expected>`; empty when valid.
+    /// Every violation of `value`, as `<JSON pointer>: <what was expected>`, up to [`MAX_VIOLATIONS`] (then a
+    /// count of the rest); empty when valid. A value of more than [`FULL_REPORT_NODES`] JSON values gets its first
+    /// violation only: `jsonschema` makes every error before it gives the first, so a 1 MiB array of empty objects
+    /// would cost hundreds of megabytes to report in full.
     pub fn violations(&self, value: &Value) -> Vec<String> {
-        self.validator
-            .iter_errors(value)
-            .map(|e| format!("{}: {e}", pointer_or_root(e.instance_path().as_str())))
-            .collect()
+        let said = |e: jsonschema::ValidationError<'_>| format!("{}: {e}", pointer_or_root(e.instance_path().as_str()));
+        if self.validator.is_valid(value) {
+            return Vec::new();
+        }
+        if !nodes_at_most(value, FULL_REPORT_NODES) {
+            return match self.validator.validate(value) {
+                Ok(()) => Vec::new(),
+                Err(first) => vec![format!("{} (a large value: its first violation only)", said(first))],
+            };
+        }
+        let mut errors = self.validator.iter_errors(value);
+        let mut listed: Vec<String> = errors.by_ref().take(MAX_VIOLATIONS).map(said).collect();
+        let rest = errors.count();
+        if rest > 0 {
+            listed.push(format!("and {rest} more violations"));
+        }
+        listed
     }
 }
 
@@ -185,6 +223,23 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    /// Reporting stays bounded whatever the value: at most a hundred listed, and a large value's first only.
+    #[test]
+    fn many_violations_are_counted_and_a_large_values_first_is_given() {
+        let schema = order();
+        let tags = |n: usize| json!({"item": "book", "quantity": 1, "tags": vec!["toolong"; n]});
+        let some = schema.violations(&tags(150));
+        assert_eq!(some.len(), MAX_VIOLATIONS + 1, "{:?}", some.last());
+        assert_eq!(some.last().unwrap(), "and 50 more violations");
+        let large = schema.violations(&tags(50_000));
+        assert_eq!(large.len(), 1, "{large:?}");
+        assert!(
+            large[0].ends_with("(a large value: its first violation only)"),
+            "{large:?}"
+        );
+        assert!(schema.violations(&tags(0)).is_empty());
     }
 
     #[test]

@@ -8,7 +8,11 @@
 //!   here it always sorts with a Lua comparator, so the interrupt runs at every comparison.
 //! - `table.move` over a huge sparse range: Luau's own fix is behind a flag, turned on here.
 
+use std::sync::Arc;
+
 use mlua::{Lua, LuaString, Result, Table, Value};
+
+use crate::lua::state::VmShared;
 
 const WRAPPERS: &str = r#"
 local string, table, find_plain, split = ...
@@ -25,7 +29,8 @@ local function less(a, b) return a < b end
 table.sort = function(t, comp) return sort(t, comp or less) end
 "#;
 
-pub fn install(lua: &Lua) -> Result<()> {
+/// `shared` is the VM's: `string.split` charges the parts it makes to the running request's CPU budget.
+pub fn install(lua: &Lua, shared: &Arc<VmShared>) -> Result<()> {
     if Lua::set_fflag("LuauTableMoveTimeoutFix", true).is_err() {
         tracing::warn!("this Luau has no LuauTableMoveTimeoutFix flag; table.move over huge ranges is unbounded");
     }
@@ -39,11 +44,14 @@ pub fn install(lua: &Lua) -> Result<()> {
             None => mlua::MultiValue::from_iter([Value::Nil]),
         })
     })?;
-    let split = lua.create_function(|lua, (s, separator): (LuaString, Option<LuaString>)| {
+    let shared = Arc::clone(shared);
+    let split = lua.create_function(move |lua, (s, separator): (LuaString, Option<LuaString>)| {
         let haystack = s.as_bytes();
         let separator = separator.map_or_else(|| b",".to_vec(), |sep| sep.as_bytes().to_vec());
         let parts = lua.create_table()?;
         for (i, part) in split(&haystack, &separator).into_iter().enumerate() {
+            // Each part is hashed and interned: parts made to collide in Luau's string hash cost more each.
+            shared.charge_step(i + 1)?;
             parts.raw_set(i + 1, lua.create_string(part)?)?;
         }
         Ok(Value::Table(parts))
@@ -105,10 +113,28 @@ mod tests {
         assert_eq!(split(b"", b","), vec![&b""[..]]);
     }
 
+    /// A split past the request's CPU budget stops inside the one Rust call, not after it.
+    #[test]
+    fn split_stops_when_the_budget_is_spent() {
+        let lua = Lua::new();
+        let shared = Arc::new(VmShared::default());
+        install(&lua, &shared).unwrap();
+        let request = crate::lua::state::tests_support::request();
+        shared.enter(&request, std::ptr::null(), std::time::Duration::ZERO);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let split = lua.load("return #string.split(('a,'):rep(100))").eval::<i64>();
+        shared.leave();
+        assert!(
+            split.is_err_and(|e| e.to_string().contains("CPU")),
+            "a split past the budget must fail"
+        );
+        assert_eq!(lua.load("return #string.split('a,b')").eval::<i64>().unwrap(), 2);
+    }
+
     #[test]
     fn wrapped_functions_behave_like_the_originals() {
         let lua = Lua::new();
-        install(&lua).unwrap();
+        install(&lua, &Arc::default()).unwrap();
         let (a, b, c, d): (i64, Option<i64>, String, i64) = lua
             .load(
                 r#"local t = {3, 1, 2} table.sort(t)

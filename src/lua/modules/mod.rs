@@ -30,7 +30,7 @@ pub fn install(lua: &Lua, context: &Arc<KafkaContext>, shared: &Arc<VmShared>) -
     globals.set("time", misc::time(lua)?)?;
     globals.set("uuid", misc::uuid(lua)?)?;
     globals.set("print", misc::print(lua, shared)?)?;
-    bounded::install(lua)
+    bounded::install(lua, shared)
 }
 
 /// Module functions give `(true, result)` or `(false, message)`; this shim raises the message as a plain string
