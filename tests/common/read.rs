@@ -210,6 +210,17 @@ pub async fn java_elect_preferred(bootstrap: &str, topic: &str) -> u64 {
     answer["elected"].as_u64().expect("elected count")
 }
 
+/// Writes one record to `topic` with the Java client, `key` as its key and value, and the headers x=1, x=2 and n
+/// with a null value (which luka's own API cannot write); gives its partition and offset.
+pub async fn java_produce_with_null_header(bootstrap: &str, topic: &str, key: &str) -> (i32, i64) {
+    let answer: Value = serde_json::from_str(java_reference(&["produce-headers", bootstrap, topic, key]).await.trim())
+        .expect("a JSON answer");
+    (
+        answer["partition"].as_i64().expect("partition") as i32,
+        answer["offset"].as_i64().expect("offset"),
+    )
+}
+
 /// Runs `tests/java/KafkaReference.java` with `args` through `scripts/kafka java`; its standard output.
 async fn java_reference(args: &[&str]) -> String {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/KafkaReference.java");

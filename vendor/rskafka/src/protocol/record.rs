@@ -51,10 +51,15 @@ where
         let len = usize::try_from(len.0).map_err(|e| ReadError::Malformed(Box::new(e)))?;
         let mut buf = VecBuilder::new(len);
         buf = buf.read_exact(reader)?;
-        let key = String::from_utf8(buf.into()).map_err(|e| ReadError::Malformed(Box::new(e)))?;
+        // Kafka's clients write UTF-8 names; other bytes are read with U+FFFD rather than failing the whole batch.
+        let key = String::from_utf8(buf.into())
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
 
-        // value
+        // value: -1 is a null value, which Kafka allows (read as empty)
         let len = Varint::read(reader)?;
+        if len.0 == -1 {
+            return Ok(Self { key, value: Vec::new() });
+        }
         let len = usize::try_from(len.0).map_err(|e| ReadError::Malformed(Box::new(e)))?;
         let mut value = VecBuilder::new(len);
         value = value.read_exact(reader)?;
