@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{Response, json_response};
 use crate::api::{self, ApiError};
-use crate::kafka::{ErrorClass, KafkaError};
+use crate::kafka::{ErrorClass, KafkaError, SecurityCause};
 use crate::lua::LuaError;
 use crate::produce::ProduceError;
 
@@ -237,10 +237,7 @@ fn public_message(error: &RequestError) -> String {
         Some(few @ KafkaError::NotEnoughReplicas { .. }) => {
             format!("{few}; nothing was written unless listed in results")
         }
-        Some(KafkaError::Security { cluster, cause, .. }) => format!(
-            "kafka cluster '{cluster}' is unavailable: {} (see the server log)",
-            cause.summary()
-        ),
+        Some(KafkaError::Security { cluster, cause, .. }) => security_message(cluster, *cause),
         Some(KafkaError::Timeout { cluster, .. }) => {
             format!("kafka cluster '{cluster}' did not answer in time; nothing was written unless listed in results")
         }
@@ -263,16 +260,21 @@ fn public_message(error: &RequestError) -> String {
     }
 }
 
+/// A cluster that refuses luka's TLS or SASL: what is wrong, without the details (they are in the log).
+fn security_message(cluster: &str, cause: SecurityCause) -> String {
+    format!(
+        "kafka cluster '{cluster}' is unavailable: {} (see the server log)",
+        cause.summary()
+    )
+}
+
 /// A failed read's 5xx message: which cluster, and that reading failed (nothing about writes).
 fn read_public_message(error: &KafkaError) -> String {
     match error {
         KafkaError::Unavailable { cluster, .. } | KafkaError::Busy { cluster, .. } => {
             format!("kafka cluster '{cluster}' is unavailable; retry shortly")
         }
-        KafkaError::Security { cluster, cause, .. } => format!(
-            "kafka cluster '{cluster}' is unavailable: {} (see the server log)",
-            cause.summary()
-        ),
+        KafkaError::Security { cluster, cause, .. } => security_message(cluster, *cause),
         KafkaError::Timeout { cluster, .. } | KafkaError::InDoubt { cluster, .. } => {
             format!("kafka cluster '{cluster}' did not answer in time; retry")
         }

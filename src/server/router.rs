@@ -124,6 +124,16 @@ fn logged_in<'a>(
     }
 }
 
+/// The `[[users]]` entry the request's basic-auth credentials name, within the login limits of [`logged_in`].
+fn basic_login<'a, B>(
+    app: &'a App,
+    request: &Request<B>,
+    remote: SocketAddr,
+) -> Result<&'a crate::config::User, RequestError> {
+    let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    logged_in(app, remote, || api::authenticate(&app.config.users, authorization))
+}
+
 /// The REST API's produce and read endpoints, which take browser requests only from `[server] cors_origins`.
 fn is_api_path(path: &str) -> bool {
     path == "/produce" || path.starts_with("/produce/") || Endpoint::of(path).is_some()
@@ -277,10 +287,7 @@ async fn rest_produce<B: RequestBody>(
         });
     }
     // Credentials first: a client without them is answered before it can hold the connection with a body.
-    let authorization = authorization(&request);
-    let user = logged_in(app, remote, || {
-        api::authenticate(&app.config.users, authorization.as_deref())
-    })?;
+    let user = basic_login(app, &request, remote)?;
     let key = idempotency_key(request.headers())?;
     let method = request.method().as_str().to_owned();
     let target = request.uri().path_and_query().map_or("", |p| p.as_str()).to_owned();
@@ -314,10 +321,7 @@ fn scrape<B>(app: &App, request: &Request<B>, remote: SocketAddr) -> Result<Resp
         });
     }
     if let Some(wanted) = &app.config.metrics.user {
-        let authorization = authorization(request);
-        let user = logged_in(app, remote, || {
-            api::authenticate(&app.config.users, authorization.as_deref())
-        })?;
+        let user = basic_login(app, request, remote)?;
         if &user.name != wanted {
             return Err(RequestError::Api(api::ApiError::Unauthenticated(format!(
                 "/metrics is open to user '{wanted}' only"
@@ -478,11 +482,7 @@ async fn call_function<B: RequestBody>(
     target: Target,
 ) -> Result<Response, RequestError> {
     let user = if target.auth {
-        let authorization = authorization(&request);
-        let user = logged_in(app, remote, || {
-            api::authenticate(&app.config.users, authorization.as_deref())
-        })?;
-        Some(user.name.clone())
+        Some(basic_login(app, &request, remote)?.name.clone())
     } else {
         None
     };

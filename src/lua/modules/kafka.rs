@@ -208,9 +208,10 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
                             _ => Value::Nil,
                         };
                         // The message has none of its own here; what was written may carry the trace context.
-                        let headers = match w.headers.is_empty() {
-                            true => Value::Nil,
-                            false => Value::Table(headers_table(lua, &w.headers)?),
+                        let headers = if w.headers.is_empty() {
+                            Value::Nil
+                        } else {
+                            Value::Table(headers_table(lua, &w.headers)?)
                         };
                         (
                             true,
