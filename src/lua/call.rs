@@ -210,12 +210,17 @@ fn classify(
     if cpu_exceeded {
         return Err(cpu_limit(state, limits));
     }
-    let function = state.function.to_string();
     let error = match result {
         Ok(response) => return Ok(response),
-        Err(Failure::Response(problem)) => return Err(LuaError::BadResponse { function, problem }),
+        Err(Failure::Response(problem)) => {
+            return Err(LuaError::BadResponse {
+                function: state.function.to_string(),
+                problem,
+            });
+        }
         Err(Failure::Lua(error)) => error,
     };
+    let function = state.function.to_string();
     if is_memory_error(&error) {
         return Err(LuaError::MemoryLimit {
             function,

@@ -162,10 +162,15 @@ impl Serialize for LuaJson<'_, '_> {
 
 impl LuaJson<'_, '_> {
     fn table<S: Serializer>(&self, table: &Table, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut pairs = Vec::new();
-        for pair in table.pairs::<Value, Value>() {
-            pairs.push(pair.map_err(S::Error::custom)?);
-        }
+        // One walk through the API (`for_each` takes the VM's lock once, `pairs` once per entry), into a vector sized
+        // for the small tables most answers are.
+        let mut pairs = Vec::with_capacity(8);
+        table
+            .for_each::<Value, Value>(|key, value| {
+                pairs.push((key, value));
+                Ok(())
+            })
+            .map_err(S::Error::custom)?;
         self.spend(pairs.len() * NODE_COST * 2)?;
         // An array when the keys are exactly 1..n, or when the table was decoded from a JSON array (asked only when
         // the keys alone do not tell, as the metatable costs a call).
@@ -188,8 +193,8 @@ impl LuaJson<'_, '_> {
             return seq.end();
         }
         let mut entries = Vec::with_capacity(pairs.len());
-        for (key, item) in pairs {
-            let key = match &key {
+        for (key, item) in &pairs {
+            let key = match key {
                 Value::String(s) => s
                     .to_str()
                     .map_err(|_| S::Error::custom("a key is not valid UTF-8"))?

@@ -3,7 +3,8 @@
 //! ```text
 //! start: the file's chunk (loaded once per VM and version) ─> cloned, with the request's own environment
 //!        ─> a recycled coroutine set to run (runner, chunk, method, path)
-//! resume: first with (chunk, method, path), then with what the call it parked on gave ─> returned or yielded
+//! resume: first with (chunk, its environment, the route's values, method, path), then with what the call it parked
+//!         on gave ─> returned or yielded
 //! finish: a finished coroutine ─> reset ─> kept for the next request
 //! ```
 //!
@@ -42,11 +43,14 @@ pub struct Limits {
 const REMOVED_GLOBALS: [&str; 4] = ["require", "loadstring", "getfenv", "setfenv"];
 
 /// Runs a file's chunk (which returns the handler) and the handler, inside the request's coroutine, so both are
-/// metered and may wait on Kafka. `req` starts with method and path; its metatable makes the other fields on
-/// first use. A returned table is split into its fields here, in the form [`response::Returned`] describes.
+/// metered and may wait on Kafka. The route's values become the global `env` of the chunk's environment here (a
+/// table write Luau does in a few instructions, where a call through the API to do it cost about as much as running
+/// a constant handler's Lua). `req` starts with method and path; its metatable makes the other fields on first use.
+/// A returned table is split into its fields here, in the form [`response::Returned`] describes.
 const RUNNER: &str = r#"
 local req_meta = ...
-return function(chunk, method, path)
+return function(chunk, globals, env, method, path)
+  rawset(globals, "env", env)
   local req = setmetatable({ method = method, path = path }, req_meta)
   local handler = chunk()
   if type(handler) ~= "function" then
@@ -78,8 +82,9 @@ const COMMON_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEA
 pub struct Running {
     thread: Thread,
     chunk: Chunk,
-    /// The request's method and path, until the first resume passes them to the runner.
-    first: Option<(LuaString, LuaString)>,
+    /// What the first resume passes to the runner, besides the chunk and its environment: the route's values, the
+    /// request's method and path.
+    first: Option<(Table, LuaString, LuaString)>,
 }
 
 /// How one turn of a coroutine ended.
@@ -112,8 +117,9 @@ pub struct Vm {
     /// The `env` table of each route, read-only, by the address of the route's values.
     route_envs: HashMap<usize, (Arc<std::collections::BTreeMap<String, String>>, Table)>,
     no_env: Table,
-    /// The global a request's route values are set under, made once rather than per request.
-    env_key: LuaString,
+    /// The last request's path with its Lua string: most requests repeat the path before them, and making the string
+    /// (hashed, looked up among Luau's interned strings, referenced) is dearer than comparing the bytes.
+    last_path: Option<(String, LuaString)>,
     /// [`COMMON_METHODS`] with their Lua strings.
     methods: Vec<(&'static str, LuaString)>,
     idle: Vec<Thread>,
@@ -164,7 +170,6 @@ impl Vm {
         env_meta.set_readonly(true);
         let no_env = lua.create_table()?;
         no_env.set_readonly(true);
-        let env_key = lua.create_string("env")?;
         let methods = COMMON_METHODS
             .iter()
             .map(|method| Ok((*method, lua.create_string(method)?)))
@@ -180,7 +185,7 @@ impl Vm {
             spare: HashMap::new(),
             route_envs: HashMap::new(),
             no_env,
-            env_key,
+            last_path: None,
             methods,
             idle: Vec::new(),
             limits,
@@ -212,7 +217,7 @@ impl Vm {
     /// The request's own global environment: reads fall through to the shared globals, writes stay here.
     fn environment(&self, values: Table) -> mlua::Result<Table> {
         let env = self.empty_environment()?;
-        env.raw_set(&self.env_key, values)?;
+        env.raw_set("env", values)?;
         Ok(env)
     }
 
@@ -315,7 +320,6 @@ impl Vm {
     pub fn start(&mut self, target: &Target, request: &super::state::HttpRequest) -> mlua::Result<Running> {
         let chunk = self.fresh_chunk(&target.function)?;
         let values = self.route_env(target)?;
-        chunk.env.raw_set(&self.env_key, values)?;
         let thread = match self.idle.pop() {
             Some(thread) => {
                 thread.reset(self.runner.clone())?;
@@ -327,7 +331,7 @@ impl Vm {
             Some((_, string)) => string.clone(),
             None => self.lua.create_string(&request.method)?,
         };
-        let first = (method, self.lua.create_string(&request.path)?);
+        let first = (values, method, self.path_string(&request.path)?);
         Ok(Running {
             thread,
             chunk,
@@ -335,13 +339,32 @@ impl Vm {
         })
     }
 
+    /// `path` as a Lua string: the last request's if it had the same path, else a new one (kept for the next).
+    fn path_string(&mut self, path: &str) -> mlua::Result<LuaString> {
+        if let Some((last, string)) = &self.last_path
+            && last == path
+        {
+            return Ok(string.clone());
+        }
+        let string = self.lua.create_string(path)?;
+        let mut text = self.last_path.take().map(|(text, _)| text).unwrap_or_default();
+        text.clear();
+        text.push_str(path);
+        self.last_path = Some((text, string.clone()));
+        Ok(string)
+    }
+
     /// Runs `running`'s coroutine until it returns or yields: the first time with the request's chunk, method and
     /// path, then with the values `resume` (what it parked on) gives. Between [`Vm::enter`] and [`Vm::pause`].
     pub fn resume(&self, running: &mut Running, resume: Option<Resume>) -> mlua::Result<Stopped> {
         let returned = match running.first.take() {
-            Some((method, path)) => running
-                .thread
-                .resume::<Returned>((running.chunk.function.clone(), method, path)),
+            Some((values, method, path)) => running.thread.resume::<Returned>((
+                running.chunk.function.clone(),
+                running.chunk.env.clone(),
+                values,
+                method,
+                path,
+            )),
             None => {
                 let values = match resume {
                     Some(resume) => resume(&self.lua)?,
