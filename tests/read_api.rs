@@ -127,6 +127,50 @@ async fn a_null_header_value_is_read_as_empty() {
     );
 }
 
+/// Each partition read keeps its own client and broker connection for the next read; a user who may read every
+/// topic can read every partition of a large cluster, so the kept ones are bounded (256 per cluster: luka's
+/// `MAX_READERS`) rather than one connection per partition ever read, for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_many_partitions_keeps_a_bounded_number_of_connections() {
+    const PARTITIONS: i32 = 600;
+    let config = format!("{CONFIG}\n[topics.wide]\npartitions = {PARTITIONS}\n");
+    let h = Harness::on(Kafka::Embedded, 1, &config).await;
+    let broker_port: u16 = h.bootstrap(0).rsplit(':').next().unwrap().parse().unwrap();
+    for partition in 0..PARTITIONS {
+        let position = json!({"topic": "wide", "partition": partition});
+        let (status, answer) = call(&h, "POST", "/offsets/latest", ("reader", "r"), &position.to_string()).await;
+        assert_eq!(status, 200, "partition {partition}: {answer}");
+    }
+    // Closed connections leave ESTABLISHED at once; give the last evictions a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut open = established_to(broker_port);
+    while open > 400 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        open = established_to(broker_port);
+    }
+    assert!(
+        open <= 400,
+        "{open} connections to the broker after reading {PARTITIONS} partitions"
+    );
+}
+
+/// ESTABLISHED TCP connections (IPv4, this network namespace) whose remote end is `port` on this machine.
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields[2]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            fields[3] == "01" && remote_port == Some(port)
+        })
+        .count()
+}
+
 async fn offsets_and_fetch_give_what_librdkafka_reads(kafka: Kafka) {
     let h = Harness::on(kafka, 1, CONFIG).await;
     let body = json!([

@@ -43,6 +43,13 @@ const MAX_ABSENT_REMEMBERED: usize = 10_000;
 /// How often metadata is asked again for a topic just created that brokers do not show yet.
 const CREATED_TOPIC_POLL: Duration = Duration::from_millis(50);
 
+/// Partitions whose reading client (one broker connection each) a cluster keeps: a reader of more partitions than
+/// this reconnects for the least recently read ones.
+const MAX_READERS: u64 = 256;
+
+/// A reading client not used for this long is closed.
+const READER_IDLE: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Clone, Copy)]
 struct CachedTopic {
     /// `None`: the cluster has no such topic.
@@ -69,7 +76,9 @@ pub struct ClusterClient {
     /// Topics luka created here that the config does not name (by pattern); bounded by `max_created_topics`.
     created_by_pattern: std::sync::atomic::AtomicUsize,
     writers: DashMap<(String, i32), Arc<OnceCell<Arc<PartitionWriter>>>>,
-    readers: DashMap<(String, i32), Arc<OnceCell<Arc<PartitionClient>>>>,
+    /// Reading clients, each with its own broker connection: the most recently used [`MAX_READERS`], and none idle
+    /// for longer than [`READER_IDLE`] (a user may read every partition of a large cluster once).
+    readers: moka::sync::Cache<(String, i32), Arc<OnceCell<Arc<PartitionClient>>>>,
     counters: Arc<ProduceCounters>,
     reachability: Arc<Reachability>,
     /// Produce calls waiting on the cluster; bounded by `max_in_flight`.
@@ -91,7 +100,10 @@ impl ClusterClient {
             listed_at: Mutex::default(),
             created_by_pattern: std::sync::atomic::AtomicUsize::new(0),
             writers: DashMap::new(),
-            readers: DashMap::new(),
+            readers: moka::sync::Cache::builder()
+                .max_capacity(MAX_READERS)
+                .time_to_idle(READER_IDLE)
+                .build(),
             counters: Arc::default(),
         }
     }
@@ -112,8 +124,9 @@ impl ClusterClient {
             .map_err(|e| KafkaError::from_client(&self.config.name, topic, partition, &e))
     }
 
-    pub(crate) fn readers(&self) -> &DashMap<(String, i32), Arc<OnceCell<Arc<PartitionClient>>>> {
-        &self.readers
+    /// The reading client cell of one partition, made empty if there is none.
+    pub(crate) fn reader_cell(&self, topic: &str, partition: i32) -> Arc<OnceCell<Arc<PartitionClient>>> {
+        self.readers.get_with((topic.to_owned(), partition), Arc::default)
     }
 
     /// `work` under the cluster's outage memory and `limit` (see [`Reachability::guard`]).

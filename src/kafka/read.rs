@@ -1,5 +1,6 @@
 //! Reading a partition: topic, partition and a position in, offsets and records out (for the REST `/offsets` and
-//! `/fetch` endpoints). Each partition read gets its own cached rskafka client, apart from the writers'.
+//! `/fetch` endpoints). Each partition read gets its own rskafka client (and broker connection), apart from the
+//! writers', kept for the next read of that partition within the cluster's bounded cache of readers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,6 @@ use std::time::Duration;
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient};
-use tokio::sync::OnceCell;
 
 use super::{ClusterClient, KafkaError};
 
@@ -135,8 +135,7 @@ impl ClusterClient {
 
     /// The cached reading client of one partition.
     async fn reader(&self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>, KafkaError> {
-        let cell: Arc<OnceCell<Arc<PartitionClient>>> =
-            self.readers().entry((topic.to_owned(), partition)).or_default().clone();
+        let cell = self.reader_cell(topic, partition);
         cell.get_or_try_init(|| async { self.partition_client(topic, partition).await.map(Arc::new) })
             .await
             .cloned()
