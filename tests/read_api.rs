@@ -270,6 +270,29 @@ async fn offsets_and_fetch_give_what_librdkafka_reads(kafka: Kafka) {
         waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
         "waited {waited:?}"
     );
+
+    // Positions at the end of two partitions, then one with records: the records are answered without waiting out
+    // the timeout for the empty ones (a Kafka fetch returns once it has data; it waited the whole 5 s, also when
+    // the waiting position was on the same partition, whose connection the broker serves in order).
+    let (_, end) = call(
+        &h,
+        "POST",
+        "/offsets/latest",
+        DEMO,
+        r#"{"topic": "cities", "partition": 1}"#,
+    )
+    .await;
+    let started = Instant::now();
+    let positions = json!({"timeout": 5000, "topicPartitionOffsets": [
+        {"topic": "cities", "partition": 2, "offset": first + 3},
+        {"topic": "cities", "partition": 1, "offset": end[0]["offset"]},
+        {"topic": "cities", "partition": 2, "offset": first},
+    ]});
+    let (status, some) = call(&h, "POST", "/fetch", DEMO, &positions.to_string()).await;
+    assert_eq!(status, 200, "{some}");
+    assert_eq!(some.as_array().map(Vec::len), Some(3), "{some}");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_millis(2500), "waited {waited:?}");
 }
 
 async fn read_errors_say_what_is_wrong(kafka: Kafka) {

@@ -198,14 +198,34 @@ pub async fn fetch(config: &Config, producer: &Producer, user: &User, body: &[u8
         }
         clusters.push(checked_reader(config, producer, user, &p.topic, p.partition).await?);
     }
-    // At most `total` record bytes are read and answered: positions are read a few at a time (as many as `total`
-    // holds whole fetches), and none is started once the budget is spent. The wait is for the whole request.
+    // First every position as it is now, without waiting (a long poll of one position would hold up the others
+    // behind it on the same connection); only when none has records, again, waiting for the first to get some.
+    let messages = read_positions(config, &positions, &clusters, Instant::now()).await?;
+    let messages = if messages.is_empty() && !wait.is_zero() {
+        read_positions(config, &positions, &clusters, Instant::now() + wait).await?
+    } else {
+        messages
+    };
+    Ok(serde_json::to_vec(&messages).expect("messages serialize"))
+}
+
+/// The records at `positions`, waiting for data until `deadline` at most, and no longer once one position gave
+/// records (as a Kafka fetch answers once it has its minimum bytes).
+///
+/// At most `fetch_max_total_bytes` of records are read and answered: positions are read a few at a time (as many
+/// as that holds whole fetches of `fetch_max_bytes`), and none is started once the budget is spent.
+async fn read_positions<'a>(
+    config: &Config,
+    positions: &'a [Position],
+    clusters: &[Arc<ClusterClient>],
+    deadline: Instant,
+) -> Result<Vec<FetchedMessage<'a>>, ApiError> {
     let (total, per_position) = (config.server.fetch_max_total_bytes, config.server.fetch_max_bytes);
-    let deadline = Instant::now() + wait;
+    let found = tokio::sync::watch::Sender::new(false);
     let reads: Vec<_> = positions
         .iter()
-        .zip(&clusters)
-        .map(|(p, cluster)| read_position(cluster, p, per_position.min(total), deadline))
+        .zip(clusters)
+        .map(|(p, cluster)| read_position(cluster, p, per_position.min(total), deadline, &found))
         .collect();
     let mut reads = futures::stream::iter(reads).buffered((total / per_position).max(1));
     let (mut messages, mut bytes) = (Vec::new(), 0);
@@ -218,18 +238,33 @@ pub async fn fetch(config: &Config, producer: &Producer, user: &User, body: &[u8
             messages.push(message(&p.topic, p.partition, record));
         }
     }
-    Ok(serde_json::to_vec(&messages).expect("messages serialize"))
+    Ok(messages)
 }
 
-/// The records at `p`, up to `max_bytes`, waiting for data until `deadline` at most.
+/// The records at `p`, up to `max_bytes`, waiting for data until `deadline` at most, and no longer once another
+/// position of the request has `found` records (this one's are read at the client's next fetch).
 async fn read_position<'a>(
     cluster: &ClusterClient,
     p: &'a Position,
     max_bytes: usize,
     deadline: Instant,
+    found: &tokio::sync::watch::Sender<bool>,
 ) -> (&'a Position, Result<Vec<FetchedRecord>, KafkaError>) {
-    let wait = deadline.saturating_duration_since(Instant::now());
-    (p, cluster.fetch(&p.topic, p.partition, p.offset, max_bytes, wait).await)
+    let mut answered = found.subscribe();
+    let wait = if *answered.borrow() {
+        Duration::ZERO
+    } else {
+        deadline.saturating_duration_since(Instant::now())
+    };
+    let fetch = cluster.fetch(&p.topic, p.partition, p.offset, max_bytes, wait);
+    let result = tokio::select! {
+        result = fetch => result,
+        _ = answered.wait_for(|found| *found), if !wait.is_zero() => Ok(Vec::new()),
+    };
+    if matches!(&result, Ok(records) if !records.is_empty()) {
+        found.send_replace(true);
+    }
+    (p, result)
 }
 
 /// A record's key, value and header bytes: what it costs to hold and answer.

@@ -354,6 +354,12 @@ impl FetchService {
                     ?min_bytes
                 );
 
+                // luka patch: answer as soon as there are records (upstream slept half the remaining wait first,
+                // so every fetch that found data still took half its max_wait), or once the wait is over.
+                if bytes > min_bytes || remaining.is_zero() {
+                    break;
+                }
+
                 sleep(if remaining.as_millis() >= 250 {
                     remaining / 2
                 } else {
