@@ -70,8 +70,12 @@ impl KafkaContext {
 /// Either Rust side checks the call, starts nothing, and parks the coroutine on the produce (see `lua/call.rs`);
 /// the Lua side then yields, and is resumed with the outcome: no async machinery runs inside Lua.
 const PRODUCE: &str = r#"
-local general, one, yield, PARKED = ...
+local general, one, yield, isyieldable, PARKED = ...
 local type, next, error = type, next, error
+-- Where Luau cannot pause the handler (called back by a C function such as string.gsub or table.sort, or from a
+-- metamethod), the call is refused before anything is started, in words that say why.
+local NOT_YIELDABLE = "kafka.produce: it waits for Kafka, so it cannot be called where Lua cannot pause (inside a "
+  .. "string.gsub or table.sort callback, or a metamethod); call it from the handler's own code"
 local CALL = { cluster = true, topic = true, messages = true }
 local MESSAGE = { key = true, value = true, data = true, partition = true, timestamp = true }
 local function only_entry(t)
@@ -101,6 +105,7 @@ local function simple(call)
   return m
 end
 return function(call)
+  if not isyieldable() then error(NOT_YIELDABLE, 2) end
   local m = type(call) == "table" and simple(call)
   if m then
     local parked, problem = one(call.cluster, call.topic, m.key, m.value, m.data, m.partition, m.timestamp)
@@ -232,11 +237,12 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
         });
         park(lua, &shared, work)
     })?;
-    let yield_: Function = lua.globals().get::<Table>("coroutine")?.get("yield")?;
+    let coroutine = lua.globals().get::<Table>("coroutine")?;
     let produce: Function = lua.load(PRODUCE).set_name("=kafka.produce").call((
         general,
         one,
-        yield_,
+        coroutine.get::<Function>("yield")?,
+        coroutine.get::<Function>("isyieldable")?,
         Value::LightUserData(park_token()),
     ))?;
     table.set("produce", produce)?;
