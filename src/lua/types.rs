@@ -207,6 +207,11 @@ mod tests {
             luka.classes["luka.ProduceMessage"],
             set(&crate::lua::modules::kafka::MESSAGE_FIELDS)
         );
+        // The deprecated single-message form: the message's fields beside cluster and topic.
+        let mut one = set(&crate::lua::modules::kafka::MESSAGE_FIELDS);
+        one.extend(set(&crate::lua::modules::kafka::CALL_FIELDS));
+        one.remove("messages");
+        assert_eq!(luka.classes["luka.ProduceOne"], one);
     }
 
     #[test]

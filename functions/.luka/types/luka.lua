@@ -43,6 +43,17 @@ function Request:json() end
 ---@field topic string? Topic; may be left out when exactly one topic is configured.
 ---@field messages luka.ProduceMessage[] The records to write; every one is checked before any is written.
 
+--- The single-message form (deprecated: use `messages = { {...} }`), as older handlers call it.
+---@class luka.ProduceOne
+---@field cluster string? Cluster to write to; default: the one the topic is routed to.
+---@field topic string? Topic; may be left out when exactly one topic is configured.
+---@field partition integer? Partition to write; default: by key (murmur2, as Java's client), or one per call.
+---@field key any? A string is written as its bytes, other values as JSON, `json.null` as no key; absent: a random key.
+---@field value any? Written as is: string bytes, number or boolean as text, table as JSON, `json.null` as a tombstone.
+---@field data any? Structured data, checked against the topic's `value_schema`, encoded by its `content_type`.
+---@field headers table<string, string|number|boolean>|luka.ProduceHeader[]? Record headers; the list form may repeat names.
+---@field timestamp integer? Milliseconds since the epoch; default now.
+
 ---@class luka.Written
 ---@field partition integer
 ---@field offset integer
@@ -67,6 +78,7 @@ kafka = {}
 --- message is invalid or the cluster does not take them.
 ---@param call luka.ProduceCall
 ---@return luka.ProduceResult
+---@overload fun(call: luka.ProduceOne): luka.ProduceResult
 function kafka.produce(call) end
 
 --- JSON text and Lua values.
