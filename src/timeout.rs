@@ -24,6 +24,16 @@ pub fn within<F: Future>(limit: Duration, future: F) -> Within<F> {
     }
 }
 
+/// Like [`within`], with `limit` counted from `started`, a time the caller has already read (one clock read less per
+/// request on the server's path).
+pub fn within_since<F: Future>(started: std::time::Instant, limit: Duration, future: F) -> Within<F> {
+    Within {
+        future,
+        deadline: Instant::from_std(started) + limit,
+        timer: None,
+    }
+}
+
 pin_project_lite::pin_project! {
     /// The future [`within`] gives.
     pub struct Within<F> {
@@ -64,5 +74,14 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         let in_time = tokio::time::sleep(Duration::from_millis(5));
         assert_eq!(within(Duration::from_secs(2), in_time).await, Ok(()));
+        // Counted from a time already past: the limit is shorter by what has elapsed.
+        let earlier = std::time::Instant::now() - Duration::from_millis(50);
+        let slow = tokio::time::sleep(Duration::from_secs(5));
+        let started = std::time::Instant::now();
+        assert_eq!(
+            within_since(earlier, Duration::from_millis(60), slow).await,
+            Err(Elapsed)
+        );
+        assert!(started.elapsed() < Duration::from_millis(1000));
     }
 }

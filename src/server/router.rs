@@ -52,7 +52,8 @@ pub async fn handle<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote:
         _ => {
             let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
             // Boxed once, so the wrappers do not each move it.
-            let served = crate::timeout::within(timeout, Box::pin(dispatch(app, request, remote, &context)));
+            let served =
+                crate::timeout::within_since(started, timeout, Box::pin(dispatch(app, request, remote, &context)));
             match RequestContext::scope(Arc::clone(&context), served).await {
                 Ok(result) => result,
                 Err(_) => Err(RequestError::Timeout {
@@ -69,11 +70,12 @@ pub async fn handle<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote:
         response.headers_mut().insert(REQUEST_ID, id);
     }
     let function = context.function();
+    let duration = started.elapsed();
     crate::metrics::metrics().observe_request(
         route_kind(&path, function.is_some()),
         function.clone(),
         response.status().as_u16(),
-        started.elapsed(),
+        duration,
     );
     if app.config.server.access_log && tracing::enabled!(target: "luka::access", tracing::Level::INFO) {
         let line = AccessLine {
@@ -82,7 +84,7 @@ pub async fn handle<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote:
             method: method.as_str(),
             path: &path,
             status: response.status().as_u16(),
-            duration: started.elapsed(),
+            duration,
             function: function.as_deref().unwrap_or(""),
             records: context.records(),
         };
