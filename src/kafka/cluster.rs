@@ -47,7 +47,7 @@ const CREATED_TOPIC_POLL: Duration = Duration::from_millis(50);
 /// this reconnects for the least recently read ones.
 const MAX_READERS: u64 = 256;
 
-/// A reading client not used for this long is closed.
+/// A reading client not used for this long is closed (moka drops it at the cache's next use; it runs no thread).
 const READER_IDLE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy)]
@@ -76,8 +76,8 @@ pub struct ClusterClient {
     /// Topics luka created here that the config does not name (by pattern); bounded by `max_created_topics`.
     created_by_pattern: std::sync::atomic::AtomicUsize,
     writers: DashMap<(String, i32), Arc<OnceCell<Arc<PartitionWriter>>>>,
-    /// Reading clients, each with its own broker connection: the most recently used [`MAX_READERS`], and none idle
-    /// for longer than [`READER_IDLE`] (a user may read every partition of a large cluster once).
+    /// Reading clients, each with its own broker connection: the most recently used [`MAX_READERS`] (a user may read
+    /// every partition of a large cluster once); one idle for [`READER_IDLE`] goes at the cache's next use.
     readers: moka::sync::Cache<(String, i32), Arc<OnceCell<Arc<PartitionClient>>>>,
     counters: Arc<ProduceCounters>,
     reachability: Arc<Reachability>,
