@@ -293,6 +293,44 @@ async fn offsets_and_fetch_give_what_librdkafka_reads(kafka: Kafka) {
     assert_eq!(some.as_array().map(Vec::len), Some(3), "{some}");
     let waited = started.elapsed();
     assert!(waited < Duration::from_millis(2500), "waited {waited:?}");
+
+    // Nothing at either position when asked: the fetch waits, and answers once a record arrives at one of them...
+    let ends = r#"[{"topic": "cities", "partition": 1}, {"topic": "cities", "partition": 2}]"#;
+    let (_, ends) = call(&h, "POST", "/offsets/latest", DEMO, ends).await;
+    let (one, two) = (&ends[0]["offset"], &ends[1]["offset"]);
+    let waiting = json!({"timeout": 5000, "topicPartitionOffsets": [
+        {"topic": "cities", "partition": 1, "offset": one},
+        {"topic": "cities", "partition": 2, "offset": two},
+    ]});
+    let late = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        call(
+            &h,
+            "POST",
+            "/produce/cities",
+            DEMO,
+            r#"{"partition": 2, "value": "late"}"#,
+        )
+        .await
+    };
+    let started = Instant::now();
+    let waiting = waiting.to_string();
+    let ((status, got), (wrote, written)) = tokio::join!(call(&h, "POST", "/fetch", DEMO, &waiting), late);
+    assert_eq!((status, wrote), (200, 200), "{got} {written}");
+    assert_eq!(
+        (&got[0]["partition"], &got[0]["value"]),
+        (&json!(2), &json!("late")),
+        "{got}"
+    );
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_millis(2500), "waited {waited:?}");
+    // ...and the partition whose wait it gave up is read at once next, not behind the broker's hold on that wait.
+    let started = Instant::now();
+    let now = json!({"topic": "cities", "partition": 1, "offset": one, "timeout": 0});
+    let (status, none) = call(&h, "POST", "/fetch", DEMO, &now.to_string()).await;
+    assert_eq!((status, none), (200, json!([])));
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_millis(2500), "waited {waited:?}");
 }
 
 async fn read_errors_say_what_is_wrong(kafka: Kafka) {

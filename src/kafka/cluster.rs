@@ -129,6 +129,12 @@ impl ClusterClient {
         self.readers.get_with((topic.to_owned(), partition), Arc::default)
     }
 
+    /// Drops the reading client of one partition, and with it its connection once no read uses it: a read given up
+    /// while the broker still holds it (a fetch's wait) would make the partition's next read queue behind it.
+    pub fn forget_reader(&self, topic: &str, partition: i32) {
+        self.readers.invalidate(&(topic.to_owned(), partition));
+    }
+
     /// `work` under the cluster's outage memory and `limit` (see [`Reachability::guard`]).
     pub(crate) async fn guarded<T>(
         &self,
