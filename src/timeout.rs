@@ -17,19 +17,19 @@ pub struct Elapsed;
 
 /// `future`'s output, or [`Elapsed`] if it did not finish within `limit`.
 pub fn within<F: Future>(limit: Duration, future: F) -> Within<F> {
-    Within {
-        future,
-        deadline: Instant::now() + limit,
-        timer: None,
-    }
+    until(Instant::now() + limit, future)
 }
 
 /// Like [`within`], with `limit` counted from `started`, a time the caller has already read (one clock read less per
 /// request on the server's path).
 pub fn within_since<F: Future>(started: std::time::Instant, limit: Duration, future: F) -> Within<F> {
+    until(Instant::from_std(started) + limit, future)
+}
+
+fn until<F: Future>(deadline: Instant, future: F) -> Within<F> {
     Within {
         future,
-        deadline: Instant::from_std(started) + limit,
+        deadline,
         timer: None,
     }
 }

@@ -259,11 +259,8 @@ async fn read_position<'a>(
     let fetch = cluster.fetch(&p.topic, p.partition, p.offset, max_bytes, wait);
     let result = tokio::select! {
         result = fetch => result,
-        _ = answered.wait_for(|found| *found), if !wait.is_zero() => {
-            // The broker holds this fetch for the rest of its wait: a new connection serves the partition next.
-            cluster.forget_reader(&p.topic, p.partition);
-            Ok(Vec::new())
-        }
+        // Given up, the fetch drops its reader (the broker holds it for the rest of its wait).
+        _ = answered.wait_for(|found| *found), if !wait.is_zero() => Ok(Vec::new()),
     };
     if matches!(&result, Ok(records) if !records.is_empty()) {
         found.send_replace(true);

@@ -131,7 +131,7 @@ impl ClusterClient {
 
     /// Drops the reading client of one partition, and with it its connection once no read uses it: a read given up
     /// while the broker still holds it (a fetch's wait) would make the partition's next read queue behind it.
-    pub fn forget_reader(&self, topic: &str, partition: i32) {
+    pub(crate) fn forget_reader(&self, topic: &str, partition: i32) {
         self.readers.invalidate(&(topic.to_owned(), partition));
     }
 

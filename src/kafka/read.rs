@@ -130,7 +130,17 @@ impl ClusterClient {
                 })
                 .collect())
         };
-        self.guarded(self.config().produce_timeout + wait, work).await
+        // A fetch given up during its wait (another position answered, the client left, a timeout) is still held by
+        // the broker for the rest of that wait, on the partition's one connection: its next read gets a new one.
+        let given_up = ForgetReaderOnDrop {
+            cluster: self,
+            topic,
+            partition,
+            armed: !wait.is_zero(),
+        };
+        let fetched = self.guarded(self.config().produce_timeout + wait, work).await;
+        given_up.disarm();
+        fetched
     }
 
     /// The cached reading client of one partition.
@@ -145,6 +155,29 @@ impl ClusterClient {
         KafkaError::Setup {
             cluster: self.config().name.clone(),
             detail,
+        }
+    }
+}
+
+/// Drops the reading client of a partition when dropped armed: see [`ClusterClient::fetch`].
+struct ForgetReaderOnDrop<'a> {
+    cluster: &'a ClusterClient,
+    topic: &'a str,
+    partition: i32,
+    armed: bool,
+}
+
+impl ForgetReaderOnDrop<'_> {
+    /// The fetch finished: nothing is left at the broker.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ForgetReaderOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.cluster.forget_reader(self.topic, self.partition);
         }
     }
 }

@@ -354,8 +354,8 @@ impl Vm {
         Ok(string)
     }
 
-    /// Runs `running`'s coroutine until it returns or yields: the first time with the request's chunk, method and
-    /// path, then with the values `resume` (what it parked on) gives. Between [`Vm::enter`] and [`Vm::pause`].
+    /// Runs `running`'s coroutine until it returns or yields: the first time with the request's chunk, its
+    /// environment, the route's values, method and path, then with the values `resume` (what it parked on) gives. Between [`Vm::enter`] and [`Vm::pause`].
     pub fn resume(&self, running: &mut Running, resume: Option<Resume>) -> mlua::Result<Stopped> {
         let returned = match running.first.take() {
             Some((values, method, path)) => running.thread.resume::<Returned>((
