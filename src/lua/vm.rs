@@ -81,10 +81,29 @@ const COMMON_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEA
 /// this one finishes.
 pub struct Running {
     thread: Thread,
+    /// The thread's Luau state, for [`Vm::enter`] (asking mlua for it takes its lock each turn).
+    address: usize,
     chunk: Chunk,
-    /// What the first resume passes to the runner, besides the chunk and its environment: the route's values, the
-    /// request's method and path.
-    first: Option<(Table, LuaString, LuaString)>,
+    /// Until the first resume: where the VM keeps what it passes besides the chunk and its environment.
+    first: Option<First>,
+    /// The coroutine returned or failed: its thread may be reset and reused.
+    ended: bool,
+}
+
+/// The route's values, method and path for a request's first resume, as places in the VM's caches rather than
+/// references of their own: the first resume follows [`Vm::start`] under the same lock, so the caches still hold
+/// them, and pushing the VM's own references saves making and dropping one each per request.
+struct First {
+    /// The key of the route's `env` table in `Vm::route_envs`; none: the empty one.
+    values: Option<usize>,
+    method: Method,
+    // The path is always `Vm::last_path`: `start` sets it.
+}
+
+enum Method {
+    /// An index into `Vm::methods`.
+    Common(usize),
+    Other(LuaString),
 }
 
 /// How one turn of a coroutine ended.
@@ -253,14 +272,14 @@ impl Vm {
         })
     }
 
-    /// The route's `env` values, read-only, built once per VM.
-    fn route_env(&mut self, target: &Target) -> mlua::Result<Table> {
+    /// The key in `route_envs` of the route's `env` values (read-only, built once per VM); none: no values.
+    fn route_env(&mut self, target: &Target) -> mlua::Result<Option<usize>> {
         if target.env.is_empty() {
-            return Ok(self.no_env.clone());
+            return Ok(None);
         }
         let key = Arc::as_ptr(&target.env) as usize;
-        if let Some((_, table)) = self.route_envs.get(&key) {
-            return Ok(table.clone());
+        if self.route_envs.contains_key(&key) {
+            return Ok(Some(key));
         }
         if self.route_envs.len() >= ROUTE_ENVS {
             self.route_envs.clear();
@@ -269,8 +288,8 @@ impl Vm {
             .lua
             .create_table_from(target.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         table.set_readonly(true);
-        self.route_envs.insert(key, (Arc::clone(&target.env), table.clone()));
-        Ok(table)
+        self.route_envs.insert(key, (Arc::clone(&target.env), table));
+        Ok(Some(key))
     }
 
     /// Checks that a file, run once, gives a handler (at startup and on reload), without running the handler.
@@ -327,44 +346,55 @@ impl Vm {
             }
             None => self.lua.create_thread(self.runner.clone())?,
         };
-        let method = match self.methods.iter().find(|(name, _)| *name == request.method) {
-            Some((_, string)) => string.clone(),
-            None => self.lua.create_string(&request.method)?,
+        let method = match self.methods.iter().position(|(name, _)| *name == request.method) {
+            Some(index) => Method::Common(index),
+            None => Method::Other(self.lua.create_string(&request.method)?),
         };
-        let first = (values, method, self.path_string(&request.path)?);
+        self.set_path(&request.path)?;
+        let address = thread.to_pointer() as usize;
         Ok(Running {
             thread,
+            address,
             chunk,
-            first: Some(first),
+            first: Some(First { values, method }),
+            ended: false,
         })
     }
 
-    /// `path` as a Lua string: the last request's if it had the same path, else a new one (kept for the next).
-    fn path_string(&mut self, path: &str) -> mlua::Result<LuaString> {
-        if let Some((last, string)) = &self.last_path
+    /// Makes `last_path` hold `path`: the last request's string if it had the same path, else a new one.
+    fn set_path(&mut self, path: &str) -> mlua::Result<()> {
+        if let Some((last, _)) = &self.last_path
             && last == path
         {
-            return Ok(string.clone());
+            return Ok(());
         }
         let string = self.lua.create_string(path)?;
         let mut text = self.last_path.take().map(|(text, _)| text).unwrap_or_default();
         text.clear();
         text.push_str(path);
-        self.last_path = Some((text, string.clone()));
-        Ok(string)
+        self.last_path = Some((text, string));
+        Ok(())
     }
 
     /// Runs `running`'s coroutine until it returns or yields: the first time with the request's chunk, its
     /// environment, the route's values, method and path, then with the values `resume` (what it parked on) gives. Between [`Vm::enter`] and [`Vm::pause`].
     pub fn resume(&self, running: &mut Running, resume: Option<Resume>) -> mlua::Result<Stopped> {
         let returned = match running.first.take() {
-            Some((values, method, path)) => running.thread.resume::<Returned>((
-                running.chunk.function.clone(),
-                running.chunk.env.clone(),
-                values,
-                method,
-                path,
-            )),
+            Some(First { values, method }) => {
+                let values = match values {
+                    Some(key) => &self.route_envs.get(&key).ok_or_else(|| moved("route values"))?.1,
+                    None => &self.no_env,
+                };
+                let method = match &method {
+                    Method::Common(index) => &self.methods[*index].1,
+                    Method::Other(string) => string,
+                };
+                let path = &self.last_path.as_ref().ok_or_else(|| moved("path"))?.1;
+                let chunk = &running.chunk;
+                running
+                    .thread
+                    .resume::<Returned>((&chunk.function, &chunk.env, values, method, path))
+            }
             None => {
                 let values = match resume {
                     Some(resume) => resume(&self.lua)?,
@@ -376,8 +406,9 @@ impl Vm {
         // Taken whatever happened: a call that parked and then could not yield (inside a metamethod, say) leaves
         // work that must not run.
         let parked = self.shared.take_parked();
-        let returned = returned?;
+        let returned = returned.inspect_err(|_| running.ended = true)?;
         if running.thread.status() != ThreadStatus::Resumable {
+            running.ended = true;
             return Ok(Stopped::Returned(returned));
         }
         Ok(match parked {
@@ -394,7 +425,7 @@ impl Vm {
     /// for `remaining` more: the limits go on.
     pub fn enter(&self, state: &Arc<RequestState>, running: Option<&Running>, remaining: Duration) -> Instant {
         let _ = self.lua.set_memory_limit(self.limits.memory_bytes);
-        let thread = running.map_or(std::ptr::null(), |running| running.thread.to_pointer());
+        let thread = running.map_or(std::ptr::null(), |running| running.address as *const std::ffi::c_void);
         self.shared.enter(state, thread, remaining)
     }
 
@@ -422,8 +453,10 @@ impl Vm {
     /// request's globals live in) is emptied here, and the chunk's top level runs again for each request. Nothing
     /// a request made can be reached afterwards: every table it could have stored a value in is read-only.
     pub fn finish(&mut self, running: Running) {
-        let Running { thread, chunk, .. } = running;
-        if !matches!(thread.status(), ThreadStatus::Finished | ThreadStatus::Error) {
+        let Running {
+            thread, chunk, ended, ..
+        } = running;
+        if !ended {
             return;
         }
         if self.idle.len() < IDLE_THREADS {
@@ -446,6 +479,13 @@ impl Vm {
     pub fn used_memory(&self) -> usize {
         self.lua.used_memory()
     }
+}
+
+/// `what` for a first resume was not where [`Vm::start`] left it: a resume that did not follow its start.
+fn moved(what: &str) -> mlua::Error {
+    mlua::Error::runtime(format!(
+        "the request's {what} left the VM's cache before its first resume"
+    ))
 }
 
 fn first_line(text: &str) -> String {
