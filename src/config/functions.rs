@@ -110,12 +110,11 @@ impl RoutePath {
 
     /// The parameters, when `path` matches.
     pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
-        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-        if parts.len() != self.segments.len() {
-            return None;
-        }
+        // Walked as it is split, with nothing allocated: every request tries the routes in turn.
+        let mut parts = path.split('/').filter(|p| !p.is_empty());
         let mut params = Vec::new();
-        for (segment, part) in self.segments.iter().zip(parts) {
+        for segment in &self.segments {
+            let part = parts.next()?;
             match segment {
                 Segment::Literal(literal) if literal == part => {}
                 Segment::Literal(_) => return None,
@@ -125,7 +124,7 @@ impl RoutePath {
                 }
             }
         }
-        Some(params)
+        parts.next().is_none().then_some(params)
     }
 
     /// Number of parameter segments: fewer means more specific.
@@ -323,7 +322,13 @@ mod tests {
         );
         assert_eq!(path.matches("/orders/42/things/1"), None);
         assert_eq!(path.matches("/orders/42"), None);
+        assert_eq!(path.matches("/orders/42/items/1/more"), None);
+        assert_eq!(
+            path.matches("//orders//42/items/1/"),
+            Some(vec![("id".into(), "42".into()), ("item".into(), "1".into())])
+        );
         assert_eq!(RoutePath::parse("/").unwrap().matches("/"), Some(vec![]));
+        assert_eq!(RoutePath::parse("/").unwrap().matches("/x"), None);
     }
 
     #[test]
