@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# User-space instructions per request, counted by callgrind: bench/instructions.sh BINARY [BINARY...]
+# For machines without hardware counters (this project's virtual machine has none, so `perf stat` cannot count), and
+# for A/B of small changes that rates on a shared machine cannot separate. Each BINARY serves PATHS under
+# `valgrind --tool=callgrind` with counting off; after a warm-up, counting is switched on for SECS seconds of
+# `wrk -t1 -cCONNECTIONS`, and the instructions counted are divided by the requests wrk made. Kernel work is not
+# counted; the rate under valgrind means nothing. luka runs as compare's per-core rows do (one tokio worker, one Lua
+# VM, access log on, to a file) with a fresh `luka broker` from the first BINARY beside it, not counted.
+#   PATHS: any of healthz, constant, json (req:json(), one field), webhook (one keyed record; needs the broker);
+#          default "healthz constant json"
+#   NGINX=1: also nginx + lua-nginx-module (bench/nginx/nginx.conf, master process off): static, constant, json
+#   SECS (default 4), CONNECTIONS (default 16), ROUNDS (default 2, the binaries interleaved)
+# Needs valgrind, wrk and curl (and nginx-light, libnginx-mod-http-lua, lua-cjson for NGINX=1); apt-installs them.
+set -euo pipefail
+[ $# -ge 1 ] || { sed -n 2,13p "$0" >&2; exit 2; }
+bench=$(cd "$(dirname "$0")" && pwd)
+binaries=(); for b in "$@"; do binaries+=("$(realpath "$b")"); done
+SECS=${SECS:-4}; CONNECTIONS=${CONNECTIONS:-16}; ROUNDS=${ROUNDS:-2}; PATHS=${PATHS:-healthz constant json}
+need=()
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v wrk >/dev/null || need+=(wrk)
+command -v curl >/dev/null || need+=(curl)
+if [ "${NGINX:-0}" = 1 ]; then
+  command -v nginx >/dev/null || need+=(nginx-light)
+  [ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
+  ls /usr/lib/*/lua/5.1/cjson.so >/dev/null 2>&1 || need+=(lua-cjson)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+dir=$(mktemp -d); server=""; broker=""
+# Stops what it started, by id, also when a step fails.
+trap 'kill $server $broker 2>/dev/null || true; rm -rf "$dir"' EXIT
+mkdir "$dir/functions" "$dir/nginx"
+# compare's handlers, word for word.
+echo 'return function(req) return { json = { ok = true } } end' > "$dir/functions/constant.lua"
+echo 'return function(req) local order = req:json() return { json = { id = order.id } } end' > "$dir/functions/json.lua"
+cat > "$dir/functions/webhook.lua" <<'LUA'
+return function(req)
+  local order = req:json()
+  local r = kafka.produce{ topic = "bench", messages = { { key = tostring(order.id), value = req.body } } }
+  return { json = { partition = r.partition, offset = r.offset } }
+end
+LUA
+cat > "$dir/config.toml" <<TOML
+[server]
+listen = "127.0.0.1:18080"
+access_log = true
+[clusters.local]
+bootstrap = ["127.0.0.1:19092"]
+[topics.bench]
+partitions = 4
+[lua]
+watch = false
+vms = 1
+[[routes]]
+path = "/constant"
+function = "constant.lua"
+[[routes]]
+path = "/json"
+function = "json.lua"
+[[routes]]
+path = "/hook"
+function = "webhook.lua"
+TOML
+sed -e "s#@PREFIX@#$dir/nginx#g" -e "s#@PORT@#18090#g" -e 's/master_process on;/master_process off;/' \
+  "$bench/nginx/nginx.conf" > "$dir/nginx/nginx.conf"
+printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
+  "'{\"id\":12345,\"customer\":\"c-42\",\"items\":[{\"sku\":\"A1\",\"qty\":2},{\"sku\":\"B7\",\"qty\":1}],\"total\":49.95}'" \
+  > "$dir/order.lua"
+
+# count NAME URL [wrk script]: the server in $server is under callgrind; prints its instructions per request.
+count() {
+  local name=$1 url=$2; shift 2
+  local script=(); [ $# -gt 0 ] && script=(-s "$1")
+  wrk -t1 -c"$CONNECTIONS" -d2s "${script[@]}" "$url" >/dev/null 2>&1
+  rm -f "$dir"/callgrind.out.*.*
+  callgrind_control -i on "$server" >/dev/null 2>&1
+  wrk -t1 -c"$CONNECTIONS" -d"${SECS}s" "${script[@]}" "$url" > "$dir/wrk.out" 2>&1
+  callgrind_control -i off "$server" >/dev/null 2>&1
+  callgrind_control -d "$server" >/dev/null 2>&1
+  local requests instructions
+  requests=$(awk '/requests in/ {print $1}' "$dir/wrk.out")
+  # A dump on request goes to a file of its own (callgrind.out.PID.N).
+  instructions=$(cat "$dir"/callgrind.out.*.* | awk '/^totals:/ {if ($2 > m) m = $2} END {print m + 0}')
+  awk -v name="$name" -v i="$instructions" -v n="$requests" \
+    'BEGIN {printf "%-28s %8d requests  %7.0f instructions/request\n", name, n, i / n}'
+}
+
+# wait_for URL: until the server answers (valgrind starts slowly).
+wait_for() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return; sleep 0.2; done; echo "no answer from $1" >&2; exit 1; }
+
+callgrind=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out.%p")
+for round in $(seq 1 "$ROUNDS"); do
+  if [ "${NGINX:-0}" = 1 ]; then
+    "${callgrind[@]}" nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" -e "$dir/nginx/error.log" 2>/dev/null &
+    server=$!
+    wait_for http://127.0.0.1:18090/static
+    count "$round nginx static" http://127.0.0.1:18090/static
+    count "$round nginx constant" http://127.0.0.1:18090/lua/constant
+    count "$round nginx json" http://127.0.0.1:18090/lua/json "$dir/order.lua"
+    kill -TERM "$server"; wait "$server" 2>/dev/null || true
+  fi
+  for binary in "${binaries[@]}"; do
+    "${binaries[0]}" broker --listen 127.0.0.1:19092 >/dev/null 2>&1 & broker=$!
+    (cd "$dir" && TOKIO_WORKER_THREADS=1 exec "${callgrind[@]}" "$binary" --config config.toml >access.log 2>/dev/null) &
+    server=$!
+    wait_for http://127.0.0.1:18080/healthz
+    # The valgrind process is the subshell's exec, so $server is luka itself.
+    for path in $PATHS; do
+      case "$path" in
+        healthz|constant) count "$round $(basename "$binary") $path" "http://127.0.0.1:18080/$path" ;;
+        json) count "$round $(basename "$binary") json" http://127.0.0.1:18080/json "$dir/order.lua" ;;
+        webhook) count "$round $(basename "$binary") webhook" http://127.0.0.1:18080/hook "$dir/order.lua" ;;
+        *) echo "unknown path $path" >&2; exit 2 ;;
+      esac
+    done
+    kill "$server" "$broker"; wait "$server" "$broker" 2>/dev/null || true
+  done
+done
