@@ -86,6 +86,10 @@ pub struct Metrics {
     pub lua_limit_hits: Family<KindLabel, Counter>,
     pub vm_memory: Family<VmLabel, Gauge>,
     pub cluster_reachable: Family<ClusterLabel, Gauge>,
+    /// The request series of each route kind (and, for requests no function answered, each class), kept once
+    /// made: a family hashes the whole label set (SipHash) on every look-up, two per request.
+    durations: [OnceLock<Histogram>; KINDS.len()],
+    plain_requests: [[OnceLock<Counter>; CLASSES.len()]; KINDS.len()],
     /// Topics that have series of their own, at most `max_topics`.
     topics: Mutex<HashSet<String>>,
     max_topics: AtomicUsize,
@@ -93,6 +97,12 @@ pub struct Metrics {
 
 /// The `topic` label of records of topics past `[metrics] max_topic_series`.
 pub const OTHER_TOPICS: &str = "_other";
+
+/// The `kind` label's values (the router's route kinds).
+const KINDS: [&str; 5] = ["rest", "function", "health", "metrics", "other"];
+
+/// The `class` label's values, by the status's hundreds; anything else counts as 5xx.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 fn latency_histogram() -> Histogram {
     // 100 µs to ~13 s.
@@ -169,6 +179,8 @@ impl Metrics {
             lua_limit_hits,
             vm_memory,
             cluster_reachable,
+            durations: std::array::from_fn(|_| OnceLock::new()),
+            plain_requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
             topics: Mutex::default(),
             max_topics: AtomicUsize::new(crate::config::defaults::MAX_TOPIC_SERIES),
         }
@@ -187,23 +199,33 @@ impl Metrics {
     }
 
     pub fn observe_request(&self, kind: &'static str, function: Option<Arc<str>>, status: u16, elapsed: Duration) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+        let class_index = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
         };
-        self.http_requests
-            .get_or_create(&HttpLabels {
-                kind,
-                function: FunctionName(function),
-                class,
-            })
-            .inc();
-        self.http_duration
-            .get_or_create(&KindLabel { kind })
-            .observe(elapsed.as_secs_f64());
+        let class = CLASSES[class_index];
+        let labels = |function| HttpLabels {
+            kind,
+            function: FunctionName(function),
+            class,
+        };
+        let kind_index = KINDS.iter().position(|known| *known == kind);
+        match (kind_index, function) {
+            (Some(k), None) => self.plain_requests[k][class_index]
+                .get_or_init(|| self.http_requests.get_or_create(&labels(None)).clone())
+                .inc(),
+            (_, function) => self.http_requests.get_or_create(&labels(function)).inc(),
+        };
+        let elapsed = elapsed.as_secs_f64();
+        match kind_index {
+            Some(k) => self.durations[k]
+                .get_or_init(|| self.http_duration.get_or_create(&KindLabel { kind }).clone())
+                .observe(elapsed),
+            None => self.http_duration.get_or_create(&KindLabel { kind }).observe(elapsed),
+        }
     }
 
     /// Topics past the first `limit` get no series of their own (see the module's notes).
@@ -293,4 +315,32 @@ fn classic_text(openmetrics: &str) -> String {
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests counted through the kept series land in the registered families, beside those looked up by label.
+    #[test]
+    fn kept_series_are_the_scraped_ones() {
+        let metrics = Metrics::new();
+        let function: Option<Arc<str>> = Some("hooks/github.lua".into());
+        for _ in 0..3 {
+            metrics.observe_request("health", None, 200, Duration::from_millis(1));
+        }
+        metrics.observe_request("health", None, 503, Duration::from_millis(1));
+        metrics.observe_request("function", function.clone(), 200, Duration::from_millis(1));
+        metrics.observe_request("function", function, 200, Duration::from_millis(1));
+        let text = metrics.render_openmetrics();
+        for line in [
+            r#"luka_http_requests_total{kind="health",function="",class="2xx"} 3"#,
+            r#"luka_http_requests_total{kind="health",function="",class="5xx"} 1"#,
+            r#"luka_http_requests_total{kind="function",function="hooks/github.lua",class="2xx"} 2"#,
+            r#"luka_http_request_duration_seconds_count{kind="health"} 4"#,
+            r#"luka_http_request_duration_seconds_count{kind="function"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+    }
 }

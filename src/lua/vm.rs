@@ -14,7 +14,7 @@
 //! which would make setting up a request several times dearer, and setup allocates only what the request's own
 //! size bounds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -131,10 +131,11 @@ pub struct Vm {
     env_meta: Table,
     runner: Function,
     loaded: HashMap<Arc<str>, (u64, Function)>,
-    /// Chunks of finished requests, their environments emptied, by function name.
-    spare: HashMap<Arc<str>, Vec<Chunk>>,
+    /// Chunks of finished requests, their environments emptied, by function name: ordered, not hashed (two
+    /// look-ups per request, and comparing a few names costs less than hashing one).
+    spare: BTreeMap<Arc<str>, Vec<Chunk>>,
     /// The `env` table of each route, read-only, by the address of the route's values.
-    route_envs: HashMap<usize, (Arc<std::collections::BTreeMap<String, String>>, Table)>,
+    route_envs: HashMap<usize, (Arc<BTreeMap<String, String>>, Table)>,
     no_env: Table,
     /// The last request's path with its Lua string: most requests repeat the path before them, and making the string
     /// (hashed, looked up among Luau's interned strings, referenced) is dearer than comparing the bytes.
@@ -201,7 +202,7 @@ impl Vm {
             env_meta,
             runner,
             loaded: HashMap::new(),
-            spare: HashMap::new(),
+            spare: BTreeMap::new(),
             route_envs: HashMap::new(),
             no_env,
             last_path: None,
