@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
@@ -32,8 +32,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How long `/readyz` waits for each cluster.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The request id header: the caller's if it sends one, else a new one; echoed on every response.
-const REQUEST_ID: &str = "x-request-id";
+/// The request id header: the caller's if it sends one, else a new one; echoed on every response. This and the trace
+/// headers are `HeaderName`s: a name given as a `&str` is parsed and hashed at every look-up, and allocated when set.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Longest caller-given request id kept; longer ones are replaced by a new id.
 const MAX_REQUEST_ID: usize = 128;
@@ -185,7 +188,7 @@ fn route_kind(path: &str, function: bool) -> &'static str {
 fn request_id<B>(request: &Request<B>) -> String {
     let given = request
         .headers()
-        .get(REQUEST_ID)
+        .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic()));
     match given {
@@ -209,18 +212,18 @@ fn trace_context<B>(app: &App, request: &Request<B>) -> Vec<(String, Vec<u8>)> {
     if !app.config.server.propagate_trace_context {
         return Vec::new();
     }
-    let single = |name| {
+    let single = |name: &HeaderName| {
         let mut values = request.headers().get_all(name).iter();
         match (values.next(), values.next()) {
             (Some(value), None) => Some(value.as_bytes()),
             _ => None,
         }
     };
-    let Some(parent) = single("traceparent").filter(|v| trace::valid_traceparent(v)) else {
+    let Some(parent) = single(&TRACEPARENT).filter(|v| trace::valid_traceparent(v)) else {
         return Vec::new();
     };
     let mut context = vec![("traceparent".to_owned(), parent.to_vec())];
-    if let Some(state) = single("tracestate").filter(|v| trace::valid_tracestate(v)) {
+    if let Some(state) = single(&TRACESTATE).filter(|v| trace::valid_tracestate(v)) {
         context.push(("tracestate".to_owned(), state.to_vec()));
     }
     context
