@@ -88,8 +88,8 @@ pub struct Metrics {
     pub cluster_reachable: Family<ClusterLabel, Gauge>,
     /// The request series of each route kind (and, for requests no function answered, each class), kept once
     /// made: a family hashes the whole label set (SipHash) on every look-up, two per request.
-    durations: [OnceLock<Histogram>; KINDS.len()],
-    plain_requests: [[OnceLock<Counter>; CLASSES.len()]; KINDS.len()],
+    durations: [OnceLock<Histogram>; RequestKind::COUNT],
+    plain_requests: [[OnceLock<Counter>; CLASSES.len()]; RequestKind::COUNT],
     /// Topics that have series of their own, at most `max_topics`.
     topics: Mutex<HashSet<String>>,
     max_topics: AtomicUsize,
@@ -98,8 +98,30 @@ pub struct Metrics {
 /// The `topic` label of records of topics past `[metrics] max_topic_series`.
 pub const OTHER_TOPICS: &str = "_other";
 
-/// The `kind` label's values (the router's route kinds).
-const KINDS: [&str; 5] = ["rest", "function", "health", "metrics", "other"];
+/// What answered a request: the `kind` label of the request series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Rest,
+    Function,
+    Health,
+    Metrics,
+    Other,
+}
+
+impl RequestKind {
+    /// Kinds there are (`Other` stays last), so each has a slot of its own.
+    const COUNT: usize = Self::Other as usize + 1;
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Rest => "rest",
+            Self::Function => "function",
+            Self::Health => "health",
+            Self::Metrics => "metrics",
+            Self::Other => "other",
+        }
+    }
+}
 
 /// The `class` label's values, by the status's hundreds; anything else counts as 5xx.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -198,7 +220,7 @@ impl Metrics {
         classic_text(&self.render_openmetrics())
     }
 
-    pub fn observe_request(&self, kind: &'static str, function: Option<Arc<str>>, status: u16, elapsed: Duration) {
+    pub fn observe_request(&self, kind: RequestKind, function: Option<Arc<str>>, status: u16, elapsed: Duration) {
         let class_index = match status {
             100..=199 => 0,
             200..=299 => 1,
@@ -206,26 +228,24 @@ impl Metrics {
             400..=499 => 3,
             _ => 4,
         };
-        let class = CLASSES[class_index];
         let labels = |function| HttpLabels {
-            kind,
+            kind: kind.label(),
             function: FunctionName(function),
-            class,
+            class: CLASSES[class_index],
         };
-        let kind_index = KINDS.iter().position(|known| *known == kind);
-        match (kind_index, function) {
-            (Some(k), None) => self.plain_requests[k][class_index]
+        match function {
+            None => self.plain_requests[kind as usize][class_index]
                 .get_or_init(|| self.http_requests.get_or_create(&labels(None)).clone())
                 .inc(),
-            (_, function) => self.http_requests.get_or_create(&labels(function)).inc(),
+            function => self.http_requests.get_or_create(&labels(function)).inc(),
         };
-        let elapsed = elapsed.as_secs_f64();
-        match kind_index {
-            Some(k) => self.durations[k]
-                .get_or_init(|| self.http_duration.get_or_create(&KindLabel { kind }).clone())
-                .observe(elapsed),
-            None => self.http_duration.get_or_create(&KindLabel { kind }).observe(elapsed),
-        }
+        self.durations[kind as usize]
+            .get_or_init(|| {
+                self.http_duration
+                    .get_or_create(&KindLabel { kind: kind.label() })
+                    .clone()
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Topics past the first `limit` get no series of their own (see the module's notes).
@@ -327,11 +347,11 @@ mod tests {
         let metrics = Metrics::new();
         let function: Option<Arc<str>> = Some("hooks/github.lua".into());
         for _ in 0..3 {
-            metrics.observe_request("health", None, 200, Duration::from_millis(1));
+            metrics.observe_request(RequestKind::Health, None, 200, Duration::from_millis(1));
         }
-        metrics.observe_request("health", None, 503, Duration::from_millis(1));
-        metrics.observe_request("function", function.clone(), 200, Duration::from_millis(1));
-        metrics.observe_request("function", function, 200, Duration::from_millis(1));
+        metrics.observe_request(RequestKind::Health, None, 503, Duration::from_millis(1));
+        metrics.observe_request(RequestKind::Function, function.clone(), 200, Duration::from_millis(1));
+        metrics.observe_request(RequestKind::Function, function, 200, Duration::from_millis(1));
         let text = metrics.render_openmetrics();
         for line in [
             r#"luka_http_requests_total{kind="health",function="",class="2xx"} 3"#,

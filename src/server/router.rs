@@ -21,6 +21,7 @@ use crate::context::{Capture, RequestContext};
 use crate::idempotency::{self, Answer, Begin};
 use crate::logging::access::AccessLine;
 use crate::lua::{Found, HttpRequest, Target};
+use crate::metrics::RequestKind;
 
 /// A request body the router reads: hyper's from a socket, or a `Full<Bytes>` built in memory (tests, `luka test`).
 pub trait RequestBody: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send {}
@@ -175,13 +176,13 @@ impl Drop for InFlight {
 }
 
 /// What a request was, for metrics: a function, a health probe, the metrics scrape, the REST API, or other.
-fn route_kind(path: &str, function: bool) -> &'static str {
+fn route_kind(path: &str, function: bool) -> RequestKind {
     match (function, path) {
-        (true, _) => "function",
-        (false, "/healthz" | "/readyz") => "health",
-        (false, "/metrics") => "metrics",
-        (false, path) if crate::config::is_builtin_path(path) => "rest",
-        _ => "other",
+        (true, _) => RequestKind::Function,
+        (false, "/healthz" | "/readyz") => RequestKind::Health,
+        (false, "/metrics") => RequestKind::Metrics,
+        (false, path) if crate::config::is_builtin_path(path) => RequestKind::Rest,
+        _ => RequestKind::Other,
     }
 }
 
