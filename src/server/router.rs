@@ -223,9 +223,9 @@ fn trace_context<B>(app: &App, request: &Request<B>) -> Vec<(String, Vec<u8>)> {
     let Some(parent) = single(&TRACEPARENT).filter(|v| trace::valid_traceparent(v)) else {
         return Vec::new();
     };
-    let mut context = vec![("traceparent".to_owned(), parent.to_vec())];
+    let mut context = vec![(TRACEPARENT.as_str().to_owned(), parent.to_vec())];
     if let Some(state) = single(&TRACESTATE).filter(|v| trace::valid_tracestate(v)) {
-        context.push(("tracestate".to_owned(), state.to_vec()));
+        context.push((TRACESTATE.as_str().to_owned(), state.to_vec()));
     }
     context
 }
