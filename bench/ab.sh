@@ -16,51 +16,13 @@ ROUNDS=${ROUNDS:-4}; SECS=${SECS:-8}; CONNECTIONS=${CONNECTIONS:-32}; PATHS=${PA
 dir=$(mktemp -d); luka=""; broker=""
 # Stops what it started, by id, also when a step fails.
 trap 'kill $luka $broker 2>/dev/null || true; rm -rf "$dir"' EXIT
-mkdir "$dir/functions"; cp "$(dirname "$0")/../functions/orders.lua" "$dir/functions/"
-# The handlers bench/compare.rs and bench/common/mod.rs measure, word for word.
-echo 'return function(req) return { json = { ok = true } } end' > "$dir/functions/constant.lua"
-echo 'return function(req) local order = req:json() return { json = { id = order.id } } end' > "$dir/functions/json.lua"
-cat > "$dir/functions/webhook.lua" <<'LUA'
-return function(req)
-  local order = req:json()
-  local r = kafka.produce{ topic = "bench", messages = { { key = tostring(order.id), value = req.body } } }
-  return { json = { partition = r.partition, offset = r.offset } }
-end
-LUA
+source "$(dirname "$0")/lib.sh"
 access_log=false; vms=0; environment=(env RUST_LOG=error)
 if [ "${PER_CORE:-0}" = 1 ]; then access_log=true; vms=1; environment=(env TOKIO_WORKER_THREADS=1); fi
-cat > "$dir/config.toml" <<TOML
-[server]
-listen = "127.0.0.1:18080"
-access_log = $access_log
-[clusters.local]
-bootstrap = ["127.0.0.1:19092"]
-[topics.orders]
-partitions = 4
-[topics.bench]
-partitions = 4
-[lua]
-watch = false
-vms = $vms
-[[routes]]
-path = "/orders"
-function = "orders.lua"
-methods = ["POST"]
-[[routes]]
-path = "/constant"
-function = "constant.lua"
-[[routes]]
-path = "/json"
-function = "json.lua"
-[[routes]]
-path = "/hook"
-function = "webhook.lua"
-TOML
+write_luka_site "$dir" "$access_log" "$vms"
 printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
   "'{\"item\":\"book\",\"quantity\":2}'" > "$dir/post.lua"
-printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
-  "'{\"id\":12345,\"customer\":\"c-42\",\"items\":[{\"sku\":\"A1\",\"qty\":2},{\"sku\":\"B7\",\"qty\":1}],\"total\":49.95}'" \
-  > "$dir/order.lua"
+write_order_request "$dir/order.lua"
 ticks=$(getconf CLK_TCK)
 for round in $(seq 1 "$ROUNDS"); do
   for which in old new; do

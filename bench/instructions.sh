@@ -16,61 +16,22 @@ set -euo pipefail
 bench=$(cd "$(dirname "$0")" && pwd)
 binaries=(); for b in "$@"; do binaries+=("$(realpath "$b")"); done
 SECS=${SECS:-4}; CONNECTIONS=${CONNECTIONS:-16}; ROUNDS=${ROUNDS:-2}; PATHS=${PATHS:-healthz constant json}
+source "$bench/lib.sh"
 need=()
 command -v valgrind >/dev/null || need+=(valgrind)
 command -v wrk >/dev/null || need+=(wrk)
 command -v curl >/dev/null || need+=(curl)
-if [ "${NGINX:-0}" = 1 ]; then
-  command -v nginx >/dev/null || need+=(nginx-light)
-  [ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
-  ls /usr/lib/*/lua/5.1/cjson.so >/dev/null 2>&1 || need+=(lua-cjson)
-fi
-if [ ${#need[@]} -gt 0 ]; then
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+if [ "${NGINX:-0}" = 1 ]; then mapfile -t -O ${#need[@]} need < <(nginx_packages); fi
+apt_install "${need[@]}"
 
 dir=$(mktemp -d); server=""; broker=""
 # Stops what it started, by id, also when a step fails.
 trap 'kill $server $broker 2>/dev/null || true; rm -rf "$dir"' EXIT
-mkdir "$dir/functions" "$dir/nginx"
-# compare's handlers, word for word.
-echo 'return function(req) return { json = { ok = true } } end' > "$dir/functions/constant.lua"
-echo 'return function(req) local order = req:json() return { json = { id = order.id } } end' > "$dir/functions/json.lua"
-cat > "$dir/functions/webhook.lua" <<'LUA'
-return function(req)
-  local order = req:json()
-  local r = kafka.produce{ topic = "bench", messages = { { key = tostring(order.id), value = req.body } } }
-  return { json = { partition = r.partition, offset = r.offset } }
-end
-LUA
-cat > "$dir/config.toml" <<TOML
-[server]
-listen = "127.0.0.1:18080"
-access_log = true
-[clusters.local]
-bootstrap = ["127.0.0.1:19092"]
-[topics.bench]
-partitions = 4
-[lua]
-watch = false
-vms = 1
-[[routes]]
-path = "/constant"
-function = "constant.lua"
-[[routes]]
-path = "/json"
-function = "json.lua"
-[[routes]]
-path = "/hook"
-function = "webhook.lua"
-TOML
+mkdir "$dir/nginx"
+write_luka_site "$dir" true 1
 sed -e "s#@PREFIX@#$dir/nginx#g" -e "s#@PORT@#18090#g" -e 's/master_process on;/master_process off;/' \
   "$bench/nginx/nginx.conf" > "$dir/nginx/nginx.conf"
-printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
-  "'{\"id\":12345,\"customer\":\"c-42\",\"items\":[{\"sku\":\"A1\",\"qty\":2},{\"sku\":\"B7\",\"qty\":1}],\"total\":49.95}'" \
-  > "$dir/order.lua"
+write_order_request "$dir/order.lua"
 
 # count NAME URL [wrk script]: the server in $server is under callgrind; prints its instructions per request.
 count() {

@@ -14,20 +14,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/luka-target}"
 
+source bench/lib.sh
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 # The peer: nginx with lua-nginx-module (LuaJIT, resty.core) and cjson, as Debian packages them.
-command -v nginx >/dev/null || need+=(nginx-light)
-[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
-ls /usr/lib/*/lua/5.1/cjson.so >/dev/null 2>&1 || need+=(lua-cjson)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+mapfile -t -O ${#need[@]} need < <(nginx_packages)
+apt_install "${need[@]}"
 
 which="${1:-all}"
 [[ $# -gt 0 ]] && shift

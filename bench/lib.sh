@@ -1,0 +1,68 @@
+# Shell helpers the bench scripts share (sourced, not run): bench/run.sh, bench/ab.sh, bench/instructions.sh.
+
+# apt_install PACKAGE...: installs the packages given, if any (with sudo unless root).
+apt_install() {
+  [ $# -gt 0 ] || return 0
+  local sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "$@" >/dev/null
+}
+
+# nginx_packages: the peer's Debian packages that are missing (nginx with lua-nginx-module, LuaJIT and cjson).
+nginx_packages() {
+  command -v nginx >/dev/null || echo nginx-light
+  [ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || echo libnginx-mod-http-lua
+  ls /usr/lib/*/lua/5.1/cjson.so >/dev/null 2>&1 || echo lua-cjson
+}
+
+# write_luka_site DIR ACCESS_LOG VMS: DIR/config.toml (luka on 127.0.0.1:18080, its broker on 127.0.0.1:19092) and
+# DIR/functions, serving /constant, /json and /hook (the handlers bench/compare.rs and bench/common/mod.rs measure,
+# word for word; /hook is compare's webhook, as /webhook is luka's own) and /orders (functions/orders.lua).
+write_luka_site() {
+  local dir=$1 access_log=$2 vms=$3
+  mkdir -p "$dir/functions"
+  cp "$(dirname "${BASH_SOURCE[0]}")/../functions/orders.lua" "$dir/functions/"
+  echo 'return function(req) return { json = { ok = true } } end' > "$dir/functions/constant.lua"
+  echo 'return function(req) local order = req:json() return { json = { id = order.id } } end' > "$dir/functions/json.lua"
+  cat > "$dir/functions/webhook.lua" <<'LUA'
+return function(req)
+  local order = req:json()
+  local r = kafka.produce{ topic = "bench", messages = { { key = tostring(order.id), value = req.body } } }
+  return { json = { partition = r.partition, offset = r.offset } }
+end
+LUA
+  cat > "$dir/config.toml" <<TOML
+[server]
+listen = "127.0.0.1:18080"
+access_log = $access_log
+[clusters.local]
+bootstrap = ["127.0.0.1:19092"]
+[topics.orders]
+partitions = 4
+[topics.bench]
+partitions = 4
+[lua]
+watch = false
+vms = $vms
+[[routes]]
+path = "/constant"
+function = "constant.lua"
+[[routes]]
+path = "/json"
+function = "json.lua"
+[[routes]]
+path = "/hook"
+function = "webhook.lua"
+[[routes]]
+path = "/orders"
+function = "orders.lua"
+methods = ["POST"]
+TOML
+}
+
+# write_order_request FILE: a wrk script POSTing one JSON order, for the json and webhook handlers.
+write_order_request() {
+  printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
+    "'{\"id\":12345,\"customer\":\"c-42\",\"items\":[{\"sku\":\"A1\",\"qty\":2},{\"sku\":\"B7\",\"qty\":1}],\"total\":49.95}'" \
+    > "$1"
+}
