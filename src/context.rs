@@ -8,6 +8,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::metrics::FunctionRequests;
+
 /// Where one record of the request was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordAt {
@@ -28,7 +30,7 @@ pub struct RequestContext {
     /// `traceparent` / `tracestate` as received, copied into the headers of every record the request writes.
     pub trace: Vec<(String, Vec<u8>)>,
     records: AtomicUsize,
-    function: OnceLock<Arc<str>>,
+    function: OnceLock<Arc<FunctionRequests>>,
     capture: Option<Capture>,
     /// The request waits for its records' real outcome instead of answering "in doubt" (it has an
     /// `Idempotency-Key`, whose entry must hold the true answer).
@@ -88,11 +90,12 @@ impl RequestContext {
         self.awaits_outcome.load(Ordering::Relaxed)
     }
 
-    pub fn set_function(&self, name: Arc<str>) {
-        let _ = self.function.set(name);
+    /// The function that answers the request: its name and its request series.
+    pub fn set_function(&self, function: Arc<FunctionRequests>) {
+        let _ = self.function.set(function);
     }
 
-    pub fn function(&self) -> Option<Arc<str>> {
-        self.function.get().cloned()
+    pub fn function(&self) -> Option<&Arc<FunctionRequests>> {
+        self.function.get()
     }
 }

@@ -123,6 +123,29 @@ impl RequestKind {
     }
 }
 
+/// One function's request series, one per status class, kept once made (as the `Metrics`' own kept series are): the
+/// function's name is the label, and looking the series up by it hashed the whole label set per request. Made with
+/// the function when it is compiled; its series are those of the process's metrics, which it counts in.
+#[derive(Debug)]
+pub struct FunctionRequests {
+    name: Arc<str>,
+    requests: [OnceLock<Counter>; CLASSES.len()],
+}
+
+impl FunctionRequests {
+    pub fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            requests: Default::default(),
+        }
+    }
+
+    /// The function's name, its path inside the functions folder.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+}
+
 /// The `class` label's values, by the status's hundreds; anything else counts as 5xx.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -220,7 +243,13 @@ impl Metrics {
         classic_text(&self.render_openmetrics())
     }
 
-    pub fn observe_request(&self, kind: RequestKind, function: Option<Arc<str>>, status: u16, elapsed: Duration) {
+    pub fn observe_request(
+        &self,
+        kind: RequestKind,
+        function: Option<&FunctionRequests>,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let class_index = match status {
             100..=199 => 0,
             200..=299 => 1,
@@ -228,17 +257,20 @@ impl Metrics {
             400..=499 => 3,
             _ => 4,
         };
-        let labels = |function| HttpLabels {
-            kind: kind.label(),
-            function: FunctionName(function),
-            class: CLASSES[class_index],
+        let series = match function {
+            None => &self.plain_requests[kind as usize][class_index],
+            Some(function) => &function.requests[class_index],
         };
-        match function {
-            None => self.plain_requests[kind as usize][class_index]
-                .get_or_init(|| self.http_requests.get_or_create(&labels(None)).clone())
-                .inc(),
-            function => self.http_requests.get_or_create(&labels(function)).inc(),
-        };
+        series
+            .get_or_init(|| {
+                let labels = HttpLabels {
+                    kind: kind.label(),
+                    function: FunctionName(function.map(|f| Arc::clone(&f.name))),
+                    class: CLASSES[class_index],
+                };
+                self.http_requests.get_or_create(&labels).clone()
+            })
+            .inc();
         self.durations[kind as usize]
             .get_or_init(|| {
                 self.http_duration
@@ -345,20 +377,24 @@ mod tests {
     #[test]
     fn kept_series_are_the_scraped_ones() {
         let metrics = Metrics::new();
-        let function: Option<Arc<str>> = Some("hooks/github.lua".into());
+        let function = FunctionRequests::new("hooks/github.lua".into());
+        // A second compilation of the same file counts in the same series.
+        let recompiled = FunctionRequests::new("hooks/github.lua".into());
         for _ in 0..3 {
             metrics.observe_request(RequestKind::Health, None, 200, Duration::from_millis(1));
         }
         metrics.observe_request(RequestKind::Health, None, 503, Duration::from_millis(1));
-        metrics.observe_request(RequestKind::Function, function.clone(), 200, Duration::from_millis(1));
-        metrics.observe_request(RequestKind::Function, function, 200, Duration::from_millis(1));
+        metrics.observe_request(RequestKind::Function, Some(&function), 200, Duration::from_millis(1));
+        metrics.observe_request(RequestKind::Function, Some(&recompiled), 200, Duration::from_millis(1));
+        metrics.observe_request(RequestKind::Function, Some(&function), 404, Duration::from_millis(1));
         let text = metrics.render_openmetrics();
         for line in [
             r#"luka_http_requests_total{kind="health",function="",class="2xx"} 3"#,
             r#"luka_http_requests_total{kind="health",function="",class="5xx"} 1"#,
             r#"luka_http_requests_total{kind="function",function="hooks/github.lua",class="2xx"} 2"#,
             r#"luka_http_request_duration_seconds_count{kind="health"} 4"#,
-            r#"luka_http_request_duration_seconds_count{kind="function"} 2"#,
+            r#"luka_http_requests_total{kind="function",function="hooks/github.lua",class="4xx"} 1"#,
+            r#"luka_http_request_duration_seconds_count{kind="function"} 3"#,
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::LoadError;
+use crate::metrics::FunctionRequests;
 
 /// One handler file, compiled.
 #[derive(Debug)]
@@ -18,6 +19,8 @@ pub struct Compiled {
     pub id: u64,
     /// Path inside the functions folder, with `/` separators: `hooks/github.lua`.
     pub name: Arc<str>,
+    /// Its series in `luka_http_requests_total`, under `name`.
+    pub requests: Arc<FunctionRequests>,
     /// The name used in error messages and logs: `functions/hooks/github.lua`.
     pub display: Arc<str>,
     pub bytecode: Vec<u8>,
@@ -119,9 +122,11 @@ pub fn compile(name: &str, display: &str, source: &[u8]) -> Result<Compiled, Loa
             file: display.to_owned(),
             message: syntax_message(display, &e),
         })?;
+    let name = Arc::<str>::from(name);
     Ok(Compiled {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        name: Arc::from(name),
+        requests: Arc::new(FunctionRequests::new(Arc::clone(&name))),
+        name,
         display: Arc::from(display),
         bytecode,
         source_hash: hash(source),

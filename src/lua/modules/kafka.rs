@@ -49,9 +49,11 @@ impl KafkaContext {
         count: usize,
         request: Option<&Arc<crate::lua::state::RequestState>>,
     ) -> std::result::Result<(), String> {
-        let function = crate::context::RequestContext::current().and_then(|context| context.function());
-        let Some(function) = function else { return Ok(()) };
-        self.limits.function_records(&function, count).map_err(|refused| {
+        let context = crate::context::RequestContext::current();
+        let Some(function) = context.as_ref().and_then(|context| context.function()) else {
+            return Ok(());
+        };
+        self.limits.function_records(function.name(), count).map_err(|refused| {
             let message = format!("kafka.produce: {refused}");
             if let Some(request) = request {
                 let noted = message.clone();
