@@ -228,15 +228,19 @@ fn init_tracing_at(
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let colours = out.is_terminal();
     let (writer, guard) = logging::batched(out);
-    logging::access::install(writer.clone(), json);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colours)
-        .with_writer(writer);
+        .with_writer(writer.clone());
     if json {
         builder.json().init();
     } else {
         builder.init();
+    }
+    // Asked once: the filter is fixed for the process's life, and asking it per request showed in the profile.
+    // Without the writer, the router's lines go through `tracing`, which the filter silences.
+    if tracing::enabled!(target: "luka::access", tracing::Level::INFO) {
+        logging::access::install(writer, json);
     }
     guard
 }

@@ -231,6 +231,25 @@ async fn every_request_gets_one_json_access_log_line_with_its_id() {
     assert!(fields["duration_ms"].as_f64().is_some(), "{fields}");
 }
 
+/// `RUST_LOG=luka::access=off` silences the access log and nothing else (the writer is installed only when the
+/// filter lets the line through, so the router asks no filter per request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_can_silence_the_access_log_alone() {
+    let dir = common::temp_dir();
+    let config = |http, broker| {
+        format!(
+            "[server]\nlisten = \"{http}\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\nembedded = true\n\n\
+             [topics.quiet]\npartitions = 1\n"
+        )
+    };
+    let luka = Binary::serve_with_env(&dir, &[("RUST_LOG", "warn,luka=info,luka::access=off")], config).await;
+    let response = reqwest::get(format!("http://{}/healthz", luka.http)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = luka.stop_and_read_log().await;
+    assert!(text.contains("luka listening on"), "{text}");
+    assert!(!text.contains("luka::access"), "{text}");
+}
+
 const METERED: &str = r#"
 return function(req)
   if req.query.spin then while true do end end

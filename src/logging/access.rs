@@ -4,8 +4,9 @@
 //! The line is formatted here rather than by `tracing`'s formatter: going field by field through its visitor and
 //! formatter took a tenth of the server's CPU per request at full load (profiled beside nginx, `bench/README.md`),
 //! about as much as answering the request. Whether the line is wanted is still `tracing`'s to say
-//! (`RUST_LOG=luka::access=off`), and where luka's own writer is not installed (luka used as a library) the router
-//! falls back to a plain `tracing` event.
+//! (`RUST_LOG=luka::access=off`): the binary installs the writer only when its filter lets the line through, and
+//! where no writer is installed (silenced, or luka used as a library) the router falls back to a plain `tracing`
+//! event.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;

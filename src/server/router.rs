@@ -81,7 +81,7 @@ pub async fn handle<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote:
         response.status().as_u16(),
         duration,
     );
-    if app.config.server.access_log && tracing::enabled!(target: "luka::access", tracing::Level::INFO) {
+    if app.config.server.access_log {
         let line = AccessLine {
             request_id: &context.id,
             remote,
@@ -97,8 +97,9 @@ pub async fn handle<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote:
     response
 }
 
-/// The request's access log line: formatted by luka's own writer when the binary installed it, else (luka used as
-/// a library) as a `tracing` event with the same fields.
+/// The request's access log line: formatted by luka's own writer when the binary installed it (it does when its log
+/// filter lets `luka::access` lines through), else as a `tracing` event with the same fields, which the filter (or
+/// the subscriber of a program using luka as a library) keeps or drops.
 fn log_access(line: &AccessLine<'_>) {
     if !crate::logging::access::write(line) {
         tracing::info!(target: "luka::access", request_id = line.request_id, remote = %line.remote,

@@ -36,6 +36,15 @@ impl Binary {
     /// ready once it has logged that it listens on `http` (so it is this process that answers there). Panics with
     /// the binary's log when it exits for another reason than a taken port, or does not start within 30 s.
     pub async fn serve(dir: &Path, config: impl Fn(SocketAddr, SocketAddr) -> String) -> Self {
+        Self::serve_with_env(dir, &[], config).await
+    }
+
+    /// [`Binary::serve`] with `env` added to the binary's environment (`RUST_LOG`, say).
+    pub async fn serve_with_env(
+        dir: &Path,
+        env: &[(&str, &str)],
+        config: impl Fn(SocketAddr, SocketAddr) -> String,
+    ) -> Self {
         let path = dir.join("config.toml");
         let log = dir.join("luka.log");
         for _ in 0..ATTEMPTS {
@@ -45,6 +54,7 @@ impl Binary {
             let child = Command::new(LUKA)
                 .arg("--config")
                 .arg(&path)
+                .envs(env.iter().copied())
                 .stdout(Stdio::from(file.try_clone().expect("clone the log file")))
                 .stderr(Stdio::from(file))
                 .spawn()
