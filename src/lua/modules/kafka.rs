@@ -64,7 +64,8 @@ impl KafkaContext {
     }
 }
 
-/// `kafka.produce` as handlers see it. The common call, one message of a string key and value, is checked by Lua
+/// `kafka.produce` as handlers see it. The common call, one message of a string or number key and a string value or
+/// a `data` table, is checked by Lua
 /// itself and handed to Rust as plain arguments, and its result table is built by Lua: reading and building tables
 /// from Rust costs a protected call per field, which was most of a webhook's produce overhead in the profile.
 /// Every other shape goes to the general reader, which reports what is wrong with it.
@@ -99,7 +100,7 @@ local function simple(call)
     m.key, m.value, m.data, call.cluster, call.topic, m.partition, m.timestamp
   -- A string value, or data given as a table (anything else, or both, goes to the general reader).
   local payload = (data == nil and type(value) == "string") or (value == nil and type(data) == "table")
-  if not payload or (key ~= nil and type(key) ~= "string")
+  if not payload or (key ~= nil and type(key) ~= "string" and type(key) ~= "number")
     or (cluster ~= nil and type(cluster) ~= "string") or (topic ~= nil and type(topic) ~= "string")
     or (partition ~= nil and type(partition) ~= "number") or (timestamp ~= nil and type(timestamp) ~= "number") then
     return nil
@@ -179,6 +180,8 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
     };
     let one = lua.create_function(move |lua, args: OneMessage| {
         let request = shared.current();
+        // The handler has its own string key; a generated key, or a number's text, is what the result gives back.
+        let key_returned = !matches!(args.key, Some(Value::String(_)));
         // Converting `data` reads Lua tables and allocates nothing there: no need for protected calls.
         let message = unlimited(lua, 0, || {
             Ok(args.into_message(&context.config, &mut Budget::metered(&shared)))
@@ -193,7 +196,6 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
         }
         let context = Arc::clone(&context);
         let work = Box::pin(async move {
-            let generated_key = matches!(message.key, Key::Random);
             let encoded_value = matches!(message.value, Payload::Data(_));
             let outcome = context.producer.produce_written(vec![message]).await;
             let outcome = outcome.map_err(|e| failure(&e, request));
@@ -205,8 +207,9 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
                     // config.toml.
                     unlimited(lua, w.size(), || {
                         let d = w.delivery;
-                        // The caller has its own key and value; only a generated key or an encoded value comes back.
-                        let key = match (generated_key, w.key) {
+                        // The caller has its own string key and value; a generated key or a number key's text, and
+                        // an encoded value, come back.
+                        let key = match (key_returned, w.key) {
                             (true, Some(key)) => Value::String(lua.create_string(key)?),
                             _ => Value::Nil,
                         };
@@ -260,12 +263,12 @@ fn park(lua: &Lua, shared: &VmShared, work: Parked) -> Result<(bool, Value)> {
     }
 }
 
-/// The arguments of the one-message fast path, already of the right Lua types (the Lua side checked): a string
-/// `value` or a `data` table.
+/// The arguments of the one-message fast path, already of the right Lua types (the Lua side checked): a string or
+/// number `key`, a string `value` or a `data` table.
 struct OneMessage {
     cluster: Option<mlua::LuaString>,
     topic: Option<mlua::LuaString>,
-    key: Option<mlua::LuaString>,
+    key: Option<Value>,
     value: Option<mlua::LuaString>,
     data: Option<Table>,
     partition: Option<f64>,
@@ -300,8 +303,14 @@ impl OneMessage {
         };
         let cluster = self.cluster.as_ref().map(|c| text(c, "cluster")).transpose()?;
         let key = match &self.key {
-            Some(key) => Key::Bytes(bytes(key, budget)?),
             None => Key::Random,
+            Some(Value::String(key)) => Key::Bytes(bytes(key, budget)?),
+            // A number: its JSON text, as the general reader writes a key that is not a string.
+            Some(other) => Key::Bytes(
+                json_text(other, "key", budget)
+                    .map_err(|e| format!("message 1: {e}"))?
+                    .into_bytes(),
+            ),
         };
         let value = match (&self.value, self.data) {
             (Some(value), _) => Payload::Bytes(Some(bytes(value, budget)?)),
@@ -551,33 +560,38 @@ fn field<T: mlua::FromLua>(table: &Table, name: &str) -> std::result::Result<Opt
 }
 
 /// `{cluster, topic, messages = {{partition, offset, key, value, headers, timestamp}}}` plus the deprecated
-/// `partition, offset, key, value` of the first message.
+/// `partition, offset, key, value` of the first message. The tables are new and have no metatables, so their fields
+/// are set raw: a `set` honours metamethods in a protected call of its own, which made building this answer cost
+/// more than the rest of the produce call (profile). The first message's key and value strings serve both places.
 fn result(lua: &Lua, written: &[Written]) -> Result<Table> {
-    let table = lua.create_table()?;
+    let table = lua.create_table_with_capacity(0, 7)?;
     let messages = lua.create_table_with_capacity(written.len(), 0)?;
     for (i, w) in written.iter().enumerate() {
         let message = lua.create_table_with_capacity(0, 6)?;
-        message.set("partition", w.delivery.partition)?;
-        message.set("offset", w.delivery.offset)?;
-        message.set("key", bytes_or_null(lua, w.key.as_deref())?)?;
-        message.set("value", bytes_or_null(lua, w.value.as_deref())?)?;
-        message.set("headers", headers_table(lua, &w.headers)?)?;
-        message.set("timestamp", w.delivery.timestamp_ms)?;
+        let key = bytes_or_null(lua, w.key.as_deref())?;
+        let value = bytes_or_null(lua, w.value.as_deref())?;
+        if i == 0 {
+            table.raw_set("cluster", w.delivery.cluster.as_str())?;
+            table.raw_set("topic", w.delivery.topic.as_str())?;
+            table.raw_set("partition", w.delivery.partition)?;
+            table.raw_set("offset", w.delivery.offset)?;
+            table.raw_set("key", &key)?;
+            table.raw_set("value", &value)?;
+        }
+        message.raw_set("partition", w.delivery.partition)?;
+        message.raw_set("offset", w.delivery.offset)?;
+        message.raw_set("key", key)?;
+        message.raw_set("value", value)?;
+        message.raw_set("headers", headers_table(lua, &w.headers)?)?;
+        message.raw_set("timestamp", w.delivery.timestamp_ms)?;
         messages.raw_set(i + 1, message)?;
     }
-    if let Some(first) = written.first() {
-        table.set("cluster", first.delivery.cluster.as_str())?;
-        table.set("topic", first.delivery.topic.as_str())?;
-        table.set("partition", first.delivery.partition)?;
-        table.set("offset", first.delivery.offset)?;
-        table.set("key", bytes_or_null(lua, first.key.as_deref())?)?;
-        table.set("value", bytes_or_null(lua, first.value.as_deref())?)?;
-    }
-    table.set("messages", messages)?;
+    table.raw_set("messages", messages)?;
     Ok(table)
 }
 
-/// `name = value`, or, when a name repeats, the list form `{ {key =, value =}, ... }` in written order.
+/// `name = value`, or, when a name repeats, the list form `{ {key =, value =}, ... }` in written order (new tables,
+/// set raw as in [`result`]).
 fn headers_table(lua: &Lua, headers: &[(String, Vec<u8>)]) -> Result<Table> {
     let repeated = headers
         .iter()
@@ -586,12 +600,12 @@ fn headers_table(lua: &Lua, headers: &[(String, Vec<u8>)]) -> Result<Table> {
     let table = lua.create_table()?;
     for (i, (name, value)) in headers.iter().enumerate() {
         if repeated {
-            let entry = lua.create_table()?;
-            entry.set("key", name.as_str())?;
-            entry.set("value", lua.create_string(value)?)?;
+            let entry = lua.create_table_with_capacity(0, 2)?;
+            entry.raw_set("key", name.as_str())?;
+            entry.raw_set("value", lua.create_string(value)?)?;
             table.raw_set(i + 1, entry)?;
         } else {
-            table.set(name.as_str(), lua.create_string(value)?)?;
+            table.raw_set(name.as_str(), lua.create_string(value)?)?;
         }
     }
     Ok(table)
