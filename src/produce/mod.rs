@@ -120,6 +120,12 @@ impl Producer {
         &self.config
     }
 
+    /// Whether structured data for `topic` (on `cluster`, if named) is written as its JSON text
+    /// ([`Payload::Json`]); false also when the topic does not resolve, which the produce itself then reports.
+    pub fn takes_json_as_is(&self, cluster: Option<&str>, topic: &str) -> bool {
+        route::resolve(&self.config, cluster, topic).is_ok_and(payload::takes_json_as_is)
+    }
+
     /// Writes every message and returns their deliveries in order, or the first error. Routing and partition
     /// errors are found before anything is written.
     pub async fn produce(&self, messages: Vec<Message>) -> Result<Vec<Delivery>, ProduceError> {

@@ -32,6 +32,10 @@ pub enum Payload {
     Checked(Option<Vec<u8>>),
     /// Structured data, encoded by the topic's content type.
     Data(Value),
+    /// Structured data already written as compact JSON, for a topic that [takes JSON as is](takes_json_as_is): its
+    /// bytes are the record's (Lua's `data`, which would otherwise be built into a `Value` only to be written out).
+    /// Given for any other topic, it is read back and handled as `Data`.
+    Json(Vec<u8>),
     /// Generated for the topic, then encoded like `Data`.
     Random,
 }
@@ -72,6 +76,12 @@ pub(super) enum ValueError {
     Encode(String),
 }
 
+/// Whether structured data for `topic` is written as its compact JSON text: a JSON topic without a value schema
+/// (nothing to check, nothing to re-encode).
+pub fn takes_json_as_is(topic: &Topic) -> bool {
+    topic.content_type == ContentType::Json && topic.value_schema.is_none()
+}
+
 /// The value's bytes; `data` is checked against the topic's value schema first, then encoded by its content type.
 pub(super) fn value_bytes(payload: Payload, topic: &Topic) -> Result<Option<Vec<u8>>, ValueError> {
     let schema = topic.value_schema.as_deref();
@@ -90,6 +100,13 @@ pub(super) fn value_bytes(payload: Payload, topic: &Topic) -> Result<Option<Vec<
             )])),
         },
         Payload::Checked(bytes) => Ok(bytes),
+        Payload::Json(json) if takes_json_as_is(topic) => Ok(Some(json)),
+        Payload::Json(json) => {
+            let data = serde_json::from_slice::<Value>(&json)
+                .map_err(|e| ValueError::Encode(format!("data is not JSON: {e}")))?;
+            check(&data)?;
+            encode(&data, topic).map(Some)
+        }
         Payload::Data(data) => {
             check(&data)?;
             encode(&data, topic).map(Some)
@@ -224,6 +241,32 @@ mod tests {
             let random = value_bytes(Payload::Random, t).unwrap().unwrap();
             assert!(random.iter().all(u8::is_ascii_lowercase), "{random:?}");
         }
+    }
+
+    #[test]
+    fn json_text_is_written_as_is_only_where_nothing_checks_or_re_encodes_it() {
+        let json = |text: &str| Payload::Json(text.as_bytes().to_vec());
+        let plain = topic(ContentType::Json);
+        assert!(takes_json_as_is(&plain));
+        assert_eq!(value_bytes(json(r#"{"a":1}"#), &plain).unwrap().unwrap(), br#"{"a":1}"#);
+        // A topic with a value schema checks it, as it checks `Data`.
+        let mut checked = topic(ContentType::Json);
+        checked.value_schema = Some(std::sync::Arc::new(
+            crate::schema::Schema::compile(serde_json::json!({"type": "object", "required": ["id"]}), None).unwrap(),
+        ));
+        assert!(!takes_json_as_is(&checked));
+        assert!(matches!(
+            value_bytes(json(r#"{"a":1}"#), &checked),
+            Err(ValueError::Invalid(_))
+        ));
+        assert_eq!(
+            value_bytes(json(r#"{"id":7}"#), &checked).unwrap().unwrap(),
+            br#"{"id":7}"#
+        );
+        // Another content type encodes the data by its own rules.
+        let text = topic(ContentType::Text);
+        assert!(!takes_json_as_is(&text));
+        assert_eq!(value_bytes(json(r#""hi""#), &text).unwrap().unwrap(), b"hi");
     }
 
     #[test]

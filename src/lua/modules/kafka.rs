@@ -138,7 +138,7 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
             // Reading the call copies values out of Lua and allocates nothing there: no need for protected calls.
             let call = match args {
                 Value::Table(args) => unlimited(lua, 0, || {
-                    Ok(read_call(&context.config, &args, &mut Budget::metered(&shared)))
+                    Ok(read_call(&context.producer, &args, &mut Budget::metered(&shared)))
                 })
                 .unwrap_or_else(|e| Err(CallError::Invalid(e.to_string()))),
                 other => Err(CallError::Invalid(format!(
@@ -184,7 +184,7 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
         let key_returned = !matches!(args.key, Some(Value::String(_)));
         // Converting `data` reads Lua tables and allocates nothing there: no need for protected calls.
         let message = unlimited(lua, 0, || {
-            Ok(args.into_message(&context.config, &mut Budget::metered(&shared)))
+            Ok(args.into_message(&context.producer, &mut Budget::metered(&shared)))
         })
         .unwrap_or_else(|e| Err(e.to_string()));
         let message = match message {
@@ -196,7 +196,7 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
         }
         let context = Arc::clone(&context);
         let work = Box::pin(async move {
-            let encoded_value = matches!(message.value, Payload::Data(_));
+            let encoded_value = matches!(message.value, Payload::Data(_) | Payload::Json(_));
             let outcome = context.producer.produce_written(vec![message]).await;
             let outcome = outcome.map_err(|e| failure(&e, request));
             Box::new(move |lua: &Lua| match outcome {
@@ -291,7 +291,7 @@ impl mlua::FromLuaMulti for OneMessage {
 }
 
 impl OneMessage {
-    fn into_message(self, config: &Config, budget: &mut Budget) -> std::result::Result<Message, String> {
+    fn into_message(self, producer: &Producer, budget: &mut Budget) -> std::result::Result<Message, String> {
         let text = |s: &mlua::LuaString, name: &str| {
             s.to_str()
                 .map(|s| s.to_owned())
@@ -299,7 +299,7 @@ impl OneMessage {
         };
         let topic = match &self.topic {
             Some(topic) => text(topic, "topic")?,
-            None => only_topic(config)?,
+            None => only_topic(producer.config())?,
         };
         let cluster = self.cluster.as_ref().map(|c| text(c, "cluster")).transpose()?;
         let key = match &self.key {
@@ -314,9 +314,8 @@ impl OneMessage {
         };
         let value = match (&self.value, self.data) {
             (Some(value), _) => Payload::Bytes(Some(bytes(value, budget)?)),
-            (None, Some(data)) => Payload::Data(
-                convert::to_json_within(&Value::Table(data), budget).map_err(|e| format!("message 1: data: {e}"))?,
-            ),
+            (None, Some(data)) => data_payload(producer, cluster.as_deref(), &topic, &Value::Table(data), budget)
+                .map_err(|e| format!("message 1: {e}"))?,
             (None, None) => unreachable!("the Lua side passes a value or data"),
         };
         Ok(Message {
@@ -370,7 +369,8 @@ impl From<String> for CallError {
     }
 }
 
-fn read_call(config: &Config, args: &Table, budget: &mut Budget) -> std::result::Result<Vec<Message>, CallError> {
+fn read_call(producer: &Producer, args: &Table, budget: &mut Budget) -> std::result::Result<Vec<Message>, CallError> {
+    let config = producer.config();
     let messages: Option<Table> = field(args, "messages")?;
     let allowed: Vec<&str> = match messages {
         Some(_) => CALL_FIELDS.to_vec(),
@@ -384,7 +384,14 @@ fn read_call(config: &Config, args: &Table, budget: &mut Budget) -> std::result:
     let cluster: Option<String> = field(args, "cluster")?;
     let Some(list) = messages else {
         // The deprecated single-message form: the message fields sit beside the topic.
-        return Ok(vec![read_message(args, &allowed, &topic, cluster.as_ref(), budget)?]);
+        return Ok(vec![read_message(
+            producer,
+            args,
+            &allowed,
+            &topic,
+            cluster.as_ref(),
+            budget,
+        )?]);
     };
     let count = list.raw_len();
     let max = config.server.max_messages_per_request;
@@ -405,7 +412,9 @@ fn read_call(config: &Config, args: &Table, budget: &mut Budget) -> std::result:
     for i in 1..=count {
         let message: Value = list.raw_get(i).map_err(|e| e.to_string())?;
         let read = match message {
-            Value::Table(message) => read_message(&message, &MESSAGE_FIELDS, &topic, cluster.as_ref(), budget),
+            Value::Table(message) => {
+                read_message(producer, &message, &MESSAGE_FIELDS, &topic, cluster.as_ref(), budget)
+            }
             other => Err(format!("expected a table, got {}", type_name(&other))),
         };
         match read {
@@ -432,6 +441,7 @@ fn only_topic(config: &Config) -> std::result::Result<String, String> {
 }
 
 fn read_message(
+    producer: &Producer,
     table: &Table,
     allowed: &[&str],
     topic: &str,
@@ -451,7 +461,7 @@ fn read_message(
     let value = table.raw_get::<Value>("value").map_err(|e| e.to_string())?;
     let value = match (data, value) {
         (Value::Nil, Value::Nil) => Payload::Random,
-        (data, Value::Nil) => Payload::Data(convert::to_json_within(&data, budget).map_err(|e| format!("data: {e}"))?),
+        (data, Value::Nil) => data_payload(producer, cluster.map(String::as_str), topic, &data, budget)?,
         (Value::Nil, value) => Payload::Bytes(value_bytes(&value, budget)?),
         _ => return Err("give data (validated and encoded for the topic) or value (written as is), not both".into()),
     };
@@ -468,6 +478,23 @@ fn read_message(
         headers,
         timestamp_ms,
     })
+}
+
+/// `data` as the payload for `topic`: its JSON text where the topic writes that as is, else the value the topic's
+/// schema checks and its content type encodes.
+fn data_payload(
+    producer: &Producer,
+    cluster: Option<&str>,
+    topic: &str,
+    data: &Value,
+    budget: &mut Budget,
+) -> std::result::Result<Payload, String> {
+    let payload = if producer.takes_json_as_is(cluster, topic) {
+        convert::encode_within(data, budget).map(Payload::Json)
+    } else {
+        convert::to_json_within(data, budget).map(Payload::Data)
+    };
+    payload.map_err(|e| format!("data: {e}"))
 }
 
 fn partition(partition: Option<f64>) -> std::result::Result<Option<i32>, String> {
