@@ -65,9 +65,9 @@ impl KafkaContext {
 }
 
 /// `kafka.produce` as handlers see it. The common call, one message of a string or number key and a string value or
-/// a `data` table, is checked by Lua
-/// itself and handed to Rust as plain arguments, and its result table is built by Lua: reading and building tables
-/// from Rust costs a protected call per field, which was most of a webhook's produce overhead in the profile.
+/// a `data` table, is checked by Lua itself and handed to Rust as plain arguments, and its result table is built by
+/// Lua: reading and building tables from Rust costs a protected call per field, which was most of a webhook's
+/// produce overhead in the profile.
 /// Every other shape goes to the general reader, which reports what is wrong with it.
 ///
 /// Either Rust side checks the call, starts nothing, and parks the coroutine on the produce (see `lua/call.rs`);
