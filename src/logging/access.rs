@@ -132,44 +132,23 @@ fn push_millis(text: &mut String, duration: Duration) {
     push_padded(text, (micros % 1000) as u32, 3);
 }
 
-/// `127.0.0.1:5000`, `[::1]:5000`: as `SocketAddr` displays itself. An IPv4 address and port are put together in a
-/// stack buffer and pushed once: a push per octet and separator cost more than the digits (profile).
+/// `127.0.0.1:5000`, `[::1]:5000`: as `SocketAddr` displays itself.
 fn push_address(text: &mut String, address: SocketAddr) {
     match address {
         SocketAddr::V4(v4) => {
-            let mut buffer = [0u8; "255.255.255.255:65535".len()];
-            let mut len = 0;
-            for (octet, separator) in v4.ip().octets().into_iter().zip(*b"...:") {
-                len = put_decimal(&mut buffer, len, octet.into());
-                buffer[len] = separator;
-                len += 1;
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                push_int(text, octet);
             }
-            len = put_decimal(&mut buffer, len, v4.port());
-            text.push_str(std::str::from_utf8(&buffer[..len]).expect("digits, dots and a colon"));
+            text.push(':');
+            push_int(text, v4.port());
         }
         SocketAddr::V6(_) => {
             let _ = write!(text, "{address}");
         }
     }
-}
-
-/// Writes `n` in decimal into `buffer` at `at`; returns where it ends.
-fn put_decimal(buffer: &mut [u8], mut at: usize, mut n: u16) -> usize {
-    let mut digits = [0u8; 5];
-    let mut first = digits.len();
-    loop {
-        first -= 1;
-        digits[first] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &digit in &digits[first..] {
-        buffer[at] = digit;
-        at += 1;
-    }
-    at
 }
 
 /// `value` as a JSON string, quotes and escapes included.
