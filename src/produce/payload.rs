@@ -32,9 +32,10 @@ pub enum Payload {
     Checked(Option<Vec<u8>>),
     /// Structured data, encoded by the topic's content type.
     Data(Value),
-    /// Structured data already written as compact JSON, for a topic that [takes JSON as is](takes_json_as_is): its
-    /// bytes are the record's (Lua's `data`, which would otherwise be built into a `Value` only to be written out).
-    /// Given for any other topic, it is read back and handled as `Data`.
+    /// Structured data already written as compact JSON, for a topic that
+    /// [takes JSON as is](super::Producer::takes_json_as_is): its bytes are the record's (Lua's `data`, which would
+    /// otherwise be built into a `Value` only to be written out). Given for any other topic, it is read back and
+    /// handled as `Data`.
     Json(Vec<u8>),
     /// Generated for the topic, then encoded like `Data`.
     Random,
@@ -78,7 +79,7 @@ pub(super) enum ValueError {
 
 /// Whether structured data for `topic` is written as its compact JSON text: a JSON topic without a value schema
 /// (nothing to check, nothing to re-encode).
-pub fn takes_json_as_is(topic: &Topic) -> bool {
+pub(super) fn takes_json_as_is(topic: &Topic) -> bool {
     topic.content_type == ContentType::Json && topic.value_schema.is_none()
 }
 
