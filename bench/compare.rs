@@ -728,10 +728,16 @@ fn report(m: &BTreeMap<Row, Sample>) -> String {
     ];
     writeln!(out, "\ntargets (one pinned core each unless said):").unwrap();
     for (name, ratio, target) in targets.into_iter().filter(|(_, ratio, _)| !ratio.is_nan()) {
+        let short = (1.0 - ratio / target) * 100.0;
         let verdict = if ratio >= target {
             "met".to_owned()
+        } else if short < 0.1 {
+            "MISSED by less than 0.1%".to_owned()
+        } else if short < 1.0 {
+            // A shortfall that rounds to 0% still says how much, not "by 0%".
+            format!("MISSED by {short:.1}%")
         } else {
-            format!("MISSED by {:.0}%", (1.0 - ratio / target) * 100.0)
+            format!("MISSED by {short:.0}%")
         };
         writeln!(out, "  {name:<42} {ratio:>6.2} (target {target:.2}): {verdict}").unwrap();
     }
