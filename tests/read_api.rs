@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::read::{assert_fetched, header_texts, java_produce_with_null_header, read_records};
+use common::read::{assert_fetched, header_texts, java_produce_with_null_header, librdkafka_transaction, read_records};
 use common::{Harness, Kafka, error_of, json_answer, offset};
 use serde_json::{Value, json};
 
@@ -125,6 +125,38 @@ async fn a_null_header_value_is_read_as_empty() {
         json!([{"key": "x", "value": "1"}, {"key": "x", "value": "2"}, {"key": "n", "value": ""}]),
         "{fetched}"
     );
+}
+
+/// A reader never sees the records of an aborted transaction: Kafka sends them to a `READ_COMMITTED` fetch with the
+/// list of aborted transactions, for the reader to drop (luka showed them). And a fetch whose `fetch_max_bytes`
+/// holds aborted batches only goes on past them, rather than answer nothing to every fetch from that offset. Apache
+/// Kafka only: the development broker has no transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_aborted_transactions_are_never_read() {
+    let config = format!("[server]\nfetch_max_bytes = 1024\n{CONFIG}");
+    let h = Harness::on(Kafka::Apache, 1, &config).await;
+    // luka makes the topic as it first writes to it.
+    let (status, written) = call(&h, "POST", "/produce/greetings", DEMO, r#"{"value": "first"}"#).await;
+    assert_eq!(status, 200, "{written}");
+    let after_first = offset(&written[0]) + 1;
+    let aborted = (0..3)
+        .map(|i| format!("aborted-{i}-{}", "x".repeat(2000)).into_bytes())
+        .collect();
+    librdkafka_transaction(&h.bootstrap(0), "greetings", 0, aborted, false).await;
+    let committed = vec![b"committed-0".to_vec(), b"committed-1".to_vec()];
+    librdkafka_transaction(&h.bootstrap(0), "greetings", 0, committed, true).await;
+    let position = json!({"topic": "greetings", "partition": 0, "offset": after_first});
+    let (status, fetched) = call(&h, "POST", "/fetch", DEMO, &position.to_string()).await;
+    assert_eq!(status, 200, "{fetched}");
+    // The aborted values are long: their first 11 characters say which they are.
+    let values: Vec<&str> = fetched
+        .as_array()
+        .expect("a list of messages")
+        .iter()
+        .map(|m| m["value"].as_str().expect("a text value"))
+        .map(|v| &v[..v.len().min(11)])
+        .collect();
+    assert_eq!(values, ["committed-0", "committed-1"]);
 }
 
 /// Each partition read keeps its own client and broker connection for the next read; a user who may read every

@@ -105,13 +105,23 @@ impl ClusterClient {
                     latest: reader.get_offset(OffsetAt::Latest).await.map_err(client_error)?,
                 })
             };
-            let (records, high_watermark) = match reader.fetch_records(offset, 1..max_bytes, wait_ms).await {
-                Ok(fetched) => fetched,
-                Err(ClientError::ServerError {
-                    protocol_error: ProtocolError::OffsetOutOfRange,
-                    ..
-                }) => return out_of_range().await,
-                Err(e) => return Err(client_error(e)),
+            // Batches of aborted transactions and transaction markers give no record: a fetch that read only those
+            // goes on from where they end (until the guard's deadline), else a reader asking again from `offset`
+            // would be given the same nothing for as long as they are all `max_bytes` holds.
+            let mut from = offset;
+            let (records, high_watermark) = loop {
+                let fetched = match reader.fetch_committed(from, 1..max_bytes, wait_ms).await {
+                    Ok(fetched) => fetched,
+                    Err(ClientError::ServerError {
+                        protocol_error: ProtocolError::OffsetOutOfRange,
+                        ..
+                    }) => return out_of_range().await,
+                    Err(e) => return Err(client_error(e)),
+                };
+                match fetched.next_offset {
+                    Some(next) if next > from && !fetched.records.iter().any(|r| r.offset >= offset) => from = next,
+                    _ => break (fetched.records, fetched.high_watermark),
+                }
             };
             // Kafka refuses an offset past the end; the development broker answers nothing instead.
             if records.is_empty() && offset > high_watermark {

@@ -228,3 +228,32 @@ async fn java_reference(args: &[&str]) -> String {
     command.extend(args.iter().map(|a| (*a).to_owned()));
     super::kafka::script(command).await
 }
+
+/// Writes `values` to `topic`/`partition` in one transaction of librdkafka's, each value in a batch of its own, and
+/// then commits it or aborts it: records a `READ_COMMITTED` reader must show or drop.
+pub async fn librdkafka_transaction(bootstrap: &str, topic: &str, partition: i32, values: Vec<Vec<u8>>, commit: bool) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("transactional.id", "luka-tests")
+            .create()
+            .expect("a transactional producer");
+        producer.init_transactions(READ_TIMEOUT).expect("init_transactions");
+        producer.begin_transaction().expect("begin_transaction");
+        for value in &values {
+            let record = BaseRecord::<(), [u8]>::to(&topic).partition(partition).payload(value);
+            producer.send(record).map_err(|(e, _)| e).expect("send");
+            producer.flush(READ_TIMEOUT).expect("flush");
+        }
+        let ended = if commit {
+            producer.commit_transaction(READ_TIMEOUT)
+        } else {
+            producer.abort_transaction(READ_TIMEOUT)
+        };
+        ended.expect("the transaction ends");
+    })
+    .await
+    .expect("writer thread");
+}

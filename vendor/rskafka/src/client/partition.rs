@@ -11,7 +11,8 @@ use crate::{
         messages::{
             DeleteRecordsRequest, DeleteRecordsResponse, DeleteRequestPartition,
             DeleteRequestTopic, DeleteResponsePartition, FetchRequest, InitProducerIdRequest, FetchRequestPartition,
-            FetchRequestTopic, FetchResponse, FetchResponsePartition, IsolationLevel,
+            FetchRequestTopic, FetchResponse, FetchResponseAbortedTransaction, FetchResponsePartition,
+            IsolationLevel,
             ListOffsetsRequest, ListOffsetsRequestPartition, ListOffsetsRequestTopic,
             ListOffsetsResponse, ListOffsetsResponsePartition, NORMAL_CONSUMER, ProduceRequest,
             ProduceRequestPartitionData, ProduceRequestTopicData, ProduceResponse,
@@ -401,6 +402,14 @@ impl PartitionClient {
         bytes: Range<i32>,
         max_wait_ms: i32,
     ) -> Result<(Vec<RecordAndOffset>, i64)> {
+        let fetched = self.fetch_committed(offset, bytes, max_wait_ms).await?;
+        Ok((fetched.records, fetched.high_watermark))
+    }
+
+    /// [`fetch_records`](Self::fetch_records), also telling where the fetched batches end: the records of aborted
+    /// transactions and the transaction markers are dropped (the request asks for `READ_COMMITTED`), so a fetch can
+    /// give no record although it read batches; the next fetch starts at [`Fetched::next_offset`].
+    pub async fn fetch_committed(&self, offset: i64, bytes: Range<i32>, max_wait_ms: i32) -> Result<Fetched> {
         let request = &build_fetch_request(offset, bytes, max_wait_ms, self.partition, &self.topic);
 
         let partition = maybe_retry(
@@ -424,9 +433,18 @@ impl PartitionClient {
         )
         .await?;
 
-        let records = extract_records(partition.records.0, offset)?;
+        let batches = partition.records.0;
+        let next_offset = batches
+            .last()
+            .map(|batch| batch.base_offset + i64::from(batch.last_offset_delta) + 1);
+        let batches = without_aborted(batches, partition.aborted_transactions);
+        let records = extract_records(batches, offset)?;
 
-        Ok((records, partition.high_watermark.0))
+        Ok(Fetched {
+            records,
+            high_watermark: partition.high_watermark.0,
+            next_offset,
+        })
     }
 
     /// Get offset for this partition.
@@ -1013,6 +1031,54 @@ fn process_fetch_response(
     }
 
     Ok(response_partition)
+}
+
+/// What [`PartitionClient::fetch_committed`] read.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The committed records (and those written outside transactions).
+    pub records: Vec<RecordAndOffset>,
+    /// The partition's high watermark.
+    pub high_watermark: i64,
+    /// The offset after the last batch read (records, aborted or not, and markers), if any was.
+    pub next_offset: Option<i64>,
+}
+
+/// `batches` without those of aborted transactions, as a `READ_COMMITTED` reader must drop them (Kafka's
+/// `CompletedFetch`): a transactional batch is aborted when its producer has an aborted transaction that starts at
+/// or before the batch's last offset and whose abort marker has not been read yet. The markers themselves are kept
+/// (`extract_records` skips every control batch).
+fn without_aborted(batches: Vec<RecordBatch>, aborted: Vec<FetchResponseAbortedTransaction>) -> Vec<RecordBatch> {
+    if aborted.is_empty() {
+        return batches;
+    }
+    let mut pending: Vec<(i64, i64)> = aborted
+        .into_iter()
+        .map(|a| (a.first_offset.0, a.producer_id.0))
+        .collect();
+    // Taken from the front in offset order: sorted descending, popped from the back.
+    pending.sort_unstable_by(|a, b| b.cmp(a));
+    let mut aborting = std::collections::HashSet::new();
+    batches
+        .into_iter()
+        .filter(|batch| {
+            if batch.producer_id < 0 {
+                return true;
+            }
+            let last_offset = batch.base_offset + i64::from(batch.last_offset_delta);
+            while pending.last().is_some_and(|(first, _)| *first <= last_offset) {
+                let (_, producer) = pending.pop().expect("looked at above");
+                aborting.insert(producer);
+            }
+            match &batch.records {
+                ControlBatchOrRecords::ControlBatch(ControlBatchRecord::Abort) => {
+                    aborting.remove(&batch.producer_id);
+                    true
+                }
+                _ => !(batch.is_transactional && aborting.contains(&batch.producer_id)),
+            }
+        })
+        .collect()
 }
 
 fn extract_records(

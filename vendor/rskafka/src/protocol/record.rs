@@ -250,17 +250,25 @@ impl<R> ReadType<R> for ControlBatchRecord
 where
     R: Read,
 {
+    /// A control batch holds one ordinary record whose key is the control record's version and type (Kafka's
+    /// `ControlRecordType.parse`); its value is the end-transaction marker, not needed here.
     fn read(reader: &mut R) -> Result<Self, ReadError> {
-        // version
-        let version = Int16::read(reader)?.0;
-        if version != 0 {
+        let record = Record::read(reader)?;
+        let key = record.key.unwrap_or_default();
+        let (Some(version), Some(t)) = (key.get(0..2), key.get(2..4)) else {
+            return Err(ReadError::Malformed(
+                format!("Control record key of {} bytes, expected at least 4", key.len()).into(),
+            ));
+        };
+        // A newer key version still starts with the type, as Kafka reads it.
+        let version = i16::from_be_bytes([version[0], version[1]]);
+        if version < 0 {
             return Err(ReadError::Malformed(
                 format!("Unknown control batch record version: {}", version).into(),
             ));
         }
 
-        // type
-        let t = Int16::read(reader)?.0;
+        let t = i16::from_be_bytes([t[0], t[1]]);
         match t {
             0 => Ok(Self::Abort),
             1 => Ok(Self::Commit),
@@ -276,17 +284,21 @@ where
     W: Write,
 {
     fn write(&self, writer: &mut W) -> Result<(), WriteError> {
-        // version
-        Int16(0).write(writer)?;
-
-        // type
-        let t = match self {
+        let t: i16 = match self {
             Self::Abort => 0,
             Self::Commit => 1,
         };
-        Int16(t).write(writer)?;
-
-        Ok(())
+        // key: version 0 and the type; value: the end-transaction marker, version 0 and coordinator epoch 0.
+        let mut key = 0i16.to_be_bytes().to_vec();
+        key.extend_from_slice(&t.to_be_bytes());
+        Record {
+            timestamp_delta: 0,
+            offset_delta: 0,
+            key: Some(key),
+            value: Some(vec![0; 6]),
+            headers: vec![],
+        }
+        .write(writer)
     }
 }
 
@@ -1030,15 +1042,22 @@ mod tests {
     #[test]
     fn test_control_batch_record_unknown_version() {
         let mut buf = Cursor::new(Vec::<u8>::new());
-        Int16(1).write(&mut buf).unwrap();
-        Int16(0).write(&mut buf).unwrap();
+        Record {
+            timestamp_delta: 0,
+            offset_delta: 0,
+            key: Some(vec![0xff, 0xff, 0, 0]),
+            value: None,
+            headers: vec![],
+        }
+        .write(&mut buf)
+        .unwrap();
         buf.set_position(0);
 
         let err = ControlBatchRecord::read(&mut buf).unwrap_err();
         assert_matches!(err, ReadError::Malformed(_));
         assert_eq!(
             err.to_string(),
-            "Malformed data: Unknown control batch record version: 1",
+            "Malformed data: Unknown control batch record version: -1",
         );
     }
 
