@@ -55,6 +55,9 @@ pub struct App {
     pub idempotency: Arc<idempotency::Idempotency>,
     /// Rate limits per user and per client address.
     pub limits: Arc<limits::Limits>,
+    /// Requests with an `Idempotency-Key` still running, per client: they run on after their client leaves, so the
+    /// connection limits do not bound them.
+    pub keyed_requests: Arc<limits::PerClient>,
 }
 
 impl App {
@@ -77,6 +80,7 @@ impl App {
             functions,
             idempotency,
             limits,
+            keyed_requests: Arc::default(),
         }))
     }
 }

@@ -4,13 +4,16 @@
 //! `burst_seconds`), and per client address, failed logins
 //! (`[server] max_auth_failures_per_minute`) out, as a [`RateLimited`] answer (429 with `Retry-After`).
 //!
+//! Besides the rates, [`PerClient`] counts what each client holds at once (its open connections, its requests with an
+//! `Idempotency-Key` still running) against a cap.
+//!
 //! The counting is governor's (GCRA); what is kept per address is bounded: failures are counted per IPv4 address and
 //! per IPv6 /64 (one host can have a whole /64), and the addresses shut out are forgotten as their time runs out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -24,6 +27,61 @@ const MAX_BLOCKED: usize = 100_000;
 
 /// How long after a failed login an address's attempts are counted before its credentials are looked at.
 const SUSPECT_FOR: Duration = Duration::from_secs(60);
+
+/// What each client (IPv4 address, IPv6 /64) holds at once of something bounded per client: open connections, or
+/// requests with an `Idempotency-Key` still running (they run on after their client leaves).
+#[derive(Debug, Default)]
+pub struct PerClient {
+    /// Held by each client, and by all of them together.
+    held: Mutex<(HashMap<AddressKey, usize>, usize)>,
+}
+
+/// One place a client holds; given back when dropped.
+#[derive(Debug)]
+pub struct ClientSlot {
+    table: Arc<PerClient>,
+    client: AddressKey,
+}
+
+impl PerClient {
+    /// One more place for `ip`'s client, unless it holds `cap` already, or all clients hold `total` together.
+    pub fn take(self: &Arc<Self>, ip: IpAddr, cap: usize, total: Option<usize>) -> Option<ClientSlot> {
+        let client = AddressKey::from(ip);
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (by_client, all) = &mut *held;
+        if total.is_some_and(|total| *all >= total) {
+            return None;
+        }
+        let count = by_client.entry(client).or_default();
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        *all += 1;
+        Some(ClientSlot {
+            table: Arc::clone(self),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut held = self
+            .table
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (by_client, all) = &mut *held;
+        if let Some(count) = by_client.get_mut(&self.client) {
+            *count -= 1;
+            *all -= 1;
+            if *count == 0 {
+                by_client.remove(&self.client);
+            }
+        }
+    }
+}
 
 /// A request over a limit: what was limited and when to retry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

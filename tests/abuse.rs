@@ -631,3 +631,70 @@ async fn pipelined_and_dribbled_requests_are_each_answered_in_order() {
         "{answers:?}"
     );
 }
+
+/// A request with an `Idempotency-Key` runs on when its client leaves (so a retry learns its outcome), out of reach
+/// of the connection limits: a client that sends keyed requests and hangs up at once would otherwise leave any
+/// number of them running. They are bounded per client like its connections (`max_connections_per_address`): past
+/// that a new key is answered 429 (the key stays free) until one finishes; a request without a key is not limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_requests_left_running_by_clients_that_hang_up_are_bounded() {
+    // The handler writes to a cluster that never answers (a socket that takes connections and reads nothing):
+    // each keyed request runs for its produce timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_at = silent.local_addr().unwrap();
+    let config = CONFIG
+        .replace("max_connections_per_address = 16", "max_connections_per_address = 2")
+        .replace(
+            "bootstrap = [\"{broker0}\"]",
+            "bootstrap = [\"{broker0}\"]\ndefault = true",
+        )
+        .replace(
+            "function = \"open.lua\"",
+            "function = \"lost.lua\"\nmethods = [\"POST\"]\nidempotency = true",
+        )
+        + format!(
+            "\n[clusters.silent]\nbootstrap = [\"{silent_at}\"]\nproduce_timeout_ms = 3000\n\n\
+             [topics.lost]\ncluster = \"silent\"\n"
+        )
+        .as_str();
+    let lost = r#"return function(req)
+  kafka.produce{ topic = "lost", messages = { { value = req.body } } }
+  return "written"
+end"#;
+    let h = Harness::start_with(1, &config, &[("lost.lua", lost)]).await;
+    let keyed = |key: &str| {
+        h.http
+            .post(h.url("/open"))
+            .header("Idempotency-Key", key.to_owned())
+            .body("x")
+    };
+    // Two keyed requests whose clients hang up: both keep running, their connections closed.
+    for key in ["k1", "k2"] {
+        let gone = keyed(key).timeout(Duration::from_millis(300)).send().await;
+        assert!(gone.is_err(), "the handler waits for the silent cluster: {gone:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = keyed("k3").send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let answer: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        common::error_of(&answer)
+            .starts_with("too many requests with an Idempotency-Key still running from your address (at most 2"),
+        "{answer}"
+    );
+    // The same client without a key is served (here: the cluster's outage, 503 or 504, after its timeout).
+    let unkeyed = h.http.post(h.url("/open")).body("x").send().await.unwrap();
+    assert!(unkeyed.status().is_server_error(), "{}", unkeyed.status());
+    // Once the first two have their outcome, a new key runs; and k3, refused before it ran, was never taken.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = keyed("k3").send().await.unwrap().status();
+        if status != 429 {
+            assert!(status.is_server_error(), "k3 ran, into the outage: {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "keyed requests still refused 10 s later");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

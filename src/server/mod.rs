@@ -13,11 +13,10 @@ mod router;
 
 pub use router::{RequestBody, handle};
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,7 +31,7 @@ use tokio::sync::Semaphore;
 pub use error::RequestError;
 
 use crate::App;
-use crate::limits::AddressKey;
+use crate::limits::PerClient;
 use idle::OpenConnections;
 
 mod idle;
@@ -48,7 +47,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let connections = Arc::new(Semaphore::new(app.config.server.max_connections));
-    let per_address = Arc::new(PerAddress::default());
+    let per_address = Arc::new(PerClient::default());
     let open = Arc::new(OpenConnections::default());
     tokio::pin!(shutdown);
     loop {
@@ -63,7 +62,8 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             },
             () = &mut shutdown => break,
         };
-        let Some(address_slot) = per_address.take(remote.ip(), app.config.server.max_connections_per_address) else {
+        let Some(address_slot) = per_address.take(remote.ip(), app.config.server.max_connections_per_address, None)
+        else {
             refuse_busy_address(&stream, remote);
             continue;
         };
@@ -130,47 +130,6 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     );
     if !open.close_all(grace).await {
         tracing::warn!("grace period over; closing remaining connections");
-    }
-}
-
-/// Open connections by client (IPv4 address, IPv6 /64).
-#[derive(Debug, Default)]
-struct PerAddress {
-    open: Mutex<HashMap<AddressKey, usize>>,
-}
-
-/// One open connection of a client; gives its place back when dropped.
-struct AddressSlot {
-    table: Arc<PerAddress>,
-    ip: AddressKey,
-}
-
-impl PerAddress {
-    /// A slot for one more connection from `ip`'s client, unless it holds `cap` already.
-    fn take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<AddressSlot> {
-        let ip = AddressKey::from(ip);
-        let mut open = self.open.lock().expect("address table poisoned");
-        let count = open.entry(ip).or_default();
-        if *count >= cap {
-            return None;
-        }
-        *count += 1;
-        Some(AddressSlot {
-            table: Arc::clone(self),
-            ip,
-        })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut open = self.table.open.lock().expect("address table poisoned");
-        if let Some(count) = open.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.ip);
-            }
-        }
     }
 }
 

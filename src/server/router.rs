@@ -316,6 +316,7 @@ async fn rest_produce<B: RequestBody>(
         user: user.name.clone(),
         key,
         fingerprint: idempotency::fingerprint(&method, &target, None, &body),
+        client: remote.ip(),
     });
     let user = user.clone();
     idempotent(app, once, move |app| async move {
@@ -537,11 +538,32 @@ async fn call_function<B: RequestBody>(
             Some(&http.headers),
             &http.body,
         ),
+        client: remote.ip(),
     });
     idempotent(app, once, move |app| async move {
         Ok(app.functions.call(target, http).await?)
     })
     .await
+}
+
+/// A place for one more running request with an `Idempotency-Key` from `client`: as many as a client may hold
+/// connections (`max_connections_per_address`), and as many as `max_connections` from all clients together. Such a
+/// request runs on when its client leaves (so a retry learns its outcome), out of reach of the connection limits.
+fn keyed_request(app: &App, client: std::net::IpAddr) -> Result<crate::limits::ClientSlot, RequestError> {
+    let server = &app.config.server;
+    let cap = server.max_connections_per_address;
+    app.keyed_requests
+        .take(client, cap, Some(server.max_connections))
+        .ok_or_else(|| {
+            RequestError::RateLimited(crate::limits::RateLimited {
+                what: format!(
+                    "too many requests with an Idempotency-Key still running from your address (at most {cap}, and \
+                     {} from all clients; they run until their outcome is known, also after the client leaves)",
+                    server.max_connections
+                ),
+                retry_after: Duration::from_secs(1),
+            })
+        })
 }
 
 /// A request's hold on an `Idempotency-Key`: whose it is (function, `""` for REST produce; user), and what the
@@ -551,6 +573,8 @@ struct Once {
     user: String,
     key: String,
     fingerprint: [u8; 32],
+    /// Who sent it: a client's keyed requests still running are bounded (they outlive its connections).
+    client: std::net::IpAddr,
 }
 
 /// Runs `run`, or under an `Idempotency-Key` (`once`): replays the answer remembered for the key (marked
@@ -574,7 +598,8 @@ where
             .idempotency
             .begin(&once.function, &once.user, &once.key, once.fingerprint)
         {
-            Begin::Run(claim) => Some(claim),
+            // The key stays free (the claim dropped) when the client has too many keyed requests running.
+            Begin::Run(claim) => Some((claim, keyed_request(app, once.client)?)),
             Begin::Replay(answer) => {
                 let mut response = answer_response(&answer);
                 response
@@ -586,7 +611,7 @@ where
             Begin::Mismatch => return Err(RequestError::IdempotencyMismatch),
         },
     };
-    let Some(claim) = claim else {
+    let Some((claim, slot)) = claim else {
         return Ok(answer_response(&run(Arc::clone(app)).await?));
     };
     let context = RequestContext::current();
@@ -599,6 +624,7 @@ where
         if let Ok(answer) = &result {
             claim.complete(answer);
         }
+        drop(slot);
         result
     };
     let task = match context {
