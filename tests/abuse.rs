@@ -635,7 +635,8 @@ async fn pipelined_and_dribbled_requests_are_each_answered_in_order() {
 /// A request with an `Idempotency-Key` runs on when its client leaves (so a retry learns its outcome), out of reach
 /// of the connection limits: a client that sends keyed requests and hangs up at once would otherwise leave any
 /// number of them running. They are bounded per client like its connections (`max_connections_per_address`): past
-/// that a new key is answered 429 (the key stays free) until one finishes; a request without a key is not limited.
+/// that a request with a key is answered 429 (no key taken) until one finishes; a request without a key is not
+/// limited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_requests_left_running_by_clients_that_hang_up_are_bounded() {
     // The handler writes to a cluster that never answers (a socket that takes connections and reads nothing):

@@ -14,6 +14,10 @@ use super::{ClusterClient, KafkaError};
 /// Bytes read to find a timestamp within the batch a broker pointed at (Kafka's default batch bound).
 const BATCH_SCAN_BYTES: i32 = 1024 * 1024;
 
+/// How long a fetch goes on past aborted transactions' batches at least, when it was given less time to wait: the
+/// reader asking again starts at the same offset, so what is not skipped now is read again next time.
+const SKIP_AT_LEAST: Duration = Duration::from_millis(200);
+
 /// Where in a partition to look up an offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListOffset {
@@ -106,10 +110,20 @@ impl ClusterClient {
                 })
             };
             // Batches of aborted transactions and transaction markers give no record: a fetch that read only those
-            // goes on from where they end (until the guard's deadline), else a reader asking again from `offset`
-            // would be given the same nothing for as long as they are all `max_bytes` holds.
+            // goes on from where they end, else a reader asking again from `offset` would be given the same nothing
+            // for as long as they are all `max_bytes` holds. Each fetch after the first waits only for what is left
+            // of the one wait, and the skipping stops (answering nothing) once the wait, or at least
+            // `SKIP_AT_LEAST`, is spent.
+            let started = tokio::time::Instant::now();
+            let (wait_until, skip_until) = (started + wait, started + wait.max(SKIP_AT_LEAST));
             let mut from = offset;
             let (records, high_watermark) = loop {
+                let wait_ms = if from == offset {
+                    wait_ms
+                } else {
+                    let left = wait_until.saturating_duration_since(tokio::time::Instant::now());
+                    i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
+                };
                 let fetched = match reader.fetch_committed(from, 1..max_bytes, wait_ms).await {
                     Ok(fetched) => fetched,
                     Err(ClientError::ServerError {
@@ -119,7 +133,13 @@ impl ClusterClient {
                     Err(e) => return Err(client_error(e)),
                 };
                 match fetched.next_offset {
-                    Some(next) if next > from && !fetched.records.iter().any(|r| r.offset >= offset) => from = next,
+                    Some(next)
+                        if next > from
+                            && !fetched.records.iter().any(|r| r.offset >= offset)
+                            && tokio::time::Instant::now() < skip_until =>
+                    {
+                        from = next;
+                    }
                     _ => break (fetched.records, fetched.high_watermark),
                 }
             };

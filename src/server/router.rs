@@ -594,21 +594,24 @@ where
 {
     let claim = match once {
         None => None,
-        Some(once) => match app
-            .idempotency
-            .begin(&once.function, &once.user, &once.key, once.fingerprint)
-        {
-            // The key stays free (the claim dropped) when the client has too many keyed requests running.
-            Begin::Run(claim) => Some((claim, keyed_request(app, once.client)?)),
-            Begin::Replay(answer) => {
+        // The place is taken before the key is looked up: a client with too many keyed requests running is refused
+        // without touching the store (where a new key may push out the user's oldest remembered answer); one that
+        // is answered from the store gives its place back at once.
+        Some(once) => match (
+            keyed_request(app, once.client)?,
+            app.idempotency
+                .begin(&once.function, &once.user, &once.key, once.fingerprint),
+        ) {
+            (slot, Begin::Run(claim)) => Some((claim, slot)),
+            (_, Begin::Replay(answer)) => {
                 let mut response = answer_response(&answer);
                 response
                     .headers_mut()
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
                 return Ok(response);
             }
-            Begin::InProgress => return Err(RequestError::IdempotencyInProgress),
-            Begin::Mismatch => return Err(RequestError::IdempotencyMismatch),
+            (_, Begin::InProgress) => return Err(RequestError::IdempotencyInProgress),
+            (_, Begin::Mismatch) => return Err(RequestError::IdempotencyMismatch),
         },
     };
     let Some((claim, slot)) = claim else {

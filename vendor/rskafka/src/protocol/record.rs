@@ -244,6 +244,8 @@ where
 pub enum ControlBatchRecord {
     Abort,
     Commit,
+    /// A type this client does not know; skipped like the others, as Kafka's consumer does.
+    Unknown(i16),
 }
 
 impl<R> ReadType<R> for ControlBatchRecord
@@ -268,14 +270,11 @@ where
             ));
         }
 
-        let t = i16::from_be_bytes([t[0], t[1]]);
-        match t {
-            0 => Ok(Self::Abort),
-            1 => Ok(Self::Commit),
-            _ => Err(ReadError::Malformed(
-                format!("Unknown control batch record type: {}", t).into(),
-            )),
-        }
+        Ok(match i16::from_be_bytes([t[0], t[1]]) {
+            0 => Self::Abort,
+            1 => Self::Commit,
+            other => Self::Unknown(other),
+        })
     }
 }
 
@@ -287,6 +286,7 @@ where
         let t: i16 = match self {
             Self::Abort => 0,
             Self::Commit => 1,
+            Self::Unknown(t) => *t,
         };
         // key: version 0 and the type; value: the end-transaction marker, version 0 and coordinator epoch 0.
         let mut key = 0i16.to_be_bytes().to_vec();
@@ -1064,16 +1064,19 @@ mod tests {
     #[test]
     fn test_control_batch_record_unknown_type() {
         let mut buf = Cursor::new(Vec::<u8>::new());
-        Int16(0).write(&mut buf).unwrap();
-        Int16(2).write(&mut buf).unwrap();
+        Record {
+            timestamp_delta: 0,
+            offset_delta: 0,
+            key: Some(vec![0, 0, 0, 2]),
+            value: None,
+            headers: vec![],
+        }
+        .write(&mut buf)
+        .unwrap();
         buf.set_position(0);
 
-        let err = ControlBatchRecord::read(&mut buf).unwrap_err();
-        assert_matches!(err, ReadError::Malformed(_));
-        assert_eq!(
-            err.to_string(),
-            "Malformed data: Unknown control batch record type: 2",
-        );
+        let record = ControlBatchRecord::read(&mut buf).unwrap();
+        assert_eq!(record, ControlBatchRecord::Unknown(2));
     }
 
     test_roundtrip!(RecordBatchBody, test_record_batch_body_roundtrip);
