@@ -7,6 +7,7 @@ use common::binary::Binary;
 use common::read::{assert_no_record, header_texts, read_records};
 use common::{Harness, Kafka, offset};
 use serde_json::Value;
+use std::time::Duration;
 
 on_both_brokers!(
     request_ids_and_trace_context_follow_the_request,
@@ -229,6 +230,77 @@ async fn every_request_gets_one_json_access_log_line_with_its_id() {
     assert_eq!(fields["status"], 200);
     assert_eq!(fields["records"], 2);
     assert!(fields["duration_ms"].as_f64().is_some(), "{fields}");
+}
+
+/// SIGTERM stops luka as its README says: the listener closes, a keep-alive connection waiting for its next request
+/// is closed at once, a request in progress is finished and answered, and the process exits as soon as that is
+/// done (well within `shutdown_grace_ms`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_requests_in_progress_and_closes_idle_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = common::temp_dir();
+    let config = |http, broker| {
+        format!(
+            "[server]\nlisten = \"{http}\"\nshutdown_grace_ms = 20000\nbody_timeout_ms = 20000\n\n\
+             [clusters.local]\nbootstrap = [\"{broker}\"]\nembedded = true\n\n[topics.traced]\npartitions = 1\n\n\
+             [[users]]\nname = \"demo\"\npassword = \"demo\"\ntopics = [\"*\"]\n"
+        )
+    };
+    let mut luka = Binary::serve(&dir, config).await;
+    let http = luka.http;
+    // Served once, then left waiting for its next request.
+    let mut idle = tokio::net::TcpStream::connect(http).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: luka\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 4096];
+    let n = idle.read(&mut buffer).await.unwrap();
+    assert!(
+        buffer[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buffer[..n])
+    );
+    // A produce whose body is half sent when the signal comes.
+    let body = br#"[{"value":"sent before and after SIGTERM"}]"#;
+    let mut in_progress = tokio::net::TcpStream::connect(http).await.unwrap();
+    let head = format!(
+        "POST /produce/traced HTTP/1.1\r\nhost: luka\r\nauthorization: Basic ZGVtbzpkZW1v\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    in_progress.write_all(head.as_bytes()).await.unwrap();
+    in_progress.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let signalled = std::time::Instant::now();
+    luka.terminate();
+    let closed = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buffer)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the idle connection is closed: {closed:?}"
+    );
+    assert!(
+        luka.exited_within(Duration::from_millis(500)).await.is_none(),
+        "luka waits for the request in progress"
+    );
+
+    in_progress.write_all(&body[10..]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), in_progress.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""offset":0"#), "{answer}");
+    let status = luka.exited_within(Duration::from_secs(10)).await.expect("luka exits");
+    assert!(status.success(), "{status}\n{}", luka.log());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        signalled.elapsed()
+    );
 }
 
 /// `RUST_LOG=luka::access=off` silences the access log and nothing else (the writer is installed only when the

@@ -3,11 +3,12 @@
 //! client re-uses every few seconds would otherwise hold its slot for ever); on shutdown, all of them are.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Context;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
 
 /// Every open connection, by a number of its own.
 #[derive(Debug, Default)]
@@ -23,7 +24,9 @@ pub struct Activity {
     busy: AtomicUsize,
     /// Since when it has had none (only meaningful while `busy` is 0).
     idle_since: Mutex<Instant>,
-    close: Notify,
+    /// Asked to close: set before `close_waker` is woken, and never cleared.
+    close_asked: AtomicBool,
+    close_waker: AtomicWaker,
 }
 
 /// A request in progress on its connection; the connection is idle again when it is dropped.
@@ -42,7 +45,8 @@ impl OpenConnections {
         let activity = Arc::new(Activity {
             busy: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
-            close: Notify::new(),
+            close_asked: AtomicBool::new(false),
+            close_waker: AtomicWaker::new(),
         });
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, Arc::clone(&activity));
@@ -63,7 +67,7 @@ impl OpenConnections {
             .min_by_key(|(since, _)| *since);
         match longest {
             Some((_, activity)) => {
-                activity.close.notify_one();
+                activity.ask_to_close();
                 true
             }
             None => false,
@@ -73,7 +77,7 @@ impl OpenConnections {
     /// Asks every connection to close (each finishes the request it is serving), then waits up to `grace` for them.
     pub async fn close_all(&self, grace: Duration) -> bool {
         for activity in self.lock().values() {
-            activity.close.notify_one();
+            activity.ask_to_close();
         }
         let deadline = Instant::now() + grace;
         while !self.lock().is_empty() {
@@ -100,6 +104,11 @@ impl Activity {
         Some(*self.idle_since.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
+    fn ask_to_close(&self) {
+        self.close_asked.store(true, Ordering::SeqCst);
+        self.close_waker.wake();
+    }
+
     /// Marks a request in progress until the guard is dropped.
     pub fn busy(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);
@@ -115,9 +124,15 @@ impl Drop for Busy {
 }
 
 impl Tracked {
-    /// Resolves when the connection is asked to close.
-    pub async fn closing(&self) {
-        self.activity.close.notified().await;
+    /// Whether the connection has been asked to close; the task of `cx` is woken when it is (from now on).
+    pub fn poll_close_asked(&self, cx: &Context<'_>) -> bool {
+        self.activity.close_waker.register(cx.waker());
+        self.close_asked()
+    }
+
+    /// Whether the connection has been asked to close (a flag, nothing registered: see [`Self::poll_close_asked`]).
+    pub fn close_asked(&self) -> bool {
+        self.activity.close_asked.load(Ordering::SeqCst)
     }
 
     /// See [`Activity::waiting_since`].
@@ -136,6 +151,15 @@ impl Drop for Tracked {
 mod tests {
     use super::*;
 
+    #[derive(Default)]
+    struct Woken(AtomicBool);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
     #[tokio::test]
     async fn the_connection_idle_longest_is_closed_first_and_busy_ones_never() {
         let open = Arc::new(OpenConnections::default());
@@ -144,10 +168,12 @@ mod tests {
         let (second, _) = open.add();
         let busy = first_activity.busy();
         drop(busy); // the first was busy a moment ago: the second has been idle longer now
+        let woken = Arc::new(Woken::default());
+        let waker = std::task::Waker::from(Arc::clone(&woken));
+        assert!(!second.poll_close_asked(&Context::from_waker(&waker)));
         assert!(open.close_longest_idle());
-        tokio::time::timeout(Duration::from_secs(1), second.closing())
-            .await
-            .expect("second asked to close");
+        assert!(woken.0.load(Ordering::SeqCst), "the task waiting on it is woken");
+        assert!(second.close_asked() && !first.close_asked());
         let _busy = first_activity.busy();
         drop(second);
         assert!(!open.close_longest_idle(), "the only connection left is busy");

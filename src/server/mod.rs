@@ -17,7 +17,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -33,8 +34,10 @@ pub use error::RequestError;
 use crate::App;
 use crate::limits::PerClient;
 use idle::OpenConnections;
+use watch::{Event, Watch};
 
 mod idle;
+mod watch;
 
 pub type Response = hyper::Response<Full<Bytes>>;
 
@@ -98,28 +101,27 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             http1::Builder::new().serve_connection(TokioIo::new(deferred::DeferredWrites::new(stream)), service);
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
-            // The header timeout, kept here rather than by hyper, whose own makes and registers a new timer for
+            // The header timeout is kept here rather than by hyper, whose own makes and registers a new timer for
             // every request: this one is set once and only looked at when it fires (about every header timeout).
-            let timer = tokio::time::sleep(header_timeout);
-            let mut timer = std::pin::pin!(timer);
-            let result = loop {
-                tokio::select! {
-                    result = connection.as_mut() => break result,
-                    // Idle and its slot wanted, or shutting down: it ends after the request it is serving, if any.
-                    () = tracked.closing() => connection.as_mut().graceful_shutdown(),
-                    () = timer.as_mut() => match tracked.waiting_since() {
-                        Some(since) if since.elapsed() >= header_timeout => {
-                            tracing::debug!(%remote, "connection closed: no whole request head within the header timeout");
-                            break Ok(());
-                        }
-                        since => timer.as_mut().reset((since.unwrap_or_else(Instant::now) + header_timeout).into()),
-                    },
+            let mut watch = Watch::new(tracked, header_timeout);
+            let result = std::future::poll_fn(|cx| loop {
+                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                    return Poll::Ready(result);
                 }
-            };
+                match std::task::ready!(watch.poll_event(cx)) {
+                    // Idle and its slot wanted, or shutting down: it ends after the request it is serving, if any.
+                    Event::Close => connection.as_mut().graceful_shutdown(),
+                    Event::HeaderTimeout => {
+                        tracing::debug!(%remote, "connection closed: no whole request head within the header timeout");
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+            })
+            .await;
             if let Err(e) = result {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
-            drop((tracked, permit, address_slot));
+            drop((watch, permit, address_slot));
         });
     }
     drop(listener);
