@@ -56,7 +56,10 @@ pub async fn handle<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote:
         Some(Site::Refused(from)) => Err(RequestError::CrossSite { from: from.clone() }),
         Some(Site::Allowed(origin)) if is_preflight(&request) => Ok(preflight(origin, &path)),
         _ => match route(app, request, remote, &context) {
-            Routed::Answered(result) => result,
+            Routed::Answered(result) => {
+                super::deferred::answered_at_once();
+                result
+            }
             Routed::Pending(work) => {
                 let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
                 let served = crate::timeout::within_since(started, timeout, work);
