@@ -8,6 +8,8 @@
 #          compare's handlers: constant, json (req:json(), one field), webhook (one keyed record, answers the
 #          offset; served at /hook, as /webhook is luka's own); default "orders healthz"
 #   PER_CORE=1: as compare's per-core rows: one tokio worker, one Lua VM, access log on (to a file)
+#   NEW_ENV="NAME=value ...": extra environment for NEW only; with the same binary twice it A/Bs a setting, e.g.
+#          NEW_ENV="RUST_LOG=info,luka::access=off" for the access log off
 #   WAKEUPS=1: also counts, machine-wide, wake-ups and inter-processor interrupts per request (`perf stat -a`)
 # Needs wrk, taskset and curl (and perf for WAKEUPS).
 set -euo pipefail
@@ -29,7 +31,9 @@ for round in $(seq 1 "$ROUNDS"); do
     binary=$old; [ "$which" = new ] && binary=$new
     taskset -c 1 "$new" broker --listen 127.0.0.1:19092 >/dev/null 2>&1 & broker=$!
     sleep 1
-    "${environment[@]}" taskset -c 1 "$binary" --config "$dir/config.toml" >"$dir/access.log" 2>&1 & luka=$!
+    run_with=("${environment[@]}")
+    if [ "$which" = new ] && [ -n "${NEW_ENV:-}" ]; then read -r -a extra <<< "$NEW_ENV"; run_with+=("${extra[@]}"); fi
+    "${run_with[@]}" taskset -c 1 "$binary" --config "$dir/config.toml" >"$dir/access.log" 2>&1 & luka=$!
     for _ in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:18080/healthz && break; sleep 0.1; done
     for path in $PATHS; do
       script=()

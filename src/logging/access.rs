@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -132,8 +132,30 @@ fn push_millis(text: &mut String, duration: Duration) {
     push_padded(text, (micros % 1000) as u32, 3);
 }
 
-/// `127.0.0.1:5000`, `[::1]:5000`: as `SocketAddr` displays itself.
+/// `127.0.0.1:5000`, `[::1]:5000`: as `SocketAddr` displays itself. The host part is formatted once per thread for
+/// as long as requests come from the same host (a proxy or load balancer in front, or a few clients): formatting it
+/// was a quarter of the access line's cost (`bench/README.md` point 17).
 fn push_address(text: &mut String, address: SocketAddr) {
+    thread_local! {
+        static HOST: RefCell<(Option<(IpAddr, u32)>, String)> = const { RefCell::new((None, String::new())) };
+    }
+    let key = match address {
+        SocketAddr::V4(v4) => (IpAddr::V4(*v4.ip()), 0),
+        SocketAddr::V6(v6) => (IpAddr::V6(*v6.ip()), v6.scope_id()),
+    };
+    HOST.with_borrow_mut(|(cached, host)| {
+        if *cached != Some(key) {
+            host.clear();
+            push_host(host, address);
+            *cached = Some(key);
+        }
+        text.push_str(host);
+    });
+    text.push(':');
+    push_int(text, address.port());
+}
+
+fn push_host(text: &mut String, address: SocketAddr) {
     match address {
         SocketAddr::V4(v4) => {
             for (i, octet) in v4.ip().octets().into_iter().enumerate() {
@@ -142,11 +164,12 @@ fn push_address(text: &mut String, address: SocketAddr) {
                 }
                 push_int(text, octet);
             }
-            text.push(':');
-            push_int(text, v4.port());
         }
-        SocketAddr::V6(_) => {
-            let _ = write!(text, "{address}");
+        SocketAddr::V6(v6) if v6.scope_id() == 0 => {
+            let _ = write!(text, "[{}]", v6.ip());
+        }
+        SocketAddr::V6(v6) => {
+            let _ = write!(text, "[{}%{}]", v6.ip(), v6.scope_id());
         }
     }
 }
@@ -249,17 +272,23 @@ mod tests {
             push_millis(&mut out, Duration::from_micros(micros));
             assert_eq!(out, text);
         }
-        for address in [
+        let scoped = SocketAddr::V6(std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 80, 0, 2));
+        // Twice each, in turns: the host formatted for the one before is never taken for another.
+        let addresses = [
             "10.0.255.1:80",
+            "10.0.255.1:81",
             "0.0.0.0:0",
             "255.255.255.255:65535",
             "192.168.1.20:10000",
             "[::1]:5000",
             "[2001:db8::7]:65535",
-        ] {
+            "[fe80::1]:80",
+        ]
+        .map(|a| a.parse::<SocketAddr>().unwrap());
+        for address in addresses.iter().chain(&[scoped]).chain(&addresses).chain(&[scoped]) {
             let mut out = String::new();
-            push_address(&mut out, address.parse().unwrap());
-            assert_eq!(out, address);
+            push_address(&mut out, *address);
+            assert_eq!(out, address.to_string());
         }
         let (mut first, mut second) = (String::new(), String::new());
         timestamp(&mut first);
