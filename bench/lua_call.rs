@@ -54,7 +54,11 @@ fn main() {
                     let Found::Target(target) = app.functions.find("POST", &path) else {
                         panic!("{path} is served");
                     };
-                    let response = app.functions.call(target, request.clone()).await.expect("a 200");
+                    let response = app
+                        .functions
+                        .call(target, Box::new(request.clone()))
+                        .await
+                        .expect("a 200");
                     std::hint::black_box(response);
                 }
                 per_call.push(started.elapsed().as_secs_f64() * 1e6 / calls as f64);

@@ -53,7 +53,7 @@ enum Failure {
 
 impl Call {
     /// The future that runs `target` for `request` on this thread's home VM of `pool` (or another free one).
-    pub(super) fn start(pool: &Pool, target: Target, request: HttpRequest) -> Self {
+    pub(super) fn start(pool: &Pool, target: Target, request: Box<HttpRequest>) -> Self {
         let (pool, home) = pool.home();
         let state = Arc::new(RequestState::new(
             Arc::clone(&target.function.display),

@@ -156,7 +156,7 @@ impl Functions {
     }
 
     /// Runs `target` for `request` on the caller's own task, within the wall-clock limit.
-    pub async fn call(&self, target: Target, request: HttpRequest) -> Result<HandlerResponse, LuaError> {
+    pub async fn call(&self, target: Target, request: Box<HttpRequest>) -> Result<HandlerResponse, LuaError> {
         let function = Arc::clone(&target.function.display);
         let limit = self.config.lua.timeout;
         let result = match crate::timeout::within(limit, call::Call::start(&self.pool, target, request)).await {

@@ -41,7 +41,7 @@ pub struct RequestState {
     /// The handler file, for logs.
     pub function: Arc<str>,
     /// What the lazily built fields of `req` (body, headers, query, params, ...) are made from.
-    pub request: HttpRequest,
+    pub request: Box<HttpRequest>,
     /// The route's path parameters.
     pub params: Vec<(String, String)>,
     outcome: Mutex<Outcome>,
@@ -72,10 +72,10 @@ pub struct KafkaOutage {
 }
 
 impl RequestState {
-    pub fn new(function: Arc<str>, request: HttpRequest, params: Vec<(String, String)>) -> Self {
+    pub fn new(function: Arc<str>, request: impl Into<Box<HttpRequest>>, params: Vec<(String, String)>) -> Self {
         Self {
             function,
-            request,
+            request: request.into(),
             params,
             outcome: Mutex::new(Outcome::default()),
         }
