@@ -74,11 +74,9 @@ impl<T> DeferredWrites<T> {
     /// again before a write has gone through.
     fn put_off(&mut self, cx: &Context<'_>) -> bool {
         let at_once = ANSWERED_AT_ONCE.replace(false);
-        if !self.defer || at_once {
-            self.defer = false;
+        if !std::mem::take(&mut self.defer) || at_once {
             return false;
         }
-        self.defer = false;
         self.wrote = false;
         cx.waker().wake_by_ref();
         true

@@ -837,10 +837,6 @@ mod tests {
         }
     }
 
-    /// hyper moves each request's future (`handle`'s, with what it holds inline) into its connection's slot, so
-    /// its size is copied per request: routing keeps each route's own future in a box of its own. Measured in the
-    /// dev profile: 928 bytes, where the routing future inline took 3.5 KiB (and 16 KiB with the REST routes'
-    /// futures inline).
     /// The size of what `call` returns, without calling it.
     fn size_of_output<A, B, C, D, R>(_: &impl Fn(A, B, C, D) -> R) -> usize {
         std::mem::size_of::<R>()
@@ -857,6 +853,10 @@ mod tests {
         assert!(size <= 2 * 1024, "a function call's future takes {size} bytes");
     }
 
+    /// hyper moves each request's future (`handle`'s, with what it holds inline) into its connection's slot, so
+    /// its size is copied per request: routing keeps each route's own future in a box of its own. Measured in the
+    /// dev profile: 928 bytes, where the routing future inline took 3.5 KiB (and 16 KiB with the REST routes'
+    /// futures inline).
     #[tokio::test]
     async fn a_request_s_future_stays_small() {
         let config = crate::config::Config::from_toml(
