@@ -5,6 +5,12 @@
 //! go together in the next request, up to the record and byte bounds. So batches grow with load by themselves, and
 //! records reach the partition in the order their callers queued them.
 //!
+//! Under load (the partition's last batch carried more than one caller), the writer, woken by a caller, first lets
+//! the tasks already waiting to run on its thread have their turn (one `yield_now`): requests that arrived together
+//! with the one that woke it queue their records too, and go in the same batch instead of the next one. A lone
+//! caller is never made to wait for this. The wait is bounded by the scheduler, which runs a yielded task again
+//! once its queue is empty or after a few dozen tasks (tokio's event interval), whichever comes first.
+//!
 //! ```text
 //! caller A: [r1, r2] ─┐ (in flight: nothing) ─> produce [r1 r2]          ─> A: [o, o+1]
 //! caller B: [r3]     ─┤ (queued while A's was in flight)                  ┌─> B: [o+2]
@@ -228,6 +234,8 @@ struct Writer {
 impl Writer {
     async fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         let mut carried: Option<Job> = None;
+        // The last batch carried more than one caller: others are likely on their way.
+        let mut busy = false;
         loop {
             let first = match carried.take() {
                 Some(job) => job,
@@ -238,9 +246,12 @@ impl Writer {
             };
             if !self.limits.linger.is_zero() {
                 tokio::time::sleep(self.limits.linger).await;
+            } else if busy {
+                tokio::task::yield_now().await;
             }
             let (mut batch, next) = gather(first, &mut queue, &self.limits);
             carried = next;
+            busy = batch.len() > 1;
             // From here the records are sent; callers that withdrew them (timeout, client gone) are left out.
             batch.retain(|job| {
                 job.stage
@@ -694,5 +705,135 @@ mod tests {
         let (batch, carried) = gather(job(50, 100), &mut queue, &limits(10, 100));
         assert_eq!(batch[0].records.len(), 50);
         assert!(carried.is_none());
+    }
+}
+
+/// The writer against a real broker (the embedded one, run on a runtime of its own): in what batches callers' records
+/// go, which depends on the order tasks run in, so the writer runs on a single-threaded runtime here.
+#[cfg(all(test, feature = "embedded-broker"))]
+mod scheduling_tests {
+    use super::*;
+    use crate::broker::EmbeddedBroker;
+    use rskafka::client::ClientBuilder;
+    use rskafka::client::partition::UnknownTopicHandling;
+
+    fn record() -> Record {
+        Record {
+            key: None,
+            value: Some(b"x".to_vec()),
+            headers: Vec::new(),
+            timestamp: rskafka::chrono::Utc::now(),
+        }
+    }
+
+    struct Setup {
+        writer: Arc<PartitionWriter>,
+        counters: Arc<ProduceCounters>,
+        _outage: watch::Sender<Option<Arc<str>>>,
+        _broker: EmbeddedBroker,
+        _broker_runtime: tokio::runtime::Runtime,
+    }
+
+    /// A writer (with the default limits: no linger, idempotence) for the one partition of a new topic.
+    fn setup(runtime: &tokio::runtime::Runtime) -> Setup {
+        let broker_runtime = tokio::runtime::Runtime::new().unwrap();
+        let address = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap();
+        let broker = broker_runtime.block_on(EmbeddedBroker::start(address)).unwrap();
+        let (outage, watching) = watch::channel(None);
+        let counters = Arc::new(ProduceCounters::default());
+        let writer = runtime.block_on(async {
+            let client = Arc::new(ClientBuilder::new(vec![address.to_string()]).build().await.unwrap());
+            client
+                .controller_client()
+                .unwrap()
+                .create_topic("batches", 1, 1, 5_000)
+                .await
+                .unwrap();
+            let partition = client
+                .partition_client("batches", 0, UnknownTopicHandling::Retry)
+                .await
+                .unwrap();
+            let connect: Connect = Arc::new(move || {
+                let client = Arc::clone(&client);
+                Box::pin(async move { client.partition_client("batches", 0, UnknownTopicHandling::Error).await })
+            });
+            let limits = BatchLimits {
+                max_records: 10_000,
+                max_bytes: 1 << 20,
+                linger: Duration::ZERO,
+                compression: Compression::NoCompression,
+                timeout: Duration::from_secs(5),
+                idempotence: true,
+                delivery_timeout: Duration::from_secs(10),
+            };
+            let counters = Arc::clone(&counters);
+            PartitionWriter::start(partition, connect, limits, counters, watching, Arc::from("test"))
+        });
+        Setup {
+            writer: Arc::new(writer),
+            counters,
+            _outage: outage,
+            _broker: broker,
+            _broker_runtime: broker_runtime,
+        }
+    }
+
+    /// One caller queues a record (waking the writer), then a task spawned after that wake-up queues another; how
+    /// many produce requests carried the two, which were written one after the other.
+    async fn requests_for_a_caller_and_one_right_behind(setup: &Setup) -> u64 {
+        let before = setup.counters.requests.load(Ordering::Relaxed);
+        let mut first = setup.writer.queue(vec![record()]).await.unwrap();
+        let writer = Arc::clone(&setup.writer);
+        let behind = tokio::spawn(async move { writer.queue(vec![record()]).await.unwrap().outcome().await });
+        let first = first.outcome().await.unwrap();
+        let behind = behind.await.unwrap().unwrap();
+        assert_eq!(behind.offsets[0], first.offsets[0] + 1);
+        setup.counters.requests.load(Ordering::Relaxed) - before
+    }
+
+    fn single_threaded() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_lone_caller_is_sent_at_once() {
+        let runtime = single_threaded();
+        let setup = setup(&runtime);
+        runtime.block_on(async {
+            let mut alone = setup.writer.queue(vec![record()]).await.unwrap();
+            alone.outcome().await.unwrap();
+            assert_eq!(
+                requests_for_a_caller_and_one_right_behind(&setup).await,
+                2,
+                "after a batch of one caller, the next caller is not held back for the one behind it"
+            );
+        });
+    }
+
+    #[test]
+    fn under_load_the_callers_ready_to_run_go_in_the_same_batch() {
+        let runtime = single_threaded();
+        let setup = setup(&runtime);
+        runtime.block_on(async {
+            let mut one = setup.writer.queue(vec![record()]).await.unwrap();
+            let mut two = setup.writer.queue(vec![record()]).await.unwrap();
+            one.outcome().await.unwrap();
+            two.outcome().await.unwrap();
+            assert_eq!(
+                setup.counters.requests.load(Ordering::Relaxed),
+                1,
+                "the two queued together"
+            );
+            assert_eq!(
+                requests_for_a_caller_and_one_right_behind(&setup).await,
+                1,
+                "after a batch of two callers, the writer let the task behind the first caller queue its record"
+            );
+        });
     }
 }
