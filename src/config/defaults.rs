@@ -95,7 +95,8 @@ pub const CLIENT_ID: &str = "luka";
 pub const COMPRESSION: Compression = Compression::None;
 
 /// No added wait: a lone request is sent at once, and concurrent requests share a batch anyway, because whatever
-/// arrives while a partition's produce is in flight goes in its next one.
+/// arrives while a partition's produce is in flight goes in its next one (and, under load, so do the requests
+/// already waiting to run on the writer's thread: `kafka::batch`).
 pub const LINGER_MS: u64 = 0;
 
 /// Upper bound for one produce, retries for leader changes and reconnects included (rskafka retries forever
