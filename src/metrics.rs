@@ -54,6 +54,20 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// `luka_records_total` and `luka_record_bytes_total` of one label set (see [`Metrics::record_series`]).
+#[derive(Debug, Clone)]
+pub struct RecordSeries {
+    records: Counter,
+    bytes: Counter,
+}
+
+impl RecordSeries {
+    pub fn add(&self, records: u64, bytes: u64) {
+        self.records.inc_by(records);
+        self.bytes.inc_by(bytes);
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RecordLabels {
     pub cluster: String,
@@ -299,13 +313,21 @@ impl Metrics {
     }
 
     pub fn record_outcome(&self, cluster: &str, topic: &str, result: &'static str, records: u64, bytes: u64) {
+        self.record_series(cluster, topic, result).add(records, bytes);
+    }
+
+    /// The two record series of one outcome for `cluster` and `topic`, for a holder that counts it often (a
+    /// partition's writer, its records written): looked up by label set once, not per produce.
+    pub fn record_series(&self, cluster: &str, topic: &str, result: &'static str) -> RecordSeries {
         let labels = RecordLabels {
             cluster: cluster.to_owned(),
             topic: self.topic_label(topic),
             result,
         };
-        self.records.get_or_create(&labels).inc_by(records);
-        self.record_bytes.get_or_create(&labels).inc_by(bytes);
+        RecordSeries {
+            records: self.records.get_or_create(&labels).clone(),
+            bytes: self.record_bytes.get_or_create(&labels).clone(),
+        }
     }
 
     pub fn produce_request(&self, cluster: &str, topic: &str, result: &'static str, records: usize) {

@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::KafkaError;
+use crate::metrics::RecordSeries;
 
 /// Callers queued per partition before further callers wait for room (all within their produce timeout).
 const QUEUE: usize = 1024;
@@ -107,6 +108,8 @@ struct Job {
 #[derive(Debug)]
 pub(crate) struct PartitionWriter {
     jobs: mpsc::Sender<Job>,
+    /// The partition's `ok` record series, counted by its callers as their records are written.
+    written: RecordSeries,
 }
 
 /// Why a caller's records were not (known to be) written.
@@ -169,6 +172,7 @@ impl PartitionWriter {
         outage: watch::Receiver<Option<Arc<str>>>,
         cluster: Arc<str>,
     ) -> Self {
+        let written = crate::metrics::metrics().record_series(&cluster, client.topic(), "ok");
         let (jobs, queue) = mpsc::channel(QUEUE);
         let writer = Writer {
             client,
@@ -180,7 +184,12 @@ impl PartitionWriter {
             producer: None,
         };
         tokio::spawn(writer.run(queue));
-        Self { jobs }
+        Self { jobs, written }
+    }
+
+    /// The partition's `ok` record series.
+    pub(crate) fn written(&self) -> &RecordSeries {
+        &self.written
     }
 
     /// Whether the task is still serving.

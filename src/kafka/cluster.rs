@@ -340,14 +340,19 @@ impl ClusterClient {
             });
         };
         let deadline = Instant::now() + self.config.produce_timeout + TIMEOUT_MARGIN;
+        let (count, bytes) = (
+            records.len() as u64,
+            records.iter().map(Record::approximate_size).sum::<usize>() as u64,
+        );
         let queued = async {
             let writer = self.writer(topic, partition).await?;
-            writer
+            let ticket = writer
                 .queue(records)
                 .await
-                .map_err(|e| self.write_error(topic, partition, e))
+                .map_err(|e| self.write_error(topic, partition, e))?;
+            Ok((writer, ticket))
         };
-        let mut ticket = self.guarded(deadline - Instant::now(), queued).await.inspect_err(|e| {
+        let (writer, mut ticket) = self.guarded(deadline - Instant::now(), queued).await.inspect_err(|e| {
             if let KafkaError::UnknownTopic { .. } = e {
                 self.forget_topic(topic);
             }
@@ -366,8 +371,10 @@ impl ClusterClient {
             },
         };
         let result = written.map_err(|e| self.write_error(topic, partition, e));
-        if let Err(KafkaError::UnknownTopic { .. }) = &result {
-            self.forget_topic(topic);
+        match &result {
+            Ok(_) => writer.written().add(count, bytes),
+            Err(KafkaError::UnknownTopic { .. }) => self.forget_topic(topic),
+            Err(_) => {}
         }
         result
     }
@@ -375,6 +382,14 @@ impl ClusterClient {
     /// The writer of one partition, connecting on first use and again after its writer stopped.
     async fn writer(&self, topic: &str, partition: i32) -> Result<Arc<PartitionWriter>, KafkaError> {
         let key = (topic.to_owned(), partition);
+        // Most calls find the writer running: a shared look-up, without taking the map's shard for writing.
+        let running = self
+            .writers
+            .get(&key)
+            .and_then(|cell| cell.get().filter(|w| w.is_open()).cloned());
+        if let Some(writer) = running {
+            return Ok(writer);
+        }
         let cell = self.writers.entry(key.clone()).or_default().clone();
         match cell.get() {
             Some(writer) if writer.is_open() => return Ok(Arc::clone(writer)),

@@ -77,6 +77,10 @@ impl ClusterPool {
 
     /// The shared client of cluster `name`, connecting (and creating configured topics) on first use.
     pub async fn cluster(&self, name: &str) -> Result<Arc<ClusterClient>, KafkaError> {
+        // Connected already (nearly every call): a shared look-up by the borrowed name, nothing allocated.
+        if let Some(client) = self.clients.get(name).and_then(|cell| cell.get().cloned()) {
+            return Ok(client);
+        }
         let config = self.configs.get(name).ok_or_else(|| KafkaError::Setup {
             cluster: name.to_owned(),
             detail: "no such cluster in config".to_owned(),

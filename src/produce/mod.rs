@@ -308,8 +308,10 @@ impl Producer {
                     client.produce(&topic, partition, records).await
                 };
                 let written = written.await;
-                let outcome = written.as_ref().map_or_else(KafkaError::kind, |_| "ok");
-                crate::metrics::metrics().record_outcome(&cluster, &topic, outcome, count, bytes as u64);
+                // Records written are counted by the partition's writer (its series kept); the rest here.
+                if let Err(e) = &written {
+                    crate::metrics::metrics().record_outcome(&cluster, &topic, e.kind(), count, bytes as u64);
+                }
                 let appended = written?;
                 let time = appended.log_append_time_ms;
                 Ok::<_, KafkaError>(
