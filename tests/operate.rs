@@ -5,7 +5,7 @@ mod common;
 
 use common::binary::Binary;
 use common::read::{assert_no_record, header_texts, read_records};
-use common::{Harness, Kafka, offset};
+use common::{Harness, Kafka, offset, sample};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -329,15 +329,6 @@ return function(req)
   return { json = { offset = r.offset } }
 end
 "#;
-
-/// The value of the first sample line of `text` that starts with `name{` and holds every label in `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .find(|l| labels.iter().all(|label| l.contains(label)))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0.0, |v| v.parse().unwrap())
-}
 
 async fn scrape(h: &Harness) -> String {
     let response = h.http.get(h.url("/metrics")).send().await.unwrap();

@@ -93,7 +93,7 @@ impl Binary {
     pub async fn stop_and_read_log(mut self) -> String {
         tokio::time::sleep(Duration::from_millis(200)).await;
         self.stop();
-        std::fs::read_to_string(&self.log).expect("read luka.log")
+        self.log()
     }
 
     /// Sends SIGTERM, as a service manager does to stop it.

@@ -299,6 +299,16 @@ pub fn write_function(dir: &std::path::Path, path: &str, source: &str) {
     std::fs::write(file, source).expect("write function");
 }
 
+/// The value of the first sample line of `/metrics` text that starts with `name{` (or `name `) and holds every label
+/// in `labels`; 0 when there is none.
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
 /// `/metrics` text as Prometheus's own Python client parses it (`prometheus_client`, installed by `scripts/test`
 /// into `$LUKA_PYTHON_PATH`, default `~/.cache/luka-python`), in `format` "classic" (text 0.0.4) or "openmetrics":
 /// each family's name, type and sample count, or the parser's error.
