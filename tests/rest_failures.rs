@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::configs::REST;
 use common::read::{assert_no_record, read_records, text};
-use common::{Harness, Kafka, error_of, offset};
+use common::{Harness, Kafka, error_of, offset, sample};
 use serde_json::Value;
 
 on_both_brokers!(
@@ -221,6 +221,17 @@ async fn a_cluster_that_accepts_but_never_answers_is_a_504() {
     );
 }
 
+async fn metrics(h: &Harness) -> String {
+    h.http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_in_flight_cap_a_call_is_a_503_with_retry_after() {
     // A cap of one produce at a time: a request writing two partitions at once finds the cap taken by itself.
@@ -234,6 +245,8 @@ async fn past_the_in_flight_cap_a_call_is_a_503_with_retry_after() {
     .await;
     let (status, _) = h.post("/produce/cities", r#"{"partition":0,"value":"warm"}"#).await;
     assert_eq!(status, 200);
+    let busy = ["topic=\"cities\"", "result=\"busy\""];
+    let before = sample(&metrics(&h).await, "luka_records_total", &busy);
     let response = h
         .http
         .post(h.url("/produce/cities"))
@@ -248,6 +261,12 @@ async fn past_the_in_flight_cap_a_call_is_a_503_with_retry_after() {
     assert!(
         error_of(&answer).contains("kafka cluster 'local' has 1 produce calls waiting already; retry shortly"),
         "{answer}"
+    );
+    let after = metrics(&h).await;
+    assert_eq!(
+        sample(&after, "luka_records_total", &busy) - before,
+        1.0,
+        "the refused record is counted: {after}"
     );
 }
 

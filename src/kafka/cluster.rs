@@ -332,7 +332,26 @@ impl ClusterClient {
     /// so); records that were sent and not acknowledged in time are in doubt (504, "may or may not"), unless the
     /// request waits for the real outcome ([`RequestContext::awaits_outcome`], an `Idempotency-Key`): then it waits
     /// for the writer, which resends until the broker answers or the delivery timeout passes.
+    ///
+    /// Every outcome is counted in `luka_records_total` and `luka_record_bytes_total`: records written in the
+    /// partition writer's own series, the rest by label set.
     pub async fn produce(&self, topic: &str, partition: i32, records: Vec<Record>) -> Result<Appended, KafkaError> {
+        let (count, bytes) = tally(&records);
+        let result = self.write(topic, partition, records).await;
+        match &result {
+            Ok((_, writer)) => writer.written().add(count, bytes),
+            Err(e) => crate::metrics::metrics().record_outcome(&self.config.name, topic, e.kind(), count, bytes),
+        }
+        result.map(|(appended, _)| appended)
+    }
+
+    /// [`Self::produce`], uncounted; the records' outcome and the writer that took them.
+    async fn write(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: Vec<Record>,
+    ) -> Result<(Appended, Arc<PartitionWriter>), KafkaError> {
         let Ok(_in_flight) = self.in_flight.try_acquire() else {
             return Err(KafkaError::Busy {
                 cluster: self.config.name.clone(),
@@ -340,10 +359,6 @@ impl ClusterClient {
             });
         };
         let deadline = Instant::now() + self.config.produce_timeout + TIMEOUT_MARGIN;
-        let (count, bytes) = (
-            records.len() as u64,
-            records.iter().map(Record::approximate_size).sum::<usize>() as u64,
-        );
         let queued = async {
             let writer = self.writer(topic, partition).await?;
             let ticket = writer
@@ -371,12 +386,10 @@ impl ClusterClient {
             },
         };
         let result = written.map_err(|e| self.write_error(topic, partition, e));
-        match &result {
-            Ok(_) => writer.written().add(count, bytes),
-            Err(KafkaError::UnknownTopic { .. }) => self.forget_topic(topic),
-            Err(_) => {}
+        if let Err(KafkaError::UnknownTopic { .. }) = &result {
+            self.forget_topic(topic);
         }
-        result
+        result.map(|appended| (appended, writer))
     }
 
     /// The writer of one partition, connecting on first use and again after its writer stopped.
@@ -502,4 +515,10 @@ fn wire_compression(compression: Compression) -> WireCompression {
         Compression::Snappy => WireCompression::Snappy,
         Compression::Zstd => WireCompression::Zstd,
     }
+}
+
+/// How many records, and their bytes (key, value and headers), as the record metrics count them.
+pub(crate) fn tally(records: &[Record]) -> (u64, u64) {
+    let bytes: usize = records.iter().map(Record::approximate_size).sum();
+    (records.len() as u64, bytes as u64)
 }

@@ -26,6 +26,7 @@ use tokio::sync::OnceCell;
 
 pub(crate) use batch::single_record_batch_size;
 pub use batch::{Appended, ProduceCounters};
+pub(crate) use cluster::tally;
 pub use cluster::{ClusterClient, CreateIfMissing};
 pub use error::{ErrorClass, KafkaError};
 use reachability::Reachability;

@@ -299,20 +299,16 @@ impl Producer {
             .into_iter()
             .map(|((cluster, topic, partition), items)| async move {
                 let (indexes, records): (Vec<usize>, Vec<Record>) = items.into_iter().unzip();
-                let (count, bytes) = (
-                    records.len() as u64,
-                    records.iter().map(Record::approximate_size).sum::<usize>(),
-                );
-                let written = async {
-                    let client = self.pool.cluster(&cluster).await?;
-                    client.produce(&topic, partition, records).await
+                // The cluster's client counts the outcome of what it is given; a cluster out of reach, here.
+                let client = match self.pool.cluster(&cluster).await {
+                    Ok(client) => client,
+                    Err(e) => {
+                        let (count, bytes) = crate::kafka::tally(&records);
+                        crate::metrics::metrics().record_outcome(&cluster, &topic, e.kind(), count, bytes);
+                        return Err(e);
+                    }
                 };
-                let written = written.await;
-                // Records written are counted by the partition's writer (its series kept); the rest here.
-                if let Err(e) = &written {
-                    crate::metrics::metrics().record_outcome(&cluster, &topic, e.kind(), count, bytes as u64);
-                }
-                let appended = written?;
+                let appended = client.produce(&topic, partition, records).await?;
                 let time = appended.log_append_time_ms;
                 Ok::<_, KafkaError>(
                     indexes
