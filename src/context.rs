@@ -8,6 +8,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use tokio::task::futures::TaskLocalFuture;
+
 use crate::metrics::FunctionRequests;
 
 /// Where one record of the request was written.
@@ -52,10 +54,7 @@ impl RequestContext {
     }
 
     /// `future` with `context` as the current request's.
-    pub fn scope<F: std::future::Future>(
-        context: Arc<Self>,
-        future: F,
-    ) -> impl std::future::Future<Output = F::Output> {
+    pub fn scope<F: std::future::Future>(context: Arc<Self>, future: F) -> TaskLocalFuture<Arc<Self>, F> {
         CURRENT.scope(context, future)
     }
 

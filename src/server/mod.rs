@@ -11,7 +11,7 @@ mod deferred;
 mod error;
 mod router;
 
-pub use router::{RequestBody, handle};
+pub use router::{Handling, RequestBody, handle};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -91,10 +91,10 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         let header_timeout = Duration::from_millis(app.config.server.header_timeout_ms);
         let app = Arc::clone(&app);
         let service = service_fn(move |request| {
-            let (app, activity) = (Arc::clone(&app), Arc::clone(&activity));
-            async move {
-                let _busy = activity.busy();
-                Ok::<_, Infallible>(router::handle(&app, request, remote).await)
+            let busy = activity.busy();
+            Serving {
+                handling: router::handle(&app, request, remote),
+                _busy: busy,
             }
         });
         let connection =
@@ -132,6 +132,23 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     );
     if !open.close_all(grace).await {
         tracing::warn!("grace period over; closing remaining connections");
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One request's answer, its connection marked busy (not to be closed as idle) until the answer is made.
+    struct Serving {
+        #[pin]
+        handling: router::Handling,
+        _busy: idle::Busy,
+    }
+}
+
+impl Future for Serving {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        self.project().handling.poll(cx).map(Ok)
     }
 }
 

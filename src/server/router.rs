@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
+use tokio::task::futures::TaskLocalFuture;
 
 use super::browser::{self, Site};
 use super::error::{RequestError, into_response};
@@ -24,11 +26,13 @@ use crate::idempotency::{self, Answer, Begin};
 use crate::logging::access::AccessLine;
 use crate::lua::{Found, HttpRequest, Target};
 use crate::metrics::RequestKind;
+use crate::timeout::Within;
 
 /// A request body the router reads: hyper's from a socket, or a `Full<Bytes>` built in memory (tests, `luka test`).
-pub trait RequestBody: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send {}
+/// Owned (`'static`): a request's work may be boxed and polled after routing returns.
+pub trait RequestBody: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
 
-impl<B: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send> RequestBody for B {}
+impl<B: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static> RequestBody for B {}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -44,63 +48,153 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// Longest caller-given request id kept; longer ones are replaced by a new id.
 const MAX_REQUEST_ID: usize = 128;
 
-pub async fn handle<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote: SocketAddr) -> Response {
+/// The answer to `request`. Routing runs here, at once: a request it answers (`/healthz`, an error, a 404) is finished
+/// before the future is first polled, and the future only hands the response over; a route with work to wait on
+/// (a function, the REST API) gives its boxed future, polled within the request timeout and the request's context.
+///
+/// A future of its own rather than an `async fn`: hyper moves each request's future into its connection's slot, and
+/// an `async fn` keeps the request, its routing and its answer inline, each moved from layer to layer (thirteen
+/// copies of 136 to 504 bytes per `/healthz`, bench/README.md point 19).
+pub fn handle<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote: SocketAddr) -> Handling {
     let started = Instant::now();
-    let _in_flight = InFlight::enter();
+    let in_flight = InFlight::enter();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let capture = request.extensions().get::<Capture>().cloned();
     let context = RequestContext::new(request_id(&request), trace_context(app, &request), capture);
     let site = is_api_path(&path).then(|| browser::site(request.headers(), &app.config.server.cors_origins));
-    let result = match &site {
-        Some(Site::Refused(from)) => Err(RequestError::CrossSite { from: from.clone() }),
-        Some(Site::Allowed(origin)) if is_preflight(&request) => Ok(preflight(origin, &path)),
-        _ => match route(app, request, remote, &context) {
-            Routed::Answered(result) => {
+    let routed = match &site {
+        Some(Site::Refused(from)) => Routed::Answered(Err(RequestError::CrossSite { from: from.clone() })),
+        Some(Site::Allowed(origin)) if is_preflight(&request) => Routed::Answered(Ok(preflight(origin, &path))),
+        _ => {
+            let routed = route(app, request, remote, &context);
+            if let Routed::Answered(_) = routed {
                 super::deferred::answered_at_once();
-                result
             }
-            Routed::Pending(work) => {
-                let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
-                let served = crate::timeout::within_since(started, timeout, work);
-                match RequestContext::scope(Arc::clone(&context), served).await {
-                    Ok(result) => result,
-                    Err(_) => Err(RequestError::Timeout {
-                        ms: timeout.as_millis(),
-                    }),
-                }
-            }
+            routed
+        }
+    };
+    let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
+    let finish = Finish {
+        started,
+        method,
+        path,
+        context,
+        site,
+        remote,
+        timeout,
+        access_log: app.config.server.access_log,
+        _in_flight: in_flight,
+    };
+    let state = match routed {
+        Routed::Answered(result) => State::Answered {
+            response: Some(finish.answer(result)),
+        },
+        Routed::Pending(work) => State::Pending {
+            work: RequestContext::scope(
+                Arc::clone(&finish.context),
+                crate::timeout::within_since(started, timeout, work),
+            ),
+            finish: Some(finish),
         },
     };
-    let mut response = result.unwrap_or_else(|e| into_response(&e, &context.id));
-    if let Some(Site::Allowed(origin)) = &site {
-        browser::answer_headers(origin, response.headers_mut());
+    Handling { state }
+}
+
+/// A route's work: what answers a request that cannot be answered at once.
+type Work = Pin<Box<dyn Future<Output = Result<Response, RequestError>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The future [`handle`] gives: the request's [`Response`].
+    pub struct Handling {
+        #[pin]
+        state: State,
     }
-    if let Ok(id) = HeaderValue::from_str(&context.id) {
-        response.headers_mut().insert(REQUEST_ID, id);
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProjection]
+    enum State {
+        /// Answered as it was routed.
+        Answered { response: Option<Response> },
+        /// Waiting on the route's work.
+        Pending {
+            finish: Option<Finish>,
+            #[pin]
+            work: TaskLocalFuture<Arc<RequestContext>, Within<Work>>,
+        },
     }
-    let function = context.function();
-    let duration = started.elapsed();
-    crate::metrics::metrics().observe_request(
-        route_kind(&path, function.is_some()),
-        function.map(AsRef::as_ref),
-        response.status().as_u16(),
-        duration,
-    );
-    if app.config.server.access_log {
-        let line = AccessLine {
-            request_id: &context.id,
-            remote,
-            method: method.as_str(),
-            path: &path,
-            status: response.status().as_u16(),
+}
+
+impl Future for Handling {
+    type Output = Response;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        match self.project().state.project() {
+            StateProjection::Answered { response } => {
+                Poll::Ready(response.take().expect("a request's answer is taken once"))
+            }
+            StateProjection::Pending { finish, work } => {
+                let served = std::task::ready!(work.poll(cx));
+                let finish = finish.take().expect("a request's answer is taken once");
+                let result = served.unwrap_or_else(|_| {
+                    Err(RequestError::Timeout {
+                        ms: finish.timeout.as_millis(),
+                    })
+                });
+                Poll::Ready(finish.answer(result))
+            }
+        }
+    }
+}
+
+/// What a request's answer is finished with: its headers, its metrics and its access log line.
+struct Finish {
+    started: Instant,
+    method: Method,
+    path: String,
+    context: Arc<RequestContext>,
+    site: Option<Site>,
+    remote: SocketAddr,
+    /// The request timeout its work ran within.
+    timeout: Duration,
+    access_log: bool,
+    _in_flight: InFlight,
+}
+
+impl Finish {
+    fn answer(self, result: Result<Response, RequestError>) -> Response {
+        let context = &self.context;
+        let mut response = result.unwrap_or_else(|e| into_response(&e, &context.id));
+        if let Some(Site::Allowed(origin)) = &self.site {
+            browser::answer_headers(origin, response.headers_mut());
+        }
+        if let Ok(id) = HeaderValue::from_str(&context.id) {
+            response.headers_mut().insert(REQUEST_ID, id);
+        }
+        let function = context.function();
+        let duration = self.started.elapsed();
+        crate::metrics::metrics().observe_request(
+            route_kind(&self.path, function.is_some()),
+            function.map(AsRef::as_ref),
+            response.status().as_u16(),
             duration,
-            function: function.map_or("", |f| f.name()),
-            records: context.records(),
-        };
-        log_access(&line);
+        );
+        if self.access_log {
+            let line = AccessLine {
+                request_id: &context.id,
+                remote: self.remote,
+                method: self.method.as_str(),
+                path: &self.path,
+                status: response.status().as_u16(),
+                duration,
+                function: function.map_or("", |f| f.name()),
+                records: context.records(),
+            };
+            log_access(&line);
+        }
+        response
     }
-    response
 }
 
 /// The request's access log line: formatted by luka's own writer when the binary installed it (it does when its log
@@ -239,19 +333,14 @@ fn trace_context<B>(app: &App, request: &Request<B>) -> Vec<(String, Vec<u8>)> {
 }
 
 /// What routing made of a request: its answer at once, or the work that makes it.
-enum Routed<'a> {
+enum Routed {
     Answered(Result<Response, RequestError>),
     /// Boxed, each route's future alone: so a request answered at once (`/healthz`, a 404) makes no future, and one
     /// that waits moves only its own route's future (a function call's is some kilobytes) into its box, once.
-    Pending(Pin<Box<dyn Future<Output = Result<Response, RequestError>> + Send + 'a>>),
+    Pending(Work),
 }
 
-fn route<'a, B: RequestBody + 'a>(
-    app: &'a Arc<App>,
-    request: Request<B>,
-    remote: SocketAddr,
-    context: &RequestContext,
-) -> Routed<'a> {
+fn route<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote: SocketAddr, context: &RequestContext) -> Routed {
     if let Err(e) = refuse_unsupported(&request) {
         return Routed::Answered(Err(e));
     }
@@ -263,7 +352,8 @@ fn route<'a, B: RequestBody + 'a>(
         )));
     }
     if path == "/readyz" {
-        return Routed::Pending(Box::pin(async move { Ok(ready(app).await) }));
+        let app = Arc::clone(app);
+        return Routed::Pending(Box::pin(async move { Ok(ready(&app).await) }));
     }
     if path == "/metrics" && app.config.metrics.enabled {
         return Routed::Answered(scrape(app, &request, remote));
@@ -272,15 +362,15 @@ fn route<'a, B: RequestBody + 'a>(
         .strip_prefix("/produce")
         .and_then(|rest| api::parse_path(rest, request.uri().query()))
     {
-        return Routed::Pending(Box::pin(rest_produce(app, request, remote, call)));
+        return Routed::Pending(Box::pin(rest_produce(Arc::clone(app), request, remote, call)));
     }
     if let Some(endpoint) = Endpoint::of(path) {
-        return Routed::Pending(Box::pin(hosted_api(app, request, remote, endpoint)));
+        return Routed::Pending(Box::pin(hosted_api(Arc::clone(app), request, remote, endpoint)));
     }
     match app.functions.find(request.method().as_str(), path) {
         Found::Target(target) => {
             context.set_function(Arc::clone(&target.function.requests));
-            Routed::Pending(Box::pin(call_function(app, request, remote, target)))
+            Routed::Pending(Box::pin(call_function(Arc::clone(app), request, remote, target)))
         }
         Found::MethodNotAllowed { allowed } => Routed::Answered(Err(RequestError::MethodNotAllowed {
             method: request.method().to_string(),
@@ -296,11 +386,12 @@ fn route<'a, B: RequestBody + 'a>(
 
 /// `/produce/...`: the REST produce API.
 async fn rest_produce<B: RequestBody>(
-    app: &Arc<App>,
+    app: Arc<App>,
     request: Request<B>,
     remote: SocketAddr,
     call: api::ProduceCall,
 ) -> Result<Response, RequestError> {
+    let app = &app;
     if request.method() != Method::GET && request.method() != Method::POST {
         return Err(RequestError::MethodNotAllowed {
             method: request.method().to_string(),
@@ -409,11 +500,12 @@ impl Endpoint {
 }
 
 async fn hosted_api<B: RequestBody>(
-    app: &App,
+    app: Arc<App>,
     request: Request<B>,
     remote: SocketAddr,
     endpoint: Endpoint,
 ) -> Result<Response, RequestError> {
+    let app = &app;
     if let Endpoint::ConsumerGroup = endpoint {
         return Err(RequestError::NotImplemented(
             "the consumer-group endpoints (/consume, /commit, /committed, /consumers, /delete-consumer) are not \
@@ -502,11 +594,12 @@ fn authorization<B>(request: &Request<B>) -> Option<String> {
 }
 
 async fn call_function<B: RequestBody>(
-    app: &Arc<App>,
+    app: Arc<App>,
     request: Request<B>,
     remote: SocketAddr,
     target: Target,
 ) -> Result<Response, RequestError> {
+    let app = &app;
     let user = if target.auth {
         Some(basic_login(app, &request, remote)?.name.clone())
     } else {
@@ -846,17 +939,16 @@ mod tests {
     /// (2,920 bytes while the request was kept by value in each of its layers, 1,904 since: bench/README.md point 17).
     #[test]
     fn a_function_call_s_future_stays_small() {
-        let call = |app: &'static Arc<App>, request: Request<Full<Bytes>>, remote, target| {
-            call_function(app, request, remote, target)
-        };
+        let call =
+            |app: Arc<App>, request: Request<Full<Bytes>>, remote, target| call_function(app, request, remote, target);
         let size = size_of_output(&call);
         assert!(size <= 2 * 1024, "a function call's future takes {size} bytes");
     }
 
-    /// hyper moves each request's future (`handle`'s, with what it holds inline) into its connection's slot, so
-    /// its size is copied per request: routing keeps each route's own future in a box of its own. Measured in the
-    /// dev profile: 928 bytes, where the routing future inline took 3.5 KiB (and 16 KiB with the REST routes'
-    /// futures inline).
+    /// hyper moves each request's future into its connection's slot, so its size is copied per request: routing
+    /// keeps each route's own future in a box of its own, and [`handle`]'s future holds only the answer or that box
+    /// with what finishes the answer. Measured in the dev profile: 224 bytes; as an `async fn` it took 928 (and
+    /// 3.5 KiB with the routing future inline, 16 KiB with the REST routes' futures inline).
     #[tokio::test]
     async fn a_request_s_future_stays_small() {
         let config = crate::config::Config::from_toml(
@@ -870,6 +962,6 @@ mod tests {
         let remote = SocketAddr::from(([127, 0, 0, 1], 1));
         let handling = handle(&app, request, remote);
         let size = std::mem::size_of_val(&handling);
-        assert!(size <= 2 * 1024, "a request's future takes {size} bytes");
+        assert!(size <= 512, "a request's future takes {size} bytes");
     }
 }
