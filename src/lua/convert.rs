@@ -13,9 +13,10 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use mlua::{Either, Lua, Table, Value};
+use mlua::{BorrowedStr, Either, Lua, Table, Value};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
+use smallvec::SmallVec;
 
 use super::state::VmShared;
 
@@ -162,9 +163,9 @@ impl Serialize for LuaJson<'_, '_> {
 
 impl LuaJson<'_, '_> {
     fn table<S: Serializer>(&self, table: &Table, serializer: S) -> Result<S::Ok, S::Error> {
-        // One walk through the API (`for_each` takes the VM's lock once, `pairs` once per entry), into a vector sized
+        // One walk through the API (`for_each` takes the VM's lock once, `pairs` once per entry), kept on the stack
         // for the small tables most answers are.
-        let mut pairs = Vec::with_capacity(8);
+        let mut pairs: SmallVec<[(Value, Value); SMALL_TABLE]> = SmallVec::new();
         table
             .for_each::<Value, Value>(|key, value| {
                 pairs.push((key, value));
@@ -176,7 +177,7 @@ impl LuaJson<'_, '_> {
         // the keys alone do not tell, as the metatable costs a call).
         let sequence = !pairs.is_empty() && pairs.iter().all(|(key, _)| index(key, pairs.len()).is_some());
         if sequence || self.marked(table) {
-            let mut items: Vec<(usize, &Value)> = pairs
+            let mut items: SmallVec<[(usize, &Value); SMALL_TABLE]> = pairs
                 .iter()
                 .filter_map(|(key, item)| index(key, usize::MAX).map(|i| (i, item)))
                 .collect();
@@ -192,15 +193,12 @@ impl LuaJson<'_, '_> {
             }
             return seq.end();
         }
-        let mut entries = Vec::with_capacity(pairs.len());
+        let mut entries: SmallVec<[(KeyText, &Value); SMALL_TABLE]> = SmallVec::with_capacity(pairs.len());
         for (key, item) in &pairs {
             let key = match key {
-                Value::String(s) => s
-                    .to_str()
-                    .map_err(|_| S::Error::custom("a key is not valid UTF-8"))?
-                    .to_owned(),
-                Value::Integer(i) => i.to_string(),
-                Value::Number(n) if n.fract() == 0.0 => (*n as i64).to_string(),
+                Value::String(s) => KeyText::Lua(s.to_str().map_err(|_| S::Error::custom("a key is not valid UTF-8"))?),
+                Value::Integer(i) => KeyText::Number(i.to_string()),
+                Value::Number(n) if n.fract() == 0.0 => KeyText::Number((*n as i64).to_string()),
                 other => {
                     return Err(S::Error::custom(format!(
                         "a table key of type {} cannot be a JSON object key",
@@ -208,15 +206,33 @@ impl LuaJson<'_, '_> {
                     )));
                 }
             };
-            self.spend(key.len())?;
+            self.spend(key.as_str().len())?;
             entries.push((key, item));
         }
-        entries.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        entries.sort_unstable_by(|(a, _), (b, _)| a.as_str().cmp(b.as_str()));
         let mut map = serializer.serialize_map(Some(entries.len()))?;
         for (key, item) in &entries {
-            map.serialize_entry(key, &self.child(item))?;
+            map.serialize_entry(key.as_str(), &self.child(item))?;
         }
         map.end()
+    }
+}
+
+/// Entries of a table kept on the stack while it is written; larger tables spill to the heap.
+const SMALL_TABLE: usize = 8;
+
+/// An object key's text: borrowed from Lua for a string key (no copy), made for a number key.
+enum KeyText {
+    Lua(BorrowedStr),
+    Number(String),
+}
+
+impl KeyText {
+    fn as_str(&self) -> &str {
+        match self {
+            KeyText::Lua(text) => text,
+            KeyText::Number(text) => text,
+        }
     }
 }
 
@@ -553,6 +569,21 @@ mod tests {
             let parsed: serde_json::Value = serde_json::from_str(json).unwrap();
             assert_eq!(to_json(&from_json(&lua, &parsed).unwrap()).unwrap(), parsed);
         }
+    }
+
+    /// Number keys that are not 1..n are object keys written as text, sorted with the string keys as text.
+    #[test]
+    fn a_table_with_number_keys_that_is_not_a_sequence_is_an_object() {
+        let lua = Lua::new();
+        let table: Value = lua
+            .load(r#"return { [1] = "a", [3] = "c", b = true, [10] = 0 }"#)
+            .eval()
+            .unwrap();
+        let text = encode_within(&table, &mut Budget::unmetered()).unwrap();
+        assert_eq!(String::from_utf8(text).unwrap(), r#"{"1":"a","10":0,"3":"c","b":true}"#);
+        let bad: Value = lua.load("return { [true] = 1 }").eval().unwrap();
+        let error = encode_within(&bad, &mut Budget::unmetered()).unwrap_err();
+        assert_eq!(error, "a table key of type boolean cannot be a JSON object key");
     }
 
     #[test]

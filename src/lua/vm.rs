@@ -58,7 +58,7 @@ return function(chunk, globals, env, method, path)
   end
   local res = handler(req)
   if type(res) ~= "table" then return nil, res end
-  for key in pairs(res) do
+  for key in next, res do
     if key ~= "status" and key ~= "headers" and key ~= "body" and key ~= "json" then return false, key end
   end
   return true, rawget(res, "status"), rawget(res, "headers"), rawget(res, "body"), rawget(res, "json")
