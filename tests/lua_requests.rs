@@ -47,6 +47,7 @@ return function(req)
   if form == "body" then return { status = 418, headers = { ["Content-Type"] = "text/teapot" }, body = "short and stout" } end
   if form == "json" then return { json = req:json() } end
   if form == "bad" then return 42 end
+  if form == "typo" then return { status = 201, jsn = { ok = true } } end
   if form == "error" then error("secret detail 1234") end
   if form == "length" then return { headers = { ["Content-Length"] = "1" }, body = "xHTTP/1.1 200 OK" } end
   if form == "caught" then pcall(req.json, req) error("something else") end
@@ -238,7 +239,8 @@ async fn request_and_response_api() {
     let echoed = get("json").await.unwrap();
     assert_eq!(echoed.headers()["content-type"], "application/json");
     assert_eq!(echoed.json::<Value>().await.unwrap(), json!({"a": [1, {}]}));
-    for form in ["bad", "error", "length", "caught"] {
+    // A misspelt field (`jsn`) fails the call rather than answering 201 without a body.
+    for form in ["bad", "typo", "error", "length", "caught"] {
         let failed = get(form).await.unwrap();
         assert_eq!(failed.status(), 500);
         let body = failed.text().await.unwrap();
