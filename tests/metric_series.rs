@@ -26,15 +26,7 @@ async fn topic_series_are_capped() {
         let (status, answer) = h.post(&format!("/produce/{topic}"), r#"{"value":"x"}"#).await;
         assert_eq!(status, 200, "{answer}");
     }
-    let scrape = h
-        .http
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = h.scrape_metrics().await;
     let ok_series: Vec<&str> = scrape
         .lines()
         .filter(|line| line.starts_with("luka_records_total{") && line.contains("result=\"ok\""))

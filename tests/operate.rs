@@ -330,23 +330,11 @@ return function(req)
 end
 "#;
 
-async fn scrape(h: &Harness) -> String {
-    let response = h.http.get(h.url("/metrics")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4")
-    );
-    response.text().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_as_requests_are_served() {
     let config = format!("{CONFIG}\n[topics.metered]\npartitions = 1\n\n[lua]\ncpu_ms = 50\n");
     let h = Harness::start_with(1, &config, &[("metered.lua", METERED)]).await;
-    let before = scrape(&h).await;
+    let before = h.scrape_metrics().await;
     let rest = r#"[{"value":"a"},{"value":"b"},{"value":"c"}]"#;
     let response = h
         .http
@@ -361,7 +349,7 @@ async fn metrics_move_as_requests_are_served() {
         h.http.post(h.url("/metered?spin=1")).send().await.unwrap().status(),
         500
     );
-    let after = scrape(&h).await;
+    let after = h.scrape_metrics().await;
 
     let delta = |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
     let metered = ["topic=\"metered\"", "result=\"ok\""];
@@ -397,7 +385,7 @@ async fn metrics_parse_as_the_format_they_claim() {
     let h = Harness::start(1, CONFIG).await;
     assert_eq!(h.http.get(h.url("/healthz")).send().await.unwrap().status(), 200);
 
-    let classic = scrape(&h).await;
+    let classic = h.scrape_metrics().await;
     let families = common::parse_metrics(&classic, "classic").unwrap_or_else(|e| panic!("{e}:\n{classic}"));
     let untyped: Vec<_> = families.iter().filter(|(_, kind, _)| kind == "unknown").collect();
     assert!(untyped.is_empty(), "untyped families: {untyped:?}\n{classic}");

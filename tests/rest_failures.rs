@@ -221,17 +221,6 @@ async fn a_cluster_that_accepts_but_never_answers_is_a_504() {
     );
 }
 
-async fn metrics(h: &Harness) -> String {
-    h.http
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_in_flight_cap_a_call_is_a_503_with_retry_after() {
     // A cap of one produce at a time: a request writing two partitions at once finds the cap taken by itself.
@@ -246,7 +235,7 @@ async fn past_the_in_flight_cap_a_call_is_a_503_with_retry_after() {
     let (status, _) = h.post("/produce/cities", r#"{"partition":0,"value":"warm"}"#).await;
     assert_eq!(status, 200);
     let busy = ["topic=\"cities\"", "result=\"busy\""];
-    let before = sample(&metrics(&h).await, "luka_records_total", &busy);
+    let before = sample(&h.scrape_metrics().await, "luka_records_total", &busy);
     let response = h
         .http
         .post(h.url("/produce/cities"))
@@ -262,7 +251,7 @@ async fn past_the_in_flight_cap_a_call_is_a_503_with_retry_after() {
         error_of(&answer).contains("kafka cluster 'local' has 1 produce calls waiting already; retry shortly"),
         "{answer}"
     );
-    let after = metrics(&h).await;
+    let after = h.scrape_metrics().await;
     assert_eq!(
         sample(&after, "luka_records_total", &busy) - before,
         1.0,

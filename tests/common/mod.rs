@@ -166,6 +166,19 @@ impl Harness {
         .await
     }
 
+    /// `GET /metrics` without credentials: the Prometheus text (classic format), checked to be served as such.
+    pub async fn scrape_metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        response.text().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         json_answer(self.http.get(self.url(path)).basic_auth("demo", Some("demo"))).await
     }
