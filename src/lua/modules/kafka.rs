@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use mlua::{Function, IntoLuaMulti, Lua, Result, Table, Value};
+use mlua::{Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Result, Table, Value};
 
 use super::answer;
 use crate::config::Config;
@@ -223,18 +223,18 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
                         } else {
                             Value::Table(headers_table(lua, &w.headers)?)
                         };
-                        (
-                            true,
-                            d.cluster,
-                            d.topic,
-                            d.partition,
-                            d.offset,
+                        // Made at its full size: a tuple's conversion grows its list three times on the way.
+                        Ok(MultiValue::from_vec(vec![
+                            Value::Boolean(true),
+                            d.cluster.into_lua(lua)?,
+                            d.topic.into_lua(lua)?,
+                            d.partition.into_lua(lua)?,
+                            d.offset.into_lua(lua)?,
                             key,
-                            d.timestamp_ms,
+                            d.timestamp_ms.into_lua(lua)?,
                             value,
                             headers,
-                        )
-                            .into_lua_multi(lua)
+                        ]))
                     })
                 }
                 Err(message) => (false, message).into_lua_multi(lua),
