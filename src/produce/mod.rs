@@ -286,29 +286,34 @@ impl Producer {
         context: Option<&RequestContext>,
     ) -> Result<Vec<Delivery>, ProduceError> {
         let mut results: Vec<Option<Delivery>> = vec![None; placed.len()];
-        let mut groups: BTreeMap<(String, String, i32), Vec<(usize, Record)>> = BTreeMap::new();
         let mut meta = Vec::with_capacity(placed.len());
-        for (index, p) in placed.into_iter().enumerate() {
-            groups
-                .entry((p.cluster.clone(), p.topic.clone(), p.partition))
-                .or_default()
-                .push((index, p.record));
+        let mut records = Vec::with_capacity(placed.len());
+        for p in placed {
             meta.push((p.cluster, p.topic, p.partition, p.timestamp_ms));
+            records.push(p.record);
+        }
+        // Grouped under the names `meta` holds (no copies per record); each delivery then takes its names from there.
+        let mut groups = BTreeMap::<_, Vec<(usize, Record)>>::new();
+        for (index, (record, (cluster, topic, partition, _))) in records.into_iter().zip(&meta).enumerate() {
+            groups
+                .entry((cluster.as_str(), topic.as_str(), *partition))
+                .or_default()
+                .push((index, record));
         }
         let writes = groups
             .into_iter()
             .map(|((cluster, topic, partition), items)| async move {
                 let (indexes, records): (Vec<usize>, Vec<Record>) = items.into_iter().unzip();
                 // The cluster's client counts the outcome of what it is given; a cluster out of reach, here.
-                let client = match self.pool.cluster(&cluster).await {
+                let client = match self.pool.cluster(cluster).await {
                     Ok(client) => client,
                     Err(e) => {
                         let (count, bytes) = crate::kafka::tally(&records);
-                        crate::metrics::metrics().record_outcome(&cluster, &topic, e.kind(), count, bytes);
+                        crate::metrics::metrics().record_outcome(cluster, topic, e.kind(), count, bytes);
                         return Err(e);
                     }
                 };
-                let appended = client.produce(&topic, partition, records).await?;
+                let appended = client.produce(topic, partition, records).await?;
                 let time = appended.log_append_time_ms;
                 Ok::<_, KafkaError>(
                     indexes
@@ -317,19 +322,21 @@ impl Producer {
                         .map(move |(i, o)| (i, o, time)),
                 )
             });
+        let outcomes = futures::future::join_all(writes).await;
         let mut first_error = None;
-        for outcome in futures::future::join_all(writes).await {
+        for outcome in outcomes {
             match outcome {
                 Ok(written) => {
                     for (index, offset, log_append_time_ms) in written {
-                        let (cluster, topic, partition, timestamp_ms) = meta[index].clone();
+                        // Each index is in one group and written once: its names are moved out, not copied.
+                        let (cluster, topic, partition, timestamp_ms) = &mut meta[index];
                         results[index] = Some(Delivery {
-                            cluster,
-                            topic,
-                            partition,
+                            cluster: std::mem::take(cluster),
+                            topic: std::mem::take(topic),
+                            partition: *partition,
                             offset,
                             // On a LogAppendTime topic the broker's time is the record's, whatever was sent.
-                            timestamp_ms: log_append_time_ms.unwrap_or(timestamp_ms),
+                            timestamp_ms: log_append_time_ms.unwrap_or(*timestamp_ms),
                         });
                     }
                 }
