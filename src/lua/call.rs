@@ -157,10 +157,11 @@ impl Call {
             None if self.parked.is_some() => return Poll::Ready(Turn::Parked),
             None => return Poll::Ready(Turn::Yielded),
         };
-        if let Some(running) = self.running.take() {
-            vm.finish(running);
-        }
-        self.cell.report_memory(vm.used_memory());
+        let used = match self.running.take() {
+            Some(running) => vm.finish(running),
+            None => vm.used_memory(),
+        };
+        self.cell.report_memory(used);
         if matches!(result, Err(LuaError::MemoryLimit { .. })) {
             vm.collect();
             drop(vm);

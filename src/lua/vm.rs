@@ -1,10 +1,10 @@
 //! One Luau VM: a request's target in, a coroutine ready to resume out (and back in, to be recycled).
 //!
 //! ```text
-//! start: the file's chunk (loaded once per VM and version) ─> cloned, with the request's own environment
-//!        ─> a recycled coroutine set to run (runner, chunk, method, path)
-//! resume: first with (chunk, its environment, the route's values, method, path), then with what the call it parked
-//!         on gave ─> returned or yielded
+//! start: the file's chunk (loaded once per VM and version) ─> cloned, with the request's own environment and a
+//!        runner holding both ─> a recycled coroutine set to run that runner
+//! resume: first with (the route's values, method, path), then with what the call it parked on gave
+//!         ─> returned or yielded
 //! finish: a finished coroutine ─> reset ─> kept for the next request
 //! ```
 //!
@@ -42,14 +42,15 @@ pub struct Limits {
 /// environments (`getfenv`/`setfenv`). `debug` and `io` are never loaded.
 const REMOVED_GLOBALS: [&str; 4] = ["require", "loadstring", "getfenv", "setfenv"];
 
-/// Runs a file's chunk (which returns the handler) and the handler, inside the request's coroutine, so both are
-/// metered and may wait on Kafka. The route's values become the global `env` of the chunk's environment here (a
+/// Makes, for a clone of a file's chunk and its environment, the runner that runs the chunk (which returns the
+/// handler) and the handler inside the request's coroutine, so both are metered and may wait on Kafka. A runner is
+/// made once per clone and kept with it, so a request's first resume passes only what is its own. The route's values become the global `env` of the chunk's environment here (a
 /// table write Luau does in a few instructions, where a call through the API to do it cost about as much as running
 /// a constant handler's Lua). `req` starts with method and path; its metatable makes the other fields on first use.
 /// A returned table is split into its fields here, in the form [`response::Returned`] describes.
 const RUNNER: &str = r#"
 local req_meta = ...
-return function(chunk, globals, env, method, path)
+return function(chunk, globals) return function(env, method, path)
   rawset(globals, "env", env)
   local req = setmetatable({ method = method, path = path }, req_meta)
   local handler = chunk()
@@ -62,7 +63,7 @@ return function(chunk, globals, env, method, path)
     if key ~= "status" and key ~= "headers" and key ~= "body" and key ~= "json" then return false, key end
   end
   return true, rawget(res, "status"), rawget(res, "headers"), rawget(res, "body"), rawget(res, "json")
-end
+end end
 "#;
 
 /// Finished coroutines kept for reuse; more than this many requests in flight on one VM is rare.
@@ -84,7 +85,8 @@ pub struct Running {
     /// The thread's Luau state, for [`Vm::enter`] (asking mlua for it takes its lock each turn).
     address: usize,
     chunk: Chunk,
-    /// Until the first resume: where the VM keeps what it passes besides the chunk and its environment.
+    /// Until the first resume: where the VM keeps the route's values and the method it passes (the runner holds the
+    /// chunk and its environment).
     first: Option<First>,
     /// The coroutine returned or failed: its thread may be reset and reused.
     ended: bool,
@@ -116,12 +118,12 @@ pub enum Stopped {
     Yielded,
 }
 
-/// A clone of a file's chunk with the environment it runs in.
+/// A clone of a file's chunk with the environment it runs in, and the runner that runs it there.
 struct Chunk {
     name: Arc<str>,
     id: u64,
-    function: Function,
     env: Table,
+    runner: Function,
 }
 
 pub struct Vm {
@@ -129,7 +131,8 @@ pub struct Vm {
     shared: Arc<VmShared>,
     /// `{__index = globals}`: each request's environment reads the (read-only) globals and writes its own table.
     env_meta: Table,
-    runner: Function,
+    /// Makes a chunk's runner ([`RUNNER`]).
+    make_runner: Function,
     loaded: HashMap<Arc<str>, (u64, Function)>,
     /// Chunks of finished requests, their environments emptied, by function name: ordered, not hashed (two
     /// look-ups per request, and comparing a few names costs less than hashing one).
@@ -142,7 +145,8 @@ pub struct Vm {
     last_path: Option<(String, LuaString)>,
     /// [`COMMON_METHODS`] with their Lua strings.
     methods: Vec<(&'static str, LuaString)>,
-    idle: Vec<Thread>,
+    /// With each its Luau state's address (see [`Running::address`]).
+    idle: Vec<(Thread, usize)>,
     limits: Limits,
 }
 
@@ -183,7 +187,7 @@ impl Vm {
         // Makes the globals and the standard library read-only, so no request can change what another sees.
         lua.sandbox(true)?;
         // Loaded after `sandbox`, so its builtins (`type`, `rawget`, ...) are Luau fast calls.
-        let runner: Function = lua.load(RUNNER).set_name("=luka").call(req_meta)?;
+        let make_runner: Function = lua.load(RUNNER).set_name("=luka").call(req_meta)?;
         let env_meta = lua.create_table()?;
         // The frozen globals themselves, not the writable proxy `sandbox` puts in front of them.
         env_meta.set("__index", globals)?;
@@ -200,7 +204,7 @@ impl Vm {
             lua,
             shared,
             env_meta,
-            runner,
+            make_runner,
             loaded: HashMap::new(),
             spare: BTreeMap::new(),
             route_envs: HashMap::new(),
@@ -265,11 +269,12 @@ impl Vm {
         let function = self.chunk(compiled)?;
         let env = self.empty_environment()?;
         function.set_environment(env.clone())?;
+        let runner = self.make_runner.call((function, &env))?;
         Ok(Chunk {
             name: Arc::clone(&compiled.name),
             id: compiled.id,
-            function,
             env,
+            runner,
         })
     }
 
@@ -340,19 +345,22 @@ impl Vm {
     pub fn start(&mut self, target: &Target, request: &super::state::HttpRequest) -> mlua::Result<Running> {
         let chunk = self.fresh_chunk(&target.function)?;
         let values = self.route_env(target)?;
-        let thread = match self.idle.pop() {
-            Some(thread) => {
-                thread.reset(self.runner.clone())?;
-                thread
+        let (thread, address) = match self.idle.pop() {
+            Some((thread, address)) => {
+                thread.reset(chunk.runner.clone())?;
+                (thread, address)
             }
-            None => self.lua.create_thread(self.runner.clone())?,
+            None => {
+                let thread = self.lua.create_thread(chunk.runner.clone())?;
+                let address = thread.to_pointer() as usize;
+                (thread, address)
+            }
         };
         let method = match self.methods.iter().position(|(name, _)| *name == request.method) {
             Some(index) => Method::Common(index),
             None => Method::Other(self.lua.create_string(&request.method)?),
         };
         self.set_path(&request.path)?;
-        let address = thread.to_pointer() as usize;
         Ok(Running {
             thread,
             address,
@@ -377,8 +385,9 @@ impl Vm {
         Ok(())
     }
 
-    /// Runs `running`'s coroutine until it returns or yields: the first time with the request's chunk, its
-    /// environment, the route's values, method and path, then with the values `resume` (what it parked on) gives. Between [`Vm::enter`] and [`Vm::pause`].
+    /// Runs `running`'s coroutine until it returns or yields: the first time with the route's values, method and
+    /// path (its runner holds the chunk and its environment), then with the values `resume` (what it parked on)
+    /// gives. Between [`Vm::enter`] and [`Vm::pause`].
     pub fn resume(&self, running: &mut Running, resume: Option<Resume>) -> mlua::Result<Stopped> {
         let returned = match running.first.take() {
             Some(First { values, method }) => {
@@ -391,10 +400,7 @@ impl Vm {
                     Method::Other(string) => string,
                 };
                 let path = &self.last_path.as_ref().ok_or_else(|| moved("path"))?.1;
-                let chunk = &running.chunk;
-                running
-                    .thread
-                    .resume::<Returned>((&chunk.function, &chunk.env, values, method, path))
+                running.thread.resume::<Returned>((values, method, path))
             }
             None => {
                 let values = match resume {
@@ -453,23 +459,31 @@ impl Vm {
     /// Reuse carries nothing over: the thread is reset before it runs again, the environment (the only table a
     /// request's globals live in) is emptied here, and the chunk's top level runs again for each request. Nothing
     /// a request made can be reached afterwards: every table it could have stored a value in is read-only.
-    pub fn finish(&mut self, running: Running) {
+    /// Gives the memory the VM uses afterwards.
+    pub fn finish(&mut self, running: Running) -> usize {
         let Running {
-            thread, chunk, ended, ..
+            thread,
+            address,
+            chunk,
+            ended,
+            ..
         } = running;
         if !ended {
-            return;
+            return self.lua.used_memory();
         }
         if self.idle.len() < IDLE_THREADS {
-            self.idle.push(thread);
+            self.idle.push((thread, address));
         }
         let spare = self.spare.entry(Arc::clone(&chunk.name)).or_default();
         if spare.len() < SPARE_CHUNKS && chunk.env.clear().is_ok() {
             spare.push(chunk);
         }
-        if self.lua.used_memory() > self.limits.memory_bytes / 2 {
-            let _ = self.lua.gc_collect();
+        let used = self.lua.used_memory();
+        if used <= self.limits.memory_bytes / 2 {
+            return used;
         }
+        let _ = self.lua.gc_collect();
+        self.lua.used_memory()
     }
 
     /// Frees what a stopped request held, before the VM is retired or reused.
