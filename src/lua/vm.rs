@@ -44,10 +44,11 @@ const REMOVED_GLOBALS: [&str; 4] = ["require", "loadstring", "getfenv", "setfenv
 
 /// Makes, for a clone of a file's chunk and its environment, the runner that runs the chunk (which returns the
 /// handler) and the handler inside the request's coroutine, so both are metered and may wait on Kafka. A runner is
-/// made once per clone and kept with it, so a request's first resume passes only what is its own. The route's values become the global `env` of the chunk's environment here (a
-/// table write Luau does in a few instructions, where a call through the API to do it cost about as much as running
-/// a constant handler's Lua). `req` starts with method and path; its metatable makes the other fields on first use.
-/// A returned table is split into its fields here, in the form [`response::Returned`] describes.
+/// made once per clone and kept with it, so a request's first resume passes only what is its own. The route's
+/// values become the global `env` of the chunk's environment here (a table write Luau does in a few instructions,
+/// where a call through the API to do it cost about as much as running a constant handler's Lua). `req` starts
+/// with method and path; its metatable makes the other fields on first use. A returned table is split into its
+/// fields here, in the form [`response::Returned`] describes.
 const RUNNER: &str = r#"
 local req_meta = ...
 return function(chunk, globals) return function(env, method, path)
@@ -459,6 +460,7 @@ impl Vm {
     /// Reuse carries nothing over: the thread is reset before it runs again, the environment (the only table a
     /// request's globals live in) is emptied here, and the chunk's top level runs again for each request. Nothing
     /// a request made can be reached afterwards: every table it could have stored a value in is read-only.
+    ///
     /// Gives the memory the VM uses afterwards.
     pub fn finish(&mut self, running: Running) -> usize {
         let Running {
