@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use mlua::{Function, Lua, LuaString, Result, Table, Value};
+use mlua::{Function, Lua, Result, Table, Value};
 
 use super::state::{HttpRequest, RequestState, VmShared, unlimited};
 
@@ -32,7 +32,9 @@ pub fn metatable(lua: &Lua, shared: &Arc<VmShared>, json: Function) -> Result<Ta
         let (Value::String(key), Some(state)) = (key, shared.current()) else {
             return Ok(Value::Nil);
         };
-        let size = match &*key.as_bytes() {
+        // Read once: each read of a Lua string's bytes goes through the VM's lock.
+        let key = key.as_bytes();
+        let size = match &*key {
             b"body" => state.request.body.len(),
             _ => 0,
         };
@@ -51,9 +53,9 @@ pub fn metatable(lua: &Lua, shared: &Arc<VmShared>, json: Function) -> Result<Ta
 #[cfg_attr(not(test), allow(dead_code))] // read by the types test and the test below
 pub(super) const LAZY_FIELDS: [&str; 6] = ["body", "headers", "query", "params", "remote_addr", "user"];
 
-fn field(lua: &Lua, state: &RequestState, key: &LuaString, headers_meta: &Table, clock: &VmShared) -> Result<Value> {
+fn field(lua: &Lua, state: &RequestState, key: &[u8], headers_meta: &Table, clock: &VmShared) -> Result<Value> {
     let request = &state.request;
-    Ok(match &*key.as_bytes() {
+    Ok(match key {
         b"body" => Value::String(lua.create_string(&request.body)?),
         b"headers" => Value::Table(headers(lua, request, headers_meta)?),
         b"query" => Value::Table(query(lua, request, clock)?),
@@ -134,7 +136,7 @@ mod tests {
         let state = RequestState::new("f.lua".into(), request, Vec::new());
         let meta = lua.create_table().unwrap();
         let clock = VmShared::default();
-        let answer = |name: &str| field(&lua, &state, &lua.create_string(name).unwrap(), &meta, &clock).unwrap();
+        let answer = |name: &str| field(&lua, &state, name.as_bytes(), &meta, &clock).unwrap();
         for name in LAZY_FIELDS {
             assert!(!answer(name).is_nil(), "req.{name} is listed but not answered");
         }
@@ -149,7 +151,7 @@ mod tests {
         request.query = Some((0..100).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join("&"));
         let state = Arc::new(RequestState::new("f.lua".into(), request, Vec::new()));
         let (meta, clock) = (lua.create_table().unwrap(), VmShared::default());
-        let query = || field(&lua, &state, &lua.create_string("query").unwrap(), &meta, &clock);
+        let query = || field(&lua, &state, b"query", &meta, &clock);
         assert!(query().is_ok());
         clock.enter(&state, std::ptr::null(), std::time::Duration::ZERO);
         std::thread::sleep(std::time::Duration::from_millis(2));

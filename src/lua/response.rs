@@ -37,7 +37,8 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// What the runner (see `vm.rs`) hands back: the handler's table already split into its fields in Lua, where
 /// walking it costs nothing like doing it through the API.
 ///
-/// - `(true, status, headers, body, json)`: the handler returned a table with only known fields;
+/// - `(true, json, body, headers, status)`: the handler returned a table with only known fields (those left out at
+///   the end are nil: a table with `json` alone comes as `(true, json)`);
 /// - `(false, key)`: the table has the unknown field `key`;
 /// - `(nil, value)`: the handler returned something other than a table.
 pub type Returned = (Value, Value, Value, Value, Value);
@@ -45,7 +46,7 @@ pub type Returned = (Value, Value, Value, Value, Value);
 /// A problem with the returned value, for the log (the client gets a generic 500).
 pub fn read(returned: Returned, budget: &mut Budget) -> Result<HandlerResponse, String> {
     match returned {
-        (Value::Boolean(true), status, headers, body, json) => from_fields(status, headers, body, json, budget),
+        (Value::Boolean(true), json, body, headers, status) => from_fields(status, headers, body, json, budget),
         (Value::Boolean(false), key, ..) => Err(format!(
             "the response table has an {}",
             convert::unknown_field(&key, &FIELDS)

@@ -63,7 +63,11 @@ return function(chunk, globals) return function(env, method, path)
   for key in next, res do
     if key ~= "status" and key ~= "headers" and key ~= "body" and key ~= "json" then return false, key end
   end
-  return true, rawget(res, "status"), rawget(res, "headers"), rawget(res, "body"), rawget(res, "json")
+  local status, headers = rawget(res, "status"), rawget(res, "headers")
+  local body, json = rawget(res, "body"), rawget(res, "json")
+  -- The usual answer, `json` alone: the fields left out are read as nil without crossing.
+  if status == nil and headers == nil and body == nil then return true, json end
+  return true, json, body, headers, status
 end end
 "#;
 
