@@ -262,7 +262,7 @@ mod tests {
     fn ok(body: &'static [u8]) -> Answer {
         Answer {
             status: 200,
-            headers: Vec::new(),
+            headers: Default::default(),
             body: Bytes::from_static(body),
         }
     }

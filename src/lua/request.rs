@@ -4,7 +4,8 @@
 //! Only `method` and `path` are set when the handler starts; every other field is made from the request the first
 //! time the handler reads it (the metatable's `__index` asks Rust, then stores the value in `req`), so a handler
 //! pays only for what it uses. `pairs(req)` therefore shows the fields read so far. The method `json` is answered
-//! by the metatable itself, without a call into Rust, and is never stored in `req`.
+//! by the metatable itself, without a call into Rust, and is never stored in `req`; `body`, which every webhook
+//! reads, has a Rust function of its own that takes no key.
 
 use std::sync::Arc;
 
@@ -12,13 +13,15 @@ use mlua::{Function, Lua, Result, Table, Value};
 
 use super::state::{HttpRequest, RequestState, VmShared, unlimited};
 
-/// The metatable of `req`; `lazy` is the Rust side of the lazily made fields. `req:json()` is on every webhook's path,
-/// so its look-up stays in Lua (a call into Rust and back costs more than the rest of the look-up).
+/// The metatable of `req`; `lazy` is the Rust side of the lazily made fields, `body` of `req.body`. `req:json()` is on
+/// every webhook's path, so its look-up stays in Lua (a call into Rust and back costs more than the rest of the
+/// look-up); `req.body` is on most, and a call without an argument saves passing the key and reading its bytes back.
 const REQ_META: &str = r#"
-local lazy, rawset, json = ...
+local lazy, body, rawset, json = ...
 return { __index = function(req, key)
   if key == "json" then return json end
-  local value = lazy(key)
+  local value
+  if key == "body" then value = body() else value = lazy(key) end
   if value ~= nil then rawset(req, key, value) end
   return value
 end }
@@ -27,6 +30,11 @@ end }
 /// The metatable every `req` of a VM shares; `json` is the `req:json()` method.
 pub fn metatable(lua: &Lua, shared: &Arc<VmShared>, json: Function) -> Result<Table> {
     let headers_meta = headers_metatable(lua)?;
+    let for_body = Arc::clone(shared);
+    let body_field = lua.create_function(move |lua, ()| match for_body.current() {
+        Some(state) => unlimited(lua, state.request.body.len(), || body(lua, &state.request)),
+        None => Ok(Value::Nil),
+    })?;
     let shared = Arc::clone(shared);
     let lazy = lua.create_function(move |lua, key: Value| {
         let (Value::String(key), Some(state)) = (key, shared.current()) else {
@@ -40,10 +48,11 @@ pub fn metatable(lua: &Lua, shared: &Arc<VmShared>, json: Function) -> Result<Ta
         };
         unlimited(lua, size, || field(lua, &state, &key, &headers_meta, &shared))
     })?;
-    let meta: Table =
-        lua.load(REQ_META)
-            .set_name("=luka.req")
-            .call((lazy, lua.globals().raw_get::<Function>("rawset")?, json))?;
+    let rawset = lua.globals().raw_get::<Function>("rawset")?;
+    let meta: Table = lua
+        .load(REQ_META)
+        .set_name("=luka.req")
+        .call((lazy, body_field, rawset, json))?;
     meta.set_readonly(true);
     Ok(meta)
 }
@@ -56,7 +65,7 @@ pub(super) const LAZY_FIELDS: [&str; 6] = ["body", "headers", "query", "params",
 fn field(lua: &Lua, state: &RequestState, key: &[u8], headers_meta: &Table, clock: &VmShared) -> Result<Value> {
     let request = &state.request;
     Ok(match key {
-        b"body" => Value::String(lua.create_string(&request.body)?),
+        b"body" => body(lua, request)?,
         b"headers" => Value::Table(headers(lua, request, headers_meta)?),
         b"query" => Value::Table(query(lua, request, clock)?),
         b"params" => Value::Table(lua.create_table_from(state.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?),
@@ -67,6 +76,11 @@ fn field(lua: &Lua, state: &RequestState, key: &[u8], headers_meta: &Table, cloc
         },
         _ => Value::Nil,
     })
+}
+
+/// `req.body`: the raw bytes as a Lua string.
+fn body(lua: &Lua, request: &HttpRequest) -> Result<Value> {
+    Ok(Value::String(lua.create_string(&request.body)?))
 }
 
 /// Makes `req.headers["Content-Type"]` find `content-type`.

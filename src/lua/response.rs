@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use mlua::{Table, Value};
+use smallvec::{SmallVec, smallvec};
 
 use super::convert::{self, Budget};
 
@@ -11,9 +12,13 @@ use super::convert::{self, Budget};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerResponse {
     pub status: u16,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: Headers,
     pub body: Bytes,
 }
+
+/// An answer's headers: most answers have one (the content type, of a `json` answer), kept inline rather than in a
+/// list allocated for it.
+pub type Headers = SmallVec<[(HeaderName, HeaderValue); 1]>;
 
 pub(super) const FIELDS: [&str; 4] = ["status", "headers", "body", "json"];
 
@@ -53,12 +58,12 @@ pub fn read(returned: Returned, budget: &mut Budget) -> Result<HandlerResponse, 
         )),
         (_, Value::Nil, ..) => Ok(HandlerResponse {
             status: 204,
-            headers: Vec::new(),
+            headers: Headers::new(),
             body: Bytes::new(),
         }),
         (_, Value::String(s), ..) => Ok(HandlerResponse {
             status: 200,
-            headers: vec![(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
+            headers: smallvec![(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
             body: Bytes::from(s.as_bytes().to_vec()),
         }),
         (_, other, ..) => Err(format!(
@@ -83,7 +88,7 @@ fn from_fields(
         other => return Err(format!("status must be a number from 200 to 599, not {other:?}")),
     };
     let mut headers = match headers {
-        Value::Nil => Vec::new(),
+        Value::Nil => Headers::new(),
         Value::Table(given) => read_headers(&given)?,
         _ => return Err("headers must be a table".into()),
     };
@@ -103,8 +108,8 @@ fn from_fields(
     Ok(HandlerResponse { status, headers, body })
 }
 
-fn read_headers(given: &Table) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    let mut headers = Vec::new();
+fn read_headers(given: &Table) -> Result<Headers, String> {
+    let mut headers = Headers::new();
     let mut header_bytes = 0;
     for pair in given.pairs::<String, Value>() {
         let (name, value) = pair.map_err(|_| "header names must be strings")?;

@@ -480,7 +480,12 @@ impl Vm {
         if self.idle.len() < IDLE_THREADS {
             self.idle.push((thread, address));
         }
-        let spare = self.spare.entry(Arc::clone(&chunk.name)).or_default();
+        // Looked up before inserting: the name's list is almost always there, and `entry` wants its own copy of
+        // the key.
+        let spare = match self.spare.get_mut(&chunk.name) {
+            Some(spare) => spare,
+            None => self.spare.entry(Arc::clone(&chunk.name)).or_default(),
+        };
         if spare.len() < SPARE_CHUNKS && chunk.env.clear().is_ok() {
             spare.push(chunk);
         }

@@ -417,7 +417,7 @@ async fn rest_produce<B: RequestBody>(
         let body = api::produce(&app.producer, &app.limits, &user, call, &body).await?;
         Ok(Answer {
             status: 200,
-            headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            headers: smallvec::smallvec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
             body: body.into(),
         })
     })
