@@ -39,9 +39,8 @@ fn main() {
         for (name, _) in HANDLERS {
             let path = format!("/{name}");
             let request = HttpRequest {
-                method: "POST".into(),
-                path: path.clone(),
-                query: None,
+                method: hyper::Method::POST,
+                uri: path.parse().expect("a path"),
                 headers: hyper::HeaderMap::new(),
                 body: bytes::Bytes::from_static(BODY),
                 remote_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),

@@ -35,19 +35,37 @@ pub enum Found {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     /// Most specific first.
-    explicit: Vec<(Route, Arc<BTreeMap<String, String>>)>,
+    explicit: Vec<Explicit>,
     /// Request path → function.
     files: HashMap<String, Arc<Compiled>>,
     functions: FunctionSet,
     /// Files that could never be reached: two on one path, or on a path luka serves itself.
     problems: Vec<String>,
+    /// The `env` of every file route: none.
+    no_env: Arc<BTreeMap<String, String>>,
+}
+
+/// A `[[routes]]` entry with what it serves, looked up once when the table is made (a table is never changed:
+/// a reload makes a new one).
+#[derive(Debug)]
+struct Explicit {
+    route: Route,
+    env: Arc<BTreeMap<String, String>>,
+    /// None: the file is gone (deleted while serving); the route then serves nothing.
+    function: Option<Arc<Compiled>>,
 }
 
 impl RouteTable {
     pub fn new(routes: &[Route], functions: FunctionSet) -> Self {
-        let mut explicit: Vec<(Route, Arc<BTreeMap<String, String>>)> =
-            routes.iter().map(|r| (r.clone(), Arc::new(r.env.clone()))).collect();
-        explicit.sort_by_key(|(r, _)| r.path.param_count());
+        let mut explicit: Vec<Explicit> = routes
+            .iter()
+            .map(|route| Explicit {
+                route: route.clone(),
+                env: Arc::new(route.env.clone()),
+                function: functions.get(&route.function).cloned(),
+            })
+            .collect();
+        explicit.sort_by_key(|e| e.route.path.param_count());
         let routed: BTreeSet<&str> = routes.iter().map(|r| r.function.as_str()).collect();
         let mut files: HashMap<String, Arc<Compiled>> = HashMap::new();
         let mut problems = Vec::new();
@@ -70,6 +88,7 @@ impl RouteTable {
             files,
             functions,
             problems,
+            no_env: Arc::default(),
         }
     }
 
@@ -83,11 +102,11 @@ impl RouteTable {
 
     pub fn find(&self, method: &str, path: &str) -> Found {
         let mut allowed: Vec<&str> = Vec::new();
-        for (route, env) in &self.explicit {
+        for Explicit { route, env, function } in &self.explicit {
             let Some(params) = route.path.matches(path) else {
                 continue;
             };
-            let Some(function) = self.functions.get(&route.function) else {
+            let Some(function) = function else {
                 continue; // The file was deleted while serving.
             };
             if route.allows(method) {
@@ -111,7 +130,7 @@ impl RouteTable {
                 params: Vec::new(),
                 auth: false,
                 idempotency: false,
-                env: Arc::default(),
+                env: Arc::clone(&self.no_env),
             });
         }
         if allowed.is_empty() {

@@ -21,18 +21,29 @@ use bytes::Bytes;
 
 use crate::kafka::ErrorClass;
 
-/// An HTTP request as the server hands it to a function.
+/// An HTTP request as the server hands it to a function: its method and URI as hyper parsed them (moved here, not
+/// copied).
 #[derive(Debug, Clone)]
 pub struct HttpRequest {
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
+    pub method: hyper::Method,
+    pub uri: hyper::Uri,
     /// As received (names lower-case); repeated names keep every value.
     pub headers: hyper::HeaderMap,
     pub body: Bytes,
     pub remote_addr: SocketAddr,
     /// The `[[users]]` name, on routes with `auth = true`.
     pub user: Option<String>,
+}
+
+impl HttpRequest {
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// The query string, without its `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
 }
 
 /// The request a coroutine serves, as its module callbacks see it.
@@ -123,9 +134,8 @@ impl std::fmt::Debug for VmShared {
 pub(crate) mod tests_support {
     pub fn request() -> std::sync::Arc<super::RequestState> {
         let request = super::HttpRequest {
-            method: "GET".into(),
-            path: "/".into(),
-            query: None,
+            method: hyper::Method::GET,
+            uri: hyper::Uri::from_static("/"),
             headers: hyper::HeaderMap::new(),
             body: bytes::Bytes::new(),
             remote_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),

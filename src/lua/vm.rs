@@ -47,13 +47,15 @@ const REMOVED_GLOBALS: [&str; 4] = ["require", "loadstring", "getfenv", "setfenv
 /// made once per clone and kept with it, so a request's first resume passes only what is its own. The route's
 /// values become the global `env` of the chunk's environment here (a table write Luau does in a few instructions,
 /// where a call through the API to do it cost about as much as running a constant handler's Lua). `req` starts
-/// with method and path; its metatable makes the other fields on first use. A returned table is split into its
-/// fields here, in the form [`response::Returned`] describes.
+/// with method and path; its metatable makes the other fields on first use. `body` and `headers`, the fields most
+/// handlers read, are named (as nil) in its constructor so that the table is made with room for them: storing a
+/// field it has no room for makes Luau resize the table (a thousand instructions, on every webhook's `req.body`).
+/// A returned table is split into its fields here, in the form [`response::Returned`] describes.
 const RUNNER: &str = r#"
 local req_meta = ...
 return function(chunk, globals) return function(env, method, path)
   rawset(globals, "env", env)
-  local req = setmetatable({ method = method, path = path }, req_meta)
+  local req = setmetatable({ method = method, path = path, body = nil, headers = nil }, req_meta)
   local handler = chunk()
   if type(handler) ~= "function" then
     error("the file must return a function(req), not a " .. type(handler), 0)
@@ -318,9 +320,8 @@ impl Vm {
             .eval::<Table>()
             .and_then(|values| self.environment(values));
         let request = super::state::HttpRequest {
-            method: String::new(),
-            path: String::new(),
-            query: None,
+            method: hyper::Method::GET,
+            uri: hyper::Uri::from_static("/"),
             headers: hyper::HeaderMap::new(),
             body: bytes::Bytes::new(),
             remote_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -361,11 +362,12 @@ impl Vm {
                 (thread, address)
             }
         };
-        let method = match self.methods.iter().position(|(name, _)| *name == request.method) {
+        let method = request.method.as_str();
+        let method = match self.methods.iter().position(|(name, _)| *name == method) {
             Some(index) => Method::Common(index),
-            None => Method::Other(self.lua.create_string(&request.method)?),
+            None => Method::Other(self.lua.create_string(method)?),
         };
-        self.set_path(&request.path)?;
+        self.set_path(request.path())?;
         Ok(Running {
             thread,
             address,

@@ -62,12 +62,15 @@ pub fn handle<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote: Socke
     let path = request.uri().path().to_owned();
     let capture = request.extensions().get::<Capture>().cloned();
     let context = RequestContext::new(request_id(&request), trace_context(app, &request), capture);
-    let site = is_api_path(&path).then(|| browser::site(request.headers(), &app.config.server.cors_origins));
+    // Told once: the CORS check and the routing below both need it.
+    let endpoint = Endpoint::of(&path);
+    let site = (endpoint.is_some() || is_produce_path(&path))
+        .then(|| browser::site(request.headers(), &app.config.server.cors_origins));
     let routed = match &site {
         Some(Site::Refused(from)) => Routed::Answered(Err(RequestError::CrossSite { from: from.clone() })),
         Some(Site::Allowed(origin)) if is_preflight(&request) => Routed::Answered(Ok(preflight(origin, &path))),
         _ => {
-            let routed = route(app, request, remote, &context);
+            let routed = route(app, request, remote, &context, endpoint);
             if let Routed::Answered(_) = routed {
                 super::deferred::answered_at_once();
             }
@@ -241,9 +244,10 @@ fn basic_login<'a, B>(
     logged_in(app, remote, || api::authenticate(&app.config.users, authorization))
 }
 
-/// The REST API's produce and read endpoints, which take browser requests only from `[server] cors_origins`.
-fn is_api_path(path: &str) -> bool {
-    path == "/produce" || path.starts_with("/produce/") || Endpoint::of(path).is_some()
+/// The REST API's produce endpoint, which (as its read endpoints, [`Endpoint`]) takes browser requests only from
+/// `[server] cors_origins`.
+fn is_produce_path(path: &str) -> bool {
+    path == "/produce" || path.starts_with("/produce/")
 }
 
 /// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method`.
@@ -340,7 +344,14 @@ enum Routed {
     Pending(Work),
 }
 
-fn route<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote: SocketAddr, context: &RequestContext) -> Routed {
+/// `endpoint`: [`Endpoint::of`] the request's path.
+fn route<B: RequestBody>(
+    app: &Arc<App>,
+    request: Request<B>,
+    remote: SocketAddr,
+    context: &RequestContext,
+    endpoint: Option<Endpoint>,
+) -> Routed {
     if let Err(e) = refuse_unsupported(&request) {
         return Routed::Answered(Err(e));
     }
@@ -364,7 +375,7 @@ fn route<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote: SocketAddr
     {
         return Routed::Pending(Box::pin(rest_produce(Arc::clone(app), request, remote, call)));
     }
-    if let Some(endpoint) = Endpoint::of(path) {
+    if let Some(endpoint) = endpoint {
         return Routed::Pending(Box::pin(hosted_api(Arc::clone(app), request, remote, endpoint)));
     }
     match app.functions.find(request.method().as_str(), path) {
@@ -608,16 +619,15 @@ async fn call_function<B: RequestBody>(
     // After credentials: callers without them do not use up an auth route's requests.
     app.limits.function_request(&target.function.name)?;
     check_declared_length(&request, app.config.server.max_body_bytes)?;
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let body = collect_body(body, &app.config.server).await?;
     // Boxed: it is moved through the layers of the call (the idempotency wrapper, the call's future, its state) and
     // each async layer keeps a place for it; by pointer, the function call's future is a kilobyte smaller and the
     // request is copied once, into its box (bench/README.md point 17).
     let http = Box::new(HttpRequest {
-        method: parts.method.as_str().to_owned(),
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().map(str::to_owned),
-        headers: std::mem::take(&mut parts.headers),
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
         body,
         remote_addr: remote,
         user,
@@ -632,8 +642,8 @@ async fn call_function<B: RequestBody>(
         user: http.user.clone().unwrap_or_default(),
         key,
         fingerprint: idempotency::fingerprint(
-            &http.method,
-            parts.uri.path_and_query().map_or("", |p| p.as_str()),
+            http.method.as_str(),
+            http.uri.path_and_query().map_or("", |p| p.as_str()),
             Some(&http.headers),
             &http.body,
         ),
