@@ -170,6 +170,27 @@ where
     }
 }
 
+impl Record {
+    /// At most how many bytes the record takes written (each length and delta at its longest), so the buffers it
+    /// is written into are allocated once.
+    fn written_size_bound(&self) -> usize {
+        const VARINT: usize = 5;
+        const VARLONG: usize = 10;
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|h| 2 * VARINT + h.key.len() + h.value.len())
+            .sum();
+        VARINT // length
+            + 1 // attributes
+            + VARLONG // timestampDelta
+            + VARINT // offsetDelta
+            + VARINT + self.key.as_ref().map_or(0, Vec::len)
+            + VARINT + self.value.as_ref().map_or(0, Vec::len)
+            + VARINT + headers
+    }
+}
+
 impl<W> WriteType<W> for Record
 where
     W: Write,
@@ -178,7 +199,7 @@ where
         // ============================================================================================
         // ======================================== inner data ========================================
         // write data to buffer because we need to prepend the length
-        let mut data = vec![];
+        let mut data = Vec::with_capacity(self.written_size_bound());
 
         // attributes
         Int8(0).write(&mut data)?;
@@ -452,7 +473,15 @@ where
         // ==========================================================================================
         // ======================================== CRC data ========================================
         // collect everything that should be part of the CRC calculation
-        let mut data = vec![];
+        let records_bound = match &self.records {
+            ControlBatchOrRecords::Records(records) => {
+                records.iter().map(Record::written_size_bound).sum()
+            }
+            ControlBatchOrRecords::ControlBatch(_) => 0,
+        };
+        // The fields after the CRC: attributes 2, lastOffsetDelta 4, first and max timestamps 16, producer id 8,
+        // epoch 2, base sequence 4, record count 4 (uncompressed: compressed records are smaller or close).
+        let mut data = Vec::with_capacity(40 + records_bound);
         let body_ref = RecordBatchBodyRef {
             last_offset_delta: self.last_offset_delta,
             first_timestamp: self.first_timestamp,
