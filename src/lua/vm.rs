@@ -176,8 +176,13 @@ pub(super) fn standard_lua() -> mlua::Result<Lua> {
 }
 
 /// [`standard_lua`] with the handler modules installed: the globals every handler sees (before the sandbox).
+///
+/// luka's own Lua (the modules' wrappers, the runner, `req`'s metatable) is compiled at level 2, as the handlers are
+/// (`compile.rs`): it inlines the small local functions `kafka.produce` checks its call with, on every produce. None
+/// of them raises an error, so no error's level can shift to another frame.
 pub(super) fn handler_lua(context: &Arc<KafkaContext>, shared: &Arc<VmShared>) -> mlua::Result<Lua> {
     let lua = standard_lua()?;
+    lua.set_compiler(mlua::chunk::Compiler::new().set_optimization_level(2));
     modules::install(&lua, context, shared)?;
     Ok(lua)
 }
