@@ -68,7 +68,9 @@ pub fn handle<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote: Socke
         .then(|| browser::site(request.headers(), &app.config.server.cors_origins));
     let routed = match &site {
         Some(Site::Refused(from)) => Routed::Answered(Err(RequestError::CrossSite { from: from.clone() })),
-        Some(Site::Allowed(origin)) if is_preflight(&request) => Routed::Answered(Ok(preflight(origin, &path))),
+        Some(Site::Allowed(origin)) if is_preflight(&request) => {
+            Routed::Answered(Ok(preflight(origin, endpoint.as_ref())))
+        }
         _ => {
             let routed = route(app, request, remote, &context, endpoint);
             if let Routed::Answered(_) = routed {
@@ -255,9 +257,9 @@ fn is_preflight<B>(request: &Request<B>) -> bool {
     request.method() == Method::OPTIONS && request.headers().contains_key("access-control-request-method")
 }
 
-/// 204 with the CORS headers that let `origin`'s pages call `path`.
-fn preflight(origin: &HeaderValue, path: &str) -> Response {
-    let methods = Endpoint::of(path).map_or("GET, POST", |e| e.methods());
+/// 204 with the CORS headers that let `origin`'s pages call the path: one of the `endpoint`s, or (none) produce.
+fn preflight(origin: &HeaderValue, endpoint: Option<&Endpoint>) -> Response {
+    let methods = endpoint.map_or("GET, POST", Endpoint::methods);
     let mut response = hyper::Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     browser::preflight_headers(origin, methods, response.headers_mut());
