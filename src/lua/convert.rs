@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use mlua::{BorrowedStr, Either, Lua, Table, Value};
+use mlua::{Either, Lua, StrRef, Table, Value};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 use smallvec::SmallVec;
@@ -147,7 +147,7 @@ impl Serialize for LuaJson<'_, '_> {
             Value::Number(n) if n.is_finite() => serializer.serialize_f64(*n),
             Value::Number(n) => Err(S::Error::custom(format!("{n} is not a JSON number"))),
             Value::String(s) => {
-                let bytes = s.as_bytes();
+                let bytes = s.as_bytes_ref();
                 self.spend(bytes.len())?;
                 let text = std::str::from_utf8(&bytes).map_err(|_| S::Error::custom("a string is not valid UTF-8"))?;
                 serializer.serialize_str(text)
@@ -193,10 +193,13 @@ impl LuaJson<'_, '_> {
             }
             return seq.end();
         }
-        let mut entries: SmallVec<[(KeyText, &Value); SMALL_TABLE]> = SmallVec::with_capacity(pairs.len());
+        let mut entries: SmallVec<[(KeyText<'_>, &Value); SMALL_TABLE]> = SmallVec::with_capacity(pairs.len());
         for (key, item) in &pairs {
             let key = match key {
-                Value::String(s) => KeyText::Lua(s.to_str().map_err(|_| S::Error::custom("a key is not valid UTF-8"))?),
+                Value::String(s) => KeyText::Lua(
+                    s.to_str_ref()
+                        .map_err(|_| S::Error::custom("a key is not valid UTF-8"))?,
+                ),
                 Value::Integer(i) => KeyText::Number(i.to_string()),
                 Value::Number(n) if n.fract() == 0.0 => KeyText::Number((*n as i64).to_string()),
                 other => {
@@ -222,12 +225,12 @@ impl LuaJson<'_, '_> {
 const SMALL_TABLE: usize = 8;
 
 /// An object key's text: borrowed from Lua for a string key (no copy), made for a number key.
-enum KeyText {
-    Lua(BorrowedStr),
+enum KeyText<'a> {
+    Lua(StrRef<'a>),
     Number(String),
 }
 
-impl KeyText {
+impl KeyText<'_> {
     fn as_str(&self) -> &str {
         match self {
             KeyText::Lua(text) => text,

@@ -41,7 +41,7 @@ pub fn metatable(lua: &Lua, shared: &Arc<VmShared>, json: Function) -> Result<Ta
             return Ok(Value::Nil);
         };
         // Read once: each read of a Lua string's bytes goes through the VM's lock.
-        let key = key.as_bytes();
+        let key = key.as_bytes_ref();
         let size = match &*key {
             b"body" => state.request.body.len(),
             _ => 0,

@@ -64,7 +64,7 @@ pub fn read(returned: Returned, budget: &mut Budget) -> Result<HandlerResponse, 
         (_, Value::String(s), ..) => Ok(HandlerResponse {
             status: 200,
             headers: smallvec![(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
-            body: Bytes::from(s.as_bytes().to_vec()),
+            body: Bytes::copy_from_slice(&s.as_bytes_ref()),
         }),
         (_, other, ..) => Err(format!(
             "the handler returned a {}; return a string or a table {{status=, headers=, body=}} or {{status=, json=}}",
@@ -94,7 +94,7 @@ fn from_fields(
     };
     let body = match (body, json) {
         (Value::Nil, Value::Nil) => Bytes::new(),
-        (Value::String(s), Value::Nil) => Bytes::from(s.as_bytes().to_vec()),
+        (Value::String(s), Value::Nil) => Bytes::copy_from_slice(&s.as_bytes_ref()),
         (Value::Nil, json) => {
             let text = convert::encode_within(&json, budget).map_err(|e| format!("json: {e}"))?;
             if !headers.iter().any(|(n, _)| n == CONTENT_TYPE) {
@@ -121,7 +121,7 @@ fn read_headers(given: &Table) -> Result<Headers, String> {
         }
         let value = match value {
             Value::String(s) => s
-                .to_str()
+                .to_str_ref()
                 .map_err(|_| format!("header {name} is not UTF-8"))?
                 .to_owned(),
             Value::Integer(_) | Value::Number(_) | Value::Boolean(_) => convert::to_json(&value)

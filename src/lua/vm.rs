@@ -73,6 +73,12 @@ return function(chunk, globals) return function(env, method, path)
 end end
 "#;
 
+/// The CPU limit is checked at one of this many of Luau's safe points (calls, returns, loop back edges); the rest
+/// cost a countdown (vendor/mlua patch 1). Each check goes through mlua's error and panic guard (about 80
+/// instructions, seven times in a constant handler's request), while the deadline it checks moves in ticks of a
+/// millisecond: eight safe points apart, an over-budget handler is stopped within the same tick.
+const INTERRUPT_EVERY: std::num::NonZeroU32 = std::num::NonZeroU32::new(8).unwrap();
+
 /// Finished coroutines kept for reuse; more than this many requests in flight on one VM is rare.
 const IDLE_THREADS: usize = 256;
 
@@ -211,7 +217,7 @@ impl Vm {
             .map(|method| Ok((*method, lua.create_string(method)?)))
             .collect::<mlua::Result<_>>()?;
         let interrupt = Arc::clone(&shared);
-        lua.set_interrupt(move |_| interrupt.check());
+        lua.set_interrupt_every(INTERRUPT_EVERY, move |_| interrupt.check());
         Ok(Self {
             lua,
             shared,

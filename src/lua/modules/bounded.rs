@@ -39,15 +39,19 @@ pub fn install(lua: &Lua, shared: &Arc<VmShared>) -> Result<()> {
     let table: Table = globals.get("table")?;
     let find_plain = lua.create_function(|_, (s, needle, init): (LuaString, LuaString, Option<i64>)| {
         // Two results when found, `nil` otherwise, as string.find gives them.
-        Ok(match find_plain(&s.as_bytes(), &needle.as_bytes(), init.unwrap_or(1)) {
-            Some((start, end)) => mlua::MultiValue::from_iter([Value::Number(start as f64), Value::Number(end as f64)]),
-            None => mlua::MultiValue::from_iter([Value::Nil]),
-        })
+        Ok(
+            match find_plain(&s.as_bytes_ref(), &needle.as_bytes_ref(), init.unwrap_or(1)) {
+                Some((start, end)) => {
+                    mlua::MultiValue::from_iter([Value::Number(start as f64), Value::Number(end as f64)])
+                }
+                None => mlua::MultiValue::from_iter([Value::Nil]),
+            },
+        )
     })?;
     let shared = Arc::clone(shared);
     let split = lua.create_function(move |lua, (s, separator): (LuaString, Option<LuaString>)| {
-        let haystack = s.as_bytes();
-        let separator = separator.map_or_else(|| b",".to_vec(), |sep| sep.as_bytes().to_vec());
+        let haystack = s.as_bytes_ref();
+        let separator = separator.map_or_else(|| b",".to_vec(), |sep| sep.as_bytes_ref().to_vec());
         let parts = lua.create_table()?;
         for (i, part) in split(&haystack, &separator).into_iter().enumerate() {
             // Each part is hashed and interned: parts made to collide in Luau's string hash cost more each.

@@ -28,7 +28,7 @@ pub fn json(lua: &Lua, clock: &Arc<VmShared>) -> Result<Table> {
     })?;
     json.set("encode", raising(lua, encode)?)?;
     let decode = lua.create_function(move |lua, text: LuaString| {
-        match convert::decode_json(lua, Some(&decode_clock), &text.as_bytes())? {
+        match convert::decode_json(lua, Some(&decode_clock), &text.as_bytes_ref())? {
             Ok(value) => answer(lua, Ok(value)),
             Err(e) => answer(lua, Err::<Value, _>(format!("json.decode: {e}"))),
         }
@@ -43,7 +43,7 @@ fn decoder<E: std::fmt::Display>(
     name: &'static str,
     decode: impl Fn(&[u8]) -> std::result::Result<Vec<u8>, E> + Send + 'static,
 ) -> Result<mlua::Function> {
-    let function = lua.create_function(move |lua, text: LuaString| match decode(&text.as_bytes()) {
+    let function = lua.create_function(move |lua, text: LuaString| match decode(&text.as_bytes_ref()) {
         Ok(bytes) => answer(lua, Ok(lua.create_string(bytes)?)),
         Err(e) => answer(lua, Err::<Value, _>(format!("{name}: {e}"))),
     })?;
@@ -54,12 +54,12 @@ pub fn base64(lua: &Lua) -> Result<Table> {
     let table = lua.create_table()?;
     table.set(
         "encode",
-        lua.create_function(|_, data: LuaString| Ok(STANDARD.encode(data.as_bytes())))?,
+        lua.create_function(|_, data: LuaString| Ok(STANDARD.encode(data.as_bytes_ref())))?,
     )?;
     table.set("decode", decoder(lua, "base64.decode", |text| STANDARD.decode(text))?)?;
     table.set(
         "encode_url",
-        lua.create_function(|_, data: LuaString| Ok(URL_SAFE_NO_PAD.encode(data.as_bytes())))?,
+        lua.create_function(|_, data: LuaString| Ok(URL_SAFE_NO_PAD.encode(data.as_bytes_ref())))?,
     )?;
     // Padding is optional in URL-safe base64 (JWTs omit it), so accept both.
     let lenient = GeneralPurpose::new(
@@ -77,7 +77,7 @@ pub fn hex(lua: &Lua) -> Result<Table> {
     let table = lua.create_table()?;
     table.set(
         "encode",
-        lua.create_function(|_, data: LuaString| Ok(::hex::encode(data.as_bytes())))?,
+        lua.create_function(|_, data: LuaString| Ok(::hex::encode(data.as_bytes_ref())))?,
     )?;
     table.set("decode", decoder(lua, "hex.decode", |text| ::hex::decode(text))?)?;
     Ok(table)
@@ -105,13 +105,13 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
 pub fn crypto(lua: &Lua) -> Result<Table> {
     let table = lua.create_table()?;
     let sha256 = lua.create_function(|lua, (data, encoding): (LuaString, Option<String>)| {
-        output(lua, &Sha256::digest(data.as_bytes()), encoding, "sha256")
+        output(lua, &Sha256::digest(data.as_bytes_ref()), encoding, "sha256")
     })?;
     table.set("sha256", raising(lua, sha256)?)?;
     let hmac = lua.create_function(|lua, (key, data, encoding): (LuaString, LuaString, Option<String>)| {
         output(
             lua,
-            &hmac_sha256(&key.as_bytes(), &data.as_bytes()),
+            &hmac_sha256(&key.as_bytes_ref(), &data.as_bytes_ref()),
             encoding,
             "hmac_sha256",
         )
@@ -120,7 +120,9 @@ pub fn crypto(lua: &Lua) -> Result<Table> {
     // Compares in time that depends only on the lengths, so a signature check leaks nothing about the secret.
     table.set(
         "equals",
-        lua.create_function(|_, (a, b): (LuaString, LuaString)| Ok(bool::from(a.as_bytes().ct_eq(&b.as_bytes()))))?,
+        lua.create_function(|_, (a, b): (LuaString, LuaString)| {
+            Ok(bool::from(a.as_bytes_ref().ct_eq(&b.as_bytes_ref())))
+        })?,
     )?;
     Ok(table)
 }

@@ -293,7 +293,7 @@ impl mlua::FromLuaMulti for OneMessage {
 impl OneMessage {
     fn into_message(self, producer: &Producer, budget: &mut Budget) -> std::result::Result<Message, String> {
         let text = |s: &mlua::LuaString, name: &str| {
-            s.to_str()
+            s.to_str_ref()
                 .map(|s| s.to_owned())
                 .map_err(|_| format!("{name} has the wrong type"))
         };
@@ -526,7 +526,7 @@ fn value_bytes(value: &Value, budget: &mut Budget) -> std::result::Result<Option
 
 /// A Lua string's bytes, paid for from the call's budget before they are copied.
 fn bytes(s: &mlua::LuaString, budget: &mut Budget) -> std::result::Result<Vec<u8>, String> {
-    let bytes = s.as_bytes();
+    let bytes = s.as_bytes_ref();
     budget.spend(bytes.len())?;
     Ok(bytes.to_vec())
 }

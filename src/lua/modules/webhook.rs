@@ -17,7 +17,7 @@ pub fn module(lua: &Lua) -> Result<Table> {
         "verify_github",
         lua.create_function(|_, (req, secret): (Table, LuaString)| {
             let (body, header) = body_and_header(&req, "x-hub-signature-256")?;
-            Ok(verdict(verify_github(&body, header.as_deref(), &secret.as_bytes())))
+            Ok(verdict(verify_github(&body, header.as_deref(), &secret.as_bytes_ref())))
         })?,
     )?;
     table.set(
@@ -31,7 +31,7 @@ pub fn module(lua: &Lua) -> Result<Table> {
             Ok(verdict(verify_stripe(
                 &body,
                 header.as_deref(),
-                &secret.as_bytes(),
+                &secret.as_bytes_ref(),
                 now,
                 tolerance,
             )))
@@ -54,10 +54,10 @@ fn body_and_header(req: &Table, header: &str) -> Result<(Vec<u8>, Option<String>
     let value = match headers {
         Some(headers) => headers
             .get::<Option<LuaString>>(header)?
-            .map(|v| String::from_utf8_lossy(&v.as_bytes()).into_owned()),
+            .map(|v| String::from_utf8_lossy(&v.as_bytes_ref()).into_owned()),
         None => None,
     };
-    Ok((body.map(|b| b.as_bytes().to_vec()).unwrap_or_default(), value))
+    Ok((body.map(|b| b.as_bytes_ref().to_vec()).unwrap_or_default(), value))
 }
 
 /// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>`.
