@@ -41,8 +41,54 @@ return function(req, ...)
 end
 "##;
 
+/// A top level with nothing to do but return the handler, which captures nothing: luka keeps the handler between
+/// requests (`Compiled::handler_kept`); what the handler writes must still go with its request.
+const KEPT: &str = r##"
+return function(req)
+  local seen = { global = left_behind or json.null, fn = type(left_fn) }
+  left_behind = req.query.n
+  function left_fn() end
+  if req.query.mode == "wait" then kafka.produce{ topic = "misc", messages = { { value = "x" } } } end
+  if req.query.mode == "fail" then error("stopped half-way") end
+  return { json = seen }
+end
+"##;
+
+/// Top levels whose handler must not be kept: one picks its handler by the route's `env`, one leaves a global its
+/// handler reads.
+const BY_ROUTE: &str = r#"
+if env.MODE == "a" then
+  return function(req) return { json = { mode = "a" } } end
+end
+return function(req) return { json = { mode = "other" } } end
+"#;
+const TOP_GLOBAL: &str = r#"
+greeting = "hello"
+return function(req) return { json = { greeting = greeting or json.null } } end
+"#;
+
+const BY_ROUTE_ROUTES: &str = r#"
+[[routes]]
+path = "/mode/a"
+function = "by_route.lua"
+env = { MODE = "a" }
+
+[[routes]]
+path = "/mode/b"
+function = "by_route.lua"
+env = { MODE = "b" }
+"#;
+
 async fn start() -> Harness {
-    Harness::start_with(1, LUA, &[("sandbox.lua", SANDBOX), ("recycled.lua", RECYCLED)]).await
+    let config = [LUA, BY_ROUTE_ROUTES].concat();
+    let functions = [
+        ("sandbox.lua", SANDBOX),
+        ("recycled.lua", RECYCLED),
+        ("kept.lua", KEPT),
+        ("by_route.lua", BY_ROUTE),
+        ("top_global.lua", TOP_GLOBAL),
+    ];
+    Harness::start_with(1, &config, &functions).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,4 +143,40 @@ async fn a_recycled_coroutine_and_environment_carry_nothing_to_the_next_request(
     }
     // One request at a time reuses the same few coroutines; the checks above ran on recycled ones.
     assert!(threads.len() < 5, "coroutines were not reused: {threads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_handler_leaves_nothing_to_the_next_request() {
+    let h = start().await;
+    for (n, mode) in ["plain", "wait", "fail", "plain", "plain", "wait", "fail", "plain"]
+        .iter()
+        .enumerate()
+    {
+        let (status, seen) = json_answer(h.http.get(h.url(&format!("/kept?n={n}&mode={mode}")))).await;
+        if *mode == "fail" {
+            assert_eq!(status, 500, "{seen}");
+            continue;
+        }
+        assert_eq!(status, 200, "{seen}");
+        assert_eq!(seen, json!({"global": null, "fn": "nil"}), "request {n} ({mode})");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_top_level_that_reads_env_or_writes_a_global_runs_for_every_request() {
+    let h = start().await;
+    // The same file behind two routes: its top level picks the handler by the route's `env`, so a handler made
+    // for one route must never answer the other's requests.
+    for round in 0..4 {
+        for (path, mode) in [("/mode/a", "a"), ("/mode/b", "other")] {
+            let (status, answer) = json_answer(h.http.get(h.url(path))).await;
+            assert_eq!(
+                (status, &answer),
+                (200, &json!({ "mode": mode })),
+                "round {round}, {path}"
+            );
+        }
+        let (status, answer) = json_answer(h.http.get(h.url("/top_global"))).await;
+        assert_eq!((status, &answer), (200, &json!({"greeting": "hello"})), "round {round}");
+    }
 }

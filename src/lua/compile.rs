@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::LoadError;
 use crate::metrics::FunctionRequests;
@@ -26,6 +26,10 @@ pub struct Compiled {
     pub bytecode: Vec<u8>,
     /// Hash of the source, to tell a real edit from a touch.
     pub source_hash: u64,
+    /// The file's top level was found, when it was checked, to read and write no global and to return a handler
+    /// that captures no local ([`super::vm::Vm::check_loads`]): running it again would make the same handler in the
+    /// same environment, so a VM makes it once per copy of the chunk and keeps it. Off until checked.
+    pub handler_kept: AtomicBool,
 }
 
 /// Every compiled file, by name.
@@ -130,6 +134,7 @@ pub fn compile(name: &str, display: &str, source: &[u8]) -> Result<Compiled, Loa
         display: Arc::from(display),
         bytecode,
         source_hash: hash(source),
+        handler_kept: AtomicBool::new(false),
     })
 }
 

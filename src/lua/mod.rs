@@ -191,3 +191,16 @@ impl Functions {
         self.len() == 0
     }
 }
+
+/// A handler context over a cluster nobody listens on, for unit tests that make VMs.
+#[cfg(test)]
+pub(crate) fn test_context() -> Arc<KafkaContext> {
+    let config = crate::config::Config::from_toml(
+        "[clusters.local]\nbootstrap = [\"127.0.0.1:1\"]\n",
+        std::path::Path::new("."),
+        |_| None,
+    )
+    .unwrap();
+    let config = Arc::new(config);
+    KafkaContext::new(Arc::clone(&config), crate::producer(&config))
+}

@@ -70,7 +70,6 @@ mod tests {
     use mlua::{Table, Value};
 
     use super::*;
-    use crate::lua::modules::KafkaContext;
     use crate::lua::state::VmShared;
 
     /// What an annotation file declares: module → members, global functions, class → fields and methods.
@@ -152,21 +151,10 @@ mod tests {
         table.pairs::<String, Value>().map(|pair| pair.unwrap().0).collect()
     }
 
-    fn context() -> Arc<KafkaContext> {
-        let config = crate::config::Config::from_toml(
-            "[clusters.local]\nbootstrap = [\"127.0.0.1:1\"]\n",
-            Path::new("."),
-            |_| None,
-        )
-        .unwrap();
-        let config = Arc::new(config);
-        KafkaContext::new(Arc::clone(&config), crate::producer(&config))
-    }
-
     #[test]
     fn the_annotations_declare_every_module_and_function_a_handler_sees_and_nothing_else() {
         let standard = keys(&crate::lua::vm::standard_lua().unwrap().globals());
-        let lua = crate::lua::vm::handler_lua(&context(), &Arc::new(VmShared::default())).unwrap();
+        let lua = crate::lua::vm::handler_lua(&crate::lua::test_context(), &Arc::new(VmShared::default())).unwrap();
         let globals = lua.globals();
         let luka = file("luka.lua");
         let mut annotated: BTreeSet<String> = luka.modules.keys().chain(&luka.functions).cloned().collect();

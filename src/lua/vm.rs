@@ -50,15 +50,22 @@ const REMOVED_GLOBALS: [&str; 4] = ["require", "loadstring", "getfenv", "setfenv
 /// with method and path; its metatable makes the other fields on first use. `body` and `headers`, the fields most
 /// handlers read, are named (as nil) in its constructor so that the table is made with room for them: storing a
 /// field it has no room for makes Luau resize the table (a thousand instructions, on every webhook's `req.body`).
-/// A returned table is split into its fields here, in the form [`response::Returned`] describes.
+/// A returned table is split into its fields here, in the form [`response::Returned`] describes. When `keep` (the
+/// file's [`Compiled::handler_kept`]), the handler the chunk returns is kept for the next requests on this copy of
+/// the chunk: its top level has nothing to do but make it, and making it again per request cost about 500 of a
+/// constant handler's 27k instructions (a Lua call, a closure made and collected).
 const RUNNER: &str = r#"
 local req_meta = ...
-return function(chunk, globals) return function(env, method, path)
+return function(chunk, globals, keep) local kept return function(env, method, path)
   rawset(globals, "env", env)
   local req = setmetatable({ method = method, path = path, body = nil, headers = nil }, req_meta)
-  local handler = chunk()
-  if type(handler) ~= "function" then
-    error("the file must return a function(req), not a " .. type(handler), 0)
+  local handler = kept
+  if handler == nil then
+    handler = chunk()
+    if type(handler) ~= "function" then
+      error("the file must return a function(req), not a " .. type(handler), 0)
+    end
+    if keep then kept = handler end
   end
   local res = handler(req)
   if type(res) ~= "table" then return nil, res end
@@ -78,6 +85,28 @@ end end
 /// instructions, seven times in a constant handler's request), while the deadline it checks moves in ticks of a
 /// millisecond: eight safe points apart, an over-budget handler is stopped within the same tick.
 const INTERRUPT_EVERY: std::num::NonZeroU32 = std::num::NonZeroU32::new(8).unwrap();
+
+/// The environment a file's top level is checked in ([`Vm::check_loads`]): the globals read as they are, except
+/// `env`, whose every name reads as "" (which route's values the file will see is not known here, so a file that
+/// checks `assert(env.SECRET)` at its top level still loads); any read or write of a global is noted. Not
+/// `safeenv`, so that Luau's cached imports and builtin calls take the slow path, through `__index`, too.
+const WATCHED_ENV: &str = r#"
+local globals = ...
+local touched = false
+local values = setmetatable({}, { __index = function() return "" end })
+local env = setmetatable({}, {
+  __index = function(_, key)
+    touched = true
+    if key == "env" then return values end
+    return globals[key]
+  end,
+  __newindex = function(env, key, value)
+    touched = true
+    rawset(env, key, value)
+  end,
+})
+return env, function() return touched end
+"#;
 
 /// Finished coroutines kept for reuse; more than this many requests in flight on one VM is rare.
 const IDLE_THREADS: usize = 256;
@@ -256,13 +285,6 @@ impl Vm {
         chunk.deep_clone()
     }
 
-    /// The request's own global environment: reads fall through to the shared globals, writes stay here.
-    fn environment(&self, values: Table) -> mlua::Result<Table> {
-        let env = self.empty_environment()?;
-        env.raw_set("env", values)?;
-        Ok(env)
-    }
-
     /// `safeenv` keeps Luau's fast paths (cached imports such as `string.format`, builtin fast calls): the globals
     /// behind the table are frozen, and Luau's compiler never caches a global that the file itself assigns. The
     /// flag survives emptying the table for reuse.
@@ -287,7 +309,8 @@ impl Vm {
         let function = self.chunk(compiled)?;
         let env = self.empty_environment()?;
         function.set_environment(env.clone())?;
-        let runner = self.make_runner.call((function, &env))?;
+        let keep = compiled.handler_kept.load(std::sync::atomic::Ordering::Relaxed);
+        let runner = self.make_runner.call((function, &env, keep))?;
         Ok(Chunk {
             name: Arc::clone(&compiled.name),
             id: compiled.id,
@@ -316,20 +339,25 @@ impl Vm {
         Ok(Some(key))
     }
 
-    /// Checks that a file, run once, gives a handler (at startup and on reload), without running the handler.
+    /// Checks that a file, run once, gives a handler (at startup and on reload), without running the handler; and
+    /// whether its top level touches no global and its handler captures no local, so that the handler may be kept
+    /// between requests ([`Compiled::handler_kept`]).
     pub fn check_loads(&mut self, compiled: &Compiled) -> Result<(), LoadError> {
         let load_error = |message: String| LoadError::Load {
             file: compiled.display.to_string(),
             message,
         };
         let chunk = self.chunk(compiled).map_err(|e| load_error(e.to_string()))?;
-        // Which route's env the file will see is not known here: every name reads as "", so a file that checks
-        // `assert(env.SECRET)` at its top level still loads.
-        let env = self
-            .lua
-            .load("return setmetatable({}, { __index = function() return '' end })")
-            .eval::<Table>()
-            .and_then(|values| self.environment(values));
+        let watched = self.env_meta.raw_get::<Table>("__index").and_then(|globals| {
+            self.lua
+                .load(WATCHED_ENV)
+                .set_name("=luka")
+                .call::<(Table, Function)>(globals)
+        });
+        let (env, touched) = match watched {
+            Ok((env, touched)) => (Ok(env), Some(touched)),
+            Err(e) => (Err(e), None),
+        };
         let request = super::state::HttpRequest {
             method: hyper::Method::GET,
             uri: hyper::Uri::from_static("/"),
@@ -346,7 +374,15 @@ impl Vm {
         self.pause();
         self.leave();
         match result {
-            Ok(Value::Function(_)) => Ok(()),
+            Ok(Value::Function(handler)) => {
+                // A top level that read a global could return another handler another time (`env` differs by
+                // route); one that wrote a global leaves what its handler may read, and the environment is
+                // emptied after every request; a local the handler captures is state that must not outlive one.
+                let untouched = touched.is_some_and(|touched| matches!(touched.call::<bool>(()), Ok(false)));
+                let kept = untouched && handler.info().num_upvalues == 0;
+                compiled.handler_kept.store(kept, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
             Ok(other) => Err(load_error(format!(
                 "the file must return a function(req), not a {}",
                 other.type_name()
@@ -548,5 +584,49 @@ fn req_json(lua: &Lua, shared: &VmShared) -> mlua::Result<(bool, Value)> {
             modules::answer(lua, Err::<Value, _>(message))
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::lua::compile;
+
+    fn kept(source: &str) -> bool {
+        let limits = Limits {
+            cpu: Duration::from_secs(1),
+            memory_bytes: 16 << 20,
+        };
+        let mut vm = Vm::new(&crate::lua::test_context(), limits).unwrap();
+        let compiled = compile::compile("f.lua", "functions/f.lua", source.as_bytes()).unwrap();
+        vm.check_loads(&compiled).unwrap();
+        compiled.handler_kept.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_handler_is_kept_only_when_its_top_level_touches_no_global_and_it_captures_no_local() {
+        assert!(kept("return function(req) return { json = { ok = true } } end"));
+        assert!(kept(
+            "local LIMIT = 10 return function(req) return { json = { n = LIMIT } } end"
+        ));
+        assert!(kept(
+            "local t = {} for i = 1, 3 do t[i] = i end return function(req) return kafka end"
+        ));
+        // Each of these would give another request something else than running the top level again does.
+        assert!(!kept(
+            "local n = 0 return function(req) n = n + 1 return { json = { n = n } } end"
+        ));
+        assert!(!kept("greeting = 'hi' return function(req) return greeting end"));
+        assert!(!kept(
+            "if env.MODE == 'a' then return function() return 'a' end end return function() return 'b' end"
+        ));
+        assert!(!kept("print('loaded') return function(req) return 'x' end"));
+        assert!(!kept("local f = string.format return function(req) return 'x' end"));
+        assert!(!kept(
+            "return setmetatable({}, { __call = function() end }) and function(req) return 'x' end"
+        ));
     }
 }
