@@ -52,7 +52,7 @@ const REMOVED_GLOBALS: [&str; 4] = ["require", "loadstring", "getfenv", "setfenv
 /// field it has no room for makes Luau resize the table (a thousand instructions, on every webhook's `req.body`).
 /// A returned table is split into its fields here, in the form [`response::Returned`] describes. When `keep` (the
 /// file's [`Compiled::handler_kept`]), the handler the chunk returns is kept for the next requests on this copy of
-/// the chunk: its top level has nothing to do but make it, and making it again per request cost about 500 of a
+/// the chunk: its top level has nothing to do but make it, and making it again per request cost about 700 of a
 /// constant handler's 27k instructions (a Lua call, a closure made and collected).
 const RUNNER: &str = r#"
 local req_meta = ...
