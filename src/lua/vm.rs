@@ -69,14 +69,16 @@ return function(chunk, globals, keep) local kept return function(env, method, pa
   end
   local res = handler(req)
   if type(res) ~= "table" then return nil, res end
+  -- The usual answer, `json` alone, is told by its keys: the other fields are neither read nor passed.
+  local json_only = true
   for key in next, res do
-    if key ~= "status" and key ~= "headers" and key ~= "body" and key ~= "json" then return false, key end
+    if key ~= "json" then
+      if key ~= "status" and key ~= "headers" and key ~= "body" then return false, key end
+      json_only = false
+    end
   end
-  local status, headers = rawget(res, "status"), rawget(res, "headers")
-  local body, json = rawget(res, "body"), rawget(res, "json")
-  -- The usual answer, `json` alone: the fields left out are read as nil without crossing.
-  if status == nil and headers == nil and body == nil then return true, json end
-  return true, json, body, headers, status
+  if json_only then return true, rawget(res, "json") end
+  return true, rawget(res, "json"), rawget(res, "body"), rawget(res, "headers"), rawget(res, "status")
 end end
 "#;
 
