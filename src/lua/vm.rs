@@ -57,7 +57,7 @@ const REMOVED_GLOBALS: [&str; 4] = ["require", "loadstring", "getfenv", "setfenv
 const RUNNER: &str = r#"
 local req_meta = ...
 return function(chunk, globals, keep) local kept return function(env, method, path)
-  rawset(globals, "env", env)
+  globals.env = env
   local req = setmetatable({ method = method, path = path, body = nil, headers = nil }, req_meta)
   local handler = kept
   if handler == nil then
