@@ -350,16 +350,16 @@ impl Vm {
             message,
         };
         let chunk = self.chunk(compiled).map_err(|e| load_error(e.to_string()))?;
-        let watched = self.env_meta.raw_get::<Table>("__index").and_then(|globals| {
-            self.lua
-                .load(WATCHED_ENV)
-                .set_name("=luka")
-                .call::<(Table, Function)>(globals)
-        });
-        let (env, touched) = match watched {
-            Ok((env, touched)) => (Ok(env), Some(touched)),
-            Err(e) => (Err(e), None),
-        };
+        let (env, touched) = self
+            .env_meta
+            .raw_get::<Table>("__index")
+            .and_then(|globals| {
+                self.lua
+                    .load(WATCHED_ENV)
+                    .set_name("=luka")
+                    .call::<(Table, Function)>(globals)
+            })
+            .map_err(|e| load_error(first_line(&e.to_string())))?;
         let request = super::state::HttpRequest {
             method: hyper::Method::GET,
             uri: hyper::Uri::from_static("/"),
@@ -370,9 +370,7 @@ impl Vm {
         };
         let state = Arc::new(RequestState::new(Arc::clone(&compiled.display), request, Vec::new()));
         self.enter(&state, None, self.limits.cpu);
-        let result = env
-            .and_then(|env| chunk.set_environment(env))
-            .and_then(|_| chunk.call::<Value>(()));
+        let result = chunk.set_environment(env).and_then(|_| chunk.call::<Value>(()));
         self.pause();
         self.leave();
         match result {
@@ -380,7 +378,7 @@ impl Vm {
                 // A top level that read a global could return another handler another time (`env` differs by
                 // route); one that wrote a global leaves what its handler may read, and the environment is
                 // emptied after every request; a local the handler captures is state that must not outlive one.
-                let untouched = touched.is_some_and(|touched| matches!(touched.call::<bool>(()), Ok(false)));
+                let untouched = matches!(touched.call::<bool>(()), Ok(false));
                 let kept = untouched && handler.info().num_upvalues == 0;
                 compiled.handler_kept.store(kept, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
