@@ -8,6 +8,14 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "$@" >/dev/null
 }
 
+# build_packages: what building the benchmarks needs and the machine lacks (librdkafka, which the native row and the
+# read-back use, is built from source by the rdkafka crate: cmake and the curl and zlib headers; as scripts/test).
+build_packages() {
+  command -v cmake >/dev/null || echo cmake
+  [ -e /usr/include/curl/curl.h ] || [ -e /usr/include/x86_64-linux-gnu/curl/curl.h ] || echo libcurl4-openssl-dev
+  [ -e /usr/include/zlib.h ] || echo zlib1g-dev
+}
+
 # nginx_packages: the peer's Debian packages that are missing (nginx with lua-nginx-module, LuaJIT and cjson).
 nginx_packages() {
   command -v nginx >/dev/null || echo nginx-light

@@ -7,15 +7,15 @@
 #   bench/run.sh schema [--rounds N] [--seconds S]   random values and validations per second for an order schema
 #   bench/run.sh lua [--rounds N] [--calls N]        one Lua handler call without HTTP, microseconds per call
 #   bench/run.sh                                     all three
-# Needs what the tests need (scripts/test installs cmake, libcurl and zlib headers), plus wrk, taskset, Node.js, npm,
-# nginx, libnginx-mod-http-lua and lua-cjson for `compare` (installed here with apt when missing; kafkajs comes from
+# Needs cmake and the curl and zlib headers (to build librdkafka, as the tests do), wrk, taskset, Node.js, npm, nginx,
+# libnginx-mod-http-lua and lua-cjson for `compare` (installed here with apt when missing; kafkajs comes from
 # bench/node/package-lock.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/luka-target}"
 
 source bench/lib.sh
-need=()
+mapfile -t need < <(build_packages)
 command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v node >/dev/null || need+=(nodejs)
