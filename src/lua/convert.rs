@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use mlua::{Either, Lua, StrRef, Table, Value};
+use mlua::{Lua, StrRef, Table, Value, ValueBuilder};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 use smallvec::SmallVec;
@@ -318,226 +318,176 @@ pub fn from_json(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
 }
 
 /// JSON text straight to Lua values (no intermediate tree). The outer error is Lua's own (out of memory, or the
-/// request's CPU time spent: `clock` is the running request's, checked at every table entry); the inner one says why
-/// the text is not JSON.
+/// request's CPU time spent: `clock` is the running request's, checked every [`DECODE_CLOCK_EVERY`] values); the inner one
+/// says why the text is not JSON.
 ///
-/// Why every entry: keys chosen to collide in Luau's (unseeded) string hash make each insert walk a chain as long as
+/// Why so often: keys chosen to collide in Luau's (unseeded) string hash make each insert walk a chain as long as
 /// the object, so one megabyte of JSON can cost seconds; the clock stops it within the handler's budget.
 pub fn decode_json(lua: &Lua, clock: Option<&VmShared>, text: &[u8]) -> mlua::Result<Result<Value, serde_json::Error>> {
     decode_with(lua, clock, |seed| {
         let mut reader = serde_json::Deserializer::from_slice(text);
-        let value = seed.deserialize(&mut reader)?;
-        reader.end().map(|()| value)
+        seed.deserialize(&mut reader)?;
+        reader.end()
     })
 }
 
-fn decode_with<'de, E>(
+/// Values looked at between two looks at the request's CPU clock while decoding.
+const DECODE_CLOCK_EVERY: usize = 16;
+
+fn decode_with<E>(
     lua: &Lua,
     clock: Option<&VmShared>,
-    decode: impl FnOnce(LuaSeed<'_>) -> Result<Node<'de>, E>,
+    decode: impl FnOnce(LuaSeed<'_, '_>) -> Result<(), E>,
 ) -> mlua::Result<Result<Value, E>> {
-    let failure = Cell::new(None);
     let marker = array_marker(lua)?;
-    let result = decode(LuaSeed {
-        lua,
-        marker: &marker,
-        failure: &failure,
+    let shared = Decoding {
+        marker,
+        failure: Cell::new(None),
         clock,
+        values: Cell::new(0),
+    };
+    let mut invalid = None;
+    let built = lua.build_value(|builder| {
+        match decode(LuaSeed {
+            builder,
+            shared: &shared,
+        }) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                invalid = Some(e);
+                // Only to leave the build; the Lua error kept in `failure`, or `invalid`, is what is answered.
+                Err(mlua::Error::runtime("JSON decoding stopped"))
+            }
+        }
     });
-    match failure.into_inner() {
-        Some(error) => Err(error),
-        None => match result {
-            Ok(Node::Str(s)) => Ok(Ok(Value::String(lua.create_string(&*s)?))),
-            Ok(Node::Value(value)) => Ok(Ok(value)),
-            Err(e) => Ok(Err(e)),
-        },
+    if let Some(error) = shared.failure.into_inner() {
+        return Err(error);
+    }
+    match (built, invalid) {
+        (_, Some(e)) => Ok(Err(e)),
+        (built, None) => built.map(Ok),
     }
 }
 
-/// A decoded JSON value on its way into a table: strings stay Rust strings until the table is built, so each is
-/// pushed by the one call that builds its table rather than made on its own.
-enum Node<'de> {
-    Str(Cow<'de, str>),
-    Value(Value),
+/// What every level of a decode shares.
+struct Decoding<'a> {
+    /// The metatable that marks a table as a JSON array.
+    marker: Table,
+    /// A Lua error met while building (kept, since serde's error type can only carry text).
+    failure: Cell<Option<mlua::Error>>,
+    /// The running request's CPU clock.
+    clock: Option<&'a VmShared>,
+    /// Values decoded so far.
+    values: Cell<usize>,
 }
 
-impl Node<'_> {
-    fn pushed(&self) -> Either<&str, &Value> {
-        match self {
-            Node::Str(s) => Either::Left(s),
-            Node::Value(value) => Either::Right(value),
+/// Builds Lua values on the Lua stack as serde reads JSON (mlua's `build_value`: a table's entries wait on the
+/// stack and the table is made at their count); arrays get the array marker, `null` is `json.null`, numbers are
+/// doubles.
+struct LuaSeed<'a, 'b> {
+    builder: &'a mut ValueBuilder<'b>,
+    shared: &'a Decoding<'a>,
+}
+
+impl<'b> LuaSeed<'_, 'b> {
+    /// The seed for a value inside this one.
+    fn inner(&mut self) -> LuaSeed<'_, 'b> {
+        LuaSeed {
+            builder: &mut *self.builder,
+            shared: self.shared,
         }
     }
-}
 
-/// Builds Lua values as serde reads JSON: arrays get the array marker, `null` is `json.null`, numbers are doubles.
-/// Each object or array is made by one call with all its entries.
-#[derive(Clone, Copy)]
-struct LuaSeed<'a> {
-    lua: &'a Lua,
-    marker: &'a Table,
-    /// A Lua error met while building (kept, since serde's error type can only carry text).
-    failure: &'a Cell<Option<mlua::Error>>,
-    /// The running request's CPU clock, looked at before each table entry.
-    clock: Option<&'a VmShared>,
-}
-
-impl LuaSeed<'_> {
-    fn lua<T, E: serde::de::Error>(&self, result: mlua::Result<T>) -> Result<T, E> {
+    fn lua<E: serde::de::Error>(&self, result: mlua::Result<()>) -> Result<(), E> {
         result.map_err(|e| {
             let message = e.to_string();
-            self.failure.set(Some(e));
+            self.shared.failure.set(Some(e));
             E::custom(message)
         })
     }
 
-    /// Builds a table with `build` from `entries`, which stop early once the request's CPU time is spent; then the
-    /// table is dropped and the CPU-limit error kept.
-    fn metered<I: Iterator, E: serde::de::Error>(
-        &self,
-        entries: I,
-        build: impl FnOnce(Metered<'_, I>) -> mlua::Result<Table>,
-    ) -> Result<Table, E> {
-        let spent = Cell::new(false);
-        let table = self.lua(build(Metered {
-            inner: entries,
-            clock: self.clock,
-            spent: &spent,
-            count: 0,
-        }))?;
-        if spent.get() {
+    /// Counts a value; every [`DECODE_CLOCK_EVERY`] the request's CPU clock is looked at.
+    fn tick<E: serde::de::Error>(&self) -> Result<(), E> {
+        let values = self.shared.values.get() + 1;
+        self.shared.values.set(values);
+        if values.is_multiple_of(DECODE_CLOCK_EVERY) && self.shared.clock.is_some_and(VmShared::out_of_time) {
             return self.lua(Err(mlua::Error::external(super::state::CpuLimitHit)));
         }
-        Ok(table)
+        Ok(())
+    }
+
+    fn push<E: serde::de::Error>(self, push: impl FnOnce(&mut ValueBuilder<'b>) -> mlua::Result<()>) -> Result<(), E> {
+        let result = push(self.builder);
+        self.lua(result)?;
+        self.tick()
     }
 }
 
-/// Table entries that end once the request's CPU time is spent (looked at every [`Metered::EVERY`] entries: a
-/// colliding insert costs well under a millisecond, so the overshoot stays within a few), keeping the inner size
-/// hint so that tables are still made at their full size.
-struct Metered<'a, I> {
-    inner: I,
-    clock: Option<&'a VmShared>,
-    spent: &'a Cell<bool>,
-    count: usize,
-}
+impl<'de> DeserializeSeed<'de> for LuaSeed<'_, '_> {
+    type Value = ();
 
-impl<I> Metered<'_, I> {
-    const EVERY: usize = 16;
-}
-
-impl<I: Iterator> Iterator for Metered<'_, I> {
-    type Item = I::Item;
-
-    fn next(&mut self) -> Option<I::Item> {
-        self.count += 1;
-        if self.count.is_multiple_of(Self::EVERY) && self.clock.is_some_and(VmShared::out_of_time) {
-            self.spent.set(true);
-            return None;
-        }
-        self.inner.next()
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.inner.size_hint()
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for LuaSeed<'_> {
-    type Value = Node<'de>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node<'de>, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-/// An object key, borrowed from the text when it has no escapes.
-struct Key<'de>(Cow<'de, str>);
+/// An object key, pushed as it is read.
+struct KeySeed<'a, 'b>(LuaSeed<'a, 'b>);
 
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(s.to_owned())))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(s)))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
+impl<'de> DeserializeSeed<'de> for KeySeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self.0)
     }
 }
 
-impl<'de> Visitor<'de> for LuaSeed<'_> {
-    type Value = Node<'de>;
+impl<'de> Visitor<'de> for LuaSeed<'_, '_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
-        Ok(Node::Value(Value::NULL))
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.push(|b| b.push_value(&Value::NULL))
     }
 
-    fn visit_bool<E>(self, b: bool) -> Result<Node<'de>, E> {
-        Ok(Node::Value(Value::Boolean(b)))
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(|b| b.push_boolean(v))
     }
 
-    fn visit_i64<E>(self, n: i64) -> Result<Node<'de>, E> {
-        Ok(Node::Value(Value::Number(n as f64)))
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<(), E> {
+        self.push(|b| b.push_number(n as f64))
     }
 
-    fn visit_u64<E>(self, n: u64) -> Result<Node<'de>, E> {
-        Ok(Node::Value(Value::Number(n as f64)))
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<(), E> {
+        self.push(|b| b.push_number(n as f64))
     }
 
-    fn visit_f64<E>(self, n: f64) -> Result<Node<'de>, E> {
-        Ok(Node::Value(Value::Number(n)))
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<(), E> {
+        self.push(|b| b.push_number(n))
     }
 
-    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Node<'de>, E> {
-        Ok(Node::Str(Cow::Borrowed(s)))
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
+        self.push(|b| b.push_string(s))
     }
 
-    fn visit_str<E>(self, s: &str) -> Result<Node<'de>, E> {
-        Ok(Node::Str(Cow::Owned(s.to_owned())))
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let begun = self.builder.begin_array();
+        self.lua(begun)?;
+        while seq.next_element_seed(self.inner())?.is_some() {}
+        let marker = &self.shared.marker;
+        self.push(|b| b.end(Some(marker)))
     }
 
-    fn visit_string<E>(self, s: String) -> Result<Node<'de>, E> {
-        Ok(Node::Str(Cow::Owned(s)))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
-        // On the stack while small: most JSON bodies' arrays and objects have a few entries, and growing a `Vec`
-        // to hold them cost more than building the table.
-        let mut items: SmallVec<[Node<'de>; SMALL_TABLE]> = SmallVec::new();
-        while let Some(item) = seq.next_element_seed(self)? {
-            items.push(item);
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let begun = self.builder.begin_object();
+        self.lua(begun)?;
+        while map.next_key_seed(KeySeed(self.inner()))?.is_some() {
+            map.next_value_seed(self.inner())?;
         }
-        let table = self.metered(items.iter().map(Node::pushed), |items| {
-            self.lua.create_sequence_from(items)
-        })?;
-        self.lua(table.set_metatable(Some(self.marker.clone())))?;
-        Ok(Node::Value(Value::Table(table)))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
-        let mut entries: SmallVec<[(Cow<'de, str>, Node<'de>); SMALL_TABLE]> = SmallVec::new();
-        while let Some(Key(key)) = map.next_key()? {
-            let item = map.next_value_seed(self)?;
-            entries.push((key, item));
-        }
-        let pairs = entries.iter().map(|(key, item)| (&**key, item.pushed()));
-        let table = self.metered(pairs, |pairs| self.lua.create_table_from(pairs))?;
-        Ok(Node::Value(Value::Table(table)))
+        self.push(|b| b.end(None))
     }
 }
 
@@ -608,9 +558,9 @@ mod tests {
         assert_eq!(decoded(&lua, "[1]"), "[1]", "the VM still works");
     }
 
-    /// Tables are gathered on the stack while they are small, one level per nesting: the deepest JSON serde reads
-    /// (127 levels of objects) must still fit well inside a worker thread's stack (tokio's default is 2 MiB), in an
-    /// unoptimised build too.
+    /// Decoding recurses once per nesting level (serde's visitors): the deepest JSON serde reads (127 levels of
+    /// objects) must still fit well inside a worker thread's stack (tokio's default is 2 MiB), in an unoptimised
+    /// build too.
     #[test]
     fn the_deepest_json_fits_in_a_quarter_of_a_worker_s_stack() {
         let deepest = "{\"a\":".repeat(127) + "1" + "}".repeat(127).as_str();
@@ -624,6 +574,56 @@ mod tests {
             .join()
             .expect("decoding ran out of stack");
         assert!(decoded);
+    }
+
+    /// The stack builder (vendor/mlua patch 3) refuses what would leave the stack broken, and the VM carries on.
+    #[test]
+    fn the_value_builder_refuses_misuse() {
+        let lua = Lua::new();
+        type Build = fn(&mut ValueBuilder<'_>) -> mlua::Result<()>;
+        let misuses: [(&str, Build); 6] = [
+            ("nothing", |_| Ok(())),
+            ("two values", |b| {
+                b.push_number(1.0)?;
+                b.push_number(2.0)
+            }),
+            ("a table left open", |b| b.begin_object()),
+            ("a key without a value", |b| {
+                b.begin_object()?;
+                b.push_string("k")?;
+                b.end(None)
+            }),
+            ("a nil key", |b| {
+                b.begin_object()?;
+                b.push_nil()?;
+                b.push_number(1.0)?;
+                b.end(None)
+            }),
+            ("an end without a table", |b| b.end(None)),
+        ];
+        for (what, build) in misuses {
+            assert!(lua.build_value(build).is_err(), "{what}");
+        }
+        let value = lua
+            .build_value(|b| {
+                b.begin_array()?;
+                for i in 0..100 {
+                    b.push_number(f64::from(i))?;
+                }
+                b.end(None)
+            })
+            .unwrap();
+        let sum: f64 = lua
+            .load("local t = ... local s = 0 for _, v in ipairs(t) do s = s + v end return #t, s")
+            .call::<(usize, f64)>(value)
+            .map(|(n, s)| n as f64 * 10_000.0 + s)
+            .unwrap();
+        assert_eq!(
+            sum,
+            100.0 * 10_000.0 + 4950.0,
+            "100 values stored in order, across several stores"
+        );
+        assert_eq!(decoded(&lua, "[1]"), "[1]", "the VM still works");
     }
 
     #[test]

@@ -75,6 +75,7 @@
 mod macros;
 
 mod buffer;
+mod builder;
 mod conversion;
 mod memory;
 mod multi;
@@ -117,6 +118,7 @@ pub use crate::scope::Scope;
 pub use crate::state::{Lua, LuaOptions, WeakLua};
 pub use crate::stdlib::StdLib;
 #[doc(inline)]
+pub use crate::builder::ValueBuilder;
 pub use crate::string::LuaString;
 pub use crate::string::{BorrowedBytes, BorrowedStr, BytesRef, StrRef};
 #[doc(inline)]

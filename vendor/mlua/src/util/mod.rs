@@ -88,6 +88,11 @@ pub(crate) unsafe fn push_string(state: *mut ffi::lua_State, s: &[u8], protect: 
     // Always use protected mode if the string is too long
     let protect = protect || s.len() >= const { 1 << 30 };
     protect_lua_mem!(state, if protect, 0, 1, |state| {
+        // luka's patch 4: Luau's own push. The compatibility wrapper also reads the string back (`lua_tostring`)
+        // for the pointer Lua 5.4's `lua_pushlstring` returns, which nothing here uses.
+        #[cfg(feature = "luau")]
+        ffi::lua_pushlstring_(state, if s.is_empty() { c"".as_ptr() } else { s.as_ptr() as *const c_char }, s.len());
+        #[cfg(not(feature = "luau"))]
         ffi::lua_pushlstring(state, s.as_ptr() as *const c_char, s.len());
     })
 }
