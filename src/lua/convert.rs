@@ -381,9 +381,9 @@ struct Decoding<'a> {
     values: Cell<usize>,
 }
 
-/// Builds Lua values on the Lua stack as serde reads JSON (mlua's `build_value`: a table's entries wait on the
-/// stack and the table is made at their count); arrays get the array marker, `null` is `json.null`, numbers are
-/// doubles.
+/// Builds Lua values on the Lua stack as serde reads JSON (mlua's `build_value`, vendored patch 3: each entry is
+/// stored in its table as soon as its value is complete, with no reference per nested table); arrays get the array
+/// marker, `null` is `json.null`, numbers are doubles.
 struct LuaSeed<'a, 'b> {
     builder: &'a mut ValueBuilder<'b>,
     shared: &'a Decoding<'a>,
@@ -604,6 +604,33 @@ mod tests {
         for (what, build) in misuses {
             assert!(lua.build_value(build).is_err(), "{what}");
         }
+        // A nested build handed the outer builder (the inner one then takes the outer's table as its value).
+        let nested = lua.build_value(|outer| {
+            outer.begin_array()?;
+            let _ = lua.build_value(|_| outer.begin_array());
+            outer.push_number(1.0)?;
+            outer.end(None)
+        });
+        assert!(nested.is_err(), "a stack changed under the builder");
+        // Going on after an error that was ignored: nothing more is done, and the build fails.
+        let ignored = lua.build_value(|b| {
+            let _ = b.end(None);
+            let _ = b.push_number(1.0);
+            Ok(())
+        });
+        assert!(ignored.is_err(), "a builder that met an error");
+        // A memory limit set during the build: the builder's allocations are protected from then on, so running
+        // out is Lua's error, not an abort.
+        let limited = lua.build_value(|b| {
+            lua.set_memory_limit(lua.used_memory() + 256 * 1024)?;
+            b.begin_array()?;
+            for i in 0..100_000 {
+                b.push_string(format!("value number {i}"))?;
+            }
+            b.end(None)
+        });
+        lua.set_memory_limit(0).unwrap();
+        assert!(matches!(limited, Err(mlua::Error::MemoryError(_))), "{limited:?}");
         let value = lua
             .build_value(|b| {
                 b.begin_array()?;

@@ -20,6 +20,10 @@ const FIRST_ROOM: usize = 4;
 /// How many tables may be open at once (each holds two stack slots: itself and a key waiting for its value).
 const MAX_DEPTH: usize = 1000;
 
+/// Entries past which a table's stores are protected even without a memory limit: Luau raises an error ("table
+/// overflow") for a table of more than 2^26 entries, as `push_table` assumes for the sizes it is given.
+const LARGE_TABLE: c_int = 1 << 25;
+
 /// Slots checked for at a time: pushes between two checks never exceed [`ROOM`], and a protected call takes up to
 /// [`SPARE`] more for its own use and the copies it is passed.
 const ROOM: c_int = 32;
@@ -27,11 +31,14 @@ const SPARE: c_int = 8;
 
 /// Builds one value on the Lua stack: scalars and strings are pushed, tables are opened, filled and closed. Made by
 /// [`Lua::build_value`].
+///
+/// The builder counts the stack itself (stores name open tables by their stack index). Before each raw set it checks
+/// that the stack is still as it left it (the same thread, call frame and top), and after any error it does
+/// nothing more: closures that also use the `Lua` otherwise, or go on after an error, get errors, never a raw set
+/// into another slot.
 pub struct ValueBuilder<'a> {
     lua: &'a RawLua,
     state: *mut ffi::lua_State,
-    /// Whether an allocation may fail (a memory limit is set): each one then runs in a protected call.
-    protect: bool,
     /// The tables open, innermost last.
     open: Vec<Open>,
     /// The stack's top before the build, and now.
@@ -39,13 +46,17 @@ pub struct ValueBuilder<'a> {
     top: c_int,
     /// Pushes left before the stack is checked for room again.
     room: c_int,
+    /// Set by any error: the stack may no longer be as counted.
+    broken: bool,
+    /// The call depth of the frame the build runs in (`lua_stackdepth`).
+    depth: c_int,
 }
 
 struct Open {
     array: bool,
     /// The table's stack index.
     table: c_int,
-    /// Values an array has stored so far.
+    /// Entries stored so far (an array's last index).
     stored: c_int,
 }
 
@@ -64,17 +75,21 @@ impl Lua {
             let mut builder = ValueBuilder {
                 lua: &lua,
                 state,
-                protect: !lua.unlikely_memory_error(),
                 open: Vec::new(),
                 base,
                 top: base,
                 room: 0,
+                broken: false,
+                depth: ffi::lua_stackdepth(state),
             };
             build(&mut builder)?;
+            if builder.broken {
+                return Err(Error::runtime("build_value: the build went on after an error"));
+            }
             if !builder.open.is_empty() {
                 return Err(Error::runtime("build_value: a table was left open"));
             }
-            if ffi::lua_gettop(state) != base + 1 {
+            if lua.state() != state || ffi::lua_gettop(state) != base + 1 {
                 return Err(Error::runtime("build_value: exactly one value must be built"));
             }
             lua.try_pop_value()
@@ -84,64 +99,107 @@ impl Lua {
 
 impl ValueBuilder<'_> {
     pub fn push_nil(&mut self) -> Result<()> {
-        self.reserve()?;
-        unsafe { ffi::lua_pushnil(self.state) };
-        self.pushed()
+        self.step(|b| b.push(|state| unsafe { ffi::lua_pushnil(state) }))
     }
 
-    pub fn push_boolean(&mut self, b: bool) -> Result<()> {
-        self.reserve()?;
-        unsafe { ffi::lua_pushboolean(self.state, b as c_int) };
-        self.pushed()
+    pub fn push_boolean(&mut self, v: bool) -> Result<()> {
+        self.step(|b| b.push(|state| unsafe { ffi::lua_pushboolean(state, v as c_int) }))
     }
 
     pub fn push_number(&mut self, n: f64) -> Result<()> {
-        self.reserve()?;
-        unsafe { ffi::lua_pushnumber(self.state, n) };
-        self.pushed()
+        self.step(|b| b.push(|state| unsafe { ffi::lua_pushnumber(state, n) }))
     }
 
     pub fn push_string(&mut self, s: impl AsRef<[u8]>) -> Result<()> {
-        self.reserve()?;
-        unsafe { push_string(self.state, s.as_ref(), self.protect)? };
-        self.pushed()
+        self.step(|b| {
+            b.reserve()?;
+            unsafe { push_string(b.state, s.as_ref(), b.protect(0))? };
+            b.pushed()
+        })
     }
 
     /// Pushes a value made otherwise (a table, a light userdata...).
     pub fn push_value(&mut self, value: &Value) -> Result<()> {
-        self.reserve()?;
-        unsafe { self.lua.push_value(value)? };
-        self.pushed()
+        self.step(|b| {
+            b.reserve()?;
+            unsafe { b.lua.push_value(value)? };
+            b.pushed()
+        })
     }
 
     /// Opens a table whose entries follow as key, value, key, value...
     pub fn begin_object(&mut self) -> Result<()> {
-        self.begin(false)
+        self.step(|b| b.begin(false))
     }
 
     /// Opens a table whose entries follow as values, stored at 1, 2, 3...
     pub fn begin_array(&mut self) -> Result<()> {
-        self.begin(true)
+        self.step(|b| b.begin(true))
     }
 
     /// Closes the innermost open table (giving it `metatable`): it becomes the value just pushed.
     pub fn end(&mut self, metatable: Option<&Table>) -> Result<()> {
-        let Some(open) = self.open.last() else {
-            return Err(Error::runtime("build_value: no table is open"));
-        };
-        if self.top != open.table {
-            return Err(Error::runtime("build_value: an object's last key has no value"));
-        }
-        self.open.pop();
-        if let Some(metatable) = metatable {
-            self.reserve()?;
-            unsafe {
-                self.lua.push_ref(&metatable.0);
-                ffi::lua_setmetatable(self.state, -2);
+        self.step(|b| {
+            let Some(open) = b.open.last() else {
+                return Err(Error::runtime("build_value: no table is open"));
+            };
+            if b.top != open.table {
+                return Err(Error::runtime("build_value: an object's last key has no value"));
             }
+            b.unchanged()?;
+            if let Some(metatable) = metatable {
+                b.reserve()?;
+                unsafe {
+                    b.lua.push_ref(&metatable.0);
+                    ffi::lua_setmetatable(b.state, -2);
+                }
+            }
+            b.open.pop();
+            // The table was counted on the stack when it was opened.
+            b.store()
+        })
+    }
+
+    /// Runs one public step; any error stops the builder.
+    #[inline(always)]
+    fn step(&mut self, step: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
+        let result = if self.broken {
+            Err(Error::runtime("build_value: the builder stopped at an earlier error"))
+        } else {
+            step(self)
+        };
+        self.broken |= result.is_err();
+        result
+    }
+
+    /// Before a raw set into an open table, named by its stack index, or a change to the value on top: the stack
+    /// must be as the builder left it. The same thread and call frame (`build` may call Lua, and a Rust callback
+    /// there could use the builder, where the same index names another slot), and the same top: a nested build
+    /// can only pop what this builder pushed (its stack guard, its value), so the top this builder counted is then
+    /// above the real one for good.
+    fn unchanged(&self) -> Result<()> {
+        let state = self.state;
+        if self.lua.state() != state
+            || unsafe { ffi::lua_stackdepth(state) } != self.depth
+            || unsafe { ffi::lua_gettop(state) } != self.top
+        {
+            return Err(Error::runtime("build_value: the Lua stack was changed under the builder"));
         }
-        // The table was counted on the stack when it was opened.
-        self.store()
+        Ok(())
+    }
+
+    /// Whether an allocation for a table of `entries` (or not for a table: 0) must run in a protected call: when
+    /// a memory limit is set (asked every time: `build` may set one), or the table is very large.
+    #[inline(always)]
+    fn protect(&self, entries: c_int) -> bool {
+        entries >= LARGE_TABLE || unsafe { !self.lua.unlikely_memory_error() }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, push: impl FnOnce(*mut ffi::lua_State)) -> Result<()> {
+        self.reserve()?;
+        push(self.state);
+        self.pushed()
     }
 
     fn begin(&mut self, array: bool) -> Result<()> {
@@ -150,7 +208,7 @@ impl ValueBuilder<'_> {
         }
         let (narr, nrec) = if array { (FIRST_ROOM, 0) } else { (0, FIRST_ROOM) };
         self.reserve()?;
-        unsafe { push_table(self.state, narr, nrec, self.protect)? };
+        unsafe { push_table(self.state, narr, nrec, self.protect(0))? };
         self.top += 1;
         self.open.push(Open {
             array,
@@ -178,17 +236,22 @@ impl ValueBuilder<'_> {
 
     /// The value on top is stored in the innermost open table when it completes an entry.
     fn store(&mut self) -> Result<()> {
-        let (state, protect) = (self.state, self.protect);
-        let Some(open) = self.open.last_mut() else {
+        let state = self.state;
+        let Some(open) = self.open.last() else {
             if self.top > self.base + 1 {
                 return Err(Error::runtime("build_value: exactly one value must be built"));
             }
             return Ok(());
         };
-        let table = open.table;
+        let (array, table, stored) = (open.array, open.table, open.stored);
+        if !array && self.top != table + 2 {
+            return Ok(());
+        }
+        self.unchanged()?;
+        let protect = self.protect(stored);
         unsafe {
-            if open.array {
-                let Some(index) = open.stored.checked_add(1) else {
+            if array {
+                let Some(index) = stored.checked_add(1) else {
                     return Err(Error::runtime("build_value: too many array values"));
                 };
                 if protect {
@@ -198,9 +261,8 @@ impl ValueBuilder<'_> {
                 } else {
                     ffi::lua_rawseti(state, table, index.into());
                 }
-                open.stored = index;
                 self.top -= 1;
-            } else if self.top == table + 2 {
+            } else {
                 if !Table::is_valid_key(state, -2) {
                     return Err(Error::runtime("build_value: a key is nil or NaN"));
                 }
@@ -213,6 +275,9 @@ impl ValueBuilder<'_> {
                 }
                 self.top -= 2;
             }
+        }
+        if let Some(open) = self.open.last_mut() {
+            open.stored = stored.saturating_add(1);
         }
         Ok(())
     }
