@@ -148,9 +148,14 @@ async fn a_key_whose_request_timed_out_replays_the_real_outcome() {
     assert_eq!(values(&bootstrap, "once", 1).await, ["warm", "keyed"]);
 }
 
-/// The broker paused (SIGSTOP) for four seconds under steady load and resumed: every answer stays true. Records
+/// The broker paused (SIGSTOP) for six seconds under steady load and resumed: every answer stays true. Records
 /// answered 200 are in the log once, records answered with a definite failure (503, 504 "nothing was written") are
 /// not in it, and none is there twice; records in doubt may be either.
+///
+/// Why six: a request waits at most about 2.3 s here (`produce_timeout_ms` and the writer's look at its deadline).
+/// The requests in flight when the pause begins are answered in doubt; the next ones wait behind their batch, unsent,
+/// and are told nothing was written, but only if the pause outlasts them: two such rounds must fit in it wherever it
+/// begins (with four seconds, a run whose second round ended just after the resume saw no definite failure).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_broker_under_load_gets_only_true_answers() {
     use std::sync::Arc;
@@ -165,7 +170,7 @@ async fn a_paused_broker_under_load_gets_only_true_answers() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let kafka = harness.brokers[0].apache();
     kafka.signal("pause", 1).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     kafka.signal("resume", 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
