@@ -612,6 +612,21 @@ mod tests {
             outer.end(None)
         });
         assert!(nested.is_err(), "a stack changed under the builder");
+        // The builder used from a Rust callback of a Lua call made during the build: another call frame, where the
+        // open table's stack index names another slot (mlua's own value at the bottom of the callback's stack), at the
+        // same top as the builder counts: only the call depth tells.
+        let from_callback = lua.build_value(|b| {
+            b.begin_object()?;
+            lua.scope(|scope| {
+                let f = scope.create_function_mut(|_, ()| {
+                    b.push_string("k")?;
+                    b.push_number(1.0)
+                })?;
+                f.call::<()>(())
+            })?;
+            b.end(None)
+        });
+        assert!(from_callback.is_err(), "a builder used from another call frame");
         // Going on after an error that was ignored: nothing more is done, and the build fails.
         let ignored = lua.build_value(|b| {
             let _ = b.end(None);
