@@ -318,8 +318,8 @@ pub fn from_json(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
 }
 
 /// JSON text straight to Lua values (no intermediate tree). The outer error is Lua's own (out of memory, or the
-/// request's CPU time spent: `clock` is the running request's, checked every [`DECODE_CLOCK_EVERY`] values); the inner one
-/// says why the text is not JSON.
+/// request's CPU time spent: `clock` is the running request's, checked every [`DECODE_CLOCK_EVERY`] values); the
+/// inner one says why the text is not JSON.
 ///
 /// Why so often: keys chosen to collide in Luau's (unseeded) string hash make each insert walk a chain as long as
 /// the object, so one megabyte of JSON can cost seconds; the clock stops it within the handler's budget.

@@ -117,8 +117,8 @@ pub use crate::scope::Scope;
 #[doc(inline)]
 pub use crate::state::{Lua, LuaOptions, WeakLua};
 pub use crate::stdlib::StdLib;
-#[doc(inline)]
 pub use crate::builder::ValueBuilder;
+#[doc(inline)]
 pub use crate::string::LuaString;
 pub use crate::string::{BorrowedBytes, BorrowedStr, BytesRef, StrRef};
 #[doc(inline)]
