@@ -8,8 +8,9 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "$@" >/dev/null
 }
 
-# build_packages: what building the benchmarks needs and the machine lacks (librdkafka, which the native row and the
-# read-back use, is built from source by the rdkafka crate: cmake and the curl and zlib headers; as scripts/test).
+# build_packages: what building luka's tests and benchmarks needs and the machine lacks (librdkafka, the tests'
+# read-back client and the native row, is built from source by the rdkafka crate: cmake and the curl and zlib
+# headers). scripts/test and bench/run.sh use it.
 build_packages() {
   command -v cmake >/dev/null || echo cmake
   [ -e /usr/include/curl/curl.h ] || [ -e /usr/include/x86_64-linux-gnu/curl/curl.h ] || echo libcurl4-openssl-dev
