@@ -1,9 +1,9 @@
 //! Lua values to JSON and back.
 //!
-//! Luau numbers are all doubles, so whole numbers within ±2^53 become JSON integers (`1`, not `1.0`). A table is
-//! a JSON array when its keys are exactly 1..n, or when it carries the array marker that `json.decode` puts on
-//! arrays (so `[]` survives a round trip); any other table is an object, whose keys must be strings. `json.null`
-//! (a null light userdata) is JSON `null`.
+//! Luau numbers are all doubles, so whole numbers (below 2^63 in size) become JSON integers (`1`, not `1.0`). A
+//! table is a JSON array when its keys are exactly 1..n, or when it carries the array marker that `json.decode`
+//! puts on arrays (so `[]` survives a round trip); any other table is an object, whose keys must be strings.
+//! `json.null` (a null light userdata) is JSON `null`.
 //!
 //! Conversion runs in Rust, outside the Lua memory limit, so it has its own [`Budget`]: a table that holds one
 //! sub-table many times (`t = {t, t}`, forty times over) would otherwise expand to terabytes. It reads tables raw and
@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use mlua::{Lua, StrRef, Table, Value, ValueBuilder};
+use mlua::{Lua, Position, Table, TableView, Value, ValueBuilder, ValueView};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 use smallvec::SmallVec;
@@ -22,9 +22,6 @@ use super::state::VmShared;
 
 /// Deeper nesting than this is almost surely a table that contains itself.
 const MAX_DEPTH: usize = 128;
-
-/// 2^53: doubles above it are not exact integers any more.
-const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 
 /// The field that marks the metatable of tables decoded from JSON arrays.
 const ARRAY_MARKER: &str = "luka.json.array";
@@ -89,70 +86,45 @@ pub fn to_json(value: &Value) -> Result<serde_json::Value, String> {
 /// Like [`to_json`], spending from a budget shared with other conversions (the messages of one produce call).
 pub fn to_json_within(value: &Value, budget: &mut Budget) -> Result<serde_json::Value, String> {
     let budget = RefCell::new(budget);
-    serde_json::to_value(LuaJson {
-        value,
-        depth: 0,
-        budget: &budget,
-    })
-    .map_err(|e| e.to_string())
+    serde_json::to_value(LuaJson { value, budget: &budget }).map_err(|e| e.to_string())
 }
 
 /// The compact JSON text of `value`, written straight from the Lua values (no intermediate tree); object keys
 /// sorted, so the same table always gives the same text.
 pub fn encode_within(value: &Value, budget: &mut Budget) -> Result<Vec<u8>, String> {
     let budget = RefCell::new(budget);
-    serde_json::to_vec(&LuaJson {
-        value,
-        depth: 0,
-        budget: &budget,
-    })
-    .map_err(|e| e.to_string())
+    serde_json::to_vec(&LuaJson { value, budget: &budget }).map_err(|e| e.to_string())
 }
 
-/// A Lua value as serde sees it: one traversal that gives JSON text or a `serde_json::Value`.
+/// A Lua value as serde sees it: one traversal that gives JSON text or a `serde_json::Value`. Tables are read
+/// through views of the Lua stack ([`Table::read`]): no mlua reference is made for their keys, strings and nested
+/// tables.
 struct LuaJson<'a, 'b> {
     value: &'a Value,
-    depth: usize,
     budget: &'a RefCell<&'b mut Budget>,
-}
-
-impl<'a, 'b> LuaJson<'a, 'b> {
-    fn spend<E: serde::ser::Error>(&self, bytes: usize) -> Result<(), E> {
-        self.budget.borrow_mut().spend(bytes).map_err(E::custom)
-    }
-
-    fn child<'c>(&'c self, value: &'c Value) -> LuaJson<'c, 'b> {
-        LuaJson {
-            value,
-            depth: self.depth + 1,
-            budget: self.budget,
-        }
-    }
 }
 
 impl Serialize for LuaJson<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if self.depth > MAX_DEPTH {
-            return Err(S::Error::custom(format!(
-                "nested deeper than {MAX_DEPTH} levels (does a table contain itself?)"
-            )));
-        }
-        self.spend(NODE_COST)?;
-        match self.value {
-            Value::Nil => serializer.serialize_unit(),
-            Value::LightUserData(p) if p.0.is_null() => serializer.serialize_unit(),
-            Value::Boolean(b) => serializer.serialize_bool(*b),
-            Value::Integer(i) => serializer.serialize_i64(*i),
-            Value::Number(n) if n.fract() == 0.0 && n.abs() < MAX_EXACT_INTEGER => serializer.serialize_i64(*n as i64),
-            Value::Number(n) if n.is_finite() => serializer.serialize_f64(*n),
-            Value::Number(n) => Err(S::Error::custom(format!("{n} is not a JSON number"))),
-            Value::String(s) => {
-                let bytes = s.as_bytes_ref();
-                self.spend(bytes.len())?;
-                let text = std::str::from_utf8(&bytes).map_err(|_| S::Error::custom("a string is not valid UTF-8"))?;
-                serializer.serialize_str(text)
+        let json = |view: &ValueView<'_>, serializer: S| {
+            ViewJson {
+                view,
+                depth: 0,
+                budget: self.budget,
             }
-            Value::Table(table) => self.table(table, serializer),
+            .serialize(serializer)
+        };
+        match self.value {
+            Value::Nil => json(&ValueView::Nil, serializer),
+            Value::Boolean(b) => json(&ValueView::Boolean(*b), serializer),
+            Value::LightUserData(p) => json(&ValueView::LightUserData(*p), serializer),
+            // Luau's numbers are doubles: mlua gives the whole ones as integers, which convert back exactly.
+            Value::Integer(i) => json(&ValueView::Number(*i as f64), serializer),
+            Value::Number(n) => json(&ValueView::Number(*n), serializer),
+            Value::String(s) => json(&ValueView::String(&s.as_bytes_ref()), serializer),
+            Value::Table(table) => table
+                .read(|view| json(&ValueView::Table(view), serializer))
+                .map_err(S::Error::custom)?,
             other => Err(S::Error::custom(format!(
                 "a {} cannot be written as JSON",
                 other.type_name()
@@ -161,25 +133,180 @@ impl Serialize for LuaJson<'_, '_> {
     }
 }
 
-impl LuaJson<'_, '_> {
-    fn table<S: Serializer>(&self, table: &Table, serializer: S) -> Result<S::Ok, S::Error> {
-        // One walk through the API (`for_each` takes the VM's lock once, `pairs` once per entry), kept on the stack
-        // for the small tables most answers are.
-        let mut pairs: SmallVec<[(Value, Value); SMALL_TABLE]> = SmallVec::new();
-        table
-            .for_each::<Value, Value>(|key, value| {
-                pairs.push((key, value));
-                Ok(())
-            })
-            .map_err(S::Error::custom)?;
-        self.spend(pairs.len() * NODE_COST * 2)?;
+/// A value on the Lua stack as serde sees it, `depth` tables down.
+struct ViewJson<'a, 'v, 'b> {
+    view: &'a ValueView<'v>,
+    depth: usize,
+    budget: &'a RefCell<&'b mut Budget>,
+}
+
+impl<'b> ViewJson<'_, '_, 'b> {
+    fn spend<E: serde::ser::Error>(&self, bytes: usize) -> Result<(), E> {
+        self.budget.borrow_mut().spend(bytes).map_err(E::custom)
+    }
+
+    fn child<'c, 'w>(&'c self, view: &'c ValueView<'w>) -> ViewJson<'c, 'w, 'b> {
+        ViewJson {
+            view,
+            depth: self.depth + 1,
+            budget: self.budget,
+        }
+    }
+}
+
+impl Serialize for ViewJson<'_, '_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.depth > MAX_DEPTH {
+            return Err(S::Error::custom(format!(
+                "nested deeper than {MAX_DEPTH} levels (does a table contain itself?)"
+            )));
+        }
+        self.spend(NODE_COST)?;
+        match self.view {
+            ValueView::String(bytes) => {
+                self.spend(bytes.len())?;
+                let text = std::str::from_utf8(bytes).map_err(|_| S::Error::custom("a string is not valid UTF-8"))?;
+                serializer.serialize_str(text)
+            }
+            ValueView::Table(table) => self.table(table, serializer),
+            scalar => Scalar::of(scalar).serialize(serializer),
+        }
+    }
+}
+
+/// A whole number as the integer it is (mlua's rule: any double that converts to an `i64` and back exactly).
+fn whole(n: f64) -> Option<i64> {
+    // 2^63: the first double past `i64::MAX`.
+    const I64_END: f64 = 9_223_372_036_854_775_808.0;
+    (n.fract() == 0.0 && (-I64_END..I64_END).contains(&n)).then_some(n as i64)
+}
+
+/// The name of a value's type, as `type()` says it in Lua.
+fn view_type(view: &ValueView<'_>) -> &'static str {
+    match view {
+        ValueView::Nil => "nil",
+        ValueView::Boolean(_) => "boolean",
+        ValueView::LightUserData(_) => "lightuserdata",
+        ValueView::Number(_) | ValueView::Integer(_) => "number",
+        ValueView::String(_) => "string",
+        ValueView::Table(_) => "table",
+        ValueView::Other(name) => name,
+    }
+}
+
+/// A table's key as the encoder sorts it.
+enum Key {
+    /// A whole number: an array index when the table is a sequence, else an object key written as text.
+    Whole(i64),
+    /// Object key text, a range of the table's text.
+    Text(Range),
+    /// A key that cannot be an object key (by its type's name).
+    Other(&'static str),
+}
+
+/// A table's value as the encoder keeps it between reading and writing: scalars and strings (in the table's
+/// text) copied, a nested table by where it is, to be read when it is written.
+#[derive(Clone, Copy)]
+enum Item {
+    View(Scalar),
+    Text(Range),
+    Table(Position),
+}
+
+/// A scalar, or a value that cannot be JSON (by its type's name).
+#[derive(Clone, Copy)]
+enum Scalar {
+    Null,
+    Boolean(bool),
+    Integer(i64),
+    Number(f64),
+    Other(&'static str),
+}
+
+/// Where a key or a string is in the table's text.
+#[derive(Clone, Copy)]
+struct Range(u32, u32);
+
+/// The keys and strings of one table, copied as it is read: their views of Lua's strings last only while their
+/// entry is on the stack.
+#[derive(Default)]
+struct TableText {
+    bytes: SmallVec<[u8; TABLE_TEXT]>,
+}
+
+impl TableText {
+    fn add<E: serde::ser::Error>(&mut self, bytes: &[u8]) -> Result<Range, E> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        match (u32::try_from(start), u32::try_from(self.bytes.len())) {
+            (Ok(start), Ok(end)) => Ok(Range(start, end)),
+            _ => Err(E::custom("a table's keys and strings are too long")),
+        }
+    }
+
+    /// The text as `&str` when it is all UTF-8: checked once for the whole table.
+    fn checked(&self) -> Option<&str> {
+        std::str::from_utf8(&self.bytes).ok()
+    }
+
+    /// The text at `range`, or `None` where it is not UTF-8. A range of checked text is UTF-8 when it begins and
+    /// ends between characters (a piece that is not UTF-8 alone cannot do both).
+    fn get<'t>(&'t self, checked: Option<&'t str>, range: Range) -> Option<&'t str> {
+        let (start, end) = (range.0 as usize, range.1 as usize);
+        match checked {
+            Some(text) => text.get(start..end),
+            None => std::str::from_utf8(&self.bytes[start..end]).ok(),
+        }
+    }
+}
+
+impl ViewJson<'_, '_, '_> {
+    fn table<S: Serializer>(&self, table: &TableView<'_>, serializer: S) -> Result<S::Ok, S::Error> {
+        // Read once: keys, scalars and strings copied, nested tables by position (read again when written).
+        let mut text = TableText::default();
+        let mut entries: SmallVec<[(Key, Item); SMALL_TABLE]> = SmallVec::new();
+        let read = table.for_each_entry(|entry| {
+            let key = match entry.key {
+                ValueView::String(bytes) => Key::Text(text.add(bytes)?),
+                ValueView::Integer(i) => Key::Whole(i),
+                ValueView::Number(n) => whole(n).map_or(Key::Other("number"), Key::Whole),
+                ref other => Key::Other(view_type(other)),
+            };
+            let item = match entry.value {
+                ValueView::String(bytes) => {
+                    self.spend(bytes.len())?;
+                    Item::Text(text.add(bytes)?)
+                }
+                ValueView::Table(_) => Item::Table(entry.position),
+                ref scalar => Item::View(Scalar::of(scalar)),
+            };
+            entries.push((key, item));
+            Ok(())
+        });
+        read.map_err(S::Error::custom)??;
+        self.spend(entries.len() * NODE_COST * 2)?;
+        let checked = text.checked();
+        let written = |item: &Item| ItemJson {
+            item: *item,
+            text: &text,
+            checked,
+            table,
+            parent: self,
+        };
         // An array when the keys are exactly 1..n, or when the table was decoded from a JSON array (asked only when
-        // the keys alone do not tell, as the metatable costs a call).
-        let sequence = !pairs.is_empty() && pairs.iter().all(|(key, _)| index(key, pairs.len()).is_some());
-        if sequence || self.marked(table) {
-            let mut items: SmallVec<[(usize, &Value); SMALL_TABLE]> = pairs
+        // the keys alone do not tell).
+        let len = entries.len();
+        let sequence = len > 0
+            && entries
                 .iter()
-                .filter_map(|(key, item)| index(key, usize::MAX).map(|i| (i, item)))
+                .all(|(key, _)| matches!(key, Key::Whole(i) if index(*i, len).is_some()));
+        if sequence || self.marked(table)? {
+            let mut items: SmallVec<[(usize, &Item); SMALL_TABLE]> = entries
+                .iter()
+                .filter_map(|(key, item)| match key {
+                    Key::Whole(i) => index(*i, usize::MAX).map(|i| (i, item)),
+                    _ => None,
+                })
                 .collect();
             items.sort_unstable_by_key(|(i, _)| *i);
             if !sequence {
@@ -189,55 +316,114 @@ impl LuaJson<'_, '_> {
             }
             let mut seq = serializer.serialize_seq(Some(items.len()))?;
             for (_, item) in items {
-                seq.serialize_element(&self.child(item))?;
+                seq.serialize_element(&written(item))?;
             }
             return seq.end();
         }
-        let mut entries: SmallVec<[(KeyText<'_>, &Value); SMALL_TABLE]> = SmallVec::with_capacity(pairs.len());
-        for (key, item) in &pairs {
+        let mut object: SmallVec<[(Cow<'_, str>, &Item); SMALL_TABLE]> = SmallVec::with_capacity(len);
+        for (key, item) in &entries {
             let key = match key {
-                Value::String(s) => KeyText::Lua(
-                    s.to_str_ref()
-                        .map_err(|_| S::Error::custom("a key is not valid UTF-8"))?,
+                Key::Text(range) => Cow::Borrowed(
+                    text.get(checked, *range)
+                        .ok_or_else(|| S::Error::custom("a key is not valid UTF-8"))?,
                 ),
-                Value::Integer(i) => KeyText::Number(i.to_string()),
-                Value::Number(n) if n.fract() == 0.0 => KeyText::Number((*n as i64).to_string()),
-                other => {
+                Key::Whole(i) => Cow::Owned(i.to_string()),
+                Key::Other(name) => {
                     return Err(S::Error::custom(format!(
-                        "a table key of type {} cannot be a JSON object key",
-                        other.type_name()
+                        "a table key of type {name} cannot be a JSON object key"
                     )));
                 }
             };
-            self.spend(key.as_str().len())?;
-            entries.push((key, item));
+            self.spend(key.len())?;
+            object.push((key, item));
         }
-        entries.sort_unstable_by(|(a, _), (b, _)| a.as_str().cmp(b.as_str()));
-        let mut map = serializer.serialize_map(Some(entries.len()))?;
-        for (key, item) in &entries {
-            map.serialize_entry(key.as_str(), &self.child(item))?;
+        object.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        let mut map = serializer.serialize_map(Some(object.len()))?;
+        for (key, item) in &object {
+            map.serialize_entry(key, &written(item))?;
         }
         map.end()
+    }
+
+    /// Whether `table` carries the array marker, compared by address (a look-up by name would make a string).
+    fn marked<E: serde::ser::Error>(&self, table: &TableView<'_>) -> Result<bool, E> {
+        let metatable = table.metatable_pointer().map_err(E::custom)?;
+        if metatable.is_null() {
+            return Ok(false);
+        }
+        let lua = table.lua();
+        Ok(lua
+            .app_data_ref::<ArrayMarker>()
+            .is_some_and(|marker| marker.0.to_pointer() == metatable))
+    }
+}
+
+impl Scalar {
+    fn of(view: &ValueView<'_>) -> Self {
+        match view {
+            ValueView::Nil => Scalar::Null,
+            ValueView::LightUserData(p) if p.0.is_null() => Scalar::Null,
+            ValueView::Boolean(b) => Scalar::Boolean(*b),
+            ValueView::Integer(i) => Scalar::Integer(*i),
+            ValueView::Number(n) => Scalar::Number(*n),
+            other => Scalar::Other(view_type(other)),
+        }
+    }
+
+    fn serialize<S: Serializer>(self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Scalar::Null => serializer.serialize_unit(),
+            Scalar::Boolean(b) => serializer.serialize_bool(b),
+            Scalar::Integer(i) => serializer.serialize_i64(i),
+            Scalar::Number(n) => match whole(n) {
+                Some(i) => serializer.serialize_i64(i),
+                None if n.is_finite() => serializer.serialize_f64(n),
+                None => Err(S::Error::custom(format!("{n} is not a JSON number"))),
+            },
+            Scalar::Other(name) => Err(S::Error::custom(format!("a {name} cannot be written as JSON"))),
+        }
+    }
+}
+
+/// A table's value as serde sees it, from what [`ViewJson::table`] kept of it.
+struct ItemJson<'a, 'v, 'b> {
+    item: Item,
+    text: &'a TableText,
+    checked: Option<&'a str>,
+    table: &'a TableView<'v>,
+    parent: &'a ViewJson<'a, 'v, 'b>,
+}
+
+impl Serialize for ItemJson<'_, '_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.item {
+            Item::Table(at) => {
+                let written = self
+                    .table
+                    .value_at(at, |value| self.parent.child(&value).serialize(serializer));
+                written.map_err(S::Error::custom)?
+            }
+            Item::Text(range) => {
+                self.parent.spend(NODE_COST)?;
+                let text = self
+                    .text
+                    .get(self.checked, range)
+                    .ok_or_else(|| S::Error::custom("a string is not valid UTF-8"))?;
+                serializer.serialize_str(text)
+            }
+            Item::View(scalar) => {
+                self.parent.spend(NODE_COST)?;
+                scalar.serialize(serializer)
+            }
+        }
     }
 }
 
 /// Entries of a table kept on the stack while it is written; larger tables spill to the heap.
 const SMALL_TABLE: usize = 8;
 
-/// An object key's text: borrowed from Lua for a string key (no copy), made for a number key.
-enum KeyText<'a> {
-    Lua(StrRef<'a>),
-    Number(String),
-}
-
-impl KeyText<'_> {
-    fn as_str(&self) -> &str {
-        match self {
-            KeyText::Lua(text) => text,
-            KeyText::Number(text) => text,
-        }
-    }
-}
+/// Bytes of a table's keys and strings kept on the stack while it is written; more spill to the heap.
+const TABLE_TEXT: usize = 256;
 
 /// Refuses unknown (misspelt) fields of a table that stands for a fixed record (a produce call, a message, a
 /// response), naming the ones expected.
@@ -289,23 +475,9 @@ fn array_marker(lua: &Lua) -> mlua::Result<Table> {
 
 struct ArrayMarker(Table);
 
-impl LuaJson<'_, '_> {
-    fn marked(&self, table: &Table) -> bool {
-        table
-            .metatable()
-            .and_then(|mt| mt.raw_get::<bool>(ARRAY_MARKER).ok())
-            .unwrap_or(false)
-    }
-}
-
 /// `key` as an array index from 1 to `len`.
-fn index(key: &Value, len: usize) -> Option<usize> {
-    let i = match key {
-        Value::Integer(i) => usize::try_from(*i).ok()?,
-        Value::Number(n) if n.fract() == 0.0 && *n >= 1.0 && *n <= len as f64 => *n as usize,
-        _ => return None,
-    };
-    (1..=len).contains(&i).then_some(i)
+fn index(key: i64, len: usize) -> Option<usize> {
+    usize::try_from(key).ok().filter(|i| (1..=len).contains(i))
 }
 
 /// A JSON value already parsed (e.g. a generated one) as Lua values.
@@ -541,6 +713,30 @@ mod tests {
         assert_eq!(error, "a table key of type boolean cannot be a JSON object key");
     }
 
+    /// Keys and strings are copied into one text per table and checked as UTF-8 at once; a piece that is not
+    /// UTF-8 is refused even where it joins its neighbour into UTF-8 (`\xC3` then `\xA9` is `é`).
+    #[test]
+    fn strings_that_are_not_utf8_are_refused_even_where_the_pieces_join() {
+        let lua = Lua::new();
+        for (lua_text, error) in [
+            (r#"return { ["\xC3"] = "\xA9" }"#, "a key is not valid UTF-8"),
+            (r#"return { a = "\xC3", b = "\xA9" }"#, "a string is not valid UTF-8"),
+            (r#"return { "\xC3\xA9", "\xff" }"#, "a string is not valid UTF-8"),
+        ] {
+            let table: Value = lua.load(lua_text).eval().unwrap();
+            assert_eq!(
+                encode_within(&table, &mut Budget::unmetered()).unwrap_err(),
+                error,
+                "{lua_text}"
+            );
+        }
+        let fine: Value = lua.load(r#"return { ["\xC3\xA9"] = { "\xC3\xA9" } }"#).eval().unwrap();
+        assert_eq!(
+            encode_within(&fine, &mut Budget::unmetered()).unwrap(),
+            r#"{"é":["é"]}"#.as_bytes()
+        );
+    }
+
     #[test]
     fn a_repeated_key_keeps_its_last_value_as_serde_json_does() {
         let lua = Lua::new();
@@ -562,18 +758,132 @@ mod tests {
     /// objects) must still fit well inside a worker thread's stack (tokio's default is 2 MiB), in an unoptimised
     /// build too.
     #[test]
-    fn the_deepest_json_fits_in_a_quarter_of_a_worker_s_stack() {
+    fn the_deepest_json_is_decoded_and_encoded_within_a_worker_s_stack() {
         let deepest = "{\"a\":".repeat(127) + "1" + "}".repeat(127).as_str();
-        let decoded = std::thread::Builder::new()
-            .stack_size(512 * 1024)
-            .spawn(move || {
+        let in_thread = |kib: usize, work: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .stack_size(kib * 1024)
+                .spawn(work)
+                .unwrap()
+                .join()
+                .expect("ran out of stack");
+        };
+        let text = deepest.clone();
+        in_thread(
+            512,
+            Box::new(move || {
                 let lua = Lua::new();
-                decode_json(&lua, None, deepest.as_bytes()).unwrap().is_ok()
+                assert!(decode_json(&lua, None, text.as_bytes()).unwrap().is_ok());
+            }),
+        );
+        // Encoding, to the encoder's depth limit (a table that contains itself), in half a worker's stack: this
+        // runs unoptimized, where each level's frames are several times larger than in a release build.
+        in_thread(
+            1024,
+            Box::new(move || {
+                let lua = Lua::new();
+                let value = decode_json(&lua, None, deepest.as_bytes()).unwrap().unwrap();
+                let text = encode_within(&value, &mut Budget::unmetered()).unwrap();
+                assert_eq!(String::from_utf8(text).unwrap(), deepest);
+                let cyclic: Value = lua.load("local t = {} t.t = t return t").eval().unwrap();
+                let error = encode_within(&cyclic, &mut Budget::unmetered()).unwrap_err();
+                assert!(error.contains("contain itself"), "{error}");
+            }),
+        );
+    }
+
+    /// The table reader (vendor/mlua patch 5) refuses what would read another slot, and the VM carries on.
+    #[test]
+    fn the_table_reader_refuses_misuse() {
+        let lua = Lua::new();
+        let (outer, inner): (Table, Table) = lua.load("t = {x = 1, y = 2} return {t = t}, t").eval().unwrap();
+        let first_position = |view: &TableView<'_>| {
+            let mut first = None;
+            view.for_each_entry(|entry| {
+                first.get_or_insert(entry.position);
+                Ok::<_, ()>(())
             })
             .unwrap()
-            .join()
-            .expect("decoding ran out of stack");
-        assert!(decoded);
+            .unwrap();
+            first.unwrap()
+        };
+        // A position in another table.
+        let elsewhere = outer
+            .read(|o| inner.read(|i| o.value_at(first_position(&i), |_| ())))
+            .unwrap()
+            .unwrap();
+        assert!(elsewhere.is_err(), "a position in another table");
+        // The entry at a position removed by Lua code run during the read.
+        let changed = inner
+            .read(|view| {
+                let at = first_position(&view);
+                lua.load("t.x = nil t.y = nil").exec().unwrap();
+                view.value_at(at, |_| ())
+            })
+            .unwrap();
+        assert!(changed.is_err(), "a position whose entry was removed");
+        // A view used inside a nested read (the stack's top is then not where the outer reader left it).
+        let nested = outer
+            .read(|o| inner.read(|_| o.for_each_entry(|_| Ok::<_, ()>(()))))
+            .unwrap()
+            .unwrap();
+        assert!(nested.is_err(), "a stack changed under the reader");
+        // A view used from a Rust callback of a Lua call made during the read: another call frame, where the
+        // table's stack index names another slot.
+        let from_callback = outer
+            .read(|view| {
+                lua.scope(|scope| {
+                    let f = scope.create_function(|_, ()| {
+                        view.for_each_entry(|_| Ok::<_, ()>(()))?.unwrap();
+                        Ok(())
+                    })?;
+                    f.call::<()>(())
+                })
+            })
+            .unwrap();
+        assert!(from_callback.is_err(), "a reader used from another call frame");
+        // Reading as meant: each key and value where it is, nested tables included, and again by position.
+        let table: Table = lua
+            .load("return {s = 'text', n = 2.5, b = true, t = {1}}")
+            .eval()
+            .unwrap();
+        let seen = table
+            .read(|view| {
+                let mut seen = Vec::new();
+                view.for_each_entry(|entry| {
+                    let again = view.value_at(entry.position, |again| format!("{again:?}"));
+                    let value = match entry.value {
+                        ValueView::Table(t) => {
+                            let mut items = Vec::new();
+                            t.for_each_entry(|e| {
+                                items.push(format!("{:?}={:?}", e.key, e.value));
+                                Ok::<_, ()>(())
+                            })
+                            .unwrap()
+                            .unwrap();
+                            items.join(",")
+                        }
+                        ref other => format!("{other:?}"),
+                    };
+                    seen.push(format!("{:?}={value} {}", entry.key, again.is_ok()));
+                    Ok::<_, ()>(())
+                })
+                .unwrap()
+                .unwrap();
+                seen.sort();
+                seen
+            })
+            .unwrap();
+        assert_eq!(
+            seen,
+            [
+                r#"String([110])=Number(2.5) true"#,
+                r#"String([115])=String([116, 101, 120, 116]) true"#,
+                r#"String([116])=Number(1.0)=Number(1.0) true"#,
+                r#"String([98])=Boolean(true) true"#,
+            ]
+        );
+        assert_eq!(decoded(&lua, "[1]"), "[1]", "the VM still works");
     }
 
     /// The stack builder (vendor/mlua patch 3) refuses what would leave the stack broken, and the VM carries on.

@@ -76,6 +76,7 @@ mod macros;
 
 mod buffer;
 mod builder;
+mod reader;
 mod conversion;
 mod memory;
 mod multi;
@@ -118,6 +119,7 @@ pub use crate::scope::Scope;
 pub use crate::state::{Lua, LuaOptions, WeakLua};
 pub use crate::stdlib::StdLib;
 pub use crate::builder::ValueBuilder;
+pub use crate::reader::{EntryView, Position, TableView, ValueView};
 #[doc(inline)]
 pub use crate::string::LuaString;
 pub use crate::string::{BorrowedBytes, BorrowedStr, BytesRef, StrRef};
