@@ -278,8 +278,9 @@ async fn produce_errors_are_clear_catchable_and_write_nothing(kafka: Kafka) {
 async fn a_one_message_call_reports_what_the_general_reader_reports(kafka: Kafka) {
     let h = start(kafka).await;
     // One message of a key and a value or data takes the fast path; `headers` sends the same through the general
-    // reader. Both must answer the same fields, key and value (offsets and partitions aside).
-    for message in [
+    // reader. Both must answer the same fields, key and value (offsets and partitions aside), and the topic written
+    // (its Lua string is made once per VM and kept: the topics alternate so a wrong one kept would show).
+    for (i, message) in [
         json!({"key": "k1", "value": "v"}),
         json!({"key": "k2", "data": {"a": 1, "list": [1, 2]}}),
         json!({"value": "no key"}),
@@ -287,13 +288,21 @@ async fn a_one_message_call_reports_what_the_general_reader_reports(kafka: Kafka
         // A number key (an id read from JSON) is written as its JSON text, on either path.
         json!({"key": 12345, "data": {"id": 12345}}),
         json!({"key": 1.5, "value": "v"}),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let topic = ["multi", "misc"][i % 2];
         let mut general = message.clone();
         general["headers"] = json!({});
-        let (status, fast) = h.produce(json!({"topic": "multi", "messages": [message]})).await;
+        let (status, fast) = h.produce(json!({"topic": topic, "messages": [message]})).await;
         assert_eq!(status, 200, "{fast}");
-        let (status, slow) = h.produce(json!({"topic": "multi", "messages": [general]})).await;
+        let (status, slow) = h.produce(json!({"topic": topic, "messages": [general]})).await;
         assert_eq!(status, 200, "{slow}");
+        assert_eq!(
+            (fast["topic"].as_str(), slow["topic"].as_str()),
+            (Some(topic), Some(topic))
+        );
         let fields = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
         assert_eq!(fields(&fast), fields(&slow), "{message}");
         assert_eq!(fields(&fast["messages"][0]), fields(&slow["messages"][0]), "{message}");

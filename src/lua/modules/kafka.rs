@@ -130,6 +130,7 @@ end
 "#;
 
 pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> Result<Table> {
+    lua.set_app_data(NameStrings::default());
     let table = lua.create_table()?;
     let general = {
         let (context, shared) = (Arc::clone(&context), Arc::clone(&shared));
@@ -226,8 +227,8 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
                         // Made at its full size: a tuple's conversion grows its list three times on the way.
                         Ok(MultiValue::from_vec(vec![
                             Value::Boolean(true),
-                            d.cluster.into_lua(lua)?,
-                            d.topic.into_lua(lua)?,
+                            name_string(lua, &d.cluster)?,
+                            name_string(lua, &d.topic)?,
                             d.partition.into_lua(lua)?,
                             d.offset.into_lua(lua)?,
                             key,
@@ -252,6 +253,28 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
     ))?;
     table.set("produce", produce)?;
     Ok(table)
+}
+
+/// The Lua strings of the cluster and topic names produces answer with, made once per VM: making (interning) them
+/// again for every answer cost about 1% of a webhook request's instructions. At most [`NAMES_KEPT`] (topic patterns
+/// can name any number of topics); names past those are made each time.
+#[derive(Default)]
+struct NameStrings(Vec<(String, mlua::LuaString)>);
+
+const NAMES_KEPT: usize = 64;
+
+fn name_string(lua: &Lua, name: &str) -> Result<Value> {
+    let Some(mut names) = lua.app_data_mut::<NameStrings>() else {
+        return name.into_lua(lua);
+    };
+    if let Some((_, made)) = names.0.iter().find(|(kept, _)| kept == name) {
+        return Ok(Value::String(made.clone()));
+    }
+    let made = lua.create_string(name)?;
+    if names.0.len() < NAMES_KEPT {
+        names.0.push((name.to_owned(), made.clone()));
+    }
+    Ok(Value::String(made))
 }
 
 /// Parks the calling coroutine on `work` (see [`VmShared::park`]): `(true)`, after which the Lua side yields, or
@@ -598,8 +621,8 @@ fn result(lua: &Lua, written: &[Written]) -> Result<Table> {
         let key = bytes_or_null(lua, w.key.as_deref())?;
         let value = bytes_or_null(lua, w.value.as_deref())?;
         if i == 0 {
-            table.raw_set("cluster", w.delivery.cluster.as_str())?;
-            table.raw_set("topic", w.delivery.topic.as_str())?;
+            table.raw_set("cluster", name_string(lua, &w.delivery.cluster)?)?;
+            table.raw_set("topic", name_string(lua, &w.delivery.topic)?)?;
             table.raw_set("partition", w.delivery.partition)?;
             table.raw_set("offset", w.delivery.offset)?;
             table.raw_set("key", &key)?;
@@ -642,5 +665,25 @@ fn bytes_or_null(lua: &Lua, bytes: Option<&[u8]>) -> Result<Value> {
     match bytes {
         Some(bytes) => Ok(Value::String(lua.create_string(bytes)?)),
         None => Ok(Value::NULL),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name comes back as itself, whether kept or (past the bound) made again.
+    #[test]
+    fn name_strings_are_kept_up_to_their_bound_and_always_right() {
+        let lua = Lua::new();
+        lua.set_app_data(NameStrings::default());
+        for _ in 0..2 {
+            for i in 0..NAMES_KEPT + 10 {
+                let name = format!("topic-{i}");
+                let made = name_string(&lua, &name).unwrap();
+                assert_eq!(made.as_string().map(|s| s.to_string_lossy()), Some(name));
+            }
+        }
+        assert_eq!(lua.app_data_ref::<NameStrings>().unwrap().0.len(), NAMES_KEPT);
     }
 }
