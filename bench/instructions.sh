@@ -6,13 +6,14 @@
 # `wrk -t1 -cCONNECTIONS`, and the instructions counted are divided by the requests wrk made. Kernel work is not
 # counted; the rate under valgrind means nothing. luka runs as compare's per-core rows do (one tokio worker, one Lua
 # VM, access log on, to a file) with a fresh `luka broker` from the first BINARY beside it, not counted.
-#   PATHS: any of healthz, constant, json (req:json(), one field), webhook (one keyed record; needs the broker);
-#          default "healthz constant json"
+#   PATHS: any of healthz, constant, json (req:json(), one field), webhook (compare's: one keyed record; needs the
+#          broker), orders (the shipped functions/orders.lua: its order produced as `data`, encoded to JSON, and a
+#          JSON answer); default "healthz constant json"
 #   NGINX=1: also nginx + lua-nginx-module (bench/nginx/nginx.conf, master process off): static, constant, json
 #   SECS (default 4), CONNECTIONS (default 16), ROUNDS (default 2, the binaries interleaved)
 # Needs valgrind, wrk and curl (and nginx-light, libnginx-mod-http-lua, lua-cjson for NGINX=1); apt-installs them.
 set -euo pipefail
-[ $# -ge 1 ] || { sed -n 2,13p "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,15p "$0" >&2; exit 2; }
 bench=$(cd "$(dirname "$0")" && pwd)
 binaries=(); for b in "$@"; do binaries+=("$(realpath "$b")"); done
 SECS=${SECS:-4}; CONNECTIONS=${CONNECTIONS:-16}; ROUNDS=${ROUNDS:-2}; PATHS=${PATHS:-healthz constant json}
@@ -32,6 +33,7 @@ write_luka_site "$dir" true 1
 sed -e "s#@PREFIX@#$dir/nginx#g" -e "s#@PORT@#18090#g" -e 's/master_process on;/master_process off;/' \
   "$bench/nginx/nginx.conf" > "$dir/nginx/nginx.conf"
 write_order_request "$dir/order.lua"
+write_example_order "$dir/example.lua"
 
 # count NAME URL [wrk script]: the server in $server is under callgrind; prints its instructions per request.
 count() {
@@ -76,6 +78,7 @@ for round in $(seq 1 "$ROUNDS"); do
         healthz|constant) count "$round $(basename "$binary") $path" "http://127.0.0.1:18080/$path" ;;
         json) count "$round $(basename "$binary") json" http://127.0.0.1:18080/json "$dir/order.lua" ;;
         webhook) count "$round $(basename "$binary") webhook" http://127.0.0.1:18080/hook "$dir/order.lua" ;;
+        orders) count "$round $(basename "$binary") orders" http://127.0.0.1:18080/orders "$dir/example.lua" ;;
         *) echo "unknown path $path" >&2; exit 2 ;;
       esac
     done

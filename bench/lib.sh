@@ -69,6 +69,14 @@ methods = ["POST"]
 TOML
 }
 
+# write_example_order FILE: a wrk script POSTing one order as functions/orders.lua takes it (compare's order form:
+# item and quantity, an id, which the function keeps as the key).
+write_example_order() {
+  printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
+    "'{\"id\":123,\"item\":\"book-0123\",\"quantity\":4,\"price\":23.23,\"email\":\"buyer123@example.com\"}'" \
+    > "$1"
+}
+
 # write_order_request FILE: a wrk script POSTing one JSON order, for the json and webhook handlers.
 write_order_request() {
   printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
