@@ -118,8 +118,8 @@ impl Serialize for LuaJson<'_, '_> {
             Value::Nil => json(&ValueView::Nil, serializer),
             Value::Boolean(b) => json(&ValueView::Boolean(*b), serializer),
             Value::LightUserData(p) => json(&ValueView::LightUserData(*p), serializer),
-            // Luau's numbers are doubles: mlua gives the whole ones as integers, which convert back exactly.
-            Value::Integer(i) => json(&ValueView::Number(*i as f64), serializer),
+            // A whole double (mlua gives those as integers) or Luau's 64-bit integer type.
+            Value::Integer(i) => json(&ValueView::Integer(*i), serializer),
             Value::Number(n) => json(&ValueView::Number(*n), serializer),
             Value::String(s) => json(&ValueView::String(&s.as_bytes_ref()), serializer),
             Value::Table(table) => table
@@ -181,7 +181,7 @@ fn whole(n: f64) -> Option<i64> {
     (n.fract() == 0.0 && (-I64_END..I64_END).contains(&n)).then_some(n as i64)
 }
 
-/// The name of a value's type, as `type()` says it in Lua.
+/// The name of a value's type, as `type()` says it in Lua (Luau's 64-bit integers named as numbers).
 fn view_type(view: &ValueView<'_>) -> &'static str {
     match view {
         ValueView::Nil => "nil",
@@ -249,10 +249,14 @@ impl TableText {
         std::str::from_utf8(&self.bytes).ok()
     }
 
-    /// The text at `range`, or `None` where it is not UTF-8. A range of checked text is UTF-8 when it begins and
-    /// ends between characters (a piece that is not UTF-8 alone cannot do both).
+    /// The text at `range`, or `None` where it is not UTF-8. A non-empty range of checked text is UTF-8 when it
+    /// begins and ends between characters (a piece that is not UTF-8 alone cannot do both).
     fn get<'t>(&'t self, checked: Option<&'t str>, range: Range) -> Option<&'t str> {
         let (start, end) = (range.0 as usize, range.1 as usize);
+        if start == end {
+            // Between two pieces that join into a character an empty string is not at a character's boundary.
+            return Some("");
+        }
         match checked {
             Some(text) => text.get(start..end),
             None => std::str::from_utf8(&self.bytes[start..end]).ok(),
@@ -262,16 +266,29 @@ impl TableText {
 
 impl ViewJson<'_, '_, '_> {
     fn table<S: Serializer>(&self, table: &TableView<'_>, serializer: S) -> Result<S::Ok, S::Error> {
-        // Read once: keys, scalars and strings copied, nested tables by position (read again when written).
+        // Read once: keys, scalars and strings copied (and charged as they are), nested tables by position (read
+        // again when written). A table decoded from a JSON array writes only its elements 1..n: its other entries
+        // are counted, not copied.
+        let marked = self.marked(table)?;
         let mut text = TableText::default();
         let mut entries: SmallVec<[(Key, Item); SMALL_TABLE]> = SmallVec::new();
+        let mut dropped = 0;
         let read = table.for_each_entry(|entry| {
             let key = match entry.key {
-                ValueView::String(bytes) => Key::Text(text.add(bytes)?),
                 ValueView::Integer(i) => Key::Whole(i),
-                ValueView::Number(n) => whole(n).map_or(Key::Other("number"), Key::Whole),
+                // Past the range of `i64` a whole number's text is `i64`'s bound, as it always was here.
+                ValueView::Number(n) if n.fract() == 0.0 => Key::Whole(n as i64),
+                _ if marked => Key::Other("dropped"),
+                ValueView::String(bytes) => {
+                    self.spend(bytes.len())?;
+                    Key::Text(text.add(bytes)?)
+                }
                 ref other => Key::Other(view_type(other)),
             };
+            if marked && !matches!(key, Key::Whole(i) if i >= 1) {
+                dropped += 1;
+                return Ok(());
+            }
             let item = match entry.value {
                 ValueView::String(bytes) => {
                     self.spend(bytes.len())?;
@@ -284,7 +301,8 @@ impl ViewJson<'_, '_, '_> {
             Ok(())
         });
         read.map_err(S::Error::custom)??;
-        self.spend(entries.len() * NODE_COST * 2)?;
+        let len = entries.len() + dropped;
+        self.spend(len * NODE_COST * 2)?;
         let checked = text.checked();
         let written = |item: &Item| ItemJson {
             item: *item,
@@ -293,14 +311,13 @@ impl ViewJson<'_, '_, '_> {
             table,
             parent: self,
         };
-        // An array when the keys are exactly 1..n, or when the table was decoded from a JSON array (asked only when
-        // the keys alone do not tell).
-        let len = entries.len();
-        let sequence = len > 0
+        // An array when the keys are exactly 1..n, or when the table was decoded from a JSON array.
+        let sequence = dropped == 0
+            && len > 0
             && entries
                 .iter()
                 .all(|(key, _)| matches!(key, Key::Whole(i) if index(*i, len).is_some()));
-        if sequence || self.marked(table)? {
+        if sequence || marked {
             let mut items: SmallVec<[(usize, &Item); SMALL_TABLE]> = entries
                 .iter()
                 .filter_map(|(key, item)| match key {
@@ -327,14 +344,17 @@ impl ViewJson<'_, '_, '_> {
                     text.get(checked, *range)
                         .ok_or_else(|| S::Error::custom("a key is not valid UTF-8"))?,
                 ),
-                Key::Whole(i) => Cow::Owned(i.to_string()),
+                Key::Whole(i) => {
+                    let text = i.to_string();
+                    self.spend(text.len())?;
+                    Cow::Owned(text)
+                }
                 Key::Other(name) => {
                     return Err(S::Error::custom(format!(
                         "a table key of type {name} cannot be a JSON object key"
                     )));
                 }
             };
-            self.spend(key.len())?;
             object.push((key, item));
         }
         object.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
@@ -396,6 +416,11 @@ struct ItemJson<'a, 'v, 'b> {
 
 impl Serialize for ItemJson<'_, '_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.parent.depth >= MAX_DEPTH {
+            return Err(S::Error::custom(format!(
+                "nested deeper than {MAX_DEPTH} levels (does a table contain itself?)"
+            )));
+        }
         match self.item {
             Item::Table(at) => {
                 let written = self
@@ -734,6 +759,7 @@ mod tests {
             (r#"return { ["\xC3"] = "\xA9" }"#, "a key is not valid UTF-8"),
             (r#"return { a = "\xC3", b = "\xA9" }"#, "a string is not valid UTF-8"),
             (r#"return { "\xC3\xA9", "\xff" }"#, "a string is not valid UTF-8"),
+            (r#"return { "\xC3", "\xA9" }"#, "a string is not valid UTF-8"),
         ] {
             let table: Value = lua.load(lua_text).eval().unwrap();
             assert_eq!(
@@ -747,6 +773,38 @@ mod tests {
             encode_within(&fine, &mut Budget::unmetered()).unwrap(),
             r#"{"é":["é"]}"#.as_bytes()
         );
+        // An empty string is UTF-8 wherever it sits.
+        let empty: Value = lua.load(r#"return { "", "é", "" }"#).eval().unwrap();
+        assert_eq!(
+            encode_within(&empty, &mut Budget::unmetered()).unwrap(),
+            r#"["","é",""]"#.as_bytes()
+        );
+    }
+
+    /// What the encoder kept from before it read tables through views: whole numbers as integers (a top-level one
+    /// too), whole-number keys past `i64` as its bound, the depth limit for scalars as for tables, and a decoded
+    /// array's other keys neither written nor charged.
+    #[test]
+    fn numbers_depth_and_decoded_arrays_are_encoded_as_they_always_were() {
+        let lua = Lua::new();
+        let text = |value: &Value| encode_within(value, &mut Budget::unmetered());
+        assert_eq!(text(&Value::Integer(i64::MAX)).unwrap(), b"9223372036854775807");
+        let big_key: Value = lua.load("return { [1e20] = 1 }").eval().unwrap();
+        assert_eq!(text(&big_key).unwrap(), br#"{"9223372036854775807":1}"#);
+        let nested = |levels: usize| -> Value {
+            lua.load(format!("local t = 1 for i = 1, {levels} do t = {{t}} end return t"))
+                .eval()
+                .unwrap()
+        };
+        assert!(text(&nested(MAX_DEPTH)).is_ok());
+        assert!(text(&nested(MAX_DEPTH + 1)).unwrap_err().contains("deeper than"));
+        let array = decode_json(&lua, None, b"[1]").unwrap().unwrap();
+        let key = "k".repeat(MAX_JSON_BYTES + 1);
+        let with_key: Value = lua
+            .load("local a, k = ... a[k] = 'x' a.n = 2 return a")
+            .call((array, key))
+            .unwrap();
+        assert_eq!(text(&with_key).unwrap(), b"[1]");
     }
 
     #[test]

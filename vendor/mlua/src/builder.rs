@@ -32,10 +32,10 @@ const SPARE: c_int = 8;
 /// Builds one value on the Lua stack: scalars and strings are pushed, tables are opened, filled and closed. Made by
 /// [`Lua::build_value`].
 ///
-/// The builder counts the stack itself (stores name open tables by their stack index). Before each raw set it checks
-/// that the stack is still as it left it (the same thread, call frame and top), and after any error it does
-/// nothing more: closures that also use the `Lua` otherwise, or go on after an error, get errors, never a raw set
-/// into another slot.
+/// The builder counts the stack itself (stores name open tables by their stack index). Before each push and each
+/// raw set it checks that the stack is still as it left it (the same thread, call frame and top), and after any
+/// error it does nothing more: closures that also use the `Lua` otherwise, or go on after an error, get errors,
+/// never a push or raw set into another slot.
 pub struct ValueBuilder<'a> {
     lua: &'a RawLua,
     state: *mut ffi::lua_State,
@@ -218,8 +218,11 @@ impl ValueBuilder<'_> {
         Ok(())
     }
 
-    /// Room for one more value on the stack.
+    /// Room for one more value on the stack, once the stack is as the builder left it: checked before every push,
+    /// as a push into another call frame (a Rust callback of a Lua call made during the build) would land where the
+    /// room counted here does not hold.
     fn reserve(&mut self) -> Result<()> {
+        self.unchanged()?;
         if self.room == 0 {
             unsafe { check_stack(self.state, ROOM + SPARE)? };
             self.room = ROOM;
@@ -247,7 +250,8 @@ impl ValueBuilder<'_> {
         if !array && self.top != table + 2 {
             return Ok(());
         }
-        self.unchanged()?;
+        // The stack was checked before the value just pushed (`reserve`) or the table just closed (`end`), and
+        // nothing else has run since.
         let protect = self.protect(stored);
         unsafe {
             if array {

@@ -4,8 +4,9 @@
 //! [`Table::for_each`] hands each key and value over as a [`Value`]: every string and nested table becomes a
 //! reference (made in the auxiliary thread, dropped after). Here the table being read stays on the stack, and each
 //! entry is looked at where `lua_rawiter` pushed it, until the closure looking at it returns: scalars by value,
-//! strings as borrowed bytes, nested tables as views of their stack slot. Reading allocates nothing in Lua and runs
-//! no Lua code (no metamethod), so it works the same with or without a memory limit.
+//! strings as borrowed bytes, nested tables as views of their stack slot. Reading runs no Lua code (no metamethod)
+//! and allocates nothing in Lua but stack room (`lua_checkstack`, 32 slots at a time; under a memory limit
+//! that can fail, as a stack error).
 
 use std::cell::Cell;
 use std::ffi::CStr;
@@ -29,7 +30,8 @@ pub enum ValueView<'a> {
     /// A string's bytes, borrowed from Lua.
     String(&'a [u8]),
     Table(TableView<'a>),
-    /// A value of any other type, by its type's name (`function`, `userdata`, `thread`, `vector`, `buffer`).
+    /// A value of any other type, by its type's name in Luau (`function`, `userdata`, `thread`, `vector`,
+    /// `buffer`...).
     Other(&'static str),
 }
 
@@ -51,7 +53,10 @@ pub struct EntryView<'a> {
     pub position: Position,
 }
 
-/// Where an entry is in its table (as long as the table is not changed).
+/// Where an entry is in its table: its slot, meaningful within the read that gave it while the table is not changed.
+/// [`TableView::value_at`] refuses a position of another table or of an empty slot; a slot refilled after a change to
+/// the table gives the entry now there, and a position kept past its read may name a table made since at the same
+/// address (wrong values, never a read of memory that is not a table's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
     table: *const c_void,
