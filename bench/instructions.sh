@@ -9,11 +9,13 @@
 #   PATHS: any of healthz, constant, json (req:json(), one field), webhook (compare's: one keyed record; needs the
 #          broker), orders (the shipped functions/orders.lua: its order produced as `data`, encoded to JSON, and a
 #          JSON answer); default "healthz constant json"
+#   ORDER=compare: json and webhook send compare's order (five fields, as bench/compare.rs and the orders path do)
+#          instead of the default, larger one with a nested array (bench/ab.sh's)
 #   NGINX=1: also nginx + lua-nginx-module (bench/nginx/nginx.conf, master process off): static, constant, json
 #   SECS (default 4), CONNECTIONS (default 16), ROUNDS (default 2, the binaries interleaved)
 # Needs valgrind, wrk and curl (and nginx-light, libnginx-mod-http-lua, lua-cjson for NGINX=1); apt-installs them.
 set -euo pipefail
-[ $# -ge 1 ] || { sed -n 2,15p "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,17p "$0" >&2; exit 2; }
 bench=$(cd "$(dirname "$0")" && pwd)
 binaries=(); for b in "$@"; do binaries+=("$(realpath "$b")"); done
 SECS=${SECS:-4}; CONNECTIONS=${CONNECTIONS:-16}; ROUNDS=${ROUNDS:-2}; PATHS=${PATHS:-healthz constant json}
@@ -34,6 +36,7 @@ sed -e "s#@PREFIX@#$dir/nginx#g" -e "s#@PORT@#18090#g" -e 's/master_process on;/
   "$bench/nginx/nginx.conf" > "$dir/nginx/nginx.conf"
 write_order_request "$dir/order.lua"
 write_example_order "$dir/example.lua"
+[ "${ORDER:-}" = compare ] && cp "$dir/example.lua" "$dir/order.lua"
 
 # count NAME URL [wrk script]: the server in $server is under callgrind; prints its instructions per request.
 count() {

@@ -17,6 +17,10 @@ use crate::value::Value;
 /// The room a new table is made with: most objects and arrays in JSON bodies have a few entries; larger ones grow.
 const FIRST_ROOM: usize = 4;
 
+/// The room of the outermost table: one per value built, usually the largest (a webhook's event or order has five
+/// to eight fields), and growing from four to eight entries rehashes the table (about 1.2k instructions).
+const OUTER_ROOM: usize = 8;
+
 /// How many tables may be open at once (each holds two stack slots: itself and a key waiting for its value).
 const MAX_DEPTH: usize = 1000;
 
@@ -206,7 +210,8 @@ impl ValueBuilder<'_> {
         if self.open.len() >= MAX_DEPTH {
             return Err(Error::runtime(format!("build_value: more than {MAX_DEPTH} tables open")));
         }
-        let (narr, nrec) = if array { (FIRST_ROOM, 0) } else { (0, FIRST_ROOM) };
+        let room = if self.open.is_empty() { OUTER_ROOM } else { FIRST_ROOM };
+        let (narr, nrec) = if array { (room, 0) } else { (0, room) };
         self.reserve()?;
         unsafe { push_table(self.state, narr, nrec, self.protect(0))? };
         self.top += 1;
