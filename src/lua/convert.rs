@@ -145,6 +145,16 @@ impl<'b> ViewJson<'_, '_, 'b> {
         self.budget.borrow_mut().spend(bytes).map_err(E::custom)
     }
 
+    /// Before a value `depth` tables down is written: the depth limit, and the value's cost.
+    fn enter<E: serde::ser::Error>(&self, depth: usize) -> Result<(), E> {
+        if depth > MAX_DEPTH {
+            return Err(E::custom(format!(
+                "nested deeper than {MAX_DEPTH} levels (does a table contain itself?)"
+            )));
+        }
+        self.spend(NODE_COST)
+    }
+
     fn child<'c, 'w>(&'c self, view: &'c ValueView<'w>) -> ViewJson<'c, 'w, 'b> {
         ViewJson {
             view,
@@ -156,12 +166,7 @@ impl<'b> ViewJson<'_, '_, 'b> {
 
 impl Serialize for ViewJson<'_, '_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if self.depth > MAX_DEPTH {
-            return Err(S::Error::custom(format!(
-                "nested deeper than {MAX_DEPTH} levels (does a table contain itself?)"
-            )));
-        }
-        self.spend(NODE_COST)?;
+        self.enter(self.depth)?;
         match self.view {
             ValueView::String(bytes) => {
                 self.spend(bytes.len())?;
@@ -275,20 +280,20 @@ impl ViewJson<'_, '_, '_> {
         let mut dropped = 0;
         let read = table.for_each_entry(|entry| {
             let key = match entry.key {
-                ValueView::Integer(i) => Key::Whole(i),
+                ValueView::Integer(i) => Some(Key::Whole(i)),
                 // Past the range of `i64` a whole number's text is `i64`'s bound, as it always was here.
-                ValueView::Number(n) if n.fract() == 0.0 => Key::Whole(n as i64),
-                _ if marked => Key::Other("dropped"),
+                ValueView::Number(n) if n.fract() == 0.0 => Some(Key::Whole(n as i64)),
+                _ if marked => None,
                 ValueView::String(bytes) => {
                     self.spend(bytes.len())?;
-                    Key::Text(text.add(bytes)?)
+                    Some(Key::Text(text.add(bytes)?))
                 }
-                ref other => Key::Other(view_type(other)),
+                ref other => Some(Key::Other(view_type(other))),
             };
-            if marked && !matches!(key, Key::Whole(i) if i >= 1) {
+            let Some(key) = key.filter(|key| !marked || matches!(key, Key::Whole(i) if *i >= 1)) else {
                 dropped += 1;
                 return Ok(());
-            }
+            };
             let item = match entry.value {
                 ValueView::String(bytes) => {
                     self.spend(bytes.len())?;
@@ -416,12 +421,8 @@ struct ItemJson<'a, 'v, 'b> {
 
 impl Serialize for ItemJson<'_, '_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if self.parent.depth >= MAX_DEPTH {
-            return Err(S::Error::custom(format!(
-                "nested deeper than {MAX_DEPTH} levels (does a table contain itself?)"
-            )));
-        }
         match self.item {
+            // The nested table's own `ViewJson` enters its level.
             Item::Table(at) => {
                 let written = self
                     .table
@@ -429,7 +430,7 @@ impl Serialize for ItemJson<'_, '_, '_> {
                 written.map_err(S::Error::custom)?
             }
             Item::Text(range) => {
-                self.parent.spend(NODE_COST)?;
+                self.parent.enter(self.parent.depth + 1)?;
                 let text = self
                     .text
                     .get(self.checked, range)
@@ -437,7 +438,7 @@ impl Serialize for ItemJson<'_, '_, '_> {
                 serializer.serialize_str(text)
             }
             Item::View(scalar) => {
-                self.parent.spend(NODE_COST)?;
+                self.parent.enter(self.parent.depth + 1)?;
                 scalar.serialize(serializer)
             }
         }
