@@ -11,7 +11,7 @@ use std::os::raw::c_int;
 use crate::error::{Error, Result};
 use crate::state::{Lua, RawLua};
 use crate::table::Table;
-use crate::util::{check_stack, push_string, push_table, StackGuard};
+use crate::util::{check_stack, push_string, push_table, stack_as_counted, StackGuard};
 use crate::value::Value;
 
 /// The room a new table is made with: most objects and arrays in JSON bodies have a few entries; larger ones grow.
@@ -182,11 +182,7 @@ impl ValueBuilder<'_> {
     /// can only pop what this builder pushed (its stack guard, its value), so the top this builder counted is then
     /// above the real one for good.
     fn unchanged(&self) -> Result<()> {
-        let state = self.state;
-        if self.lua.state() != state
-            || unsafe { ffi::lua_stackdepth(state) } != self.depth
-            || unsafe { ffi::lua_gettop(state) } != self.top
-        {
+        if !unsafe { stack_as_counted(self.lua, self.state, self.depth, self.top) } {
             return Err(Error::runtime("build_value: the Lua stack was changed under the builder"));
         }
         Ok(())

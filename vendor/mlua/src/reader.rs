@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::state::{Lua, RawLua};
 use crate::table::Table;
 use crate::types::LightUserData;
-use crate::util::{check_stack, StackGuard};
+use crate::util::{check_stack, stack_as_counted, StackGuard};
 
 /// A value as it sits on the Lua stack, for as long as the closure it was handed to runs.
 #[derive(Debug)]
@@ -199,11 +199,7 @@ impl<'a> TableView<'a> {
 
 impl Reader<'_> {
     fn unchanged(&self) -> Result<()> {
-        let state = self.state;
-        if self.lua.state() != state
-            || unsafe { ffi::lua_stackdepth(state) } != self.depth
-            || unsafe { ffi::lua_gettop(state) } != self.top.get()
-        {
+        if !unsafe { stack_as_counted(self.lua, self.state, self.depth, self.top.get()) } {
             return Err(Error::runtime("Table::read: the Lua stack was changed under the reader"));
         }
         Ok(())

@@ -28,6 +28,19 @@ pub(crate) unsafe fn assert_stack(state: *mut ffi::lua_State, amount: c_int) {
     mlua_assert!(ffi::lua_checkstack(state, amount) != 0, "out of stack space");
 }
 
+/// Whether the stack is as a stack builder or reader (luka's patches 3 and 5) counted it: the thread running now is
+/// `state`, in the call frame at `depth` (`lua_stackdepth`), with its top at `top`. A Rust callback of a Lua call runs
+/// in another frame, where the same stack index names another slot; a nested build or read moves the top.
+#[inline]
+pub(crate) unsafe fn stack_as_counted(
+    lua: &crate::state::RawLua,
+    state: *mut ffi::lua_State,
+    depth: c_int,
+    top: c_int,
+) -> bool {
+    lua.state() == state && ffi::lua_stackdepth(state) == depth && ffi::lua_gettop(state) == top
+}
+
 // Checks that Lua has enough free stack space and returns `Error::StackError` on failure.
 #[inline]
 pub(crate) unsafe fn check_stack(state: *mut ffi::lua_State, amount: c_int) -> Result<()> {
