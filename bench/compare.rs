@@ -142,7 +142,12 @@ struct Sample {
 }
 
 struct Bench {
-    luka: &'static str,
+    /// The luka measured: cargo's release build, or `LUKA_BINARY` (`bench/run.sh compare --pgo` gives
+    /// `scripts/build-pgo`'s build).
+    luka: String,
+    /// The `luka broker` of every row: always cargo's release build, so that a luka built otherwise changes only
+    /// the stack under test, not the broker the other stacks share the core with.
+    broker: &'static str,
     dir: PathBuf,
     seconds: u64,
 }
@@ -162,8 +167,11 @@ fn main() {
     ] {
         std::fs::write(dir.join("functions").join(name), source).unwrap();
     }
+    let built = env!("CARGO_BIN_EXE_luka");
+    let luka = std::env::var("LUKA_BINARY").unwrap_or_else(|_| built.to_owned());
     let bench = Bench {
-        luka: env!("CARGO_BIN_EXE_luka"),
+        luka,
+        broker: built,
         dir,
         seconds,
     };
@@ -177,6 +185,14 @@ fn main() {
          {PARTITIONS} partitions, linger {LINGER_MS} ms; {} cores visible",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if bench.luka == bench.broker {
+        println!("luka measured: cargo's release build (also every row's broker)");
+    } else {
+        println!(
+            "luka measured: {} (LUKA_BINARY); every row's broker: cargo's release build",
+            bench.luka
+        );
+    }
     // `--http`: only the HTTP and Lua ceilings beside nginx's, for quick rounds while working on the HTTP path.
     let http_only = std::env::args().any(|a| a == "--http");
     let rows: Vec<Row> = Row::ALL
@@ -226,7 +242,7 @@ impl Bench {
         }
         let broker_addr = format!("127.0.0.1:{}", free_port());
         children.0.push(
-            self.command(row.pinned(), self.luka)
+            self.command(row.pinned(), self.broker)
                 .args(["broker", "--listen", &broker_addr])
                 .spawn()
                 .expect("luka broker"),
@@ -301,7 +317,7 @@ impl Bench {
             ),
         )
         .unwrap();
-        let mut command = self.command(pinned, self.luka);
+        let mut command = self.command(pinned, &self.luka);
         let log = std::fs::File::create(self.dir.join(format!("access-{port}.log"))).unwrap();
         command.arg("--config").arg(&config).current_dir(&self.dir).stdout(log);
         if pinned {

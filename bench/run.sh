@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # luka's benchmarks (see bench/README.md for what each measures and the latest results):
-#   bench/run.sh compare [--rounds N] [--seconds S] [--http]
+#   bench/run.sh compare [--pgo] [--rounds N] [--seconds S] [--http]
 #                                                    every stack on pinned cores: HTTP and Lua ceilings beside nginx +
 #                                                    lua-nginx-module, Lua webhook vs REST vs Node.js + kafkajs, REST
-#                                                    x100 vs librdkafka, targets (--http: the ceilings only)
+#                                                    x100 vs librdkafka, targets (--http: the ceilings only; --pgo:
+#                                                    luka built by scripts/build-pgo, profile-guided, measured instead of
+#                                                    cargo's release build)
 #   bench/run.sh schema [--rounds N] [--seconds S]   random values and validations per second for an order schema
 #   bench/run.sh lua [--rounds N] [--calls N]        one Lua handler call without HTTP, microseconds per call
 #   bench/run.sh                                     all three
@@ -26,6 +28,11 @@ apt_install "${need[@]}"
 
 which="${1:-all}"
 [[ $# -gt 0 ]] && shift
+if [ "$which" = compare ] && [ "${1:-}" = --pgo ]; then
+  shift
+  LUKA_BINARY=$(scripts/build-pgo | tail -1)
+  export LUKA_BINARY
+fi
 case "$which" in
   compare) cargo bench --locked --bench compare -- "$@" ;;
   schema) cargo bench --locked --bench schema_speed -- "$@" ;;
