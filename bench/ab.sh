@@ -24,8 +24,7 @@ source "$(dirname "$0")/lib.sh"
 access_log=false; vms=0; environment=(env RUST_LOG=error)
 if [ "${PER_CORE:-0}" = 1 ]; then access_log=true; vms=1; environment=(env TOKIO_WORKER_THREADS=1); fi
 write_luka_site "$dir" "$access_log" "$vms"
-printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
-  "'{\"item\":\"book\",\"quantity\":2}'" > "$dir/post.lua"
+write_json_post "$dir/post.lua" '{"item":"book","quantity":2}'
 write_order_request "$dir/order.lua"
 ticks=$(getconf CLK_TCK)
 for round in $(seq 1 "$ROUNDS"); do

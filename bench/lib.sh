@@ -72,14 +72,20 @@ TOML
 # write_example_order FILE: a wrk script POSTing one order as functions/orders.lua takes it (compare's order form:
 # item and quantity, an id, which the function keeps as the key).
 write_example_order() {
-  printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
-    "'{\"id\":123,\"item\":\"book-0123\",\"quantity\":4,\"price\":23.23,\"email\":\"buyer123@example.com\"}'" \
-    > "$1"
+  write_json_post "$1" '{"id":123,"item":"book-0123","quantity":4,"price":23.23,"email":"buyer123@example.com"}'
 }
 
 # write_order_request FILE: a wrk script POSTing one JSON order, for the json and webhook handlers.
 write_order_request() {
-  printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' \
-    "'{\"id\":12345,\"customer\":\"c-42\",\"items\":[{\"sku\":\"A1\",\"qty\":2},{\"sku\":\"B7\",\"qty\":1}],\"total\":49.95}'" \
-    > "$1"
+  write_json_post "$1" '{"id":12345,"customer":"c-42","items":[{"sku":"A1","qty":2},{"sku":"B7","qty":1}],"total":49.95}'
+}
+
+# write_json_post FILE BODY [HEADER_LINE...]: a wrk script POSTing the JSON BODY (no single quotes in it), with
+# each extra header given as a Lua line, e.g. 'wrk.headers["Authorization"] = "Basic ..."'.
+write_json_post() {
+  local file=$1 body=$2; shift 2
+  {
+    printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' "'$body'"
+    [ $# -eq 0 ] || printf '%s\n' "$@"
+  } > "$file"
 }
