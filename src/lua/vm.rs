@@ -119,6 +119,13 @@ const ROUTE_ENVS: usize = 256;
 /// Cloned chunks (each with its environment table) kept per function for reuse.
 const SPARE_CHUNKS: usize = 64;
 
+/// Versions of files a VM compiles to native code (Luau's code generator, mlua's `luau-jit`); later ones run in
+/// Luau's interpreter. Luau never reuses the code space of a replaced version (`CodeAllocator::deallocate` leaves
+/// its pages, up to 256 MiB per VM), so without this a server whose files are edited without end would grow; a
+/// handler's native code is a few KiB, so this many versions stay within a few MiB. Each file's first version
+/// counts too, so a folder of more files than this runs its later files interpreted from the start.
+const NATIVE_VERSIONS: usize = 512;
+
 /// Methods whose Lua strings a VM keeps, so most requests do not make (hash and intern) their method's string.
 const COMMON_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
@@ -178,6 +185,8 @@ pub struct Vm {
     /// Makes a chunk's runner ([`RUNNER`]).
     make_runner: Function,
     loaded: HashMap<Arc<str>, (u64, Function)>,
+    /// Versions of files loaded so far (see [`NATIVE_VERSIONS`]).
+    versions: usize,
     /// Chunks of finished requests, their environments emptied, by function name: ordered, not hashed (two
     /// look-ups per request, and comparing a few names costs less than hashing one).
     spare: BTreeMap<Arc<str>, Vec<Chunk>>,
@@ -255,6 +264,7 @@ impl Vm {
             env_meta,
             make_runner,
             loaded: HashMap::new(),
+            versions: 0,
             spare: BTreeMap::new(),
             route_envs: HashMap::new(),
             no_env,
@@ -276,6 +286,10 @@ impl Vm {
         {
             return chunk.deep_clone();
         }
+        if !self.compiles_natively() {
+            self.lua.enable_jit(false);
+        }
+        self.versions += 1;
         let chunk = self
             .lua
             .load(&compiled.bytecode)
@@ -554,6 +568,11 @@ impl Vm {
     pub fn used_memory(&self) -> usize {
         self.lua.used_memory()
     }
+
+    /// Whether the next version of a file loaded will be compiled to native code.
+    fn compiles_natively(&self) -> bool {
+        self.versions < NATIVE_VERSIONS
+    }
 }
 
 /// `what` for a first resume was not where [`Vm::start`] left it: a resume that did not follow its start.
@@ -604,6 +623,26 @@ mod tests {
         let compiled = compile::compile("f.lua", "functions/f.lua", source.as_bytes()).unwrap();
         vm.check_loads(&compiled).unwrap();
         compiled.handler_kept.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_vm_compiles_a_bounded_number_of_versions_natively_and_loads_the_rest_interpreted() {
+        let limits = Limits {
+            cpu: Duration::from_secs(1),
+            memory_bytes: 16 << 20,
+        };
+        let mut vm = Vm::new(&crate::lua::test_context(), limits).unwrap();
+        for version in 0..NATIVE_VERSIONS + 3 {
+            assert_eq!(
+                vm.compiles_natively(),
+                version < NATIVE_VERSIONS,
+                "before version {version}"
+            );
+            let source = format!("local n = {version} return function(req) return {{ json = {{ n = n }} }} end");
+            let compiled = compile::compile("f.lua", "functions/f.lua", source.as_bytes()).unwrap();
+            vm.check_loads(&compiled).unwrap();
+        }
+        assert_eq!(vm.versions, NATIVE_VERSIONS + 3);
     }
 
     #[test]
