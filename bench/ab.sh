@@ -37,6 +37,7 @@ for round in $(seq 1 "$ROUNDS"); do
     if [ "$which" = new ] && [ -n "${NEW_ENV:-}" ]; then read -r -a extra <<< "$NEW_ENV"; run_with+=("${extra[@]}"); fi
     "${run_with[@]}" taskset -c 1 "$binary" --config "$dir/config.toml" >"$dir/access.log" 2>&1 & luka=$!
     for _ in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:18080/healthz && break; sleep 0.1; done
+    still_running "$broker" "the broker"; still_running "$luka" luka
     for path in $PATHS; do
       script=()
       case "$path" in

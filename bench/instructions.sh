@@ -75,6 +75,7 @@ for round in $(seq 1 "$ROUNDS"); do
     (cd "$dir" && TOKIO_WORKER_THREADS=1 exec "${callgrind[@]}" "$binary" --config config.toml >access.log 2>/dev/null) &
     server=$!
     wait_for http://127.0.0.1:18080/healthz
+    still_running "$broker" "the broker"; still_running "$server" luka
     # The valgrind process is the subshell's exec, so $server is luka itself.
     for path in $PATHS; do
       case "$path" in

@@ -24,6 +24,14 @@ nginx_packages() {
   ls /usr/lib/*/lua/5.1/cjson.so >/dev/null 2>&1 || echo lua-cjson
 }
 
+# still_running PID WHAT: stops the script when process PID has exited. A bench server or broker that cannot listen
+# exits at once, and the load would then go to whatever already holds the port (a broker left from another run).
+still_running() {
+  kill -0 "$1" 2>/dev/null && return 0
+  echo "$2 (pid $1) is not running: does another process hold its port? (ss -ltnp shows which)" >&2
+  exit 1
+}
+
 # write_luka_site DIR ACCESS_LOG VMS: DIR/config.toml (luka on 127.0.0.1:18080, its broker on 127.0.0.1:19092) and
 # DIR/functions, serving /constant, /json and /hook (the handlers bench/compare.rs and bench/common/mod.rs measure,
 # word for word; /hook is compare's webhook, as /webhook is luka's own) and /orders (functions/orders.lua).
