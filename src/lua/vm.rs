@@ -121,9 +121,10 @@ const SPARE_CHUNKS: usize = 64;
 
 /// Versions of files a VM compiles to native code (Luau's code generator, mlua's `luau-jit`); later ones run in
 /// Luau's interpreter. Luau never reuses the code space of a replaced version (`CodeAllocator::deallocate` leaves
-/// its pages, up to 256 MiB per VM), so without this a server whose files are edited without end would grow; a
-/// handler's native code is a few KiB, so this many versions stay within a few MiB. Each file's first version
-/// counts too, so a folder of more files than this runs its later files interpreted from the start.
+/// its pages, up to 256 MiB per VM), so without this a server whose files are edited without end would grow. Each
+/// version takes whole pages (its code and its data start on page boundaries; a small handler's are one 4 KiB page
+/// each), so this many versions stay within a few MiB. Each file's first version counts too, so a folder of more
+/// files than this runs its later files interpreted from the start.
 const NATIVE_VERSIONS: usize = 512;
 
 /// Methods whose Lua strings a VM keeps, so most requests do not make (hash and intern) their method's string.
