@@ -615,33 +615,38 @@ mod tests {
     use super::*;
     use crate::lua::compile;
 
-    fn kept(source: &str) -> bool {
+    fn test_vm() -> Vm {
         let limits = Limits {
             cpu: Duration::from_secs(1),
             memory_bytes: 16 << 20,
         };
-        let mut vm = Vm::new(&crate::lua::test_context(), limits).unwrap();
+        Vm::new(&crate::lua::test_context(), limits).unwrap()
+    }
+
+    /// `source` as a new version of `f.lua`, loaded (and its top level run) on `vm`.
+    fn load(vm: &mut Vm, source: &str) -> Compiled {
         let compiled = compile::compile("f.lua", "functions/f.lua", source.as_bytes()).unwrap();
         vm.check_loads(&compiled).unwrap();
-        compiled.handler_kept.load(Ordering::Relaxed)
+        compiled
+    }
+
+    fn kept(source: &str) -> bool {
+        load(&mut test_vm(), source).handler_kept.load(Ordering::Relaxed)
     }
 
     #[test]
     fn a_vm_compiles_a_bounded_number_of_versions_natively_and_loads_the_rest_interpreted() {
-        let limits = Limits {
-            cpu: Duration::from_secs(1),
-            memory_bytes: 16 << 20,
-        };
-        let mut vm = Vm::new(&crate::lua::test_context(), limits).unwrap();
+        let mut vm = test_vm();
         for version in 0..NATIVE_VERSIONS + 3 {
             assert_eq!(
                 vm.compiles_natively(),
                 version < NATIVE_VERSIONS,
                 "before version {version}"
             );
-            let source = format!("local n = {version} return function(req) return {{ json = {{ n = n }} }} end");
-            let compiled = compile::compile("f.lua", "functions/f.lua", source.as_bytes()).unwrap();
-            vm.check_loads(&compiled).unwrap();
+            load(
+                &mut vm,
+                &format!("local n = {version} return function(req) return {{ json = {{ n = n }} }} end"),
+            );
         }
         assert_eq!(vm.versions, NATIVE_VERSIONS + 3);
     }
