@@ -286,11 +286,54 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
             .unwrap();
         assert_eq!(response.status(), 422, "{body}");
     }
+    // The embedded broker's log grows in this process: its memory is kept off huge pages (see the next test).
+    assert!(
+        !luka.huge_pages_enabled(),
+        "luka serving an embedded broker runs with transparent huge pages"
+    );
     // Requests that went as they should leave no error in the log, the development broker's included (it logged
     // one for every topic luka asked the configs of, until luka stopped naming them).
     let logged = luka.stop_and_read_log().await;
     let errors: Vec<&str> = logged.lines().filter(|line| line.contains("ERROR")).collect();
     assert!(errors.is_empty(), "errors in the log:\n{}", errors.join("\n"));
+}
+
+/// `luka broker` keeps its log in memory, growing with every record; on transparent huge pages each step of that
+/// growth zeroed 2 MiB inside a produce request (bursts of 2-5 ms, the webhook benchmark's p99: bench/README.md,
+/// point 27). The host here allows them (`madvise`, which mimalloc uses), so the process must turn them off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_development_broker_runs_without_transparent_huge_pages() {
+    let dir = common::temp_dir();
+    let log = dir.join("broker.log");
+    for _ in 0..3 {
+        let addr = common::free_addr();
+        let file = std::fs::File::create(&log).unwrap();
+        let mut broker = Command::new(LUKA)
+            .args(["broker", "--listen", &addr.to_string()])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let said = loop {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            if said.contains("listening") || broker.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                break said;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if said.contains("cannot listen") {
+            continue;
+        }
+        let enabled = said
+            .contains("listening")
+            .then(|| common::binary::huge_pages_enabled(broker.id()));
+        let _ = broker.kill();
+        let _ = broker.wait();
+        assert_eq!(enabled, Some(false), "luka broker:\n{said}");
+        return;
+    }
+    panic!("luka broker found no free port in 3 attempts");
 }
 
 /// Runs `luka check` on a config that must fail; gives what it printed on stderr.

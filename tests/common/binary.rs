@@ -119,6 +119,11 @@ impl Binary {
         }
     }
 
+    /// Whether the kernel may back its memory with transparent huge pages.
+    pub fn huge_pages_enabled(&self) -> bool {
+        huge_pages_enabled(self.child.id())
+    }
+
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).expect("read luka.log")
@@ -128,6 +133,17 @@ impl Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether the kernel may back process `pid`'s memory with transparent huge pages (`THP_enabled` in its
+/// `/proc/PID/status`, Linux 5.0 and later).
+pub fn huge_pages_enabled(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .unwrap_or_else(|| panic!("no THP_enabled line in /proc/{pid}/status:\n{status}"));
+    line.trim() == "1"
 }
 
 impl Drop for Binary {
