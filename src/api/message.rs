@@ -86,8 +86,8 @@ const fn message_fields(topic_required: bool) -> [Field; 6] {
 
 /// One message as the hosted Producer API defines it; unknown fields are refused so typos are caught.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestMessage<'a> {
+#[serde(deny_unknown_fields, bound(deserialize = "V: Deserialize<'de>"))]
+struct RestMessage<'a, V = RestValue<'a>> {
     #[serde(borrow, default)]
     topic: Option<Text<'a>>,
     #[serde(default, deserialize_with = "partition")]
@@ -97,8 +97,8 @@ struct RestMessage<'a> {
     #[serde(borrow, default)]
     key: Option<Text<'a>>,
     /// `Some(Null)` (an explicit `null`) is a tombstone; a missing `value` is an error.
-    #[serde(borrow, default, deserialize_with = "present")]
-    value: Option<RestValue<'a>>,
+    #[serde(default, deserialize_with = "present")]
+    value: Option<V>,
     /// `null` (as Go and Jackson write an empty list) is no headers, as a missing field is.
     #[serde(borrow, default)]
     headers: Option<Vec<RestHeader<'a>>>,
@@ -139,59 +139,73 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-/// A message value: a string is written as its text, `null` is a tombstone, anything else as compact JSON.
+/// A message value: a string is written as its text, `null` is a tombstone, anything else as its JSON text, compact.
 #[derive(Debug)]
 enum RestValue<'a> {
     Null,
     Text(Cow<'a, str>),
-    Json(Value),
+    /// The value's text as sent (checked JSON), not parsed into a tree: a tree would sort the object's keys and
+    /// round numbers beyond `f64` (`12345678901234567890123`, `1.10`), and building it and writing it out again was
+    /// most of the REST path's work per record.
+    Json(&'a RawValue),
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for RestValue<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ValueVisitor;
-        impl<'de> Visitor<'de> for ValueVisitor {
-            type Value = RestValue<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
+        let raw = <&'de RawValue>::deserialize(d)?;
+        let text = raw.get();
+        Ok(match text.as_bytes().first() {
+            Some(b'n') => RestValue::Null,
+            // Checked JSON: a string without escapes is the text between its quotes.
+            Some(b'"') if !text.contains('\\') => RestValue::Text(Cow::Borrowed(&text[1..text.len() - 1])),
+            Some(b'"') => {
+                let Text(text) = serde_json::from_str(text).map_err(de::Error::custom)?;
+                RestValue::Text(text)
             }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(RestValue::Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(RestValue::Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(RestValue::Text(Cow::Owned(v)))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(RestValue::Null)
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(RestValue::Json(Value::from(v)))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(RestValue::Json(Value::from(v)))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(RestValue::Json(Value::from(v)))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(RestValue::Json(Value::from(v)))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                Value::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(RestValue::Json)
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(RestValue::Json)
-            }
-        }
-        d.deserialize_any(ValueVisitor)
+            _ => RestValue::Json(raw),
+        })
     }
 }
 
-fn present<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<RestValue<'a>>, D::Error> {
-    RestValue::deserialize(d).map(Some)
+/// The one-pass reading takes a message value as a string (read once, into the reader's own buffer when it has
+/// escapes) or `null` (`None`). Any other value fails that reading, and the body is read item by item, where
+/// [`RestValue`] keeps the value's text.
+type StringValue<'a> = Option<Text<'a>>;
+
+impl<'a> From<StringValue<'a>> for RestValue<'a> {
+    fn from(value: StringValue<'a>) -> Self {
+        match value {
+            None => RestValue::Null,
+            Some(Text(text)) => RestValue::Text(text),
+        }
+    }
+}
+
+/// A JSON text without the whitespace between its tokens (a value the body spread over lines or indented); the text
+/// itself, key order, numbers and escapes, stays as sent.
+fn compact(json: &str) -> Vec<u8> {
+    let bytes = json.as_bytes();
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    if !bytes.iter().any(is_space) {
+        return bytes.to_vec();
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            in_string = escaped || b != b'"';
+            escaped = !escaped && b == b'\\';
+            out.push(b);
+        } else if !is_space(&b) {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+    out
+}
+
+fn present<'de, D: Deserializer<'de>, V: Deserialize<'de>>(d: D) -> Result<Option<V>, D::Error> {
+    V::deserialize(d).map(Some)
 }
 
 /// An optional whole number within `range`, named in the error as the API defines it.
@@ -271,6 +285,9 @@ fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
 /// Parses a request body: one message object or an array of at most `max` of them. `path_topic` is the topic of
 /// `/produce/<topic>`; without it every message must name its topic.
 pub fn parse_body(body: &[u8], path_topic: Option<&str>, max: usize) -> Result<Vec<Message>, ApiError> {
+    if let Some(messages) = parse_valid(body, path_topic, max) {
+        return Ok(messages);
+    }
     let items = split_items(body)?;
     if items.len() > max {
         return Err(ApiError::TooMany {
@@ -290,6 +307,54 @@ pub fn parse_body(body: &[u8], path_topic: Option<&str>, max: usize) -> Result<V
     match invalid.report(items.len()) {
         None => Ok(messages),
         Some(report) => Err(ApiError::BadRequest(report)),
+    }
+}
+
+/// A body whose every message is valid with a string or `null` value (the API's own form), read in one pass; `None`
+/// for anything else (an empty or too long array, another kind of value, a message to explain), which [`parse_body`]
+/// then reads item by item: to keep a JSON value's text, or to say what is wrong with each message.
+fn parse_valid(body: &[u8], path_topic: Option<&str>, max: usize) -> Option<Vec<Message>> {
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let parsed = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => Bounded::deserialize(&mut reader, max).ok()?,
+        Some(b'{') => vec![RestMessage::<StringValue>::deserialize(&mut reader).ok()?],
+        _ => return None,
+    };
+    reader.end().ok()?;
+    if parsed.is_empty() {
+        return None;
+    }
+    parsed.into_iter().map(|m| into_message(m, path_topic).ok()).collect()
+}
+
+/// An array of at most `max` messages.
+struct Bounded {
+    max: usize,
+}
+
+impl Bounded {
+    fn deserialize<'de>(
+        reader: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+        max: usize,
+    ) -> serde_json::Result<Vec<RestMessage<'de, StringValue<'de>>>> {
+        reader.deserialize_seq(Self { max })
+    }
+}
+
+impl<'de> Visitor<'de> for Bounded {
+    type Value = Vec<RestMessage<'de, StringValue<'de>>>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an array of at most {} messages", self.max)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut messages = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
+        while let Some(message) = seq.next_element()? {
+            if messages.len() == self.max {
+                return Err(de::Error::custom("too many messages"));
+            }
+            messages.push(message);
+        }
+        Ok(messages)
     }
 }
 
@@ -329,24 +394,40 @@ fn to_message(item: &RawValue, path_topic: Option<&str>) -> Result<Message, Stri
         return Err(format!("expected a JSON object, got {}", type_name(&value)));
     }
     let m: RestMessage = serde_json::from_str(text).map_err(|e| explain(text, path_topic, &e))?;
+    into_message(m, path_topic).map_err(|problem| match problem {
+        Unwritable::Said(said) => said,
+        Unwritable::Missing(field) => explain(text, path_topic, &de::Error::custom(field)),
+    })
+}
+
+/// Why a message that parsed cannot be written: said in full, or a missing field, explained from the message's text.
+enum Unwritable {
+    Said(String),
+    Missing(&'static str),
+}
+
+fn into_message<'a, V: Into<RestValue<'a>>>(
+    m: RestMessage<'a, V>,
+    path_topic: Option<&str>,
+) -> Result<Message, Unwritable> {
     let topic = match (path_topic, m.topic) {
         (Some(path), Some(Text(body))) if path != body => {
-            return Err(format!(
+            return Err(Unwritable::Said(format!(
                 "topic {} differs from the topic {} in the URL; drop one of them",
                 echo(&body),
                 echo(path)
-            ));
+            )));
         }
         (Some(path), _) => path.to_owned(),
         (None, Some(Text(body))) => body.into_owned(),
-        (None, None) => return Err(explain(text, None, &de::Error::custom("topic"))),
+        (None, None) => return Err(Unwritable::Missing("topic")),
     };
-    let value = match m.value {
-        None => return Err(explain(text, path_topic, &de::Error::custom("value"))),
+    let value = match m.value.map(Into::into) {
+        None => return Err(Unwritable::Missing("value")),
         Some(RestValue::Null) => None,
         Some(RestValue::Text(s)) => Some(s.into_owned().into_bytes()),
-        // Not a string: written as its compact JSON text, which is what a JSON value in a Kafka record means.
-        Some(RestValue::Json(other)) => Some(other.to_string().into_bytes()),
+        // Not a string: written as its JSON text, which is what a JSON value in a Kafka record means.
+        Some(RestValue::Json(raw)) => Some(compact(raw.get())),
     };
     Ok(Message {
         topic,
@@ -538,12 +619,72 @@ mod tests {
     fn strings_without_escapes_borrow_from_the_body() {
         let m: RestMessage = serde_json::from_str(r#"{"key":"plain","value":"a\"b"}"#).unwrap();
         assert!(matches!(m.key, Some(Text(Cow::Borrowed("plain")))));
-        assert!(matches!(m.value, Some(RestValue::Text(Cow::Owned(_)))));
+        assert!(matches!(m.value, Some(RestValue::Text(Cow::Owned(ref v))) if v == "a\"b"));
+        let m: RestMessage = serde_json::from_str(r#"{"value":"plain é"}"#).unwrap();
+        assert!(matches!(m.value, Some(RestValue::Text(Cow::Borrowed("plain é")))));
     }
 
     #[test]
     fn non_string_values_are_written_as_json() {
         let m = parse_body(br#"{"value":{"a":1}}"#, Some("t"), 1000).unwrap();
         assert_eq!(m[0].value, Payload::Checked(Some(br#"{"a":1}"#.to_vec())));
+    }
+
+    /// What the one-pass reading of a body turns down is read item by item, and answered as before it.
+    #[test]
+    fn bodies_not_read_in_one_pass_get_the_item_by_item_answer() {
+        let valid = br#"[{"value":"a"}, {"value":"b\"","key":"k"}]"#;
+        assert_eq!(
+            parse_valid(valid, Some("t"), 2),
+            Some(parse_body(valid, Some("t"), 2).unwrap())
+        );
+        assert_eq!(parse_valid(valid, Some("t"), 2).map(|m| m.len()), Some(2));
+        // A JSON value: read item by item, to keep its text.
+        let json = br#"[{"value":"a"}, {"value":{"b":1},"key":"k"}]"#;
+        assert_eq!(parse_valid(json, Some("t"), 2), None);
+        let m = parse_body(json, Some("t"), 2).unwrap();
+        assert_eq!(m[1].value, Payload::Checked(Some(br#"{"b":1}"#.to_vec())));
+        assert_eq!(parse_valid(valid, Some("t"), 1), None);
+        assert!(matches!(
+            parse_body(valid, Some("t"), 1),
+            Err(ApiError::TooMany { count: 2, max: 1, .. })
+        ));
+        for (body, answer) in [
+            ("[]", "the message array is empty; send at least one message"),
+            (
+                r#"[{"value":"a"}] x"#,
+                "the body is not JSON: it is not valid JSON (line 1, column 17)",
+            ),
+            (
+                r#"[{"value":"a","topic":"u"}]"#,
+                "message 1: topic 'u' differs from the topic 't' in the URL; drop one of them",
+            ),
+            (
+                r#"[{"value":"a"},{"key":"k"}]"#,
+                "message 2: a message needs \"value\", which holds the record's value (null for a tombstone)",
+            ),
+        ] {
+            assert_eq!(parse_valid(body.as_bytes(), Some("t"), 2), None, "{body}");
+            assert_eq!(err(body, Some("t")), answer, "{body}");
+        }
+    }
+
+    /// As sent, less the whitespace between tokens: not sorted, not rounded, escapes and spaces in strings kept.
+    #[test]
+    fn json_values_keep_their_text() {
+        let body = "{\"value\": {\n  \"b\": [1.10, 12345678901234567890123, -0.0, 1E5],\n  \"a\": \"x \\\" y\\\\\", \"\\u00e9\": true\n}}";
+        let m = parse_body(body.as_bytes(), Some("t"), 1000).unwrap();
+        let expected = r#"{"b":[1.10,12345678901234567890123,-0.0,1E5],"a":"x \" y\\","\u00e9":true}"#;
+        assert_eq!(m[0].value, Payload::Checked(Some(expected.as_bytes().to_vec())));
+        for (value, written) in [("7", "7"), ("false", "false"), ("[ ]", "[]"), ("\"a b\"", "a b")] {
+            let m = parse_body(format!("{{\"value\": {value}}}").as_bytes(), Some("t"), 1000).unwrap();
+            assert_eq!(
+                m[0].value,
+                Payload::Checked(Some(written.as_bytes().to_vec())),
+                "{value}"
+            );
+        }
+        let m = parse_body(br#"{"value": null}"#, Some("t"), 1000).unwrap();
+        assert_eq!(m[0].value, Payload::Checked(None));
     }
 }
