@@ -11,7 +11,8 @@
 #   NEW_ENV="NAME=value ...": extra environment for NEW only; with the same binary twice it A/Bs a setting, e.g.
 #          NEW_ENV="RUST_LOG=info,luka::access=off" for the access log off
 #   BROKER_FROM=old: the broker from OLD instead, for a NEW built otherwise than OLD (scripts/build-pgo's: its
-#          broker code is optimised by a profile of luka serving, which never ran it)
+#          broker code is optimised by a profile of luka serving, which never ran it); BROKER_FROM=each: each
+#          binary's own broker, for a change to the broker itself
 #   WAKEUPS=1: also counts, machine-wide, wake-ups and inter-processor interrupts per request (`perf stat -a`)
 # Needs wrk, taskset and curl (and perf for WAKEUPS).
 set -euo pipefail
@@ -30,7 +31,8 @@ ticks=$(getconf CLK_TCK)
 for round in $(seq 1 "$ROUNDS"); do
   for which in old new; do
     binary=$old; [ "$which" = new ] && binary=$new
-    broker_binary=$new; [ "${BROKER_FROM:-new}" = old ] && broker_binary=$old
+    broker_binary=$new
+    case "${BROKER_FROM:-new}" in old) broker_binary=$old ;; each) broker_binary=$binary ;; esac
     taskset -c 1 "$broker_binary" broker --listen 127.0.0.1:19092 >/dev/null 2>&1 & broker=$!
     sleep 1
     run_with=("${environment[@]}")
