@@ -304,36 +304,8 @@ async fn serve_runs_a_config_with_an_embedded_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_development_broker_runs_without_transparent_huge_pages() {
     let dir = common::temp_dir();
-    let log = dir.join("broker.log");
-    for _ in 0..3 {
-        let addr = common::free_addr();
-        let file = std::fs::File::create(&log).unwrap();
-        let mut broker = Command::new(LUKA)
-            .args(["broker", "--listen", &addr.to_string()])
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let said = loop {
-            let said = std::fs::read_to_string(&log).unwrap_or_default();
-            if said.contains("listening") || broker.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                break said;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        if said.contains("cannot listen") {
-            continue;
-        }
-        let enabled = said
-            .contains("listening")
-            .then(|| common::binary::huge_pages_enabled(broker.id()));
-        let _ = broker.kill();
-        let _ = broker.wait();
-        assert_eq!(enabled, Some(false), "luka broker:\n{said}");
-        return;
-    }
-    panic!("luka broker found no free port in 3 attempts");
+    let broker = Binary::broker(&dir).await;
+    assert!(!broker.huge_pages_enabled(), "luka broker:\n{}", broker.log());
 }
 
 /// Runs `luka check` on a config that must fail; gives what it printed on stderr.

@@ -15,6 +15,9 @@ const LUKA: &str = env!("CARGO_BIN_EXE_luka");
 /// What the binary logs once its HTTP listener is bound (both log formats carry the text).
 const LISTENING: &str = "luka listening on";
 
+/// What `luka broker` prints once it accepts connections.
+const BROKER_LISTENING: &str = "kafka broker listening on";
+
 /// What it says when the HTTP port or the embedded broker's port is taken.
 const CANNOT_LISTEN: &str = "cannot listen on";
 
@@ -46,15 +49,34 @@ impl Binary {
         config: impl Fn(SocketAddr, SocketAddr) -> String,
     ) -> Self {
         let path = dir.join("config.toml");
+        Self::start(dir, LISTENING, |http, broker| {
+            std::fs::write(&path, config(http, broker)).expect("write config.toml");
+            let mut command = Command::new(LUKA);
+            command.arg("--config").arg(&path).envs(env.iter().copied());
+            command
+        })
+        .await
+    }
+
+    /// `luka broker` (the standalone development broker) on a free address, `broker`; ready once it says it
+    /// listens. It serves no HTTP: `http` is a free address nothing listens on.
+    pub async fn broker(dir: &Path) -> Self {
+        Self::start(dir, BROKER_LISTENING, |_, broker| {
+            let mut command = Command::new(LUKA);
+            command.args(["broker", "--listen", &broker.to_string()]);
+            command
+        })
+        .await
+    }
+
+    /// Runs `command(http, broker)` for two free addresses, its output in `dir/luka.log`, until it says `ready`;
+    /// again on new addresses when it exits because one was taken.
+    async fn start(dir: &Path, ready: &str, command: impl Fn(SocketAddr, SocketAddr) -> Command) -> Self {
         let log = dir.join("luka.log");
         for _ in 0..ATTEMPTS {
             let (http, broker) = (super::free_addr(), super::free_addr());
-            std::fs::write(&path, config(http, broker)).expect("write config.toml");
             let file = std::fs::File::create(&log).expect("create luka.log");
-            let child = Command::new(LUKA)
-                .arg("--config")
-                .arg(&path)
-                .envs(env.iter().copied())
+            let child = command(http, broker)
                 .stdout(Stdio::from(file.try_clone().expect("clone the log file")))
                 .stderr(Stdio::from(file))
                 .spawn()
@@ -65,19 +87,19 @@ impl Binary {
                 http,
                 broker,
             };
-            if binary.started().await {
+            if binary.started(ready).await {
                 return binary;
             }
         }
         panic!("luka found no free ports in {ATTEMPTS} attempts");
     }
 
-    /// Whether the binary came up; false when it exited because a port was taken.
-    async fn started(&mut self) -> bool {
+    /// Whether the binary came up (said `ready`); false when it exited because a port was taken.
+    async fn started(&mut self, ready: &str) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let said = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if said.contains(LISTENING) {
+            if said.contains(ready) {
                 return true;
             }
             if self.child.try_wait().expect("look at luka's process").is_some() {
@@ -119,9 +141,16 @@ impl Binary {
         }
     }
 
-    /// Whether the kernel may back its memory with transparent huge pages.
+    /// Whether the kernel may back its memory with transparent huge pages (`THP_enabled` in its
+    /// `/proc/PID/status`, Linux 5.0 and later).
     pub fn huge_pages_enabled(&self) -> bool {
-        huge_pages_enabled(self.child.id())
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+        let line = status
+            .lines()
+            .find_map(|line| line.strip_prefix("THP_enabled:"))
+            .unwrap_or_else(|| panic!("no THP_enabled line in /proc/{pid}/status:\n{status}"));
+        line.trim() == "1"
     }
 
     /// Its log so far.
@@ -133,17 +162,6 @@ impl Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Whether the kernel may back process `pid`'s memory with transparent huge pages (`THP_enabled` in its
-/// `/proc/PID/status`, Linux 5.0 and later).
-pub fn huge_pages_enabled(pid: u32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    let line = status
-        .lines()
-        .find_map(|line| line.strip_prefix("THP_enabled:"))
-        .unwrap_or_else(|| panic!("no THP_enabled line in /proc/{pid}/status:\n{status}"));
-    line.trim() == "1"
 }
 
 impl Drop for Binary {
