@@ -11,17 +11,17 @@ pub const CONSTANT: &str = "return function(req) return { json = { ok = true } }
 pub const JSON_ONLY: &str = "return function(req) local order = req:json() return { json = { id = order.id } } end\n";
 
 /// Processes started by a bench, stopped (by their own ids) when it ends, also on panic: asked with SIGTERM, so an
-/// nginx master takes its workers down with it, then killed if still there after 5 s.
+/// nginx master takes its workers down with it, then killed if still there after 5 s. The last started is stopped
+/// first, and each is gone before the next is asked: a stack stops before the broker it writes to, so its client
+/// never sees that broker vanish (kafkajs logs each lost connection and failed reconnection as an error).
 pub struct Children(pub Vec<Child>);
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for child in &mut self.0 {
+        for child in self.0.iter_mut().rev() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
-        }
-        for child in &mut self.0 {
             let deadline = Instant::now() + Duration::from_secs(5);
             while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
