@@ -8,6 +8,8 @@
 #          compare's handlers: constant, json (req:json(), one field), webhook (one keyed record, answers the
 #          offset; served at /hook, as /webhook is luka's own); default "orders healthz"
 #   PER_CORE=1: as compare's per-core rows: one tokio worker, one Lua VM, access log on (to a file)
+#   UNPINNED=1: as compare's 2-core rows: nothing pinned (wrk, luka and the broker share both CPUs), luka's defaults
+#          with its access log on; e.g. NEW_ENV="TOKIO_WORKER_THREADS=1" with the same binary twice
 #   NEW_ENV="NAME=value ...": extra environment for NEW only; with the same binary twice it A/Bs a setting, e.g.
 #          NEW_ENV="RUST_LOG=info,luka::access=off" for the access log off
 #   BROKER_FROM=old: the broker from OLD instead, for a NEW built otherwise than OLD (scripts/build-pgo's: its
@@ -24,6 +26,8 @@ trap 'kill $luka $broker 2>/dev/null || true; rm -rf "$dir"' EXIT
 source "$(dirname "$0")/lib.sh"
 access_log=false; vms=0; environment=(env RUST_LOG=error)
 if [ "${PER_CORE:-0}" = 1 ]; then access_log=true; vms=1; environment=(env TOKIO_WORKER_THREADS=1); fi
+stack_cpu=(taskset -c 1); load_cpu=(taskset -c 0)
+if [ "${UNPINNED:-0}" = 1 ]; then access_log=true; environment=(env); stack_cpu=(); load_cpu=(); fi
 write_luka_site "$dir" "$access_log" "$vms"
 write_json_post "$dir/post.lua" '{"item":"book","quantity":2}'
 write_order_request "$dir/order.lua"
@@ -33,11 +37,11 @@ for round in $(seq 1 "$ROUNDS"); do
     binary=$old; [ "$which" = new ] && binary=$new
     broker_binary=$new
     case "${BROKER_FROM:-new}" in old) broker_binary=$old ;; each) broker_binary=$binary ;; esac
-    taskset -c 1 "$broker_binary" broker --listen 127.0.0.1:19092 >/dev/null 2>&1 & broker=$!
+    "${stack_cpu[@]}" "$broker_binary" broker --listen 127.0.0.1:19092 >/dev/null 2>&1 & broker=$!
     sleep 1
     run_with=("${environment[@]}")
     if [ "$which" = new ] && [ -n "${NEW_ENV:-}" ]; then read -r -a extra <<< "$NEW_ENV"; run_with+=("${extra[@]}"); fi
-    "${run_with[@]}" taskset -c 1 "$binary" --config "$dir/config.toml" >"$dir/access.log" 2>&1 & luka=$!
+    "${run_with[@]}" "${stack_cpu[@]}" "$binary" --config "$dir/config.toml" >"$dir/access.log" 2>&1 & luka=$!
     for _ in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:18080/healthz && break; sleep 0.1; done
     still_running "$broker" "the broker"; still_running "$luka" luka
     for path in $PATHS; do
@@ -47,9 +51,9 @@ for round in $(seq 1 "$ROUNDS"); do
         json|webhook) script=(-s "$dir/order.lua") ;;
       esac
       url="http://127.0.0.1:18080/$path"; [ "$path" = webhook ] && url="http://127.0.0.1:18080/hook"
-      taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d2s "${script[@]}" "$url" >/dev/null 2>&1
+      "${load_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d2s "${script[@]}" "$url" >/dev/null 2>&1
       before=$(awk '{print $14 + $15}' "/proc/$luka/stat")
-      measure=(taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECS}s" --latency "${script[@]}" "$url")
+      measure=("${load_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"${SECS}s" --latency "${script[@]}" "$url")
       if [ "${WAKEUPS:-0}" = 1 ]; then
         measure=(perf stat -a -x, -o "$dir/wakeups" -e sched:sched_wakeup,irq_vectors:call_function_single_entry
           -- "${measure[@]}")
