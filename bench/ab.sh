@@ -26,6 +26,7 @@ trap 'kill $luka $broker 2>/dev/null || true; rm -rf "$dir"' EXIT
 source "$(dirname "$0")/lib.sh"
 access_log=false; vms=0; environment=(env RUST_LOG=error)
 if [ "${PER_CORE:-0}" = 1 ]; then access_log=true; vms=1; environment=(env TOKIO_WORKER_THREADS=1); fi
+if [ "${PER_CORE:-0}" = 1 ] && [ "${UNPINNED:-0}" = 1 ]; then echo "PER_CORE=1 and UNPINNED=1 exclude each other" >&2; exit 2; fi
 stack_cpu=(taskset -c 1); load_cpu=(taskset -c 0)
 if [ "${UNPINNED:-0}" = 1 ]; then access_log=true; environment=(env); stack_cpu=(); load_cpu=(); fi
 write_luka_site "$dir" "$access_log" "$vms"
