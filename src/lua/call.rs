@@ -55,11 +55,10 @@ impl Call {
     /// The future that runs `target` for `request` on this thread's home VM of `pool` (or another free one).
     pub(super) fn start(pool: &Pool, target: Target, request: Box<HttpRequest>) -> Self {
         let (pool, home) = pool.home();
-        let state = Arc::new(RequestState::new(
-            Arc::clone(&target.function.display),
-            request,
-            target.params.clone(),
-        ));
+        let state = Arc::new(
+            RequestState::new(Arc::clone(&target.function.display), request, target.params.clone())
+                .noting_body_reads(&target.function.reads_body),
+        );
         let remaining = pool.limits().cpu;
         Self {
             pool,

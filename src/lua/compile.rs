@@ -30,6 +30,10 @@ pub struct Compiled {
     /// that captures no local ([`super::vm::Vm::check_loads`]): running it again would make the same handler in the
     /// same environment, so a VM makes it once per copy of the chunk and keeps it. Off until checked.
     pub handler_kept: AtomicBool,
+    /// A request of this file's handler read `req.body`: later requests get a small body as a field from the start
+    /// (`vm::EAGER_BODY_BYTES`), since making it on first read costs more. Off until a handler reads one, so a
+    /// handler that never does (one that only calls `req:json()`, say) pays nothing for it.
+    pub reads_body: Arc<AtomicBool>,
 }
 
 /// Every compiled file, by name.
@@ -135,6 +139,7 @@ pub fn compile(name: &str, display: &str, source: &[u8]) -> Result<Compiled, Loa
         bytecode,
         source_hash: hash(source),
         handler_kept: AtomicBool::new(false),
+        reads_body: Arc::new(AtomicBool::new(false)),
     })
 }
 

@@ -1,13 +1,15 @@
 //! The `req` table a handler receives: method, path, params, query, headers (case-insensitive), body (raw bytes),
 //! remote_addr, user, and `req:json()`.
 //!
-//! Only `method` and `path` are set when the handler starts; every other field is made from the request the first
-//! time the handler reads it (the metatable's `__index` asks Rust, then stores the value in `req`), so a handler
-//! pays only for what it uses. `pairs(req)` therefore shows the fields read so far. The method `json` is answered
-//! by the metatable itself, without a call into Rust, and is never stored in `req`; `body`, which every webhook
-//! reads, has a Rust function of its own that takes no key.
+//! Only `method`, `path` and a small body (once the file's handler has read one: `Compiled::reads_body`) are set
+//! when the handler starts; every other field is made from the request the first time the handler reads it (the
+//! metatable's `__index` asks Rust, then stores the value in `req`), so a handler pays only for what it uses.
+//! `pairs(req)` therefore shows the fields set or read so far. The method `json` is answered by the metatable
+//! itself, without a call into Rust, and is never stored in `req`; `body`, when it is made on first read, has a
+//! Rust function of its own that takes no key.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use mlua::{Function, Lua, Result, Table, Value};
 
@@ -32,7 +34,12 @@ pub fn metatable(lua: &Lua, shared: &Arc<VmShared>, json: Function) -> Result<Ta
     let headers_meta = headers_metatable(lua)?;
     let for_body = Arc::clone(shared);
     let body_field = lua.create_function(move |lua, ()| match for_body.current() {
-        Some(state) => unlimited(lua, state.request.body.len(), || body(lua, &state.request)),
+        Some(state) => {
+            if let Some(reads_body) = &state.reads_body {
+                reads_body.store(true, Ordering::Relaxed);
+            }
+            unlimited(lua, state.request.body.len(), || body(lua, &state.request))
+        }
         None => Ok(Value::Nil),
     })?;
     let shared = Arc::clone(shared);

@@ -55,6 +55,8 @@ pub struct RequestState {
     pub request: Box<HttpRequest>,
     /// The route's path parameters.
     pub params: Vec<(String, String)>,
+    /// The handler file's [`Compiled::reads_body`](super::compile::Compiled::reads_body), set when `req.body` is made.
+    pub reads_body: Option<Arc<AtomicBool>>,
     outcome: Mutex<Outcome>,
 }
 
@@ -88,8 +90,15 @@ impl RequestState {
             function,
             request: request.into(),
             params,
+            reads_body: None,
             outcome: Mutex::new(Outcome::default()),
         }
+    }
+
+    /// Notes reads of `req.body` in `reads_body`, the handler file's flag.
+    pub fn noting_body_reads(mut self, reads_body: &Arc<AtomicBool>) -> Self {
+        self.reads_body = Some(Arc::clone(reads_body));
+        self
     }
 
     pub fn record(&self, change: impl FnOnce(&mut Outcome)) {

@@ -56,9 +56,9 @@ const REMOVED_GLOBALS: [&str; 4] = ["require", "loadstring", "getfenv", "setfenv
 /// constant handler's 27k instructions (a Lua call, a closure made and collected).
 const RUNNER: &str = r#"
 local req_meta = ...
-return function(chunk, globals, keep) local kept return function(env, method, path)
+return function(chunk, globals, keep) local kept return function(env, method, path, body)
   globals.env = env
-  local req = setmetatable({ method = method, path = path, body = nil, headers = nil }, req_meta)
+  local req = setmetatable({ method = method, path = path, body = body, headers = nil }, req_meta)
   local handler = kept
   if handler == nil then
     handler = chunk()
@@ -110,6 +110,12 @@ local env = setmetatable({}, {
 return env, function() return touched end
 "#;
 
+/// A request body up to this size is `req.body` from the start, made with the request's other fields, once a
+/// request of the same file has read its body ([`Compiled::reads_body`]): making it on first read, through `req`'s
+/// `__index` and a call into Rust, cost about 1,700 instructions more per webhook request. Larger bodies, empty
+/// ones, and those of handlers that have not read one are made when first read.
+const EAGER_BODY_BYTES: usize = 16 * 1024;
+
 /// Finished coroutines kept for reuse; more than this many requests in flight on one VM is rare.
 const IDLE_THREADS: usize = 256;
 
@@ -152,6 +158,8 @@ struct First {
     values: Option<usize>,
     method: Method,
     // The path is always `Vm::last_path`: `start` sets it.
+    /// `req.body` when the request has a small one ([`EAGER_BODY_BYTES`]); else it is made if the handler reads it.
+    body: Option<LuaString>,
 }
 
 enum Method {
@@ -407,9 +415,10 @@ impl Vm {
     }
 
     /// Sets up a request's coroutine: its chunk with its own (empty) environment, on a recycled thread, and the
-    /// method and path it starts with. Made here, with the memory limit off, as unprotected calls: with the limit on,
-    /// mlua makes each string under a protected call, which cost more than running a constant handler's Lua. Their
-    /// size is the client's, bounded by hyper's limit on a request head (which already holds them), not the handler's.
+    /// method, path and small body it starts with. Made here, with the memory limit off, as unprotected calls: with
+    /// the limit on, mlua makes each string under a protected call, which cost more than running a constant
+    /// handler's Lua. Their size is the client's, bounded by hyper's limit on a request head (which already holds
+    /// them) and by [`EAGER_BODY_BYTES`], not the handler's.
     pub fn start(&mut self, target: &Target, request: &super::state::HttpRequest) -> mlua::Result<Running> {
         let chunk = self.fresh_chunk(&target.function)?;
         let values = self.route_env(target)?;
@@ -430,11 +439,16 @@ impl Vm {
             None => Method::Other(self.lua.create_string(method)?),
         };
         self.set_path(request.path())?;
+        let eager = target.function.reads_body.load(std::sync::atomic::Ordering::Relaxed);
+        let body = match request.body.len() {
+            1..=EAGER_BODY_BYTES if eager => Some(self.lua.create_string(&request.body)?),
+            _ => None,
+        };
         Ok(Running {
             thread,
             address,
             chunk,
-            first: Some(First { values, method }),
+            first: Some(First { values, method, body }),
             ended: false,
         })
     }
@@ -459,7 +473,7 @@ impl Vm {
     /// gives. Between [`Vm::enter`] and [`Vm::pause`].
     pub fn resume(&self, running: &mut Running, resume: Option<Resume>) -> mlua::Result<Stopped> {
         let returned = match running.first.take() {
-            Some(First { values, method }) => {
+            Some(First { values, method, body }) => {
                 let values = match values {
                     Some(key) => &self.route_envs.get(&key).ok_or_else(|| moved("route values"))?.1,
                     None => &self.no_env,
@@ -469,7 +483,7 @@ impl Vm {
                     Method::Other(string) => string,
                 };
                 let path = &self.last_path.as_ref().ok_or_else(|| moved("path"))?.1;
-                running.thread.resume::<Returned>((values, method, path))
+                running.thread.resume::<Returned>((values, method, path, body))
             }
             None => {
                 let values = match resume {
