@@ -20,6 +20,8 @@ use smallvec::SmallVec;
 
 use super::state::VmShared;
 
+mod flat;
+
 /// Deeper nesting than this is almost surely a table that contains itself.
 const MAX_DEPTH: usize = 128;
 
@@ -92,6 +94,16 @@ pub fn to_json_within(value: &Value, budget: &mut Budget) -> Result<serde_json::
 /// The compact JSON text of `value`, written straight from the Lua values (no intermediate tree); object keys
 /// sorted, so the same table always gives the same text.
 pub fn encode_within(value: &Value, budget: &mut Budget) -> Result<Vec<u8>, String> {
+    if let Value::Table(table) = value
+        && let Some(text) = flat::encode(table, budget)
+    {
+        return text;
+    }
+    encode_general(value, budget)
+}
+
+/// [`encode_within`] for any value, through serde.
+fn encode_general(value: &Value, budget: &mut Budget) -> Result<Vec<u8>, String> {
     let budget = RefCell::new(budget);
     serde_json::to_vec(&LuaJson { value, budget: &budget }).map_err(|e| e.to_string())
 }
