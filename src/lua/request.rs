@@ -64,8 +64,8 @@ pub fn metatable(lua: &Lua, shared: &Arc<VmShared>, json: Function) -> Result<Ta
     Ok(meta)
 }
 
-/// The fields of `req` made on first use (besides `method` and `path`, set at the start, and the method `json`);
-/// `field` answers each.
+/// The fields of `req` made on first use (besides `method` and `path`, set at the start, and the method `json`; a
+/// small `body` may be set at the start too, see the module doc); `field` answers each.
 #[cfg_attr(not(test), allow(dead_code))] // read by the types test and the test below
 pub(super) const LAZY_FIELDS: [&str; 6] = ["body", "headers", "query", "params", "remote_addr", "user"];
 

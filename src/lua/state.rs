@@ -55,7 +55,8 @@ pub struct RequestState {
     pub request: Box<HttpRequest>,
     /// The route's path parameters.
     pub params: Vec<(String, String)>,
-    /// The handler file's [`Compiled::reads_body`](super::compile::Compiled::reads_body), set when `req.body` is made.
+    /// The handler file's [`Compiled::reads_body`](super::compile::Compiled::reads_body), set when `req.body` is made
+    /// on first read.
     pub reads_body: Option<Arc<AtomicBool>>,
     outcome: Mutex<Outcome>,
 }

@@ -3,7 +3,7 @@
 //! ```text
 //! start: the file's chunk (loaded once per VM and version) ─> cloned, with the request's own environment and a
 //!        runner holding both ─> a recycled coroutine set to run that runner
-//! resume: first with (the route's values, method, path), then with what the call it parked on gave
+//! resume: first with (the route's values, method, path, small body), then with what the call it parked on gave
 //!         ─> returned or yielded
 //! finish: a finished coroutine ─> reset ─> kept for the next request
 //! ```
@@ -47,9 +47,10 @@ const REMOVED_GLOBALS: [&str; 4] = ["require", "loadstring", "getfenv", "setfenv
 /// made once per clone and kept with it, so a request's first resume passes only what is its own. The route's
 /// values become the global `env` of the chunk's environment here (a table write Luau does in a few instructions,
 /// where a call through the API to do it cost about as much as running a constant handler's Lua). `req` starts
-/// with method and path; its metatable makes the other fields on first use. `body` and `headers`, the fields most
-/// handlers read, are named (as nil) in its constructor so that the table is made with room for them: storing a
-/// field it has no room for makes Luau resize the table (a thousand instructions, on every webhook's `req.body`).
+/// with method, path and the body when [`Vm::start`] made it ([`EAGER_BODY_BYTES`], else nil); its metatable makes
+/// the other fields on first use. `body` and `headers`, the fields most handlers read, are named in its constructor
+/// so that the table is made with room for them: storing a field it has no room for makes Luau resize the table (a
+/// thousand instructions, on every webhook's `req.body`).
 /// A returned table is split into its fields here, in the form [`response::Returned`] describes. When `keep` (the
 /// file's [`Compiled::handler_kept`]), the handler the chunk returns is kept for the next requests on this copy of
 /// the chunk: its top level has nothing to do but make it, and making it again per request cost about 700 of a
@@ -143,8 +144,8 @@ pub struct Running {
     /// The thread's Luau state, for [`Vm::enter`] (asking mlua for it takes its lock each turn).
     address: usize,
     chunk: Chunk,
-    /// Until the first resume: where the VM keeps the route's values and the method it passes (the runner holds the
-    /// chunk and its environment).
+    /// Until the first resume: where the VM keeps the route's values and the method it passes, and the body made
+    /// for it (the runner holds the chunk and its environment).
     first: Option<First>,
     /// The coroutine returned or failed: its thread may be reset and reused.
     ended: bool,
@@ -152,7 +153,8 @@ pub struct Running {
 
 /// The route's values, method and path for a request's first resume, as places in the VM's caches rather than
 /// references of their own: the first resume follows [`Vm::start`] under the same lock, so the caches still hold
-/// them, and pushing the VM's own references saves making and dropping one each per request.
+/// them, and pushing the VM's own references saves making and dropping one each per request. The body, when made,
+/// is the request's own string.
 struct First {
     /// The key of the route's `env` table in `Vm::route_envs`; none: the empty one.
     values: Option<usize>,
@@ -468,9 +470,9 @@ impl Vm {
         Ok(())
     }
 
-    /// Runs `running`'s coroutine until it returns or yields: the first time with the route's values, method and
-    /// path (its runner holds the chunk and its environment), then with the values `resume` (what it parked on)
-    /// gives. Between [`Vm::enter`] and [`Vm::pause`].
+    /// Runs `running`'s coroutine until it returns or yields: the first time with the route's values, method, path
+    /// and the body [`Vm::start`] made, if any (its runner holds the chunk and its environment), then with the values
+    /// `resume` (what it parked on) gives. Between [`Vm::enter`] and [`Vm::pause`].
     pub fn resume(&self, running: &mut Running, resume: Option<Resume>) -> mlua::Result<Stopped> {
         let returned = match running.first.take() {
             Some(First { values, method, body }) => {

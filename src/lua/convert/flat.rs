@@ -22,7 +22,9 @@ struct Entry {
     text: (usize, usize),
 }
 
-/// `None`: not a flat table (or not one this writes), for the general encoder.
+/// `None`: not a flat table (or not one this writes), for the general encoder. The cost is spent from `budget` at
+/// once, as one step of its clock (the general encoder takes a step per value): the work between two steps stays
+/// small, at most [`MAX_ENTRIES`] entries of [`MAX_STRING`] bytes.
 pub(super) fn encode(table: &Table, budget: &mut Budget) -> Option<Result<Vec<u8>, String>> {
     let mut text: SmallVec<[u8; 256]> = SmallVec::new();
     let mut entries: SmallVec<[Entry; MAX_ENTRIES]> = SmallVec::new();
