@@ -1,13 +1,13 @@
 //! The JSON text of a small flat table (string keys; booleans, numbers, strings and `json.null` as values), as
-//! most handlers answer (`{ partition = r.partition, offset = r.offset }`), written without serde's general
-//! machinery: a third of the instructions for a two-field answer. Any other table, or anything the general encoder
-//! ([`super::encode_within`]) would refuse, is left to it; where this one answers, the text and the budget spent
-//! are the general encoder's.
+//! most handlers answer (`{ partition = r.partition, offset = r.offset }`), written without the general encoder's
+//! per-table work (entries collected with `Cow` keys, serde's map serializer): about a fifth fewer instructions
+//! for `{ ok = true }`. Any other table, or anything the general encoder ([`super::encode_within`]) would refuse,
+//! is left to it; where this one answers, the text and the budget spent are the general encoder's.
 
 use mlua::{Table, ValueView};
 use smallvec::SmallVec;
 
-use super::{Budget, NODE_COST, whole};
+use super::{Budget, NODE_COST, Scalar};
 
 /// Entries a table may have to be written here.
 const MAX_ENTRIES: usize = 8;
@@ -77,22 +77,19 @@ pub(super) fn encode(table: &Table, budget: &mut Budget) -> Option<Result<Vec<u8
 }
 
 /// Writes `value` as JSON after its key, adding what it costs; `Err` for a value left to the general encoder.
+/// Scalars are written by the general encoder's own [`Scalar`] rules (whole numbers as integers, `json.null`), into
+/// a serde_json serializer on the same text; one it refuses (infinity, a function) is left to it.
 fn write_value(text: &mut SmallVec<[u8; 256]>, value: &ValueView<'_>, cost: &mut usize) -> Result<(), ()> {
     match *value {
-        ValueView::Boolean(b) => text.extend_from_slice(if b { b"true" } else { b"false" }),
-        ValueView::LightUserData(p) if p.0.is_null() => text.extend_from_slice(b"null"),
-        ValueView::Integer(i) => text.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
-        ValueView::Number(n) => match whole(n) {
-            Some(i) => text.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
-            None if n.is_finite() => serde_json::to_writer(&mut *text, &n).map_err(|_| ())?,
-            None => return Err(()),
-        },
         // A long string is left to the general encoder, which charges it before copying it.
         ValueView::String(bytes) if bytes.len() <= MAX_STRING => {
             *cost += bytes.len();
             write_str(text, std::str::from_utf8(bytes).map_err(|_| ())?);
         }
-        _ => return Err(()),
+        ValueView::String(_) | ValueView::Table(_) => return Err(()),
+        ref scalar => Scalar::of(scalar)
+            .serialize(&mut serde_json::Serializer::new(&mut *text))
+            .map_err(|_| ())?,
     }
     Ok(())
 }
