@@ -305,3 +305,43 @@ async fn json_keys_that_collide_in_luaus_hash_cannot_outlast_the_cpu_limit() {
         assert!(took < Duration::from_millis(1500), "a flood took {took:?}");
     }
 }
+
+/// The CPU budget's clock (a thread that ticks while Lua runs) sleeps once no handler has run for a while: an idle
+/// server is not woken a hundred times a second by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cpu_clock_does_not_wake_an_idle_server() {
+    let dir = common::temp_dir();
+    std::fs::create_dir_all(dir.join("functions")).unwrap();
+    std::fs::write(
+        dir.join("functions/tick.lua"),
+        "return function(req) if req.query.loop then while true do end end return { json = { ok = true } } end",
+    )
+    .unwrap();
+    let functions = dir.join("functions");
+    let luka = common::binary::Binary::serve(&dir, |http, broker| {
+        format!(
+            "[server]\nlisten = \"{http}\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\nembedded = true\n\n\
+             [lua]\nfunctions = \"{}\"\n",
+            functions.display()
+        )
+    })
+    .await;
+    let answer = reqwest::get(format!("http://{}/tick", luka.http)).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    // The clock ticks every millisecond while Lua runs and parks after 100 ticks without any.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = luka.thread_wakeups("luka-lua-ticker");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let woken = luka.thread_wakeups("luka-lua-ticker") - before;
+    assert!(woken <= 2, "the idle server's Lua clock woke {woken} times in 2.5 s");
+    // And it ticks again for the next request: a runaway handler is still stopped at its budget (50 ms by default).
+    let started = Instant::now();
+    let (status, answer) = json_answer(reqwest::Client::new().get(format!("http://{}/tick?loop=1", luka.http))).await;
+    assert_eq!(status, 500, "{answer}");
+    assert!(error_of(&answer).contains("50 ms of CPU time"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped after {:?}",
+        started.elapsed()
+    );
+}

@@ -323,10 +323,12 @@ pub mod ticker {
                 std::thread::sleep(TICK);
                 continue;
             }
-            // Park unless a resume slipped in; `resumed` sees PARKED (SeqCst on both sides) and unparks.
+            // Parked until a resume: `tick_after` sets ACTIVE, then sees PARKED (SeqCst on both sides) and unparks,
+            // and an unpark that comes before the park is kept for it. A wake-up without a resume (parks may end
+            // spuriously) parks again: an idle server is not woken by its Lua clock.
             PARKED.store(true, Ordering::SeqCst);
-            if !ACTIVE.load(Ordering::SeqCst) {
-                std::thread::park_timeout(Duration::from_secs(1));
+            while !ACTIVE.load(Ordering::SeqCst) {
+                std::thread::park();
             }
             PARKED.store(false, Ordering::SeqCst);
             idle = 0;
