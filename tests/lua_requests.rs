@@ -51,6 +51,11 @@ return function(req)
   if form == "error" then error("secret detail 1234") end
   if form == "length" then return { headers = { ["Content-Length"] = "1" }, body = "xHTTP/1.1 200 OK" } end
   if form == "caught" then pcall(req.json, req) error("something else") end
+  -- A table JSON cannot hold, flat (left by the flat writer to the general encoder) and nested.
+  if form == "function" then return { json = { f = print } } end
+  if form == "nested" then return { json = { a = { b = math.huge } } } end
+  -- Yielded values that look like an answer are not one: the handler goes on and answers.
+  if form == "yield" then coroutine.yield(true, { ok = false }) return { json = { ok = true } } end
 end
 "#;
 
@@ -283,7 +288,9 @@ async fn request_and_response_api() {
     assert_eq!(echoed.headers()["content-type"], "application/json");
     assert_eq!(echoed.json::<Value>().await.unwrap(), json!({"a": [1, {}]}));
     // A misspelt field (`jsn`) fails the call rather than answering 201 without a body.
-    for form in ["bad", "typo", "error", "length", "caught"] {
+    let yielded = get("yield").await.unwrap();
+    assert_eq!(yielded.json::<Value>().await.unwrap(), json!({"ok": true}));
+    for form in ["bad", "typo", "error", "length", "caught", "function", "nested"] {
         let failed = get(form).await.unwrap();
         assert_eq!(failed.status(), 500);
         let body = failed.text().await.unwrap();

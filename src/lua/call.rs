@@ -142,6 +142,7 @@ impl Call {
             Ok(Stopped::Returned(returned)) => {
                 Some(response::read(returned, &mut vm.budget()).map_err(Failure::Response))
             }
+            Ok(Stopped::ReturnedJson(text)) => Some(response::read_json(text).map_err(Failure::Response)),
             Err(e) => Some(Err(Failure::Lua(e))),
         };
         self.exceeded |= vm.leave();

@@ -102,6 +102,22 @@ pub fn encode_within(value: &Value, budget: &mut Budget) -> Result<Vec<u8>, Stri
     encode_general(value, budget)
 }
 
+/// [`encode_within`] for a table where it is on the Lua stack (a handler's answer, read where the coroutine gave it
+/// back): no reference is made for it.
+pub fn encode_view(table: TableView<'_>, budget: &mut Budget) -> Result<Vec<u8>, String> {
+    if let Some(text) = flat::encode_view(&table, budget) {
+        return text;
+    }
+    let budget = RefCell::new(budget);
+    let view = ValueView::Table(table);
+    let json = ViewJson {
+        view: &view,
+        depth: 0,
+        budget: &budget,
+    };
+    serde_json::to_vec(&json).map_err(|e| e.to_string())
+}
+
 /// [`encode_within`] for any value, through serde.
 fn encode_general(value: &Value, budget: &mut Budget) -> Result<Vec<u8>, String> {
     let budget = RefCell::new(budget);
@@ -716,6 +732,29 @@ impl<'de> Visitor<'de> for LuaSeed<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A table encoded where it is on the stack (a handler's answer) gives the text, or the error, and spends the
+    /// budget that encoding it as a value does.
+    #[test]
+    fn a_table_read_where_it_is_encodes_as_its_value_does() {
+        let lua = Lua::new();
+        for source in [
+            "{ ok = true }",
+            "{ a = { 1, 2 }, b = 'x' }",
+            "{ 1, 2, 3 }",
+            "{}",
+            "{ f = print }",
+            "{ a = { b = math.huge } }",
+            "setmetatable({}, { __index = function() return 1 end })",
+        ] {
+            let table: Table = lua.load(format!("return {source}")).eval().unwrap();
+            let (mut as_value, mut as_view) = (Budget::unmetered(), Budget::unmetered());
+            let by_value = encode_within(&Value::Table(table.clone()), &mut as_value);
+            let by_view = table.read(|view| encode_view(view, &mut as_view)).unwrap();
+            assert_eq!(by_view, by_value, "{source}");
+            assert_eq!(as_view.left, as_value.left, "{source}");
+        }
+    }
 
     fn decoded(lua: &Lua, json: &str) -> String {
         let value = decode_json(lua, None, json.as_bytes()).unwrap().unwrap();

@@ -95,17 +95,32 @@ fn from_fields(
     let body = match (body, json) {
         (Value::Nil, Value::Nil) => Bytes::new(),
         (Value::String(s), Value::Nil) => Bytes::copy_from_slice(&s.as_bytes_ref()),
-        (Value::Nil, json) => {
-            let text = convert::encode_within(&json, budget).map_err(|e| format!("json: {e}"))?;
-            if !headers.iter().any(|(n, _)| n == CONTENT_TYPE) {
-                headers.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
-            }
-            Bytes::from(text)
-        }
+        (Value::Nil, json) => json_body(&mut headers, convert::encode_within(&json, budget))?,
         (Value::String(_), _) => return Err("the response has both body and json; give one".into()),
         (other, _) => return Err(format!("body must be a string, not a {}", other.type_name())),
     };
     Ok(HandlerResponse { status, headers, body })
+}
+
+/// The answer to a table with `json` alone, from the JSON text of that field (or why it has none), written where
+/// the coroutine gave it back ([`convert::encode_view`]): what [`read`] answers for `(true, json)`.
+pub fn read_json(text: Result<Vec<u8>, String>) -> Result<HandlerResponse, String> {
+    let mut headers = Headers::new();
+    let body = json_body(&mut headers, text)?;
+    Ok(HandlerResponse {
+        status: 200,
+        headers,
+        body,
+    })
+}
+
+/// A `json` field's body: its text, with `application/json` as the content type unless the handler gave one.
+fn json_body(headers: &mut Headers, text: Result<Vec<u8>, String>) -> Result<Bytes, String> {
+    let text = text.map_err(|e| format!("json: {e}"))?;
+    if !headers.iter().any(|(n, _)| n == CONTENT_TYPE) {
+        headers.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
+    }
+    Ok(Bytes::from(text))
 }
 
 fn read_headers(given: &Table) -> Result<Headers, String> {

@@ -19,8 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlua::chunk::ChunkMode;
-use mlua::thread::ThreadStatus;
-use mlua::{Function, Lua, LuaOptions, LuaString, MultiValue, StdLib, Table, Thread, Value};
+use mlua::{Function, Lua, LuaOptions, LuaString, MultiValue, Returns, StdLib, Table, Thread, Value, ValueView};
 
 use super::LoadError;
 use super::compile::Compiled;
@@ -174,10 +173,21 @@ enum Method {
 pub enum Stopped {
     /// The handler returned.
     Returned(Returned),
+    /// The handler returned a table with a table as `json` and nothing else (the usual answer): its JSON text, or
+    /// why it has none, written where the coroutine gave it back (no reference made for it).
+    ReturnedJson(Result<Vec<u8>, String>),
     /// A module call parked the coroutine on this work.
     Parked(Parked),
     /// The handler yielded by itself (`coroutine.yield()`): it is resumed again at once, with no values.
     Yielded,
+}
+
+/// What a coroutine gave back at the end of a turn, read where it was on the stack ([`Vm::resume`]).
+enum Back {
+    /// `(true, table)`: the handler returned `{ json = table }` alone; the table's JSON text.
+    Json(Result<Vec<u8>, String>),
+    /// Anything else, as values, and whether the handler returned (rather than yielded) them.
+    Values(bool, Returned),
 }
 
 /// A clone of a file's chunk with the environment it runs in, and the runner that runs it there.
@@ -474,7 +484,19 @@ impl Vm {
     /// and the body [`Vm::start`] made, if any (its runner holds the chunk and its environment), then with the values
     /// `resume` (what it parked on) gives. Between [`Vm::enter`] and [`Vm::pause`].
     pub fn resume(&self, running: &mut Running, resume: Option<Resume>) -> mlua::Result<Stopped> {
-        let returned = match running.first.take() {
+        let read = |finished: bool, returns: Returns<'_>| -> mlua::Result<Back> {
+            if finished
+                && returns.len() == 2
+                && matches!(returns.view(0)?, ValueView::Boolean(true))
+                && let ValueView::Table(json) = returns.view(1)?
+            {
+                // Read with the memory limit off, as every answer is (`Call::turn` pauses after the turn too).
+                self.pause();
+                return Ok(Back::Json(convert::encode_view(json, &mut self.budget())));
+            }
+            Ok(Back::Values(finished, returns.into_values()?))
+        };
+        let back = match running.first.take() {
             Some(First { values, method, body }) => {
                 let values = match values {
                     Some(key) => &self.route_envs.get(&key).ok_or_else(|| moved("route values"))?.1,
@@ -485,24 +507,30 @@ impl Vm {
                     Method::Other(string) => string,
                 };
                 let path = &self.last_path.as_ref().ok_or_else(|| moved("path"))?.1;
-                running.thread.resume::<Returned>((values, method, path, body))
+                running.thread.resume_read((values, method, path, body), read)
             }
             None => {
                 let values = match resume {
                     Some(resume) => resume(&self.lua)?,
                     None => MultiValue::new(),
                 };
-                running.thread.resume::<Returned>(values)
+                running.thread.resume_read(values, read)
             }
         };
         // Taken whatever happened: a call that parked and then could not yield (inside a metamethod, say) leaves
         // work that must not run.
         let parked = self.shared.take_parked();
-        let returned = returned.inspect_err(|_| running.ended = true)?;
-        if running.thread.status() != ThreadStatus::Resumable {
-            running.ended = true;
-            return Ok(Stopped::Returned(returned));
-        }
+        let returned = match back.and_then(|back| back).inspect_err(|_| running.ended = true)? {
+            Back::Json(text) => {
+                running.ended = true;
+                return Ok(Stopped::ReturnedJson(text));
+            }
+            Back::Values(true, returned) => {
+                running.ended = true;
+                return Ok(Stopped::Returned(returned));
+            }
+            Back::Values(false, yielded) => yielded,
+        };
         Ok(match parked {
             // Work whose call raised an error instead of yielding (the handler may have caught it and yielded by
             // itself since) was refused to the handler: it is dropped, never sent.

@@ -4,7 +4,7 @@
 //! for `{ ok = true }`. Any other table, or anything the general encoder ([`super::encode_within`]) would refuse,
 //! is left to it; where this one answers, the text and the budget spent are the general encoder's.
 
-use mlua::{Table, ValueView};
+use mlua::{Table, TableView, ValueView};
 use smallvec::SmallVec;
 
 use super::{Budget, NODE_COST, Scalar};
@@ -26,10 +26,15 @@ struct Entry {
 /// once, as one step of its clock (the general encoder takes a step per value): the work between two steps stays
 /// small, at most [`MAX_ENTRIES`] entries of [`MAX_STRING`] bytes.
 pub(super) fn encode(table: &Table, budget: &mut Budget) -> Option<Result<Vec<u8>, String>> {
+    table.read(|view| encode_view(&view, budget)).ok()?
+}
+
+/// [`encode`] for a table on the stack.
+pub(super) fn encode_view(view: &TableView<'_>, budget: &mut Budget) -> Option<Result<Vec<u8>, String>> {
     let mut text: SmallVec<[u8; 256]> = SmallVec::new();
     let mut entries: SmallVec<[Entry; MAX_ENTRIES]> = SmallVec::new();
     let mut cost = NODE_COST;
-    let read = table.read(|view| {
+    let read = (|| {
         // A metatable may be the array marker: the general encoder tells.
         if !view.metatable_pointer().ok()?.is_null() {
             return None;
@@ -58,8 +63,8 @@ pub(super) fn encode(table: &Table, budget: &mut Budget) -> Option<Result<Vec<u8
             Ok(Ok(())) if !entries.is_empty() => Some(()),
             _ => None,
         }
-    });
-    read.ok()??;
+    })();
+    read?;
     if let Err(e) = budget.spend(cost) {
         return Some(Err(e));
     }

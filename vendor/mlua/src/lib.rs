@@ -119,7 +119,7 @@ pub use crate::scope::Scope;
 pub use crate::state::{Lua, LuaOptions, WeakLua};
 pub use crate::stdlib::StdLib;
 pub use crate::builder::ValueBuilder;
-pub use crate::reader::{EntryView, Position, TableView, ValueView};
+pub use crate::reader::{EntryView, Position, Returns, TableView, ValueView};
 #[doc(inline)]
 pub use crate::string::LuaString;
 pub use crate::string::{BorrowedBytes, BorrowedStr, BytesRef, StrRef};

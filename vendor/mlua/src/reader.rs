@@ -15,6 +15,7 @@ use std::os::raw::{c_int, c_void};
 use crate::error::{Error, Result};
 use crate::state::{Lua, RawLua};
 use crate::table::Table;
+use crate::traits::FromLuaMulti;
 use crate::types::LightUserData;
 use crate::util::{check_stack, stack_as_counted, StackGuard};
 
@@ -97,6 +98,59 @@ impl Table {
             };
             Ok(read(reader.table(top)))
         }
+    }
+}
+
+/// The values a coroutine gave back, where they are on the Lua stack, as [`crate::Thread::resume_read`] hands them
+/// over (luka's patch 6): each looked at as a [`ValueView`], or all made into values as [`crate::Thread::resume`]
+/// makes them.
+pub struct Returns<'a> {
+    reader: Reader<'a>,
+    /// The stack index of the first value.
+    first: c_int,
+    count: c_int,
+}
+
+impl<'a> Returns<'a> {
+    /// The `count` values at the top of `state`'s stack, which is `lua`'s current one.
+    pub(crate) unsafe fn new(lua: &'a RawLua, state: *mut ffi::lua_State, count: c_int) -> Self {
+        let top = ffi::lua_gettop(state);
+        Returns {
+            reader: Reader {
+                lua,
+                state,
+                depth: ffi::lua_stackdepth(state),
+                top: Cell::new(top),
+                room: Cell::new(top),
+            },
+            first: top - count + 1,
+            count,
+        }
+    }
+
+    /// How many values there are.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// A view of value `index` (from 0); [`ValueView::Nil`] past the last, as a missing value reads in Lua.
+    pub fn view(&self, index: usize) -> Result<ValueView<'_>> {
+        self.reader.unchanged()?;
+        Ok(match c_int::try_from(index) {
+            Ok(index) if index < self.count => unsafe { self.reader.view(self.first + index) },
+            _ => ValueView::Nil,
+        })
+    }
+
+    /// All the values, made as [`crate::Thread::resume`] makes them.
+    pub fn into_values<R: FromLuaMulti>(self) -> Result<R> {
+        self.reader.unchanged()?;
+        unsafe { R::from_stack_multi(self.count, self.reader.lua) }
     }
 }
 

@@ -40,6 +40,7 @@ use std::os::raw::{c_int, c_void};
 
 use crate::error::{Error, Result};
 use crate::function::Function;
+use crate::reader::Returns;
 use crate::state::{RawLua, WeakLua};
 use crate::traits::{FromLuaMulti, IntoLuaMulti};
 use crate::types::{LuaType, ValueRef};
@@ -321,48 +322,7 @@ impl Thread {
     where
         R: FromLuaMulti,
     {
-        let lua = self.0.lua.lock();
-        check_thread_reentrancy(self.state(), &lua)?;
-        let (mut pushed_nargs, mut hook_yielded) = self.resumable_state(&lua)?;
-
-        let state = lua.state();
-        let thread_state = self.state();
-        unsafe {
-            let _sg = StackGuard::new(state);
-
-            // If the resume callback runs, it may touch this thread, so re-read the argument count
-            let on_resume = lua.thread_event_triggers().on_resume;
-            if exec_thread_event(&lua, on_resume, thread_state, || {
-                ThreadEvent::Resume(self.clone())
-            })? {
-                (pushed_nargs, hook_yielded) = self.resumable_state(&lua)?;
-            }
-
-            if !hook_yielded {
-                let nargs = args.push_into_stack_multi(&lua)?;
-                if nargs > 0 {
-                    check_stack(thread_state, nargs)?;
-                    ffi::lua_xmove(state, thread_state, nargs);
-                    pushed_nargs += nargs;
-                }
-            }
-
-            let mut thread_sg = StackGuard::with_top(thread_state, 0);
-            let (status, nresults) = self.resume_inner(&lua, pushed_nargs)?;
-            if status.is_yielded() && self.is_hook_yielded(&lua) {
-                debug_assert_eq!(nresults, 0);
-                thread_sg.keep(ffi::lua_gettop(thread_state));
-            }
-
-            check_stack(state, nresults + 1)?;
-            ffi::lua_xmove(thread_state, state, nresults);
-
-            // Exec thread yield callback
-            let on_yield = lua.thread_event_triggers().on_yield && status.is_yielded();
-            exec_thread_event(&lua, on_yield, thread_state, || ThreadEvent::Yield(self.clone()))?;
-
-            R::from_stack_multi(nresults, &lua)
-        }
+        self.resume_read(args, |_, returns| returns.into_values())?
     }
 
     /// Resumes execution of this thread, immediately raising an error.
@@ -434,6 +394,55 @@ impl Thread {
                 protect_lua!(state, 0, 1, |state| error_traceback_thread(state, thread_state))?;
                 Err(pop_error(state, ret))
             }
+        }
+    }
+
+    /// [`Thread::resume`], with the values the thread gives back handed to `read` where they are on the stack
+    /// (luka's patch 6), and whether it finished (returned rather than yielded): no reference is made for a value
+    /// `read` only looks at ([`Returns::view`]); [`Returns::into_values`] makes them all as `resume` does.
+    pub fn resume_read<R>(&self, args: impl IntoLuaMulti, read: impl FnOnce(bool, Returns<'_>) -> R) -> Result<R> {
+        let lua = self.0.lua.lock();
+        check_thread_reentrancy(self.state(), &lua)?;
+        let (mut pushed_nargs, mut hook_yielded) = self.resumable_state(&lua)?;
+
+        let state = lua.state();
+        let thread_state = self.state();
+        unsafe {
+            let _sg = StackGuard::new(state);
+
+            // If the resume callback runs, it may touch this thread, so re-read the argument count
+            let on_resume = lua.thread_event_triggers().on_resume;
+            if exec_thread_event(&lua, on_resume, thread_state, || {
+                ThreadEvent::Resume(self.clone())
+            })? {
+                (pushed_nargs, hook_yielded) = self.resumable_state(&lua)?;
+            }
+
+            if !hook_yielded {
+                let nargs = args.push_into_stack_multi(&lua)?;
+                if nargs > 0 {
+                    check_stack(thread_state, nargs)?;
+                    ffi::lua_xmove(state, thread_state, nargs);
+                    pushed_nargs += nargs;
+                }
+            }
+
+            let mut thread_sg = StackGuard::with_top(thread_state, 0);
+            let (status, nresults) = self.resume_inner(&lua, pushed_nargs)?;
+            if status.is_yielded() && self.is_hook_yielded(&lua) {
+                debug_assert_eq!(nresults, 0);
+                thread_sg.keep(ffi::lua_gettop(thread_state));
+            }
+
+            check_stack(state, nresults + 1)?;
+            ffi::lua_xmove(thread_state, state, nresults);
+
+            // Exec thread yield callback
+            let on_yield = lua.thread_event_triggers().on_yield && status.is_yielded();
+            exec_thread_event(&lua, on_yield, thread_state, || ThreadEvent::Yield(self.clone()))?;
+
+            let finished = matches!(status, ThreadStatusInner::Finished);
+            Ok(read(finished, Returns::new(&lua, state, nresults)))
         }
     }
 
