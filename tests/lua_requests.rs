@@ -287,9 +287,11 @@ async fn request_and_response_api() {
     let echoed = get("json").await.unwrap();
     assert_eq!(echoed.headers()["content-type"], "application/json");
     assert_eq!(echoed.json::<Value>().await.unwrap(), json!({"a": [1, {}]}));
-    // A misspelt field (`jsn`) fails the call rather than answering 201 without a body.
+    // What a handler yields is not its answer, even when it looks like one.
     let yielded = get("yield").await.unwrap();
     assert_eq!(yielded.json::<Value>().await.unwrap(), json!({"ok": true}));
+    // A misspelt field (`jsn`) fails the call rather than answering 201 without a body; so does a `json` table that
+    // JSON cannot hold.
     for form in ["bad", "typo", "error", "length", "caught", "function", "nested"] {
         let failed = get(form).await.unwrap();
         assert_eq!(failed.status(), 500);

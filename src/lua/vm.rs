@@ -482,7 +482,8 @@ impl Vm {
 
     /// Runs `running`'s coroutine until it returns or yields: the first time with the route's values, method, path
     /// and the body [`Vm::start`] made, if any (its runner holds the chunk and its environment), then with the values
-    /// `resume` (what it parked on) gives. Between [`Vm::enter`] and [`Vm::pause`].
+    /// `resume` (what it parked on) gives. Between [`Vm::enter`] and [`Vm::pause`]; a `{ json = table }` answer is
+    /// encoded here, where the coroutine gave it back, after this pauses the memory limit itself.
     pub fn resume(&self, running: &mut Running, resume: Option<Resume>) -> mlua::Result<Stopped> {
         let read = |finished: bool, returns: Returns<'_>| -> mlua::Result<Back> {
             if finished

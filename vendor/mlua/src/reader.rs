@@ -1,5 +1,5 @@
 //! Tables read through views of the Lua stack, with no reference made per key or value (luka's patch 5, see
-//! `PATCHES.md`).
+//! `PATCHES.md`), and the values a coroutine gave back read the same way ([`Returns`], patch 6).
 //!
 //! [`Table::for_each`] hands each key and value over as a [`Value`]: every string and nested table becomes a
 //! reference (made in the auxiliary thread, dropped after). Here the table being read stays on the stack, and each
@@ -36,7 +36,7 @@ pub enum ValueView<'a> {
     Other(&'static str),
 }
 
-/// A table on the Lua stack, read by [`Table::read`].
+/// A table on the Lua stack, read by [`Table::read`] (or handed over by [`Returns::view`]).
 pub struct TableView<'a> {
     reader: &'a Reader<'a>,
     /// The table's stack index.
@@ -254,7 +254,9 @@ impl<'a> TableView<'a> {
 impl Reader<'_> {
     fn unchanged(&self) -> Result<()> {
         if !unsafe { stack_as_counted(self.lua, self.state, self.depth, self.top.get()) } {
-            return Err(Error::runtime("Table::read: the Lua stack was changed under the reader"));
+            return Err(Error::runtime(
+                "Table::read or Thread::resume_read: the Lua stack was changed under the reader",
+            ));
         }
         Ok(())
     }

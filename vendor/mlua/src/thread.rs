@@ -399,7 +399,8 @@ impl Thread {
 
     /// [`Thread::resume`], with the values the thread gives back handed to `read` where they are on the stack
     /// (luka's patch 6), and whether it finished (returned rather than yielded): no reference is made for a value
-    /// `read` only looks at ([`Returns::view`]); [`Returns::into_values`] makes them all as `resume` does.
+    /// `read` only looks at ([`Returns::view`]); [`Returns::into_values`] makes them all as `resume` does. `read`
+    /// runs before this resume is over: it must not resume this thread again.
     pub fn resume_read<R>(&self, args: impl IntoLuaMulti, read: impl FnOnce(bool, Returns<'_>) -> R) -> Result<R> {
         let lua = self.0.lua.lock();
         check_thread_reentrancy(self.state(), &lua)?;
