@@ -88,15 +88,8 @@ impl Table {
             let _sg = StackGuard::new(state);
             check_stack(state, 1)?;
             lua.push_ref(&self.0);
-            let top = ffi::lua_gettop(state);
-            let reader = Reader {
-                lua: &lua,
-                state,
-                depth: ffi::lua_stackdepth(state),
-                top: Cell::new(top),
-                room: Cell::new(top),
-            };
-            Ok(read(reader.table(top)))
+            let reader = Reader::at_top(&lua, state);
+            Ok(read(reader.table(reader.top.get())))
         }
     }
 }
@@ -114,16 +107,11 @@ pub struct Returns<'a> {
 impl<'a> Returns<'a> {
     /// The `count` values at the top of `state`'s stack, which is `lua`'s current one.
     pub(crate) unsafe fn new(lua: &'a RawLua, state: *mut ffi::lua_State, count: c_int) -> Self {
-        let top = ffi::lua_gettop(state);
+        let reader = Reader::at_top(lua, state);
+        let first = reader.top.get() - count + 1;
         Returns {
-            reader: Reader {
-                lua,
-                state,
-                depth: ffi::lua_stackdepth(state),
-                top: Cell::new(top),
-                room: Cell::new(top),
-            },
-            first: top - count + 1,
+            reader,
+            first,
             count,
         }
     }
@@ -251,7 +239,19 @@ impl<'a> TableView<'a> {
     }
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// A reader of `state`'s stack (`lua`'s current one) as it is now, with room checked up to its top.
+    unsafe fn at_top(lua: &'a RawLua, state: *mut ffi::lua_State) -> Self {
+        let top = ffi::lua_gettop(state);
+        Reader {
+            lua,
+            state,
+            depth: ffi::lua_stackdepth(state),
+            top: Cell::new(top),
+            room: Cell::new(top),
+        }
+    }
+
     fn unchanged(&self) -> Result<()> {
         if !unsafe { stack_as_counted(self.lua, self.state, self.depth, self.top.get()) } {
             return Err(Error::runtime(
