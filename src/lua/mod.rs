@@ -33,6 +33,7 @@
 //! way out of the sandbox: no files, processes, sockets, `require`, `loadstring` or `debug`.
 
 mod call;
+mod clock;
 pub mod compile;
 mod convert;
 mod error;

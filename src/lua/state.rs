@@ -7,8 +7,9 @@
 //! and keeps stopping it, so a `pcall` around a runaway loop cannot swallow the limit.
 //!
 //! The interrupt runs a dozen times in even a trivial handler and millions of times a second in a loop, so it
-//! does not read the clock: it compares the deadline with [`ticker`]'s coarse clock, one atomic load. The budget
-//! itself is kept with the precise clock, read when a coroutine is resumed and when it stops.
+//! reads the kernel's coarse clock ([`super::clock`]), and the precise one only once the coarse one says the
+//! deadline is near. The budget itself is kept with the precise clock, read when a coroutine is resumed and when it
+//! stops.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::clock::Watch;
 use crate::kafka::ErrorClass;
 
 /// An HTTP request as the server hands it to a function: its method and URI as hyper parsed them (moved here, not
@@ -122,8 +124,8 @@ pub struct VmShared {
     epoch: Instant,
     /// Nanoseconds since `epoch` when the running coroutine's budget ends; `u64::MAX` when none runs.
     deadline_ns: AtomicU64,
-    /// The same deadline on [`ticker`]'s clock, rounded up.
-    deadline_tick: AtomicU64,
+    /// From when on the coarse clock the interrupt checks `deadline_ns` (a [`Watch`]).
+    watch: AtomicU64,
     exceeded: AtomicBool,
     current: Mutex<Option<Arc<RequestState>>>,
     /// The running request's coroutine (its Luau state's address; 0 when none runs): only its own calls may park.
@@ -165,7 +167,7 @@ impl Default for VmShared {
         Self {
             epoch: Instant::now(),
             deadline_ns: AtomicU64::new(u64::MAX),
-            deadline_tick: AtomicU64::new(u64::MAX),
+            watch: AtomicU64::new(Watch::NEVER.to_raw()),
             exceeded: AtomicBool::new(false),
             current: Mutex::new(None),
             thread: AtomicUsize::new(0),
@@ -215,8 +217,7 @@ impl VmShared {
         let now = Instant::now();
         let deadline = (now - self.epoch + remaining).as_nanos().min(u128::from(u64::MAX - 1)) as u64;
         self.deadline_ns.store(deadline, Ordering::Relaxed);
-        self.deadline_tick
-            .store(ticker::tick_after(now + remaining), Ordering::Relaxed);
+        self.watch.store(Watch::from_now(remaining).to_raw(), Ordering::Relaxed);
         self.exceeded.store(false, Ordering::Relaxed);
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(state));
         now
@@ -226,7 +227,7 @@ impl VmShared {
     pub fn leave(&self) -> bool {
         self.thread.store(0, Ordering::Relaxed);
         self.deadline_ns.store(u64::MAX, Ordering::Relaxed);
-        self.deadline_tick.store(u64::MAX, Ordering::Relaxed);
+        self.watch.store(Watch::NEVER.to_raw(), Ordering::Relaxed);
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.exceeded.swap(false, Ordering::Relaxed)
     }
@@ -240,10 +241,9 @@ impl VmShared {
         Ok(())
     }
 
-    /// The interrupt handler: an error once the budget is spent (to within a tick).
+    /// The interrupt handler: an error once the budget is spent.
     pub fn check(&self) -> mlua::Result<mlua::VmState> {
-        if ticker::now() >= self.deadline_tick.load(Ordering::Relaxed) {
-            self.exceeded.store(true, Ordering::Relaxed);
+        if Watch::from_raw(self.watch.load(Ordering::Relaxed)).due() && self.out_of_time() {
             return Err(mlua::Error::external(CpuLimitHit));
         }
         Ok(mlua::VmState::Continue)
@@ -277,83 +277,4 @@ pub fn unlimited<T>(lua: &mlua::Lua, size: usize, work: impl FnOnce() -> mlua::R
     let result = work();
     lua.set_memory_limit(limit)?;
     result
-}
-
-/// A coarse clock for the interrupt: ticks of [`ticker::TICK`] since the process started, advanced by one
-/// background thread while Lua runs and parked when none has run for a while.
-pub mod ticker {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::thread::Thread;
-    use std::time::{Duration, Instant};
-
-    /// The clock's resolution: how far past its CPU budget a runaway handler may run.
-    pub const TICK: Duration = Duration::from_millis(1);
-
-    /// Ticks without any Lua running before the thread parks (and stops waking the machine).
-    const IDLE_TICKS: u32 = 100;
-
-    static NOW: AtomicU64 = AtomicU64::new(0);
-    /// Set by every resume, cleared by the ticker: whether Lua ran since its last look.
-    static ACTIVE: AtomicBool = AtomicBool::new(false);
-    static PARKED: AtomicBool = AtomicBool::new(false);
-    static TICKER: OnceLock<(Instant, Thread)> = OnceLock::new();
-
-    fn ticker() -> &'static (Instant, Thread) {
-        TICKER.get_or_init(|| {
-            let epoch = Instant::now();
-            let thread = std::thread::Builder::new()
-                .name("luka-lua-ticker".into())
-                .spawn(move || run(epoch))
-                .expect("cannot start the Lua CPU-time ticker thread");
-            (epoch, thread.thread().clone())
-        })
-    }
-
-    fn run(epoch: Instant) {
-        let mut idle = 0;
-        loop {
-            NOW.store(ticks(epoch.elapsed()), Ordering::Relaxed);
-            if ACTIVE.swap(false, Ordering::SeqCst) {
-                idle = 0;
-            } else {
-                idle += 1;
-            }
-            if idle < IDLE_TICKS {
-                std::thread::sleep(TICK);
-                continue;
-            }
-            // Parked until a resume: `tick_after` sets ACTIVE, then sees PARKED (SeqCst on both sides) and unparks,
-            // and an unpark that comes before the park is kept for it. A wake-up without a resume (parks may end
-            // spuriously) parks again: an idle server is not woken by its Lua clock.
-            PARKED.store(true, Ordering::SeqCst);
-            while !ACTIVE.load(Ordering::SeqCst) {
-                std::thread::park();
-            }
-            PARKED.store(false, Ordering::SeqCst);
-            idle = 0;
-        }
-    }
-
-    fn ticks(elapsed: Duration) -> u64 {
-        (elapsed.as_nanos() / TICK.as_nanos()) as u64
-    }
-
-    /// The current tick.
-    pub fn now() -> u64 {
-        NOW.load(Ordering::Relaxed)
-    }
-
-    /// The first tick at or after `at`; also tells the ticker that Lua is about to run.
-    pub fn tick_after(at: Instant) -> u64 {
-        let (epoch, thread) = ticker();
-        ACTIVE.store(true, Ordering::SeqCst);
-        if PARKED.load(Ordering::SeqCst) {
-            // The parked ticker's clock is stale: bring it up to date, then wake it.
-            NOW.store(ticks(epoch.elapsed()), Ordering::Relaxed);
-            thread.unpark();
-        }
-        let elapsed = at.saturating_duration_since(*epoch);
-        ticks(elapsed) + u64::from(!elapsed.as_nanos().is_multiple_of(TICK.as_nanos()))
-    }
 }

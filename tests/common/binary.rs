@@ -153,28 +153,25 @@ impl Binary {
         line.trim() == "1"
     }
 
-    /// How often its threads named `name` have been switched to so far (voluntary and involuntary context switches
-    /// in `/proc/PID/task/TID/status`): each is a wake-up. Panics when it has no such thread.
-    pub fn thread_wakeups(&self, name: &str) -> u64 {
+    /// How often its threads have gone to sleep so far, all together (voluntary context switches in
+    /// `/proc/PID/task/TID/status`; being preempted is not counted): each one sleeps until something wakes it.
+    pub fn sleeps(&self) -> u64 {
         let tasks = format!("/proc/{}/task", self.child.id());
-        let mut found = false;
-        let mut switches = 0;
-        for task in std::fs::read_dir(&tasks).expect("read /proc/PID/task") {
-            let task = task.expect("read /proc/PID/task").path();
-            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-            if comm.trim_end() != name {
-                continue;
-            }
-            found = true;
-            let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
-            switches += status
-                .lines()
-                .filter(|line| line.contains("ctxt_switches:"))
-                .filter_map(|line| line.split(':').nth(1)?.trim().parse::<u64>().ok())
-                .sum::<u64>();
-        }
-        assert!(found, "luka has no thread named {name} in {tasks}");
-        switches
+        std::fs::read_dir(&tasks)
+            .expect("read /proc/PID/task")
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+            .flat_map(|status| {
+                status
+                    .lines()
+                    .filter_map(|line| {
+                        line.strip_prefix("voluntary_ctxt_switches:")?
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .sum()
     }
 
     /// Its log so far.
