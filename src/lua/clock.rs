@@ -10,7 +10,7 @@
 //!
 //! The coarse clock only tells when to look closer: a budget is checked against the precise clock once the coarse
 //! one is within [`LAG_STEPS`] steps of the deadline ([`Watch`]). So a handler is never stopped early, and is
-//! stopped at the first interrupt past its deadline unless a tick comes later than a step behind its time.
+//! stopped at the first interrupt past its deadline unless the kernel's ticks come more than a step late.
 
 use std::time::Duration;
 
