@@ -160,16 +160,13 @@ impl Binary {
         std::fs::read_dir(&tasks)
             .expect("read /proc/PID/task")
             .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
-            .flat_map(|status| {
+            .filter_map(|status| {
                 status
                     .lines()
-                    .filter_map(|line| {
-                        line.strip_prefix("voluntary_ctxt_switches:")?
-                            .trim()
-                            .parse::<u64>()
-                            .ok()
-                    })
-                    .collect::<Vec<_>>()
+                    .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
             })
             .sum()
     }
