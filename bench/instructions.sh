@@ -8,14 +8,15 @@
 # VM, access log on, to a file) with a fresh `luka broker` from the first BINARY beside it, not counted.
 #   PATHS: any of healthz, constant, json (req:json(), one field), webhook (compare's: one keyed record; needs the
 #          broker), orders (the shipped functions/orders.lua: its order produced as `data`, encoded to JSON, and a
-#          JSON answer); default "healthz constant json"
+#          JSON answer), rest1 (compare's REST x1: the example order as one keyed record through `POST /produce/bench`,
+#          with basic auth; needs the broker); default "healthz constant json"
 #   ORDER=compare: json and webhook send compare's order (five fields, as bench/compare.rs and the orders path do)
 #          instead of the default, larger one with a nested array (bench/ab.sh's)
 #   NGINX=1: also nginx + lua-nginx-module (bench/nginx/nginx.conf, master process off): static, constant, json
 #   SECS (default 4), CONNECTIONS (default 16), ROUNDS (default 2, the binaries interleaved)
 # Needs valgrind, wrk and curl (and nginx-light, libnginx-mod-http-lua, lua-cjson for NGINX=1); apt-installs them.
 set -euo pipefail
-[ $# -ge 1 ] || { sed -n 2,17p "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,18p "$0" >&2; exit 2; }
 bench=$(cd "$(dirname "$0")" && pwd)
 binaries=(); for b in "$@"; do binaries+=("$(realpath "$b")"); done
 SECS=${SECS:-4}; CONNECTIONS=${CONNECTIONS:-16}; ROUNDS=${ROUNDS:-2}; PATHS=${PATHS:-healthz constant json}
@@ -36,6 +37,7 @@ sed -e "s#@PREFIX@#$dir/nginx#g" -e "s#@PORT@#18090#g" -e 's/master_process on;/
   "$bench/nginx/nginx.conf" > "$dir/nginx/nginx.conf"
 write_order_request "$dir/order.lua"
 write_example_order "$dir/example.lua"
+write_rest_order "$dir/rest1.lua"
 [ "${ORDER:-}" = compare ] && cp "$dir/example.lua" "$dir/order.lua"
 
 # count NAME URL [wrk script]: the server in $server is under callgrind; prints its instructions per request.
@@ -48,6 +50,8 @@ count() {
   wrk -t1 -c"$CONNECTIONS" -d"${SECS}s" "${script[@]}" "$url" > "$dir/wrk.out" 2>&1
   callgrind_control -i off "$server" >/dev/null 2>&1
   callgrind_control -d "$server" >/dev/null 2>&1
+  # An answer that is not 2xx (a refused login, a broker gone) would count another path's instructions.
+  if grep -q "Non-2xx" "$dir/wrk.out"; then echo "$name: $(grep Non-2xx "$dir/wrk.out")" >&2; exit 1; fi
   local requests instructions
   requests=$(awk '/requests in/ {print $1}' "$dir/wrk.out")
   # A dump on request goes to a file of its own (callgrind.out.PID.N).
@@ -83,6 +87,7 @@ for round in $(seq 1 "$ROUNDS"); do
         json) count "$round $(basename "$binary") json" http://127.0.0.1:18080/json "$dir/order.lua" ;;
         webhook) count "$round $(basename "$binary") webhook" http://127.0.0.1:18080/hook "$dir/order.lua" ;;
         orders) count "$round $(basename "$binary") orders" http://127.0.0.1:18080/orders "$dir/example.lua" ;;
+        rest1) count "$round $(basename "$binary") rest1" http://127.0.0.1:18080/produce/bench "$dir/rest1.lua" ;;
         *) echo "unknown path $path" >&2; exit 2 ;;
       esac
     done

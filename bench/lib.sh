@@ -34,7 +34,8 @@ still_running() {
 
 # write_luka_site DIR ACCESS_LOG VMS: DIR/config.toml (luka on 127.0.0.1:18080, its broker on 127.0.0.1:19092) and
 # DIR/functions, serving /constant, /json and /hook (the handlers bench/compare.rs and bench/common/mod.rs measure,
-# word for word; /hook is compare's webhook, as /webhook is luka's own) and /orders (functions/orders.lua).
+# word for word; /hook is compare's webhook, as /webhook is luka's own) and /orders (functions/orders.lua); the user
+# bench (password bench) may write the topic bench through REST, as in compare's REST rows.
 write_luka_site() {
   local dir=$1 access_log=$2 vms=$3
   mkdir -p "$dir/functions"
@@ -61,6 +62,10 @@ partitions = 4
 [lua]
 watch = false
 vms = $vms
+[[users]]
+name = "bench"
+password = "bench"
+topics = ["bench"]
 [[routes]]
 path = "/constant"
 function = "constant.lua"
@@ -81,6 +86,14 @@ TOML
 # item and quantity, an id, which the function keeps as the key).
 write_example_order() {
   write_json_post "$1" '{"id":123,"item":"book-0123","quantity":4,"price":23.23,"email":"buyer123@example.com"}'
+}
+
+# write_rest_order FILE: a wrk script POSTing write_example_order's order to /produce/bench as compare's REST x1
+# row does: one record, keyed by the order id, the order as its string value, as the user bench.
+write_rest_order() {
+  write_json_post "$1" \
+    '{"key":"123","value":"{\\"id\\":123,\\"item\\":\\"book-0123\\",\\"quantity\\":4,\\"price\\":23.23,\\"email\\":\\"buyer123@example.com\\"}"}' \
+    'wrk.headers["Authorization"] = "Basic YmVuY2g6YmVuY2g="'
 }
 
 # write_order_request FILE: a wrk script POSTing one JSON order, for the json and webhook handlers.
