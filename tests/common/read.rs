@@ -121,7 +121,9 @@ pub fn assert_fetched(message: &Value, record: &ReadRecord) {
     assert_eq!(message["value"], text(&record.value));
 }
 
-/// The partition's high watermark as librdkafka asks the broker for it (ListOffsets, latest).
+/// The partition's high watermark as librdkafka asks the broker for it (ListOffsets, latest). Asked again for up
+/// to ten seconds while the broker cannot say: just after a pause or a restart, the partition may have no leader
+/// yet, which librdkafka reports as an unknown partition.
 pub async fn high_watermark(bootstrap: &str, topic: &str, partition: i32) -> i64 {
     let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
@@ -129,10 +131,17 @@ pub async fn high_watermark(bootstrap: &str, topic: &str, partition: i32) -> i64
             .set("bootstrap.servers", &bootstrap)
             .create()
             .expect("librdkafka consumer");
-        let (_, high) = consumer
-            .fetch_watermarks(&topic, partition, Duration::from_secs(5))
-            .expect("watermarks");
-        high
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
+                Ok((_, high)) => return high,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("watermarks of {topic}/{partition}, asking again: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("watermarks of {topic}/{partition}: {e}"),
+            }
+        }
     })
     .await
     .expect("watermark thread")
