@@ -7,7 +7,7 @@
 //! | `luka_http_requests_total` | `kind` (rest, function, health, metrics, other), `function`, `class` (2xx...) |
 //! | `luka_http_request_duration_seconds` | `kind` |
 //! | `luka_http_in_flight_requests` | |
-//! | `luka_records_total`, `luka_record_bytes_total` | `cluster`, `topic`, `result` (ok or the error kind) |
+//! | `luka_records_total`, `luka_record_bytes_total` | `cluster`, `topic`, `result` (ok or the error kind; also a call Kafka refused while it was placed, see `Producer::refused`) |
 //! | `luka_produce_requests_total` | `cluster`, `topic`, `result` (one per Kafka produce request) |
 //! | `luka_produce_batch_records` | (records per Kafka produce request) |
 //! | `luka_lua_limit_hits_total` | `kind` (cpu, memory, timeout) |

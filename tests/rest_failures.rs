@@ -142,6 +142,8 @@ async fn broker_outage_is_a_503_and_recovery_needs_no_restart(kafka: Kafka) {
     assert_eq!(status, 200);
     let (status, _) = h.get("/readyz").await;
     assert_eq!(status, 200);
+    let unavailable = ["cluster=\"local\"", "topic=\"greetings\"", "result=\"unavailable\""];
+    let before = sample(&h.scrape_metrics().await, "luka_records_total", &unavailable);
 
     h.brokers[0].stop().await;
     for attempt in 0..3 {
@@ -163,6 +165,12 @@ async fn broker_outage_is_a_503_and_recovery_needs_no_restart(kafka: Kafka) {
     }
     let (status, _) = h.get("/readyz").await;
     assert_eq!(status, 503);
+    let after = h.scrape_metrics().await;
+    assert_eq!(
+        sample(&after, "luka_records_total", &unavailable) - before,
+        3.0,
+        "every refused record is counted as unavailable: {after}"
+    );
 
     h.brokers[0].resume().await;
     let back = Instant::now();
@@ -207,7 +215,7 @@ async fn a_cluster_that_accepts_but_never_answers_is_a_504() {
     );
     let h = Harness::start(0, &config).await;
     let started = Instant::now();
-    let (status, answer) = h.post("/produce/t", r#"{"value":"a"}"#).await;
+    let (status, answer) = h.post("/produce/t", r#"[{"value":"a"},{"value":"b"}]"#).await;
     assert_eq!(status, 504, "{answer}");
     // Nothing was sent: the broker never answered the metadata request that comes first.
     assert!(
@@ -218,6 +226,15 @@ async fn a_cluster_that_accepts_but_never_answers_is_a_504() {
         started.elapsed() < Duration::from_secs(3),
         "took {:?}",
         started.elapsed()
+    );
+    // Refused while being placed, both records are counted as the writers count theirs, with no bytes (not made).
+    let metrics = h.scrape_metrics().await;
+    let timed_out = ["cluster=\"slow\"", "topic=\"t\"", "result=\"timeout\""];
+    assert_eq!(sample(&metrics, "luka_records_total", &timed_out), 2.0, "{metrics}");
+    assert_eq!(
+        sample(&metrics, "luka_record_bytes_total", &timed_out),
+        0.0,
+        "{metrics}"
     );
 }
 
@@ -293,4 +310,7 @@ async fn tls_to_a_plaintext_broker_is_a_quick_503_that_says_tls() {
             started.elapsed()
         );
     }
+    let metrics = h.scrape_metrics().await;
+    let tls = ["cluster=\"local\"", "topic=\"greetings\"", "result=\"tls\""];
+    assert_eq!(sample(&metrics, "luka_records_total", &tls), 3.0, "{metrics}");
 }

@@ -177,41 +177,23 @@ impl Producer {
         let total = messages.len();
         let mut invalid = InvalidMessages::default();
         let mut first_invalid = None;
-        for (index, message) in messages.into_iter().enumerate() {
+        let mut messages = messages.into_iter().enumerate();
+        while let Some((index, message)) = messages.next() {
             let known = destinations
                 .iter()
                 .position(|d| d.topic_name == message.topic && d.asked_cluster == message.cluster);
             let at = match known {
                 Some(at) => at,
-                None => {
-                    let topic = resolve(&self.config, message.cluster.as_deref(), &message.topic)
-                        .map_err(|e| e.in_message(index))?;
-                    let create = topic.partitions.map(|partitions| CreateIfMissing {
-                        partitions,
-                        replication_factor: topic.replication_factor,
-                    });
-                    let client = self.pool.cluster(&topic.cluster).await?;
-                    let count = client
-                        .partition_count(&message.topic, create)
-                        .await
-                        .map_err(|e| e.into_message(index))?;
-                    let rules = client.topic_rules(&message.topic).await;
-                    let sizes_checked = self
-                        .config
-                        .clusters
-                        .get(&topic.cluster)
-                        .is_some_and(|c| c.compression == crate::config::Compression::None);
-                    destinations.push(Destination {
-                        topic_name: message.topic.clone(),
-                        asked_cluster: message.cluster.clone(),
-                        topic,
-                        count,
-                        unkeyed: None,
-                        rules,
-                        sizes_checked,
-                    });
-                    destinations.len() - 1
-                }
+                None => match self.destination(&message, index).await {
+                    Ok(destination) => {
+                        destinations.push(destination);
+                        destinations.len() - 1
+                    }
+                    Err(e) => {
+                        let failed = (message.cluster.as_deref(), message.topic.as_str());
+                        return Err(self.refused(e, failed, &placed, messages.map(|(_, m)| m)));
+                    }
+                },
             };
             let destination = &mut destinations[at];
             let (topic, count) = (destination.topic, destination.count);
@@ -235,7 +217,9 @@ impl Producer {
                         partition: p,
                         count,
                     };
-                    return Err(ProduceError::from(e).in_message(index));
+                    let e = ProduceError::from(e).in_message(index);
+                    let failed = (message.cluster.as_deref(), message.topic.as_str());
+                    return Err(self.refused(e, failed, &placed, messages.map(|(_, m)| m)));
                 }
                 (None, Some(key)) => partitioner::partition_for_key(key, count),
                 (None, None) => *destination.unkeyed.get_or_insert_with(|| {
@@ -276,6 +260,78 @@ impl Producer {
                 invalid.report(total).expect("invalid messages were noted"),
             )),
         }
+    }
+
+    /// The destination of `message` (the `index`th), first named in its call: its topic resolved by config, its
+    /// cluster's partition count (the topic created if it may be) and the topic's rules.
+    async fn destination(&self, message: &Message, index: usize) -> Result<Destination<'_>, ProduceError> {
+        let topic =
+            resolve(&self.config, message.cluster.as_deref(), &message.topic).map_err(|e| e.in_message(index))?;
+        let create = topic.partitions.map(|partitions| CreateIfMissing {
+            partitions,
+            replication_factor: topic.replication_factor,
+        });
+        let client = self.pool.cluster(&topic.cluster).await?;
+        let count = client
+            .partition_count(&message.topic, create)
+            .await
+            .map_err(|e| e.into_message(index))?;
+        let rules = client.topic_rules(&message.topic).await;
+        let sizes_checked = self
+            .config
+            .clusters
+            .get(&topic.cluster)
+            .is_some_and(|c| c.compression == crate::config::Compression::None);
+        Ok(Destination {
+            topic_name: message.topic.clone(),
+            asked_cluster: message.cluster.clone(),
+            topic,
+            count,
+            unkeyed: None,
+            rules,
+            sizes_checked,
+        })
+    }
+
+    /// `error`, met while placing a message for `topic` (on `cluster`, if named), refuses the whole call: nothing is
+    /// written. When Kafka answered it (the cluster out of reach, the topic or the partition missing), every record of
+    /// the call bound for that cluster is counted in `luka_records_total` under the error's result, as the writers
+    /// count theirs: those `placed` already with their bytes, the others (not made yet) with none. Errors of the
+    /// request itself (config, values, timestamps) count no records.
+    fn refused(
+        &self,
+        error: ProduceError,
+        (cluster, topic): (Option<&str>, &str),
+        placed: &[Placed],
+        rest: impl Iterator<Item = Message>,
+    ) -> ProduceError {
+        let (Some(result), Ok(failed)) = (
+            error.kafka().map(KafkaError::kind),
+            resolve(&self.config, cluster, topic),
+        ) else {
+            return error;
+        };
+        let cluster = failed.cluster.as_str();
+        let mut counts = BTreeMap::<String, (u64, u64)>::new();
+        let mut count = |topic: &str, bytes: usize| {
+            let (records, total) = counts.entry(topic.to_owned()).or_default();
+            *records += 1;
+            *total += bytes as u64;
+        };
+        count(topic, 0);
+        for p in placed.iter().filter(|p| p.cluster == cluster) {
+            count(&p.topic, p.record.approximate_size());
+        }
+        for m in rest {
+            if resolve(&self.config, m.cluster.as_deref(), &m.topic).is_ok_and(|t| t.cluster == cluster) {
+                count(&m.topic, 0);
+            }
+        }
+        let metrics = crate::metrics::metrics();
+        for (topic, (records, bytes)) in counts {
+            metrics.record_outcome(cluster, &topic, result, records, bytes);
+        }
+        error
     }
 
     /// Writes placed messages: one batch per partition, all partitions at once.
