@@ -165,10 +165,10 @@ async fn broker_outage_is_a_503_and_recovery_needs_no_restart(kafka: Kafka) {
     }
     let (status, _) = h.get("/readyz").await;
     assert_eq!(status, 503);
+    // At least: the counters are the process's, and this test's other broker may be refusing records meanwhile.
     let after = h.scrape_metrics().await;
-    assert_eq!(
-        sample(&after, "luka_records_total", &unavailable) - before,
-        3.0,
+    assert!(
+        sample(&after, "luka_records_total", &unavailable) - before >= 3.0,
         "every refused record is counted as unavailable: {after}"
     );
 
