@@ -179,7 +179,8 @@ pub fn module(lua: &Lua, context: Arc<KafkaContext>, shared: Arc<VmShared>) -> R
             park(lua, &shared, work)
         })?
     };
-    let one = lua.create_function(move |lua, args: OneMessage| {
+    let one = lua.create_function(move |lua, args: OneArgs| {
+        let args = OneMessage::from(args);
         let request = shared.current();
         // The handler has its own string key; a generated key, or a number's text, is what the result gives back.
         let key_returned = !matches!(args.key, Some(Value::String(_)));
@@ -298,10 +299,22 @@ struct OneMessage {
     timestamp: Option<f64>,
 }
 
-impl mlua::FromLuaMulti for OneMessage {
-    fn from_lua_multi(values: mlua::MultiValue, lua: &Lua) -> Result<Self> {
-        let (cluster, topic, key, value, data, partition, timestamp) = mlua::FromLuaMulti::from_lua_multi(values, lua)?;
-        Ok(Self {
+/// [`OneMessage`] as the callback takes it: a tuple, which mlua reads from the Lua stack one argument at a time (a
+/// type of our own would be read through a list of every argument made into a value first: about 1% of a webhook
+/// request's instructions).
+type OneArgs = (
+    Option<mlua::LuaString>,
+    Option<mlua::LuaString>,
+    Option<Value>,
+    Option<mlua::LuaString>,
+    Option<Table>,
+    Option<f64>,
+    Option<f64>,
+);
+
+impl From<OneArgs> for OneMessage {
+    fn from((cluster, topic, key, value, data, partition, timestamp): OneArgs) -> Self {
+        Self {
             cluster,
             topic,
             key,
@@ -309,7 +322,7 @@ impl mlua::FromLuaMulti for OneMessage {
             data,
             partition,
             timestamp,
-        })
+        }
     }
 }
 
