@@ -7,12 +7,15 @@
 //! | `luka_http_requests_total` | `kind` (rest, function, health, metrics, other), `function`, `class` (2xx...) |
 //! | `luka_http_request_duration_seconds` | `kind` |
 //! | `luka_http_in_flight_requests` | |
-//! | `luka_records_total`, `luka_record_bytes_total` | `cluster`, `topic`, `result` (ok or the error kind; also a call Kafka refused while it was placed, see `Producer::refused`) |
+//! | `luka_records_total`, `luka_record_bytes_total` | `cluster`, `topic`, `result` (ok or the error kind) |
 //! | `luka_produce_requests_total` | `cluster`, `topic`, `result` (one per Kafka produce request) |
 //! | `luka_produce_batch_records` | (records per Kafka produce request) |
 //! | `luka_lua_limit_hits_total` | `kind` (cpu, memory, timeout) |
 //! | `luka_lua_vm_memory_bytes` | `vm` |
 //! | `luka_kafka_cluster_reachable` | `cluster` (1 reachable, 0 down) |
+//!
+//! `luka_records_total` also counts the records of a call that Kafka refused while it was being placed, before
+//! anything was sent, under the refusal's result (the produce core's `Producer::refused`).
 //!
 //! The `topic` label takes at most `[metrics] max_topic_series` values (the first topics seen); records of further
 //! topics are counted under `topic="_other"`, so writers naming new topics cannot grow the scrape without bound.
