@@ -306,6 +306,14 @@ async fn json_keys_that_collide_in_luaus_hash_cannot_outlast_the_cpu_limit() {
     }
 }
 
+/// Runs for `?seconds=` of wall time (Luau's `os.clock` is a wall clock).
+const SPIN: &str = "return function(req)
+  local seconds = tonumber(req.query.seconds)
+  local start = os.clock()
+  while os.clock() - start < seconds do end
+  return { json = { ok = true } }
+end";
+
 /// The CPU budget keeps time with the kernel's coarse clock, not a thread of its own: nothing wakes every
 /// millisecond while a handler runs, to take the core from it (the ticker thread this replaced did, a thousand
 /// times a second), and the budget still holds.
@@ -313,16 +321,7 @@ async fn json_keys_that_collide_in_luaus_hash_cannot_outlast_the_cpu_limit() {
 async fn the_cpu_limit_wakes_no_thread_while_lua_runs() {
     let dir = common::temp_dir();
     std::fs::create_dir_all(dir.join("functions")).unwrap();
-    std::fs::write(
-        dir.join("functions/spin.lua"),
-        "return function(req)\n\
-           local seconds = tonumber(req.query.seconds)\n\
-           local start = os.clock()\n\
-           while os.clock() - start < seconds do end\n\
-           return { json = { ok = true } }\n\
-         end",
-    )
-    .unwrap();
+    std::fs::write(dir.join("functions/spin.lua"), SPIN).unwrap();
     let functions = dir.join("functions");
     let luka = common::binary::Binary::serve(&dir, |http, broker| {
         format!(
@@ -356,4 +355,32 @@ async fn the_cpu_limit_wakes_no_thread_while_lua_runs() {
         took >= Duration::from_secs(2) && took < Duration::from_secs(8),
         "stopped after {took:?}"
     );
+}
+
+/// The budget is CPU time: a handler held back while it runs (the whole process stopped, as the kernel stops a
+/// container that used up its CPU quota) is not charged the time it did not run, and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_the_process_is_held_back_is_not_charged_to_the_cpu_limit() {
+    let dir = common::temp_dir();
+    std::fs::create_dir_all(dir.join("functions")).unwrap();
+    // Busy for `seconds` of wall time, however little of it is CPU time.
+    std::fs::write(dir.join("functions/spin.lua"), SPIN).unwrap();
+    let functions = dir.join("functions");
+    let luka = common::binary::Binary::serve(&dir, |http, broker| {
+        format!(
+            "[server]\nlisten = \"{http}\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\nembedded = true\n\n\
+             [lua]\nfunctions = \"{}\"\ncpu_ms = 500\n",
+            functions.display()
+        )
+    })
+    .await;
+    let url = format!("http://{}/spin?seconds=0.4", luka.http);
+    let spin = tokio::spawn(json_answer(reqwest::Client::new().get(url)));
+    // Well inside the 400 ms the handler runs for, the process is held back for 1.5 s: three times its budget.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    luka.pause();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    luka.resume();
+    let (status, answer) = spin.await.unwrap();
+    assert_eq!(status, 200, "held back for 1.5 s with 500 ms of CPU time: {answer}");
 }

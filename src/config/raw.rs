@@ -137,7 +137,8 @@ pub struct LuaConfig {
     pub functions: Option<PathBuf>,
     /// Folder of `*_test.lua` files that `luka test` runs, relative to config.toml; default: the functions folder.
     pub tests: Option<PathBuf>,
-    /// Lua execution time one request may use (time spent waiting on Kafka does not count).
+    /// CPU time one request may spend running Lua (its thread's CPU clock: time waiting on Kafka, or not running at
+    /// all, does not count).
     pub cpu_ms: u64,
     /// Wall-clock limit for one handler, waiting on Kafka included; past it the client gets 504.
     pub timeout_ms: u64,

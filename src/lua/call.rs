@@ -130,7 +130,7 @@ impl Call {
             }
         }
         let running = self.running.as_mut().expect("set up above");
-        let started = vm.enter(&self.state, Some(running), self.remaining);
+        vm.enter(&self.state, Some(running), self.remaining);
         let stopped = vm.resume(running, self.resume.take());
         vm.pause();
         let outcome = match stopped {
@@ -145,8 +145,9 @@ impl Call {
             Ok(Stopped::ReturnedJson(text)) => Some(response::read_json(text).map_err(Failure::Response)),
             Err(e) => Some(Err(Failure::Lua(e))),
         };
-        self.exceeded |= vm.leave();
-        self.remaining = self.remaining.saturating_sub(started.elapsed());
+        let left = vm.leave();
+        self.exceeded |= left.exceeded;
+        self.remaining = self.remaining.saturating_sub(left.spent);
         let result = match outcome {
             Some(outcome) => classify(outcome, self.exceeded, &self.state, vm.limits()),
             // Past its budget as it stopped: the limit answers now, and parked work (not started yet) is dropped.

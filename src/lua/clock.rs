@@ -11,8 +11,17 @@
 //! The coarse clock only tells when to look closer: a budget is checked against the precise clock once the coarse
 //! one is within [`LAG_STEPS`] steps of the deadline ([`Watch`]). So a handler is never stopped early, and is
 //! stopped at the first interrupt past its deadline unless the kernel's ticks come more than a step late.
+//!
+//! Wall time is only an upper bound of the time a handler ran: it also counts the time the kernel gave the core to
+//! another thread, or held the whole process back because its container used up its CPU quota (tens of
+//! milliseconds at a time). So once the wall clock says a budget is spent, the thread's own CPU clock decides
+//! ([`CpuMark`]); reading it is a system call (about 0.6 µs on the machine of bench/README.md, more than all of a
+//! trivial handler's interrupts), so it is read when a turn starts only if the thread's last reading is older
+//! than [`SAMPLE_AGE`], and otherwise only once the wall clock has run out. A handler is then stopped within
+//! [`SAMPLE_AGE`] of CPU time after its budget is spent, still never before.
 
-use std::time::Duration;
+use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 /// How many steps the coarse clock may fall behind the precise one between two reads. Timekeeping advances in
 /// whole steps, each recorded at the next tick, up to a step after the time it records: the clock shows a time up
@@ -56,6 +65,68 @@ impl Watch {
     pub fn from_raw(raw: u64) -> Self {
         Self(raw)
     }
+}
+
+/// How old the thread's CPU-time reading may be when a turn starts. A turn's CPU time is known to within this.
+const SAMPLE_AGE: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// The calling thread's last CPU-time reading, and when it was taken.
+    static SAMPLE: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
+}
+
+/// Where the running thread's CPU clock stood when a turn started, to within [`SAMPLE_AGE`]: a reading `cpu_ns`
+/// taken `lead_ns` of wall time before the start. Only meaningful on the thread that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuMark {
+    pub cpu_ns: u64,
+    pub lead_ns: u64,
+}
+
+impl CpuMark {
+    /// For a turn starting at `now` on the calling thread.
+    pub fn at(now: Instant) -> Self {
+        SAMPLE.with(|sample| {
+            let (taken, cpu_ns) = match sample.get() {
+                Some((taken, cpu_ns)) if now.saturating_duration_since(taken) <= SAMPLE_AGE => (taken, cpu_ns),
+                _ => {
+                    let fresh = (now, thread_cpu_ns());
+                    sample.set(Some(fresh));
+                    fresh
+                }
+            };
+            Self {
+                cpu_ns,
+                lead_ns: duration_ns(now.saturating_duration_since(taken)),
+            }
+        })
+    }
+
+    /// CPU time the calling thread has certainly spent since the turn started: all it spent since the reading,
+    /// less the wall time between the reading and the start (it cannot have spent more in that time).
+    pub fn spent_at_least(self) -> u64 {
+        thread_cpu_ns().saturating_sub(self.cpu_ns).saturating_sub(self.lead_ns)
+    }
+}
+
+/// `duration` in nanoseconds, short of `u64::MAX` (which stands for "never" beside it).
+pub fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos())
+        .unwrap_or(u64::MAX - 1)
+        .min(u64::MAX - 1)
+}
+
+/// The CPU time the calling thread has used.
+#[cfg(target_os = "linux")]
+pub fn thread_cpu_ns() -> u64 {
+    nanos(rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime))
+}
+
+/// Elsewhere the precise wall clock stands in for it: a turn's CPU time is then its wall time, as before.
+#[cfg(not(target_os = "linux"))]
+pub fn thread_cpu_ns() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    duration_ns(EPOCH.get_or_init(Instant::now).elapsed())
 }
 
 #[cfg(target_os = "linux")]

@@ -8,8 +8,9 @@
 //!
 //! The interrupt runs a dozen times in even a trivial handler and millions of times a second in a loop, so it
 //! reads the kernel's coarse clock ([`super::clock`]), and the precise one only once the coarse one says the
-//! deadline is near. The budget itself is kept with the precise clock, read when a coroutine is resumed and when it
-//! stops.
+//! deadline is near. The budget is CPU time: wall time, read when a coroutine is resumed and when it stops, bounds
+//! it from above, and once the wall clock says the budget is spent (or a turn ran longer than a millisecond) the
+//! thread's CPU clock decides, so time the kernel took the core away for is not charged.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::clock::Watch;
+use super::clock::{CpuMark, Watch, duration_ns};
 use crate::kafka::ErrorClass;
 
 /// An HTTP request as the server hands it to a function: its method and URI as hyper parsed them (moved here, not
@@ -122,8 +123,15 @@ pub type Parked = Pin<Box<dyn Future<Output = Resume> + Send>>;
 
 pub struct VmShared {
     epoch: Instant,
-    /// Nanoseconds since `epoch` when the running coroutine's budget ends; `u64::MAX` when none runs.
+    /// Nanoseconds since `epoch` when the running coroutine's budget ends if it keeps its core till then;
+    /// `u64::MAX` when none runs.
     deadline_ns: AtomicU64,
+    /// Nanoseconds since `epoch` when the running turn started, and its budget.
+    turn_start_ns: AtomicU64,
+    budget_ns: AtomicU64,
+    /// The running thread's CPU clock at the turn's start ([`CpuMark`]'s two fields).
+    cpu_mark_ns: AtomicU64,
+    cpu_lead_ns: AtomicU64,
     /// From when on the coarse clock the interrupt checks `deadline_ns` (a [`Watch`]).
     watch: AtomicU64,
     exceeded: AtomicBool,
@@ -167,6 +175,10 @@ impl Default for VmShared {
         Self {
             epoch: Instant::now(),
             deadline_ns: AtomicU64::new(u64::MAX),
+            turn_start_ns: AtomicU64::new(0),
+            budget_ns: AtomicU64::new(0),
+            cpu_mark_ns: AtomicU64::new(0),
+            cpu_lead_ns: AtomicU64::new(0),
             watch: AtomicU64::new(Watch::NEVER.to_raw()),
             exceeded: AtomicBool::new(false),
             current: Mutex::new(None),
@@ -211,25 +223,53 @@ impl VmShared {
     }
 
     /// Before resuming `state`'s coroutine `thread` (as [`mlua::Thread::to_pointer`] gives it; null when the code
-    /// runs outside a request's coroutine), which may run for `remaining` more.
-    pub fn enter(&self, state: &Arc<RequestState>, thread: *const std::ffi::c_void, remaining: Duration) -> Instant {
+    /// runs outside a request's coroutine), which may run for `remaining` more CPU time. The turn runs on the
+    /// calling thread until [`VmShared::leave`].
+    pub fn enter(&self, state: &Arc<RequestState>, thread: *const std::ffi::c_void, remaining: Duration) {
         self.thread.store(thread as usize, Ordering::Relaxed);
         let now = Instant::now();
-        let deadline = (now - self.epoch + remaining).as_nanos().min(u128::from(u64::MAX - 1)) as u64;
-        self.deadline_ns.store(deadline, Ordering::Relaxed);
+        let (start, budget) = (duration_ns(now - self.epoch), duration_ns(remaining));
+        let mark = CpuMark::at(now);
+        self.turn_start_ns.store(start, Ordering::Relaxed);
+        self.budget_ns.store(budget, Ordering::Relaxed);
+        self.cpu_mark_ns.store(mark.cpu_ns, Ordering::Relaxed);
+        self.cpu_lead_ns.store(mark.lead_ns, Ordering::Relaxed);
+        self.deadline_ns
+            .store(start.saturating_add(budget).min(u64::MAX - 1), Ordering::Relaxed);
         self.watch.store(Watch::from_now(remaining).to_raw(), Ordering::Relaxed);
         self.exceeded.store(false, Ordering::Relaxed);
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(state));
-        now
     }
 
-    /// After the coroutine yielded or finished; tells whether it ran past its budget.
-    pub fn leave(&self) -> bool {
+    /// After the coroutine yielded or finished: whether it ran past its budget, and the CPU time it spent.
+    pub fn leave(&self) -> Left {
+        let wall = self.now_ns().saturating_sub(self.turn_start_ns.load(Ordering::Relaxed));
+        // A short turn is charged its wall time (off by less than the CPU clock's reading is); a longer one what
+        // its thread's CPU clock says.
+        let spent = if wall > duration_ns(CHARGE_WALL_UP_TO) {
+            self.cpu_mark().spent_at_least().min(wall)
+        } else {
+            wall
+        };
         self.thread.store(0, Ordering::Relaxed);
         self.deadline_ns.store(u64::MAX, Ordering::Relaxed);
         self.watch.store(Watch::NEVER.to_raw(), Ordering::Relaxed);
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        self.exceeded.swap(false, Ordering::Relaxed)
+        Left {
+            exceeded: self.exceeded.swap(false, Ordering::Relaxed),
+            spent: Duration::from_nanos(spent),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        duration_ns(self.epoch.elapsed())
+    }
+
+    fn cpu_mark(&self) -> CpuMark {
+        CpuMark {
+            cpu_ns: self.cpu_mark_ns.load(Ordering::Relaxed),
+            lead_ns: self.cpu_lead_ns.load(Ordering::Relaxed),
+        }
     }
 
     /// For a Rust loop that makes Lua values from a request's input (one call, where Luau's interrupt cannot
@@ -250,15 +290,39 @@ impl VmShared {
     }
 
     /// Whether the running request has spent its budget (and marks it so); Rust work done for a handler (JSON
-    /// conversion) asks this too, since the interrupt cannot reach it.
+    /// conversion) asks this too, since the interrupt cannot reach it. Called on the thread running the turn.
     pub fn out_of_time(&self) -> bool {
         let deadline = self.deadline_ns.load(Ordering::Relaxed);
-        if deadline != u64::MAX && self.epoch.elapsed().as_nanos() > u128::from(deadline) {
+        if deadline == u64::MAX || self.now_ns() <= deadline {
+            return false;
+        }
+        // The wall clock ran out, but it also counts time the thread was not running: its CPU clock decides.
+        let budget = self.budget_ns.load(Ordering::Relaxed);
+        let spent = self.cpu_mark().spent_at_least();
+        if spent >= budget {
             self.exceeded.store(true, Ordering::Relaxed);
             return true;
         }
+        // Not spent yet: it cannot be before the wall clock has advanced by what is left.
+        let left = budget - spent;
+        self.deadline_ns
+            .store(self.now_ns().saturating_add(left).min(u64::MAX - 1), Ordering::Relaxed);
+        self.watch
+            .store(Watch::from_now(Duration::from_nanos(left)).to_raw(), Ordering::Relaxed);
         false
     }
+}
+
+/// Turns up to this long are charged their wall time when they stop; longer ones, the CPU time their thread spent.
+const CHARGE_WALL_UP_TO: Duration = Duration::from_millis(1);
+
+/// How a turn ended ([`VmShared::leave`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    /// It ran past its budget.
+    pub exceeded: bool,
+    /// The CPU time it spent, to charge to the request's budget.
+    pub spent: Duration,
 }
 
 /// Work of at most this many bytes may run with the memory limit lifted: far below any VM's limit, and above what a
@@ -277,4 +341,66 @@ pub fn unlimited<T>(lua: &mlua::Lua, size: usize, work: impl FnOnce() -> mlua::R
     let result = work();
     lua.set_memory_limit(limit)?;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::clock::thread_cpu_ns;
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    /// A turn whose thread sleeps past its budget (as when the kernel gives the core to another process, or holds
+    /// a container back that used up its CPU quota) is neither stopped nor charged the time it did not run.
+    #[test]
+    fn time_the_thread_does_not_run_is_not_charged() {
+        let shared = VmShared::default();
+        shared.enter(&tests_support::request(), std::ptr::null(), Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!shared.out_of_time(), "stopped after 60 ms asleep on a 20 ms budget");
+        let left = shared.leave();
+        assert!(!left.exceeded);
+        assert!(
+            left.spent < Duration::from_millis(10),
+            "charged {:?} for a sleep",
+            left.spent
+        );
+    }
+
+    /// A turn that runs is stopped once its thread has spent the budget, never before, also after the wall clock
+    /// ran out while it slept.
+    #[test]
+    fn a_running_turn_is_stopped_once_its_cpu_time_is_spent() {
+        let shared = VmShared::default();
+        shared.enter(&tests_support::request(), std::ptr::null(), Duration::from_millis(30));
+        let start = thread_cpu_ns();
+        std::thread::sleep(Duration::from_millis(40));
+        let mut checks = 0u64;
+        while !shared.out_of_time() {
+            checks += 1;
+        }
+        let ran = thread_cpu_ns() - start;
+        assert!(checks > 0, "stopped at once, after a sleep and no work");
+        assert!(ran >= 29 * MS, "stopped after {ran} ns of CPU time on a 30 ms budget");
+        // Every check after the first stop says so too, so a caught error cannot step over the limit.
+        assert!(shared.out_of_time());
+        assert!(shared.leave().exceeded);
+    }
+
+    /// A long turn is charged what its thread ran: the next turn's budget is what is left of it.
+    #[test]
+    fn a_long_turn_is_charged_its_cpu_time() {
+        let shared = VmShared::default();
+        shared.enter(&tests_support::request(), std::ptr::null(), Duration::from_secs(1));
+        let start = thread_cpu_ns();
+        while thread_cpu_ns() - start < 20 * MS {}
+        std::thread::sleep(Duration::from_millis(30));
+        let left = shared.leave();
+        assert!(!left.exceeded);
+        assert!(
+            left.spent >= Duration::from_millis(19) && left.spent < Duration::from_millis(40),
+            "charged {:?} for 20 ms of work and 30 ms asleep",
+            left.spent
+        );
+    }
 }

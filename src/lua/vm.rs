@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, LuaOptions, LuaString, MultiValue, Returns, StdLib, Table, Thread, Value, ValueView};
@@ -28,7 +28,7 @@ use super::modules::{self, KafkaContext};
 use super::request;
 use super::response::Returned;
 use super::routes::Target;
-use super::state::{Parked, RequestState, Resume, VmShared, park_token, unlimited};
+use super::state::{Left, Parked, RequestState, Resume, VmShared, park_token, unlimited};
 
 /// Limits every request of a VM runs under (the wall-clock limit is kept by [`super::Functions::call`]).
 #[derive(Debug, Clone, Copy)]
@@ -544,7 +544,7 @@ impl Vm {
 
     /// Before resuming `state`'s coroutine `running` (none: code run outside a request's coroutine), which may run
     /// for `remaining` more: the limits go on.
-    pub fn enter(&self, state: &Arc<RequestState>, running: Option<&Running>, remaining: Duration) -> Instant {
+    pub fn enter(&self, state: &Arc<RequestState>, running: Option<&Running>, remaining: Duration) {
         let _ = self.lua.set_memory_limit(self.limits.memory_bytes);
         let thread = running.map_or(std::ptr::null(), |running| running.address as *const std::ffi::c_void);
         self.shared.enter(state, thread, remaining)
@@ -556,8 +556,8 @@ impl Vm {
         let _ = self.lua.set_memory_limit(0);
     }
 
-    /// After the request's turn, once [`Vm::pause`]d; tells whether it ran past its CPU budget.
-    pub fn leave(&self) -> bool {
+    /// After the request's turn, once [`Vm::pause`]d: whether it ran past its CPU budget, and the CPU time it spent.
+    pub fn leave(&self) -> Left {
         self.shared.leave()
     }
 

@@ -120,11 +120,25 @@ impl Binary {
 
     /// Sends SIGTERM, as a service manager does to stop it.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Holds the whole process back (SIGSTOP), as the kernel does a container that used up its CPU quota, until
+    /// [`Binary::resume`].
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM failed: {status}");
+        assert!(status.success(), "kill -{name} failed: {status}");
     }
 
     /// How it exited, once it has, within `within`; `None` if it is still running then.
