@@ -5,7 +5,8 @@
 # `valgrind --tool=callgrind` with counting off; after a warm-up, counting is switched on for SECS seconds of
 # `wrk -t1 -cCONNECTIONS`, and the instructions counted are divided by the requests wrk made. Kernel work is not
 # counted; the rate under valgrind means nothing. luka runs as compare's per-core rows do (one tokio worker, one Lua
-# VM, access log on, to a file) with a fresh `luka broker` from the first BINARY beside it, not counted.
+# VM, access log on, to a file; a CPU budget of 5 s, as valgrind is slow) with a fresh `luka broker` from the first
+# BINARY beside it, not counted.
 #   PATHS: any of healthz, constant, json (req:json(), one field), webhook (compare's: one keyed record; needs the
 #          broker), orders (the shipped functions/orders.lua: its order produced as `data`, encoded to JSON, and a
 #          JSON answer), rest1 (compare's REST x1: the example order as one keyed record through `POST /produce/bench`,
@@ -33,6 +34,9 @@ dir=$(mktemp -d); server=""; broker=""
 trap 'kill $server $broker 2>/dev/null || true; rm -rf "$dir"' EXIT
 mkdir "$dir/nginx"
 write_luka_site "$dir" true 1
+# Under valgrind a request runs about fifty times slower, and the first after counting is switched on pays for
+# instrumenting the code again (tens of milliseconds of its thread's CPU time): the default 50 ms would stop it.
+sed -i 's/^\[lua\]$/[lua]\ncpu_ms = 5000/' "$dir/config.toml"
 sed -e "s#@PREFIX@#$dir/nginx#g" -e "s#@PORT@#18090#g" -e 's/master_process on;/master_process off;/' \
   "$bench/nginx/nginx.conf" > "$dir/nginx/nginx.conf"
 write_order_request "$dir/order.lua"
