@@ -244,10 +244,11 @@ impl VmShared {
     /// After the coroutine yielded or finished: whether it ran past its budget, and the CPU time it spent.
     pub fn leave(&self) -> Left {
         let wall = self.now_ns().saturating_sub(self.turn_start_ns.load(Ordering::Relaxed));
-        // A short turn is charged its wall time (off by less than the CPU clock's reading is); a longer one what
-        // its thread's CPU clock says.
+        // A short turn is charged its wall time; a longer one what its thread's CPU clock says, rounded up (by the
+        // CPU time before the start since the reading, under a millisecond), so that no run of turns is charged less
+        // than it spent.
         let spent = if wall > duration_ns(CHARGE_WALL_UP_TO) {
-            self.cpu_mark().spent_at_least().min(wall)
+            self.cpu_mark().spent_at_most().min(wall)
         } else {
             wall
         };
@@ -314,6 +315,7 @@ impl VmShared {
 }
 
 /// Turns up to this long are charged their wall time when they stop; longer ones, the CPU time their thread spent.
+/// Either way a turn is charged at most this much more than it spent.
 const CHARGE_WALL_UP_TO: Duration = Duration::from_millis(1);
 
 /// How a turn ended ([`VmShared::leave`]).

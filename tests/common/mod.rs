@@ -199,9 +199,9 @@ impl Harness {
     }
 }
 
-/// The `[lua] cpu_ms` a test config gets when it sets none. Lua's CPU budget is counted in wall time while a handler
-/// runs, and an unoptimised test build shares two cores with the test brokers' JVMs: the default 50 ms can run out in
-/// a handler that does nothing wrong. Tests of the limit set their own.
+/// The `[lua] cpu_ms` a test config gets when it sets none. An unoptimised test build runs handlers many times
+/// slower than a release build: the default 50 ms can run out in a handler that does nothing wrong. Tests of the limit
+/// set their own.
 pub const TEST_CPU_MS: u64 = 1000;
 
 fn with_test_cpu_budget(config: String) -> String {
