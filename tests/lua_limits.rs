@@ -315,11 +315,9 @@ const SPIN: &str = "return function(req)
   return { json = { ran = os.clock() - start } }
 end";
 
-/// The CPU budget keeps time with the kernel's coarse clock, not a thread of its own: nothing wakes every
-/// millisecond while a handler runs, to take the core from it (the ticker thread this replaced did, a thousand
-/// times a second), and the budget still holds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cpu_limit_wakes_no_thread_while_lua_runs() {
+/// luka serving [`SPIN`] at `/spin` with `cpu_ms`, the handler loaded and compiled by a first request (so the next
+/// starts at once); and its folder, which must outlive it (luka watches its functions).
+async fn spin_server(cpu_ms: u64) -> (common::binary::Binary, common::TestDir) {
     let dir = common::temp_dir();
     std::fs::create_dir_all(dir.join("functions")).unwrap();
     std::fs::write(dir.join("functions/spin.lua"), SPIN).unwrap();
@@ -327,14 +325,30 @@ async fn the_cpu_limit_wakes_no_thread_while_lua_runs() {
     let luka = common::binary::Binary::serve(&dir, |http, broker| {
         format!(
             "[server]\nlisten = \"{http}\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\nembedded = true\n\n\
-             [lua]\nfunctions = \"{}\"\ncpu_ms = 2000\n",
+             [lua]\nfunctions = \"{}\"\ncpu_ms = {cpu_ms}\n",
             functions.display()
         )
     })
     .await;
-    let spin =
-        |seconds: f64| json_answer(reqwest::Client::new().get(format!("http://{}/spin?seconds={seconds}", luka.http)));
-    assert_eq!(spin(0.01).await.0, 200);
+    assert_eq!(spin(&luka, 0.01).await.0, 200);
+    (luka, dir)
+}
+
+/// `/spin` for `seconds` of wall time: its status and answer.
+fn spin(
+    luka: &common::binary::Binary,
+    seconds: f64,
+) -> impl std::future::Future<Output = (u16, serde_json::Value)> + 'static {
+    json_answer(reqwest::Client::new().get(format!("http://{}/spin?seconds={seconds}", luka.http)))
+}
+
+/// The CPU budget keeps time with the kernel's coarse clock, not a thread of its own: nothing wakes every
+/// millisecond while a handler runs, to take the core from it (the ticker thread this replaced did, a thousand
+/// times a second), and the budget still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cpu_limit_wakes_no_thread_while_lua_runs() {
+    let (luka, _dir) = spin_server(2000).await;
+    let spin = |seconds: f64| spin(&luka, seconds);
     let before = luka.sleeps();
     let (status, answer) = spin(0.4).await;
     // (A thread that ended meanwhile takes its count along: saturating, not overflowing.)
@@ -364,24 +378,8 @@ async fn the_cpu_limit_wakes_no_thread_while_lua_runs() {
 /// container that used up its CPU quota) is not charged the time it did not run, and answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_the_process_is_held_back_is_not_charged_to_the_cpu_limit() {
-    let dir = common::temp_dir();
-    std::fs::create_dir_all(dir.join("functions")).unwrap();
-    // Busy for `seconds` of wall time, however little of it is CPU time.
-    std::fs::write(dir.join("functions/spin.lua"), SPIN).unwrap();
-    let functions = dir.join("functions");
-    let luka = common::binary::Binary::serve(&dir, |http, broker| {
-        format!(
-            "[server]\nlisten = \"{http}\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\nembedded = true\n\n\
-             [lua]\nfunctions = \"{}\"\ncpu_ms = 500\n",
-            functions.display()
-        )
-    })
-    .await;
-    let spin =
-        |seconds: f64| json_answer(reqwest::Client::new().get(format!("http://{}/spin?seconds={seconds}", luka.http)));
-    // Loaded and compiled by a first request, so the next starts at once.
-    assert_eq!(spin(0.01).await.0, 200);
-    let spin = tokio::spawn(spin(0.4));
+    let (luka, _dir) = spin_server(500).await;
+    let spin = tokio::spawn(spin(&luka, 0.4));
     // Well inside the 400 ms the handler runs for, the process is held back for 1.5 s: three times its budget.
     tokio::time::sleep(Duration::from_millis(150)).await;
     luka.pause();
