@@ -71,7 +71,7 @@ impl Watch {
 }
 
 /// How old the thread's CPU-time reading may be when a turn starts. A turn's CPU time is known to within this.
-const SAMPLE_AGE: Duration = Duration::from_millis(1);
+pub const SAMPLE_AGE: Duration = Duration::from_millis(1);
 
 thread_local! {
     /// The calling thread's last CPU-time reading, and when it was taken.
@@ -133,8 +133,7 @@ pub fn thread_cpu_ns() -> u64 {
 /// Elsewhere the precise wall clock stands in for it: a turn's CPU time is then its wall time, as before.
 #[cfg(not(target_os = "linux"))]
 pub fn thread_cpu_ns() -> u64 {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    duration_ns(EPOCH.get_or_init(Instant::now).elapsed())
+    now_ns()
 }
 
 #[cfg(target_os = "linux")]
@@ -159,8 +158,8 @@ fn nanos(time: rustix::time::Timespec) -> u64 {
 /// Elsewhere the precise clock serves as the coarse one (a few nanoseconds more per interrupt).
 #[cfg(not(target_os = "linux"))]
 fn now_ns() -> u64 {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    u64::try_from(EPOCH.get_or_init(std::time::Instant::now).elapsed().as_nanos()).unwrap_or(u64::MAX - 1)
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    duration_ns(EPOCH.get_or_init(Instant::now).elapsed())
 }
 
 #[cfg(not(target_os = "linux"))]

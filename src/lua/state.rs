@@ -234,9 +234,7 @@ impl VmShared {
         self.budget_ns.store(budget, Ordering::Relaxed);
         self.cpu_mark_ns.store(mark.cpu_ns, Ordering::Relaxed);
         self.cpu_lead_ns.store(mark.lead_ns, Ordering::Relaxed);
-        self.deadline_ns
-            .store(start.saturating_add(budget).min(u64::MAX - 1), Ordering::Relaxed);
-        self.watch.store(Watch::from_now(remaining).to_raw(), Ordering::Relaxed);
+        self.arm(start, budget);
         self.exceeded.store(false, Ordering::Relaxed);
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(state));
     }
@@ -260,6 +258,15 @@ impl VmShared {
             exceeded: self.exceeded.swap(false, Ordering::Relaxed),
             spent: Duration::from_nanos(spent),
         }
+    }
+
+    /// The running turn may spend `left` more from `now_ns` (since `epoch`): from when the wall clock, and the coarse
+    /// one before it, say to look.
+    fn arm(&self, now_ns: u64, left: u64) {
+        self.deadline_ns
+            .store(now_ns.saturating_add(left).min(u64::MAX - 1), Ordering::Relaxed);
+        self.watch
+            .store(Watch::from_now(Duration::from_nanos(left)).to_raw(), Ordering::Relaxed);
     }
 
     fn now_ns(&self) -> u64 {
@@ -294,7 +301,11 @@ impl VmShared {
     /// conversion) asks this too, since the interrupt cannot reach it. Called on the thread running the turn.
     pub fn out_of_time(&self) -> bool {
         let deadline = self.deadline_ns.load(Ordering::Relaxed);
-        if deadline == u64::MAX || self.now_ns() <= deadline {
+        if deadline == u64::MAX {
+            return false;
+        }
+        let now = self.now_ns();
+        if now <= deadline {
             return false;
         }
         // The wall clock ran out, but it also counts time the thread was not running: its CPU clock decides.
@@ -305,18 +316,14 @@ impl VmShared {
             return true;
         }
         // Not spent yet: it cannot be before the wall clock has advanced by what is left.
-        let left = budget - spent;
-        self.deadline_ns
-            .store(self.now_ns().saturating_add(left).min(u64::MAX - 1), Ordering::Relaxed);
-        self.watch
-            .store(Watch::from_now(Duration::from_nanos(left)).to_raw(), Ordering::Relaxed);
+        self.arm(now, budget - spent);
         false
     }
 }
 
-/// Turns up to this long are charged their wall time when they stop; longer ones, the CPU time their thread spent.
-/// Either way a turn is charged at most this much more than it spent.
-const CHARGE_WALL_UP_TO: Duration = Duration::from_millis(1);
+/// Turns up to this long are charged their wall time when they stop; longer ones, the CPU time their thread spent
+/// since a reading at most this old. Either way a turn is charged at most this much more than it spent.
+const CHARGE_WALL_UP_TO: Duration = super::clock::SAMPLE_AGE;
 
 /// How a turn ended ([`VmShared::leave`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
