@@ -319,8 +319,7 @@ end";
 /// starts at once); and its folder, which must outlive it (luka watches its functions).
 async fn spin_server(cpu_ms: u64) -> (common::binary::Binary, common::TestDir) {
     let dir = common::temp_dir();
-    std::fs::create_dir_all(dir.join("functions")).unwrap();
-    std::fs::write(dir.join("functions/spin.lua"), SPIN).unwrap();
+    common::write_function(&dir, "spin.lua", SPIN);
     let functions = dir.join("functions");
     let luka = common::binary::Binary::serve(&dir, |http, broker| {
         format!(
