@@ -203,6 +203,70 @@ timeout_ms = 1000
     drop(silent);
 }
 
+/// Writes a record with the mode it is asked for as its value, then fails as that mode says.
+const WRITE_THEN_FAIL: &str = r#"
+return function(req)
+  local mode = req.query.mode
+  if mode == "before" then error("nothing written yet") end
+  local r = kafka.produce{ topic = "w", messages = { { value = mode } } }
+  if mode == "error" then error("after the write") end
+  if mode == "loop" then while true do end end
+  if mode == "down" then kafka.produce{ topic = "d", messages = { { value = "x" } } } end
+  return { json = { offset = r.offset } }
+end
+"#;
+
+/// A handler that fails after its request wrote a record (an error it raises, its CPU limit, a later produce to a
+/// cluster that is down) is answered 500, never 503 with Retry-After, in words that say the record was written and
+/// that sending the request again writes it again; the record is in Kafka. One that fails before writing is
+/// answered as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_fails_after_writing_says_what_it_wrote() {
+    let config = format!(
+        r#"
+[clusters.local]
+bootstrap = ["{{broker0}}"]
+[clusters.down]
+bootstrap = ["{}"]
+produce_timeout_ms = 500
+[topics.w]
+cluster = "local"
+partitions = 1
+[topics.d]
+cluster = "down"
+[lua]
+cpu_ms = 50
+"#,
+        common::free_addr()
+    );
+    let h = Harness::start_with(1, &config, &[("write.lua", WRITE_THEN_FAIL)]).await;
+    let (status, answer) = h.get("/write?mode=before").await;
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(error_of(&answer), "the function failed; the server log has the details");
+    assert!(answer.get("records_written").is_none(), "{answer}");
+
+    const WRITTEN: &str = "; 1 record of this request was written before it failed, so sending the request again \
+                           writes it again";
+    for (mode, error) in [
+        ("error", "the function failed; the server log has the details"),
+        ("loop", "the function used more than its 50 ms of CPU time"),
+        ("down", "kafka cluster 'down' is unavailable"),
+    ] {
+        let response = h.http.get(h.url(&format!("/write?mode={mode}"))).send().await.unwrap();
+        assert_eq!(response.status(), 500, "{mode}");
+        assert!(response.headers().get("retry-after").is_none(), "{mode}");
+        let answer: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(error_of(&answer), format!("{error}{WRITTEN}"), "{mode}");
+        assert_eq!(answer["records_written"], 1, "{mode}");
+    }
+    let values: Vec<_> = read_records(&h.bootstrap(0), "w", 0, 0, 3)
+        .await
+        .into_iter()
+        .map(|r| String::from_utf8(r.value.expect("a value")).unwrap())
+        .collect();
+    assert_eq!(values, ["error", "loop", "down"]);
+}
+
 /// Counts the keys of the JSON object it is sent.
 const COUNT_KEYS: &str = r#"
 return function(req)

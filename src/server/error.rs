@@ -66,24 +66,42 @@ pub enum RequestError {
     Lua(#[from] LuaError),
 }
 
-/// The response for `error`; server errors are logged with the request's id.
-pub fn into_response(error: &RequestError, request_id: &str) -> Response {
-    let status = status_of(error);
-    let message = if status.is_server_error() {
-        public_message(error)
+/// The response for `error`; server errors are logged with the request's id. `written`: the records a function
+/// route wrote before it failed (a handler stopped or raising an error after a produce returned); 0 elsewhere.
+pub fn into_response(error: &RequestError, request_id: &str, written: usize) -> Response {
+    let results = partial_results(error);
+    let own_status = status_of(error);
+    let message = if own_status.is_server_error() {
+        public_message(error, results.is_some())
     } else {
         error.to_string()
+    };
+    let status = if written > 0
+        && matches!(
+            own_status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
+        // Both would say that nothing was done and invite sending the request again, which writes those records
+        // again.
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        own_status
     };
     if status.is_server_error() {
         // Limited per distinct error (its full text: the function and its message, the cluster and its cause), so
         // that one function failing often cannot hide another's error.
         let text = error.to_string();
         if let Some(suppressed) = repeats::allow(cut(&text, MAX_LOG_KEY)) {
-            tracing::warn!(request_id, %status, error = %text, suppressed, "request failed");
+            tracing::warn!(request_id, %status, error = %text, suppressed, records_written = written, "request failed");
         }
     }
-    let mut body = json!({ "error": message, "status": status.as_u16() });
-    if let Some(results) = partial_results(error) {
+    let mut body = if written > 0 {
+        json!({ "error": format!("{message}; {}", written_before(written)), "status": status.as_u16(),
+            "records_written": written })
+    } else {
+        json!({ "error": message, "status": status.as_u16() })
+    };
+    if let Some(results) = results {
         body["results"] = results;
     }
     let mut response = json_response(status, &body);
@@ -101,6 +119,7 @@ pub fn into_response(error: &RequestError, request_id: &str) -> Response {
     if let RequestError::RateLimited(limited)
     | RequestError::Api(ApiError::RateLimited(limited))
     | RequestError::Lua(LuaError::RecordsRefused(RecordsRefused::RateLimited(limited))) = error
+        && status == StatusCode::TOO_MANY_REQUESTS
     {
         let seconds = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
         response
@@ -114,6 +133,19 @@ pub fn into_response(error: &RequestError, request_id: &str) -> Response {
         );
     }
     response
+}
+
+/// What a failed function route's answer adds when the request had written records: they are in Kafka, and a client
+/// that sends the request again (as after any failure) writes them again.
+fn written_before(written: usize) -> String {
+    if written == 1 {
+        "1 record of this request was written before it failed, so sending the request again writes it again".to_owned()
+    } else {
+        format!(
+            "{written} records of this request were written before it failed, so sending the request again writes \
+             them again"
+        )
+    }
 }
 
 /// Bytes of an error's text that tell errors apart for the log limit.
@@ -220,8 +252,14 @@ fn class_status(class: ErrorClass) -> StatusCode {
     }
 }
 
-/// A 5xx message that names the failing cluster but none of the internals (addresses, OS errors).
-fn public_message(error: &RequestError) -> String {
+/// A 5xx message that names the failing cluster but none of the internals (addresses, OS errors). `listed`: the
+/// answer lists the messages that were written (`results`), so "nothing was written" holds for the others only.
+fn public_message(error: &RequestError, listed: bool) -> String {
+    let nothing = if listed {
+        "nothing was written unless listed in results"
+    } else {
+        "nothing was written"
+    };
     let kafka = match error {
         RequestError::Api(ApiError::Produce(e)) => e.kafka(),
         RequestError::Timeout { .. } | RequestError::NotImplemented(_) => return error.to_string(),
@@ -231,15 +269,15 @@ fn public_message(error: &RequestError) -> String {
     };
     match kafka {
         Some(KafkaError::Unavailable { cluster, .. }) => {
-            format!("kafka cluster '{cluster}' is unavailable; nothing was written unless listed in results")
+            format!("kafka cluster '{cluster}' is unavailable; {nothing}")
         }
-        Some(busy @ KafkaError::Busy { .. }) => format!("{busy}; nothing was written unless listed in results"),
+        Some(busy @ KafkaError::Busy { .. }) => format!("{busy}; {nothing}"),
         Some(few @ KafkaError::NotEnoughReplicas { .. }) => {
-            format!("{few}; nothing was written unless listed in results")
+            format!("{few}; {nothing}")
         }
         Some(KafkaError::Security { cluster, cause, .. }) => security_message(cluster, *cause),
         Some(KafkaError::Timeout { cluster, .. }) => {
-            format!("kafka cluster '{cluster}' did not answer in time; nothing was written unless listed in results")
+            format!("kafka cluster '{cluster}' did not answer in time; {nothing}")
         }
         Some(KafkaError::InDoubt { cluster, .. }) => format!(
             "kafka cluster '{cluster}' did not acknowledge in time; the records may or may not have been written \
@@ -331,7 +369,7 @@ mod tests {
     }
 
     fn answer(error: RequestError) -> (StatusCode, hyper::HeaderMap, Value) {
-        let response = into_response(&error, "test");
+        let response = into_response(&error, "test", 0);
         let (parts, body) = response.into_parts();
         let body = futures::executor::block_on(body.collect()).unwrap().to_bytes();
         (parts.status, parts.headers, serde_json::from_slice(&body).unwrap())
@@ -342,6 +380,118 @@ mod tests {
             cluster: "c".into(),
             detail: "connect to 10.0.0.1: boom".into(),
         }
+    }
+
+    fn answer_after(error: RequestError, written: usize) -> (StatusCode, hyper::HeaderMap, Value) {
+        let response = into_response(&error, "test", written);
+        let (parts, body) = response.into_parts();
+        let body = futures::executor::block_on(body.collect()).unwrap().to_bytes();
+        (parts.status, parts.headers, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// A function that fails after its request wrote records is never answered with a status that says nothing was
+    /// done (503, 429, both with Retry-After), and the answer says how many were written; with none written, the
+    /// answer is as it always was.
+    #[test]
+    fn a_function_that_failed_after_writing_says_so() {
+        let down = RequestError::Lua(LuaError::Kafka {
+            function: function(),
+            cluster: "c".into(),
+            class: ErrorClass::Unavailable,
+        });
+        let (status, headers, body) = answer_after(down, 0);
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("kafka cluster 'c' is unavailable")
+            )
+        );
+        assert!(headers.contains_key(hyper::header::RETRY_AFTER));
+        assert!(body.get("records_written").is_none(), "{body}");
+
+        let down = RequestError::Lua(LuaError::Kafka {
+            function: function(),
+            cluster: "c".into(),
+            class: ErrorClass::Unavailable,
+        });
+        let (status, headers, body) = answer_after(down, 1);
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!headers.contains_key(hyper::header::RETRY_AFTER));
+        assert_eq!(
+            body,
+            json!({
+                "error": "kafka cluster 'c' is unavailable; 1 record of this request was written before it failed, \
+                          so sending the request again writes it again",
+                "status": 500,
+                "records_written": 1,
+            })
+        );
+
+        let limited = RequestError::Lua(LuaError::RecordsRefused(RecordsRefused::RateLimited(
+            crate::limits::RateLimited {
+                what: "x".into(),
+                retry_after: std::time::Duration::from_secs(2),
+            },
+        )));
+        let (status, headers, body) = answer_after(limited, 3);
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!headers.contains_key(hyper::header::RETRY_AFTER));
+        assert_eq!(body["records_written"], 3);
+        assert!(error_text(&body).ends_with("3 records of this request were written before it failed, so sending the request again writes them again"), "{body}");
+
+        // A client error stays the client's, and says what was written too.
+        let (status, _, body) = answer_after(RequestError::Lua(LuaError::BadRequest("not JSON".into())), 1);
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            error_text(&body).starts_with("not JSON; 1 record of this request"),
+            "{body}"
+        );
+        let cpu = RequestError::Lua(LuaError::CpuLimit {
+            function: function(),
+            limit_ms: 50,
+        });
+        let (status, _, body) = answer_after(cpu, 1);
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            error_text(&body).starts_with("the function used more than its 50 ms of CPU time; 1 record"),
+            "{body}"
+        );
+    }
+
+    fn error_text(body: &Value) -> &str {
+        body["error"].as_str().expect("an error text")
+    }
+
+    /// "Unless listed in results" only where the answer lists results.
+    #[test]
+    fn nothing_written_is_said_plainly_without_results() {
+        let (status, _, body) = answer(RequestError::Api(ApiError::Produce(ProduceError::Kafka(down()))));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            error_text(&body),
+            "kafka cluster 'c' is unavailable; nothing was written"
+        );
+        assert!(body.get("results").is_none(), "{body}");
+        let written = crate::produce::Delivery {
+            cluster: "c".into(),
+            topic: "t".into(),
+            partition: 0,
+            offset: 7,
+            timestamp_ms: 1,
+        };
+        let partial = ProduceError::Write {
+            source: down(),
+            results: vec![Some(written), None],
+        };
+        let (status, _, body) = answer(RequestError::Api(ApiError::Produce(partial)));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            error_text(&body),
+            "kafka cluster 'c' is unavailable; nothing was written unless listed in results"
+        );
+        assert_eq!(body["results"][0]["offset"], 7);
+        assert_eq!(body["results"][1], Value::Null);
     }
 
     /// A failed read says the cluster is down, and nothing about writes.
