@@ -79,8 +79,6 @@ local type, next, error = type, next, error
 -- metamethod), the call is refused before anything is started, in words that say why.
 local NOT_YIELDABLE = "kafka.produce: it waits for Kafka, so it cannot be called where Lua cannot pause (inside a "
   .. "string.gsub or table.sort callback, or a metamethod); call it from the handler's own code"
-local CALL = { cluster = true, topic = true, messages = true }
-local MESSAGE = { key = true, value = true, data = true, partition = true, timestamp = true }
 local function only_entry(t)
   local n = 0
   for k in next, t do
@@ -89,15 +87,28 @@ local function only_entry(t)
   end
   return t[1]
 end
+-- The fields are read as the call's keys are walked, raw (as the general reader reads them): a field read by name
+-- that is absent misses the compiled code's cache and is looked up again at length, four of them per call.
 local function simple(call)
-  local messages = call.messages
+  local cluster, topic, messages
+  for k, v in next, call do
+    if k == "messages" then messages = v
+    elseif k == "topic" then topic = v
+    elseif k == "cluster" then cluster = v
+    else return nil end
+  end
   if type(messages) ~= "table" then return nil end
   local m = only_entry(messages)
   if type(m) ~= "table" then return nil end
-  for k in next, call do if not CALL[k] then return nil end end
-  for k in next, m do if not MESSAGE[k] then return nil end end
-  local key, value, data, cluster, topic, partition, timestamp =
-    m.key, m.value, m.data, call.cluster, call.topic, m.partition, m.timestamp
+  local key, value, data, partition, timestamp
+  for k, v in next, m do
+    if k == "value" then value = v
+    elseif k == "key" then key = v
+    elseif k == "data" then data = v
+    elseif k == "partition" then partition = v
+    elseif k == "timestamp" then timestamp = v
+    else return nil end
+  end
   -- A string value, or data given as a table (anything else, or both, goes to the general reader).
   local payload = (data == nil and type(value) == "string") or (value == nil and type(data) == "table")
   if not payload or (key ~= nil and type(key) ~= "string" and type(key) ~= "number")
@@ -105,21 +116,24 @@ local function simple(call)
     or (partition ~= nil and type(partition) ~= "number") or (timestamp ~= nil and type(timestamp) ~= "number") then
     return nil
   end
-  return m
+  return true, cluster, topic, key, value, data, partition, timestamp
 end
 return function(call)
   if not isyieldable() then error(NOT_YIELDABLE, 2) end
-  local m = type(call) == "table" and simple(call)
-  if m then
-    local parked, problem = one(call.cluster, call.topic, m.key, m.value, m.data, m.partition, m.timestamp)
-    if not parked then error(problem, 2) end
-    -- Resumed by the request's task with the produce's outcome.
-    local ok, cluster, topic, partition, offset, key, timestamp, value, headers = yield(PARKED)
-    if not ok then error(cluster, 2) end
-    key, value = key or m.key, value or m.value
-    return { cluster = cluster, topic = topic, partition = partition, offset = offset, key = key, value = value,
-      messages = { { partition = partition, offset = offset, key = key, value = value, headers = headers or {},
-        timestamp = timestamp } } }
+  if type(call) == "table" then
+    local one_message, cluster, topic, key, value, data, partition, timestamp = simple(call)
+    if one_message then
+      local parked, problem = one(cluster, topic, key, value, data, partition, timestamp)
+      if not parked then error(problem, 2) end
+      -- Resumed by the request's task with the produce's outcome (the key and value when they are not the call's).
+      local ok, offset, written_key, written_value, headers
+      ok, cluster, topic, partition, offset, written_key, timestamp, written_value, headers = yield(PARKED)
+      if not ok then error(cluster, 2) end
+      key, value = written_key or key, written_value or value
+      return { cluster = cluster, topic = topic, partition = partition, offset = offset, key = key, value = value,
+        messages = { { partition = partition, offset = offset, key = key, value = value, headers = headers or {},
+          timestamp = timestamp } } }
+    end
   end
   local parked, problem = general(call)
   if not parked then error(problem, 2) end
