@@ -288,6 +288,8 @@ async fn a_one_message_call_reports_what_the_general_reader_reports(kafka: Kafka
         // A number key (an id read from JSON) is written as its JSON text, on either path.
         json!({"key": 12345, "data": {"id": 12345}}),
         json!({"key": 1.5, "value": "v"}),
+        // The partition and timestamp given are the ones written, on either path.
+        json!({"key": "k3", "value": "v", "partition": 3, "timestamp": 1_700_000_000_000_i64}),
     ]
     .into_iter()
     .enumerate()
@@ -308,6 +310,19 @@ async fn a_one_message_call_reports_what_the_general_reader_reports(kafka: Kafka
         assert_eq!(fields(&fast["messages"][0]), fields(&slow["messages"][0]), "{message}");
         assert_eq!(fast["value"], slow["value"], "{message}");
         assert_eq!(fast["messages"][0]["value"], fast["value"], "{message}");
+        if let Some(partition) = message.get("partition") {
+            assert_eq!(
+                (&fast["partition"], &slow["partition"]),
+                (partition, partition),
+                "{message}"
+            );
+            let timestamp = &message["timestamp"];
+            assert_eq!(
+                (&fast["messages"][0]["timestamp"], &slow["messages"][0]["timestamp"]),
+                (timestamp, timestamp),
+                "{message}"
+            );
+        }
         if let Some(key) = message.get("key") {
             let key = match key {
                 Value::Number(n) => Value::String(n.to_string()),

@@ -369,10 +369,7 @@ mod tests {
     }
 
     fn answer(error: RequestError) -> (StatusCode, hyper::HeaderMap, Value) {
-        let response = into_response(&error, "test", 0);
-        let (parts, body) = response.into_parts();
-        let body = futures::executor::block_on(body.collect()).unwrap().to_bytes();
-        (parts.status, parts.headers, serde_json::from_slice(&body).unwrap())
+        answer_after(error, 0)
     }
 
     fn down() -> KafkaError {
@@ -382,6 +379,7 @@ mod tests {
         }
     }
 
+    /// The answer to `error` on a function route whose request wrote `written` records.
     fn answer_after(error: RequestError, written: usize) -> (StatusCode, hyper::HeaderMap, Value) {
         let response = into_response(&error, "test", written);
         let (parts, body) = response.into_parts();
