@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::configs::LUA;
-use common::read::read_records;
+use common::read::{read_records, text};
 use common::{Harness, error_of, json_answer};
 
 const LIMITS: &str = r#"
@@ -262,7 +262,7 @@ cpu_ms = 50
     let values: Vec<_> = read_records(&h.bootstrap(0), "w", 0, 0, 3)
         .await
         .into_iter()
-        .map(|r| String::from_utf8(r.value.expect("a value")).unwrap())
+        .map(|r| text(&r).1.expect("a value"))
         .collect();
     assert_eq!(values, ["error", "loop", "down"]);
 }

@@ -95,12 +95,11 @@ pub fn into_response(error: &RequestError, request_id: &str, written: usize) -> 
             tracing::warn!(request_id, %status, error = %text, suppressed, records_written = written, "request failed");
         }
     }
-    let mut body = if written > 0 {
-        json!({ "error": format!("{message}; {}", written_before(written)), "status": status.as_u16(),
-            "records_written": written })
-    } else {
-        json!({ "error": message, "status": status.as_u16() })
-    };
+    let mut body = json!({ "error": message, "status": status.as_u16() });
+    if written > 0 {
+        body["error"] = format!("{message}; {}", written_before(written)).into();
+        body["records_written"] = written.into();
+    }
     if let Some(results) = results {
         body["results"] = results;
     }
@@ -392,12 +391,14 @@ mod tests {
     /// answer is as it always was.
     #[test]
     fn a_function_that_failed_after_writing_says_so() {
-        let down = RequestError::Lua(LuaError::Kafka {
-            function: function(),
-            cluster: "c".into(),
-            class: ErrorClass::Unavailable,
-        });
-        let (status, headers, body) = answer_after(down, 0);
+        let down = || {
+            RequestError::Lua(LuaError::Kafka {
+                function: function(),
+                cluster: "c".into(),
+                class: ErrorClass::Unavailable,
+            })
+        };
+        let (status, headers, body) = answer_after(down(), 0);
         assert_eq!(
             (status, body["error"].as_str()),
             (
@@ -408,12 +409,7 @@ mod tests {
         assert!(headers.contains_key(hyper::header::RETRY_AFTER));
         assert!(body.get("records_written").is_none(), "{body}");
 
-        let down = RequestError::Lua(LuaError::Kafka {
-            function: function(),
-            cluster: "c".into(),
-            class: ErrorClass::Unavailable,
-        });
-        let (status, headers, body) = answer_after(down, 1);
+        let (status, headers, body) = answer_after(down(), 1);
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!headers.contains_key(hyper::header::RETRY_AFTER));
         assert_eq!(

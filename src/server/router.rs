@@ -171,9 +171,11 @@ impl Finish {
     fn answer(self, result: Result<Response, RequestError>) -> Response {
         let context = &self.context;
         let function = context.function();
-        // Only a function's answer must say what it wrote before failing: a REST produce lists what it wrote.
-        let written = if function.is_some() { context.records() } else { 0 };
-        let mut response = result.unwrap_or_else(|e| into_response(&e, &context.id, written));
+        let mut response = result.unwrap_or_else(|e| {
+            // Only a function's answer must say what it wrote before failing: a REST produce lists what it wrote.
+            let written = if function.is_some() { context.records() } else { 0 };
+            into_response(&e, &context.id, written)
+        });
         if let Some(Site::Allowed(origin)) = &self.site {
             browser::answer_headers(origin, response.headers_mut());
         }
