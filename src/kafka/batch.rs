@@ -123,7 +123,9 @@ pub(crate) enum WriteError {
     InDoubt,
 }
 
-/// A caller's place in the queue: its records' outcome, or a way to take them back before they are sent.
+/// A caller's place in the queue: its records' outcome, or a way to take them back before they are sent. Dropped
+/// (the caller's request cut short, its client gone), it takes them back if they are not sent yet: nobody waits for
+/// their outcome any more, and a client that sends the request again would have them written twice.
 pub(crate) struct Ticket {
     stage: Arc<AtomicU8>,
     answer: oneshot::Receiver<Written>,
@@ -158,6 +160,12 @@ impl Ticket {
             Ok(_) => true,
             Err(stage) => stage == WITHDRAWN,
         }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.withdraw();
     }
 }
 
@@ -821,6 +829,25 @@ mod scheduling_tests {
                 2,
                 "after a batch of one caller, the next caller is not held back for the one behind it"
             );
+        });
+    }
+
+    #[test]
+    fn records_whose_caller_went_away_before_they_were_sent_are_not_written() {
+        let runtime = single_threaded();
+        let setup = setup(&runtime);
+        runtime.block_on(async {
+            // Both queued before the writer runs (one thread): the first caller's request is dropped meanwhile.
+            drop(setup.writer.queue(vec![record()]).await.unwrap());
+            let mut kept = setup.writer.queue(vec![record()]).await.unwrap();
+            let written = kept.outcome().await.unwrap();
+            assert_eq!(
+                written.offsets,
+                [0],
+                "the dropped caller's record was not written before it"
+            );
+            let mut next = setup.writer.queue(vec![record()]).await.unwrap();
+            assert_eq!(next.outcome().await.unwrap().offsets, [1], "nor after it");
         });
     }
 

@@ -379,7 +379,7 @@ impl Producer {
                 )
             });
         let outcomes = futures::future::join_all(writes).await;
-        let mut first_error = None;
+        let mut answering = None;
         for outcome in outcomes {
             match outcome {
                 Ok(written) => {
@@ -396,9 +396,7 @@ impl Producer {
                         });
                     }
                 }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+                Err(e) => answering = Some(telling(answering.take(), e)),
             }
         }
         if let Some(context) = context {
@@ -410,13 +408,26 @@ impl Producer {
                 offset: d.offset,
             }));
         }
-        match first_error {
+        match answering {
             None => Ok(results
                 .into_iter()
                 .map(|d| d.expect("every group wrote or failed"))
                 .collect()),
             Some(source) => Err(ProduceError::Write { source, results }),
         }
+    }
+}
+
+/// Which of two groups' failures answers the request: the first, unless a later one's records may have been
+/// written ([`KafkaError::InDoubt`]). Every other failure says its records were not written, which holds for its
+/// own group only: answering one of those ("nothing was written", 503 and its `Retry-After`) for a request whose
+/// other group is in doubt would invite a retry that writes that group twice.
+fn telling(answering: Option<KafkaError>, failed: KafkaError) -> KafkaError {
+    match answering {
+        Some(kept) if matches!(kept, KafkaError::InDoubt { .. }) || !matches!(failed, KafkaError::InDoubt { .. }) => {
+            kept
+        }
+        _ => failed,
     }
 }
 
@@ -544,6 +555,37 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_whose_records_may_be_written_is_answered_so() {
+        let down = || KafkaError::Unavailable {
+            cluster: "c".into(),
+            detail: "down".into(),
+        };
+        let doubt = |partition| KafkaError::InDoubt {
+            cluster: "c".into(),
+            topic: "t".into(),
+            partition,
+        };
+        let refused = || KafkaError::UnknownTopic {
+            cluster: "c".into(),
+            topic: "t".into(),
+        };
+        let answer = |failures: Vec<KafkaError>| failures.into_iter().fold(None, |a, f| Some(telling(a, f))).unwrap();
+        assert!(matches!(answer(vec![down(), doubt(1)]), KafkaError::InDoubt { .. }));
+        assert!(matches!(
+            answer(vec![refused(), doubt(1), down()]),
+            KafkaError::InDoubt { .. }
+        ));
+        assert!(matches!(
+            answer(vec![doubt(0), doubt(1)]),
+            KafkaError::InDoubt { partition: 0, .. }
+        ));
+        assert!(matches!(
+            answer(vec![down(), refused()]),
+            KafkaError::Unavailable { .. }
+        ));
+    }
 
     /// A request's future holds the produce future, and each move of it copies its whole state. The rare steps
     /// (metadata look-ups, topic creation, asking a topic's rules, starting a partition's writer) are boxed so it
