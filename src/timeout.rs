@@ -45,6 +45,13 @@ pin_project_lite::pin_project! {
     }
 }
 
+impl<F> Within<F> {
+    /// The future itself, to go on with after the limit passed.
+    pub fn future(self: Pin<&mut Self>) -> Pin<&mut F> {
+        self.project().future
+    }
+}
+
 impl<F: Future> Future for Within<F> {
     type Output = Result<F::Output, Elapsed>;
 

@@ -148,6 +148,59 @@ async fn a_key_whose_request_timed_out_replays_the_real_outcome() {
     assert_eq!(values(&bootstrap, "once", 1).await, ["warm", "keyed"]);
 }
 
+/// A Lua function on a route with `idempotency = true`, paused broker: its handler's time limit (`[lua] timeout_ms`)
+/// passes while its produce waits for the real outcome. The produce is not dropped nor the key given up there (a
+/// retry would run the handler again and write a second copy): the request runs on, the key stays taken (409), and
+/// once the broker is back the handler answers with its offset, which a retry gets replayed. The record is in the
+/// log once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_function_past_its_time_limit_keeps_its_key_until_the_outcome() {
+    const KEYED: (&str, &str) = (
+        "keyed.lua",
+        r#"return function(req)
+  local r = kafka.produce{ topic = "once", messages = { { value = req.body, partition = 1 } } }
+  return { json = { offset = r.offset } }
+end"#,
+    );
+    let config =
+        config("{broker0}", "") + "\n[[routes]]\npath = \"/keyed\"\nfunction = \"keyed.lua\"\nidempotency = true\n";
+    let harness = Harness::on_with(Kafka::Apache, 1, &config, &[KEYED]).await;
+    let (status, _) = harness.post("/produce/once", r#"{"value":"warm","partition":1}"#).await;
+    assert_eq!(status, 200);
+    let keyed = || {
+        harness
+            .http
+            .post(harness.url("/keyed"))
+            .header("idempotency-key", "hook-9")
+            .body("keyed")
+    };
+    harness.brokers[0].apache().signal("pause", 1).await;
+    let (status, answer) = common::json_answer(keyed()).await;
+    assert_eq!(status, 504, "{answer}");
+    assert!(
+        error_of(&answer).contains("Idempotency-Key"),
+        "the request's own time ran out, not the handler's: {answer}"
+    );
+    let (status, answer) = common::json_answer(keyed()).await;
+    assert_eq!(status, 409, "the key is held while the outcome is unknown: {answer}");
+
+    harness.brokers[0].apache().signal("resume", 1).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let replayed = loop {
+        let response = keyed().send().await.expect("retry");
+        if response.status() != 409 {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "no outcome 30 s after the broker came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(replayed.status(), 200);
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    let answer: Value = replayed.json().await.expect("json");
+    assert_eq!(answer["offset"], 1, "{answer}");
+    assert_eq!(values(&harness.bootstrap(0), "once", 1).await, ["warm", "keyed"]);
+}
+
 /// The broker paused (SIGSTOP) for six seconds under steady load and resumed: every answer stays true. Records
 /// answered 200 are in the log once, records answered with a definite failure (503, 504 "nothing was written") are
 /// not in it, and none is there twice; records in doubt may be either.

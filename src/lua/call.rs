@@ -14,7 +14,8 @@
 //! Each turn charges the time it spends running Lua (and turning the outcome into Lua values, and reading the
 //! response) to the request's CPU budget; time spent waiting on Kafka or on the VM's lock is not charged. Dropping
 //! the future (client gone, timeout) drops the parked work (a produce not yet sent is withdrawn) and releases the
-//! coroutine under the VM's lock, now or by the lock's next holder.
+//! coroutine under the VM's lock, now or by the lock's next holder. A request with an `Idempotency-Key` is not
+//! dropped while parked when its time runs out: [`Call::overtime`] finishes the produce first.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,6 +45,8 @@ pub struct Call {
     /// CPU time the request may still use.
     remaining: Duration,
     exceeded: bool,
+    /// The wall-clock limit passed while the coroutine was parked (see [`Call::overtime`]).
+    overtime: bool,
 }
 
 enum Failure {
@@ -71,6 +74,33 @@ impl Call {
             resume: None,
             remaining,
             exceeded: false,
+            overtime: false,
+        }
+    }
+
+    /// After the handler's wall-clock `limit` passed, for a request that waits for its records' real outcome (an
+    /// `Idempotency-Key`): the produce the coroutine is parked on runs to its outcome (dropped, it would leave records
+    /// already sent to be written with the key given up, and a retry would write them again), and the handler is
+    /// resumed with it, to answer. Should it wait again (another produce, or a yield), or if it was not parked, the
+    /// limit answers, and parked work not yet started is dropped.
+    pub(super) async fn overtime(&mut self, limit: Duration) -> Result<HandlerResponse, LuaError> {
+        if self.parked.is_none() {
+            return Err(self.timeout(limit));
+        }
+        self.overtime = true;
+        match self.await {
+            Err(LuaError::Timeout { function, .. }) => Err(LuaError::Timeout {
+                function,
+                limit_ms: limit.as_millis(),
+            }),
+            other => other,
+        }
+    }
+
+    fn timeout(&self, limit: Duration) -> LuaError {
+        LuaError::Timeout {
+            function: self.state.function.to_string(),
+            limit_ms: limit.as_millis(),
         }
     }
 
@@ -183,6 +213,11 @@ impl Future for Call {
                 this.parked = None;
             }
             match std::task::ready!(this.turn(cx)) {
+                // Its limit (which `overtime` puts in the error) passed: the handler is not resumed again.
+                Turn::Parked | Turn::Yielded if this.overtime => {
+                    this.parked = None;
+                    return Poll::Ready(Err(this.timeout(Duration::ZERO)));
+                }
                 Turn::Parked => continue,
                 Turn::Yielded => {
                     cx.waker().wake_by_ref();

@@ -55,6 +55,7 @@ pub use routes::{Found, Target};
 pub use state::HttpRequest;
 
 use crate::config::Config;
+use crate::context::RequestContext;
 use crate::produce::Producer;
 use compile::FunctionSet;
 use modules::KafkaContext;
@@ -160,8 +161,17 @@ impl Functions {
     pub async fn call(&self, target: Target, request: Box<HttpRequest>) -> Result<HandlerResponse, LuaError> {
         let function = Arc::clone(&target.function.display);
         let limit = self.config.lua.timeout;
-        let result = match crate::timeout::within(limit, call::Call::start(&self.pool, target, request)).await {
+        let mut call = std::pin::pin!(crate::timeout::within(
+            limit,
+            call::Call::start(&self.pool, target, request)
+        ));
+        let result = match call.as_mut().await {
             Ok(result) => result,
+            // A request with an Idempotency-Key holds its key until its records' real outcome is known: a produce
+            // its handler waits on is finished, and the handler with it (see `Call::overtime`).
+            Err(_) if RequestContext::current().is_some_and(|context| context.awaits_outcome()) => {
+                Box::pin(call.future().get_mut().overtime(limit)).await
+            }
             Err(_) => Err(LuaError::Timeout {
                 function: function.to_string(),
                 limit_ms: limit.as_millis(),
