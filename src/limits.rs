@@ -25,6 +25,10 @@ use crate::config::Config;
 /// new ones are not remembered until there is room.
 const MAX_BLOCKED: usize = 100_000;
 
+/// A full table of addresses is swept for expired ones at most this often: kept full (failures from ever more
+/// addresses, each in its first minute), sweeping at every failure would scan all of it under its lock each time.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// How long after a failed login an address's attempts are counted before its credentials are looked at.
 const SUSPECT_FOR: Duration = Duration::from_secs(60);
 
@@ -126,7 +130,30 @@ pub struct Limits {
     /// Addresses that failed a login within the last minute: their attempts are counted before their credentials
     /// are looked at, so that guesses sent at once cannot slip past the limit together.
     suspect: Mutex<HashMap<AddressKey, Instant>>,
+    /// When each of the tables above (`failures`, `blocked`, `suspect`) was last swept full.
+    swept: [Sweep; 3],
 }
+
+/// When a full table was last swept (see [`SWEEP_EVERY`]).
+#[derive(Default)]
+struct Sweep(Mutex<Option<Instant>>);
+
+impl Sweep {
+    /// Whether the table may be swept now (then the next sweep is a [`SWEEP_EVERY`] away).
+    fn due(&self) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < SWEEP_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
+const FAILURES: usize = 0;
+const BLOCKED: usize = 1;
+const SUSPECT: usize = 2;
 
 impl std::fmt::Debug for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -217,6 +244,7 @@ impl Limits {
             failures,
             blocked: Mutex::new(HashMap::new()),
             suspect: Mutex::new(HashMap::new()),
+            swept: Default::default(),
         }
     }
 
@@ -255,7 +283,7 @@ impl Limits {
         let key = AddressKey::from(address);
         {
             let mut suspect = self.suspect.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if suspect.len() >= MAX_BLOCKED {
+            if suspect.len() >= MAX_BLOCKED && self.swept[SUSPECT].due() {
                 suspect.retain(|_, at| at.elapsed() < SUSPECT_FOR);
             }
             if suspect.len() < MAX_BLOCKED {
@@ -270,7 +298,7 @@ impl Limits {
         let Some(failures) = &self.failures else {
             return Ok(());
         };
-        if failures.len() >= MAX_BLOCKED {
+        if failures.len() >= MAX_BLOCKED && self.swept[FAILURES].due() {
             failures.retain_recent();
             failures.shrink_to_fit();
         }
@@ -279,7 +307,7 @@ impl Limits {
         };
         let wait = wait(&not_until);
         let mut blocked = self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if blocked.len() >= MAX_BLOCKED {
+        if blocked.len() >= MAX_BLOCKED && self.swept[BLOCKED].due() {
             let now = Instant::now();
             blocked.retain(|_, until| *until > now);
             failures.retain_recent();
@@ -383,6 +411,15 @@ fn failed_logins(wait: Duration) -> RateLimited {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_table_is_swept_at_most_once_a_second() {
+        let sweep = Sweep::default();
+        assert!(sweep.due(), "the first sweep");
+        assert!(!sweep.due() && !sweep.due(), "none again within the second");
+        *sweep.0.lock().unwrap() = Some(Instant::now() - SWEEP_EVERY);
+        assert!(sweep.due(), "the next, a second later");
+    }
 
     #[test]
     fn ipv6_addresses_share_their_64() {
