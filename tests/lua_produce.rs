@@ -257,6 +257,17 @@ async fn produce_errors_are_clear_catchable_and_write_nothing(kafka: Kafka) {
         assert!(error.contains(expected), "{call}: expected '{expected}' in '{error}'");
         assert!(error.starts_with("kafka.produce: "), "{error}");
     }
+    // A topic name of any length is refused once, cut, before the messages are read (each took a copy of it).
+    let long = "a".repeat(100_000);
+    let (status, answer) = h
+        .produce(json!({"topic": long, "messages": [{"value": "x"}, {"value": "y"}]}))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    let error = error_of(&answer);
+    assert!(
+        error.contains("is not a valid kafka topic name") && error.len() < 1000,
+        "{error}"
+    );
     assert_no_record(&bootstrap, "misc", 0, 0).await;
     // Whatever the argument, a caught error is a plain string.
     let (status, errors) = h.send("/arguments", &[], "").await;

@@ -507,7 +507,7 @@ pub fn unknown_field(key: &Value, allowed: &[&str]) -> String {
 }
 
 /// `text`, cut to `max` characters with `…` when longer: error messages echo keys, which a handler may make huge.
-fn cut(text: &str, max: usize) -> Cow<'_, str> {
+pub(crate) fn cut(text: &str, max: usize) -> Cow<'_, str> {
     match text.char_indices().nth(max) {
         Some((at, _)) => Cow::Owned(format!("{}…", &text[..at])),
         None => Cow::Borrowed(text),

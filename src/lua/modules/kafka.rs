@@ -431,6 +431,16 @@ fn read_call(producer: &Producer, args: &Table, budget: &mut Budget) -> std::res
         Some(topic) => topic,
         None => only_topic(config)?,
     };
+    // Checked before each message takes its copy of it: a name of megabytes, times every message, is copied outside
+    // the VM's memory limit.
+    if !crate::config::is_valid_topic_name(&topic) {
+        return Err(CallError::Invalid(
+            crate::produce::ProduceError::InvalidTopicName {
+                topic: convert::cut(&topic, 300).into_owned(),
+            }
+            .to_string(),
+        ));
+    }
     let cluster: Option<String> = field(args, "cluster")?;
     let Some(list) = messages else {
         // The deprecated single-message form: the message fields sit beside the topic.
@@ -596,6 +606,7 @@ fn read_headers(headers: &Table, budget: &mut Budget) -> std::result::Result<Vec
                 return Err("headers given as a list must hold {key = ..., value = ...} tables".into());
             };
             let name: String = field(&entry, "key")?.ok_or("every header in the list needs key = \"name\"")?;
+            budget.spend(name.len())?;
             let value: Value = entry.raw_get("value").map_err(|e| e.to_string())?;
             out.push((name.clone(), header_value(&name, &value, budget)?));
         }

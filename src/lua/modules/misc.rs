@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use mlua::{Lua, MultiValue, Result, Table};
+use mlua::{Lua, MultiValue, Result, Table, Value};
 
 use crate::context::RequestContext;
 use crate::lua::state::VmShared;
@@ -16,13 +16,16 @@ enum Level {
 }
 
 fn emit(shared: &VmShared, level: Level, args: MultiValue) -> Result<()> {
-    let mut text = String::new();
-    for (i, arg) in args.iter().enumerate() {
-        if i > 0 {
-            text.push(' ');
-        }
-        text.push_str(&arg.to_string()?);
+    let enabled = match level {
+        Level::Debug => tracing::enabled!(target: "luka::function", tracing::Level::DEBUG),
+        Level::Info => tracing::enabled!(target: "luka::function", tracing::Level::INFO),
+        Level::Warn => tracing::enabled!(target: "luka::function", tracing::Level::WARN),
+        Level::Error => tracing::enabled!(target: "luka::function", tracing::Level::ERROR),
+    };
+    if !enabled {
+        return Ok(());
     }
+    let text = joined(&args)?;
     let text = one_line(&text);
     let function = shared.current().map(|s| Arc::clone(&s.function));
     let function = function.as_deref().unwrap_or("?");
@@ -35,6 +38,30 @@ fn emit(shared: &VmShared, level: Level, args: MultiValue) -> Result<()> {
         Level::Error => tracing::error!(target: "luka::function", request_id, function, "{text}"),
     }
     Ok(())
+}
+
+/// The arguments as text, separated by spaces, as far as [`one_line`] writes them (a little past, so that it cuts
+/// them and says so): this runs outside the VM's memory limit, and thousands of arguments naming one long string
+/// would otherwise each be copied whole.
+fn joined(args: &MultiValue) -> Result<String> {
+    let mut text = String::new();
+    for (i, arg) in args.iter().enumerate() {
+        if text.len() > MAX_LOG_TEXT {
+            break;
+        }
+        if i > 0 {
+            text.push(' ');
+        }
+        match arg {
+            Value::String(s) => {
+                let bytes = s.as_bytes_ref();
+                let room = (MAX_LOG_TEXT + 8).saturating_sub(text.len());
+                text.push_str(&String::from_utf8_lossy(&bytes[..bytes.len().min(room)]));
+            }
+            other => text.push_str(&other.to_string()?),
+        }
+    }
+    Ok(text)
 }
 
 /// Longest handler log text written; the rest is cut (a handler's log line is not a place for a payload).
@@ -102,7 +129,23 @@ pub fn uuid(lua: &Lua) -> Result<Table> {
 
 #[cfg(test)]
 mod tests {
-    use super::one_line;
+    use super::{MAX_LOG_TEXT, joined, one_line};
+
+    /// Many arguments naming one long string are joined only as far as the line is written, and cut there.
+    #[test]
+    fn log_arguments_are_joined_only_as_far_as_written() {
+        let lua = mlua::Lua::new();
+        let long = lua.create_string("y".repeat(1 << 20)).unwrap();
+        let args: mlua::MultiValue = (0..1000).map(|_| mlua::Value::String(long.clone())).collect();
+        let text = joined(&args).unwrap();
+        assert!(text.len() <= MAX_LOG_TEXT + 8, "{} bytes joined", text.len());
+        assert!(one_line(&text).ends_with('…'));
+        let few: mlua::MultiValue = ["a", "b"]
+            .iter()
+            .map(|s| mlua::Value::String(lua.create_string(s).unwrap()))
+            .collect();
+        assert_eq!(joined(&few).unwrap(), "a b");
+    }
 
     #[test]
     fn log_text_stays_on_one_line() {
