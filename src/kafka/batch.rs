@@ -500,7 +500,9 @@ impl Writer {
                     self.producer = None;
                     continue;
                 }
-                Ok(Err(error)) if !in_doubt && !maybe_appended(&error) => return Delivered::Refused { error, batch },
+                Ok(Err(error)) if (!in_doubt || refused_for_its_bytes(&error)) && !maybe_appended(&error) => {
+                    return Delivered::Refused { error, batch };
+                }
                 Ok(Err(_)) | Err(_) => {}
             }
             in_doubt |= matches!(sent, Ok(Err(ref e)) if maybe_appended(e));
@@ -560,6 +562,19 @@ fn refused_for_a_record(error: &ClientError) -> bool {
                 | ProtocolError::RecordListTooLarge
                 | ProtocolError::CorruptMessage
         )
+    )
+}
+
+/// A refusal of the batch's own bytes against the topic's rules: its size (`max.message.bytes`) or a record the
+/// topic cannot take (a keyless one on a compacted topic). Kafka checks these before it looks for the batch among the
+/// producer's last ones (`UnifiedLog.append` validates, then `analyzeAndValidateProducerState`), so an earlier send of
+/// the same batch whose answer was lost met the same refusal and was not written either: the batch is refused, and
+/// split among its callers, rather than sent again until the delivery timeout. Not a timestamp: the broker's clock
+/// moves, so an earlier send may have been in the topic's window.
+fn refused_for_its_bytes(error: &ClientError) -> bool {
+    matches!(
+        protocol_error(error),
+        Some(ProtocolError::InvalidRecord | ProtocolError::MessageTooLarge | ProtocolError::RecordListTooLarge)
     )
 }
 
