@@ -37,6 +37,8 @@ pub struct RequestContext {
     /// The request waits for its records' real outcome instead of answering "in doubt" (it has an
     /// `Idempotency-Key`, whose entry must hold the true answer).
     awaits_outcome: std::sync::atomic::AtomicBool,
+    /// A produce of the request ended in doubt: its records may or may not have been written.
+    in_doubt: std::sync::atomic::AtomicBool,
 }
 
 tokio::task_local! {
@@ -76,6 +78,15 @@ impl RequestContext {
 
     pub fn records(&self) -> usize {
         self.records.load(Ordering::Relaxed)
+    }
+
+    /// A produce of the request ended with records that may or may not have been written.
+    pub fn note_in_doubt(&self) {
+        self.in_doubt.store(true, Ordering::Relaxed);
+    }
+
+    pub fn in_doubt(&self) -> bool {
+        self.in_doubt.load(Ordering::Relaxed)
     }
 
     /// From now on the request waits for its records' real outcome (see [`RequestContext::awaits_outcome`]).

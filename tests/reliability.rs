@@ -148,6 +148,111 @@ async fn a_key_whose_request_timed_out_replays_the_real_outcome() {
     assert_eq!(values(&bootstrap, "once", 1).await, ["warm", "keyed"]);
 }
 
+/// A shared batch that the broker refuses for one caller's record (too large once compressed, which luka cannot
+/// check in advance), and whose answer is lost: the batch is in doubt, and its resend is refused the same way. Kafka
+/// checks a batch's size before it looks for it among the producer's last batches, so the first send was refused
+/// too: the batch is split among its callers as when the answer comes (the others written and answered 200, the
+/// offending caller 413), not sent again until its time runs out with every caller answered "may or may not".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_whose_answer_was_lost_fails_only_its_offending_caller() {
+    let config = concat!(
+        r#"
+[server]
+max_body_bytes = 2097152
+request_timeout_ms = 20000
+
+[clusters.zipped]
+bootstrap = ["{broker0:PROXIED}"]
+compression = "gzip"
+produce_timeout_ms = 8000
+# Requests that arrive within 200 ms share a produce request.
+linger_ms = 200
+
+[topics.zipped]
+"#,
+        demo_user!()
+    );
+    let harness = Harness::on(Kafka::Apache, 1, config).await;
+    let bootstrap = harness.bootstrap(0);
+    common::read::java_create_topic(&bootstrap, "zipped", 1, &[("max.message.bytes", "50000")]).await;
+    let (status, answer) = harness.post("/produce/zipped", r#"{"value":"warm"}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    harness.proxies[0].lose_answers(PRODUCE, 1);
+    let bodies: Vec<String> = (0..10)
+        .map(|i| serde_json::json!({ "key": format!("k{i}"), "value": format!("valid-{i}") }).to_string())
+        .collect();
+    let valid = bodies.iter().map(|body| harness.post("/produce/zipped", body));
+    // 150 KB of hex digits of pseudo-random bytes: about 75 KB gzipped, over the topic's 50,000.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let random: String = (0..75_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            format!("{:02x}", state as u8)
+        })
+        .collect();
+    let bad_body = serde_json::json!({ "key": "k", "value": random }).to_string();
+    let bad = harness.post("/produce/zipped", &bad_body);
+    let (answers, (status, answer)) = tokio::join!(futures::future::join_all(valid), bad);
+    assert_eq!(
+        harness.proxies[0].lost(PRODUCE),
+        1,
+        "the proxy lost the answer to the shared batch"
+    );
+    for (i, (status, answer)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200, "valid request {i} failed with another's record: {answer}");
+    }
+    assert_eq!(status, 413, "{answer}");
+    let written = values(&bootstrap, "zipped", 0).await;
+    assert_eq!(
+        written.len(),
+        11,
+        "warm and the ten valid records, once each: {written:?}"
+    );
+}
+
+/// A handler that catches an in-doubt produce (paused broker) and then fails on a cluster that is down is not
+/// answered 503, which says nothing was written and invites a retry: its answer says records may have been.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_that_fails_after_a_produce_in_doubt_says_so() {
+    const DOUBT: (&str, &str) = (
+        "doubt.lua",
+        r#"return function(req)
+  local ok, err = pcall(kafka.produce, { topic = "once", messages = { { value = "doubt", partition = 0 } } })
+  assert(not ok and string.find(err, "did not acknowledge", 1, true), tostring(err))
+  kafka.produce{ cluster = "down", topic = "gone", messages = { { value = "x" } } }
+  return { json = { unreachable = true } }
+end"#,
+    );
+    let config = config("{broker0}", "default = true")
+        .replace("timeout_ms = 3000", "timeout_ms = 10000")
+        .replace("request_timeout_ms = 4000", "request_timeout_ms = 15000")
+        + "\n[clusters.down]\nbootstrap = [\"127.0.0.1:1\"]\n[topics.gone]\ncluster = \"down\"\n"
+        + "\n[[routes]]\npath = \"/doubt\"\nfunction = \"doubt.lua\"\n";
+    let harness = Harness::on_with(Kafka::Apache, 1, &config, &[DOUBT]).await;
+    let (status, _) = harness.post("/produce/once", r#"{"value":"warm","partition":0}"#).await;
+    assert_eq!(status, 200);
+    harness.brokers[0].apache().signal("pause", 1).await;
+    let response = harness
+        .http
+        .post(harness.url("/doubt"))
+        .body("{}")
+        .send()
+        .await
+        .expect("answer");
+    harness.brokers[0].apache().signal("resume", 1).await;
+    let status = response.status();
+    assert!(response.headers().get("retry-after").is_none());
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(answer["records_in_doubt"], true, "{answer}");
+    assert!(
+        error_of(&answer).contains("may or may not have been written"),
+        "{answer}"
+    );
+}
+
 /// A Lua function on a route with `idempotency = true`, paused broker: its handler's time limit (`[lua] timeout_ms`)
 /// passes while its produce waits for the real outcome. The produce is not dropped nor the key given up there (a
 /// retry would run the handler again and write a second copy): the request runs on, the key stays taken (409), and

@@ -400,6 +400,9 @@ impl Producer {
             }
         }
         if let Some(context) = context {
+            if let Some(KafkaError::InDoubt { .. }) = answering {
+                context.note_in_doubt();
+            }
             context.add_records(results.iter().filter(|d| d.is_some()).count());
             context.note_written(results.iter().flatten().map(|d| RecordAt {
                 cluster: d.cluster.clone(),

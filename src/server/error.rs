@@ -66,9 +66,19 @@ pub enum RequestError {
     Lua(#[from] LuaError),
 }
 
-/// The response for `error`; server errors are logged with the request's id. `written`: the records a function
-/// route wrote before it failed (a handler stopped or raising an error after a produce returned); 0 elsewhere.
-pub fn into_response(error: &RequestError, request_id: &str, written: usize) -> Response {
+/// What a function route's request had written when it failed (a handler stopped or raising an error after a produce
+/// returned, or caught): nothing elsewhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Written {
+    /// Records acknowledged.
+    pub records: usize,
+    /// A produce ended with records that may or may not have been written.
+    pub in_doubt: bool,
+}
+
+/// The response for `error`; server errors are logged with the request's id. `written`: what a function route's
+/// request wrote before it failed.
+pub fn into_response(error: &RequestError, request_id: &str, written: Written) -> Response {
     let results = partial_results(error);
     let own_status = status_of(error);
     let message = if own_status.is_server_error() {
@@ -76,7 +86,16 @@ pub fn into_response(error: &RequestError, request_id: &str, written: usize) -> 
     } else {
         error.to_string()
     };
-    let status = if written > 0
+    // An uncaught in-doubt produce says so itself ("did not acknowledge in time").
+    let in_doubt = written.in_doubt
+        && !matches!(
+            error,
+            RequestError::Lua(LuaError::Kafka {
+                class: ErrorClass::Timeout,
+                ..
+            })
+        );
+    let status = if (written.records > 0 || in_doubt)
         && matches!(
             own_status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
@@ -92,13 +111,23 @@ pub fn into_response(error: &RequestError, request_id: &str, written: usize) -> 
         // that one function failing often cannot hide another's error.
         let text = error.to_string();
         if let Some(suppressed) = repeats::allow(cut(&text, MAX_LOG_KEY)) {
-            tracing::warn!(request_id, %status, error = %text, suppressed, records_written = written, "request failed");
+            let records_written = written.records;
+            tracing::warn!(request_id, %status, error = %text, suppressed, records_written, in_doubt, "request failed");
         }
     }
     let mut body = json!({ "error": message, "status": status.as_u16() });
-    if written > 0 {
-        body["error"] = format!("{message}; {}", written_before(written)).into();
-        body["records_written"] = written.into();
+    if written.records > 0 {
+        body["error"] = format!("{message}; {}", written_before(written.records)).into();
+        body["records_written"] = written.records.into();
+    }
+    if in_doubt {
+        body["error"] = format!(
+            "{}; records of this request that Kafka did not acknowledge in time may or may not have been written, so \
+             sending the request again may write them twice",
+            body["error"].as_str().unwrap_or_default()
+        )
+        .into();
+        body["records_in_doubt"] = true.into();
     }
     if let Some(results) = results {
         body["results"] = results;
@@ -380,6 +409,16 @@ mod tests {
 
     /// The answer to `error` on a function route whose request wrote `written` records.
     fn answer_after(error: RequestError, written: usize) -> (StatusCode, hyper::HeaderMap, Value) {
+        answer_with(
+            error,
+            Written {
+                records: written,
+                in_doubt: false,
+            },
+        )
+    }
+
+    fn answer_with(error: RequestError, written: Written) -> (StatusCode, hyper::HeaderMap, Value) {
         let response = into_response(&error, "test", written);
         let (parts, body) = response.into_parts();
         let body = futures::executor::block_on(body.collect()).unwrap().to_bytes();
@@ -449,6 +488,46 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(
             error_text(&body).starts_with("the function used more than its 50 ms of CPU time; 1 record"),
+            "{body}"
+        );
+    }
+
+    /// A function whose request had a produce end in doubt (the handler caught it) says so when it then fails, and
+    /// is never answered with a status that says nothing was done; an uncaught in-doubt produce says so itself.
+    #[test]
+    fn a_function_that_failed_after_a_produce_in_doubt_says_so() {
+        let kafka = |class| {
+            RequestError::Lua(LuaError::Kafka {
+                function: function(),
+                cluster: "c".into(),
+                class,
+            })
+        };
+        let doubt = Written {
+            records: 0,
+            in_doubt: true,
+        };
+        let (status, headers, body) = answer_with(kafka(ErrorClass::Unavailable), doubt);
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!headers.contains_key(hyper::header::RETRY_AFTER));
+        assert_eq!(body["records_in_doubt"], true);
+        assert_eq!(
+            error_text(&body),
+            "kafka cluster 'c' is unavailable; records of this request that Kafka did not acknowledge in time may or \
+             may not have been written, so sending the request again may write them twice"
+        );
+        let (status, _, body) = answer_with(kafka(ErrorClass::Timeout), doubt);
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(error_text(&body), "kafka cluster 'c' did not acknowledge in time");
+        assert!(body.get("records_in_doubt").is_none(), "{body}");
+        let both = Written {
+            records: 2,
+            in_doubt: true,
+        };
+        let (_, _, body) = answer_with(kafka(ErrorClass::Unavailable), both);
+        assert!(
+            error_text(&body).contains("2 records of this request were written")
+                && error_text(&body).contains("may or may not"),
             "{body}"
         );
     }

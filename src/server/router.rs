@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::task::futures::TaskLocalFuture;
 
 use super::browser::{self, Site};
-use super::error::{RequestError, into_response};
+use super::error::{RequestError, Written, into_response};
 use super::{Response, json_bytes_response, json_response};
 use crate::App;
 use crate::api;
@@ -172,8 +172,15 @@ impl Finish {
         let context = &self.context;
         let function = context.function();
         let mut response = result.unwrap_or_else(|e| {
-            // Only a function's answer must say what it wrote before failing: a REST produce lists what it wrote.
-            let written = if function.is_some() { context.records() } else { 0 };
+            // Only a function's answer must say what it wrote before failing: a REST produce lists what it wrote, and
+            // answers its own records in doubt.
+            let written = match function {
+                Some(_) => Written {
+                    records: context.records(),
+                    in_doubt: context.in_doubt(),
+                },
+                None => Written::default(),
+            };
             into_response(&e, &context.id, written)
         });
         if let Some(Site::Allowed(origin)) = &self.site {
