@@ -200,6 +200,13 @@ linger_ms = 200
         1,
         "the proxy lost the answer to the shared batch"
     );
+    // The warm-up, the shared batch (its answer lost), its resend (refused), then one request per caller: the lost
+    // answer was the shared batch's, not that of a batch of valid records only (which its resend would have settled).
+    assert!(
+        harness.proxies[0].requests(PRODUCE) >= 14,
+        "{} produce requests: the batch was not shared and split",
+        harness.proxies[0].requests(PRODUCE)
+    );
     for (i, (status, answer)) in answers.iter().enumerate() {
         assert_eq!(*status, 200, "valid request {i} failed with another's record: {answer}");
     }
@@ -302,6 +309,61 @@ end"#,
     assert_eq!(replayed.status(), 200);
     assert_eq!(replayed.headers()["idempotent-replayed"], "true");
     let answer: Value = replayed.json().await.expect("json");
+    assert_eq!(answer["offset"], 1, "{answer}");
+    assert_eq!(values(&harness.bootstrap(0), "once", 1).await, ["warm", "keyed"]);
+}
+
+/// The same past the time limit with the produce already finished: the keyed handler's VM (one) is held by another
+/// request's long turn when its produce's outcome comes in and when its time limit passes. The outcome is still handed
+/// to the handler, which answers 200; the key is not given up with the record written.
+// Four workers: the busy turn blocks one, and the tasks that finish the produce must run meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keyed_function_whose_produce_finished_while_its_vm_was_busy_answers_it() {
+    const KEYED: (&str, &str) = (
+        "keyed.lua",
+        r#"return function(req)
+  local r = kafka.produce{ topic = "once", messages = { { value = req.body, partition = 1 } } }
+  return { json = { offset = r.offset } }
+end"#,
+    );
+    const BUSY: (&str, &str) = (
+        "busy.lua",
+        "return function(req) local t = os.clock() while os.clock() - t < 2.5 do end return { json = { ok = true } } end",
+    );
+    let config = config("{broker0}", "")
+        .replace("timeout_ms = 3000", "timeout_ms = 1500\nvms = 1\ncpu_ms = 5000")
+        .replace("request_timeout_ms = 4000", "request_timeout_ms = 10000")
+        + "\n[[routes]]\npath = \"/keyed\"\nfunction = \"keyed.lua\"\nidempotency = true\n"
+        + "\n[[routes]]\npath = \"/busy\"\nfunction = \"busy.lua\"\n";
+    let harness = Harness::on_with(Kafka::Apache, 1, &config, &[KEYED, BUSY]).await;
+    let (status, _) = harness.post("/produce/once", r#"{"value":"warm","partition":1}"#).await;
+    assert_eq!(status, 200);
+    let kafka = harness.brokers[0].apache();
+    kafka.signal("pause", 1).await;
+    let keyed = harness
+        .http
+        .post(harness.url("/keyed"))
+        .header("idempotency-key", "hook-10")
+        .body("keyed")
+        .send();
+    let busy_then_resume = async {
+        // The keyed handler parks on its produce; then the VM's one turn runs for 2.5 s, and the broker resumes
+        // during it: the produce finishes while the VM is held, past the keyed handler's 1.5 s.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let busy = harness.http.post(harness.url("/busy")).body("{}").send();
+        let resume = async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            kafka.signal("resume", 1).await;
+        };
+        let (busy, ()) = tokio::join!(busy, resume);
+        busy.expect("busy answer").status()
+    };
+    let (keyed, busy) = tokio::join!(keyed, busy_then_resume);
+    assert_eq!(busy, 200);
+    let keyed = keyed.expect("keyed answer");
+    let status = keyed.status();
+    let answer: Value = keyed.json().await.expect("json");
+    assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["offset"], 1, "{answer}");
     assert_eq!(values(&harness.bootstrap(0), "once", 1).await, ["warm", "keyed"]);
 }

@@ -570,7 +570,8 @@ fn refused_for_a_record(error: &ClientError) -> bool {
 /// producer's last ones (`UnifiedLog.append` validates, then `analyzeAndValidateProducerState`), so an earlier send of
 /// the same batch whose answer was lost met the same refusal and was not written either: the batch is refused, and
 /// split among its callers, rather than sent again until the delivery timeout. Not a timestamp: the broker's clock
-/// moves, so an earlier send may have been in the topic's window.
+/// moves, so an earlier send may have been in the topic's window. (This takes the topic's rules to be the same for
+/// both sends: an operator changing `max.message.bytes` or `cleanup.policy` in between could make it wrong.)
 fn refused_for_its_bytes(error: &ClientError) -> bool {
     matches!(
         protocol_error(error),

@@ -84,7 +84,9 @@ impl Call {
     /// resumed with it, to answer. Should it wait again (another produce, or a yield), or if it was not parked, the
     /// limit answers, and parked work not yet started is dropped.
     pub(super) async fn overtime(&mut self, limit: Duration) -> Result<HandlerResponse, LuaError> {
-        if self.parked.is_none() {
+        // A produce that finished while the coroutine waits for its VM's lock counts as parked: its outcome is
+        // handed to the handler all the same.
+        if self.parked.is_none() && self.resume.is_none() {
             return Err(self.timeout(limit));
         }
         self.overtime = true;

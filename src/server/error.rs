@@ -86,15 +86,15 @@ pub fn into_response(error: &RequestError, request_id: &str, written: Written) -
     } else {
         error.to_string()
     };
-    // An uncaught in-doubt produce says so itself ("did not acknowledge in time").
-    let in_doubt = written.in_doubt
-        && !matches!(
-            error,
-            RequestError::Lua(LuaError::Kafka {
-                class: ErrorClass::Timeout,
-                ..
-            })
-        );
+    // An uncaught produce cut short says "did not acknowledge in time" itself, and is a 504 already.
+    let says_in_doubt = matches!(
+        error,
+        RequestError::Lua(LuaError::Kafka {
+            class: ErrorClass::Timeout,
+            ..
+        })
+    );
+    let in_doubt = written.in_doubt;
     let status = if (written.records > 0 || in_doubt)
         && matches!(
             own_status,
@@ -120,13 +120,15 @@ pub fn into_response(error: &RequestError, request_id: &str, written: Written) -
         body["error"] = format!("{message}; {}", written_before(written.records)).into();
         body["records_written"] = written.records.into();
     }
-    if in_doubt {
+    if in_doubt && !says_in_doubt {
         body["error"] = format!(
             "{}; records of this request that Kafka did not acknowledge in time may or may not have been written, so \
              sending the request again may write them twice",
             body["error"].as_str().unwrap_or_default()
         )
         .into();
+    }
+    if in_doubt {
         body["records_in_doubt"] = true.into();
     }
     if let Some(results) = results {
@@ -519,7 +521,7 @@ mod tests {
         let (status, _, body) = answer_with(kafka(ErrorClass::Timeout), doubt);
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(error_text(&body), "kafka cluster 'c' did not acknowledge in time");
-        assert!(body.get("records_in_doubt").is_none(), "{body}");
+        assert_eq!(body["records_in_doubt"], true);
         let both = Written {
             records: 2,
             in_doubt: true,

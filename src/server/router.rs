@@ -813,6 +813,8 @@ async fn collect_body<B: RequestBody>(body: B, server: &ServerConfig) -> Result<
 /// slice of it lives and so replaces with a new one (8 KiB at least) for its next read: kept frame by frame (as
 /// `Collected` keeps them), a body sent a byte at a time would hold 8 KiB per byte, far past `max_body_bytes`.
 async fn gather<B: hyper::body::Body<Data = Bytes>>(body: B) -> Result<Bytes, B::Error> {
+    // The declared length, when there is one (checked against the limit before): room for the whole body at once.
+    let declared = body.size_hint().exact().map_or(0, |n| n as usize);
     let mut body = std::pin::pin!(body);
     let mut first: Option<Bytes> = None;
     let mut joined: Option<bytes::BytesMut> = None;
@@ -824,7 +826,7 @@ async fn gather<B: hyper::body::Body<Data = Bytes>>(body: B) -> Result<Bytes, B:
             (Some(joined), _) => joined.extend_from_slice(&data),
             (None, None) => first = Some(data),
             (None, Some(before)) => {
-                let mut both = bytes::BytesMut::with_capacity(2 * (before.len() + data.len()));
+                let mut both = bytes::BytesMut::with_capacity(declared.max(2 * (before.len() + data.len())));
                 both.extend_from_slice(&before);
                 both.extend_from_slice(&data);
                 joined = Some(both);
