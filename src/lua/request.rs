@@ -49,8 +49,19 @@ pub fn metatable(lua: &Lua, shared: &Arc<VmShared>, json: Function) -> Result<Ta
         };
         // Read once: each read of a Lua string's bytes goes through the VM's lock.
         let key = key.as_bytes_ref();
+        // What the field takes in Lua, roughly (its text, and as much again for the table it goes in).
+        let request = &state.request;
         let size = match &*key {
-            b"body" => state.request.body.len(),
+            b"body" => request.body.len(),
+            b"headers" => {
+                2 * request
+                    .headers
+                    .iter()
+                    .map(|(n, v)| n.as_str().len() + v.len())
+                    .sum::<usize>()
+            }
+            b"query" => 2 * request.query().map_or(0, str::len),
+            b"params" => 2 * state.params.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
             _ => 0,
         };
         unlimited(lua, size, || field(lua, &state, &key, &headers_meta, &shared))

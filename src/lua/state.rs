@@ -338,15 +338,20 @@ pub struct Left {
 /// typical webhook body, its headers or its parsed JSON take.
 const UNLIMITED_UP_TO: usize = 64 * 1024;
 
-/// Runs `work` with the VM's memory limit lifted when `size` (what the work allocates, roughly) is small: for
-/// Rust-side work whose size the request bounds (its body, headers, parsed JSON), which would otherwise pay for a
-/// protected call at every allocation. What it allocates still counts: once the VM is over its limit, the next
-/// allocation in Lua fails. Larger work runs under the limit.
+/// Runs `work` with the VM's memory limit lifted when `size` (what the work allocates, roughly) is small and the VM
+/// has room for it: for Rust-side work whose size the request bounds (its body, headers, parsed JSON), which would
+/// otherwise pay for a protected call at every allocation. What it allocates still counts: once the VM is over its
+/// limit, the next allocation in Lua fails, and the next work runs under the limit (so calls made in a loop cannot
+/// pile up past it). Larger work runs under the limit.
 pub fn unlimited<T>(lua: &mlua::Lua, size: usize, work: impl FnOnce() -> mlua::Result<T>) -> mlua::Result<T> {
     if size > UNLIMITED_UP_TO {
         return work();
     }
     let limit = lua.set_memory_limit(0)?;
+    if limit != 0 && lua.used_memory().saturating_add(size.max(UNLIMITED_UP_TO)) > limit {
+        lua.set_memory_limit(limit)?;
+        return work();
+    }
     let result = work();
     lua.set_memory_limit(limit)?;
     result
@@ -358,6 +363,34 @@ mod tests {
     use super::*;
 
     const MS: u64 = 1_000_000;
+
+    /// Rust-side work lifts the memory limit only while the VM has room: called again and again (results kept), it
+    /// cannot pile up past the limit; near it, the work runs under the limit and fails there.
+    #[test]
+    fn lifted_work_cannot_pile_up_past_the_memory_limit() {
+        let lua = mlua::Lua::new();
+        lua.set_memory_limit(lua.used_memory() + 4 * 1024 * 1024).unwrap();
+        let kept = lua.create_table().unwrap();
+        let mut failed_at = None;
+        for i in 1..=64 {
+            // Distinct strings: equal ones are one string in Luau.
+            let mut bytes = vec![b'x'; 256 * 1024];
+            bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let made = unlimited(&lua, 1024, || lua.create_string(&bytes));
+            match made {
+                Ok(string) => kept.raw_set(i, string).unwrap(),
+                Err(e) => {
+                    assert!(matches!(e, mlua::Error::MemoryError(_)), "{e}");
+                    failed_at = Some(i);
+                    break;
+                }
+            }
+        }
+        assert!(
+            failed_at.is_some_and(|i| i <= 17),
+            "made {failed_at:?} quarter-megabytes under 4 MiB"
+        );
+    }
 
     /// A turn whose thread sleeps past its budget (as when the kernel gives the core to another process, or holds
     /// a container back that used up its CPU quota) is neither stopped nor charged the time it did not run.

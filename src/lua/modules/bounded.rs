@@ -4,8 +4,11 @@
 //! - `string.find` with a plain needle (or a pattern without special characters) and `string.split`: Luau compares
 //!   the needle at every position (quadratic on `("a"):rep(8e6)` / `("a"):rep(4e6) .. "b"`); here they use
 //!   `memchr::memmem`, linear in the haystack.
-//! - `table.sort` without a comparator compares long strings with one `memcmp` per step, no interrupt between;
-//!   here it always sorts with a Lua comparator, so the interrupt runs at every comparison.
+//! - `table.sort` without a comparator compares long strings with one `memcmp` per step, no interrupt between, and
+//!   with a C function as comparator (`coroutine.isyieldable`) calls it millions of times without one; here it
+//!   always sorts with a Lua comparator (one of its own, or one that calls the handler's), so the interrupt runs at
+//!   every comparison. `table.foreach` and `table.foreachi` call theirs through Lua too.
+//! - `string.split` makes and charges its pieces one at a time (not all of them first, outside the memory limit).
 //! - `table.move` over a huge sparse range: Luau's own fix is behind a flag, turned on here.
 
 use std::sync::Arc;
@@ -26,7 +29,25 @@ string.find = function(s, pattern, init, plain)
 end
 string.split = split
 local function less(a, b) return a < b end
-table.sort = function(t, comp) return sort(t, comp or less) end
+table.sort = function(t, comp)
+  if comp == nil then return sort(t, less) end
+  -- Anything but a function is left to sort's own argument check.
+  if type(comp) ~= "function" then return sort(t, comp) end
+  return sort(t, function(a, b) return comp(a, b) end)
+end
+local foreach, foreachi = table.foreach, table.foreachi
+if foreach then
+  table.foreach = function(t, f)
+    if type(f) ~= "function" then return foreach(t, f) end
+    return foreach(t, function(k, v) return f(k, v) end)
+  end
+end
+if foreachi then
+  table.foreachi = function(t, f)
+    if type(f) ~= "function" then return foreachi(t, f) end
+    return foreachi(t, function(i, v) return f(i, v) end)
+  end
+end
 "#;
 
 /// `shared` is the VM's: `string.split` charges the parts it makes to the running request's CPU budget.
@@ -53,7 +74,7 @@ pub fn install(lua: &Lua, shared: &Arc<VmShared>) -> Result<()> {
         let haystack = s.as_bytes_ref();
         let separator = separator.map_or_else(|| b",".to_vec(), |sep| sep.as_bytes_ref().to_vec());
         let parts = lua.create_table()?;
-        for (i, part) in split(&haystack, &separator).into_iter().enumerate() {
+        for (i, part) in split(&haystack, &separator).enumerate() {
             // Each part is hashed and interned: parts made to collide in Luau's string hash cost more each.
             shared.charge_step(i + 1)?;
             parts.raw_set(i + 1, lua.create_string(part)?)?;
@@ -81,19 +102,26 @@ fn find_plain(haystack: &[u8], needle: &[u8], init: i64) -> Option<(i64, i64)> {
     Some((at, at + needle.len() as i64 - 1))
 }
 
-/// `string.split(s, separator)`: the pieces between separators; an empty separator splits into bytes.
-fn split<'a>(haystack: &'a [u8], separator: &[u8]) -> Vec<&'a [u8]> {
+/// `string.split(s, separator)`: the pieces between separators, one at a time; an empty separator splits into bytes.
+fn split<'a>(haystack: &'a [u8], separator: &'a [u8]) -> Box<dyn Iterator<Item = &'a [u8]> + 'a> {
     if separator.is_empty() {
-        return haystack.chunks(1).collect();
+        return Box::new(haystack.chunks(1));
     }
-    let mut parts = Vec::new();
-    let mut rest = 0;
-    for at in memchr::memmem::find_iter(haystack, separator) {
-        parts.push(&haystack[rest..at]);
-        rest = at + separator.len();
-    }
-    parts.push(&haystack[rest..]);
-    parts
+    let mut rest = Some(0);
+    let mut found = memchr::memmem::find_iter(haystack, separator);
+    Box::new(std::iter::from_fn(move || {
+        let start = rest?;
+        match found.next() {
+            Some(at) => {
+                rest = Some(at + separator.len());
+                Some(&haystack[start..at])
+            }
+            None => {
+                rest = None;
+                Some(&haystack[start..])
+            }
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -112,9 +140,11 @@ mod tests {
 
     #[test]
     fn split_keeps_empty_pieces() {
-        assert_eq!(split(b"a,,b,", b","), vec![&b"a"[..], b"", b"b", b""]);
-        assert_eq!(split(b"ab", b""), vec![&b"a"[..], b"b"]);
-        assert_eq!(split(b"", b","), vec![&b""[..]]);
+        let pieces = |s, sep| split(s, sep).collect::<Vec<_>>();
+        assert_eq!(pieces(b"a,,b,", b","), vec![&b"a"[..], b"", b"b", b""]);
+        assert_eq!(pieces(b"ab", b""), vec![&b"a"[..], b"b"]);
+        assert_eq!(pieces(b"", b","), vec![&b""[..]]);
+        assert_eq!(pieces(b"a--b", b"--"), vec![&b"a"[..], b"b"]);
     }
 
     /// A split past the request's CPU budget stops inside the one Rust call, not after it.
