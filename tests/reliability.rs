@@ -260,6 +260,15 @@ end"#,
     );
 }
 
+/// A keyed webhook: writes its body to `once` partition 1 and answers the offset.
+const KEYED: (&str, &str) = (
+    "keyed.lua",
+    r#"return function(req)
+  local r = kafka.produce{ topic = "once", messages = { { value = req.body, partition = 1 } } }
+  return { json = { offset = r.offset } }
+end"#,
+);
+
 /// A Lua function on a route with `idempotency = true`, paused broker: its handler's time limit (`[lua] timeout_ms`)
 /// passes while its produce waits for the real outcome. The produce is not dropped nor the key given up there (a
 /// retry would run the handler again and write a second copy): the request runs on, the key stays taken (409), and
@@ -267,13 +276,6 @@ end"#,
 /// log once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keyed_function_past_its_time_limit_keeps_its_key_until_the_outcome() {
-    const KEYED: (&str, &str) = (
-        "keyed.lua",
-        r#"return function(req)
-  local r = kafka.produce{ topic = "once", messages = { { value = req.body, partition = 1 } } }
-  return { json = { offset = r.offset } }
-end"#,
-    );
     let config =
         config("{broker0}", "") + "\n[[routes]]\npath = \"/keyed\"\nfunction = \"keyed.lua\"\nidempotency = true\n";
     let harness = Harness::on_with(Kafka::Apache, 1, &config, &[KEYED]).await;
@@ -319,13 +321,6 @@ end"#,
 // Four workers: the busy turn blocks one, and the tasks that finish the produce must run meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_keyed_function_whose_produce_finished_while_its_vm_was_busy_answers_it() {
-    const KEYED: (&str, &str) = (
-        "keyed.lua",
-        r#"return function(req)
-  local r = kafka.produce{ topic = "once", messages = { { value = req.body, partition = 1 } } }
-  return { json = { offset = r.offset } }
-end"#,
-    );
     const BUSY: (&str, &str) = (
         "busy.lua",
         "return function(req) local t = os.clock() while os.clock() - t < 2.5 do end return { json = { ok = true } } end",
