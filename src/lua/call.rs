@@ -99,7 +99,8 @@ impl Call {
         }
     }
 
-    fn timeout(&self, limit: Duration) -> LuaError {
+    /// The error of a handler past its wall-clock `limit`.
+    pub(super) fn timeout(&self, limit: Duration) -> LuaError {
         LuaError::Timeout {
             function: self.state.function.to_string(),
             limit_ms: limit.as_millis(),

@@ -159,7 +159,6 @@ impl Functions {
 
     /// Runs `target` for `request` on the caller's own task, within the wall-clock limit.
     pub async fn call(&self, target: Target, request: Box<HttpRequest>) -> Result<HandlerResponse, LuaError> {
-        let function = Arc::clone(&target.function.display);
         let limit = self.config.lua.timeout;
         let mut call = std::pin::pin!(crate::timeout::within(
             limit,
@@ -172,10 +171,7 @@ impl Functions {
             Err(_) if RequestContext::current().is_some_and(|context| context.awaits_outcome()) => {
                 Box::pin(call.future().get_mut().overtime(limit)).await
             }
-            Err(_) => Err(LuaError::Timeout {
-                function: function.to_string(),
-                limit_ms: limit.as_millis(),
-            }),
+            Err(_) => Err(call.as_mut().future().timeout(limit)),
         };
         let limit_hit = match &result {
             Err(LuaError::CpuLimit { .. }) => Some("cpu"),

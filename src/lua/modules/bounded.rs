@@ -29,25 +29,21 @@ string.find = function(s, pattern, init, plain)
 end
 string.split = split
 local function less(a, b) return a < b end
+-- `original(t, f)` with the handler's `f` called from a Lua function, where the interrupt runs; anything but a
+-- function is left to the original's own argument check.
+local function through_lua(original)
+  return function(t, f)
+    if type(f) ~= "function" then return original(t, f) end
+    return original(t, function(a, b) return f(a, b) end)
+  end
+end
+local sort_through_lua = through_lua(sort)
 table.sort = function(t, comp)
   if comp == nil then return sort(t, less) end
-  -- Anything but a function is left to sort's own argument check.
-  if type(comp) ~= "function" then return sort(t, comp) end
-  return sort(t, function(a, b) return comp(a, b) end)
+  return sort_through_lua(t, comp)
 end
-local foreach, foreachi = table.foreach, table.foreachi
-if foreach then
-  table.foreach = function(t, f)
-    if type(f) ~= "function" then return foreach(t, f) end
-    return foreach(t, function(k, v) return f(k, v) end)
-  end
-end
-if foreachi then
-  table.foreachi = function(t, f)
-    if type(f) ~= "function" then return foreachi(t, f) end
-    return foreachi(t, function(i, v) return f(i, v) end)
-  end
-end
+if table.foreach then table.foreach = through_lua(table.foreach) end
+if table.foreachi then table.foreachi = through_lua(table.foreachi) end
 "#;
 
 /// `shared` is the VM's: `string.split` charges the parts it makes to the running request's CPU budget.
