@@ -68,19 +68,8 @@ fn offending(topic: &str) -> Value {
         "small" => {
             json!({ "key": "k", "value": "many-headers", "headers": vec![json!({"key": "h", "value": ""}); 40_000] })
         }
-        _ => {
-            let random: String = (0..75_000).map(|_| format!("{:02x}", rand_byte())).collect();
-            json!({ "key": "k", "value": random })
-        }
+        _ => json!({ "key": "k", "value": common::random_hex(75_000) }),
     }
-}
-
-/// A byte from the system's random source.
-fn rand_byte() -> u8 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(now_ms() as u64);
-    hasher.finish() as u8
 }
 
 async fn one_refused_record_fails_only_its_own_request(kafka: Kafka) {

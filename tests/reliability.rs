@@ -182,17 +182,8 @@ linger_ms = 200
         .map(|i| serde_json::json!({ "key": format!("k{i}"), "value": format!("valid-{i}") }).to_string())
         .collect();
     let valid = bodies.iter().map(|body| harness.post("/produce/zipped", body));
-    // 150 KB of hex digits of pseudo-random bytes: about 75 KB gzipped, over the topic's 50,000.
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let random: String = (0..75_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            format!("{:02x}", state as u8)
-        })
-        .collect();
-    let bad_body = serde_json::json!({ "key": "k", "value": random }).to_string();
+    // 150 KB of hex digits of random bytes: about 75 KB gzipped, over the topic's 50,000.
+    let bad_body = serde_json::json!({ "key": "k", "value": common::random_hex(75_000) }).to_string();
     let bad = harness.post("/produce/zipped", &bad_body);
     let (answers, (status, answer)) = tokio::join!(futures::future::join_all(valid), bad);
     assert_eq!(

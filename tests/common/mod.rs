@@ -37,6 +37,19 @@ topics = ["*"]
     };
 }
 
+/// `bytes` bytes from the system's random source as hex digits: text gzip cannot shrink below half its size (a
+/// record too large for a topic once compressed, which luka cannot check in advance).
+pub fn random_hex(bytes: usize) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    (0..bytes)
+        .map(|i| {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_usize(i);
+            format!("{:02x}", hasher.finish() as u8)
+        })
+        .collect()
+}
+
 pub fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr")
