@@ -4,8 +4,9 @@
 //! A repeat of a key with the same request (method, path, query, body; for a Lua route also its headers, so a
 //! signature or token the handler checks is part of "the same") and user answers the first response again without
 //! writing; the same key with a different request is refused (422); a repeat while the first is still running is
-//! refused (409). Only successful (2xx) answers are remembered: after a failure the key may be used again. Keys
-//! are kept apart per function (REST produce is function "") and per user.
+//! refused (409). Successful (2xx) answers are remembered, and so are failures after which records of the request may
+//! be in Kafka (some written, or in doubt: running it again would write them again); after a failure that wrote
+//! nothing the key may be used again. Keys are kept apart per function (REST produce is function "") and per user.
 //! Memory is bounded per user (each user's keys are its own share: one user's many keys never push out another's):
 //! by `window` (entries expire), `capacity` keys per user (the oldest finished entry goes first; a running one is
 //! never evicted) and a share of [`MAX_BYTES`] of remembered answers. A claim only ever touches the entry it made.
@@ -187,9 +188,10 @@ impl Idempotency {
 }
 
 impl Claim {
-    /// Remembers `answer` to replay if it is a success; otherwise frees the key, as a failure does.
-    pub fn complete(mut self, answer: &Answer) {
-        if !(200..300).contains(&answer.status) {
+    /// Remembers `answer` to replay if it is a success or the request `wrote` (records of it may be in Kafka);
+    /// otherwise frees the key, as a failure does.
+    pub fn complete(mut self, answer: &Answer, wrote: bool) {
+        if !wrote && !(200..300).contains(&answer.status) {
             return; // Dropping the claim frees the key.
         }
         let Some(slot) = self.slot.take() else { return };
@@ -283,7 +285,7 @@ mod tests {
             matches!(store.begin("", "other", "k", a), Begin::Run(_)),
             "keys are per user"
         );
-        claim.complete(&ok(b"[1]"));
+        claim.complete(&ok(b"[1]"), false);
         assert!(matches!(store.begin("", "u", "k", a), Begin::Replay(answer) if &answer.body[..] == b"[1]"));
 
         // A failed (dropped) claim frees its key.
@@ -297,11 +299,27 @@ mod tests {
         let Begin::Run(claim) = store.begin("f.lua", "u", "k2", a) else {
             panic!()
         };
-        claim.complete(&Answer {
-            status: 400,
-            ..ok(b"no")
-        });
+        claim.complete(
+            &Answer {
+                status: 400,
+                ..ok(b"no")
+            },
+            false,
+        );
         assert!(matches!(store.begin("f.lua", "u", "k2", a), Begin::Run(_)));
+
+        // A failure after which records may be in Kafka keeps its key, and is its repeats' answer.
+        let Begin::Run(claim) = store.begin("", "u", "k3", a) else {
+            panic!()
+        };
+        claim.complete(
+            &Answer {
+                status: 504,
+                ..ok(b"in doubt")
+            },
+            true,
+        );
+        assert!(matches!(store.begin("", "u", "k3", a), Begin::Replay(answer) if answer.status == 504));
     }
 
     #[test]
@@ -334,7 +352,7 @@ mod tests {
             let Begin::Run(claim) = store.begin("", "u", key, f) else {
                 panic!()
             };
-            claim.complete(&ok(b"ok"));
+            claim.complete(&ok(b"ok"), false);
         }
         assert!(store.users.lock().unwrap()["u"].map.len() <= 2);
         assert!(
@@ -360,7 +378,7 @@ mod tests {
             let Begin::Run(claim) = small.begin("", "u", key, f) else {
                 panic!()
             };
-            claim.complete(&ok(b"eight b."));
+            claim.complete(&ok(b"eight b."), false);
         }
         assert!(
             matches!(small.begin("", "u", "a", f), Begin::Run(_)),
@@ -372,7 +390,7 @@ mod tests {
         let Begin::Run(claim) = short.begin("", "u", "k", f) else {
             panic!()
         };
-        claim.complete(&ok(b"ok"));
+        claim.complete(&ok(b"ok"), false);
         assert!(matches!(short.begin("", "u", "k", f), Begin::Run(_)), "expired");
     }
 
@@ -390,7 +408,7 @@ mod tests {
             let Begin::Run(claim) = store.begin("", "flooder", &key.to_string(), f) else {
                 panic!()
             };
-            claim.complete(&ok(b"ok"));
+            claim.complete(&ok(b"ok"), false);
         }
         assert!(
             matches!(store.begin("", "victim", "mine", f), Begin::InProgress),
@@ -400,7 +418,7 @@ mod tests {
             matches!(store.begin("", "flooder", "running", f), Begin::InProgress),
             "a running key stays"
         );
-        victim.complete(&ok(b"first"));
+        victim.complete(&ok(b"first"), false);
         assert!(matches!(store.begin("", "victim", "mine", f), Begin::Replay(a) if &a.body[..] == b"first"));
         drop(running);
         assert!(store.users.lock().unwrap()["flooder"].map.len() <= 3);
@@ -428,6 +446,6 @@ mod tests {
         drop(old); // does not free the second request's entry
         let store_view = |s: &Arc<Idempotency>| s.users.lock().unwrap().get("u").map_or(0, |e| e.map.len());
         assert_eq!(store_view(&store), 1);
-        new.complete(&ok(b"second"));
+        new.complete(&ok(b"second"), false);
     }
 }

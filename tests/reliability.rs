@@ -148,6 +148,75 @@ async fn a_key_whose_request_timed_out_replays_the_real_outcome() {
     assert_eq!(values(&bootstrap, "once", 1).await, ["warm", "keyed"]);
 }
 
+/// A request with an `Idempotency-Key` whose records are still in doubt when the cluster's `delivery_timeout_ms`
+/// runs out (every answer to its produce lost: the broker has the record, luka never learns it). Its outcome will
+/// never be known, so its answer (504, "may or may not") is remembered for the key: the retry gets it replayed, and
+/// is not run again under a new producer id, which the broker could not tell from a new record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_outcome_stays_unknown_replays_the_doubt() {
+    let harness = Harness::on(
+        Kafka::Apache,
+        1,
+        &config("{broker0:PROXIED}", "delivery_timeout_ms = 2500"),
+    )
+    .await;
+    let (status, _) = harness.post("/produce/once", r#"{"value":"warm","partition":1}"#).await;
+    assert_eq!(status, 200);
+    let proxy = &harness.proxies[0];
+    proxy.lose_answers(PRODUCE, usize::MAX / 2);
+    let keyed = || {
+        harness
+            .http
+            .post(harness.url("/produce/once"))
+            .basic_auth("demo", Some("demo"))
+            .header("idempotency-key", "lost-17")
+            .body(r#"{"value":"keyed","partition":1}"#)
+    };
+    let (status, first) = common::json_answer(keyed()).await;
+    assert_eq!(status, 504, "{first}");
+    assert!(error_of(&first).contains("may or may not"), "{first}");
+    assert!(proxy.lost(PRODUCE) >= 1);
+    proxy.stop_losing(PRODUCE);
+    let again = keyed().send().await.expect("retry");
+    assert_eq!(again.status(), 504);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.expect("json"), first);
+    assert_eq!(values(&harness.bootstrap(0), "once", 1).await, ["warm", "keyed"]);
+}
+
+/// A handler on a route with `idempotency = true` that fails after its produce was acknowledged: its 500 says a record
+/// was written, and a retry with the key gets that answer again instead of running the handler (and writing) again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_function_that_failed_after_writing_replays_its_failure() {
+    const WROTE: (&str, &str) = (
+        "wrote.lua",
+        r#"return function(req)
+  kafka.produce{ topic = "once", messages = { { value = req.body, partition = 0 } } }
+  error("failed after writing")
+end"#,
+    );
+    let config =
+        config("{broker0}", "") + "\n[[routes]]\npath = \"/wrote\"\nfunction = \"wrote.lua\"\nidempotency = true\n";
+    let harness = Harness::on_with(Kafka::Apache, 1, &config, &[WROTE]).await;
+    let send = || {
+        harness
+            .http
+            .post(harness.url("/wrote"))
+            .header("idempotency-key", "hook-11")
+            .body("wrote")
+            .send()
+    };
+    let first = send().await.expect("answer");
+    assert_eq!(first.status(), 500);
+    let first: Value = first.json().await.expect("json");
+    assert_eq!(first["records_written"], 1, "{first}");
+    let again = send().await.expect("retry");
+    assert_eq!(again.status(), 500);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.expect("json"), first);
+    assert_eq!(values(&harness.bootstrap(0), "once", 0).await, ["wrote"]);
+}
+
 /// A shared batch that the broker refuses for one caller's record (too large once compressed, which luka cannot
 /// check in advance), and whose answer is lost: the batch is in doubt, and its resend is refused the same way. Kafka
 /// checks a batch's size before it looks for it among the producer's last batches, so the first send was refused

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::configs::REST;
-use common::read::{assert_no_record, read_records, text};
+use common::read::{assert_no_record, high_watermark, read_records, text};
 use common::{Harness, Kafka, error_of, offset, sample};
 use serde_json::Value;
 
@@ -239,7 +239,7 @@ async fn a_cluster_that_accepts_but_never_answers_is_a_504() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn past_the_in_flight_cap_a_call_is_a_503_with_retry_after() {
+async fn past_the_in_flight_cap_records_are_refused_and_a_part_written_is_a_500_that_lists_it() {
     // A cap of one produce at a time: a request writing two partitions at once finds the cap taken by itself.
     let h = Harness::start(
         1,
@@ -253,26 +253,52 @@ async fn past_the_in_flight_cap_a_call_is_a_503_with_retry_after() {
     assert_eq!(status, 200);
     let busy = ["topic=\"cities\"", "result=\"busy\""];
     let before = sample(&h.scrape_metrics().await, "luka_records_total", &busy);
-    let response = h
-        .http
-        .post(h.url("/produce/cities"))
-        .basic_auth("demo", Some("demo"))
-        .body(r#"[{"partition":1,"value":"a"},{"partition":2,"value":"b"}]"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 503);
-    assert_eq!(response.headers()["retry-after"], "1");
+    let send = |key: Option<&'static str>| {
+        let mut request = h
+            .http
+            .post(h.url("/produce/cities"))
+            .basic_auth("demo", Some("demo"))
+            .body(r#"[{"partition":1,"value":"a"},{"partition":2,"value":"b"}]"#);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send()
+    };
+    // Partition 1's group takes the cap and is written; partition 2's is refused. "Nothing was written" (503, with
+    // Retry-After) would be untrue, and its retry would write "a" again: a 500 that lists what was written.
+    let response = send(None).await.unwrap();
+    assert_eq!(response.status().as_u16(), 500);
+    assert!(response.headers().get("retry-after").is_none());
     let answer: Value = response.json().await.unwrap();
     assert!(
-        error_of(&answer).contains("kafka cluster 'local' has 1 produce calls waiting already; retry shortly"),
+        error_of(&answer).contains(
+            "kafka cluster 'local' has 1 produce calls waiting already; retry shortly; nothing was written unless \
+             listed in results"
+        ),
         "{answer}"
     );
+    assert_eq!(answer["results"][0]["partition"], 1, "{answer}");
+    assert!(answer["results"][1].is_null(), "{answer}");
     let after = h.scrape_metrics().await;
     assert_eq!(
         sample(&after, "luka_records_total", &busy) - before,
         1.0,
         "the refused record is counted: {after}"
+    );
+    // Under a key, that answer is remembered: its repeat is told it again rather than write "a" a second time.
+    let bootstrap = h.bootstrap(0);
+    let written = high_watermark(&bootstrap, "cities", 1).await;
+    let first = send(Some("partly")).await.unwrap();
+    assert_eq!(first.status().as_u16(), 500);
+    let first: Value = first.json().await.unwrap();
+    let again = send(Some("partly")).await.unwrap();
+    assert_eq!(again.status().as_u16(), 500);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(
+        high_watermark(&bootstrap, "cities", 1).await,
+        written + 1,
+        "one more \"a\", from the first keyed request only"
     );
 }
 

@@ -95,13 +95,13 @@ pub fn into_response(error: &RequestError, request_id: &str, written: Written) -
         })
     );
     let in_doubt = written.in_doubt;
-    let status = if (written.records > 0 || in_doubt)
+    let status = if (written.records > 0 || in_doubt || results.is_some())
         && matches!(
             own_status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
         ) {
         // Both would say that nothing was done and invite sending the request again, which writes those records
-        // again.
+        // again (a REST produce's written records are listed in `results`).
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
         own_status
@@ -163,6 +163,14 @@ pub fn into_response(error: &RequestError, request_id: &str, written: Written) -
         );
     }
     response
+}
+
+/// Whether records of a request that failed with `error` may be in Kafka: some were written (by a function, or listed
+/// in a REST produce's `results`) or some are in doubt. A repeat of such a request's `Idempotency-Key` must get this
+/// answer again: running the request again would write those records again.
+pub fn may_have_written(error: &RequestError, written: Written) -> bool {
+    let in_doubt = matches!(error, RequestError::Api(ApiError::Produce(e)) if matches!(e.kafka(), Some(KafkaError::InDoubt { .. })));
+    written.records > 0 || written.in_doubt || in_doubt || partial_results(error).is_some()
 }
 
 /// What a failed function route's answer adds when the request had written records: they are in Kafka, and a client
@@ -538,7 +546,7 @@ mod tests {
         body["error"].as_str().expect("an error text")
     }
 
-    /// "Unless listed in results" only where the answer lists results.
+    /// "Unless listed in results" only where the answer lists results, which is then no 503.
     #[test]
     fn nothing_written_is_said_plainly_without_results() {
         let (status, _, body) = answer(RequestError::Api(ApiError::Produce(ProduceError::Kafka(down()))));
@@ -559,8 +567,10 @@ mod tests {
             source: down(),
             results: vec![Some(written), None],
         };
-        let (status, _, body) = answer(RequestError::Api(ApiError::Produce(partial)));
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let (status, headers, body) = answer(RequestError::Api(ApiError::Produce(partial)));
+        // Not a 503 (nor a Retry-After) once records are written: a retry would write them again.
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(headers.get(hyper::header::RETRY_AFTER).is_none());
         assert_eq!(
             error_text(&body),
             "kafka cluster 'c' is unavailable; nothing was written unless listed in results"

@@ -153,6 +153,23 @@ impl Future for Handling {
     }
 }
 
+/// What a failed request's answer must say it wrote: only a function's answer says it (a REST produce lists what it
+/// wrote in `results`, and answers its own records in doubt).
+fn told_written(context: &RequestContext) -> Written {
+    match context.function() {
+        Some(_) => written_by(context),
+        None => Written::default(),
+    }
+}
+
+/// What the request wrote so far, and whether records of it are in doubt.
+fn written_by(context: &RequestContext) -> Written {
+    Written {
+        records: context.records(),
+        in_doubt: context.in_doubt(),
+    }
+}
+
 /// What a request's answer is finished with: its headers, its metrics and its access log line.
 struct Finish {
     started: Instant,
@@ -170,19 +187,7 @@ struct Finish {
 impl Finish {
     fn answer(self, result: Result<Response, RequestError>) -> Response {
         let context = &self.context;
-        let function = context.function();
-        let mut response = result.unwrap_or_else(|e| {
-            // Only a function's answer must say what it wrote before failing: a REST produce lists what it wrote, and
-            // answers its own records in doubt.
-            let written = match function {
-                Some(_) => Written {
-                    records: context.records(),
-                    in_doubt: context.in_doubt(),
-                },
-                None => Written::default(),
-            };
-            into_response(&e, &context.id, written)
-        });
+        let mut response = result.unwrap_or_else(|e| into_response(&e, &context.id, told_written(context)));
         if let Some(Site::Allowed(origin)) = &self.site {
             browser::answer_headers(origin, response.headers_mut());
         }
@@ -701,12 +706,14 @@ struct Once {
 }
 
 /// Runs `run`, or under an `Idempotency-Key` (`once`): replays the answer remembered for the key (marked
-/// `Idempotent-Replayed: true`), refuses a clash, and remembers a successful answer for the next repeat.
+/// `Idempotent-Replayed: true`), refuses a clash, and remembers the answer for the next repeat unless the request
+/// failed having written nothing (see [`remember`]).
 ///
 /// A keyed request runs in a task of its own that holds the key until the request's real outcome is known: if
 /// the client goes away or the request times out meanwhile, a retry is told the key is in use (409) and, once the
-/// outcome is in, gets it (the success replayed, or the key free again after a failure). Its produces wait for
-/// their records' real outcome rather than answer "in doubt".
+/// outcome is in, gets it (the answer replayed, or the key free again after a failure that wrote nothing). Its
+/// produces wait for their records' real outcome rather than answer "in doubt" (until the cluster's
+/// `delivery_timeout_ms`; an outcome still unknown then is answered, and replayed, as in doubt).
 async fn idempotent<F>(
     app: &Arc<App>,
     once: Option<Once>,
@@ -745,11 +752,9 @@ where
         context.await_outcome();
     }
     let work = run(Arc::clone(app));
+    let told = context.clone();
     let owned = async move {
-        let result = work.await;
-        if let Ok(answer) = &result {
-            claim.complete(answer);
-        }
+        let result = remember(work.await, claim, told.as_deref()).await;
         drop(slot);
         result
     };
@@ -762,6 +767,45 @@ where
         Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
         // Only when the runtime shuts down, and then nobody reads the answer.
         Err(_) => Err(RequestError::Timeout { ms: 0 }),
+    }
+}
+
+/// Finishes a keyed request's `claim` with its outcome. Every answer is remembered for the key's repeats but a
+/// failure that wrote nothing (which frees the key, so the request may be sent again): a success, and equally a
+/// failure after which records may be in Kafka (some written, some in doubt), since running the request again would
+/// write those again. Such a failure is made into its answer here, once, and handed on as the answer.
+async fn remember(
+    result: Result<Answer, RequestError>,
+    claim: idempotency::Claim,
+    context: Option<&RequestContext>,
+) -> Result<Answer, RequestError> {
+    let written = context.map(written_by).unwrap_or_default();
+    match result {
+        Ok(answer) => {
+            claim.complete(&answer, written.records > 0 || written.in_doubt);
+            Ok(answer)
+        }
+        Err(e) if super::error::may_have_written(&e, written) => {
+            let (id, told) = context.map_or(("", Written::default()), |c| (c.id.as_str(), told_written(c)));
+            let answer = answer_of(into_response(&e, id, told)).await;
+            claim.complete(&answer, true);
+            Ok(answer)
+        }
+        // Dropping the claim frees the key.
+        Err(e) => Err(e),
+    }
+}
+
+/// A response as an answer to remember.
+async fn answer_of(response: Response) -> Answer {
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers.iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
+        body: match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
+        },
     }
 }
 

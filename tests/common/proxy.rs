@@ -84,6 +84,12 @@ impl KafkaProxy {
             .or_default() += count;
     }
 
+    /// The answers to requests with `api_key` pass again (those [`KafkaProxy::lose_answers`] still had to lose are
+    /// not lost).
+    pub fn stop_losing(&self, api_key: i16) {
+        self.shared.lock().expect("proxy state").to_lose.remove(&api_key);
+    }
+
     /// Answers lost so far to requests with `api_key`.
     pub fn lost(&self, api_key: i16) -> usize {
         self.shared
