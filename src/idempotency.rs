@@ -25,9 +25,6 @@ pub const MAX_KEY_LEN: usize = 255;
 /// go first.
 pub const MAX_BYTES: usize = 64 * 1024 * 1024;
 
-/// The least a user's share of [`MAX_BYTES`] may be.
-const MIN_USER_BYTES: usize = 1024 * 1024;
-
 /// Request headers left out of a Lua route's fingerprint: they change between a request and its retry without
 /// changing what is asked.
 const UNFINGERPRINTED: [&str; 10] = [
@@ -120,7 +117,9 @@ impl Idempotency {
         Arc::new(Self {
             window,
             capacity,
-            max_bytes: (MAX_BYTES / users.max(1)).max(MIN_USER_BYTES),
+            // Equal shares, so that together they stay within the whole (each user's last answer may overrun its share
+            // until the user's next key).
+            max_bytes: MAX_BYTES / users.max(1),
             users: Mutex::default(),
         })
     }
@@ -320,6 +319,15 @@ mod tests {
             true,
         );
         assert!(matches!(store.begin("", "u", "k3", a), Begin::Replay(answer) if answer.status == 504));
+    }
+
+    /// However many users there are, their shares together stay within [`MAX_BYTES`].
+    #[test]
+    fn the_users_shares_add_up_to_at_most_the_whole() {
+        for users in [1, 2, 63, 64, 65, 1000, 100_000] {
+            let store = Idempotency::new(Duration::from_secs(60), 2, users);
+            assert!(store.max_bytes * users <= MAX_BYTES, "{users} users");
+        }
     }
 
     #[test]
