@@ -446,6 +446,38 @@ async fn idle_keep_alive_connections_give_way_to_new_clients() {
     );
 }
 
+/// A connection that has sent part of a request head and then nothing is not a request in progress: asked to close
+/// for a new client it is closed within a second, not left reading until the header timeout (10 s here), and it is
+/// not asked again and again while others could make room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_with_half_a_head_give_way_to_new_clients() {
+    let config = CONFIG.replace("max_connections = 64", "max_connections = 2").replace(
+        "body_timeout_ms = 1000",
+        "body_timeout_ms = 1000\nheader_timeout_ms = 10000",
+    );
+    let h = Harness::start_with(1, &config, &[("open.lua", OPEN)]).await;
+    let addr = server_addr(&h);
+    let mut halves = Vec::new();
+    for _ in 0..2 {
+        halves.push(stalled([127, 0, 0, 1], addr, "G").await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let mut new = TcpStream::connect(addr).await.unwrap();
+    assert!(healthz_answered(&mut new).await, "the new client is answered");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    let mut buffer = [0u8; 16];
+    let first = tokio::time::timeout(Duration::from_secs(1), halves[0].read(&mut buffer)).await;
+    assert!(
+        matches!(first, Ok(Ok(0) | Err(_))),
+        "the oldest half head was closed: {first:?}"
+    );
+}
+
 /// `header_timeout_ms` closes a connection that takes too long over its request head (sent in pieces, or not
 /// finished), and a keep-alive connection left idle as long; a connection that keeps sending requests stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

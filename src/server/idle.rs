@@ -58,11 +58,13 @@ impl OpenConnections {
         (tracked, activity)
     }
 
-    /// Asks the connection idle the longest to close; gives whether there was one.
+    /// Asks the connection idle the longest to close, of those not asked yet (one asked closes within a second,
+    /// [`super::watch`]; asking it again would only delay asking the next); gives whether there was one.
     pub fn close_longest_idle(&self) -> bool {
         let open = self.lock();
         let longest = open
             .values()
+            .filter(|a| !a.close_asked.load(Ordering::SeqCst))
             .filter_map(|a| Some((a.waiting_since()?, a)))
             .min_by_key(|(since, _)| *since);
         match longest {

@@ -112,7 +112,11 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
                     // Idle and its slot wanted, or shutting down: it ends after the request it is serving, if any.
                     Event::Close => connection.as_mut().graceful_shutdown(),
                     Event::HeaderTimeout => {
-                        tracing::debug!(%remote, "connection closed: no whole request head within the header timeout");
+                        tracing::debug!(
+                            %remote,
+                            "connection closed: no whole request head within the header timeout (or within a second \
+                             of being asked to close)"
+                        );
                         return Poll::Ready(Ok(()));
                     }
                 }

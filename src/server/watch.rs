@@ -16,17 +16,25 @@ use tokio::time::Sleep;
 
 use super::idle::Tracked;
 
+/// How long a connection asked to close may go on without a request in progress (its answer being sent, or a head
+/// still coming in) before it is closed: hyper closes a connection idle between requests at once, but one that has
+/// begun a head reads on, and a client that sends one byte of a head would keep its slot until the header timeout.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Why a connection's task should act.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
     /// Its slot is wanted or the server is shutting down: finish the request in progress, if any, then close.
     Close,
-    /// No whole request head within the header timeout (a slow head, or a keep-alive connection left idle): close.
+    /// No whole request head within the header timeout (a slow head, or a keep-alive connection left idle), or
+    /// within [`CLOSE_GRACE`] once asked to close: close now.
     HeaderTimeout,
 }
 
 pub struct Watch {
     tracked: Tracked,
+    /// How long the connection may go without a request in progress: the header timeout, and once asked to close
+    /// the shorter of it and [`CLOSE_GRACE`].
     header_timeout: Duration,
     timer: Pin<Box<Sleep>>,
     /// The timer was polled since it was last set, so it will wake the task when it fires.
@@ -53,6 +61,10 @@ impl Watch {
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         if !self.close_told && self.close_asked(cx) {
             self.close_told = true;
+            self.header_timeout = self.header_timeout.min(CLOSE_GRACE);
+            let since = self.tracked.waiting_since().unwrap_or_else(Instant::now);
+            self.timer.as_mut().reset((since + self.header_timeout).into());
+            self.timer_armed = false;
             return Poll::Ready(Event::Close);
         }
         loop {
@@ -105,6 +117,28 @@ mod tests {
         assert!(
             took >= Duration::from_millis(250) && took < Duration::from_secs(5),
             "took {took:?}"
+        );
+    }
+
+    /// Asked to close, a connection without a request in progress (here: one that has sent part of a head, which
+    /// hyper would read on) is closed within [`CLOSE_GRACE`], not at the header timeout.
+    #[tokio::test]
+    async fn a_connection_asked_to_close_gets_a_short_grace() {
+        let open = Arc::new(OpenConnections::default());
+        let (tracked, _activity) = open.add();
+        let mut watch = Watch::new(tracked, Duration::from_secs(60));
+        let started = Instant::now();
+        assert!(open.close_longest_idle());
+        let first = std::future::poll_fn(|cx| watch.poll_event(cx)).await;
+        assert_eq!(first, Event::Close);
+        let then = tokio::time::timeout(Duration::from_secs(5), std::future::poll_fn(|cx| watch.poll_event(cx)))
+            .await
+            .expect("closed within the grace");
+        assert_eq!(then, Event::HeaderTimeout);
+        assert!(
+            started.elapsed() <= CLOSE_GRACE + Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
         );
     }
 
