@@ -69,6 +69,13 @@ impl PerClient {
     }
 }
 
+impl PerClient {
+    /// Places held by all clients together.
+    pub fn held(&self) -> usize {
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1
+    }
+}
+
 impl Drop for ClientSlot {
     fn drop(&mut self) {
         let mut held = self

@@ -303,6 +303,49 @@ async fn sigterm_finishes_requests_in_progress_and_closes_idle_connections() {
     );
 }
 
+/// A request with an Idempotency-Key runs on after its client has gone, to learn its outcome; SIGTERM waits for it
+/// as for a request in progress (here: until the paused broker resumes and acknowledges), rather than exit with its
+/// record sent and its outcome unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_for_keyed_requests_whose_client_has_gone() {
+    let broker = Binary::broker(&common::temp_dir()).await;
+    let dir = common::temp_dir();
+    let bootstrap = broker.broker;
+    let config = move |http, _| {
+        format!(
+            "[server]\nlisten = \"{http}\"\nshutdown_grace_ms = 20000\n\n\
+             [clusters.local]\nbootstrap = [\"{bootstrap}\"]\n\n[topics.kept]\npartitions = 1\n\n\
+             [[users]]\nname = \"demo\"\npassword = \"demo\"\ntopics = [\"*\"]\n"
+        )
+    };
+    let mut luka = Binary::serve(&dir, config).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/produce/kept", luka.http);
+    let post = |value: &str| {
+        client
+            .post(&url)
+            .basic_auth("demo", Some("demo"))
+            .body(format!(r#"{{"value":"{value}"}}"#))
+    };
+    assert_eq!(post("warm").send().await.unwrap().status(), 200);
+    broker.pause();
+    let gone = post("keyed")
+        .header("idempotency-key", "k-1")
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up: {gone:?}");
+
+    luka.terminate();
+    assert!(
+        luka.exited_within(Duration::from_secs(1)).await.is_none(),
+        "luka waits for the keyed request"
+    );
+    broker.resume();
+    let status = luka.exited_within(Duration::from_secs(15)).await.expect("luka exits");
+    assert!(status.success(), "{status}\n{}", luka.log());
+}
+
 /// `RUST_LOG=luka::access=off` silences the access log and nothing else (the writer is installed only when the
 /// filter lets the line through, so the router asks no filter per request).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

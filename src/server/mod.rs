@@ -47,7 +47,8 @@ const IDLE_RECHECK: Duration = Duration::from_millis(100);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests.
+/// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests (those with an
+/// `Idempotency-Key` whose client has gone too).
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let connections = Arc::new(Semaphore::new(app.config.server.max_connections));
     let per_address = Arc::new(PerClient::default());
@@ -134,8 +135,22 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         grace_ms = grace.as_millis() as u64,
         "shutting down: draining in-flight requests"
     );
+    let deadline = tokio::time::Instant::now() + grace;
     if !open.close_all(grace).await {
         tracing::warn!("grace period over; closing remaining connections");
+        return;
+    }
+    // Requests with an Idempotency-Key run on after their client has gone (their outcome is what a retry gets); a
+    // produce of theirs already sent would be left in doubt by exiting, so they get the rest of the grace too.
+    while app.keyed_requests.held() > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                running = app.keyed_requests.held(),
+                "grace period over; requests with an Idempotency-Key still running are cut short"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
