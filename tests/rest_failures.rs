@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::configs::REST;
+use common::proxy::KafkaProxy;
 use common::read::{assert_no_record, high_watermark, read_records, text};
 use common::{Harness, Kafka, error_of, offset, sample};
 use serde_json::Value;
@@ -300,6 +301,68 @@ async fn past_the_in_flight_cap_records_are_refused_and_a_part_written_is_a_500_
         written + 1,
         "one more \"a\", from the first keyed request only"
     );
+}
+
+/// The connection luka's metadata requests go over stops answering without breaking (the broker stalled, or the
+/// connection's state lost on the way). rskafka replaces it only when it breaks, so every later look-up (new
+/// topics, `/readyz`, new leaders after a failover) waited on it. Once a look-up over it is given up, it is
+/// forgotten and the next connects afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_connection_that_stops_answering_is_replaced() {
+    let broker = common::embedded_broker().await;
+    let proxy = KafkaProxy::start(broker.addr().to_string()).await;
+    let config = format!(
+        "[clusters.local]\nbootstrap = [\"{}\"]\nproduce_timeout_ms = 1000\n\n[topics.greetings]\npartitions = 1\n\
+         [topics.\"made.*\"]\npartitions = 1\n\n{}",
+        proxy.addr,
+        demo_user!()
+    );
+    let h = Harness::start(0, &config).await;
+    let (status, answer) = h.post("/produce/greetings", r#"{"value":"warm"}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    proxy.stall_open_connections();
+    let (status, answer) = h.post("/produce/made.1", r#"{"value":"x"}"#).await;
+    assert_eq!(status, 504, "the look-up waited on the stalled connection: {answer}");
+    let started = Instant::now();
+    let (status, answer) = h.post("/produce/made.2", r#"{"value":"x"}"#).await;
+    assert_eq!(status, 200, "a fresh connection: {answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(h.http.get(h.url("/readyz")).send().await.unwrap().status(), 200);
+}
+
+/// Look-ups of new topics queued behind one another on a broker that answers nothing (stopped): each ends within
+/// its own time (`produce_timeout_ms`), not after the time of every look-up before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_ups_waiting_for_their_turn_end_within_their_own_time() {
+    let broker = common::binary::Binary::broker(&common::temp_dir()).await;
+    let config = format!(
+        "[clusters.local]\nbootstrap = [\"{}\"]\nproduce_timeout_ms = 1000\n\n[topics.greetings]\npartitions = 1\n\
+         [topics.\"made.*\"]\npartitions = 1\n\n{}",
+        broker.broker,
+        demo_user!()
+    );
+    let h = Harness::start(0, &config).await;
+    let (status, answer) = h.post("/produce/greetings", r#"{"value":"warm"}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    broker.pause();
+    // Past the second for which a listing is reused: each look-up asks the cluster.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started = Instant::now();
+    let (a, b, c) = tokio::join!(
+        h.post("/produce/made.1", r#"{"value":"x"}"#),
+        h.post("/produce/made.2", r#"{"value":"x"}"#),
+        h.post("/produce/made.3", r#"{"value":"x"}"#)
+    );
+    let took = started.elapsed();
+    broker.resume();
+    for (status, answer) in [a, b, c] {
+        assert_eq!(status, 504, "{answer}");
+    }
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,10 +118,13 @@ impl ClusterClient {
 
     /// A new rskafka client for one partition (writers and readers each keep their own).
     pub(crate) async fn partition_client(&self, topic: &str, partition: i32) -> Result<PartitionClient, KafkaError> {
-        self.client
-            .partition_client(topic, partition, UnknownTopicHandling::Error)
-            .await
-            .map_err(|e| KafkaError::from_client(&self.config.name, topic, partition, &e))
+        forgetting(
+            &self.client,
+            self.client
+                .partition_client(topic, partition, UnknownTopicHandling::Error),
+        )
+        .await
+        .map_err(|e| KafkaError::from_client(&self.config.name, topic, partition, &e))
     }
 
     /// The reading client cell of one partition, made empty if there is none.
@@ -146,9 +149,10 @@ impl ClusterClient {
 
     /// Every topic of the cluster with its partition count (and the metadata cache refreshed with them).
     pub async fn topics(&self) -> Result<Vec<(String, i32)>, KafkaError> {
-        let _single_flight = self.refresh.lock().await;
+        let deadline = Instant::now() + self.config.produce_timeout;
+        let _single_flight = self.single_flight(deadline).await?;
         if !self.listed_recently() {
-            self.refresh_metadata().await?;
+            self.refresh_metadata(deadline).await?;
         }
         let metadata = self.metadata.lock().expect("metadata lock poisoned");
         Ok(metadata
@@ -183,9 +187,10 @@ impl ClusterClient {
 
     /// [`ClusterClient::partition_count`] when the cache does not know: asks the cluster, once for concurrent callers.
     async fn look_up_partition_count(&self, topic: &str, create: Option<CreateIfMissing>) -> Result<i32, KafkaError> {
-        let _single_flight = self.refresh.lock().await;
+        let deadline = Instant::now() + self.config.produce_timeout;
+        let _single_flight = self.single_flight(deadline).await?;
         if self.cached(topic).is_none() && !self.listed_recently() {
-            self.refresh_metadata().await?;
+            self.refresh_metadata(deadline).await?;
         }
         self.remember_absent(topic);
         match self.cached(topic).flatten() {
@@ -232,11 +237,22 @@ impl ClusterClient {
         (entry.fetched_at.elapsed() < max_age).then_some(entry.partitions)
     }
 
-    async fn refresh_metadata(&self) -> Result<(), KafkaError> {
+    /// The turn to refresh the metadata (one at a time), waited for until `deadline`: a caller queued behind
+    /// refreshes that each take their whole time would otherwise wait for all of them.
+    async fn single_flight(&self, deadline: Instant) -> Result<tokio::sync::MutexGuard<'_, ()>, KafkaError> {
+        tokio::time::timeout_at(deadline.into(), self.refresh.lock())
+            .await
+            .map_err(|_| KafkaError::Timeout {
+                cluster: self.config.name.clone(),
+                limit: Some(self.config.produce_timeout),
+            })
+    }
+
+    /// Lists the cluster's topics into the cache, by `deadline`.
+    async fn refresh_metadata(&self, deadline: Instant) -> Result<(), KafkaError> {
         let topics = self
-            .guarded(self.config.produce_timeout, async {
-                self.client
-                    .list_topics()
+            .guarded(deadline.saturating_duration_since(Instant::now()), async {
+                forgetting(&self.client, self.client.list_topics())
                     .await
                     .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))
             })
@@ -287,9 +303,9 @@ impl ClusterClient {
             .map_err(|e| self.create_error(topic, &e))?;
         let timeout_ms = i32::try_from(self.config.produce_timeout.as_millis()).unwrap_or(i32::MAX);
         self.guarded(self.config.produce_timeout, async {
-            let created = controller
-                .create_topic(topic, create.partitions, create.replication_factor, timeout_ms)
-                .await;
+            // The controller is found by a metadata request over the cluster's metadata connection.
+            let creating = controller.create_topic(topic, create.partitions, create.replication_factor, timeout_ms);
+            let created = forgetting(&self.client, creating).await;
             match created {
                 Ok(()) => {
                     tracing::info!(cluster = %self.config.name, %topic, partitions = create.partitions, "created topic");
@@ -314,7 +330,7 @@ impl ClusterClient {
         // Kafka applies it asynchronously). Look again briefly rather than report a topic just created as unknown.
         let deadline = Instant::now() + self.config.produce_timeout;
         loop {
-            self.refresh_metadata().await?;
+            self.refresh_metadata(deadline).await?;
             if let Some(count) = self.cached(topic).flatten() {
                 return Ok(count);
             }
@@ -438,9 +454,11 @@ impl ClusterClient {
             let connect: Connect = Arc::new(move || {
                 let (rskafka, topic) = (Arc::clone(&rskafka), topic_name.clone());
                 Box::pin(async move {
-                    rskafka
-                        .partition_client(topic, partition, UnknownTopicHandling::Error)
-                        .await
+                    forgetting(
+                        &rskafka,
+                        rskafka.partition_client(topic, partition, UnknownTopicHandling::Error),
+                    )
+                    .await
                 })
             });
             Ok(Arc::new(PartitionWriter::start(
@@ -469,8 +487,7 @@ impl ClusterClient {
 
     /// Whether the cluster answers a metadata request (unbounded: callers set the deadline).
     pub async fn ping(&self) -> Result<(), KafkaError> {
-        self.client
-            .list_topics()
+        forgetting(&self.client, self.client.list_topics())
             .await
             .map(|_| ())
             .map_err(|e| KafkaError::from_client(&self.config.name, "", -1, &e))
@@ -521,4 +538,27 @@ fn wire_compression(compression: Compression) -> WireCompression {
 pub(crate) fn tally(records: &[Record]) -> (u64, u64) {
     let bytes: usize = records.iter().map(Record::approximate_size).sum();
     (records.len() as u64, bytes as u64)
+}
+
+/// `work`, a request that waits on the cluster's metadata connection (a listing, a topic's configs, a partition's
+/// leader look-up): should its caller give up on it (drop it unfinished: its time ran out), that connection is
+/// forgotten, and the next such request connects afresh. rskafka replaces the connection only when it breaks, and a
+/// broker that accepts connections but never answers (stopped, stalled) would otherwise hold every metadata request
+/// of the cluster, the look-ups of new leaders after a failover among them, for as long as it lasts.
+pub(crate) async fn forgetting<T>(client: &Arc<Client>, work: impl std::future::Future<Output = T>) -> T {
+    /// Set while `work` runs; taken once it has finished.
+    struct Unfinished(Option<Arc<Client>>);
+
+    impl Drop for Unfinished {
+        fn drop(&mut self) {
+            if let (Some(client), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+                runtime.spawn(async move { client.forget_metadata_broker().await });
+            }
+        }
+    }
+
+    let mut unfinished = Unfinished(Some(Arc::clone(client)));
+    let output = work.await;
+    unfinished.0 = None;
+    output
 }

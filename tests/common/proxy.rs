@@ -23,6 +23,10 @@ struct Shared {
     /// Answers still to lose, by API key.
     to_lose: HashMap<i16, usize>,
     lost: HashMap<i16, usize>,
+    /// Connections opened so far (each is numbered in the order it came).
+    opened: u64,
+    /// Connections numbered below this get no more answers, and stay open.
+    stalled_below: u64,
 }
 
 pub struct KafkaProxy {
@@ -55,7 +59,12 @@ impl KafkaProxy {
                 let Ok(broker) = TcpStream::connect(&target).await else {
                     continue;
                 };
-                tokio::spawn(forward(client, broker, Arc::clone(&state)));
+                let number = {
+                    let mut shared = state.lock().expect("proxy state");
+                    shared.opened += 1;
+                    shared.opened - 1
+                };
+                tokio::spawn(forward(client, broker, Arc::clone(&state), number));
             }
         });
         Self { addr, shared, accept }
@@ -90,6 +99,14 @@ impl KafkaProxy {
         self.shared.lock().expect("proxy state").to_lose.remove(&api_key);
     }
 
+    /// The connections open now get no more answers, and are kept open: to their client the broker has stopped
+    /// answering (stalled, or the connection's state lost on the way) without the connection breaking. Connections
+    /// opened later pass as before.
+    pub fn stall_open_connections(&self) {
+        let mut shared = self.shared.lock().expect("proxy state");
+        shared.stalled_below = shared.opened;
+    }
+
     /// Answers lost so far to requests with `api_key`.
     pub fn lost(&self, api_key: i16) -> usize {
         self.shared
@@ -118,8 +135,8 @@ async fn read_frame(stream: &mut (impl AsyncReadExt + Unpin)) -> Option<([u8; 4]
 }
 
 /// Passes the client's requests frame by frame (counting each) and the broker's answers frame by frame, but for
-/// answers to lose: then both sides are closed.
-async fn forward(client: TcpStream, broker: TcpStream, shared: Arc<Mutex<Shared>>) {
+/// answers to lose (then both sides are closed) and answers on a stalled connection, `number` (dropped unsent).
+async fn forward(client: TcpStream, broker: TcpStream, shared: Arc<Mutex<Shared>>, number: u64) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut broker_read, mut broker_write) = broker.into_split();
     // Correlation ids (request header bytes 4..8) of requests whose answers are lost, with their API key.
@@ -141,6 +158,9 @@ async fn forward(client: TcpStream, broker: TcpStream, shared: Arc<Mutex<Shared>
             if let Some((_, api_key)) = lost {
                 *state.lock().expect("proxy state").lost.entry(api_key).or_default() += 1;
                 return; // dropping both halves closes the client's connection, the answer unsent
+            }
+            if number < state.lock().expect("proxy state").stalled_below {
+                continue;
             }
             if client_write.write_all(&size).await.is_err() || client_write.write_all(&frame).await.is_err() {
                 return;

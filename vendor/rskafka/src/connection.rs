@@ -363,6 +363,17 @@ pub struct BrokerConnector {
 }
 
 impl BrokerConnector {
+    /// luka patch: drops the cached connection to the arbitrary broker (the one metadata requests go to), whatever
+    /// its generation, so that the next request connects afresh. For a caller that gave up on a request over it: a
+    /// broker that accepts connections and never answers (stopped, stalled) is not seen as broken by rskafka, and
+    /// every later metadata request would wait on it.
+    pub async fn forget_arbitrary_broker(&self) {
+        let mut guard = self.cached_arbitrary_broker.lock().await;
+        if guard.0.take().is_some() {
+            info!("Forgetting cached arbitrary broker: a request over it was given up");
+        }
+    }
+
     pub fn new(
         bootstrap_brokers: Vec<String>,
         client_id: Arc<str>,
