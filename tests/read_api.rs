@@ -203,6 +203,35 @@ fn established_to(port: u16) -> usize {
         .count()
 }
 
+/// A partition's reading connection that stops answering without breaking (every connection open through the proxy
+/// in front of the broker stalls): rskafka keeps it until it breaks, and each read of the partition touched it, so
+/// it was never idle long enough to be evicted. The read that runs out of time drops it; a later one gets a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_connection_that_stops_answering_is_replaced() {
+    let config = CONFIG
+        .replace("{broker0}", "{broker0:PROXIED}")
+        .replace("produce_timeout_ms = 3000", "produce_timeout_ms = 1000");
+    let h = Harness::on(Kafka::Apache, 1, &config).await;
+    let (status, written) = call(&h, "POST", "/produce/greetings", DEMO, r#"{"value":"kept"}"#).await;
+    assert_eq!(status, 200, "{written}");
+    let tp = r#"{"topic": "greetings", "partition": 0}"#;
+    let (status, latest) = call(&h, "POST", "/offsets/latest", DEMO, tp).await;
+    assert_eq!(status, 200, "{latest}");
+    h.proxies[0].stall_open_connections();
+    let (status, answer) = call(&h, "POST", "/offsets/latest", DEMO, tp).await;
+    assert_eq!(status, 504, "the read waited on the stalled connection: {answer}");
+    // The next reads connect afresh (a metadata look-up on the stalled metadata connection may cost one more).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, again) = call(&h, "POST", "/offsets/latest", DEMO, tp).await;
+        if status == 200 {
+            assert_eq!(again, latest);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status}: {again}");
+    }
+}
+
 async fn offsets_and_fetch_give_what_librdkafka_reads(kafka: Kafka) {
     let h = Harness::on(kafka, 1, CONFIG).await;
     let body = json!([

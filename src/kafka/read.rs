@@ -80,7 +80,18 @@ impl ClusterClient {
             // batch): the first record after them is the first at or after the timestamp.
             Ok(first_after.unwrap_or_else(|| scanned.last().map_or(offset, |r| r.offset + 1)))
         };
-        self.guarded(self.config().produce_timeout, work).await
+        let read = self.guarded(self.config().produce_timeout, work).await;
+        self.forget_stuck_reader(&read, topic, partition);
+        read
+    }
+
+    /// After a read that ran out of time: the partition's reading connection may be one the broker no longer
+    /// answers on (rskafka keeps it until it breaks), and every read of the partition touches it, so it would never
+    /// be idle long enough to be evicted; the next read gets a new one.
+    fn forget_stuck_reader<T>(&self, read: &Result<T, KafkaError>, topic: &str, partition: i32) {
+        if let Err(KafkaError::Timeout { limit: Some(_), .. }) = read {
+            self.forget_reader(topic, partition);
+        }
     }
 
     /// Records of `topic`/`partition` from `offset` on, at most about `max_bytes` of them, waiting up to `wait` for
@@ -170,6 +181,7 @@ impl ClusterClient {
         };
         let fetched = self.guarded(self.config().produce_timeout + wait, work).await;
         given_up.disarm();
+        self.forget_stuck_reader(&fetched, topic, partition);
         fetched
     }
 
