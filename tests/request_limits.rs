@@ -202,6 +202,10 @@ async fn requests_for_missing_topics_topics_and_readyz_do_not_amplify_to_the_bro
     for i in 0..100 {
         let (status, answer) = h.post(&format!("/produce/events.nope-{i}"), r#"{"value":"x"}"#).await;
         assert_eq!(status, 404, "{answer}");
+        // A partition past the cached count is looked up again (partitions may have been added), within the same
+        // bound.
+        let (status, answer) = h.post("/produce/greetings", r#"{"value":"x","partition":7}"#).await;
+        assert_eq!(status, 404, "{answer}");
     }
     for _ in 0..30 {
         assert_eq!(h.get("/topics").await.0, 200);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::configs::REST;
 use common::proxy::KafkaProxy;
-use common::read::{assert_no_record, high_watermark, read_records, text};
+use common::read::{assert_no_record, high_watermark, java_create_topic, java_grow_topic, read_records, text};
 use common::{Harness, Kafka, error_of, offset, sample};
 use serde_json::Value;
 
@@ -301,6 +301,35 @@ async fn past_the_in_flight_cap_records_are_refused_and_a_part_written_is_a_500_
         written + 1,
         "one more \"a\", from the first keyed request only"
     );
+}
+
+/// Partitions added to a topic are written to at once: a partition past the cached count is looked up again before
+/// the answer is a 404 (which would otherwise last until the cache's `metadata_max_age_ms`, 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_to_a_topic_can_be_written_at_once() {
+    let h = Harness::on(Kafka::Apache, 1, REST).await;
+    let bootstrap = h.bootstrap(0);
+    java_create_topic(&bootstrap, "events.grown", 2, &[]).await;
+    let (status, answer) = h.post("/produce/events.grown", r#"{"value":"a","partition":1}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = h.post("/produce/events.grown", r#"{"value":"b","partition":3}"#).await;
+    assert_eq!(status, 404, "{answer}");
+    assert!(
+        error_of(&answer).contains("has no partition 3 (it has 2: 0 to 1)"),
+        "{answer}"
+    );
+    java_grow_topic(&bootstrap, "events.grown", 4).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, answer) = h.post("/produce/events.grown", r#"{"value":"c","partition":3}"#).await;
+        if status == 200 {
+            assert_eq!(answer[0]["partition"], 3, "{answer}");
+            break;
+        }
+        assert_eq!(status, 404, "{answer}");
+        assert!(Instant::now() < deadline, "partition 3 still unknown: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The connection luka's metadata requests go over stops answering without breaking (the broker stalled, or the

@@ -202,6 +202,17 @@ impl ClusterClient {
         }
     }
 
+    /// Partition count of `topic` as the cluster lists it now (or did less than [`LISTING_REUSE`] ago), whatever the
+    /// cache holds: partitions may have been added since it was filled.
+    pub async fn partition_count_now(&self, topic: &str) -> Result<i32, KafkaError> {
+        let deadline = Instant::now() + self.config.produce_timeout;
+        let _single_flight = self.single_flight(deadline).await?;
+        if !self.listed_recently() {
+            self.refresh_metadata(deadline).await?;
+        }
+        self.cached(topic).flatten().ok_or_else(|| self.unknown_topic(topic))
+    }
+
     /// Whether the last full listing is younger than [`LISTING_REUSE`].
     fn listed_recently(&self) -> bool {
         let listed_at = *self.listed_at.lock().expect("listing time lock poisoned");

@@ -211,11 +211,13 @@ impl Producer {
             };
             let partition = match (message.partition, &key) {
                 (Some(p), _) if (0..count).contains(&p) => p,
+                // The cached count may predate partitions added since: the cluster is asked before a 404.
+                (Some(p), _) if self.recounted(destination).await > p => p,
                 (Some(p), _) => {
                     let e = KafkaError::UnknownPartition {
                         topic: message.topic.clone(),
                         partition: p,
-                        count,
+                        count: destination.count,
                     };
                     let e = ProduceError::from(e).in_message(index);
                     let failed = (message.cluster.as_deref(), message.topic.as_str());
@@ -260,6 +262,18 @@ impl Producer {
                 invalid.report(total).expect("invalid messages were noted"),
             )),
         }
+    }
+
+    /// `destination`'s partition count asked of its cluster again (at most once a second per cluster; see
+    /// [`crate::kafka::ClusterClient::partition_count_now`]), kept as its count; the cached one if that fails.
+    async fn recounted(&self, destination: &mut Destination<'_>) -> i32 {
+        // Boxed: it is rare, and its deep future would otherwise be part of every produce's.
+        if let Ok(client) = self.pool.cluster(&destination.topic.cluster).await
+            && let Ok(count) = Box::pin(client.partition_count_now(&destination.topic_name)).await
+        {
+            destination.count = count;
+        }
+        destination.count
     }
 
     /// The destination of `message` (the `index`th), first named in its call: its topic resolved by config, its

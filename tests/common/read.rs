@@ -206,6 +206,11 @@ pub async fn java_create_topic(bootstrap: &str, topic: &str, partitions: i32, co
     java_reference(&args).await;
 }
 
+/// Adds partitions to `topic` up to `partitions` with the Java admin client.
+pub async fn java_grow_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    java_reference(&["grow", bootstrap, topic, &partitions.to_string()]).await;
+}
+
 /// Each partition's leader node id, in partition order (-1: none), as the Java admin client sees them.
 pub async fn java_leaders(bootstrap: &str, topic: &str) -> Vec<i32> {
     serde_json::from_str(java_reference(&["leaders", bootstrap, topic]).await.trim()).expect("a JSON list of leaders")

@@ -13,6 +13,7 @@
 //                                            create the topic (broker's default replication factor) with these
 //                                            topic configs, print {"created":true}, or {"created":false} if it
 //                                            already exists
+//   grow BOOTSTRAP TOPIC PARTITIONS          add partitions to the topic up to PARTITIONS, print {"partitions":N}
 //   produce-headers BOOTSTRAP TOPIC KEY      produce one record (key = value = KEY) with the headers x="1", x="2"
 //                                            and n=null, print {"partition":P,"offset":O}
 //   leaders BOOTSTRAP TOPIC                  print each partition's leader node id in partition order: [1,3,2]
@@ -37,6 +38,7 @@ import java.util.Optional;
 import java.util.Properties;
 import java.util.concurrent.ExecutionException;
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.common.ElectionType;
@@ -74,6 +76,10 @@ public class KafkaReference {
                     need(args, 4);
                     create(args[1], args[2], Integer.parseInt(args[3]), List.of(args).subList(4, args.length));
                 }
+                case "grow" -> {
+                    need(args, 4);
+                    grow(args[1], args[2], Integer.parseInt(args[3]));
+                }
                 case "produce-headers" -> {
                     need(args, 4);
                     produceHeaders(args[1], args[2], args[3]);
@@ -86,7 +92,7 @@ public class KafkaReference {
                     need(args, 3);
                     electPreferred(args[1], args[2]);
                 }
-                default -> throw new Failure("usage: KafkaReference partitions|read|create|produce-headers|leaders"
+                default -> throw new Failure("usage: KafkaReference partitions|read|create|grow|produce-headers|leaders"
                     + "|elect-preferred ARGS..."
                     + " (see the top of the file)");
             }
@@ -183,6 +189,15 @@ public class KafkaReference {
             }
         }
         if (read < count) throw new Failure("read " + read + " of " + count + " records");
+    }
+
+    static void grow(String bootstrap, String topic, int partitions) throws Exception {
+        Properties props = config(bootstrap);
+        addSecurity(props);
+        try (Admin admin = Admin.create(props)) {
+            admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(partitions))).all().get();
+        }
+        System.out.println("{\"partitions\":" + partitions + "}");
     }
 
     static void create(String bootstrap, String topic, int partitions, List<String> configs) throws Exception {
