@@ -74,6 +74,12 @@ async fn webhook_writes_the_raw_body_with_its_headers(kafka: Kafka) {
     );
     assert_eq!(records[0].timestamp_ms, answer["timestamp"].as_i64());
 
+    // A key that is not UTF-8 is written as its bytes, as `/produce` writes it (not replaced by U+FFFD).
+    let (status, answer) = call(&h, "POST", "/webhook?topic=greetings&key=%FF%FEk+1", DEMO, "binary key").await;
+    assert_eq!(status, 200, "{answer}");
+    let records = read_records(&h.bootstrap(0), "greetings", 0, offset(&answer), 1).await;
+    assert_eq!(records[0].key.as_deref(), Some(&b"\xFF\xFEk 1"[..]));
+
     // GET works too; errors.
     let (status, _) = call(&h, "GET", "/webhook?topic=greetings", DEMO, "").await;
     assert_eq!(status, 200);

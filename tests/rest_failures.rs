@@ -18,12 +18,19 @@ on_both_brokers!(
 
 async fn errors_have_the_right_status_and_say_what_to_fix(kafka: Kafka) {
     let h = Harness::on(kafka, 1, REST).await;
-    let cases: [(&str, &str, u16, &str); 8] = [
+    let cases: [(&str, &str, u16, &str); 9] = [
         (
             "/produce/greetings",
             r#"{"value":"a","timestamp":-5}"#,
             400,
             "timestamp -5 is not a time Kafka can store",
+        ),
+        (
+            "/produce/greetings",
+            r#"[{"value":"a","timestamp":-5},{"value":"b"},{"value":"c","timestamp":-6}]"#,
+            400,
+            "2 of 3 messages are invalid (nothing was written): message 1: timestamp -5 is not a time Kafka can store; \
+             give milliseconds since 1970-01-01; message 3: timestamp -6",
         ),
         (
             "/produce/greetings",

@@ -169,7 +169,7 @@ fn percent_decoded(segment: &str) -> Vec<u8> {
 
 /// The first `name` parameter of a query string, form-decoded (`+` is a space) to its bytes as they are.
 /// (`form_urlencoded` gives text only, replacing bytes that are not UTF-8.)
-fn query_bytes(query: Option<&str>, name: &str) -> Option<Vec<u8>> {
+pub(crate) fn query_bytes(query: Option<&str>, name: &str) -> Option<Vec<u8>> {
     let form = |part: &str| {
         let spaced = part.replace('+', " ");
         percent_encoding::percent_decode_str(&spaced).collect::<Vec<u8>>()

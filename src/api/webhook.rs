@@ -71,7 +71,8 @@ pub async fn webhook(
     limits.records(&user.name, 1)?;
     let message = Message {
         topic,
-        key: param("key").map_or(Key::Null, |k| Key::Bytes(k.into_bytes())),
+        // As `/produce` takes it: bytes as they are (`%FF` is 0xFF), where text would replace what is not UTF-8.
+        key: super::query_bytes(query, "key").map_or(Key::Null, Key::Bytes),
         value: Payload::Checked(Some(body.to_vec())),
         headers: record_headers(headers),
         ..Message::default()

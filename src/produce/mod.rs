@@ -29,7 +29,7 @@ pub use route::resolve;
 
 use crate::config::{Config, Topic};
 use crate::context::{RecordAt, RequestContext};
-use crate::kafka::{ClusterPool, CreateIfMissing, KafkaError, TopicRules};
+use crate::kafka::{ClusterPool, CreateIfMissing, ErrorClass, KafkaError, TopicRules};
 
 /// One record to write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -231,11 +231,16 @@ impl Producer {
             let mut headers = message.headers;
             Self::add_trace_context(&mut headers, context);
             let timestamp_ms = message.timestamp_ms.unwrap_or(now_ms);
-            let timestamp = Utc
+            let Some(timestamp) = Utc
                 .timestamp_millis_opt(timestamp_ms)
                 .single()
                 .filter(|_| timestamp_ms >= 0)
-                .ok_or_else(|| ProduceError::InvalidTimestamp { timestamp_ms }.in_message(index))?;
+            else {
+                let error = ProduceError::InvalidTimestamp { timestamp_ms };
+                invalid.add(index + 1, InvalidMessages::problem_of(&error));
+                first_invalid.get_or_insert(error.in_message(index));
+                continue;
+            };
             let record = Record {
                 key,
                 value,
@@ -245,7 +250,14 @@ impl Producer {
             // What the broker would refuse the whole shared batch for, refused here for this request alone.
             let (rules, sizes_checked) = (destination.rules, destination.sizes_checked);
             if let Some(broken) = broken_rule(&rules, sizes_checked, &record, timestamp_ms, now_ms, &message.topic) {
-                return Err(broken.in_message(index));
+                // A record too large is a 413 of its own; the other broken rules are invalid messages, named with
+                // the rest.
+                if broken.class() == ErrorClass::TooLarge {
+                    return Err(broken.in_message(index));
+                }
+                invalid.add(index + 1, InvalidMessages::problem_of(&broken));
+                first_invalid.get_or_insert(broken.in_message(index));
+                continue;
             }
             placed.push(Placed {
                 cluster,
