@@ -593,8 +593,10 @@ fn needs_new_producer_id(error: &ClientError) -> bool {
 }
 
 /// Whether records refused with `error` may have been appended all the same: the broker timed out waiting for its
-/// replicas or appended before finding too few, or its answer was unreadable. (A connection that broke after
-/// sending is `ProduceBatch::may_have_arrived`; one that could not be made sent nothing.)
+/// replicas or appended before finding too few, its partition went offline while the produce waited for its
+/// replicas (Kafka's `DelayedProduce` answers `KAFKA_STORAGE_ERROR` then, after the leader's append; Kafka's own
+/// producer retries it), or its answer was unreadable. (A connection that broke after sending is
+/// `ProduceBatch::may_have_arrived`; one that could not be made sent nothing.)
 fn maybe_appended(error: &ClientError) -> bool {
     match error {
         ClientError::ServerError { protocol_error, .. } => matches!(
@@ -602,6 +604,7 @@ fn maybe_appended(error: &ClientError) -> bool {
             ProtocolError::RequestTimedOut
                 | ProtocolError::NotEnoughReplicasAfterAppend
                 | ProtocolError::NetworkException
+                | ProtocolError::KafkaStorageError
         ),
         ClientError::RetryFailed(rskafka::BackoffError::DeadlineExceded { source, .. }) => {
             source.downcast_ref::<ClientError>().is_some_and(maybe_appended)
@@ -707,6 +710,33 @@ mod tests {
         let (batch, carried) = gather(job(1, 600), &mut queue, &limits(100, 1000));
         assert_eq!(batch.len(), 1, "the byte bound holds too");
         assert!(carried.is_none() && queue.try_recv().is_err());
+    }
+
+    /// Refusals that may come after the leader appended the records leave the batch in doubt (it is sent again
+    /// rather than answered as refused); refusals of the records themselves do not.
+    #[test]
+    fn refusals_after_an_append_leave_the_batch_in_doubt() {
+        let refused = |protocol_error| ClientError::ServerError {
+            protocol_error,
+            error_message: None,
+            request: rskafka::client::error::RequestContext::Partition("t".into(), 0),
+            response: None,
+            is_virtual: false,
+        };
+        for after_append in [
+            ProtocolError::RequestTimedOut,
+            ProtocolError::NotEnoughReplicasAfterAppend,
+            ProtocolError::KafkaStorageError,
+        ] {
+            assert!(maybe_appended(&refused(after_append)), "{after_append:?}");
+        }
+        for before in [
+            ProtocolError::NotEnoughReplicas,
+            ProtocolError::MessageTooLarge,
+            ProtocolError::InvalidRecord,
+        ] {
+            assert!(!maybe_appended(&refused(before)), "{before:?}");
+        }
     }
 
     #[test]
