@@ -279,6 +279,42 @@ linger_ms = 200
     );
 }
 
+/// A batch in doubt (the answers to its first sends lost) whose later send the broker refuses because its timestamp
+/// has since left the topic's window (`message.timestamp.before.max.ms`): sending it again cannot change that, and
+/// the first send may have been appended. It ends in doubt at once, rather than be sent again until the delivery
+/// timeout while the partition's later records wait behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_in_doubt_refused_for_its_age_ends_at_once() {
+    let config = config("{broker0:PROXIED}", "delivery_timeout_ms = 30000")
+        .replace("produce_timeout_ms = 1500", "produce_timeout_ms = 4000")
+        .replace("request_timeout_ms = 4000", "request_timeout_ms = 10000")
+        + "\n[topics.aging]\n";
+    let harness = Harness::on(Kafka::Apache, 1, &config).await;
+    let bootstrap = harness.bootstrap(0);
+    common::read::java_create_topic(&bootstrap, "aging", 1, &[("message.timestamp.before.max.ms", "3000")]).await;
+    let (status, answer) = harness.post("/produce/aging", r#"{"value":"warm"}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    // The first send is in the window (2.3 s old); sends again follow 100, 200, 400 and 800 ms apart, so the fifth
+    // is 3.8 s old at least: the answers to the first four are lost, the fifth is the broker's refusal.
+    let proxy = &harness.proxies[0];
+    proxy.lose_answers(PRODUCE, 4);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let body = format!(r#"{{"value":"old","timestamp":{}}}"#, now_ms - 2300);
+    let (status, answer) = harness.post("/produce/aging", &body).await;
+    assert_eq!(status, 504, "{answer}");
+    assert!(error_of(&answer).contains("may or may not"), "{answer}");
+    assert_eq!(proxy.lost(PRODUCE), 4);
+    let (status, answer) = harness.post("/produce/aging", r#"{"value":"next"}"#).await;
+    assert_eq!(
+        status, 200,
+        "the partition is not held behind the refused batch: {answer}"
+    );
+    assert_eq!(values(&bootstrap, "aging", 0).await, ["warm", "old", "next"]);
+}
+
 /// A handler that catches an in-doubt produce (paused broker) and then fails on a cluster that is down is not
 /// answered 503, which says nothing was written and invites a retry: its answer says records may have been.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -503,6 +503,21 @@ impl Writer {
                 Ok(Err(error)) if (!in_doubt || refused_for_its_bytes(&error)) && !maybe_appended(&error) => {
                     return Delivered::Refused { error, batch };
                 }
+                // A refusal that sending again cannot change, of a batch an earlier send of which may have been
+                // appended: it ends in doubt now, rather than be sent again until the delivery timeout with the
+                // partition's later records waiting behind it.
+                Ok(Err(error)) if in_doubt && refused_for_good(&error) => {
+                    tracing::warn!(
+                        topic = self.client.topic(),
+                        partition = self.client.partition(),
+                        %error,
+                        "the broker refuses a batch that may already be written; giving it up as in doubt"
+                    );
+                    return Delivered::Dropped {
+                        in_doubt: true,
+                        stop: true,
+                    };
+                }
                 Ok(Err(_)) | Err(_) => {}
             }
             in_doubt |= matches!(sent, Ok(Err(ref e)) if maybe_appended(e));
@@ -588,6 +603,19 @@ fn needs_new_producer_id(error: &ClientError) -> bool {
                 | ProtocolError::UnknownProducerId
                 | ProtocolError::InvalidProducerEpoch
                 | ProtocolError::ProducerFenced
+        )
+    )
+}
+
+/// Whether the broker will refuse a batch sent again with `error` as it did this time: a timestamp that has left the
+/// topic's window only gets older, and an authorization removed stays so until an operator acts.
+fn refused_for_good(error: &ClientError) -> bool {
+    matches!(
+        protocol_error(error),
+        Some(
+            ProtocolError::InvalidTimestamp
+                | ProtocolError::TopicAuthorizationFailed
+                | ProtocolError::ClusterAuthorizationFailed
         )
     )
 }
