@@ -1,6 +1,6 @@
 //! Folds the AsyncAPI documents config.toml names into its raw tables: servers become `[clusters]` and channels
-//! become `[topics]`, unless config.toml defines them itself (what it says wins). Problems point at the
-//! `asyncapi` line.
+//! become `[topics]`, unless config.toml defines them itself (then its entry is used as a whole, not merged).
+//! Problems point at the `asyncapi` line.
 
 use std::path::Path;
 

@@ -19,7 +19,7 @@ local Request = {}
 function Request:json() end
 
 ---@class luka.Response
----@field status integer? HTTP status; default 200.
+---@field status integer? HTTP status, a whole number from 200 to 599; default 200.
 ---@field headers table<string, string|number|boolean>? Response headers.
 ---@field body string? The body, as is.
 ---@field json any? A value sent as JSON (`application/json` unless `headers` sets a Content-Type).
@@ -40,13 +40,13 @@ function Request:json() end
 
 ---@class luka.ProduceCall
 ---@field cluster string? Cluster to write to; default: the one the topic is routed to.
----@field topic string? Topic; may be left out when exactly one topic is configured.
+---@field topic string? Topic; may be left out when exactly one topic is configured and it is an exact name.
 ---@field messages luka.ProduceMessage[] The records to write; every one is checked before any is written.
 
 --- The single-message form (deprecated: use `messages = { {...} }`), as older handlers call it.
 ---@class luka.ProduceOne
 ---@field cluster string? Cluster to write to; default: the one the topic is routed to.
----@field topic string? Topic; may be left out when exactly one topic is configured.
+---@field topic string? Topic; may be left out when exactly one topic is configured and it is an exact name.
 ---@field partition integer? Partition to write; default: by key (murmur2, as Java's client), or one per call.
 ---@field key any? A string is written as its bytes, other values as JSON, `json.null` as no key; absent: a random key.
 ---@field value any? Written as is: string bytes, number or boolean as text, table as JSON, `json.null` as a tombstone.
@@ -101,7 +101,8 @@ function json.decode(text) end
 --- The topics' JSON Schemas (config.toml `value_schema`).
 schema = {}
 
---- Checks `value` against the topic's value schema without producing.
+--- Checks `value` against the topic's value schema without producing. Raises an error when the topic is not
+--- configured or has no `value_schema`.
 ---@param topic string
 ---@param value any
 ---@return boolean valid
