@@ -7,9 +7,11 @@
 //! refused (409). Successful (2xx) answers are remembered, and so are failures after which records of the request may
 //! be in Kafka (some written, or in doubt: running it again would write them again); after a failure that wrote
 //! nothing the key may be used again. Keys are kept apart per function (REST produce is function "") and per user.
-//! Memory is bounded per user (each user's keys are its own share: one user's many keys never push out another's):
-//! by `window` (entries expire), `capacity` keys per user (the oldest finished entry goes first; a running one is
-//! never evicted) and a share of [`MAX_BYTES`] of remembered answers. A claim only ever touches the entry it made.
+//! Memory is bounded per user (one user's many keys never push out another's): by `window` (entries expire),
+//! `capacity` keys per user (the oldest finished entry goes first; a running one is never evicted), and
+//! [`MAX_BYTES`] of remembered answers in all, past which the user whose answers take the most loses its oldest (a
+//! user within its fair share never does). A key's answer is never pushed out by its own repeat. A claim only ever
+//! touches the entry it made.
 //! The memory is this process's: behind a load balancer a repeat that reaches another luka instance is written again.
 
 use std::collections::{HashMap, VecDeque};
@@ -26,19 +28,40 @@ pub const MAX_KEY_LEN: usize = 255;
 pub const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// Request headers left out of a Lua route's fingerprint: they change between a request and its retry without
-/// changing what is asked.
-const UNFINGERPRINTED: [&str; 10] = [
+/// changing what is asked (the connection's own, tracing, and what proxies and load balancers add on the way; a
+/// retry through one would otherwise be refused as a different request, 422, and never learn its outcome).
+const UNFINGERPRINTED: [&str; 22] = [
     "date",
     "x-request-id",
     "traceparent",
     "tracestate",
+    "baggage",
     "user-agent",
     "connection",
     "keep-alive",
     "accept-encoding",
     "content-length",
     "transfer-encoding",
+    "via",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "x-amzn-trace-id",
+    "x-cloud-trace-context",
+    "cf-ray",
+    "sentry-trace",
+    "b3",
 ];
+
+/// Prefixes of more such headers (Envoy's per-attempt headers, Zipkin's B3 headers).
+const UNFINGERPRINTED_PREFIXES: [&str; 2] = ["x-envoy-", "x-b3-"];
+
+/// Whether a request header is part of a Lua route's fingerprint.
+fn fingerprinted(name: &str) -> bool {
+    !UNFINGERPRINTED.contains(&name) && !UNFINGERPRINTED_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}
 
 /// (function, key), within a user's share.
 type Slot = (String, String);
@@ -95,9 +118,9 @@ pub struct Idempotency {
     window: Duration,
     /// Keys per user.
     capacity: usize,
-    /// Bytes of remembered answers per user.
+    /// Bytes of remembered answers, all users together ([`MAX_BYTES`]).
     max_bytes: usize,
-    /// Each user's share (`""`: requests without a user).
+    /// Each user's keys (`""`: requests without a user).
     users: Mutex<HashMap<String, Entries>>,
 }
 
@@ -112,14 +135,12 @@ pub struct Claim {
 }
 
 impl Idempotency {
-    /// A store keeping `capacity` keys per user for `window`, with [`MAX_BYTES`] shared out among `users` users.
-    pub fn new(window: Duration, capacity: usize, users: usize) -> Arc<Self> {
+    /// A store keeping `capacity` keys per user for `window`, and [`MAX_BYTES`] of answers in all.
+    pub fn new(window: Duration, capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             window,
             capacity,
-            // Equal shares, so that together they stay within the whole (each user's last answer may overrun its share
-            // until the user's next key).
-            max_bytes: MAX_BYTES / users.max(1),
+            max_bytes: MAX_BYTES,
             users: Mutex::default(),
         })
     }
@@ -129,20 +150,32 @@ impl Idempotency {
     pub fn begin(self: &Arc<Self>, function: &str, user: &str, key: &str, fingerprint: [u8; 32]) -> Begin {
         let slot = (function.to_owned(), key.to_owned());
         let mut users = self.users.lock().expect("idempotency lock poisoned");
-        let entries = users.entry(user.to_owned()).or_default();
         let now = Instant::now();
+        // A key still in its window is answered before anything is pushed out: a remembered answer is never pushed
+        // out by its own repeat.
+        if let Some(entry) = users.get(user).and_then(|entries| entries.map.get(&slot))
+            && now.duration_since(entry.at) < self.window
+        {
+            return match &entry.state {
+                _ if entry.fingerprint != fingerprint => Begin::Mismatch,
+                State::Running => Begin::InProgress,
+                State::Done(answer) => Begin::Replay(Arc::clone(answer)),
+            };
+        }
+        shed(&mut users, self.max_bytes);
+        let entries = users.entry(user.to_owned()).or_default();
         // The insertion order also holds keys freed since (by failures); dropped when they outnumber the live ones.
         if entries.order.len() > 2 * self.capacity {
             let Entries { map, order, .. } = &mut *entries;
             order.retain(|(slot, at)| map.get(slot).is_some_and(|e| e.at == *at));
         }
-        // Expired entries, and the oldest past the capacity or the byte budget, leave from the front; running ones
-        // stay (their requests still hold them) and go back to the front.
+        // Expired entries, and the oldest past the capacity, leave from the front; running ones stay (their requests
+        // still hold them) and go back to the front.
         let mut running = Vec::new();
         while let Some((_, at)) = entries.order.front() {
             let expired = now.duration_since(*at) >= self.window;
             let kept = entries.map.len() - running.len();
-            if !expired && kept < self.capacity && entries.bytes <= self.max_bytes {
+            if !expired && kept < self.capacity {
                 break;
             }
             let (oldest, at) = entries.order.pop_front().expect("a front was just seen");
@@ -183,6 +216,25 @@ impl Idempotency {
                 })
             }
         }
+    }
+}
+
+/// While the answers of all users together take more than `max_bytes`, the oldest finished entry of the user whose
+/// answers take the most goes: a user within its fair share (`max_bytes` over the number of users) is never the one
+/// to lose an answer, whatever another sends.
+fn shed(users: &mut HashMap<String, Entries>, max_bytes: usize) {
+    while users.values().map(|entries| entries.bytes).sum::<usize>() > max_bytes {
+        let Some(entries) = users.values_mut().max_by_key(|entries| entries.bytes) else {
+            return;
+        };
+        let Entries { map, order, .. } = &mut *entries;
+        let oldest_done = order.iter().position(|(slot, at)| {
+            map.get(slot)
+                .is_some_and(|e| e.at == *at && matches!(e.state, State::Done(_)))
+        });
+        let Some(index) = oldest_done else { return };
+        let (slot, _) = order.remove(index).expect("a position just found");
+        entries.remove(&slot);
     }
 }
 
@@ -230,7 +282,8 @@ impl Drop for Claim {
 }
 
 /// What makes two requests "the same" for a key: method, path with query, and body.
-/// With `headers` (a Lua route's), also every request header but [`UNFINGERPRINTED`], in name order.
+/// With `headers` (a Lua route's), also every request header but [`UNFINGERPRINTED`] and those with an
+/// [`UNFINGERPRINTED_PREFIXES`] prefix, in name order.
 pub fn fingerprint(method: &str, path_and_query: &str, headers: Option<&hyper::HeaderMap>, body: &[u8]) -> [u8; 32] {
     let mut hash = Sha256::new();
     for part in [method.as_bytes(), b"\n", path_and_query.as_bytes(), b"\n"] {
@@ -239,7 +292,7 @@ pub fn fingerprint(method: &str, path_and_query: &str, headers: Option<&hyper::H
     if let Some(headers) = headers {
         let mut named: Vec<(&str, &[u8])> = headers
             .iter()
-            .filter(|(name, _)| !UNFINGERPRINTED.contains(&name.as_str()))
+            .filter(|(name, _)| fingerprinted(name.as_str()))
             .map(|(name, value)| (name.as_str(), value.as_bytes()))
             .collect();
         named.sort_unstable();
@@ -270,7 +323,7 @@ mod tests {
 
     #[test]
     fn replays_refuses_and_forgets() {
-        let store = Idempotency::new(Duration::from_secs(60), 2, 1);
+        let store = Idempotency::new(Duration::from_secs(60), 2);
         let a = fingerprint("POST", "/produce/t", None, b"a");
         let Begin::Run(claim) = store.begin("", "u", "k", a) else {
             panic!("first use runs")
@@ -321,13 +374,39 @@ mod tests {
         assert!(matches!(store.begin("", "u", "k3", a), Begin::Replay(answer) if answer.status == 504));
     }
 
-    /// However many users there are, their shares together stay within [`MAX_BYTES`].
+    /// Past the byte budget, the user whose answers take the most loses its oldest: another user's answers, within
+    /// their share, stay.
     #[test]
-    fn the_users_shares_add_up_to_at_most_the_whole() {
-        for users in [1, 2, 63, 64, 65, 1000, 100_000] {
-            let store = Idempotency::new(Duration::from_secs(60), 2, users);
-            assert!(store.max_bytes * users <= MAX_BYTES, "{users} users");
+    fn past_the_byte_budget_the_largest_user_loses_its_oldest() {
+        let store = Arc::new(Idempotency {
+            max_bytes: 40,
+            ..Arc::into_inner(Idempotency::new(Duration::from_secs(60), 100)).unwrap()
+        });
+        let f = fingerprint("POST", "/", None, b"");
+        let remember = |user: &str, key: &str, body: &'static [u8]| {
+            let Begin::Run(claim) = store.begin("", user, key, f) else {
+                panic!("{user} {key} runs")
+            };
+            claim.complete(&ok(body), false);
+        };
+        remember("small", "s", b"five.");
+        for key in 0..10 {
+            remember("large", &key.to_string(), b"ten bytes.");
         }
+        assert!(
+            matches!(store.begin("", "small", "s", f), Begin::Replay(_)),
+            "the small user's answer stays"
+        );
+        assert!(
+            matches!(store.begin("", "large", "9", f), Begin::Replay(_)),
+            "the newest stays"
+        );
+        assert!(
+            matches!(store.begin("", "large", "0", f), Begin::Run(_)),
+            "the oldest went"
+        );
+        let users = store.users.lock().unwrap();
+        assert!(users.values().map(|e| e.bytes).sum::<usize>() <= 40 + 10);
     }
 
     #[test]
@@ -350,11 +429,20 @@ mod tests {
             print(&headers(&[("x-signature", "forged"), ("x-request-id", "1")]))
         );
         assert_ne!(print(&signed), fingerprint("POST", "/hook", None, b"{}"));
+        // What a load balancer or proxy adds anew on each attempt is no part of it.
+        let through_a_proxy = headers(&[
+            ("x-signature", "good"),
+            ("x-forwarded-for", "10.0.0.7"),
+            ("x-amzn-trace-id", "Root=1-67891233-abcdef012345678912345678"),
+            ("x-envoy-attempt-count", "2"),
+            ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+        ]);
+        assert_eq!(print(&signed), print(&through_a_proxy));
     }
 
     #[test]
     fn memory_is_bounded_by_capacity_and_window() {
-        let store = Idempotency::new(Duration::from_secs(60), 2, 1);
+        let store = Idempotency::new(Duration::from_secs(60), 2);
         let f = fingerprint("POST", "/", None, b"");
         for key in ["1", "2", "3"] {
             let Begin::Run(claim) = store.begin("", "u", key, f) else {
@@ -380,21 +468,29 @@ mod tests {
         // Remembered answers are bounded in bytes: past the budget the oldest go.
         let small = Arc::new(Idempotency {
             max_bytes: 10,
-            ..Arc::into_inner(Idempotency::new(Duration::from_secs(60), 100, 1)).unwrap()
+            ..Arc::into_inner(Idempotency::new(Duration::from_secs(60), 100)).unwrap()
         });
-        for key in ["a", "b"] {
+        for key in ["a", "b", "c"] {
             let Begin::Run(claim) = small.begin("", "u", key, f) else {
                 panic!()
             };
             claim.complete(&ok(b"eight b."), false);
         }
+        // "c" pushed out "a" when it came: 16 bytes were remembered.
+        assert!(matches!(small.begin("", "u", "b", f), Begin::Replay(_)));
         assert!(
             matches!(small.begin("", "u", "a", f), Begin::Run(_)),
             "evicted for bytes"
         );
-        assert!(matches!(small.begin("", "u", "b", f), Begin::Replay(_)));
+        // An answer over the whole budget is still replayed to its repeats (until a new key pushes it out).
+        let Begin::Run(claim) = small.begin("", "u", "big", f) else {
+            panic!()
+        };
+        claim.complete(&ok(b"twenty bytes of data"), false);
+        assert!(matches!(small.begin("", "u", "big", f), Begin::Replay(_)));
+        assert!(matches!(small.begin("", "u", "big", f), Begin::Replay(_)));
 
-        let short = Idempotency::new(Duration::ZERO, 10, 1);
+        let short = Idempotency::new(Duration::ZERO, 10);
         let Begin::Run(claim) = short.begin("", "u", "k", f) else {
             panic!()
         };
@@ -404,7 +500,7 @@ mod tests {
 
     #[test]
     fn users_have_their_own_share_and_running_keys_are_never_evicted() {
-        let store = Idempotency::new(Duration::from_secs(60), 3, 2);
+        let store = Idempotency::new(Duration::from_secs(60), 3);
         let f = fingerprint("POST", "/", None, b"");
         let Begin::Run(victim) = store.begin("", "victim", "mine", f) else {
             panic!()
@@ -434,7 +530,7 @@ mod tests {
 
     #[test]
     fn a_claim_touches_only_its_own_entry() {
-        let store = Idempotency::new(Duration::from_secs(60), 10, 1);
+        let store = Idempotency::new(Duration::from_secs(60), 10);
         let f = fingerprint("POST", "/", None, b"");
         let Begin::Run(old) = store.begin("", "u", "k", f) else {
             panic!()

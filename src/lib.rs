@@ -72,7 +72,6 @@ impl App {
         let idempotency = idempotency::Idempotency::new(
             std::time::Duration::from_millis(config.server.idempotency_window_ms),
             config.server.idempotency_capacity,
-            config.users.len() + 1,
         );
         Ok(Arc::new(Self {
             config,

@@ -170,15 +170,23 @@ fn percent_decoded(segment: &str) -> Vec<u8> {
 /// The first `name` parameter of a query string, form-decoded (`+` is a space) to its bytes as they are.
 /// (`form_urlencoded` gives text only, replacing bytes that are not UTF-8.)
 pub(crate) fn query_bytes(query: Option<&str>, name: &str) -> Option<Vec<u8>> {
-    let form = |part: &str| {
-        let spaced = part.replace('+', " ");
-        percent_encoding::percent_decode_str(&spaced).collect::<Vec<u8>>()
-    };
     query?
         .split('&')
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-        .find(|(key, _)| form(key) == name.as_bytes())
-        .map(|(_, value)| form(value))
+        .find(|(key, _)| *form(key) == *name.as_bytes())
+        .map(|(_, value)| form(value).into_owned())
+}
+
+/// A query string part form-decoded to its bytes; most have nothing encoded, and are compared and taken as they are.
+fn form(part: &str) -> std::borrow::Cow<'_, [u8]> {
+    if part.contains(['%', '+']) {
+        let spaced = part.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .collect::<Vec<u8>>()
+            .into()
+    } else {
+        part.as_bytes().into()
+    }
 }
 
 #[cfg(test)]

@@ -453,8 +453,14 @@ impl Writer {
                     match asked {
                         Ok(Ok(identity)) => *self.producer.insert((identity, 0)),
                         Ok(Err(e)) if !in_doubt => return Delivered::Answer(Err(e)),
-                        Ok(Err(_)) | Err(_) if Instant::now() >= deadline => return self.give_up(in_doubt),
-                        Ok(Err(_)) | Err(_) => continue,
+                        Ok(Err(_)) | Err(_) if Instant::now() + pause >= deadline => return self.give_up(in_doubt),
+                        // Asked again after the pause a resend takes: a refusal that comes at once (a missing
+                        // permission, say) would otherwise be asked again in a busy loop until the deadline.
+                        Ok(Err(_)) | Err(_) => {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(MAX_RESEND_PAUSE);
+                            continue;
+                        }
                     }
                 }
             };

@@ -20,10 +20,13 @@
 use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::idle::Activity;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -49,6 +52,8 @@ pub struct DeferredWrites<T> {
     defer: bool,
     /// A write went through since the last deferral (so a deferral is never repeated without one).
     wrote: bool,
+    /// The connection's activity, told of every read (a request head may be on its way).
+    activity: Option<Arc<Activity>>,
 }
 
 impl<T> DeferredWrites<T> {
@@ -58,11 +63,23 @@ impl<T> DeferredWrites<T> {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             defer: false,
             wrote: true,
+            activity: None,
+        }
+    }
+
+    /// Tells `activity` of every read.
+    pub fn telling(self, activity: Arc<Activity>) -> Self {
+        Self {
+            activity: Some(activity),
+            ..self
         }
     }
 
     /// Bytes came in: the next write waits if another connection was read on this thread since this one was.
     fn read_some(&mut self) {
+        if let Some(activity) = &self.activity {
+            activity.read_some();
+        }
         ANSWERED_AT_ONCE.set(false);
         let previous = LAST_READ.with(|last| last.replace(self.id));
         if previous != self.id && self.wrote {

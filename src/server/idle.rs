@@ -26,6 +26,8 @@ pub struct Activity {
     idle_since: Mutex<Instant>,
     /// Asked to close: set before `close_waker` is woken, and never cleared.
     close_asked: AtomicBool,
+    /// Bytes came in while no request was in progress, and no request has begun since: a head is on its way.
+    head_begun: AtomicBool,
     close_waker: AtomicWaker,
 }
 
@@ -46,6 +48,7 @@ impl OpenConnections {
             busy: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
             close_asked: AtomicBool::new(false),
+            head_begun: AtomicBool::new(false),
             close_waker: AtomicWaker::new(),
         });
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -111,8 +114,16 @@ impl Activity {
         self.close_waker.wake();
     }
 
+    /// Bytes came in on the connection (see [`Tracked::head_begun`]).
+    pub fn read_some(&self) {
+        if self.busy.load(Ordering::Relaxed) == 0 && !self.head_begun.load(Ordering::Relaxed) {
+            self.head_begun.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Marks a request in progress until the guard is dropped.
     pub fn busy(self: &Arc<Self>) -> Busy {
+        self.head_begun.store(false, Ordering::Relaxed);
         self.busy.fetch_add(1, Ordering::Relaxed);
         Busy(Arc::clone(self))
     }
@@ -135,6 +146,12 @@ impl Tracked {
     /// Whether the connection has been asked to close (a flag, nothing registered: see [`Self::poll_close_asked`]).
     pub fn close_asked(&self) -> bool {
         self.activity.close_asked.load(Ordering::SeqCst)
+    }
+
+    /// Whether bytes of a request head have come in since the connection's last request began (or since it
+    /// opened): it is not idle between requests, but not serving one either.
+    pub fn head_begun(&self) -> bool {
+        self.activity.head_begun.load(Ordering::Relaxed)
     }
 
     /// See [`Activity::waiting_since`].

@@ -89,6 +89,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         let Some(permit) = permit else { break };
         let _ = stream.set_nodelay(true);
         let (tracked, activity) = open.add();
+        let reads = Arc::clone(&activity);
         let header_timeout = Duration::from_millis(app.config.server.header_timeout_ms);
         let app = Arc::clone(&app);
         let service = service_fn(move |request| {
@@ -98,8 +99,10 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
                 _busy: busy,
             }
         });
-        let connection =
-            http1::Builder::new().serve_connection(TokioIo::new(deferred::DeferredWrites::new(stream)), service);
+        let connection = http1::Builder::new().serve_connection(
+            TokioIo::new(deferred::DeferredWrites::new(stream).telling(reads)),
+            service,
+        );
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
             // The header timeout is kept here rather than by hyper, whose own makes and registers a new timer for

@@ -16,9 +16,9 @@ use tokio::time::Sleep;
 
 use super::idle::Tracked;
 
-/// How long a connection asked to close may go on without a request in progress (its answer being sent, or a head
-/// still coming in) before it is closed: hyper closes a connection idle between requests at once, but one that has
-/// begun a head reads on, and a client that sends one byte of a head would keep its slot until the header timeout.
+/// How long a connection asked to close may take over a request head it has begun before it is closed: hyper closes
+/// a connection idle between requests at once, and finishes the request it is serving, but reads on a head begun,
+/// so a client that sent one byte of a head would keep its slot until the header timeout.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a connection's task should act.
@@ -26,16 +26,16 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub enum Event {
     /// Its slot is wanted or the server is shutting down: finish the request in progress, if any, then close.
     Close,
-    /// No whole request head within the header timeout (a slow head, or a keep-alive connection left idle), or
-    /// within [`CLOSE_GRACE`] once asked to close: close now.
+    /// No whole request head within the header timeout (a slow head, or a keep-alive connection left idle), or a
+    /// head begun when asked to close not finished within [`CLOSE_GRACE`]: close now.
     HeaderTimeout,
 }
 
 pub struct Watch {
     tracked: Tracked,
-    /// How long the connection may go without a request in progress: the header timeout, and once asked to close
-    /// the shorter of it and [`CLOSE_GRACE`].
     header_timeout: Duration,
+    /// Asked to close with a head begun: by when that head must have become a request.
+    head_by: Option<Instant>,
     timer: Pin<Box<Sleep>>,
     /// The timer was polled since it was last set, so it will wake the task when it fires.
     timer_armed: bool,
@@ -49,6 +49,7 @@ impl Watch {
         Self {
             tracked,
             header_timeout,
+            head_by: None,
             timer: Box::pin(tokio::time::sleep(header_timeout)),
             timer_armed: false,
             notice_armed: false,
@@ -61,10 +62,12 @@ impl Watch {
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         if !self.close_told && self.close_asked(cx) {
             self.close_told = true;
-            self.header_timeout = self.header_timeout.min(CLOSE_GRACE);
-            let since = self.tracked.waiting_since().unwrap_or_else(Instant::now);
-            self.timer.as_mut().reset((since + self.header_timeout).into());
-            self.timer_armed = false;
+            if self.tracked.head_begun() {
+                let by = Instant::now() + CLOSE_GRACE.min(self.header_timeout);
+                self.head_by = Some(by);
+                self.timer.as_mut().reset(by.into());
+                self.timer_armed = false;
+            }
             return Poll::Ready(Event::Close);
         }
         loop {
@@ -74,11 +77,19 @@ impl Watch {
             self.timer_armed = true;
             std::task::ready!(self.timer.as_mut().poll(cx));
             // The timer runs from the last answer; a connection that got a request since is looked at again one
-            // header timeout after that request's answer.
+            // header timeout after that request's answer. A head begun when the connection was asked to close has
+            // until `head_by` (it is no longer begun once it became a request).
+            let head_by = self.head_by.filter(|_| self.tracked.head_begun());
+            let now = Instant::now();
             match self.tracked.waiting_since() {
-                Some(since) if since.elapsed() >= self.header_timeout => return Poll::Ready(Event::HeaderTimeout),
+                Some(since) if since.elapsed() >= self.header_timeout || head_by.is_some_and(|by| now >= by) => {
+                    return Poll::Ready(Event::HeaderTimeout);
+                }
                 since => {
-                    let next = since.unwrap_or_else(Instant::now) + self.header_timeout;
+                    let mut next = since.unwrap_or(now) + self.header_timeout;
+                    if let Some(by) = head_by {
+                        next = next.min(by.max(now));
+                    }
                     self.timer.as_mut().reset(next.into());
                     self.timer_armed = false;
                 }
@@ -120,26 +131,32 @@ mod tests {
         );
     }
 
-    /// Asked to close, a connection without a request in progress (here: one that has sent part of a head, which
-    /// hyper would read on) is closed within [`CLOSE_GRACE`], not at the header timeout.
+    /// Asked to close with a head begun (which hyper would read on), a connection is closed within [`CLOSE_GRACE`],
+    /// not at the header timeout; without one (an answer still being written, say), it is left to finish.
     #[tokio::test]
-    async fn a_connection_asked_to_close_gets_a_short_grace() {
+    async fn a_head_begun_when_asked_to_close_gets_a_short_grace() {
         let open = Arc::new(OpenConnections::default());
-        let (tracked, _activity) = open.add();
+        let (tracked, activity) = open.add();
+        let (writing, _) = open.add();
         let mut watch = Watch::new(tracked, Duration::from_secs(60));
+        let mut writing = Watch::new(writing, Duration::from_secs(60));
+        activity.read_some();
         let started = Instant::now();
-        assert!(open.close_longest_idle());
-        let first = std::future::poll_fn(|cx| watch.poll_event(cx)).await;
-        assert_eq!(first, Event::Close);
-        let then = tokio::time::timeout(Duration::from_secs(5), std::future::poll_fn(|cx| watch.poll_event(cx)))
+        assert!(open.close_longest_idle() && open.close_longest_idle());
+        for watch in [&mut watch, &mut writing] {
+            assert_eq!(std::future::poll_fn(|cx| watch.poll_event(cx)).await, Event::Close);
+        }
+        let then = tokio::time::timeout(Duration::from_secs(30), std::future::poll_fn(|cx| watch.poll_event(cx)))
             .await
             .expect("closed within the grace");
         assert_eq!(then, Event::HeaderTimeout);
-        assert!(
-            started.elapsed() <= CLOSE_GRACE + Duration::from_millis(500),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        let left = tokio::time::timeout(
+            Duration::from_secs(2),
+            std::future::poll_fn(|cx| writing.poll_event(cx)),
+        )
+        .await;
+        assert!(left.is_err(), "no head begun: not closed early");
     }
 
     #[tokio::test]
