@@ -78,6 +78,33 @@ struct Entries {
 }
 
 impl Entries {
+    /// Forgets finished entries from the oldest on while `go_on(when it was made, bytes held now)` says so, in one
+    /// pass: running ones are passed over and kept, records of keys freed since are dropped. Gives the bytes freed.
+    fn forget_oldest(&mut self, mut go_on: impl FnMut(Instant, usize) -> bool) -> usize {
+        let Entries { map, order, bytes } = self;
+        let mut running = Vec::new();
+        let mut freed = 0;
+        while let Some((_, at)) = order.front() {
+            if !go_on(*at, *bytes) {
+                break;
+            }
+            let (slot, at) = order.pop_front().expect("a front was just seen");
+            match map.get(&slot) {
+                Some(entry) if entry.at == at && matches!(entry.state, State::Running) => running.push((slot, at)),
+                Some(entry) if entry.at == at => {
+                    freed += entry.size;
+                    *bytes -= entry.size;
+                    map.remove(&slot);
+                }
+                _ => {}
+            }
+        }
+        for held in running.into_iter().rev() {
+            order.push_front(held);
+        }
+        freed
+    }
+
     fn remove(&mut self, slot: &Slot) {
         if let Some(entry) = self.map.remove(slot) {
             self.bytes -= entry.size;
@@ -162,7 +189,7 @@ impl Idempotency {
                 State::Done(answer) => Begin::Replay(Arc::clone(answer)),
             };
         }
-        shed(&mut users, self.max_bytes);
+        shed(&mut users, self.max_bytes, now, self.window);
         let entries = users.entry(user.to_owned()).or_default();
         // The insertion order also holds keys freed since (by failures); dropped when they outnumber the live ones.
         if entries.order.len() > 2 * self.capacity {
@@ -219,22 +246,31 @@ impl Idempotency {
     }
 }
 
-/// While the answers of all users together take more than `max_bytes`, the oldest finished entry of the user whose
-/// answers take the most goes: a user within its fair share (`max_bytes` over the number of users) is never the one
-/// to lose an answer, whatever another sends.
-fn shed(users: &mut HashMap<String, Entries>, max_bytes: usize) {
-    while users.values().map(|entries| entries.bytes).sum::<usize>() > max_bytes {
+/// While the answers of all users together take more than `max_bytes`: first every answer past its `window` goes
+/// (a user gone quiet keeps its old ones until its next key otherwise), then the oldest finished entries of the
+/// user whose answers take the most, down to the next largest, and so on. A user within its fair share
+/// (`max_bytes` over the number of users) is never the one to lose an answer, whatever another sends.
+fn shed(users: &mut HashMap<String, Entries>, max_bytes: usize, now: Instant, window: Duration) {
+    let mut total: usize = users.values().map(|entries| entries.bytes).sum();
+    if total <= max_bytes {
+        return;
+    }
+    for entries in users.values_mut() {
+        total -= entries.forget_oldest(|at, _| now.duration_since(at) >= window);
+    }
+    while total > max_bytes {
+        let mut sizes: Vec<usize> = users.values().map(|entries| entries.bytes).collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        let next_largest = sizes.get(1).copied().unwrap_or(0);
         let Some(entries) = users.values_mut().max_by_key(|entries| entries.bytes) else {
             return;
         };
-        let Entries { map, order, .. } = &mut *entries;
-        let oldest_done = order.iter().position(|(slot, at)| {
-            map.get(slot)
-                .is_some_and(|e| e.at == *at && matches!(e.state, State::Done(_)))
-        });
-        let Some(index) = oldest_done else { return };
-        let (slot, _) = order.remove(index).expect("a position just found");
-        entries.remove(&slot);
+        let (over, start) = (total - max_bytes, entries.bytes);
+        let freed = entries.forget_oldest(|_, bytes| start - bytes < over && bytes >= next_largest);
+        if freed == 0 {
+            return;
+        }
+        total -= freed;
     }
 }
 
@@ -407,6 +443,32 @@ mod tests {
         );
         let users = store.users.lock().unwrap();
         assert!(users.values().map(|e| e.bytes).sum::<usize>() <= 40 + 10);
+    }
+
+    /// Past the byte budget, answers past their window go first, whoever they are of.
+    #[test]
+    fn past_the_byte_budget_expired_answers_go_first() {
+        let store = Arc::new(Idempotency {
+            max_bytes: 25,
+            ..Arc::into_inner(Idempotency::new(Duration::from_millis(200), 100)).unwrap()
+        });
+        let f = fingerprint("POST", "/", None, b"");
+        let remember = |user: &str, key: &str| {
+            let Begin::Run(claim) = store.begin("", user, key, f) else {
+                panic!("{user} {key} runs")
+            };
+            claim.complete(&ok(b"ten bytes."), false);
+        };
+        remember("quiet", "q");
+        std::thread::sleep(Duration::from_millis(250));
+        remember("busy", "1");
+        remember("busy", "2");
+        remember("busy", "3");
+        assert!(
+            matches!(store.begin("", "busy", "1", f), Begin::Replay(_)),
+            "the expired answer went instead"
+        );
+        assert!(store.users.lock().unwrap()["quiet"].map.is_empty());
     }
 
     #[test]

@@ -146,7 +146,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeferredWrites<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.io).poll_flush(cx);
+        // hyper flushes once everything it buffered is written.
+        if let (Poll::Ready(Ok(())), Some(activity)) = (&flushed, &this.activity) {
+            activity.flushed();
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -26,8 +26,12 @@ pub struct Activity {
     idle_since: Mutex<Instant>,
     /// Asked to close: set before `close_waker` is woken, and never cleared.
     close_asked: AtomicBool,
-    /// Bytes came in while no request was in progress, and no request has begun since: a head is on its way.
+    /// Bytes came in while no request was in progress nor its answer being written, and no request has begun since:
+    /// a head is on its way.
     head_begun: AtomicBool,
+    /// An answer was made and not yet flushed to the socket (bytes read meanwhile may be its request's own, or a
+    /// pipelined request's, not a head begun on an idle connection).
+    answering: AtomicBool,
     close_waker: AtomicWaker,
 }
 
@@ -49,6 +53,7 @@ impl OpenConnections {
             idle_since: Mutex::new(Instant::now()),
             close_asked: AtomicBool::new(false),
             head_begun: AtomicBool::new(false),
+            answering: AtomicBool::new(false),
             close_waker: AtomicWaker::new(),
         });
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -116,8 +121,18 @@ impl Activity {
 
     /// Bytes came in on the connection (see [`Tracked::head_begun`]).
     pub fn read_some(&self) {
-        if self.busy.load(Ordering::Relaxed) == 0 && !self.head_begun.load(Ordering::Relaxed) {
+        if self.busy.load(Ordering::Relaxed) == 0
+            && !self.answering.load(Ordering::Relaxed)
+            && !self.head_begun.load(Ordering::Relaxed)
+        {
             self.head_begun.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// What was written to the connection has reached the socket: an answer made before is out.
+    pub fn flushed(&self) {
+        if self.answering.load(Ordering::Relaxed) {
+            self.answering.store(false, Ordering::Relaxed);
         }
     }
 
@@ -131,6 +146,7 @@ impl Activity {
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        self.0.answering.store(true, Ordering::Relaxed);
         *self.0.idle_since.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }

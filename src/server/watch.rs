@@ -79,7 +79,8 @@ impl Watch {
             // The timer runs from the last answer; a connection that got a request since is looked at again one
             // header timeout after that request's answer. A head begun when the connection was asked to close has
             // until `head_by` (it is no longer begun once it became a request).
-            let head_by = self.head_by.filter(|_| self.tracked.head_begun());
+            self.head_by = self.head_by.filter(|_| self.tracked.head_begun());
+            let head_by = self.head_by;
             let now = Instant::now();
             match self.tracked.waiting_since() {
                 Some(since) if since.elapsed() >= self.header_timeout || head_by.is_some_and(|by| now >= by) => {
@@ -157,6 +158,22 @@ mod tests {
         )
         .await;
         assert!(left.is_err(), "no head begun: not closed early");
+    }
+
+    /// Bytes read while an answer is still being written (its request's rest, or a pipelined request) are no head
+    /// begun on an idle connection: once its answer is out, they are.
+    #[test]
+    fn bytes_read_before_an_answer_is_out_are_no_head_begun() {
+        let open = Arc::new(OpenConnections::default());
+        let (tracked, activity) = open.add();
+        drop(activity.busy());
+        activity.read_some();
+        assert!(!tracked.head_begun(), "the answer is not out yet");
+        activity.flushed();
+        activity.read_some();
+        assert!(tracked.head_begun());
+        drop(activity.busy());
+        assert!(!tracked.head_begun(), "a request began");
     }
 
     #[tokio::test]
