@@ -66,6 +66,13 @@ impl App {
     pub fn new(config: Config) -> Result<Arc<Self>, LoadErrors> {
         let config = Arc::new(config);
         metrics::metrics().limit_topic_series(config.metrics.max_topic_series);
+        metrics::metrics().reserve_topic_series(
+            config
+                .topics
+                .iter()
+                .filter(|t| t.pattern.is_exact())
+                .map(|t| t.pattern.as_str().to_owned()),
+        );
         let producer = producer(&config);
         let limits = Arc::new(limits::Limits::new(&config));
         let functions = Functions::start(Arc::clone(&config), Arc::clone(&producer), Arc::clone(&limits))?;

@@ -15,6 +15,28 @@ use std::time::{Duration, Instant};
 
 pub mod access;
 
+/// Text from outside (a handler's, a request's, an error's) as one log line: control characters (newlines, carriage
+/// returns, terminal escapes) are written as escapes, so the text cannot forge log lines or drive a terminal; cut to
+/// `max` bytes (and a `…`).
+pub fn one_line(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max && !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut line = String::with_capacity(text.len().min(max) + 16);
+    for c in text.chars() {
+        if line.len() >= max {
+            line.push('…');
+            break;
+        }
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(line)
+}
+
 /// How long the writer lets lines gather after the first one arrives.
 const GATHER: Duration = Duration::from_millis(20);
 
@@ -174,6 +196,14 @@ impl Drop for Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Outside text is cut to `max` bytes (and a `…`); its control characters are escaped (more in
+    /// `lua::modules::misc`'s tests, whose `log` uses it).
+    #[test]
+    fn outside_text_is_cut_at_its_bound() {
+        assert_eq!(one_line("plain", 10), "plain");
+        assert_eq!(one_line(&"a".repeat(50), 10), format!("{}…", "a".repeat(10)));
+    }
 
     /// A `Write` the test can read back.
     #[derive(Clone, Default)]

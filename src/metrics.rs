@@ -110,6 +110,9 @@ pub struct Metrics {
     /// Topics that have series of their own, at most `max_topics`.
     topics: Mutex<HashSet<String>>,
     max_topics: AtomicUsize,
+    /// Topics with a series of their own whatever the cap: the configured exact names, which names that callers
+    /// choose (a pattern's, a handler's) cannot crowd out.
+    reserved_topics: Mutex<HashSet<String>>,
 }
 
 /// The `topic` label of records of topics past `[metrics] max_topic_series`.
@@ -245,6 +248,7 @@ impl Metrics {
             plain_requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
             topics: Mutex::default(),
             max_topics: AtomicUsize::new(crate::config::defaults::MAX_TOPIC_SERIES),
+            reserved_topics: Mutex::default(),
         }
     }
 
@@ -302,8 +306,24 @@ impl Metrics {
         self.max_topics.store(limit, Ordering::Relaxed);
     }
 
-    /// `topic` as a label value: itself while within the cap, else [`OTHER_TOPICS`].
+    /// `topics` get a series of their own whatever the cap.
+    pub fn reserve_topic_series(&self, topics: impl IntoIterator<Item = String>) {
+        self.reserved_topics
+            .lock()
+            .expect("topic series lock poisoned")
+            .extend(topics);
+    }
+
+    /// `topic` as a label value: itself while reserved or within the cap, else [`OTHER_TOPICS`].
     fn topic_label(&self, topic: &str) -> String {
+        if self
+            .reserved_topics
+            .lock()
+            .expect("topic series lock poisoned")
+            .contains(topic)
+        {
+            return topic.to_owned();
+        }
         let mut topics = self.topics.lock().expect("topic series lock poisoned");
         if topics.contains(topic) {
             return topic.to_owned();

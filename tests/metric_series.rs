@@ -1,5 +1,6 @@
 //! `/metrics` stays bounded however many topics writers name: past `[metrics] max_topic_series` topics, records are
-//! counted under `topic="_other"`. (Its own test binary: the metrics are the process's.)
+//! counted under `topic="_other"`, but for the topics config.toml names exactly, which names callers choose cannot
+//! crowd out. (Its own test binary: the metrics are the process's.)
 
 mod common;
 
@@ -14,6 +15,9 @@ max_topic_series = 2
 bootstrap = ["{broker0}"]
 
 [topics."events.*"]
+partitions = 1
+
+[topics.orders]
 partitions = 1
 "#,
     demo_user!()
@@ -39,4 +43,15 @@ async fn topic_series_are_capped() {
     assert!(topics.contains(&"_other"), "{ok_series:?}");
     let other = ok_series.iter().find(|line| line.contains("topic=\"_other\"")).unwrap();
     assert!(other.ends_with(" 2"), "the last two topics' records: {other}");
+
+    // A configured topic written after the cap is full still has its own series.
+    let (status, answer) = h.post("/produce/orders", r#"{"value":"x"}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    let scrape = h.scrape_metrics().await;
+    assert!(
+        scrape
+            .lines()
+            .any(|line| line.starts_with("luka_records_total{") && line.contains("topic=\"orders\"")),
+        "{scrape}"
+    );
 }

@@ -603,6 +603,7 @@ async fn each_functions_distinct_errors_reach_the_log() {
     let luka = Binary::serve(&dir, config).await;
     let http = luka.http;
     let client = reqwest::Client::new();
+    let long = format!("/noisy?n={}", "x".repeat(20_000));
     for path in [
         "/noisy?n=1",
         "/noisy?n=1",
@@ -610,6 +611,10 @@ async fn each_functions_distinct_errors_reach_the_log() {
         "/quiet",
         "/noisy?n=2",
         "/quiet",
+        // Request data in a handler's error: one line in the log (a forged line in the human format otherwise),
+        // and cut.
+        "/noisy?n=3%0A2026-01-01T00:00:00Z%20INFO%20luka::access:%20forged",
+        &long,
     ] {
         let response = client.get(format!("http://{http}{path}")).send().await.unwrap();
         assert_eq!(response.status(), 500, "{path}");
@@ -633,4 +638,11 @@ async fn each_functions_distinct_errors_reach_the_log() {
         1,
         "another function's error is logged: {failures:?}"
     );
+    assert_eq!(count("boom 3\\n2026-01-01T00:00:00Z INFO"), 1, "{failures:?}");
+    assert!(failures.iter().all(|e| !e.contains('\n')), "{failures:?}");
+    let cut = failures
+        .iter()
+        .find(|e| e.contains("boom xxx"))
+        .expect("the long error is logged");
+    assert!(cut.len() < 5 * 1024 && cut.ends_with('…'), "{} bytes", cut.len());
 }

@@ -14,6 +14,9 @@ use serde_json::Value;
 /// `$ref` chains followed before giving up (a reference cycle in the document).
 const MAX_REF_DEPTH: usize = 32;
 
+/// Values the document may make once its references are resolved.
+const MAX_RESOLVED_VALUES: usize = 1_000_000;
+
 /// What one AsyncAPI document declares.
 #[derive(Debug, Default)]
 pub struct Imported {
@@ -44,7 +47,8 @@ pub fn from_document(document: &Value) -> Result<Imported, String> {
         .get("asyncapi")
         .and_then(Value::as_str)
         .ok_or("not an AsyncAPI document (no `asyncapi` version)")?;
-    let resolved = resolve(document, document, 0)?;
+    let mut left = MAX_RESOLVED_VALUES;
+    let resolved = resolve(document, document, 0, &mut left)?;
     let default_content_type = resolved.get("defaultContentType").and_then(Value::as_str);
     let servers = kafka_servers(&resolved);
     let only_server = match servers.as_slice() {
@@ -138,11 +142,15 @@ fn server_name(document: &Value, server: &Value) -> Option<String> {
         .map(|(name, _)| name.clone())
 }
 
-/// `value` with every local `$ref` (`#/...`) replaced by what it points to.
-fn resolve(document: &Value, value: &Value, depth: usize) -> Result<Value, String> {
+/// `value` with every local `$ref` (`#/...`) replaced by what it points to, within `left` values made in all: a
+/// reference used twice at each of many levels doubles what it makes at each (thirty levels are a billion copies).
+fn resolve(document: &Value, value: &Value, depth: usize, left: &mut usize) -> Result<Value, String> {
     if depth > MAX_REF_DEPTH {
         return Err("$ref chain too deep (a reference cycle?)".into());
     }
+    *left = left.checked_sub(1).ok_or_else(|| {
+        format!("the document expands to more than {MAX_RESOLVED_VALUES} values once its $refs are resolved")
+    })?;
     Ok(match value {
         Value::Object(map) => {
             if let Some(Value::String(reference)) = map.get("$ref")
@@ -151,18 +159,18 @@ fn resolve(document: &Value, value: &Value, depth: usize) -> Result<Value, Strin
                 let target = document
                     .pointer(pointer)
                     .ok_or_else(|| format!("$ref '{reference}' points nowhere"))?;
-                return resolve(document, target, depth + 1);
+                return resolve(document, target, depth + 1, left);
             }
             let mut out = serde_json::Map::new();
             for (key, item) in map {
-                out.insert(key.clone(), resolve(document, item, depth)?);
+                out.insert(key.clone(), resolve(document, item, depth, left)?);
             }
             Value::Object(out)
         }
         Value::Array(items) => Value::Array(
             items
                 .iter()
-                .map(|item| resolve(document, item, depth))
+                .map(|item| resolve(document, item, depth, left))
                 .collect::<Result<_, _>>()?,
         ),
         other => other.clone(),
@@ -250,5 +258,13 @@ operations:
         assert!(from_document(&dangling).unwrap_err().contains("points nowhere"));
         let old: Value = serde_yaml_ng::from_str("asyncapi: 1.2.0\nchannels: { a: {} }").unwrap();
         assert!(from_document(&old).unwrap_err().contains("not supported"));
+        // Each level refers to the one below twice: 2^30 copies of the bottom once resolved.
+        let mut yaml = String::from("asyncapi: 2.6.0\nchannels: {}\ncomponents:\n  schemas:\n    a0: {type: string}\n");
+        for level in 1..=30 {
+            let below = level - 1;
+            yaml.push_str(&format!("    a{level}: {{allOf: [{{$ref: '#/components/schemas/a{below}'}}, {{$ref: '#/components/schemas/a{below}'}}]}}\n"));
+        }
+        let fanned: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert!(from_document(&fanned).unwrap_err().contains("expands to more than"));
     }
 }

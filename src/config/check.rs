@@ -27,7 +27,7 @@ pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
     let topics = check_topics(&mut c, &raw.topics, &raw.clusters, default_cluster.as_deref(), base_dir);
     let mut clusters = BTreeMap::new();
     for (name, cluster) in &raw.clusters {
-        if let Some(checked) = check_cluster(&mut c, name, cluster, base_dir, &topics) {
+        if let Some(checked) = check_cluster(&mut c, name, cluster, base_dir, &topics, &raw.server) {
             clusters.insert(name.get_ref().clone(), Arc::new(checked));
         }
     }
@@ -58,6 +58,10 @@ pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
     })
 }
 
+/// The most of anything counted (connections, calls in flight, keys): far past what a server holds, far below what
+/// the counters (tokio's semaphores among them) take.
+const MAX_COUNT: usize = 1 << 30;
+
 fn check_server(c: &mut Checker<'_>, server: &ServerConfig) {
     for (value, key) in [
         (server.max_body_bytes as u64, "max_body_bytes"),
@@ -75,6 +79,15 @@ fn check_server(c: &mut Checker<'_>, server: &ServerConfig) {
     ] {
         if value == 0 {
             c.general(format!("[server] {key} must be greater than 0"));
+        }
+    }
+    for (value, key) in [
+        (server.max_connections, "max_connections"),
+        (server.max_connections_per_address, "max_connections_per_address"),
+        (server.idempotency_capacity, "idempotency_capacity"),
+    ] {
+        if value > MAX_COUNT {
+            c.general(format!("[server] {key} must be at most {MAX_COUNT}"));
         }
     }
     for origin in &server.cors_origins {
@@ -126,6 +139,7 @@ fn check_cluster(
     raw: &RawCluster,
     base_dir: &Path,
     topics: &[Topic],
+    server: &ServerConfig,
 ) -> Option<Cluster> {
     let n = name.get_ref();
     let before = c.found();
@@ -172,6 +186,39 @@ fn check_cluster(
         if value == 0 {
             c.at(name, format!("[clusters.{n}] {key} must be greater than 0"));
         }
+    }
+    if max_in_flight > MAX_COUNT {
+        c.at(
+            name,
+            format!("[clusters.{n}] max_in_flight must be at most {MAX_COUNT}"),
+        );
+    }
+    if raw.metadata_max_age_ms == Some(0) {
+        c.at(
+            name,
+            format!("[clusters.{n}] metadata_max_age_ms must be greater than 0 (0 would list the cluster's topics for every produce)"),
+        );
+    }
+    if server.request_timeout_ms <= produce_timeout_ms {
+        c.at(
+            name,
+            format!(
+                "[clusters.{n}] produce_timeout_ms ({produce_timeout_ms}) is not shorter than [server] \
+                 request_timeout_ms ({}); a request would be cut before its produce could answer what became of its \
+                 records: raise request_timeout_ms or lower produce_timeout_ms",
+                server.request_timeout_ms
+            ),
+        );
+    }
+    let linger_ms = raw.linger_ms.unwrap_or(defaults::LINGER_MS);
+    if linger_ms >= produce_timeout_ms {
+        c.at(
+            name,
+            format!(
+                "[clusters.{n}] linger_ms ({linger_ms}) is not shorter than produce_timeout_ms \
+                 ({produce_timeout_ms}); every produce would time out while its batch lingers"
+            ),
+        );
     }
     if connect_timeout_ms > produce_timeout_ms {
         c.at(
@@ -334,6 +381,11 @@ fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>) -> Vec<User> {
 }
 
 fn is_host_port(s: &str) -> bool {
+    // Not a listener URL ("PLAINTEXT://broker:9092", as Kafka's own settings write them): its "//broker" would pass
+    // for a host.
+    if s.contains("://") {
+        return false;
+    }
     match s.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
         None => false,
@@ -392,6 +444,37 @@ topics = ["ok", "no/slash"]
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }
         assert!(errors.iter().any(|e| e.starts_with("line 11:")), "{all}");
+    }
+
+    /// Values that would panic later (counters past what tokio's semaphores take), make every produce time out or
+    /// every produce list the cluster, or cut requests before their produce answers, are refused at startup.
+    #[test]
+    fn values_that_would_break_serving_are_refused() {
+        let text = r#"
+[server]
+max_connections = 9223372036854775807
+idempotency_capacity = 9223372036854775807
+request_timeout_ms = 5000
+
+[clusters.a]
+bootstrap = ["PLAINTEXT://broker:9092"]
+max_in_flight = 9223372036854775807
+linger_ms = 20000
+metadata_max_age_ms = 0
+produce_timeout_ms = 10000
+"#;
+        let all = load(text).unwrap_err().join("\n");
+        for expected in [
+            "[server] max_connections must be at most 1073741824",
+            "[server] idempotency_capacity must be at most 1073741824",
+            "'PLAINTEXT://broker:9092' is not host:port",
+            "[clusters.a] max_in_flight must be at most 1073741824",
+            "[clusters.a] linger_ms (20000) is not shorter than produce_timeout_ms (10000)",
+            "[clusters.a] metadata_max_age_ms must be greater than 0",
+            "[clusters.a] produce_timeout_ms (10000) is not shorter than [server] request_timeout_ms (5000)",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
     }
 
     #[test]

@@ -52,10 +52,20 @@ pub fn expand_env_all(text: &str, lookup: impl Fn(&str) -> Option<String>) -> (S
                         ),
                     ));
                 } else {
-                    match (lookup(name).filter(|v| fallback.is_none() || !v.is_empty()), fallback) {
-                        (Some(value), _) => out.push_str(&escape_for_toml_string(&value)),
-                        (None, Some(fallback)) => out.push_str(&escape_for_toml_string(fallback)),
-                        (None, None) => {
+                    let quote = quote_at(code, code.len() - rest.len() + start);
+                    let value = lookup(name).filter(|v| fallback.is_none() || !v.is_empty());
+                    match value.as_deref().or(fallback) {
+                        Some(value) => match for_toml(value, quote) {
+                            Ok(text) => out.push_str(&text),
+                            Err(why) => {
+                                problems.push(ConfigProblem::at_line(
+                                    index + 1,
+                                    format!("the value of {name} {why}; write `${{{name}}}` in a \"...\" string"),
+                                ));
+                                out.push_str(&tail[..end + 3]);
+                            }
+                        },
+                        None => {
                             problems.push(ConfigProblem::at_line(
                                 index + 1,
                                 format!("environment variable {name} is not set; export {name}=... or replace ${{{name}}} with a value"),
@@ -80,9 +90,49 @@ fn is_var_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Values land inside TOML strings, so quotes and backslashes are escaped to keep the document's shape.
-fn escape_for_toml_string(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"")
+/// A value as written where its reference stands, keeping the document's shape: in a `"..."` string (or outside
+/// any) its backslashes, quotes and control characters are escaped; a `'...'` string takes text as it is, so a value
+/// with a `'` or a line break cannot be written there.
+fn for_toml(value: &str, quote: Option<char>) -> Result<String, &'static str> {
+    if quote == Some('\'') {
+        if value.contains('\'') {
+            return Err("contains a ', which a '...' string cannot hold");
+        }
+        if value.contains(['\n', '\r']) {
+            return Err("contains a line break, which a '...' string cannot hold");
+        }
+        return Ok(value.to_owned());
+    }
+    let mut text = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => text.push_str("\\\\"),
+            '"' => text.push_str("\\\""),
+            '\n' => text.push_str("\\n"),
+            '\r' => text.push_str("\\r"),
+            '\t' => text.push_str("\\t"),
+            c if c.is_control() => text.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => text.push(c),
+        }
+    }
+    Ok(text)
+}
+
+/// The quote of the TOML string that `position` of `code` (a line's code, before any comment) is in, if any.
+fn quote_at(code: &str, position: usize) -> Option<char> {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in code[..position].chars() {
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None => {}
+        }
+    }
+    quote
 }
 
 /// Splits a line at the first `#` that is not inside a TOML string.
@@ -125,6 +175,26 @@ mod tests {
     fn fallbacks_apply_when_unset() {
         let out = expand_env("a = \"${NOPE:-dev secret}\"\nb = \"${USER:-x}\"\n", env).unwrap();
         assert_eq!(out, "a = \"dev secret\"\nb = \"alice\"\n");
+    }
+
+    /// A `'...'` string takes the value as it is (a backslash stays one); one that cannot hold it (a `'`, a line
+    /// break) is a problem, never a different document. In a `"..."` string a line break is an escape, so the line
+    /// numbers of what follows stay right.
+    #[test]
+    fn values_are_written_as_the_string_they_stand_in_takes_them() {
+        let lookup = |name: &str| match name {
+            "BACKSLASH" => Some("a\\b".to_owned()),
+            "QUOTE" => Some("x', '*".to_owned()),
+            "LINES" => Some("one\ntwo".to_owned()),
+            _ => None,
+        };
+        assert_eq!(expand_env("p = '${BACKSLASH}'", lookup).unwrap(), "p = 'a\\b'");
+        assert_eq!(expand_env("p = \"${BACKSLASH}\"", lookup).unwrap(), "p = \"a\\\\b\"");
+        assert_eq!(expand_env("p = \"${LINES}\"", lookup).unwrap(), "p = \"one\\ntwo\"");
+        let errors = expand_env("topics = ['${QUOTE}']\nq = '${LINES}'", lookup).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].to_string().contains("QUOTE contains a '"), "{}", errors[0]);
+        assert!(errors[1].to_string().contains("line 2"), "{}", errors[1]);
     }
 
     #[test]

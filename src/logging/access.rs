@@ -61,6 +61,10 @@ pub fn write(line: &AccessLine<'_>) -> bool {
     true
 }
 
+/// Longest request path written: a path is the client's (hyper takes heads of hundreds of kilobytes), as are its
+/// characters, which are written as escapes where they are control characters (see [`super::one_line`]).
+const MAX_PATH: usize = 2 * 1024;
+
 /// `2026-12-02T08:28:12.520804Z  INFO luka::access: request request_id=… remote=… …`, as `tracing`'s default
 /// formatter lays out an event without colours.
 fn format_human(text: &mut String, line: &AccessLine<'_>) {
@@ -72,7 +76,7 @@ fn format_human(text: &mut String, line: &AccessLine<'_>) {
     text.push_str(" method=");
     text.push_str(line.method);
     text.push_str(" path=");
-    text.push_str(line.path);
+    text.push_str(&super::one_line(line.path, MAX_PATH));
     text.push_str(" status=");
     push_int(text, line.status);
     text.push_str(" duration_ms=");
@@ -95,7 +99,7 @@ fn format_json(text: &mut String, line: &AccessLine<'_>) {
     text.push_str(r#"","method":"#);
     json_string(text, line.method);
     text.push_str(r#","path":"#);
-    json_string(text, line.path);
+    json_string(text, &super::one_line(line.path, MAX_PATH));
     text.push_str(r#","status":"#);
     push_int(text, line.status);
     text.push_str(r#","duration_ms":"#);
@@ -295,6 +299,23 @@ mod tests {
         timestamp(&mut second);
         assert_rfc3339_micros(&first);
         assert!(first <= second, "{first} then {second}");
+    }
+
+    /// A path's control characters (C1 ones too, which httparse lets through as UTF-8) are written as escapes, and a
+    /// long path is cut, in both formats.
+    #[test]
+    fn a_path_cannot_drive_the_terminal_or_fill_the_log() {
+        let long = format!("/{}", "a".repeat(10_000));
+        for path in ["/a\u{9b}31m\u{1b}[2J", long.as_str()] {
+            let line = AccessLine { path, ..line() };
+            let (mut human, mut json) = (String::new(), String::new());
+            format_human(&mut human, &line);
+            format_json(&mut json, &line);
+            for text in [&human, &json] {
+                assert!(!text.trim_end().chars().any(char::is_control), "{text}");
+                assert!(text.len() < MAX_PATH + 512, "{}", text.len());
+            }
+        }
     }
 
     #[test]

@@ -109,10 +109,12 @@ pub fn into_response(error: &RequestError, request_id: &str, written: Written) -
     if status.is_server_error() {
         // Limited per distinct error (its full text: the function and its message, the cluster and its cause), so
         // that one function failing often cannot hide another's error.
+        // A handler's error text is its own (and may carry request data): one line, cut.
         let text = error.to_string();
         if let Some(suppressed) = repeats::allow(cut(&text, MAX_LOG_KEY)) {
             let records_written = written.records;
-            tracing::warn!(request_id, %status, error = %text, suppressed, records_written, in_doubt, "request failed");
+            let error = crate::logging::one_line(&text, MAX_LOGGED_ERROR);
+            tracing::warn!(request_id, %status, %error, suppressed, records_written, in_doubt, "request failed");
         }
     }
     let mut body = json!({ "error": message, "status": status.as_u16() });
@@ -185,6 +187,9 @@ fn written_before(written: usize) -> String {
         )
     }
 }
+
+/// Longest error text written to the log; the rest is cut.
+const MAX_LOGGED_ERROR: usize = 4 * 1024;
 
 /// Bytes of an error's text that tell errors apart for the log limit.
 const MAX_LOG_KEY: usize = 256;

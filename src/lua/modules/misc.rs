@@ -26,7 +26,7 @@ fn emit(shared: &VmShared, level: Level, args: MultiValue) -> Result<()> {
         return Ok(());
     }
     let text = joined(&args)?;
-    let text = one_line(&text);
+    let text = crate::logging::one_line(&text, MAX_LOG_TEXT);
     let function = shared.current().map(|s| Arc::clone(&s.function));
     let function = function.as_deref().unwrap_or("?");
     let context = RequestContext::current();
@@ -40,7 +40,7 @@ fn emit(shared: &VmShared, level: Level, args: MultiValue) -> Result<()> {
     Ok(())
 }
 
-/// The arguments as text, separated by spaces, as far as [`one_line`] writes them (a little past, so that it cuts
+/// The arguments as text, separated by spaces, as far as [`crate::logging::one_line`] writes them (a little past, so that it cuts
 /// them and says so): this runs outside the VM's memory limit, and thousands of arguments naming one long string
 /// would otherwise each be copied whole.
 fn joined(args: &MultiValue) -> Result<String> {
@@ -66,28 +66,6 @@ fn joined(args: &MultiValue) -> Result<String> {
 
 /// Longest handler log text written; the rest is cut (a handler's log line is not a place for a payload).
 const MAX_LOG_TEXT: usize = 8 * 1024;
-
-/// Handler text as one log line: control characters (newlines, carriage returns, terminal escapes) are written as
-/// escapes, so a handler, or the request data it logs, cannot forge log lines or drive the terminal; cut to
-/// [`MAX_LOG_TEXT`] bytes.
-fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.len() <= MAX_LOG_TEXT && !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut line = String::with_capacity(text.len().min(MAX_LOG_TEXT) + 16);
-    for c in text.chars() {
-        if line.len() >= MAX_LOG_TEXT {
-            line.push('…');
-            break;
-        }
-        if c.is_control() {
-            line.extend(c.escape_default());
-        } else {
-            line.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(line)
-}
 
 fn logger(lua: &Lua, shared: &Arc<VmShared>, level: Level) -> Result<mlua::Function> {
     let shared = Arc::clone(shared);
@@ -129,7 +107,11 @@ pub fn uuid(lua: &Lua) -> Result<Table> {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_LOG_TEXT, joined, one_line};
+    use super::{MAX_LOG_TEXT, joined};
+
+    fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+        crate::logging::one_line(text, MAX_LOG_TEXT)
+    }
 
     /// Many arguments naming one long string are joined only as far as the line is written, and cut there.
     #[test]
