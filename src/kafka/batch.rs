@@ -613,8 +613,11 @@ fn needs_new_producer_id(error: &ClientError) -> bool {
     )
 }
 
-/// Whether the broker will refuse a batch sent again with `error` as it did this time: a timestamp that has left the
-/// topic's window only gets older, and an authorization removed stays so until an operator acts.
+/// Whether the broker will go on refusing a batch sent again with `error` for longer than resending it is worth: a
+/// timestamp that has left the topic's window only gets older, an authorization removed stays so until an operator
+/// acts, and too few in-sync replicas (Kafka checks them before it looks for a duplicate, so even a batch it already
+/// has is refused) until a replica has come back and caught up. Meanwhile the partition's later records would wait
+/// behind the batch, each answered 504, where on their own they are refused at once (503, nothing written).
 fn refused_for_good(error: &ClientError) -> bool {
     matches!(
         protocol_error(error),
@@ -622,6 +625,7 @@ fn refused_for_good(error: &ClientError) -> bool {
             ProtocolError::InvalidTimestamp
                 | ProtocolError::TopicAuthorizationFailed
                 | ProtocolError::ClusterAuthorizationFailed
+                | ProtocolError::NotEnoughReplicas
         )
     )
 }
