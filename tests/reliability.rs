@@ -175,6 +175,10 @@ async fn a_key_whose_outcome_stays_unknown_replays_the_doubt() {
     let (status, first) = common::json_answer(keyed()).await;
     assert_eq!(status, 504, "{first}");
     assert!(error_of(&first).contains("may or may not"), "{first}");
+    assert!(
+        error_of(&first).contains("kept for the request's Idempotency-Key: a retry with it gets this answer again"),
+        "{first}"
+    );
     assert!(proxy.lost(PRODUCE) >= 1);
     proxy.stop_losing(PRODUCE);
     let again = keyed().send().await.expect("retry");

@@ -90,6 +90,10 @@ fn check_server(c: &mut Checker<'_>, server: &ServerConfig) {
             c.general(format!("[server] {key} must be at most {MAX_COUNT}"));
         }
     }
+    if server.idempotency_window_ms == 0 {
+        c.general("[server] idempotency_window_ms must be greater than 0 (0 would remember no answer)");
+    }
+
     for origin in &server.cors_origins {
         if !is_origin(origin) {
             c.general(format!(
@@ -455,6 +459,11 @@ topics = ["ok", "no/slash"]
 max_connections = 9223372036854775807
 idempotency_capacity = 9223372036854775807
 request_timeout_ms = 5000
+idempotency_window_ms = 0
+
+[lua]
+vms = 100000
+timeout_ms = 3000
 
 [clusters.a]
 bootstrap = ["PLAINTEXT://broker:9092"]
@@ -472,6 +481,8 @@ produce_timeout_ms = 10000
             "[clusters.a] linger_ms (20000) is not shorter than produce_timeout_ms (10000)",
             "[clusters.a] metadata_max_age_ms must be greater than 0",
             "[clusters.a] produce_timeout_ms (10000) is not shorter than [server] request_timeout_ms (5000)",
+            "[server] idempotency_window_ms must be greater than 0",
+            "[lua] vms must be at most 1024",
         ] {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }

@@ -165,6 +165,9 @@ pub fn is_builtin_path(path: &str) -> bool {
         })
 }
 
+/// The most Lua VMs a config may ask for.
+const MAX_VMS: usize = 1024;
+
 pub(super) fn check_lua(c: &mut Checker<'_>, lua: &LuaConfig, server: &ServerConfig, base_dir: &Path) -> LuaSettings {
     let functions_dir = base_dir.join(lua.functions.as_deref().unwrap_or(Path::new(defaults::FUNCTIONS_DIR)));
     if lua.functions.is_some() && !functions_dir.is_dir() {
@@ -180,6 +183,12 @@ pub(super) fn check_lua(c: &mut Checker<'_>, lua: &LuaConfig, server: &ServerCon
     // A missing tests folder is `luka test`'s to report: a deployment without its tests still serves.
     if lua.cpu_ms == 0 || lua.timeout_ms == 0 || lua.memory_mb == 0 {
         c.general("[lua] cpu_ms, timeout_ms and memory_mb must be greater than 0");
+    }
+    // Each VM is made at startup and looked over for a free one per request: a handful per core is plenty.
+    if lua.vms > MAX_VMS {
+        c.general(format!(
+            "[lua] vms must be at most {MAX_VMS} (0: one per worker thread)"
+        ));
     }
     if lua.timeout_ms > server.request_timeout_ms {
         c.general(format!(

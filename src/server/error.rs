@@ -77,12 +77,13 @@ pub struct Written {
 }
 
 /// The response for `error`; server errors are logged with the request's id. `written`: what a function route's
-/// request wrote before it failed.
-pub fn into_response(error: &RequestError, request_id: &str, written: Written) -> Response {
+/// request wrote before it failed. `keyed`: the request came with an `Idempotency-Key`, under which this answer is
+/// kept for its retries when records may have been written (so it says so, rather than advise sending a key).
+pub fn into_response(error: &RequestError, request_id: &str, written: Written, keyed: bool) -> Response {
     let results = partial_results(error);
     let own_status = status_of(error);
     let message = if own_status.is_server_error() {
-        public_message(error, results.is_some())
+        public_message(error, results.is_some(), keyed)
     } else {
         error.to_string()
     };
@@ -123,9 +124,14 @@ pub fn into_response(error: &RequestError, request_id: &str, written: Written) -
         body["records_written"] = written.records.into();
     }
     if in_doubt && !says_in_doubt {
+        let retry = if keyed {
+            KEPT_FOR_THE_KEY
+        } else {
+            "so sending the request again may write them twice"
+        };
         body["error"] = format!(
-            "{}; records of this request that Kafka did not acknowledge in time may or may not have been written, so \
-             sending the request again may write them twice",
+            "{}; records of this request that Kafka did not acknowledge in time may or may not have been written, \
+             {retry}",
             body["error"].as_str().unwrap_or_default()
         )
         .into();
@@ -295,9 +301,13 @@ fn class_status(class: ErrorClass) -> StatusCode {
     }
 }
 
+/// What an answer after which records may be in Kafka says of a retry under its `Idempotency-Key`.
+const KEPT_FOR_THE_KEY: &str = "and this answer is kept for the request's Idempotency-Key: a retry with it gets this answer again, writing nothing";
+
 /// A 5xx message that names the failing cluster but none of the internals (addresses, OS errors). `listed`: the
 /// answer lists the messages that were written (`results`), so "nothing was written" holds for the others only.
-fn public_message(error: &RequestError, listed: bool) -> String {
+/// `keyed`: see [`into_response`].
+fn public_message(error: &RequestError, listed: bool, keyed: bool) -> String {
     let nothing = if listed {
         "nothing was written unless listed in results"
     } else {
@@ -322,6 +332,10 @@ fn public_message(error: &RequestError, listed: bool) -> String {
         Some(KafkaError::Timeout { cluster, .. }) => {
             format!("kafka cluster '{cluster}' did not answer in time; {nothing}")
         }
+        Some(KafkaError::InDoubt { cluster, .. }) if keyed => format!(
+            "kafka cluster '{cluster}' did not acknowledge in time; the records may or may not have been written, \
+             {KEPT_FOR_THE_KEY}"
+        ),
         Some(KafkaError::InDoubt { cluster, .. }) => format!(
             "kafka cluster '{cluster}' did not acknowledge in time; the records may or may not have been written \
              (send an Idempotency-Key to retry without writing twice)"
@@ -434,7 +448,7 @@ mod tests {
     }
 
     fn answer_with(error: RequestError, written: Written) -> (StatusCode, hyper::HeaderMap, Value) {
-        let response = into_response(&error, "test", written);
+        let response = into_response(&error, "test", written, false);
         let (parts, body) = response.into_parts();
         let body = futures::executor::block_on(body.collect()).unwrap().to_bytes();
         (parts.status, parts.headers, serde_json::from_slice(&body).unwrap())

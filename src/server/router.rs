@@ -187,7 +187,8 @@ struct Finish {
 impl Finish {
     fn answer(self, result: Result<Response, RequestError>) -> Response {
         let context = &self.context;
-        let mut response = result.unwrap_or_else(|e| into_response(&e, &context.id, told_written(context)));
+        let mut response =
+            result.unwrap_or_else(|e| into_response(&e, &context.id, told_written(context), context.awaits_outcome()));
         if let Some(Site::Allowed(origin)) = &self.site {
             browser::answer_headers(origin, response.headers_mut());
         }
@@ -787,7 +788,7 @@ async fn remember(
         }
         Err(e) if super::error::may_have_written(&e, written) => {
             let (id, told) = context.map_or(("", Written::default()), |c| (c.id.as_str(), told_written(c)));
-            let answer = answer_of(into_response(&e, id, told)).await;
+            let answer = answer_of(into_response(&e, id, told, true)).await;
             claim.complete(&answer, true);
             Ok(answer)
         }
