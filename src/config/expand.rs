@@ -120,35 +120,40 @@ fn for_toml(value: &str, quote: Option<char>) -> Result<String, &'static str> {
 
 /// The quote of the TOML string that `position` of `code` (a line's code, before any comment) is in, if any.
 fn quote_at(code: &str, position: usize) -> Option<char> {
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for c in code[..position].chars() {
-        match quote {
-            Some('"') if escaped => escaped = false,
-            Some('"') if c == '\\' => escaped = true,
-            Some(q) if c == q => quote = None,
+    let mut strings = Strings::default();
+    code[..position].chars().for_each(|c| strings.read(c));
+    strings.quote
+}
+
+/// Which TOML string (by its quote) the characters read so far leave the reader in, if any.
+#[derive(Default)]
+struct Strings {
+    quote: Option<char>,
+    /// The last character read was a backslash in a `"..."` string.
+    escaped: bool,
+}
+
+impl Strings {
+    fn read(&mut self, c: char) {
+        match self.quote {
+            Some('"') if self.escaped => self.escaped = false,
+            Some('"') if c == '\\' => self.escaped = true,
+            Some(q) if c == q => self.quote = None,
             Some(_) => {}
-            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '"' || c == '\'' => self.quote = Some(c),
             None => {}
         }
     }
-    quote
 }
 
 /// Splits a line at the first `#` that is not inside a TOML string.
 fn split_comment(line: &str) -> (&str, &str) {
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
+    let mut strings = Strings::default();
     for (i, c) in line.char_indices() {
-        match quote {
-            Some('"') if escaped => escaped = false,
-            Some('"') if c == '\\' => escaped = true,
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '"' || c == '\'' => quote = Some(c),
-            None if c == '#' => return line.split_at(i),
-            None => {}
+        if c == '#' && strings.quote.is_none() {
+            return line.split_at(i);
         }
+        strings.read(c);
     }
     (line, "")
 }
