@@ -78,14 +78,15 @@ struct Entries {
 }
 
 impl Entries {
-    /// Forgets finished entries from the oldest on while `go_on(when it was made, bytes held now)` says so, in one
-    /// pass: running ones are passed over and kept, records of keys freed since are dropped. Gives the bytes freed.
-    fn forget_oldest(&mut self, mut go_on: impl FnMut(Instant, usize) -> bool) -> usize {
+    /// Forgets finished entries from the oldest on while `go_on(when it was made, bytes held now, entries kept but
+    /// for the running ones passed over)` says so, in one pass: running ones are passed over and kept (they go back
+    /// to the front), records of keys freed since are dropped. Gives the bytes freed.
+    fn forget_oldest(&mut self, mut go_on: impl FnMut(Instant, usize, usize) -> bool) -> usize {
         let Entries { map, order, bytes } = self;
         let mut running = Vec::new();
         let mut freed = 0;
         while let Some((_, at)) = order.front() {
-            if !go_on(*at, *bytes) {
+            if !go_on(*at, *bytes, map.len() - running.len()) {
                 break;
             }
             let (slot, at) = order.pop_front().expect("a front was just seen");
@@ -197,24 +198,9 @@ impl Idempotency {
             order.retain(|(slot, at)| map.get(slot).is_some_and(|e| e.at == *at));
         }
         // Expired entries, and the oldest past the capacity, leave from the front; running ones stay (their requests
-        // still hold them) and go back to the front.
-        let mut running = Vec::new();
-        while let Some((_, at)) = entries.order.front() {
-            let expired = now.duration_since(*at) >= self.window;
-            let kept = entries.map.len() - running.len();
-            if !expired && kept < self.capacity {
-                break;
-            }
-            let (oldest, at) = entries.order.pop_front().expect("a front was just seen");
-            match entries.map.get(&oldest) {
-                Some(entry) if entry.at == at && matches!(entry.state, State::Running) => running.push((oldest, at)),
-                Some(entry) if entry.at == at => entries.remove(&oldest),
-                _ => {}
-            }
-        }
-        for held in running.into_iter().rev() {
-            entries.order.push_front(held);
-        }
+        // still hold them).
+        let (window, capacity) = (self.window, self.capacity);
+        entries.forget_oldest(|at, _, kept| now.duration_since(at) >= window || kept >= capacity);
         match entries.map.get(&slot) {
             Some(entry) if entry.fingerprint != fingerprint => Begin::Mismatch,
             Some(Entry {
@@ -256,7 +242,7 @@ fn shed(users: &mut HashMap<String, Entries>, max_bytes: usize, now: Instant, wi
         return;
     }
     for entries in users.values_mut() {
-        total -= entries.forget_oldest(|at, _| now.duration_since(at) >= window);
+        total -= entries.forget_oldest(|at, _, _| now.duration_since(at) >= window);
     }
     while total > max_bytes {
         let mut sizes: Vec<usize> = users.values().map(|entries| entries.bytes).collect();
@@ -266,7 +252,7 @@ fn shed(users: &mut HashMap<String, Entries>, max_bytes: usize, now: Instant, wi
             return;
         };
         let (over, start) = (total - max_bytes, entries.bytes);
-        let freed = entries.forget_oldest(|_, bytes| start - bytes < over && bytes >= next_largest);
+        let freed = entries.forget_oldest(|_, bytes, _| start - bytes < over && bytes >= next_largest);
         if freed == 0 {
             return;
         }
