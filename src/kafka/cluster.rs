@@ -149,11 +149,7 @@ impl ClusterClient {
 
     /// Every topic of the cluster with its partition count (and the metadata cache refreshed with them).
     pub async fn topics(&self) -> Result<Vec<(String, i32)>, KafkaError> {
-        let deadline = Instant::now() + self.config.produce_timeout;
-        let _single_flight = self.single_flight(deadline).await?;
-        if !self.listed_recently() {
-            self.refresh_metadata(deadline).await?;
-        }
+        let _single_flight = self.listed_unless(|| false).await?;
         let metadata = self.metadata.lock().expect("metadata lock poisoned");
         Ok(metadata
             .iter()
@@ -187,11 +183,7 @@ impl ClusterClient {
 
     /// [`ClusterClient::partition_count`] when the cache does not know: asks the cluster, once for concurrent callers.
     async fn look_up_partition_count(&self, topic: &str, create: Option<CreateIfMissing>) -> Result<i32, KafkaError> {
-        let deadline = Instant::now() + self.config.produce_timeout;
-        let _single_flight = self.single_flight(deadline).await?;
-        if self.cached(topic).is_none() && !self.listed_recently() {
-            self.refresh_metadata(deadline).await?;
-        }
+        let _single_flight = self.listed_unless(|| self.cached(topic).is_some()).await?;
         self.remember_absent(topic);
         match self.cached(topic).flatten() {
             Some(count) => Ok(count),
@@ -205,11 +197,7 @@ impl ClusterClient {
     /// Partition count of `topic` as the cluster lists it now (or did less than [`LISTING_REUSE`] ago), whatever the
     /// cache holds: partitions may have been added since it was filled.
     pub async fn partition_count_now(&self, topic: &str) -> Result<i32, KafkaError> {
-        let deadline = Instant::now() + self.config.produce_timeout;
-        let _single_flight = self.single_flight(deadline).await?;
-        if !self.listed_recently() {
-            self.refresh_metadata(deadline).await?;
-        }
+        let _single_flight = self.listed_unless(|| false).await?;
         self.cached(topic).flatten().ok_or_else(|| self.unknown_topic(topic))
     }
 
@@ -248,15 +236,26 @@ impl ClusterClient {
         (entry.fetched_at.elapsed() < max_age).then_some(entry.partitions)
     }
 
-    /// The turn to refresh the metadata (one at a time), waited for until `deadline`: a caller queued behind
-    /// refreshes that each take their whole time would otherwise wait for all of them.
-    async fn single_flight(&self, deadline: Instant) -> Result<tokio::sync::MutexGuard<'_, ()>, KafkaError> {
-        tokio::time::timeout_at(deadline.into(), self.refresh.lock())
+    /// Takes the turn to refresh the metadata (one at a time) and lists the cluster, unless it was listed less than
+    /// [`LISTING_REUSE`] ago or `cached` (asked once the turn is taken: a refresh before it may have filled the
+    /// cache) says the cache will do; gives the turn, held while the caller reads what was listed. All within the
+    /// produce timeout, the wait for the turn included: a caller queued behind refreshes that each take their whole
+    /// time would otherwise wait for all of them.
+    async fn listed_unless(
+        &self,
+        cached: impl FnOnce() -> bool,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>, KafkaError> {
+        let deadline = Instant::now() + self.config.produce_timeout;
+        let turn = tokio::time::timeout_at(deadline.into(), self.refresh.lock())
             .await
             .map_err(|_| KafkaError::Timeout {
                 cluster: self.config.name.clone(),
                 limit: Some(self.config.produce_timeout),
-            })
+            })?;
+        if !cached() && !self.listed_recently() {
+            self.refresh_metadata(deadline).await?;
+        }
+        Ok(turn)
     }
 
     /// Lists the cluster's topics into the cache, by `deadline`.
@@ -556,19 +555,19 @@ pub(crate) fn tally(records: &[Record]) -> (u64, u64) {
 /// forgotten, and the next such request connects afresh. rskafka replaces the connection only when it breaks, and a
 /// broker that accepts connections but never answers (stopped, stalled) would otherwise hold every metadata request
 /// of the cluster, the look-ups of new leaders after a failover among them, for as long as it lasts.
-pub(crate) async fn forgetting<T>(client: &Arc<Client>, work: impl std::future::Future<Output = T>) -> T {
+pub(crate) async fn forgetting<T>(client: &Client, work: impl std::future::Future<Output = T>) -> T {
     /// Set while `work` runs; taken once it has finished.
-    struct Unfinished(Option<Arc<Client>>);
+    struct Unfinished<'a>(Option<&'a Client>);
 
-    impl Drop for Unfinished {
+    impl Drop for Unfinished<'_> {
         fn drop(&mut self) {
-            if let (Some(client), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
-                runtime.spawn(async move { client.forget_metadata_broker().await });
+            if let Some(client) = self.0 {
+                client.forget_metadata_broker();
             }
         }
     }
 
-    let mut unfinished = Unfinished(Some(Arc::clone(client)));
+    let mut unfinished = Unfinished(Some(client));
     let output = work.await;
     unfinished.0 = None;
     output

@@ -6,7 +6,7 @@
 //! nothing is checked in advance, and a refused batch is still split so that only the offending caller fails.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rskafka::client::Client;
@@ -76,7 +76,7 @@ impl RulesCache {
     }
 
     /// `topic`'s rules, from the cache or asked of the cluster.
-    pub(crate) async fn rules(&self, client: &Arc<Client>, topic: &str) -> TopicRules {
+    pub(crate) async fn rules(&self, client: &Client, topic: &str) -> TopicRules {
         let cached = self.topics.lock().expect("rules lock poisoned").get(topic).copied();
         if let Some((_, rules)) = cached.filter(|(at, _)| at.elapsed() < self.max_age) {
             return rules;
@@ -85,7 +85,7 @@ impl RulesCache {
         Box::pin(self.ask(client, topic)).await
     }
 
-    async fn ask(&self, client: &Arc<Client>, topic: &str) -> TopicRules {
+    async fn ask(&self, client: &Client, topic: &str) -> TopicRules {
         let asking = super::cluster::forgetting(client, client.describe_topic_configs(topic, &KEYS));
         let rules = match tokio::time::timeout(ASK_TIMEOUT, asking).await {
             Ok(Ok(configs)) => TopicRules::from_configs(&configs),

@@ -338,6 +338,9 @@ pub struct BrokerConnector {
     /// This one is used for metadata queries.
     cached_arbitrary_broker: Mutex<(Option<BrokerConnection>, BrokerCacheGeneration)>,
 
+    /// luka patch: the cached arbitrary broker is to be dropped at the next `get` (see `forget_arbitrary_broker`).
+    forget_arbitrary: std::sync::atomic::AtomicBool,
+
     /// A cache of [`MetadataResponse`].
     ///
     /// Used during leader discovery.
@@ -363,15 +366,13 @@ pub struct BrokerConnector {
 }
 
 impl BrokerConnector {
-    /// luka patch: drops the cached connection to the arbitrary broker (the one metadata requests go to), whatever
-    /// its generation, so that the next request connects afresh. For a caller that gave up on a request over it: a
-    /// broker that accepts connections and never answers (stopped, stalled) is not seen as broken by rskafka, and
-    /// every later metadata request would wait on it.
-    pub async fn forget_arbitrary_broker(&self) {
-        let mut guard = self.cached_arbitrary_broker.lock().await;
-        if guard.0.take().is_some() {
-            info!("Forgetting cached arbitrary broker: a request over it was given up");
-        }
+    /// luka patch: the cached connection to the arbitrary broker (the one metadata requests go to) is dropped by the
+    /// next request that asks for it, whatever its generation, which then connects afresh. For a caller that gave up
+    /// on a request over it: a broker that accepts connections and never answers (stopped, stalled) is not seen as
+    /// broken by rskafka, and every later metadata request would wait on it. A flag rather than a lock, so that a
+    /// caller can say so where it gives up (in a `Drop`), before any later request can take the connection.
+    pub fn forget_arbitrary_broker(&self) {
+        self.forget_arbitrary.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn new(
@@ -388,6 +389,7 @@ impl BrokerConnector {
             client_id,
             topology: Default::default(),
             cached_arbitrary_broker: Mutex::new((None, BrokerCacheGeneration::START)),
+            forget_arbitrary: Default::default(),
             cached_metadata: Default::default(),
             backoff_config,
             tls_config,
@@ -600,6 +602,9 @@ impl BrokerCache for &BrokerConnector {
 
     async fn get(&self) -> Result<(Arc<Self::R>, BrokerCacheGeneration), Self::E> {
         let mut current_broker = self.cached_arbitrary_broker.lock().await;
+        if self.forget_arbitrary.swap(false, std::sync::atomic::Ordering::SeqCst) && current_broker.0.take().is_some() {
+            info!("Forgetting cached arbitrary broker: a request over it was given up");
+        }
         if let Some(broker) = &current_broker.0 {
             return Ok((Arc::clone(broker), current_broker.1));
         }

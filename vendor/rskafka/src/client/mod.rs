@@ -221,8 +221,8 @@ impl Client {
     /// luka patch: the next metadata request (and describe configs, and a partition client's leader look-up)
     /// connects afresh to a broker picked at random, instead of using the connection cached for them; for a caller
     /// that gave up waiting on one (see `BrokerConnector::forget_arbitrary_broker`).
-    pub async fn forget_metadata_broker(&self) {
-        self.brokers.forget_arbitrary_broker().await;
+    pub fn forget_metadata_broker(&self) {
+        self.brokers.forget_arbitrary_broker();
     }
 
     /// Returns a list of topics in the cluster
