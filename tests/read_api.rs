@@ -5,7 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::read::{assert_fetched, header_texts, java_produce_with_null_header, librdkafka_transaction, read_records};
+use common::read::{
+    assert_fetched, header_texts, java_create_topic, java_grow_topic, java_produce_with_null_header,
+    librdkafka_transaction, read_records,
+};
 use common::{Harness, Kafka, error_of, json_answer, offset};
 use serde_json::{Value, json};
 
@@ -131,6 +134,82 @@ async fn a_null_header_value_is_read_as_empty() {
         json!([{"key": "x", "value": "1"}, {"key": "x", "value": "2"}, {"key": "n", "value": ""}]),
         "{fetched}"
     );
+}
+
+/// On a topic whose records take the broker's time (`message.timestamp.type=LogAppendTime`), /fetch gives that time,
+/// as the produce answer and Kafka's own consumers do, not the time the producer sent; and /offsets/<time> finds
+/// records by it (luka checks Kafka's answer against the records it reads). Apache Kafka only: the development
+/// broker has no topic configs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_append_time_topics_are_read_at_the_brokers_time() {
+    let config = format!("{CONFIG}\n[topics.appended]\ncluster = \"local\"\n");
+    let h = Harness::on(Kafka::Apache, 1, &config).await;
+    java_create_topic(
+        &h.bootstrap(0),
+        "appended",
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    )
+    .await;
+    let sent = 1_637_745_834_744_i64;
+    let body = json!([{"value": "a", "timestamp": sent}, {"value": "b", "timestamp": sent + 1}]);
+    let (status, written) = call(&h, "POST", "/produce/appended", ("writer", "w"), &body.to_string()).await;
+    assert_eq!(status, 200, "{written}");
+    let appended = written[0]["timestamp"].as_i64().expect("a timestamp");
+    assert!(appended > sent + 1, "the broker's time: {written}");
+    let first = offset(&written[0]);
+    let position = json!({"topic": "appended", "partition": 0, "offset": first});
+    let (status, fetched) = call(&h, "POST", "/fetch", ("reader", "r"), &position.to_string()).await;
+    assert_eq!(status, 200, "{fetched}");
+    let times: Vec<i64> = fetched
+        .as_array()
+        .expect("a list of messages")
+        .iter()
+        .map(|m| m["timestamp"].as_i64().expect("a timestamp"))
+        .collect();
+    assert_eq!(times, [appended, appended], "{fetched}");
+    let tp = r#"{"topic": "appended", "partition": 0}"#;
+    let (status, at) = call(&h, "GET", &format!("/offsets/{appended}"), ("reader", "r"), tp).await;
+    assert_eq!(status, 200, "{at}");
+    assert_eq!(at[0]["offset"], first, "the first record written at or after that time");
+}
+
+/// Partitions added to a topic can be read at once: a partition past the cached count is looked up again before the
+/// answer is a 404 (which would otherwise last until the cache's `metadata_max_age_ms`, 30 s), as for a produce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_to_a_topic_can_be_read_at_once() {
+    let config = format!("{CONFIG}\n[topics.grown]\ncluster = \"local\"\n");
+    let h = Harness::on(Kafka::Apache, 1, &config).await;
+    java_create_topic(&h.bootstrap(0), "grown", 2, &[]).await;
+    let reader = ("reader", "r");
+    let (status, answer) = call(
+        &h,
+        "POST",
+        "/offsets/latest",
+        reader,
+        r#"{"topic":"grown","partition":3}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "{answer}");
+    java_grow_topic(&h.bootstrap(0), "grown", 4).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, answer) = call(
+            &h,
+            "POST",
+            "/offsets/latest",
+            reader,
+            r#"{"topic":"grown","partition":3}"#,
+        )
+        .await;
+        if status == 200 {
+            assert_eq!(answer[0]["offset"], 0, "{answer}");
+            break;
+        }
+        assert_eq!(status, 404, "{answer}");
+        assert!(Instant::now() < deadline, "partition 3 still unknown: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A reader never sees the records of an aborted transaction: Kafka sends them to a `READ_COMMITTED` fetch with the

@@ -328,7 +328,12 @@ async fn checked_reader(
     }
     let cluster = &resolve(config, None, topic)?.cluster;
     let client = producer.pool().cluster(cluster).await.map_err(ApiError::Read)?;
-    let count = client.partition_count(topic, None).await.map_err(ApiError::Read)?;
+    let mut count = client.partition_count(topic, None).await.map_err(ApiError::Read)?;
+    if partition >= count {
+        // Partitions may have been added since the count was cached: asked of the cluster again, as a produce does
+        // (at most once a second per cluster), before the partition is said not to exist. Boxed: it is rare.
+        count = Box::pin(client.partition_count_now(topic)).await.unwrap_or(count);
+    }
     if !(0..count).contains(&partition) {
         let e = KafkaError::UnknownPartition {
             topic: topic.to_owned(),

@@ -22,7 +22,8 @@ const SKIP_AT_LEAST: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListOffset {
     Earliest,
-    /// The offset the next record will get (the high watermark).
+    /// Where committed records end (a `READ_COMMITTED` look-up: the last stable offset): the offset the next record
+    /// will get, unless a transaction is open on the partition.
     Latest,
     /// The earliest offset whose record timestamp is at or after this many ms since the epoch.
     Timestamp(i64),

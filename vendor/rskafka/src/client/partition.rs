@@ -1103,8 +1103,13 @@ fn extract_records(
                         continue;
                     }
 
+                    // On a `LogAppendTime` topic the broker sets only the batch's max timestamp, to its clock,
+                    // and that is every record's timestamp (Java's `DefaultRecordBatch`); the deltas are the
+                    // producer's.
+                    let log_append_time = (batch.timestamp_type == RecordBatchTimestampType::LogAppendTime)
+                        .then_some(batch.max_timestamp);
                     let timestamp_millis =
-                        match batch.first_timestamp.checked_add(record.timestamp_delta) {
+                        match log_append_time.or(batch.first_timestamp.checked_add(record.timestamp_delta)) {
                             Some(ts) => ts,
                             None => {
                                 return Err(Error::InvalidResponse(format!(
