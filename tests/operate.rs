@@ -346,6 +346,44 @@ async fn sigterm_waits_for_keyed_requests_whose_client_has_gone() {
     assert!(status.success(), "{status}\n{}", luka.log());
 }
 
+/// With the default grace, SIGTERM waits for a request stuck on a slow cluster until it is answered: its produce
+/// times out (the default 10 s and luka's margin) and the client gets the 504 that says what became of its record,
+/// not a connection closed without an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_by_default_waits_for_a_request_on_a_slow_cluster_to_be_answered() {
+    let broker = Binary::broker(&common::temp_dir()).await;
+    let dir = common::temp_dir();
+    let bootstrap = broker.broker;
+    let config = move |http, _| {
+        format!(
+            "[server]\nlisten = \"{http}\"\n\n[clusters.local]\nbootstrap = [\"{bootstrap}\"]\n\n\
+             [topics.slow]\npartitions = 1\n\n[[users]]\nname = \"demo\"\npassword = \"demo\"\ntopics = [\"*\"]\n"
+        )
+    };
+    let mut luka = Binary::serve(&dir, config).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/produce/slow", luka.http);
+    let post = |value: &str| {
+        client
+            .post(&url)
+            .basic_auth("demo", Some("demo"))
+            .body(format!(r#"{{"value":"{value}"}}"#))
+            .send()
+    };
+    assert_eq!(post("warm").await.unwrap().status(), 200);
+    broker.pause();
+    let waiting = tokio::spawn(post("stuck"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    luka.terminate();
+    let answer = waiting.await.unwrap().expect("an answer, not a closed connection");
+    assert_eq!(answer.status(), 504);
+    let body = answer.text().await.unwrap();
+    assert!(body.contains("may or may not have been written"), "{body}");
+    let status = luka.exited_within(Duration::from_secs(5)).await.expect("luka exits");
+    assert!(status.success(), "{status}\n{}", luka.log());
+    broker.resume();
+}
+
 /// `RUST_LOG=luka::access=off` silences the access log and nothing else (the writer is installed only when the
 /// filter lets the line through, so the router asks no filter per request).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
