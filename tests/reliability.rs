@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::proxy::PRODUCE;
+use common::proxy::{INIT_PRODUCER_ID, PRODUCE};
 use common::read::{high_watermark, read_records, text};
 use common::{Harness, error_of, offset};
 use serde_json::Value;
@@ -80,6 +80,42 @@ async fn without_idempotence_a_batch_whose_answer_was_lost_is_written_twice() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(values, ["warm", "the-one", "the-one"]);
     assert_eq!(offset(&answer[0]), 2, "the caller is told of the second copy: {answer}");
+}
+
+/// A broker may say for a moment that it does not know a partition (after the partition's leader moved, before the
+/// new leader has the metadata). The request it refuses is answered so, nothing of it written, and the partition
+/// keeps its one writer: the records after it are written by the same producer, in order. A second writer (another
+/// producer id) started beside the first while the first still had records queued would write the partition at the
+/// same time, and the two writers' records could interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_said_to_be_unknown_keeps_its_one_writer() {
+    let harness = Harness::on(Kafka::Apache, 1, &config("{broker0:PROXIED}", "")).await;
+    let (status, _) = harness.post("/produce/once", r#"{"value":"warm","partition":0}"#).await;
+    assert_eq!(status, 200);
+    let proxy = &harness.proxies[0];
+    // The writer's producer id (asked again while Kafka answers that its producer-id block is loading).
+    let asked = proxy.requests(INIT_PRODUCER_ID);
+    assert!(asked >= 1, "the partition's writer has a producer id");
+    proxy.misdirect_produces(1);
+    let (status, answer) = harness
+        .post("/produce/once", r#"{"value":"refused","partition":0}"#)
+        .await;
+    assert_eq!(
+        proxy.misdirected(),
+        1,
+        "the broker was asked for a partition it does not have"
+    );
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = harness
+        .post("/produce/once", r#"{"value":"after","partition":0}"#)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(values(&harness.bootstrap(0), "once", 0).await, ["warm", "after"]);
+    assert_eq!(
+        proxy.requests(INIT_PRODUCER_ID),
+        asked,
+        "the same writer, under the same producer id, wrote on"
+    );
 }
 
 /// A paused broker. Records sent and not acknowledged in time are answered 504 "may or may not"; records queued

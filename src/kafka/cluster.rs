@@ -484,10 +484,14 @@ impl ClusterClient {
         .cloned()
     }
 
-    /// Drops cached knowledge of a topic after Kafka says it is gone, so the next request looks again.
+    /// Drops the cached partition count of a topic after Kafka says it does not know it, so the next request looks
+    /// again (and gets a 404, or the topic created, if it is gone). The partitions' writers stay: a broker may say so
+    /// for a moment after a leader moved, and the writer's client looks its leader up again by itself; a second
+    /// writer started beside one that still has records queued would write the partition under another producer id
+    /// at the same time, and the two writers' records could interleave. A writer of a topic that is gone fails its
+    /// records the same way, and serves the topic again if it comes back.
     fn forget_topic(&self, topic: &str) {
         self.metadata.lock().expect("metadata lock poisoned").remove(topic);
-        self.writers.retain(|(t, _), _| t != topic);
     }
 
     /// The rules `topic` holds its records to (see [`super::rules`]); unknown rules check nothing.

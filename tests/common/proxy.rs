@@ -1,6 +1,7 @@
 //! A TCP proxy on 127.0.0.1 in front of a broker that counts the Kafka requests passing through it by API key (to
 //! see how many requests luka makes of a broker), and can lose the broker's answers to chosen requests (to see what
-//! a client does when an answer never comes). Bootstrap luka at [`KafkaProxy::addr`]. Brokers advertise their own
+//! a client does when an answer never comes), or have the broker refuse a produce as for a partition it does not know
+//! (what a broker may answer for a moment after a partition's leader moved). Bootstrap luka at [`KafkaProxy::addr`]. Brokers advertise their own
 //! addresses, so only the connections made to the bootstrap address pass through it, unless the broker advertises
 //! the proxy ([`crate::common::kafka::ApacheKafka::proxied`]).
 
@@ -17,12 +18,21 @@ pub const METADATA: i16 = 3;
 /// Kafka's API key of Produce requests.
 pub const PRODUCE: i16 = 0;
 
+/// Kafka's API key of InitProducerId requests (one per idempotent writer, and again when its producer id is refused).
+pub const INIT_PRODUCER_ID: i16 = 22;
+
+/// The partition a misdirected produce names instead of its own: no topic here has it.
+const NO_SUCH_PARTITION: i32 = 0x7fff_0000;
+
 #[derive(Default)]
 struct Shared {
     counts: HashMap<i16, usize>,
     /// Answers still to lose, by API key.
     to_lose: HashMap<i16, usize>,
     lost: HashMap<i16, usize>,
+    /// Produce requests still to send to a partition the broker does not have (see [`KafkaProxy::misdirect_produces`]).
+    to_misdirect: usize,
+    misdirected: usize,
     /// Connections opened so far (each is numbered in the order it came).
     opened: u64,
     /// Connections numbered below this get no more answers, and stay open.
@@ -107,6 +117,19 @@ impl KafkaProxy {
         shared.stalled_below = shared.opened;
     }
 
+    /// The next `count` produce requests reach the broker naming a partition no topic has, so the broker writes
+    /// nothing and answers `UNKNOWN_TOPIC_OR_PARTITION`, and its answer is passed on naming the partition asked for:
+    /// to the client the broker said it does not know the partition. Only the produce versions rskafka sends (3 to 7,
+    /// one topic and partition each) are understood; others pass unchanged.
+    pub fn misdirect_produces(&self, count: usize) {
+        self.shared.lock().expect("proxy state").to_misdirect += count;
+    }
+
+    /// Produce requests misdirected so far.
+    pub fn misdirected(&self) -> usize {
+        self.shared.lock().expect("proxy state").misdirected
+    }
+
     /// Answers lost so far to requests with `api_key`.
     pub fn lost(&self, api_key: i16) -> usize {
         self.shared
@@ -142,12 +165,19 @@ async fn forward(client: TcpStream, broker: TcpStream, shared: Arc<Mutex<Shared>
     // Correlation ids (request header bytes 4..8) of requests whose answers are lost, with their API key.
     let doomed: Arc<Mutex<HashSet<(i32, i16)>>> = Arc::default();
     let marked = Arc::clone(&doomed);
+    // Correlation ids of produce requests sent to a partition the broker does not have, with the partition asked for.
+    let misdirected: Arc<Mutex<HashMap<i32, [u8; 4]>>> = Arc::default();
+    let to_restore = Arc::clone(&misdirected);
     let state = Arc::clone(&shared);
     let answers = tokio::spawn(async move {
-        while let Some((size, frame)) = read_frame(&mut broker_read).await {
+        while let Some((size, mut frame)) = read_frame(&mut broker_read).await {
             let correlation = frame
                 .get(..4)
                 .map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes")));
+            let asked_for = correlation.and_then(|id| to_restore.lock().expect("misdirected").remove(&id));
+            if let (Some(partition), Some(at)) = (asked_for, one_partition(&frame, 4)) {
+                frame[at..at + 4].copy_from_slice(&partition);
+            }
             let lost = {
                 let mut doomed = marked.lock().expect("doomed");
                 let hit = doomed.iter().find(|(id, _)| Some(*id) == correlation).copied();
@@ -167,7 +197,7 @@ async fn forward(client: TcpStream, broker: TcpStream, shared: Arc<Mutex<Shared>
             }
         }
     });
-    while let Some((size, frame)) = read_frame(&mut client_read).await {
+    while let Some((size, mut frame)) = read_frame(&mut client_read).await {
         if frame.len() >= 8 {
             let api_key = i16::from_be_bytes([frame[0], frame[1]]);
             let correlation = i32::from_be_bytes(frame[4..8].try_into().expect("4 bytes"));
@@ -176,6 +206,16 @@ async fn forward(client: TcpStream, broker: TcpStream, shared: Arc<Mutex<Shared>
             if let Some(left) = state.to_lose.get_mut(&api_key).filter(|left| **left > 0) {
                 *left -= 1;
                 doomed.lock().expect("doomed").insert((correlation, api_key));
+            }
+            let partition = (api_key == PRODUCE && state.to_misdirect > 0)
+                .then(|| produce_request_partition(&frame))
+                .flatten();
+            if let Some(at) = partition {
+                state.to_misdirect -= 1;
+                state.misdirected += 1;
+                let asked_for: [u8; 4] = frame[at..at + 4].try_into().expect("4 bytes");
+                misdirected.lock().expect("misdirected").insert(correlation, asked_for);
+                frame[at..at + 4].copy_from_slice(&NO_SUCH_PARTITION.to_be_bytes());
             }
         }
         if broker_write.write_all(&size).await.is_err() || broker_write.write_all(&frame).await.is_err() {
@@ -186,4 +226,33 @@ async fn forward(client: TcpStream, broker: TcpStream, shared: Arc<Mutex<Shared>
         }
     }
     answers.abort();
+}
+
+/// Where the partition index of a produce request (versions 3 to 7, one topic with one partition) is in its frame.
+fn produce_request_partition(frame: &[u8]) -> Option<usize> {
+    if !(3..=7).contains(&int16(frame, 2)?) {
+        return None;
+    }
+    // The header's client id, then the transactional id, acks and timeout, then the topics.
+    let after_client_id = 10 + usize::try_from(int16(frame, 8)?).unwrap_or(0);
+    let after_transactional_id = after_client_id + 2 + usize::try_from(int16(frame, after_client_id)?).unwrap_or(0);
+    one_partition(frame, after_transactional_id + 6)
+}
+
+/// Where the partition index is in an array of one topic with one partition that begins at `at` (as in produce
+/// requests and answers, versions 3 to 7).
+fn one_partition(frame: &[u8], at: usize) -> Option<usize> {
+    let topics = int32(frame, at)?;
+    let name = usize::try_from(int16(frame, at + 4)?).ok()?;
+    let partitions_at = at + 6 + name;
+    let index = partitions_at + 4;
+    (topics == 1 && int32(frame, partitions_at)? == 1 && frame.len() >= index + 4).then_some(index)
+}
+
+fn int16(frame: &[u8], at: usize) -> Option<i16> {
+    Some(i16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn int32(frame: &[u8], at: usize) -> Option<i32> {
+    Some(i32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?))
 }
