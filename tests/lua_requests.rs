@@ -51,6 +51,9 @@ return function(req)
   if form == "error" then error("secret detail 1234") end
   if form == "length" then return { headers = { ["Content-Length"] = "1" }, body = "xHTTP/1.1 200 OK" } end
   if form == "caught" then pcall(req.json, req) error("something else") end
+  -- A header without a name (a list), and a JSON object with one key twice (`1` as a number and as a string).
+  if form == "numbered" then return { body = "x", headers = { "text/plain" } } end
+  if form == "twice" then return { json = { [1] = "a", ["1"] = "b" } } end
   -- A table JSON cannot hold, flat (left by the flat writer to the general encoder) and nested.
   if form == "function" then return { json = { f = print } } end
   if form == "nested" then return { json = { a = { b = math.huge } } } end
@@ -292,7 +295,9 @@ async fn request_and_response_api() {
     assert_eq!(yielded.json::<Value>().await.unwrap(), json!({"ok": true}));
     // A misspelt field (`jsn`) fails the call rather than answering 201 without a body; so does a `json` table that
     // JSON cannot hold.
-    for form in ["bad", "typo", "error", "length", "caught", "function", "nested"] {
+    for form in [
+        "bad", "typo", "error", "length", "caught", "function", "nested", "numbered", "twice",
+    ] {
         let failed = get(form).await.unwrap();
         assert_eq!(failed.status(), 500);
         let body = failed.text().await.unwrap();

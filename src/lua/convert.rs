@@ -391,6 +391,15 @@ impl ViewJson<'_, '_, '_> {
             object.push((key, item));
         }
         object.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        // A number key and a string key with the same text (`[1]` and `["1"]`), or numbers past 2^63, would be one
+        // key written twice, and which value a reader keeps depends on the reader.
+        if let Some(pair) = object.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(S::Error::custom(format!(
+                "two keys of one table are both the JSON key \"{}\" (a number key and a string key, or numbers past \
+                 2^63)",
+                pair[0].0
+            )));
+        }
         let mut map = serializer.serialize_map(Some(object.len()))?;
         for (key, item) in &object {
             map.serialize_entry(key, &written(item))?;
@@ -1109,6 +1118,25 @@ mod tests {
         assert!(matches!(error, mlua::Error::MemoryError(_)), "{error:?}");
         lua.set_memory_limit(0).unwrap();
         assert_eq!(decoded(&lua, "[1]"), "[1]", "the VM still works");
+    }
+
+    #[test]
+    fn a_key_written_twice_is_refused() {
+        let lua = Lua::new();
+        for table in ["{ [1] = 'a', ['1'] = 'b', x = 1 }", "{ [1e20] = 1, [1e21] = 2 }"] {
+            let value: Value = lua.load(format!("return {table}")).eval().unwrap();
+            let error = encode_within(&value, &mut Budget::unmetered()).expect_err(table);
+            assert!(
+                error.contains("two keys of one table are both the JSON key"),
+                "{table}: {error}"
+            );
+            assert!(to_json(&value).is_err(), "{table}");
+        }
+        let value: Value = lua.load("return { [2] = 'a', ['1'] = 'b' }").eval().unwrap();
+        assert_eq!(
+            encode_within(&value, &mut Budget::unmetered()).unwrap(),
+            br#"{"1":"b","2":"a"}"#
+        );
     }
 
     #[test]

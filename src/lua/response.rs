@@ -126,8 +126,15 @@ fn json_body(headers: &mut Headers, text: Result<Vec<u8>, String>) -> Result<Byt
 fn read_headers(given: &Table) -> Result<Headers, String> {
     let mut headers = Headers::new();
     let mut header_bytes = 0;
-    for pair in given.pairs::<String, Value>() {
-        let (name, value) = pair.map_err(|_| "header names must be strings")?;
+    for pair in given.pairs::<Value, Value>() {
+        // Read as any value: mlua would turn a number key (`headers = { "text/plain" }`) into the name "1".
+        let (Value::String(name), value) = pair.map_err(|e| e.to_string())? else {
+            return Err("header names must be strings".into());
+        };
+        let name = name
+            .to_str()
+            .map_err(|_| "header names must be UTF-8".to_owned())?
+            .to_string();
         if headers.len() == MAX_HEADERS {
             return Err(format!("more than {MAX_HEADERS} headers"));
         }

@@ -64,6 +64,10 @@ pub enum RequestError {
 
     #[error(transparent)]
     Lua(#[from] LuaError),
+
+    /// A bug: the request's work panicked (the panic is in the log).
+    #[error("the request stopped on an internal error")]
+    Internal,
 }
 
 /// What a function route's request had written when it failed (a handler stopped or raising an error after a produce
@@ -267,6 +271,7 @@ fn status_of(error: &RequestError) -> StatusCode {
         RequestError::Api(ApiError::Produce(e)) => class_status(e.class()),
         RequestError::Api(ApiError::Read(e)) => class_status(e.class()),
         RequestError::Lua(e) => lua_status(e),
+        RequestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -755,7 +755,7 @@ where
     let work = run(Arc::clone(app));
     let told = context.clone();
     let owned = async move {
-        let result = remember(work.await, claim, told.as_deref()).await;
+        let result = finish_keyed(work, claim, told.as_deref()).await;
         drop(slot);
         result
     };
@@ -769,6 +769,20 @@ where
         // Only when the runtime shuts down, and then nobody reads the answer.
         Err(_) => Err(RequestError::Timeout { ms: 0 }),
     }
+}
+
+/// Runs a keyed request's `work` and finishes its `claim` with the outcome (see [`remember`]). A panic (a bug) is a
+/// failure like any other: its answer is a 500, remembered for the key if records of the request may be in Kafka
+/// (freed, the key would let a retry write them again), the key freed otherwise.
+async fn finish_keyed(
+    work: impl Future<Output = Result<Answer, RequestError>>,
+    claim: idempotency::Claim,
+    context: Option<&RequestContext>,
+) -> Result<Answer, RequestError> {
+    let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .await
+        .unwrap_or(Err(RequestError::Internal));
+    remember(result, claim, context).await
 }
 
 /// Finishes a keyed request's `claim` with its outcome. Every answer is remembered for the key's repeats but a
@@ -993,6 +1007,38 @@ mod trace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A keyed request's work that panics (a bug) once it has written `records`.
+    async fn panics_after(context: &RequestContext, records: usize) -> Result<Answer, RequestError> {
+        context.add_records(records);
+        panic!("a bug, after {records} records were written");
+    }
+
+    #[tokio::test]
+    async fn a_keyed_request_that_panics_keeps_its_key_only_if_it_wrote() {
+        let store = idempotency::Idempotency::new(Duration::from_secs(60), 100);
+        let begin = |key: &str| store.begin("orders.lua", "demo", key, [7; 32]);
+        let claim = |key: &str| match begin(key) {
+            Begin::Run(claim) => claim,
+            _ => panic!("a new key runs"),
+        };
+        let wrote = RequestContext::new("a".into(), Vec::new(), None);
+        let answer = finish_keyed(panics_after(&wrote, 2), claim("wrote"), Some(&wrote))
+            .await
+            .expect("an answer to remember");
+        assert_eq!(answer.status, 500);
+        match begin("wrote") {
+            Begin::Replay(replayed) => assert_eq!(replayed.body, answer.body),
+            _ => panic!("the answer of a request that wrote is kept for its key"),
+        }
+        let clean = RequestContext::new("b".into(), Vec::new(), None);
+        let failed = finish_keyed(panics_after(&clean, 0), claim("clean"), Some(&clean)).await;
+        assert!(matches!(failed, Err(RequestError::Internal)));
+        assert!(
+            matches!(begin("clean"), Begin::Run(_)),
+            "a request that wrote nothing frees its key"
+        );
+    }
 
     #[test]
     fn new_request_ids_are_32_random_hex_digits() {
