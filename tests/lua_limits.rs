@@ -276,6 +276,61 @@ cpu_ms = 50
     assert_eq!(values, ["error", "loop", "down"]);
 }
 
+/// One `kafka.produce` call of 300 messages whose values luka makes from the topic's schema.
+const GENERATE: &str = r#"
+return function(req)
+  local messages = table.create(300)
+  for i = 1, 300 do messages[i] = {} end
+  kafka.produce{ topic = "generated", messages = messages }
+  return { json = { ok = true } }
+end
+"#;
+
+/// Work done in Rust on a handler's behalf counts against its CPU time like its own Lua: here one `kafka.produce`
+/// call for which luka makes 300 values from the topic's schema (90,000 strings to a pattern, each checked), far
+/// past the handler's 50 ms, for a few microseconds of Lua. The work cannot stop midway, so the records are written;
+/// the handler is then stopped rather than resumed, and the answer says what was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_done_in_rust_for_a_handler_counts_against_its_cpu_time() {
+    let config = format!(
+        "{}\n[topics.generated]\npartitions = 1\nvalue_schema = {{ type = \"array\", minItems = 300, maxItems = 300, \
+         items = {{ type = \"string\", pattern = \"^[a-z]{{8}}$\" }} }}\n",
+        LUA.replace("[lua]\n", "[lua]\ncpu_ms = 50\n")
+    );
+    let h = Harness::start_with(1, &config, &[("generate.lua", GENERATE)]).await;
+    let (status, answer) = h.get("/generate").await;
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(
+        error_of(&answer),
+        "the function used more than its 50 ms of CPU time; 300 records of this request were written before it \
+         failed, so sending the request again writes them again"
+    );
+    assert_eq!(answer["records_written"], 300, "{answer}");
+}
+
+/// One record with 60,000 headers, and how many its produce result gives back.
+const MANY_HEADERS: &str = r#"
+return function(req)
+  local headers = {}
+  for i = 1, 60000 do headers["h" .. i] = "" end
+  local r = kafka.produce{ topic = "load", messages = { { value = "v", headers = headers } } }
+  local n = 0
+  for _ in pairs(r.messages[1].headers) do n += 1 end
+  return { json = { headers = n } }
+end
+"#;
+
+/// A record may carry tens of thousands of headers within Kafka's megabyte; the produce result gives them back with
+/// work in proportion (it looked for a repeated name by comparing each with every one before it: 1.8 billion
+/// comparisons here, in Rust, where no limit can stop them, until the handler was charged for all of them at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_with_many_headers_is_answered_in_proportion() {
+    let config = LUA.replace("[lua]\n", "[lua]\ncpu_ms = 2000\n");
+    let h = Harness::start_with(1, &config, &[("many.lua", MANY_HEADERS)]).await;
+    let (status, answer) = h.get("/many").await;
+    assert_eq!((status, &answer), (200, &serde_json::json!({ "headers": 60000 })));
+}
+
 /// Counts the keys of the JSON object it is sent.
 const COUNT_KEYS: &str = r#"
 return function(req)

@@ -12,7 +12,9 @@
 //! once, with the outcome, when it is done. So waiting costs the VM nothing, and no async machinery runs in Lua.
 //!
 //! Each turn charges the time it spends running Lua (and turning the outcome into Lua values, and reading the
-//! response) to the request's CPU budget; time spent waiting on Kafka or on the VM's lock is not charged. Dropping
+//! response) to the request's CPU budget, and so does each poll of parked work (a produce's checks, encoding and
+//! schema work, done in Rust on the handler's behalf, which cannot stop it midway: a handler past its budget after
+//! one is not resumed); time spent waiting on Kafka or on the VM's lock is not charged. Dropping
 //! the future (client gone, timeout) drops the parked work (a produce not yet sent is withdrawn) and releases the
 //! coroutine under the VM's lock, now or by the lock's next holder. A request with an `Idempotency-Key` is not
 //! dropped while parked when its time runs out: [`Call::overtime`] finishes the produce first.
@@ -162,6 +164,12 @@ impl Call {
                 Err(e) => return Poll::Ready(Turn::Done(Err(self.setup_error(&e)))),
             }
         }
+        if self.exceeded {
+            // Past its budget in the work it was parked on: not resumed with the outcome.
+            self.resume = None;
+            let result = Err(cpu_limit(&self.state, vm.limits()));
+            return Poll::Ready(Turn::Done(self.finish(vm, result)));
+        }
         let running = self.running.as_mut().expect("set up above");
         vm.enter(&self.state, Some(running), self.remaining);
         let stopped = vm.resume(running, self.resume.take());
@@ -191,6 +199,15 @@ impl Call {
             None if self.parked.is_some() => return Poll::Ready(Turn::Parked),
             None => return Poll::Ready(Turn::Yielded),
         };
+        Poll::Ready(Turn::Done(self.finish(vm, result)))
+    }
+
+    /// Recycles the finished coroutine and reports the VM's memory; a VM whose handler ran out of memory is retired.
+    fn finish(
+        &mut self,
+        mut vm: VmGuard,
+        result: Result<HandlerResponse, LuaError>,
+    ) -> Result<HandlerResponse, LuaError> {
         let used = match self.running.take() {
             Some(running) => vm.finish(running),
             None => vm.used_memory(),
@@ -201,7 +218,7 @@ impl Call {
             drop(vm);
             self.pool.retire(&self.cell);
         }
-        Poll::Ready(Turn::Done(result))
+        result
     }
 }
 
@@ -212,7 +229,9 @@ impl Future for Call {
         let this = self.get_mut();
         loop {
             if let Some(parked) = &mut this.parked {
-                this.resume = Some(std::task::ready!(parked.as_mut().poll(cx)));
+                let (polled, spent_all) = super::clock::charged(&mut this.remaining, || parked.as_mut().poll(cx));
+                this.exceeded |= spent_all;
+                this.resume = Some(std::task::ready!(polled));
                 this.parked = None;
             }
             match std::task::ready!(this.turn(cx)) {

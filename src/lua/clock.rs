@@ -117,6 +117,24 @@ impl CpuMark {
     }
 }
 
+/// Runs `work` (done in Rust on a handler's behalf, between its turns) and charges it to `remaining` as a turn is
+/// charged: its wall time, or, should that reach `remaining`, the CPU time the thread certainly spent. True when the
+/// budget is spent.
+pub fn charged<T>(remaining: &mut Duration, work: impl FnOnce() -> T) -> (T, bool) {
+    let start = Instant::now();
+    let mark = CpuMark::at(start);
+    let output = work();
+    let wall = start.elapsed();
+    let spent = if wall < *remaining {
+        wall
+    } else {
+        Duration::from_nanos(mark.spent_at_least())
+    };
+    let spent_all = spent >= *remaining;
+    *remaining = remaining.saturating_sub(spent);
+    (output, spent_all)
+}
+
 /// `duration` in nanoseconds, short of `u64::MAX` (which stands for "never" beside it).
 pub fn duration_ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos())
