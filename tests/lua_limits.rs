@@ -287,13 +287,13 @@ end
 "#;
 
 /// Work done in Rust on a handler's behalf counts against its CPU time like its own Lua: here one `kafka.produce`
-/// call for which luka makes 300 values from the topic's schema (90,000 strings to a pattern, each checked), far
+/// call for which luka makes 300 values from the topic's schema (150,000 strings to a pattern, each checked), far
 /// past the handler's 50 ms, for a few microseconds of Lua. The work cannot stop midway, so the records are written;
 /// the handler is then stopped rather than resumed, and the answer says what was written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_done_in_rust_for_a_handler_counts_against_its_cpu_time() {
     let config = format!(
-        "{}\n[topics.generated]\npartitions = 1\nvalue_schema = {{ type = \"array\", minItems = 300, maxItems = 300, \
+        "{}\n[topics.generated]\npartitions = 1\nvalue_schema = {{ type = \"array\", minItems = 500, maxItems = 500, \
          items = {{ type = \"string\", pattern = \"^[a-z]{{8}}$\" }} }}\n",
         LUA.replace("[lua]\n", "[lua]\ncpu_ms = 50\n")
     );

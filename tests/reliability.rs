@@ -84,11 +84,11 @@ async fn without_idempotence_a_batch_whose_answer_was_lost_is_written_twice() {
 
 /// A broker may say for a moment that it does not know a partition (after the partition's leader moved, before the
 /// new leader has the metadata). The request it refuses is answered so, nothing of it written, and the partition
-/// keeps its one writer: the records after it are written by the same producer, in order. A second writer (another
-/// producer id) started beside the first while the first still had records queued would write the partition at the
-/// same time, and the two writers' records could interleave.
+/// keeps its writer while that has records queued: the requests queued behind the refused one, and those after, are
+/// written by the same producer, in order. A second writer (another producer id) started beside the first while the
+/// first still had records queued would write the partition at the same time, and their records could interleave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partition_said_to_be_unknown_keeps_its_one_writer() {
+async fn a_partition_said_to_be_unknown_keeps_its_busy_writer() {
     let harness = Harness::on(Kafka::Apache, 1, &config("{broker0:PROXIED}", "")).await;
     let (status, _) = harness.post("/produce/once", r#"{"value":"warm","partition":0}"#).await;
     assert_eq!(status, 200);
@@ -96,21 +96,42 @@ async fn a_partition_said_to_be_unknown_keeps_its_one_writer() {
     // The writer's producer id (asked again while Kafka answers that its producer-id block is loading).
     let asked = proxy.requests(INIT_PRODUCER_ID);
     assert!(asked >= 1, "the partition's writer has a producer id");
-    proxy.misdirect_produces(1);
-    let (status, answer) = harness
-        .post("/produce/once", r#"{"value":"refused","partition":0}"#)
-        .await;
+    // The refused produce is held at the proxy while three more requests queue up behind it in the writer.
+    proxy.misdirect_produces(1, Duration::from_millis(700));
+    let refused = harness.post("/produce/once", r#"{"value":"refused","partition":0}"#);
+    let queued = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let bodies: Vec<String> = (1..=3)
+            .map(|i| format!(r#"{{"value":"queued-{i}","partition":0}}"#))
+            .collect();
+        tokio::join!(
+            harness.post("/produce/once", &bodies[0]),
+            harness.post("/produce/once", &bodies[1]),
+            harness.post("/produce/once", &bodies[2])
+        )
+    };
+    let ((status, answer), queued) = tokio::join!(refused, queued);
     assert_eq!(
         proxy.misdirected(),
         1,
         "the broker was asked for a partition it does not have"
     );
     assert_eq!(status, 404, "{answer}");
+    for (status, answer) in [queued.0, queued.1, queued.2] {
+        assert_eq!(status, 200, "{answer}");
+    }
     let (status, answer) = harness
         .post("/produce/once", r#"{"value":"after","partition":0}"#)
         .await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(values(&harness.bootstrap(0), "once", 0).await, ["warm", "after"]);
+    let values = values(&harness.bootstrap(0), "once", 0).await;
+    assert_eq!(values.len(), 5, "{values:?}");
+    assert_eq!(
+        (values[0].as_str(), values[4].as_str()),
+        ("warm", "after"),
+        "{values:?}"
+    );
+    assert!(!values.contains(&"refused".to_owned()), "{values:?}");
     assert_eq!(
         proxy.requests(INIT_PRODUCER_ID),
         asked,

@@ -71,10 +71,7 @@ pub const ACCESS_LOG: bool = true;
 /// On: a consumer can join the producer's trace at no cost to anyone who does not look.
 pub const PROPAGATE_TRACE_CONTEXT: bool = true;
 
-/// How long shutdown waits for in-flight requests before closing connections: the request timeout, by which every
-/// request is answered (one waiting on a slow cluster gets its 504 after the produce timeout, 10.5 s). luka exits as
-/// soon as they all are, so a long grace costs nothing when requests are quick.
-pub const SHUTDOWN_GRACE_MS: u64 = REQUEST_TIMEOUT_MS;
+// Shutdown's grace defaults to the request timeout: `ServerConfig::shutdown_grace`.
 
 /// Lines for a person at a terminal, where a first run is read; `json` is for a log pipeline.
 pub const LOG_FORMAT: LogFormat = LogFormat::Human;

@@ -95,8 +95,9 @@ pub struct ServerConfig {
     /// Failed logins one client address (IPv4, or IPv6 /64) may make per minute; past it, 429 until the minute
     /// has passed. 0 turns the limit off.
     pub max_auth_failures_per_minute: u32,
-    /// On SIGTERM/ctrl-c, how long in-flight requests may still finish.
-    pub shutdown_grace_ms: u64,
+    /// On SIGTERM/ctrl-c, how long in-flight requests may still finish; default `request_timeout_ms`
+    /// ([`ServerConfig::shutdown_grace`]).
+    pub shutdown_grace_ms: Option<u64>,
     /// `"human"` (default) or `"json"` log lines.
     pub log_format: LogFormat,
 }
@@ -122,9 +123,18 @@ impl Default for ServerConfig {
             fetch_max_total_bytes: defaults::FETCH_MAX_TOTAL_BYTES,
             cors_origins: Vec::new(),
             max_auth_failures_per_minute: defaults::MAX_AUTH_FAILURES_PER_MINUTE,
-            shutdown_grace_ms: defaults::SHUTDOWN_GRACE_MS,
+            shutdown_grace_ms: None,
             log_format: defaults::LOG_FORMAT,
         }
+    }
+}
+
+impl ServerConfig {
+    /// How long shutdown waits for requests in progress: `shutdown_grace_ms`, by default the request timeout, by
+    /// which every request is answered (one waiting on a slow cluster gets its 504 after the produce timeout). luka
+    /// exits as soon as they all are, so a long grace costs nothing when requests are quick.
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.shutdown_grace_ms.unwrap_or(self.request_timeout_ms))
     }
 }
 

@@ -25,7 +25,7 @@
 //! batch it already has, so nothing is written twice, and the records' outcome becomes known.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -101,7 +101,35 @@ struct Job {
     records: Vec<Record>,
     bytes: usize,
     stage: Arc<AtomicU8>,
-    done: oneshot::Sender<Written>,
+    done: Reply,
+}
+
+/// Where a caller's outcome goes; counted among its writer's unanswered callers until it is sent or dropped.
+struct Reply {
+    sender: Option<oneshot::Sender<Written>>,
+    unanswered: Arc<AtomicUsize>,
+}
+
+impl Reply {
+    fn new(sender: oneshot::Sender<Written>, unanswered: &Arc<AtomicUsize>) -> Self {
+        unanswered.fetch_add(1, Ordering::Relaxed);
+        Self {
+            sender: Some(sender),
+            unanswered: Arc::clone(unanswered),
+        }
+    }
+
+    fn send(mut self, written: Written) {
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.send(written);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        self.unanswered.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// The sending side of one partition's writer task; the task ends when this is dropped.
@@ -110,6 +138,8 @@ pub(crate) struct PartitionWriter {
     jobs: mpsc::Sender<Job>,
     /// The partition's `ok` record series, counted by its callers as their records are written.
     written: RecordSeries,
+    /// Callers queued or in a batch, not answered yet.
+    unanswered: Arc<AtomicUsize>,
 }
 
 /// Why a caller's records were not (known to be) written.
@@ -192,7 +222,11 @@ impl PartitionWriter {
             producer: None,
         };
         tokio::spawn(writer.run(queue));
-        Self { jobs, written }
+        Self {
+            jobs,
+            written,
+            unanswered: Arc::default(),
+        }
     }
 
     /// The partition's `ok` record series.
@@ -205,10 +239,16 @@ impl PartitionWriter {
         !self.jobs.is_closed()
     }
 
+    /// Whether every caller it took has been answered (nothing queued or in a batch).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.unanswered.load(Ordering::Acquire) == 0
+    }
+
     /// Queues `records` (waiting for room in the queue); the ticket gives their outcome.
     pub(crate) async fn queue(&self, records: Vec<Record>) -> Result<Ticket, WriteError> {
         let bytes = records.iter().map(encoded_size).sum();
-        let (done, answer) = oneshot::channel();
+        let (sender, answer) = oneshot::channel();
+        let done = Reply::new(sender, &self.unanswered);
         let stage = Arc::new(AtomicU8::new(QUEUED));
         let job = Job {
             records,
@@ -222,7 +262,7 @@ impl PartitionWriter {
 }
 
 /// A caller in a batch: where its records are in the batch, and where its answer goes.
-type Caller = (std::ops::Range<usize>, oneshot::Sender<Written>);
+type Caller = (std::ops::Range<usize>, Reply);
 
 /// What became of a batch.
 enum Delivered {
@@ -377,7 +417,7 @@ impl Writer {
                     }),
                 Err(e) => Err(Arc::clone(e)),
             };
-            let _ = done.send(answer);
+            done.send(answer);
         }
         true
     }
@@ -716,7 +756,7 @@ mod tests {
             records: vec![record; records],
             bytes: records * bytes,
             stage: Arc::default(),
-            done: oneshot::channel().0,
+            done: Reply::new(oneshot::channel().0, &Arc::default()),
         }
     }
 

@@ -115,21 +115,26 @@ impl CpuMark {
     pub fn spent_at_most(self) -> u64 {
         thread_cpu_ns().saturating_sub(self.cpu_ns)
     }
+
+    /// What a turn that took `wall_ns` since its start is charged: its wall time when that is at most
+    /// [`SAMPLE_AGE`], else the CPU time its thread may have spent (rounded up by under [`SAMPLE_AGE`], so that no run
+    /// of turns is charged less than it spent), never more than its wall time.
+    pub fn charge(self, wall_ns: u64) -> u64 {
+        if wall_ns > duration_ns(SAMPLE_AGE) {
+            self.spent_at_most().min(wall_ns)
+        } else {
+            wall_ns
+        }
+    }
 }
 
 /// Runs `work` (done in Rust on a handler's behalf, between its turns) and charges it to `remaining` as a turn is
-/// charged: its wall time, or, should that reach `remaining`, the CPU time the thread certainly spent. True when the
-/// budget is spent.
+/// charged ([`CpuMark::charge`]). True when that spends the budget.
 pub fn charged<T>(remaining: &mut Duration, work: impl FnOnce() -> T) -> (T, bool) {
     let start = Instant::now();
     let mark = CpuMark::at(start);
     let output = work();
-    let wall = start.elapsed();
-    let spent = if wall < *remaining {
-        wall
-    } else {
-        Duration::from_nanos(mark.spent_at_least())
-    };
+    let spent = Duration::from_nanos(mark.charge(duration_ns(start.elapsed())));
     let spent_all = spent >= *remaining;
     *remaining = remaining.saturating_sub(spent);
     (output, spent_all)

@@ -391,12 +391,12 @@ impl ViewJson<'_, '_, '_> {
             object.push((key, item));
         }
         object.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-        // A number key and a string key with the same text (`[1]` and `["1"]`), or numbers past 2^63, would be one
-        // key written twice, and which value a reader keeps depends on the reader.
+        // A number key and a string key with the same text (`[1]` and `["1"]`), or numbers beyond ±2^63 (written as
+        // `i64`'s bounds), would be one key written twice, and which value a reader keeps depends on the reader.
         if let Some(pair) = object.windows(2).find(|pair| pair[0].0 == pair[1].0) {
             return Err(S::Error::custom(format!(
-                "two keys of one table are both the JSON key \"{}\" (a number key and a string key, or numbers past \
-                 2^63)",
+                "two keys of one table are both the JSON key \"{}\" (a number key and a string key, or numbers \
+                 beyond ±2^63)",
                 pair[0].0
             )));
         }

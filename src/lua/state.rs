@@ -242,14 +242,7 @@ impl VmShared {
     /// After the coroutine yielded or finished: whether it ran past its budget, and the CPU time it spent.
     pub fn leave(&self) -> Left {
         let wall = self.now_ns().saturating_sub(self.turn_start_ns.load(Ordering::Relaxed));
-        // A short turn is charged its wall time; a longer one what its thread's CPU clock says, rounded up (by the
-        // CPU time before the start since the reading, under a millisecond), so that no run of turns is charged less
-        // than it spent.
-        let spent = if wall > duration_ns(CHARGE_WALL_UP_TO) {
-            self.cpu_mark().spent_at_most().min(wall)
-        } else {
-            wall
-        };
+        let spent = self.cpu_mark().charge(wall);
         self.thread.store(0, Ordering::Relaxed);
         self.deadline_ns.store(u64::MAX, Ordering::Relaxed);
         self.watch.store(Watch::NEVER.to_raw(), Ordering::Relaxed);
@@ -320,10 +313,6 @@ impl VmShared {
         false
     }
 }
-
-/// Turns up to this long are charged their wall time when they stop; longer ones, the CPU time their thread spent
-/// since a reading at most this old. Either way a turn is charged at most this much more than it spent.
-const CHARGE_WALL_UP_TO: Duration = super::clock::SAMPLE_AGE;
 
 /// How a turn ended ([`VmShared::leave`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -133,7 +133,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         });
     }
     drop(listener);
-    let grace = Duration::from_millis(app.config.server.shutdown_grace_ms);
+    let grace = app.config.server.shutdown_grace();
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: draining in-flight requests"

@@ -772,16 +772,23 @@ where
 }
 
 /// Runs a keyed request's `work` and finishes its `claim` with the outcome (see [`remember`]). A panic (a bug) is a
-/// failure like any other: its answer is a 500, remembered for the key if records of the request may be in Kafka
-/// (freed, the key would let a retry write them again), the key freed otherwise.
+/// 500 whose records are in doubt, kept for the key: where the work stopped is not known, and a produce of it may
+/// have sent records that are still on their way (a sent batch cannot be withdrawn), so freeing the key could let a
+/// retry write them twice.
 async fn finish_keyed(
     work: impl Future<Output = Result<Answer, RequestError>>,
     claim: idempotency::Claim,
     context: Option<&RequestContext>,
 ) -> Result<Answer, RequestError> {
-    let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work))
-        .await
-        .unwrap_or(Err(RequestError::Internal));
+    let result = match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work)).await {
+        Ok(result) => result,
+        Err(_) => {
+            if let Some(context) = context {
+                context.note_in_doubt();
+            }
+            Err(RequestError::Internal)
+        }
+    };
     remember(result, claim, context).await
 }
 
@@ -801,7 +808,12 @@ async fn remember(
             Ok(answer)
         }
         Err(e) if super::error::may_have_written(&e, written) => {
-            let (id, told) = context.map_or(("", Written::default()), |c| (c.id.as_str(), told_written(c)));
+            // A panic's answer has no results of its own to list: it says what the context knows, on any route.
+            let told = |c: &RequestContext| match e {
+                RequestError::Internal => written_by(c),
+                _ => told_written(c),
+            };
+            let (id, told) = context.map_or(("", Written::default()), |c| (c.id.as_str(), told(c)));
             let answer = answer_of(into_response(&e, id, told, true)).await;
             claim.complete(&answer, true);
             Ok(answer)
@@ -1015,29 +1027,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_keyed_request_that_panics_keeps_its_key_only_if_it_wrote() {
+    async fn a_keyed_request_that_panics_keeps_its_key_with_its_records_in_doubt() {
         let store = idempotency::Idempotency::new(Duration::from_secs(60), 100);
         let begin = |key: &str| store.begin("orders.lua", "demo", key, [7; 32]);
         let claim = |key: &str| match begin(key) {
             Begin::Run(claim) => claim,
             _ => panic!("a new key runs"),
         };
-        let wrote = RequestContext::new("a".into(), Vec::new(), None);
-        let answer = finish_keyed(panics_after(&wrote, 2), claim("wrote"), Some(&wrote))
-            .await
-            .expect("an answer to remember");
-        assert_eq!(answer.status, 500);
-        match begin("wrote") {
-            Begin::Replay(replayed) => assert_eq!(replayed.body, answer.body),
-            _ => panic!("the answer of a request that wrote is kept for its key"),
+        // Records acknowledged before the panic, and none (a produce may still have been on its way).
+        for (key, records) in [("wrote", 2), ("sending", 0)] {
+            let context = RequestContext::new(key.into(), Vec::new(), None);
+            let answer = finish_keyed(panics_after(&context, records), claim(key), Some(&context))
+                .await
+                .expect("an answer to remember");
+            assert_eq!(answer.status, 500, "{key}");
+            let body: serde_json::Value = serde_json::from_slice(&answer.body).expect("a JSON answer");
+            assert_eq!(body["records_in_doubt"], true, "{key}: {body}");
+            match begin(key) {
+                Begin::Replay(replayed) => assert_eq!(replayed.body, answer.body, "{key}"),
+                _ => panic!("{key}: the answer is kept for the key"),
+            }
         }
-        let clean = RequestContext::new("b".into(), Vec::new(), None);
-        let failed = finish_keyed(panics_after(&clean, 0), claim("clean"), Some(&clean)).await;
-        assert!(matches!(failed, Err(RequestError::Internal)));
-        assert!(
-            matches!(begin("clean"), Begin::Run(_)),
-            "a request that wrote nothing frees its key"
-        );
     }
 
     #[test]

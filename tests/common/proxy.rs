@@ -33,6 +33,8 @@ struct Shared {
     /// Produce requests still to send to a partition the broker does not have (see [`KafkaProxy::misdirect_produces`]).
     to_misdirect: usize,
     misdirected: usize,
+    /// How long a misdirected produce is held before it is passed on.
+    misdirect_hold: std::time::Duration,
     /// Connections opened so far (each is numbered in the order it came).
     opened: u64,
     /// Connections numbered below this get no more answers, and stay open.
@@ -120,9 +122,12 @@ impl KafkaProxy {
     /// The next `count` produce requests reach the broker naming a partition no topic has, so the broker writes
     /// nothing and answers `UNKNOWN_TOPIC_OR_PARTITION`, and its answer is passed on naming the partition asked for:
     /// to the client the broker said it does not know the partition. Only the produce versions rskafka sends (3 to 7,
-    /// one topic and partition each) are understood; others pass unchanged.
-    pub fn misdirect_produces(&self, count: usize) {
-        self.shared.lock().expect("proxy state").to_misdirect += count;
+    /// one topic and partition each) are understood; others pass unchanged. Each is held for `hold` first (the
+    /// connection's later requests wait behind it), so that the client's next records queue up meanwhile.
+    pub fn misdirect_produces(&self, count: usize, hold: std::time::Duration) {
+        let mut shared = self.shared.lock().expect("proxy state");
+        shared.to_misdirect += count;
+        shared.misdirect_hold = hold;
     }
 
     /// Produce requests misdirected so far.
@@ -201,21 +206,29 @@ async fn forward(client: TcpStream, broker: TcpStream, shared: Arc<Mutex<Shared>
         if frame.len() >= 8 {
             let api_key = i16::from_be_bytes([frame[0], frame[1]]);
             let correlation = i32::from_be_bytes(frame[4..8].try_into().expect("4 bytes"));
-            let mut state = shared.lock().expect("proxy state");
-            *state.counts.entry(api_key).or_default() += 1;
-            if let Some(left) = state.to_lose.get_mut(&api_key).filter(|left| **left > 0) {
-                *left -= 1;
-                doomed.lock().expect("doomed").insert((correlation, api_key));
-            }
-            let partition = (api_key == PRODUCE && state.to_misdirect > 0)
-                .then(|| produce_request_partition(&frame))
-                .flatten();
-            if let Some(at) = partition {
-                state.to_misdirect -= 1;
-                state.misdirected += 1;
-                let asked_for: [u8; 4] = frame[at..at + 4].try_into().expect("4 bytes");
-                misdirected.lock().expect("misdirected").insert(correlation, asked_for);
-                frame[at..at + 4].copy_from_slice(&NO_SUCH_PARTITION.to_be_bytes());
+            let hold = {
+                let mut state = shared.lock().expect("proxy state");
+                *state.counts.entry(api_key).or_default() += 1;
+                if let Some(left) = state.to_lose.get_mut(&api_key).filter(|left| **left > 0) {
+                    *left -= 1;
+                    doomed.lock().expect("doomed").insert((correlation, api_key));
+                }
+                let partition = (api_key == PRODUCE && state.to_misdirect > 0)
+                    .then(|| produce_request_partition(&frame))
+                    .flatten();
+                if let Some(at) = partition {
+                    state.to_misdirect -= 1;
+                    state.misdirected += 1;
+                    let asked_for: [u8; 4] = frame[at..at + 4].try_into().expect("4 bytes");
+                    misdirected.lock().expect("misdirected").insert(correlation, asked_for);
+                    frame[at..at + 4].copy_from_slice(&NO_SUCH_PARTITION.to_be_bytes());
+                    Some(state.misdirect_hold)
+                } else {
+                    None
+                }
+            };
+            if let Some(hold) = hold {
+                tokio::time::sleep(hold).await;
             }
         }
         if broker_write.write_all(&size).await.is_err() || broker_write.write_all(&frame).await.is_err() {

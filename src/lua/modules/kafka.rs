@@ -681,10 +681,14 @@ fn result(lua: &Lua, written: &[Written]) -> Result<Table> {
 /// `name = value`, or, when a name repeats, the list form `{ {key =, value =}, ... }` in written order (new tables,
 /// set raw as in [`result`]).
 fn headers_table(lua: &Lua, headers: &[(String, Vec<u8>)]) -> Result<Table> {
-    // A set, not each name against those before it: a record of a megabyte can carry 100,000 short headers, and this
-    // runs in Rust on the handler's behalf, with no clock checked.
-    let mut seen = std::collections::HashSet::with_capacity(headers.len());
-    let repeated = headers.iter().any(|(name, _)| !seen.insert(name.as_str()));
+    // Each name against those before it only for a few (a trace context's two, say); past that a set: a record of a
+    // megabyte can carry 100,000 short headers, and this runs in Rust on the handler's behalf, with no clock checked.
+    let repeated = if headers.len() <= 8 {
+        (1..headers.len()).any(|i| headers[..i].iter().any(|(earlier, _)| *earlier == headers[i].0))
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(headers.len());
+        headers.iter().any(|(name, _)| !seen.insert(name.as_str()))
+    };
     let table = lua.create_table()?;
     for (i, (name, value)) in headers.iter().enumerate() {
         if repeated {
