@@ -65,6 +65,9 @@ pub fn write(line: &AccessLine<'_>) -> bool {
 /// characters, which are written as escapes where they are control characters (see [`super::one_line`]).
 const MAX_PATH: usize = 2 * 1024;
 
+/// Longest request method written: any token is a method to hyper, however long.
+const MAX_METHOD: usize = 32;
+
 /// `2026-12-02T08:28:12.520804Z  INFO luka::access: request request_id=… remote=… …`, as `tracing`'s default
 /// formatter lays out an event without colours.
 fn format_human(text: &mut String, line: &AccessLine<'_>) {
@@ -74,7 +77,7 @@ fn format_human(text: &mut String, line: &AccessLine<'_>) {
     text.push_str(" remote=");
     push_address(text, line.remote);
     text.push_str(" method=");
-    text.push_str(line.method);
+    text.push_str(&super::one_line(line.method, MAX_METHOD));
     text.push_str(" path=");
     text.push_str(&super::one_line(line.path, MAX_PATH));
     text.push_str(" status=");
@@ -97,7 +100,7 @@ fn format_json(text: &mut String, line: &AccessLine<'_>) {
     text.push_str(r#","remote":""#);
     push_address(text, line.remote);
     text.push_str(r#"","method":"#);
-    json_string(text, line.method);
+    json_string(text, &super::one_line(line.method, MAX_METHOD));
     text.push_str(r#","path":"#);
     json_string(text, &super::one_line(line.path, MAX_PATH));
     text.push_str(r#","status":"#);
@@ -302,12 +305,17 @@ mod tests {
     }
 
     /// A path's control characters (C1 ones too, which httparse lets through as UTF-8) are written as escapes, and a
-    /// long path is cut, in both formats.
+    /// long path and a long method are cut, in both formats.
     #[test]
     fn a_path_cannot_drive_the_terminal_or_fill_the_log() {
         let long = format!("/{}", "a".repeat(10_000));
+        let method = "A".repeat(100_000);
         for path in ["/a\u{9b}31m\u{1b}[2J", long.as_str()] {
-            let line = AccessLine { path, ..line() };
+            let line = AccessLine {
+                path,
+                method: &method,
+                ..line()
+            };
             let (mut human, mut json) = (String::new(), String::new());
             format_human(&mut human, &line);
             format_json(&mut json, &line);

@@ -404,15 +404,25 @@ fn route<B: RequestBody>(
             Routed::Pending(Box::pin(call_function(Arc::clone(app), request, remote, target)))
         }
         Found::MethodNotAllowed { allowed } => Routed::Answered(Err(RequestError::MethodNotAllowed {
-            method: request.method().to_string(),
-            path: path.to_owned(),
+            method: echoed(request.method().as_str(), MAX_ECHOED_METHOD),
+            path: echoed(path, MAX_ECHOED_PATH),
             allowed,
         })),
         Found::NotFound => Routed::Answered(Err(RequestError::NotFound {
-            method: request.method().to_string(),
-            path: path.to_owned(),
+            method: echoed(request.method().as_str(), MAX_ECHOED_METHOD),
+            path: echoed(path, MAX_ECHOED_PATH),
         })),
     }
+}
+
+/// Longest method and path a 404 or 405 repeats back: both are the client's (hyper takes heads of hundreds of
+/// kilobytes, and a method is any token), and the answer need not be larger than the question's useful part.
+const MAX_ECHOED_METHOD: usize = 32;
+const MAX_ECHOED_PATH: usize = 2 * 1024;
+
+/// `text` as an answer repeats it: one line, cut at `max` bytes.
+fn echoed(text: &str, max: usize) -> String {
+    crate::logging::one_line(text, max).into_owned()
 }
 
 /// `/produce/...`: the REST produce API.
@@ -425,8 +435,8 @@ async fn rest_produce<B: RequestBody>(
     let app = &app;
     if request.method() != Method::GET && request.method() != Method::POST {
         return Err(RequestError::MethodNotAllowed {
-            method: request.method().to_string(),
-            path: request.uri().path().to_owned(),
+            method: echoed(request.method().as_str(), MAX_ECHOED_METHOD),
+            path: echoed(request.uri().path(), MAX_ECHOED_PATH),
             allowed: "GET, POST".into(),
         });
     }
