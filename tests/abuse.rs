@@ -478,6 +478,43 @@ async fn connections_with_half_a_head_give_way_to_new_clients() {
     );
 }
 
+/// An answer larger than the socket's buffers can hold.
+const BIG: &str = "return function(req) return { body = string.rep('x', 8 * 1024 * 1024) } end";
+
+/// Connections whose clients ask for a large answer and never read it (hyper goes on writing it) are not serving a
+/// request any more, nor idle between requests: asked to close for a new client they are closed within a second,
+/// not left writing until the header timeout (10 s here), so a few addresses cannot hold every slot that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_read_their_answers_give_way_to_new_clients() {
+    let config = CONFIG.replace("max_connections = 64", "max_connections = 2").replace(
+        "body_timeout_ms = 1000",
+        "body_timeout_ms = 1000\nheader_timeout_ms = 10000",
+    ) + "\n[[routes]]\npath = \"/big\"\nfunction = \"big.lua\"\n[lua]\nmemory_mb = 64\n";
+    let h = Harness::start_with(1, &config, &[("open.lua", OPEN), ("big.lua", BIG)]).await;
+    let addr = server_addr(&h);
+    let mut unread = Vec::new();
+    for _ in 0..2 {
+        // A small receive window: luka is left writing the answer.
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /big HTTP/1.1\r\nhost: luka\r\n\r\n")
+            .await
+            .unwrap();
+        unread.push(stream);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let started = Instant::now();
+    let mut new = TcpStream::connect(addr).await.unwrap();
+    assert!(healthz_answered(&mut new).await, "the new client is answered");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 /// `header_timeout_ms` closes a connection that takes too long over its request head (sent in pieces, or not
 /// finished), and a keep-alive connection left idle as long; a connection that keeps sending requests stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -166,8 +166,17 @@ impl Tracked {
 
     /// Whether bytes of a request head have come in since the connection's last request began (or since it
     /// opened): it is not idle between requests, but not serving one either.
+    #[cfg(test)]
     pub fn head_begun(&self) -> bool {
         self.activity.head_begun.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection is between requests but not idle: bytes of a request head have come in since its last
+    /// request began (or since it opened), or an answer is not out yet (its client may not be reading it).
+    pub fn lingering(&self) -> bool {
+        let activity = &self.activity;
+        activity.busy.load(Ordering::Relaxed) == 0
+            && (activity.head_begun.load(Ordering::Relaxed) || activity.answering.load(Ordering::Relaxed))
     }
 
     /// See [`Activity::waiting_since`].

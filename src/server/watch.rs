@@ -16,9 +16,11 @@ use tokio::time::Sleep;
 
 use super::idle::Tracked;
 
-/// How long a connection asked to close may take over a request head it has begun before it is closed: hyper closes
-/// a connection idle between requests at once, and finishes the request it is serving, but reads on a head begun,
-/// so a client that sent one byte of a head would keep its slot until the header timeout.
+/// How long a connection asked to close may take over a request head it has begun, or over taking in an answer,
+/// before it is closed: hyper closes a connection idle between requests at once, and finishes the request it is
+/// serving, but reads on a head begun and writes on an answer its client does not read, so a client that sent one
+/// byte of a head, or never reads, would keep its slot until the header timeout (and a few such addresses could
+/// hold every slot, none of them closed to make room).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a connection's task should act.
@@ -27,14 +29,14 @@ pub enum Event {
     /// Its slot is wanted or the server is shutting down: finish the request in progress, if any, then close.
     Close,
     /// No whole request head within the header timeout (a slow head, or a keep-alive connection left idle), or a
-    /// head begun when asked to close not finished within [`CLOSE_GRACE`]: close now.
+    /// head begun or an answer unread when asked to close not finished within [`CLOSE_GRACE`]: close now.
     HeaderTimeout,
 }
 
 pub struct Watch {
     tracked: Tracked,
     header_timeout: Duration,
-    /// Asked to close with a head begun: by when that head must have become a request.
+    /// Asked to close while lingering ([`Tracked::lingering`]): by when it must be over.
     head_by: Option<Instant>,
     timer: Pin<Box<Sleep>>,
     /// The timer was polled since it was last set, so it will wake the task when it fires.
@@ -62,13 +64,12 @@ impl Watch {
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         if !self.close_told && self.close_asked(cx) {
             self.close_told = true;
-            if self.tracked.head_begun() {
-                let by = Instant::now() + CLOSE_GRACE.min(self.header_timeout);
-                self.head_by = Some(by);
-                self.timer.as_mut().reset(by.into());
-                self.timer_armed = false;
-            }
+            self.grace_if_lingering();
             return Poll::Ready(Event::Close);
+        }
+        if self.close_told && self.head_by.is_none() {
+            // Asked while serving a request whose answer is now made: the grace starts as the answer does.
+            self.grace_if_lingering();
         }
         loop {
             if self.timer_armed && !self.timer.is_elapsed() {
@@ -77,9 +78,9 @@ impl Watch {
             self.timer_armed = true;
             std::task::ready!(self.timer.as_mut().poll(cx));
             // The timer runs from the last answer; a connection that got a request since is looked at again one
-            // header timeout after that request's answer. A head begun when the connection was asked to close has
-            // until `head_by` (it is no longer begun once it became a request).
-            self.head_by = self.head_by.filter(|_| self.tracked.head_begun());
+            // header timeout after that request's answer. One lingering when asked to close has until `head_by` (a
+            // head that became a request, or an answer that went out, is over).
+            self.head_by = self.head_by.filter(|_| self.tracked.lingering());
             let head_by = self.head_by;
             let now = Instant::now();
             match self.tracked.waiting_since() {
@@ -95,6 +96,16 @@ impl Watch {
                     self.timer_armed = false;
                 }
             }
+        }
+    }
+
+    /// Asked to close: a connection lingering between requests has [`CLOSE_GRACE`] to be done.
+    fn grace_if_lingering(&mut self) {
+        if self.tracked.lingering() {
+            let by = Instant::now() + CLOSE_GRACE.min(self.header_timeout);
+            self.head_by = Some(by);
+            self.timer.as_mut().reset(by.into());
+            self.timer_armed = false;
         }
     }
 
@@ -132,32 +143,46 @@ mod tests {
         );
     }
 
-    /// Asked to close with a head begun (which hyper would read on), a connection is closed within [`CLOSE_GRACE`],
-    /// not at the header timeout; without one (an answer still being written, say), it is left to finish.
+    /// Asked to close with a head begun (which hyper would read on), or an answer not out yet (which hyper would
+    /// go on writing to a client that does not read), a connection is closed within [`CLOSE_GRACE`], not at the
+    /// header timeout; so is one asked while serving a request, once its answer is made and not taken in. One idle
+    /// between requests is left to hyper (which closes it at once).
     #[tokio::test]
-    async fn a_head_begun_when_asked_to_close_gets_a_short_grace() {
+    async fn a_connection_lingering_when_asked_to_close_gets_a_short_grace() {
         let open = Arc::new(OpenConnections::default());
-        let (tracked, activity) = open.add();
-        let (writing, _) = open.add();
-        let mut watch = Watch::new(tracked, Duration::from_secs(60));
-        let mut writing = Watch::new(writing, Duration::from_secs(60));
-        activity.read_some();
+        let (begun, begun_activity) = open.add();
+        let (unread, unread_activity) = open.add();
+        let (serving, serving_activity) = open.add();
+        let (idle, _) = open.add();
+        begun_activity.read_some();
+        drop(unread_activity.busy());
+        let request = serving_activity.busy();
+        let mut watches: Vec<Watch> = [begun, unread, serving, idle]
+            .into_iter()
+            .map(|tracked| Watch::new(tracked, Duration::from_secs(60)))
+            .collect();
         let started = Instant::now();
-        assert!(open.close_longest_idle() && open.close_longest_idle());
-        for watch in [&mut watch, &mut writing] {
+        assert!(
+            !open.close_all(Duration::ZERO).await,
+            "every one asked, none closed yet"
+        );
+        for watch in &mut watches {
             assert_eq!(std::future::poll_fn(|cx| watch.poll_event(cx)).await, Event::Close);
         }
-        let then = tokio::time::timeout(Duration::from_secs(30), std::future::poll_fn(|cx| watch.poll_event(cx)))
-            .await
-            .expect("closed within the grace");
-        assert_eq!(then, Event::HeaderTimeout);
+        drop(request); // its answer is made, and never read
+        for (name, watch) in ["a head begun", "an answer unread", "an answer made after"]
+            .into_iter()
+            .zip(&mut watches)
+        {
+            let then = tokio::time::timeout(Duration::from_secs(30), std::future::poll_fn(|cx| watch.poll_event(cx)))
+                .await
+                .expect(name);
+            assert_eq!(then, Event::HeaderTimeout, "{name}");
+        }
         assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
-        let left = tokio::time::timeout(
-            Duration::from_secs(2),
-            std::future::poll_fn(|cx| writing.poll_event(cx)),
-        )
-        .await;
-        assert!(left.is_err(), "no head begun: not closed early");
+        let idle = &mut watches[3];
+        let left = tokio::time::timeout(Duration::from_secs(2), std::future::poll_fn(|cx| idle.poll_event(cx))).await;
+        assert!(left.is_err(), "idle between requests: left to hyper");
     }
 
     /// Bytes read while an answer is still being written (its request's rest, or a pipelined request) are no head
