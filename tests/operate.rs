@@ -384,6 +384,30 @@ async fn sigterm_by_default_waits_for_a_request_on_a_slow_cluster_to_be_answered
     broker.resume();
 }
 
+/// Started with a soft open-file limit below what `max_connections` needs (a shell's or systemd's 1024 against the
+/// default 1,024 connections and the brokers'), luka raises it to the hard limit, which needs no privilege; past the
+/// soft limit accepting clients and connecting to brokers would fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_file_limit_is_raised_to_make_room_for_every_connection() {
+    let dir = common::temp_dir();
+    let config = |http, broker| {
+        format!(
+            "[server]\nlisten = \"{http}\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\nembedded = true\n\n\
+             [topics.quiet]\npartitions = 1\n"
+        )
+    };
+    let luka = Binary::serve_with_open_files(&dir, 256, config).await;
+    let (soft, hard) = luka.open_file_limits();
+    let wanted = 1024 + 256;
+    assert!(
+        hard.is_some_and(|hard| hard < wanted) || soft.is_none_or(|soft| soft >= wanted),
+        "soft {soft:?}, hard {hard:?}"
+    );
+    assert_eq!(soft, hard.or(Some(wanted)), "raised to the hard limit");
+    let response = reqwest::get(format!("http://{}/healthz", luka.http)).await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
 /// `RUST_LOG=luka::access=off` silences the access log and nothing else (the writer is installed only when the
 /// filter lets the line through, so the router asks no filter per request).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

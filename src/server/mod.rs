@@ -9,6 +9,7 @@
 mod browser;
 mod deferred;
 mod error;
+mod files;
 mod router;
 
 pub use router::{Handling, RequestBody, handle};
@@ -50,6 +51,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests (those with an
 /// `Idempotency-Key` whose client has gone too).
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    files::make_room(app.config.server.max_connections);
     let connections = Arc::new(Semaphore::new(app.config.server.max_connections));
     let per_address = Arc::new(PerClient::default());
     let open = Arc::new(OpenConnections::default());
@@ -60,6 +62,8 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
+                    // Out of file descriptors: a connection idle between requests gives one back.
+                    open.close_longest_idle();
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     continue;
                 }

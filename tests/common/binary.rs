@@ -58,6 +58,27 @@ impl Binary {
         .await
     }
 
+    /// [`Binary::serve`] started with a soft open-file limit of `soft` (as a shell or a service manager may give it).
+    pub async fn serve_with_open_files(
+        dir: &Path,
+        soft: u64,
+        config: impl Fn(SocketAddr, SocketAddr) -> String,
+    ) -> Self {
+        let path = dir.join("config.toml");
+        Self::start(dir, LISTENING, |http, broker| {
+            std::fs::write(&path, config(http, broker)).expect("write config.toml");
+            // The shell lowers its soft limit and becomes luka (same process id).
+            let mut command = Command::new("sh");
+            command
+                .arg("-c")
+                .arg(format!("ulimit -Sn {soft} && exec \"$0\" --config \"$1\""))
+                .arg(LUKA)
+                .arg(&path);
+            command
+        })
+        .await
+    }
+
     /// `luka broker` (the standalone development broker) on a free address, `broker`; ready once it says it
     /// listens. It serves no HTTP: `http` is a free address nothing listens on.
     pub async fn broker(dir: &Path) -> Self {
@@ -165,6 +186,18 @@ impl Binary {
             .find_map(|line| line.strip_prefix("THP_enabled:"))
             .unwrap_or_else(|| panic!("no THP_enabled line in /proc/{pid}/status:\n{status}"));
         line.trim() == "1"
+    }
+
+    /// Its soft and hard open-file limits (`Max open files` in `/proc/PID/limits`; `None`: unlimited).
+    pub fn open_file_limits(&self) -> (Option<u64>, Option<u64>) {
+        let pid = self.child.id();
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read /proc/PID/limits");
+        let line = limits
+            .lines()
+            .find_map(|line| line.strip_prefix("Max open files"))
+            .unwrap_or_else(|| panic!("no open-file limit in /proc/{pid}/limits:\n{limits}"));
+        let mut values = line.split_whitespace().map(|value| value.parse().ok());
+        (values.next().flatten(), values.next().flatten())
     }
 
     /// How often its threads have gone to sleep so far, all together (voluntary context switches in
