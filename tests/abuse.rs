@@ -515,6 +515,46 @@ async fn connections_that_never_read_their_answers_give_way_to_new_clients() {
     );
 }
 
+/// Sends `head` and then `body_bytes` bytes of body, and then reads the answer until the server closes, as many
+/// clients do (curl, for one, sends the whole body before it reads): what the client gets to read.
+async fn upload(server: SocketAddr, head: String, body_bytes: usize) -> Result<String, std::io::Error> {
+    let mut stream = TcpStream::connect(server).await?;
+    stream.write_all(head.as_bytes()).await?;
+    let sent = tokio::time::timeout(Duration::from_secs(10), stream.write_all(&vec![b'x'; body_bytes]))
+        .await
+        .expect("the body is taken in or refused");
+    sent?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes")?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// Requests answered before their bodies are read (wrong credentials, a body past the limit) reach a client that
+/// is still uploading as the answer that says what was wrong, not as a connection reset (closing a socket with bytes
+/// unread resets it, and a reset drops the answer the client has not read yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_given_before_the_body_is_read_reach_an_uploading_client() {
+    let h = Harness::start_with(1, CONFIG, &[("open.lua", OPEN)]).await;
+    let server = server_addr(&h);
+    let head = |auth: &str, length: usize| {
+        format!(
+            "POST /produce/cities HTTP/1.1\r\nHost: luka\r\nAuthorization: Basic {auth}\r\n\
+             Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+    };
+    // demo:wrong, and demo:demo with a body past the 1 MiB limit.
+    for (head, length, status) in [
+        (head("ZGVtbzp3cm9uZw==", 8 * 1024 * 1024), 8 * 1024 * 1024, "401"),
+        (head("ZGVtbzpkZW1v", 8 * 1024 * 1024), 8 * 1024 * 1024, "413"),
+    ] {
+        let answer = upload(server, head, length).await;
+        let answer = answer.unwrap_or_else(|e| panic!("{status}: the connection failed: {e}"));
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+    }
+}
+
 /// `header_timeout_ms` closes a connection that takes too long over its request head (sent in pieces, or not
 /// finished), and a keep-alive connection left idle as long; a connection that keeps sending requests stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

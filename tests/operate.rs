@@ -376,9 +376,14 @@ async fn sigterm_by_default_waits_for_a_request_on_a_slow_cluster_to_be_answered
     tokio::time::sleep(Duration::from_millis(200)).await;
     luka.terminate();
     let answer = waiting.await.unwrap().expect("an answer, not a closed connection");
-    assert_eq!(answer.status(), 504);
+    let status = answer.status();
     let body = answer.text().await.unwrap();
-    assert!(body.contains("may or may not have been written"), "{body}");
+    // Sent and not acknowledged: in doubt (or, if the outage was seen before it was sent, not written).
+    assert!(
+        (status == 504 && body.contains("may or may not have been written"))
+            || (status == 503 && body.contains("nothing was written")),
+        "{status} {body}"
+    );
     let status = luka.exited_within(Duration::from_secs(5)).await.expect("luka exits");
     assert!(status.success(), "{status}\n{}", luka.log());
     broker.resume();

@@ -10,6 +10,7 @@ mod browser;
 mod deferred;
 mod error;
 mod files;
+mod linger;
 mod router;
 
 pub use router::{Handling, RequestBody, handle};
@@ -104,7 +105,9 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             }
         });
         let connection = http1::Builder::new().serve_connection(
-            TokioIo::new(deferred::DeferredWrites::new(stream).telling(reads)),
+            TokioIo::new(linger::Lingering::new(
+                deferred::DeferredWrites::new(stream).telling(reads),
+            )),
             service,
         );
         tokio::spawn(async move {

@@ -1,0 +1,184 @@
+//! A connection's socket that, when it is closed, reads for a moment what the client is still sending before it
+//! lets go: the socket in, the same bytes out.
+//!
+//! luka answers some requests before it has read their bodies (401 for wrong credentials, 413 for a body past the
+//! limit, 403 for a route the user may not use). Closing a socket with bytes unread makes the kernel reset the
+//! connection, and a reset drops what the client has not read yet: an uploading client would see "connection reset"
+//! instead of the answer that says what was wrong. So, as nginx's `lingering_close` does, shutting down sends the
+//! end of the answer (FIN) first, then reads and drops what comes in until the client closes its side, for at most
+//! [`LINGER`] and [`MAX_DRAINED`] bytes, after which the socket is closed all the same. A client that sends nothing
+//! for [`QUIET`] is taken to have nothing more on its way (a keep-alive connection closed between requests to make
+//! room for another client, whose slot is wanted): it is closed then.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// How long a closing connection reads what its client still sends.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// How long a closing connection waits for more from its client before it takes it that nothing more is coming.
+const QUIET: Duration = Duration::from_millis(200);
+
+/// Most bytes a closing connection reads and drops (the time is the bound that matters; this one keeps a fast
+/// client from making it a second of copying).
+const MAX_DRAINED: usize = 64 * 1024 * 1024;
+
+#[derive(Debug)]
+pub struct Lingering<T> {
+    io: T,
+    /// Set once the answer's end is sent.
+    closing: Option<Closing>,
+}
+
+#[derive(Debug)]
+struct Closing {
+    /// When it stops reading, however much comes.
+    until: Instant,
+    /// When it stops reading unless more comes first.
+    quiet_until: Instant,
+    timer: Pin<Box<Sleep>>,
+    drained: usize,
+}
+
+impl<T> Lingering<T> {
+    pub fn new(io: T) -> Self {
+        Self { io, closing: None }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Lingering<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.closing.is_none() {
+            std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            let now = Instant::now();
+            this.closing = Some(Closing {
+                until: now + LINGER,
+                quiet_until: now + QUIET,
+                timer: Box::pin(tokio::time::sleep_until((now + QUIET).into())),
+                drained: 0,
+            });
+        }
+        let closing = this.closing.as_mut().expect("set above");
+        let mut scratch = [0u8; 4096];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
+                // The client closed its side (or the connection broke): nothing is left to reset.
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    closing.drained += buf.filled().len();
+                    let now = Instant::now();
+                    if closing.drained >= MAX_DRAINED || now >= closing.until {
+                        return Poll::Ready(Ok(()));
+                    }
+                    closing.quiet_until = now + QUIET;
+                }
+                Poll::Pending => {
+                    let wake_at = closing.quiet_until.min(closing.until);
+                    closing.timer.as_mut().reset(wake_at.into());
+                    return match closing.timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Ok(())),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn shutting_down_ends_the_answer_then_reads_until_the_client_closes() {
+        let (ours, mut client) = tokio::io::duplex(64 * 1024);
+        let mut ours = Lingering::new(ours);
+        ours.write_all(b"HTTP/1.1 413 Payload Too Large\r\n\r\n").await.unwrap();
+        client.write_all(&[b'x'; 10_000]).await.unwrap();
+        let closing = tokio::spawn(async move { ours.shutdown().await });
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 413"), "the answer, then its end");
+        assert!(!closing.is_finished(), "still reading what the client sends");
+        client.write_all(&[b'y'; 10_000]).await.unwrap();
+        drop(client);
+        tokio::time::timeout(Duration::from_millis(500), closing)
+            .await
+            .expect("done once the client closed")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_closes_is_let_go_after_the_linger() {
+        let (ours, mut client) = tokio::io::duplex(64 * 1024);
+        let mut ours = Lingering::new(ours);
+        let sending = tokio::spawn(async move {
+            // More body, a little at a time, for longer than the linger.
+            for _ in 0..40 {
+                if client.write_all(b"more body").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(QUIET / 4).await;
+            }
+            client
+        });
+        let started = std::time::Instant::now();
+        ours.shutdown().await.unwrap();
+        sending.abort();
+        assert!(
+            started.elapsed() >= LINGER && started.elapsed() < LINGER * 5,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_nothing_more_is_let_go_once_quiet() {
+        let (ours, _client) = tokio::io::duplex(64 * 1024);
+        let mut ours = Lingering::new(ours);
+        let started = std::time::Instant::now();
+        ours.shutdown().await.unwrap();
+        assert!(
+            started.elapsed() >= QUIET && started.elapsed() < LINGER,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
