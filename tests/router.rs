@@ -150,6 +150,13 @@ async fn routing_answers_200_404_405_and_501() {
     let error = body["error"].as_str().expect("an error text");
     assert!(error.starts_with("no route for XXXX"), "{error}");
     assert!(error.len() < 2200, "{}", error.len());
+    // The same for the endpoints' own 405s.
+    for path in [format!("/offsets/{}", "1".repeat(10_000)), "/metrics".to_owned()] {
+        let (status, _, body) = r.send(with_body(request(&method, &path), "")).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{path:.20}");
+        let error = body["error"].as_str().expect("an error text");
+        assert!(error.len() < 2200, "{}", error.len());
+    }
 
     let (status, headers, _) = r.send(with_body(request("DELETE", "/fn"), "")).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);

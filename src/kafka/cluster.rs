@@ -484,18 +484,16 @@ impl ClusterClient {
         .cloned()
     }
 
-    /// Drops the cached partition count of a topic after Kafka says it does not know it, and the age of the last
-    /// listing, so the next request lists the cluster again (and gets a 404, or the topic created, if it is gone; a
-    /// listing younger than a second would otherwise have the topic remembered as absent, as of a listing that had it).
-    /// The topic's writers that still have callers stay: a broker may say so for a moment after a leader moved, and
-    /// the writer's client looks its leader up again by itself; a second writer started beside one with records
-    /// queued would write the partition under another producer id at the same time, and their records could
-    /// interleave. Idle ones go, so the writers of deleted topics do not stay for good.
+    /// Drops the cached partition count of a topic after Kafka says it does not know it, so the next request looks
+    /// again (and gets a 404, or the topic created, if it is gone). The topic's writers that still have callers stay
+    /// (as do those still starting): a broker may say so for a moment after a leader moved, and the writer's client
+    /// looks its leader up again by itself; a second writer started beside one with records queued would write the
+    /// partition under another producer id at the same time, and their records could interleave. Idle ones go, so
+    /// the writers of deleted topics do not stay for good.
     fn forget_topic(&self, topic: &str) {
         self.metadata.lock().expect("metadata lock poisoned").remove(topic);
-        *self.listed_at.lock().expect("listing time lock poisoned") = None;
         self.writers
-            .retain(|(t, _), cell| t != topic || cell.get().is_some_and(|writer| !writer.is_idle()));
+            .retain(|(t, _), cell| t != topic || cell.get().is_none_or(|writer| !writer.is_idle()));
     }
 
     /// The rules `topic` holds its records to (see [`super::rules`]); unknown rules check nothing.

@@ -111,7 +111,12 @@ impl<T: AsyncWrite + Unpin> DeferredWrites<T> {
             return Poll::Pending;
         }
         let result = write(Pin::new(&mut self.io), cx);
-        self.wrote |= matches!(result, Poll::Ready(Ok(_)));
+        if let Poll::Ready(Ok(written)) = result {
+            self.wrote = true;
+            if let (true, Some(activity)) = (written > 0, &self.activity) {
+                activity.wrote_some();
+            }
+        }
         result
     }
 }

@@ -20,9 +20,20 @@ pub fn make_room(max_connections: usize) {
     let Some(raised) = raised(&limit, wanted) else {
         return;
     };
-    let now = match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => getrlimit(Resource::Nofile),
-        Err(_) => limit,
+    // The hard limit can be above what the kernel allows a process (`fs.nr_open`): then what is needed, at least.
+    let set = setrlimit(Resource::Nofile, raised).or_else(|_| {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(wanted),
+                maximum: limit.maximum,
+            },
+        )
+    });
+    let now = if set.is_ok() {
+        getrlimit(Resource::Nofile)
+    } else {
+        limit
     };
     if let Some(soft) = now.current.filter(|soft| *soft < wanted) {
         tracing::warn!(

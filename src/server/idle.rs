@@ -32,6 +32,8 @@ pub struct Activity {
     /// An answer was made and not yet flushed to the socket (bytes read meanwhile may be its request's own, or a
     /// pipelined request's, not a head begun on an idle connection).
     answering: AtomicBool,
+    /// Bytes were written since the connection's watch last looked ([`Tracked::taking_in_answer`]).
+    wrote: AtomicBool,
     close_waker: AtomicWaker,
 }
 
@@ -54,6 +56,7 @@ impl OpenConnections {
             close_asked: AtomicBool::new(false),
             head_begun: AtomicBool::new(false),
             answering: AtomicBool::new(false),
+            wrote: AtomicBool::new(false),
             close_waker: AtomicWaker::new(),
         });
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -66,7 +69,8 @@ impl OpenConnections {
         (tracked, activity)
     }
 
-    /// Asks the connection idle the longest to close, of those not asked yet (one asked closes within a second,
+    /// Asks the connection idle the longest to close (one writing an answer only when none is idle), of those not
+    /// asked yet (one asked closes within a second,
     /// [`super::watch`]; asking it again would only delay asking the next); gives whether there was one.
     pub fn close_longest_idle(&self) -> bool {
         let open = self.lock();
@@ -74,7 +78,8 @@ impl OpenConnections {
             .values()
             .filter(|a| !a.close_asked.load(Ordering::SeqCst))
             .filter_map(|a| Some((a.waiting_since()?, a)))
-            .min_by_key(|(since, _)| *since);
+            // One still writing an answer only when none is idle between requests: its client may be taking it in.
+            .min_by_key(|(since, a)| (a.answering.load(Ordering::Relaxed), *since));
         match longest {
             Some((_, activity)) => {
                 activity.ask_to_close();
@@ -129,6 +134,13 @@ impl Activity {
         }
     }
 
+    /// Bytes were written to the connection's socket: its client is taking them in.
+    pub fn wrote_some(&self) {
+        if !self.wrote.load(Ordering::Relaxed) {
+            self.wrote.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// What was written to the connection has reached the socket: an answer made before is out.
     pub fn flushed(&self) {
         if self.answering.load(Ordering::Relaxed) {
@@ -177,6 +189,17 @@ impl Tracked {
         let activity = &self.activity;
         activity.busy.load(Ordering::Relaxed) == 0
             && (activity.head_begun.load(Ordering::Relaxed) || activity.answering.load(Ordering::Relaxed))
+    }
+
+    /// Whether an answer is going out and its client took in some of it since the last look: it is not idle, and
+    /// counts as active from now (for the header timeout, and for which connection is asked to close first).
+    pub fn taking_in_answer(&self) -> bool {
+        let activity = &self.activity;
+        let going = activity.answering.load(Ordering::Relaxed) && activity.wrote.swap(false, Ordering::Relaxed);
+        if going {
+            *activity.idle_since.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        }
+        going
     }
 
     /// See [`Activity::waiting_since`].

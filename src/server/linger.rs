@@ -6,9 +6,10 @@
 //! connection, and a reset drops what the client has not read yet: an uploading client would see "connection reset"
 //! instead of the answer that says what was wrong. So, as nginx's `lingering_close` does, shutting down sends the
 //! end of the answer (FIN) first, then reads and drops what comes in until the client closes its side, for at most
-//! [`LINGER`] and [`MAX_DRAINED`] bytes, after which the socket is closed all the same. A client that sends nothing
-//! for [`QUIET`] is taken to have nothing more on its way (a keep-alive connection closed between requests to make
-//! room for another client, whose slot is wanted): it is closed then.
+//! [`LINGER`] and [`MAX_DRAINED`] bytes, after which the socket is closed all the same, or once the client has sent
+//! nothing for [`QUIET`]. Only a connection whose client was sending a moment before ([`RECENTLY`]) lingers: one
+//! closed between requests (a keep-alive connection closed to make room for another client, whose slot is wanted)
+//! has nothing on its way to reset, and closes at once.
 
 use std::io;
 use std::pin::Pin;
@@ -21,6 +22,9 @@ use tokio::time::Sleep;
 /// How long a closing connection reads what its client still sends.
 const LINGER: Duration = Duration::from_secs(1);
 
+/// A connection that read bytes less than this long before it closes lingers: its client may be sending still.
+const RECENTLY: Duration = Duration::from_millis(100);
+
 /// How long a closing connection waits for more from its client before it takes it that nothing more is coming.
 const QUIET: Duration = Duration::from_millis(200);
 
@@ -31,6 +35,8 @@ const MAX_DRAINED: usize = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub struct Lingering<T> {
     io: T,
+    /// When bytes were last read, by [`coarse_now_ms`] (0: never).
+    last_read_ms: u64,
     /// Set once the answer's end is sent.
     closing: Option<Closing>,
 }
@@ -47,13 +53,23 @@ struct Closing {
 
 impl<T> Lingering<T> {
     pub fn new(io: T) -> Self {
-        Self { io, closing: None }
+        Self {
+            io,
+            last_read_ms: 0,
+            closing: None,
+        }
     }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Lingering<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.last_read_ms = coarse_now_ms();
+        }
+        read
     }
 }
 
@@ -82,6 +98,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<T> {
         let this = self.get_mut();
         if this.closing.is_none() {
             std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            let quiet_for = coarse_now_ms().saturating_sub(this.last_read_ms);
+            if this.last_read_ms == 0 || quiet_for > RECENTLY.as_millis() as u64 {
+                return Poll::Ready(Ok(()));
+            }
             let now = Instant::now();
             this.closing = Some(Closing {
                 until: now + LINGER,
@@ -119,6 +139,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<T> {
     }
 }
 
+/// Milliseconds of the kernel's coarse monotonic clock: read from the page the kernel shares with the process, a few
+/// nanoseconds on every read of a connection, in steps of a scheduler tick (plenty for [`RECENTLY`]).
+#[cfg(target_os = "linux")]
+fn coarse_now_ms() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    let seconds = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanoseconds = u64::try_from(now.tv_nsec).unwrap_or(0);
+    // Never 0, which stands for "never read".
+    (seconds * 1000 + nanoseconds / 1_000_000).max(1)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn coarse_now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    (EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -131,6 +168,9 @@ mod tests {
         let mut ours = Lingering::new(ours);
         ours.write_all(b"HTTP/1.1 413 Payload Too Large\r\n\r\n").await.unwrap();
         client.write_all(&[b'x'; 10_000]).await.unwrap();
+        // What hyper reads of the rest after answering.
+        let mut some = [0u8; 100];
+        ours.read_exact(&mut some).await.unwrap();
         let closing = tokio::spawn(async move { ours.shutdown().await });
         let mut answer = Vec::new();
         client.read_to_end(&mut answer).await.unwrap();
@@ -159,6 +199,8 @@ mod tests {
             }
             client
         });
+        let mut some = [0u8; 9];
+        ours.read_exact(&mut some).await.unwrap();
         let started = std::time::Instant::now();
         ours.shutdown().await.unwrap();
         sending.abort();
@@ -170,9 +212,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_client_that_sends_nothing_more_is_let_go_once_quiet() {
-        let (ours, _client) = tokio::io::duplex(64 * 1024);
+    async fn a_connection_closed_between_requests_closes_at_once() {
+        let (ours, mut client) = tokio::io::duplex(64 * 1024);
         let mut ours = Lingering::new(ours);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut request = [0u8; 18];
+        ours.read_exact(&mut request).await.unwrap();
+        ours.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        tokio::time::sleep(RECENTLY * 3).await; // idle since
+        tokio::time::timeout(Duration::from_millis(100), ours.shutdown())
+            .await
+            .expect("at once")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_nothing_more_is_let_go_once_quiet() {
+        let (ours, mut client) = tokio::io::duplex(64 * 1024);
+        let mut ours = Lingering::new(ours);
+        client.write_all(b"body").await.unwrap();
+        let mut body = [0u8; 4];
+        ours.read_exact(&mut body).await.unwrap();
         let started = std::time::Instant::now();
         ours.shutdown().await.unwrap();
         assert!(

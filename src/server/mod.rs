@@ -63,8 +63,12 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    // Out of file descriptors: a connection idle between requests gives one back.
-                    open.close_longest_idle();
+                    // Out of file descriptors (the process's or the system's): an idle connection gives one back.
+                    if matches!(e.raw_os_error(), Some(code) if code == rustix::io::Errno::MFILE.raw_os_error()
+                        || code == rustix::io::Errno::NFILE.raw_os_error())
+                    {
+                        open.close_longest_idle();
+                    }
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     continue;
                 }

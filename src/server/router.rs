@@ -470,7 +470,7 @@ async fn rest_produce<B: RequestBody>(
 fn scrape<B>(app: &App, request: &Request<B>, remote: SocketAddr) -> Result<Response, RequestError> {
     if request.method() != Method::GET {
         return Err(RequestError::MethodNotAllowed {
-            method: request.method().to_string(),
+            method: echoed(request.method().as_str(), MAX_ECHOED_METHOD),
             path: "/metrics".into(),
             allowed: "GET".into(),
         });
@@ -557,8 +557,8 @@ async fn hosted_api<B: RequestBody>(
     let allowed = endpoint.methods();
     if !allowed.split(", ").any(|m| m == request.method().as_str()) {
         return Err(RequestError::MethodNotAllowed {
-            method: request.method().to_string(),
-            path: request.uri().path().to_owned(),
+            method: echoed(request.method().as_str(), MAX_ECHOED_METHOD),
+            path: echoed(request.uri().path(), MAX_ECHOED_PATH),
             allowed: allowed.into(),
         });
     }

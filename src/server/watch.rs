@@ -79,10 +79,14 @@ impl Watch {
             std::task::ready!(self.timer.as_mut().poll(cx));
             // The timer runs from the last answer; a connection that got a request since is looked at again one
             // header timeout after that request's answer. One lingering when asked to close has until `head_by` (a
-            // head that became a request, or an answer that went out, is over).
+            // head that became a request, or an answer that went out, is over). A client taking in its answer,
+            // however slowly, is not cut: each look that finds some of it taken moves both deadlines on.
+            let now = Instant::now();
+            if self.tracked.taking_in_answer() && self.head_by.is_some() {
+                self.head_by = Some(now + CLOSE_GRACE.min(self.header_timeout));
+            }
             self.head_by = self.head_by.filter(|_| self.tracked.lingering());
             let head_by = self.head_by;
-            let now = Instant::now();
             match self.tracked.waiting_since() {
                 Some(since) if since.elapsed() >= self.header_timeout || head_by.is_some_and(|by| now >= by) => {
                     return Poll::Ready(Event::HeaderTimeout);
@@ -183,6 +187,38 @@ mod tests {
         let idle = &mut watches[3];
         let left = tokio::time::timeout(Duration::from_secs(2), std::future::poll_fn(|cx| idle.poll_event(cx))).await;
         assert!(left.is_err(), "idle between requests: left to hyper");
+    }
+
+    /// A client taking in its answer slowly, some of it each second, is not cut when asked to close (nor at the
+    /// header timeout): only once it stops taking it in.
+    #[tokio::test]
+    async fn a_client_taking_in_its_answer_slowly_is_not_cut() {
+        let open = Arc::new(OpenConnections::default());
+        let (tracked, activity) = open.add();
+        let mut watch = Watch::new(tracked, Duration::from_millis(1500));
+        drop(activity.busy()); // the answer is made, and goes out slowly
+        let taking = {
+            let activity = Arc::clone(&activity);
+            tokio::spawn(async move {
+                for _ in 0..12 {
+                    activity.wrote_some();
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+        };
+        assert!(!open.close_all(Duration::ZERO).await);
+        assert_eq!(std::future::poll_fn(|cx| watch.poll_event(cx)).await, Event::Close);
+        let started = Instant::now();
+        let event = tokio::time::timeout(Duration::from_secs(10), std::future::poll_fn(|cx| watch.poll_event(cx)))
+            .await
+            .expect("cut once it stops");
+        assert_eq!(event, Event::HeaderTimeout);
+        assert!(taking.is_finished(), "not cut while it took its answer in");
+        assert!(
+            started.elapsed() >= Duration::from_millis(2500),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     /// Bytes read while an answer is still being written (its request's rest, or a pipelined request) are no head
