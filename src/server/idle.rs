@@ -134,6 +134,11 @@ impl Activity {
         }
     }
 
+    /// Whether the connection has been asked to close.
+    pub fn close_asked(&self) -> bool {
+        self.close_asked.load(Ordering::SeqCst)
+    }
+
     /// Bytes were written to the connection's socket: its client is taking them in.
     pub fn wrote_some(&self) {
         if !self.wrote.load(Ordering::Relaxed) {

@@ -7,23 +7,22 @@
 //! instead of the answer that says what was wrong. So, as nginx's `lingering_close` does, shutting down sends the
 //! end of the answer (FIN) first, then reads and drops what comes in until the client closes its side, for at most
 //! [`LINGER`] and [`MAX_DRAINED`] bytes, after which the socket is closed all the same, or once the client has sent
-//! nothing for [`QUIET`]. Only a connection whose client was sending a moment before ([`RECENTLY`]) lingers: one
-//! closed between requests (a keep-alive connection closed to make room for another client, whose slot is wanted)
-//! has nothing on its way to reset, and closes at once.
+//! nothing for [`QUIET`]. A connection luka asked to close (between requests, to make room for another client, or
+//! on shutdown) does not linger: it has nothing on its way to reset, and its slot is wanted.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use super::idle::Activity;
+
 /// How long a closing connection reads what its client still sends.
 const LINGER: Duration = Duration::from_secs(1);
-
-/// A connection that read bytes less than this long before it closes lingers: its client may be sending still.
-const RECENTLY: Duration = Duration::from_millis(100);
 
 /// How long a closing connection waits for more from its client before it takes it that nothing more is coming.
 const QUIET: Duration = Duration::from_millis(200);
@@ -35,8 +34,8 @@ const MAX_DRAINED: usize = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub struct Lingering<T> {
     io: T,
-    /// When bytes were last read, by [`coarse_now_ms`] (0: never).
-    last_read_ms: u64,
+    /// Whether luka asked the connection to close.
+    activity: Arc<Activity>,
     /// Set once the answer's end is sent.
     closing: Option<Closing>,
 }
@@ -52,10 +51,10 @@ struct Closing {
 }
 
 impl<T> Lingering<T> {
-    pub fn new(io: T) -> Self {
+    pub fn new(io: T, activity: Arc<Activity>) -> Self {
         Self {
             io,
-            last_read_ms: 0,
+            activity,
             closing: None,
         }
     }
@@ -63,13 +62,7 @@ impl<T> Lingering<T> {
 
 impl<T: AsyncRead + Unpin> AsyncRead for Lingering<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let read = Pin::new(&mut this.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.last_read_ms = coarse_now_ms();
-        }
-        read
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
@@ -98,8 +91,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<T> {
         let this = self.get_mut();
         if this.closing.is_none() {
             std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
-            let quiet_for = coarse_now_ms().saturating_sub(this.last_read_ms);
-            if this.last_read_ms == 0 || quiet_for > RECENTLY.as_millis() as u64 {
+            if this.activity.close_asked() {
                 return Poll::Ready(Ok(()));
             }
             let now = Instant::now();
@@ -139,33 +131,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<T> {
     }
 }
 
-/// Milliseconds of the kernel's coarse monotonic clock: read from the page the kernel shares with the process, a few
-/// nanoseconds on every read of a connection, in steps of a scheduler tick (plenty for [`RECENTLY`]).
-#[cfg(target_os = "linux")]
-fn coarse_now_ms() -> u64 {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    let seconds = u64::try_from(now.tv_sec).unwrap_or(0);
-    let nanoseconds = u64::try_from(now.tv_nsec).unwrap_or(0);
-    // Never 0, which stands for "never read".
-    (seconds * 1000 + nanoseconds / 1_000_000).max(1)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn coarse_now_ms() -> u64 {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    (EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+    use crate::server::idle::{OpenConnections, Tracked};
+
+    /// A connection's entry and activity, for a socket that was not asked to close.
+    fn activity() -> (Tracked, Arc<Activity>) {
+        Arc::new(OpenConnections::default()).add()
+    }
 
     #[tokio::test]
     async fn shutting_down_ends_the_answer_then_reads_until_the_client_closes() {
         let (ours, mut client) = tokio::io::duplex(64 * 1024);
-        let mut ours = Lingering::new(ours);
+        let (_tracked, activity) = activity();
+        let mut ours = Lingering::new(ours, activity);
         ours.write_all(b"HTTP/1.1 413 Payload Too Large\r\n\r\n").await.unwrap();
         client.write_all(&[b'x'; 10_000]).await.unwrap();
         // What hyper reads of the rest after answering.
@@ -188,7 +170,8 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_never_closes_is_let_go_after_the_linger() {
         let (ours, mut client) = tokio::io::duplex(64 * 1024);
-        let mut ours = Lingering::new(ours);
+        let (_tracked, activity) = activity();
+        let mut ours = Lingering::new(ours, activity);
         let sending = tokio::spawn(async move {
             // More body, a little at a time, for longer than the linger.
             for _ in 0..40 {
@@ -212,14 +195,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_closed_between_requests_closes_at_once() {
+    async fn a_connection_asked_to_close_closes_at_once() {
         let (ours, mut client) = tokio::io::duplex(64 * 1024);
-        let mut ours = Lingering::new(ours);
-        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-        let mut request = [0u8; 18];
-        ours.read_exact(&mut request).await.unwrap();
-        ours.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
-        tokio::time::sleep(RECENTLY * 3).await; // idle since
+        let open = Arc::new(OpenConnections::default());
+        let (_tracked, activity) = open.add();
+        let mut ours = Lingering::new(ours, activity);
+        client.write_all(b"more").await.unwrap();
+        assert!(!open.close_all(Duration::ZERO).await);
         tokio::time::timeout(Duration::from_millis(100), ours.shutdown())
             .await
             .expect("at once")
@@ -229,7 +211,8 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_sends_nothing_more_is_let_go_once_quiet() {
         let (ours, mut client) = tokio::io::duplex(64 * 1024);
-        let mut ours = Lingering::new(ours);
+        let (_tracked, activity) = activity();
+        let mut ours = Lingering::new(ours, activity);
         client.write_all(b"body").await.unwrap();
         let mut body = [0u8; 4];
         ours.read_exact(&mut body).await.unwrap();
