@@ -73,6 +73,8 @@ pub struct ClusterClient {
     refresh: tokio::sync::Mutex<()>,
     /// When the last full listing arrived.
     listed_at: Mutex<Option<Instant>>,
+    /// When forgetting a topic last forced the next look-up to list the cluster again.
+    forced_listing_at: Mutex<Option<Instant>>,
     /// Topics luka created here that the config does not name (by pattern); bounded by `max_created_topics`.
     created_by_pattern: std::sync::atomic::AtomicUsize,
     writers: DashMap<(String, i32), Arc<OnceCell<Arc<PartitionWriter>>>>,
@@ -98,6 +100,7 @@ impl ClusterClient {
             metadata: Mutex::default(),
             refresh: tokio::sync::Mutex::default(),
             listed_at: Mutex::default(),
+            forced_listing_at: Mutex::default(),
             created_by_pattern: std::sync::atomic::AtomicUsize::new(0),
             writers: DashMap::new(),
             readers: moka::sync::Cache::builder()
@@ -492,8 +495,23 @@ impl ClusterClient {
     /// the writers of deleted topics do not stay for good.
     fn forget_topic(&self, topic: &str) {
         self.metadata.lock().expect("metadata lock poisoned").remove(topic);
-        self.writers
-            .retain(|(t, _), cell| t != topic || cell.get().is_none_or(|writer| !writer.is_idle()));
+        // The next look-up lists the cluster again rather than take the topic for absent from a listing that had it;
+        // forcing a listing at most once per [`LISTING_REUSE`], as failed batches may come one after another.
+        let mut forced = self.forced_listing_at.lock().expect("listing time lock poisoned");
+        if forced.is_none_or(|at| at.elapsed() >= LISTING_REUSE) {
+            *forced = Some(Instant::now());
+            *self.listed_at.lock().expect("listing time lock poisoned") = None;
+        }
+        drop(forced);
+        // A cell still starting its writer is held by the caller starting it; one left empty by a start that failed
+        // is not.
+        self.writers.retain(|(t, _), cell| {
+            t != topic
+                || match cell.get() {
+                    Some(writer) => !writer.is_idle(),
+                    None => Arc::strong_count(cell) > 1,
+                }
+        });
     }
 
     /// The rules `topic` holds its records to (see [`super::rules`]); unknown rules check nothing.

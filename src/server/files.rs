@@ -20,13 +20,14 @@ pub fn make_room(max_connections: usize) {
     let Some(raised) = raised(&limit, wanted) else {
         return;
     };
-    // The hard limit can be above what the kernel allows a process (`fs.nr_open`): then what is needed, at least.
+    // The hard limit can be above what the kernel lets a process have (`fs.nr_open`), and Linux refuses any setting
+    // then: what is needed, for both, at least.
     let set = setrlimit(Resource::Nofile, raised).or_else(|_| {
         setrlimit(
             Resource::Nofile,
             Rlimit {
                 current: Some(wanted),
-                maximum: limit.maximum,
+                maximum: Some(wanted),
             },
         )
     });

@@ -32,8 +32,12 @@ pub struct Activity {
     /// An answer was made and not yet flushed to the socket (bytes read meanwhile may be its request's own, or a
     /// pipelined request's, not a head begun on an idle connection).
     answering: AtomicBool,
-    /// Bytes were written since the connection's watch last looked ([`Tracked::taking_in_answer`]).
+    /// Bytes were written since the connection's watch last looked ([`Tracked::taking_in_answer`]), or since the
+    /// answer going out was made.
     wrote: AtomicBool,
+    /// The watch found an answer still going out: once it is out, the connection is idle from then, not from when
+    /// the answer was made.
+    slow_answer: AtomicBool,
     close_waker: AtomicWaker,
 }
 
@@ -57,6 +61,7 @@ impl OpenConnections {
             head_begun: AtomicBool::new(false),
             answering: AtomicBool::new(false),
             wrote: AtomicBool::new(false),
+            slow_answer: AtomicBool::new(false),
             close_waker: AtomicWaker::new(),
         });
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -150,6 +155,9 @@ impl Activity {
     pub fn flushed(&self) {
         if self.answering.load(Ordering::Relaxed) {
             self.answering.store(false, Ordering::Relaxed);
+            if self.slow_answer.swap(false, Ordering::Relaxed) {
+                *self.idle_since.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+            }
         }
     }
 
@@ -163,6 +171,7 @@ impl Activity {
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        self.0.wrote.store(false, Ordering::Relaxed);
         self.0.answering.store(true, Ordering::Relaxed);
         *self.0.idle_since.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
@@ -203,6 +212,7 @@ impl Tracked {
         let going = activity.answering.load(Ordering::Relaxed) && activity.wrote.swap(false, Ordering::Relaxed);
         if going {
             *activity.idle_since.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+            activity.slow_answer.store(true, Ordering::Relaxed);
         }
         going
     }
