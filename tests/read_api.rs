@@ -181,27 +181,21 @@ async fn partitions_added_to_a_topic_can_be_read_at_once() {
     let config = format!("{CONFIG}\n[topics.grown]\ncluster = \"local\"\n");
     let h = Harness::on(Kafka::Apache, 1, &config).await;
     java_create_topic(&h.bootstrap(0), "grown", 2, &[]).await;
-    let reader = ("reader", "r");
-    let (status, answer) = call(
-        &h,
-        "POST",
-        "/offsets/latest",
-        reader,
-        r#"{"topic":"grown","partition":3}"#,
-    )
-    .await;
+    let latest_of_3 = || {
+        call(
+            &h,
+            "POST",
+            "/offsets/latest",
+            ("reader", "r"),
+            r#"{"topic":"grown","partition":3}"#,
+        )
+    };
+    let (status, answer) = latest_of_3().await;
     assert_eq!(status, 404, "{answer}");
     java_grow_topic(&h.bootstrap(0), "grown", 4).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (status, answer) = call(
-            &h,
-            "POST",
-            "/offsets/latest",
-            reader,
-            r#"{"topic":"grown","partition":3}"#,
-        )
-        .await;
+        let (status, answer) = latest_of_3().await;
         if status == 200 {
             assert_eq!(answer[0]["offset"], 0, "{answer}");
             break;

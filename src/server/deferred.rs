@@ -1,5 +1,6 @@
 //! A connection's socket (in and out: the same bytes), with the first write of each answer put off by one turn
-//! of the scheduler, so the answers of the connections that became ready together are written together.
+//! of the scheduler, so the answers of the connections that became ready together are written together; it tells
+//! the connection's activity of its reads, writes and flushes, and closes as [`super::linger`] says.
 //!
 //! Why: every answer written to a client that has gone to sleep waiting for it wakes that client, and waking a
 //! task on another core is an inter-processor interrupt, paid by the writer (dear on virtual machines: bench/README
@@ -27,6 +28,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::idle::Activity;
+use super::linger::Lingering;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -54,6 +56,8 @@ pub struct DeferredWrites<T> {
     wrote: bool,
     /// The connection's activity, told of every read (a request head may be on its way).
     activity: Option<Arc<Activity>>,
+    /// How the socket is closed (see [`super::linger`]).
+    lingering: Lingering,
 }
 
 impl<T> DeferredWrites<T> {
@@ -64,6 +68,7 @@ impl<T> DeferredWrites<T> {
             defer: false,
             wrote: true,
             activity: None,
+            lingering: Lingering::default(),
         }
     }
 
@@ -133,7 +138,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for DeferredWrites<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for DeferredWrites<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for DeferredWrites<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.get_mut().write(cx, |io, cx| io.poll_write(cx, buf))
     }
@@ -161,7 +166,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeferredWrites<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        let asked_to_close = this.activity.as_deref().is_some_and(Activity::close_asked);
+        this.lingering.poll_close(&mut this.io, asked_to_close, cx)
     }
 }
 

@@ -1,5 +1,5 @@
-//! A connection's socket that, when it is closed, reads for a moment what the client is still sending before it
-//! lets go: the socket in, the same bytes out.
+//! How a connection's socket is closed ([`super::deferred::DeferredWrites::poll_shutdown`]): the answer's end sent,
+//! then, for a moment, what the client still sends read and dropped before the socket is let go.
 //!
 //! luka answers some requests before it has read their bodies (401 for wrong credentials, 413 for a body past the
 //! limit, 403 for a route the user may not use). Closing a socket with bytes unread makes the kernel reset the
@@ -12,14 +12,11 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
-
-use super::idle::Activity;
 
 /// How long a closing connection reads what its client still sends.
 const LINGER: Duration = Duration::from_secs(1);
@@ -31,14 +28,9 @@ const QUIET: Duration = Duration::from_millis(200);
 /// client from making it a second of copying).
 const MAX_DRAINED: usize = 64 * 1024 * 1024;
 
-#[derive(Debug)]
-pub struct Lingering<T> {
-    io: T,
-    /// Whether luka asked the connection to close.
-    activity: Arc<Activity>,
-    /// Set once the answer's end is sent.
-    closing: Option<Closing>,
-}
+/// A socket's close: nothing yet, or the answer's end sent and what comes read since.
+#[derive(Debug, Default)]
+pub struct Lingering(Option<Closing>);
 
 #[derive(Debug)]
 struct Closing {
@@ -50,63 +42,35 @@ struct Closing {
     drained: usize,
 }
 
-impl<T> Lingering<T> {
-    pub fn new(io: T, activity: Arc<Activity>) -> Self {
-        Self {
-            io,
-            activity,
-            closing: None,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Lingering<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
+impl Lingering {
+    /// Closes `io`: its end sent, then (unless luka `asked_to_close` the connection) what its client still sends
+    /// read and dropped, within the bounds above; ready when the socket may be let go.
+    pub fn poll_close<T: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut T,
+        asked_to_close: bool,
         cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.closing.is_none() {
-            std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
-            if this.activity.close_asked() {
-                return Poll::Ready(Ok(()));
+    ) -> Poll<io::Result<()>> {
+        let closing = match &mut self.0 {
+            Some(closing) => closing,
+            None => {
+                std::task::ready!(Pin::new(&mut *io).poll_shutdown(cx))?;
+                if asked_to_close {
+                    return Poll::Ready(Ok(()));
+                }
+                let now = Instant::now();
+                self.0.insert(Closing {
+                    until: now + LINGER,
+                    quiet_until: now + QUIET,
+                    timer: Box::pin(tokio::time::sleep_until((now + QUIET).into())),
+                    drained: 0,
+                })
             }
-            let now = Instant::now();
-            this.closing = Some(Closing {
-                until: now + LINGER,
-                quiet_until: now + QUIET,
-                timer: Box::pin(tokio::time::sleep_until((now + QUIET).into())),
-                drained: 0,
-            });
-        }
-        let closing = this.closing.as_mut().expect("set above");
+        };
         let mut scratch = [0u8; 4096];
         loop {
             let mut buf = ReadBuf::new(&mut scratch);
-            match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
+            match Pin::new(&mut *io).poll_read(cx, &mut buf) {
                 // The client closed its side (or the connection broke): nothing is left to reset.
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
                 Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
@@ -135,8 +99,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<T> {
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    use std::sync::Arc;
+
     use super::*;
-    use crate::server::idle::{OpenConnections, Tracked};
+    use crate::server::deferred::DeferredWrites;
+    use crate::server::idle::{Activity, OpenConnections, Tracked};
 
     /// A connection's entry and activity, for a socket that was not asked to close.
     fn activity() -> (Tracked, Arc<Activity>) {
@@ -147,7 +114,7 @@ mod tests {
     async fn shutting_down_ends_the_answer_then_reads_until_the_client_closes() {
         let (ours, mut client) = tokio::io::duplex(64 * 1024);
         let (_tracked, activity) = activity();
-        let mut ours = Lingering::new(ours, activity);
+        let mut ours = DeferredWrites::new(ours).telling(activity);
         ours.write_all(b"HTTP/1.1 413 Payload Too Large\r\n\r\n").await.unwrap();
         client.write_all(&[b'x'; 10_000]).await.unwrap();
         // What hyper reads of the rest after answering.
@@ -171,7 +138,7 @@ mod tests {
     async fn a_client_that_never_closes_is_let_go_after_the_linger() {
         let (ours, mut client) = tokio::io::duplex(64 * 1024);
         let (_tracked, activity) = activity();
-        let mut ours = Lingering::new(ours, activity);
+        let mut ours = DeferredWrites::new(ours).telling(activity);
         let sending = tokio::spawn(async move {
             // More body, a little at a time, for longer than the linger.
             for _ in 0..40 {
@@ -199,7 +166,7 @@ mod tests {
         let (ours, mut client) = tokio::io::duplex(64 * 1024);
         let open = Arc::new(OpenConnections::default());
         let (_tracked, activity) = open.add();
-        let mut ours = Lingering::new(ours, activity);
+        let mut ours = DeferredWrites::new(ours).telling(activity);
         client.write_all(b"more").await.unwrap();
         assert!(!open.close_all(Duration::ZERO).await);
         tokio::time::timeout(Duration::from_millis(100), ours.shutdown())
@@ -212,7 +179,7 @@ mod tests {
     async fn a_client_that_sends_nothing_more_is_let_go_once_quiet() {
         let (ours, mut client) = tokio::io::duplex(64 * 1024);
         let (_tracked, activity) = activity();
-        let mut ours = Lingering::new(ours, activity);
+        let mut ours = DeferredWrites::new(ours).telling(activity);
         client.write_all(b"body").await.unwrap();
         let mut body = [0u8; 4];
         ours.read_exact(&mut body).await.unwrap();

@@ -99,7 +99,6 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         let _ = stream.set_nodelay(true);
         let (tracked, activity) = open.add();
         let reads = Arc::clone(&activity);
-        let closing = Arc::clone(&activity);
         let header_timeout = Duration::from_millis(app.config.server.header_timeout_ms);
         let app = Arc::clone(&app);
         let service = service_fn(move |request| {
@@ -110,10 +109,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             }
         });
         let connection = http1::Builder::new().serve_connection(
-            TokioIo::new(linger::Lingering::new(
-                deferred::DeferredWrites::new(stream).telling(reads),
-                closing,
-            )),
+            TokioIo::new(deferred::DeferredWrites::new(stream).telling(reads)),
             service,
         );
         tokio::spawn(async move {

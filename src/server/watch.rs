@@ -43,9 +43,9 @@ pub struct Watch {
     timer_armed: bool,
     /// The close notice was registered with the task's waker.
     notice_armed: bool,
-    close_told: bool,
-    /// Asked to close: a client taking in its answer may go on until then, however slowly (a client reading a few
-    /// kilobytes a second would otherwise keep its slot for as long as its answers last).
+    /// Set once the connection was told to close: a client taking in its answer may go on until then, however
+    /// slowly (a client reading a few kilobytes a second would otherwise keep its slot for as long as its answers
+    /// last).
     closed_by: Option<Instant>,
 }
 
@@ -58,7 +58,6 @@ impl Watch {
             timer: Box::pin(tokio::time::sleep(header_timeout)),
             timer_armed: false,
             notice_armed: false,
-            close_told: false,
             closed_by: None,
         }
     }
@@ -66,13 +65,12 @@ impl Watch {
     /// The next event, each at most once except a header timeout; pending (with the task's waker registered) until
     /// one comes.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        if !self.close_told && self.close_asked(cx) {
-            self.close_told = true;
+        if self.closed_by.is_none() && self.close_asked(cx) {
             self.closed_by = Some(Instant::now() + self.header_timeout);
             self.grace_if_lingering();
             return Poll::Ready(Event::Close);
         }
-        if self.close_told && self.head_by.is_none() {
+        if self.closed_by.is_some() && self.head_by.is_none() {
             // Asked while serving a request whose answer is now made: the grace starts as the answer does.
             self.grace_if_lingering();
         }
@@ -89,8 +87,7 @@ impl Watch {
             // to close, up to a header timeout after it was asked).
             let now = Instant::now();
             if self.tracked.taking_in_answer() && self.head_by.is_some() {
-                let by = now + CLOSE_GRACE.min(self.header_timeout);
-                self.head_by = Some(self.closed_by.map_or(by, |closed_by| by.min(closed_by)));
+                self.head_by = Some(self.grace_from(now));
             }
             self.head_by = self.head_by.filter(|_| self.tracked.lingering());
             let head_by = self.head_by;
@@ -110,10 +107,16 @@ impl Watch {
         }
     }
 
+    /// When a grace starting `now` ends: [`CLOSE_GRACE`] on, and no later than `closed_by`.
+    fn grace_from(&self, now: Instant) -> Instant {
+        let by = now + CLOSE_GRACE.min(self.header_timeout);
+        self.closed_by.map_or(by, |closed_by| by.min(closed_by))
+    }
+
     /// Asked to close: a connection lingering between requests has [`CLOSE_GRACE`] to be done.
     fn grace_if_lingering(&mut self) {
         if self.tracked.lingering() {
-            let by = Instant::now() + CLOSE_GRACE.min(self.header_timeout);
+            let by = self.grace_from(Instant::now());
             self.head_by = Some(by);
             self.timer.as_mut().reset(by.into());
             self.timer_armed = false;
