@@ -43,10 +43,11 @@ pub struct Watch {
     timer_armed: bool,
     /// The close notice was registered with the task's waker.
     notice_armed: bool,
-    /// Set once the connection was told to close: a client taking in its answer may go on until then, however
-    /// slowly (a client reading a few kilobytes a second would otherwise keep its slot for as long as its answers
-    /// last).
-    closed_by: Option<Instant>,
+    close_told: bool,
+    /// Set when a grace first starts (asked to close, once lingering): a client taking in its answer may go on
+    /// until then, however slowly (a client reading a few kilobytes a second would otherwise keep its slot for as
+    /// long as its answers last).
+    latest_by: Option<Instant>,
 }
 
 impl Watch {
@@ -58,19 +59,20 @@ impl Watch {
             timer: Box::pin(tokio::time::sleep(header_timeout)),
             timer_armed: false,
             notice_armed: false,
-            closed_by: None,
+            close_told: false,
+            latest_by: None,
         }
     }
 
     /// The next event, each at most once except a header timeout; pending (with the task's waker registered) until
     /// one comes.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        if self.closed_by.is_none() && self.close_asked(cx) {
-            self.closed_by = Some(Instant::now() + self.header_timeout);
+        if !self.close_told && self.close_asked(cx) {
+            self.close_told = true;
             self.grace_if_lingering();
             return Poll::Ready(Event::Close);
         }
-        if self.closed_by.is_some() && self.head_by.is_none() {
+        if self.close_told && self.head_by.is_none() {
             // Asked while serving a request whose answer is now made: the grace starts as the answer does.
             self.grace_if_lingering();
         }
@@ -84,7 +86,7 @@ impl Watch {
             // header timeout after that request's answer. One lingering when asked to close has until `head_by` (a
             // head that became a request, or an answer that went out, is over). A client taking in its answer,
             // however slowly, is not cut: each look that finds some of it taken moves both deadlines on (once asked
-            // to close, up to a header timeout after it was asked).
+            // to close, up to `latest_by`).
             let now = Instant::now();
             if self.tracked.taking_in_answer() && self.head_by.is_some() {
                 self.head_by = Some(self.grace_from(now));
@@ -107,16 +109,19 @@ impl Watch {
         }
     }
 
-    /// When a grace starting `now` ends: [`CLOSE_GRACE`] on, and no later than `closed_by`.
+    /// When a grace starting `now` ends: [`CLOSE_GRACE`] on, and no later than `latest_by`.
     fn grace_from(&self, now: Instant) -> Instant {
         let by = now + CLOSE_GRACE.min(self.header_timeout);
-        self.closed_by.map_or(by, |closed_by| by.min(closed_by))
+        self.latest_by.map_or(by, |latest_by| by.min(latest_by))
     }
 
-    /// Asked to close: a connection lingering between requests has [`CLOSE_GRACE`] to be done.
+    /// Asked to close: a connection lingering between requests has [`CLOSE_GRACE`] to be done (moved on while it
+    /// takes in its answer, up to a header timeout from now).
     fn grace_if_lingering(&mut self) {
         if self.tracked.lingering() {
-            let by = self.grace_from(Instant::now());
+            let now = Instant::now();
+            self.latest_by.get_or_insert(now + self.header_timeout);
+            let by = self.grace_from(now);
             self.head_by = Some(by);
             self.timer.as_mut().reset(by.into());
             self.timer_armed = false;
@@ -233,6 +238,26 @@ mod tests {
         assert!(!still_taking && took >= Duration::from_millis(2500), "{took:?}");
         let (took, still_taking) = cut_while_taking_in(Duration::from_millis(1200)).await;
         assert!(still_taking && took < Duration::from_millis(2500), "{took:?}");
+    }
+
+    /// A request served for longer than the header timeout after its connection was asked to close (a produce
+    /// waiting on a slow cluster at shutdown) still gets its grace once its answer is made: the answer goes out.
+    #[tokio::test]
+    async fn an_answer_made_long_after_the_close_was_asked_gets_its_grace() {
+        let open = Arc::new(OpenConnections::default());
+        let (tracked, activity) = open.add();
+        let mut watch = Watch::new(tracked, Duration::from_millis(300));
+        let request = activity.busy();
+        assert!(!open.close_all(Duration::ZERO).await);
+        assert_eq!(std::future::poll_fn(|cx| watch.poll_event(cx)).await, Event::Close);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        drop(request); // the answer is made
+        let at_once = tokio::time::timeout(
+            Duration::from_millis(150),
+            std::future::poll_fn(|cx| watch.poll_event(cx)),
+        )
+        .await;
+        assert!(at_once.is_err(), "not cut as its answer is made: {at_once:?}");
     }
 
     /// Bytes read while an answer is still being written (its request's rest, or a pipelined request) are no head
