@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::read::{
     assert_fetched, header_texts, java_create_topic, java_grow_topic, java_produce_with_null_header,
-    librdkafka_transaction, read_records,
+    librdkafka_compressed_batch, librdkafka_transaction, read_records,
 };
 use common::{Harness, Kafka, error_of, json_answer, offset};
 use serde_json::{Value, json};
@@ -236,6 +236,50 @@ async fn records_of_aborted_transactions_are_never_read() {
         .map(|v| &v[..v.len().min(11)])
         .collect();
     assert_eq!(values, ["committed-0", "committed-1"]);
+}
+
+/// A record batch is read whole, and compressed it can hold far more than it takes on the broker (a few hundred bytes
+/// of zstd can hold gigabytes): one position's read decompresses at most `fetch_max_total_bytes`. The records
+/// before such a batch are answered; the batch itself is a 413 that says where it is and which setting limits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_decompresses_past_the_read_limit_is_refused() {
+    const CODECS: [&str; 4] = ["gzip", "snappy", "lz4", "zstd"];
+    let config = format!("[server]\nfetch_max_total_bytes = 1048576\n{CONFIG}\n[topics.packed]\npartitions = 4\n");
+    let h = &Harness::on(Kafka::Apache, 1, &config).await;
+    for (partition, codec) in CODECS.into_iter().enumerate() {
+        let small = json!({"value": "small", "partition": partition}).to_string();
+        let (status, written) = call(h, "POST", "/produce/packed", ("writer", "w"), &small).await;
+        assert_eq!(status, 200, "{written}");
+        let first = offset(&written[0]);
+        librdkafka_compressed_batch(
+            &h.bootstrap(0),
+            "packed",
+            partition as i32,
+            vec![vec![b'x'; 1 << 20]; 4],
+            codec,
+        )
+        .await;
+        let fetch = |offset: i64| {
+            let position = json!({"topic": "packed", "partition": partition, "offset": offset});
+            async move { call(h, "POST", "/fetch", ("reader", "r"), &position.to_string()).await }
+        };
+        let (status, fetched) = fetch(first).await;
+        assert_eq!(status, 200, "{codec}: {fetched}");
+        let values: Vec<&str> = fetched
+            .as_array()
+            .expect("a list of messages")
+            .iter()
+            .map(|m| &m["value"].as_str().expect("a text value")[..5])
+            .collect();
+        assert_eq!(values, ["small"], "{codec}: the batch past the limit is not read");
+        let (status, refused) = fetch(first + 1).await;
+        assert_eq!(status, 413, "{codec}: {refused}");
+        let error = error_of(&refused);
+        assert!(
+            error.contains(&format!("offset {}", first + 1)) && error.contains("fetch_max_total_bytes"),
+            "{codec}: {error}"
+        );
+    }
 }
 
 /// Each partition read keeps its own client and broker connection for the next read; a user who may read every

@@ -213,7 +213,9 @@ pub async fn fetch(config: &Config, producer: &Producer, user: &User, body: &[u8
 /// records (as a Kafka fetch answers once it has its minimum bytes).
 ///
 /// At most `fetch_max_total_bytes` of records are read and answered: positions are read a few at a time (as many
-/// as that holds whole fetches of `fetch_max_bytes`), and none is started once the budget is spent.
+/// as that holds whole fetches of `fetch_max_bytes`), and none is started once the budget is spent. Compressed
+/// records take more room once read: each position's read decompresses at most `fetch_max_total_bytes` (a batch
+/// that decompresses to more is a 413).
 async fn read_positions<'a>(
     config: &Config,
     positions: &'a [Position],
@@ -225,7 +227,7 @@ async fn read_positions<'a>(
     let reads: Vec<_> = positions
         .iter()
         .zip(clusters)
-        .map(|(p, cluster)| read_position(cluster, p, per_position.min(total), deadline, &found))
+        .map(|(p, cluster)| read_position(cluster, p, per_position.min(total), total, deadline, &found))
         .collect();
     let mut reads = futures::stream::iter(reads).buffered((total / per_position).max(1));
     let (mut messages, mut bytes) = (Vec::new(), 0);
@@ -241,12 +243,13 @@ async fn read_positions<'a>(
     Ok(messages)
 }
 
-/// The records at `p`, up to `max_bytes`, waiting for data until `deadline` at most, and no longer once another
+/// The records at `p`, up to `max_bytes` (decompressing to at most `max_decoded_bytes`), waiting for data until `deadline` at most, and no longer once another
 /// position of the request has `found` records (this one's are read at the client's next fetch).
 async fn read_position<'a>(
     cluster: &ClusterClient,
     p: &'a Position,
     max_bytes: usize,
+    max_decoded_bytes: usize,
     deadline: Instant,
     found: &tokio::sync::watch::Sender<bool>,
 ) -> (&'a Position, Result<Vec<FetchedRecord>, KafkaError>) {
@@ -256,7 +259,7 @@ async fn read_position<'a>(
     } else {
         deadline.saturating_duration_since(Instant::now())
     };
-    let fetch = cluster.fetch(&p.topic, p.partition, p.offset, max_bytes, wait);
+    let fetch = cluster.fetch(&p.topic, p.partition, p.offset, max_bytes, max_decoded_bytes, wait);
     let result = tokio::select! {
         result = fetch => result,
         // Given up, the fetch drops its reader (the broker holds it for the rest of its wait).

@@ -86,6 +86,20 @@ pub enum KafkaError {
     #[error("kafka cluster '{cluster}' is misconfigured: {detail}")]
     Setup { cluster: String, detail: String },
 
+    /// The record batch at `offset` decompresses to more than a read may hold (a batch is read whole).
+    #[error(
+        "the records at offset {offset} of topic '{topic}' partition {partition} decompress to more than {limit} \
+         bytes, more than one /fetch may read (fetch_max_total_bytes); read them with a Kafka client, or raise the \
+         limit"
+    )]
+    TooLargeToRead {
+        cluster: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        limit: usize,
+    },
+
     /// A read at an offset the partition does not hold (past its end, or before its start after retention).
     #[error(
         "offset {offset} is outside topic '{topic}' partition {partition}, which holds offsets {earliest} to {} \
@@ -110,7 +124,7 @@ pub enum ErrorClass {
     NotFound,
     /// The call itself is wrong: its data, topic name or timestamp, or records the broker refused as malformed (400).
     BadRequest,
-    /// The broker refused the records as too large (413).
+    /// Records too large: the broker refused them, or a read cannot hold them (413).
     TooLarge,
     /// The cluster cannot take writes now: it is down, busy, or refuses luka's TLS or SASL (503; retry).
     Unavailable,
@@ -149,6 +163,7 @@ impl KafkaError {
                 | ProtocolError::InvalidTopicException => ErrorClass::BadRequest,
                 _ => ErrorClass::Upstream,
             },
+            Self::TooLargeToRead { .. } => ErrorClass::TooLarge,
             Self::CreateTopic { .. } => ErrorClass::Upstream,
             Self::Setup { .. } => ErrorClass::Internal,
             Self::OffsetOutOfRange { .. } => ErrorClass::BadRequest,
@@ -169,7 +184,8 @@ impl KafkaError {
             | Self::Rejected { cluster, .. }
             | Self::CreateTopic { cluster, .. }
             | Self::Setup { cluster, .. }
-            | Self::OffsetOutOfRange { cluster, .. } => Some(cluster),
+            | Self::OffsetOutOfRange { cluster, .. }
+            | Self::TooLargeToRead { cluster, .. } => Some(cluster),
             Self::UnknownPartition { .. } => None,
         }
     }
@@ -190,6 +206,7 @@ impl KafkaError {
             Self::CreateTopic { .. } => "create_topic",
             Self::Setup { .. } => "setup",
             Self::OffsetOutOfRange { .. } => "offset_out_of_range",
+            Self::TooLargeToRead { .. } => "too_large_to_read",
         }
     }
 

@@ -14,6 +14,9 @@ use super::{ClusterClient, KafkaError};
 /// Bytes read to find a timestamp within the batch a broker pointed at (Kafka's default batch bound).
 const BATCH_SCAN_BYTES: i32 = 1024 * 1024;
 
+/// Bytes those may decompress to: a batch that decompresses to more is not scanned (Kafka's own answer stands).
+const BATCH_SCAN_DECODED_BYTES: usize = 16 * 1024 * 1024;
+
 /// How long a fetch goes on past aborted transactions' batches at least, when it was given less time to wait: the
 /// reader asking again starts at the same offset, so what is not skipped now is read again next time.
 const SKIP_AT_LEAST: Duration = Duration::from_millis(200);
@@ -68,10 +71,14 @@ impl ClusterClient {
             }
             // Some brokers (the development broker among them) answer with the start of the batch that holds the
             // record; the first record at or after the timestamp may be further into that batch.
-            let (records, _) = reader
-                .fetch_records(offset, 1..BATCH_SCAN_BYTES, 0)
+            let records = match reader
+                .fetch_committed(offset, 1..BATCH_SCAN_BYTES, 0, Some(BATCH_SCAN_DECODED_BYTES))
                 .await
-                .map_err(client_error)?;
+            {
+                Ok(fetched) => fetched.records,
+                Err(e) if e.decoded_over_budget().is_some() => Vec::new(),
+                Err(e) => return Err(client_error(e)),
+            };
             let scanned: Vec<_> = records.iter().filter(|r| r.offset >= offset).collect();
             let first_after = scanned
                 .iter()
@@ -95,14 +102,15 @@ impl ClusterClient {
         }
     }
 
-    /// Records of `topic`/`partition` from `offset` on, at most about `max_bytes` of them, waiting up to `wait` for
-    /// the first one.
+    /// Records of `topic`/`partition` from `offset` on, at most about `max_bytes` of them (as stored: compressed,
+    /// if they are) decompressing to at most `max_decoded_bytes`, waiting up to `wait` for the first one.
     pub async fn fetch(
         &self,
         topic: &str,
         partition: i32,
         offset: i64,
         max_bytes: usize,
+        max_decoded_bytes: usize,
         wait: Duration,
     ) -> Result<Vec<FetchedRecord>, KafkaError> {
         let max_bytes = i32::try_from(max_bytes).unwrap_or(i32::MAX);
@@ -136,12 +144,24 @@ impl ClusterClient {
                     let left = wait_until.saturating_duration_since(tokio::time::Instant::now());
                     i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
                 };
-                let fetched = match reader.fetch_committed(from, 1..max_bytes, wait_ms).await {
+                let fetched = match reader
+                    .fetch_committed(from, 1..max_bytes, wait_ms, Some(max_decoded_bytes))
+                    .await
+                {
                     Ok(fetched) => fetched,
                     Err(ClientError::ServerError {
                         protocol_error: ProtocolError::OffsetOutOfRange,
                         ..
                     }) => return out_of_range().await,
+                    Err(e) if e.decoded_over_budget().is_some() => {
+                        return Err(KafkaError::TooLargeToRead {
+                            cluster: self.config().name.clone(),
+                            topic: topic.to_owned(),
+                            partition,
+                            offset: from,
+                            limit: max_decoded_bytes,
+                        });
+                    }
                     Err(e) => return Err(client_error(e)),
                 };
                 match fetched.next_offset {

@@ -21,6 +21,9 @@ const TEST_REMOTE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::I
 /// Largest record read back.
 const READ_MAX_BYTES: usize = 16 * 1024 * 1024;
 
+/// What the records read back may decompress to.
+const READ_MAX_DECODED_BYTES: usize = 4 * READ_MAX_BYTES;
+
 /// The Lua function `raw_send(method, path, {{name, value}...}, body)`, giving `true, status, {{name, value}...},
 /// body, records`, or `false` and what went wrong (the prelude raises it at the test's line).
 pub fn raw_send(lua: &Lua, app: Arc<App>) -> mlua::Result<mlua::Function> {
@@ -142,7 +145,14 @@ impl Reader {
             .await
             .map_err(|e| e.to_string())?;
         let fetched = client
-            .fetch(&at.topic, at.partition, at.offset, READ_MAX_BYTES, Duration::ZERO)
+            .fetch(
+                &at.topic,
+                at.partition,
+                at.offset,
+                READ_MAX_BYTES,
+                READ_MAX_DECODED_BYTES,
+                Duration::ZERO,
+            )
             .await
             .map_err(|e| e.to_string())?;
         self.fetched = fetched.into_iter().map(|r| (r.offset, r)).collect();

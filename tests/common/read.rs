@@ -271,3 +271,34 @@ pub async fn librdkafka_transaction(bootstrap: &str, topic: &str, partition: i32
     .await
     .expect("writer thread");
 }
+
+/// Writes `values` to `topic`/`partition` with librdkafka as one record batch compressed with `codec`: values of
+/// a megabyte each, which compress to a few hundred bytes on the broker.
+pub async fn librdkafka_compressed_batch(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    values: Vec<Vec<u8>>,
+    codec: &str,
+) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let (bootstrap, topic, codec) = (bootstrap.to_owned(), topic.to_owned(), codec.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("compression.codec", &codec)
+            // Held until all are queued (flushed below), and room for all of them in one batch.
+            .set("linger.ms", "10000")
+            .set("message.max.bytes", "100000000")
+            .set("batch.size", "100000000")
+            .create()
+            .expect("a producer");
+        for value in &values {
+            let record = BaseRecord::<(), [u8]>::to(&topic).partition(partition).payload(value);
+            producer.send(record).map_err(|(e, _)| e).expect("send");
+        }
+        producer.flush(READ_TIMEOUT).expect("flush");
+    })
+    .await
+    .expect("writer thread");
+}

@@ -339,7 +339,22 @@ where
         R: RequestBody + Send + WriteVersionedType<Vec<u8>>,
         R::ResponseBody: ReadVersionedType<Cursor<Vec<u8>>>,
     {
-        self.request_with_version_ranges(msg, &self.version_ranges)
+        self.request_with_version_ranges(msg, &self.version_ranges, None)
+            .await
+    }
+
+    /// luka patch: [`request`](Self::request), decompressing at most `decoded_limit` bytes of record batches (if
+    /// given) while its response is read ([`crate::protocol::budget`]).
+    pub async fn request_within<R>(
+        &self,
+        msg: R,
+        decoded_limit: Option<usize>,
+    ) -> Result<R::ResponseBody, RequestError>
+    where
+        R: RequestBody + Send + WriteVersionedType<Vec<u8>>,
+        R::ResponseBody: ReadVersionedType<Cursor<Vec<u8>>>,
+    {
+        self.request_with_version_ranges(msg, &self.version_ranges, decoded_limit)
             .await
     }
 
@@ -347,6 +362,7 @@ where
         &self,
         msg: R,
         version_ranges: &HashMap<ApiKey, ApiVersionRange>,
+        decoded_limit: Option<usize>,
     ) -> Result<R::ResponseBody, RequestError>
     where
         R: RequestBody + Send + WriteVersionedType<Vec<u8>>,
@@ -422,7 +438,9 @@ where
         cleanup_on_cancel.message_sent();
 
         let mut response = rx.await.expect("Who closed this channel?!")?;
-        let body = R::ResponseBody::read_versioned(&mut response.data, body_api_version)?;
+        let body = crate::protocol::budget::within(decoded_limit, || {
+            R::ResponseBody::read_versioned(&mut response.data, body_api_version)
+        })?;
 
         // check if we fully consumed the message, otherwise there might be a bug in our protocol code
         let read_bytes = response.data.position();
@@ -489,7 +507,7 @@ where
 
             'throttle: loop {
                 match self
-                    .request_with_version_ranges(&body, &version_ranges)
+                    .request_with_version_ranges(&body, &version_ranges, None)
                     .await
                 {
                     Ok(response) => {

@@ -99,6 +99,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// luka patch: when a fetch failed because its first record batch decompresses to more than the limit it was
+    /// given ([`PartitionClient::fetch_committed`](crate::client::partition::PartitionClient::fetch_committed)), that
+    /// limit.
+    pub fn decoded_over_budget(&self) -> Option<usize> {
+        use crate::protocol::{messages::ReadVersionedError, traits::ReadError};
+        match self {
+            Self::Request(RequestError::ReadVersionedError(ReadVersionedError::ReadError(
+                ReadError::DecodedOverBudget { limit },
+            ))) => Some(*limit),
+            _ => None,
+        }
+    }
+
     pub(crate) fn exactly_one_topic(len: usize) -> Self {
         Self::InvalidResponse(format!("Expected a single topic in response, got {len}"))
     }

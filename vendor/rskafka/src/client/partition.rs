@@ -402,14 +402,24 @@ impl PartitionClient {
         bytes: Range<i32>,
         max_wait_ms: i32,
     ) -> Result<(Vec<RecordAndOffset>, i64)> {
-        let fetched = self.fetch_committed(offset, bytes, max_wait_ms).await?;
+        let fetched = self.fetch_committed(offset, bytes, max_wait_ms, None).await?;
         Ok((fetched.records, fetched.high_watermark))
     }
 
     /// [`fetch_records`](Self::fetch_records), also telling where the fetched batches end: the records of aborted
     /// transactions and the transaction markers are dropped (the request asks for `READ_COMMITTED`), so a fetch can
     /// give no record although it read batches; the next fetch starts at [`Fetched::next_offset`].
-    pub async fn fetch_committed(&self, offset: i64, bytes: Range<i32>, max_wait_ms: i32) -> Result<Fetched> {
+    ///
+    /// luka patch: `decoded_limit` bounds the bytes the fetched batches may decompress to. Past it the batches before
+    /// the one that crossed it are the answer; when the first batch alone crosses it the fetch fails
+    /// ([`Error::decoded_over_budget`]).
+    pub async fn fetch_committed(
+        &self,
+        offset: i64,
+        bytes: Range<i32>,
+        max_wait_ms: i32,
+        decoded_limit: Option<usize>,
+    ) -> Result<Fetched> {
         let request = &build_fetch_request(offset, bytes, max_wait_ms, self.partition, &self.topic);
 
         let partition = maybe_retry(
@@ -423,7 +433,7 @@ impl PartitionClient {
                     .await
                     .map_err(|e| ErrorOrThrottle::Error((e, None)))?;
                 let response = broker
-                    .request(&request)
+                    .request_within(&request, decoded_limit)
                     .await
                     .map_err(|e| ErrorOrThrottle::Error((e.into(), Some(r#gen))))?;
                 maybe_throttle(response.throttle_time_ms)?;

@@ -7,6 +7,7 @@
 //! - <https://github.com/twmb/franz-go/tree/858592494064d5a6bef4b622a567183a39932712/generate/definitions>
 pub mod api_key;
 pub mod api_version;
+pub(crate) mod budget;
 pub mod error;
 pub mod frame;
 pub mod messages;

@@ -820,13 +820,19 @@ where
         while buf.position() < len {
             let batch = match RecordBatch::read(&mut buf) {
                 Ok(batch) => batch,
-                Err(ReadError::IO(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    // Record batch got cut off, likely due to `FetchRequest::max_bytes`.
-                    break;
-                }
-                Err(e) => {
-                    return Err(e);
-                }
+                // luka patch: past the decompression budget, the batches read so far are the answer (the rest are
+                // read by the next fetch); a first batch past it alone cannot be read within the budget.
+                Err(e) => match super::budget::spent_past() {
+                    Some(over) if batches.is_empty() => return Err(over),
+                    Some(_) => break,
+                    None => match e {
+                        ReadError::IO(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            // Record batch got cut off, likely due to `FetchRequest::max_bytes`.
+                            break;
+                        }
+                        e => return Err(e),
+                    },
+                },
             };
             batches.push(batch);
         }

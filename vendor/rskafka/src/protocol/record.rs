@@ -21,6 +21,9 @@
 //! [KIP-98]: https://cwiki.apache.org/confluence/display/KAFKA/KIP-98+-+Exactly+Once+Delivery+and+Transactional+Messaging
 use std::io::{Cursor, Read, Write};
 
+#[allow(unused_imports)] // only the compression features use it
+use super::budget::Budgeted;
+
 #[cfg(test)]
 use proptest::prelude::*;
 
@@ -641,7 +644,8 @@ where
             RecordBatchCompression::Gzip => {
                 use flate2::read::GzDecoder;
 
-                let mut decoder = GzDecoder::new(reader);
+                // luka patch: decompressed bytes are spent from the response's budget.
+                let mut decoder = Budgeted(GzDecoder::new(reader));
                 let records = Self::read_records(&mut decoder, is_control, n_records)?;
 
                 ensure_eof(&mut decoder, "Data left in gzip block")?;
@@ -652,13 +656,13 @@ where
             RecordBatchCompression::Lz4 => {
                 use lz4::Decoder;
 
-                let mut decoder = Decoder::new(reader)?;
+                let mut decoder = Budgeted(Decoder::new(reader)?);
                 let records = Self::read_records(&mut decoder, is_control, n_records)?;
 
                 // the lz4 decoder requires us to consume the whole inner stream until we reach EOF
                 ensure_eof(&mut decoder, "Data left in LZ4 block")?;
 
-                let (_reader, res) = decoder.finish();
+                let (_reader, res) = decoder.0.finish();
                 res?;
 
                 records
@@ -731,7 +735,7 @@ where
             RecordBatchCompression::Zstd => {
                 use zstd::Decoder;
 
-                let mut decoder = Decoder::new(reader)?;
+                let mut decoder = Budgeted(Decoder::new(reader)?);
                 let records = Self::read_records(&mut decoder, is_control, n_records)?;
 
                 ensure_eof(&mut decoder, "Data left in zstd block")?;
@@ -964,6 +968,8 @@ fn carefully_decompress_snappy(
     // - https://github.com/edenhill/librdkafka/blob/2b76b65212e5efda213961d5f84e565038036270/src/rdkafka_msgset_reader.c#L345-L348
     // - https://github.com/edenhill/librdkafka/blob/747f77c98fbddf7dc6508f76398e0fc9ee91450f/src/snappy.c#L779
     let uncompressed_size = decompress_len(input).map_err(|e| ReadError::Malformed(Box::new(e)))?;
+    // luka patch: a correct message decompresses to exactly this size, spent from the response's budget first.
+    super::budget::spend(uncompressed_size)?;
 
     // figure out how long the encoded size was
     let uncompressed_size_encoded_length = {

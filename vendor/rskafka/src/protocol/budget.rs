@@ -1,0 +1,83 @@
+//! luka patch: a limit on the bytes decompressed while one response is read.
+//!
+//! A fetch asks the broker for at most so many bytes, but those are compressed: a batch of a few hundred bytes can
+//! decompress to gigabytes (a gzip or zstd bomb written by any producer with access to the topic). The reader of a
+//! response sets a budget ([`within`]) for the synchronous decode of that response; each compressed batch's
+//! decompressed bytes are spent from it ([`Budgeted`], [`spend`]), and a batch that would go past it fails to read
+//! ([`Records`](super::primitives::Records) then keeps the batches read before it, or fails with
+//! [`ReadError::DecodedOverBudget`] when it is the first).
+//!
+//! The budget is kept per thread: a response is decoded in one synchronous call (no `.await` inside), so it cannot
+//! be seen by another response's decode.
+
+use std::cell::Cell;
+use std::io::Read;
+
+use super::traits::ReadError;
+
+#[derive(Clone, Copy)]
+struct Budget {
+    limit: usize,
+    left: usize,
+    spent_past: bool,
+}
+
+thread_local! {
+    static BUDGET: Cell<Option<Budget>> = const { Cell::new(None) };
+}
+
+/// Runs `read` with at most `limit` decompressed bytes (`None`: no limit, as upstream).
+pub(crate) fn within<T>(limit: Option<usize>, read: impl FnOnce() -> T) -> T {
+    let budget = limit.map(|limit| Budget {
+        limit,
+        left: limit,
+        spent_past: false,
+    });
+    let outer = BUDGET.with(|b| b.replace(budget));
+    let result = read();
+    BUDGET.with(|b| b.set(outer));
+    result
+}
+
+/// Spends `bytes` of the budget; an error once the budget is spent past.
+pub(crate) fn spend(bytes: usize) -> std::io::Result<()> {
+    BUDGET.with(|b| {
+        let Some(mut budget) = b.get() else {
+            return Ok(());
+        };
+        if budget.spent_past || bytes > budget.left {
+            budget.spent_past = true;
+            budget.left = 0;
+            b.set(Some(budget));
+            return Err(std::io::Error::other(format!(
+                "more than {} bytes decompressed",
+                budget.limit
+            )));
+        }
+        budget.left -= bytes;
+        b.set(Some(budget));
+        Ok(())
+    })
+}
+
+/// The error for a read that failed because the budget was spent past, if that is why.
+pub(crate) fn spent_past() -> Option<ReadError> {
+    BUDGET.with(|b| {
+        b.get()
+            .filter(|budget| budget.spent_past)
+            .map(|budget| ReadError::DecodedOverBudget {
+                limit: budget.limit,
+            })
+    })
+}
+
+/// A decompressing reader whose output is spent from the budget.
+pub(crate) struct Budgeted<R>(pub(crate) R);
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        spend(n)?;
+        Ok(n)
+    }
+}
