@@ -238,6 +238,39 @@ async fn records_of_aborted_transactions_are_never_read() {
     assert_eq!(values, ["committed-0", "committed-1"]);
 }
 
+/// An offset inside aborted transactions longer than a fetch skips in one request (200 ms of fetches without a wait,
+/// here 4,000 batches, one per fetch) is read past over the reader's next requests, though each asks from the same
+/// offset: where a request got to is kept for the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_inside_long_aborted_transactions_get_past_them() {
+    let config = format!("[server]\nfetch_max_bytes = 1024\n{CONFIG}");
+    let h = Harness::on(Kafka::Apache, 1, &config).await;
+    let (status, written) = call(&h, "POST", "/produce/greetings", DEMO, r#"{"value": "first"}"#).await;
+    assert_eq!(status, 200, "{written}");
+    let after_first = offset(&written[0]) + 1;
+    let aborted = (0..4000)
+        .map(|i| format!("aborted-{i}-{}", "x".repeat(1024)).into_bytes())
+        .collect();
+    librdkafka_transaction(&h.bootstrap(0), "greetings", 0, aborted, false).await;
+    librdkafka_transaction(&h.bootstrap(0), "greetings", 0, vec![b"committed".to_vec()], true).await;
+    // No wait: each request skips for 200 ms (here about 500 of the 4,000 batches).
+    let position = json!({"topic": "greetings", "partition": 0, "offset": after_first, "timeout": 0}).to_string();
+    for request in 1..=100 {
+        let (status, fetched) = call(&h, "POST", "/fetch", DEMO, &position).await;
+        assert_eq!(status, 200, "{fetched}");
+        let messages = fetched.as_array().expect("a list of messages");
+        if let Some(first) = messages.first() {
+            assert_eq!(first["value"], "committed", "request {request}: {fetched}");
+            assert!(
+                request > 1,
+                "one request skipped all the aborted batches: the test shows nothing"
+            );
+            return;
+        }
+    }
+    panic!("100 requests from the same offset never got past the aborted transaction");
+}
+
 /// A record batch is read whole, and compressed it can hold far more than it takes on the broker (a few hundred bytes
 /// of zstd can hold gigabytes): one position's read decompresses at most `fetch_max_total_bytes`. The records
 /// before such a batch are answered; the batch itself is a 413 that says where it is and which setting limits it.

@@ -47,6 +47,12 @@ const CREATED_TOPIC_POLL: Duration = Duration::from_millis(50);
 /// this reconnects for the least recently read ones.
 const MAX_READERS: u64 = 256;
 
+/// Skip positions remembered per cluster ([`ClusterClient::skipped`]): one per offset a reader is stuck at.
+const MAX_SKIPS: u64 = 1024;
+
+/// How long a skip position no read asked for is kept.
+const SKIP_IDLE: Duration = Duration::from_secs(600);
+
 /// A reading client not used for this long is closed (moka drops it at the cache's next use; it runs no thread).
 const READER_IDLE: Duration = Duration::from_secs(300);
 
@@ -81,6 +87,10 @@ pub struct ClusterClient {
     /// Reading clients, each with its own broker connection: the most recently used [`MAX_READERS`] (a user may read
     /// every partition of a large cluster once); one idle for [`READER_IDLE`] goes at the cache's next use.
     readers: moka::sync::Cache<(String, i32), Arc<OnceCell<Arc<PartitionClient>>>>,
+    /// Where reads that began at an offset inside aborted transactions got to (topic, partition, offset → the next
+    /// offset to read): a read skips them for a limited time, and the reader asks again from the same offset, so
+    /// without it a long enough run of aborted batches would be answered with nothing for good.
+    pub(crate) skipped: moka::sync::Cache<(String, i32, i64), i64>,
     counters: Arc<ProduceCounters>,
     reachability: Arc<Reachability>,
     /// Produce calls waiting on the cluster; bounded by `max_in_flight`.
@@ -106,6 +116,10 @@ impl ClusterClient {
             readers: moka::sync::Cache::builder()
                 .max_capacity(MAX_READERS)
                 .time_to_idle(READER_IDLE)
+                .build(),
+            skipped: moka::sync::Cache::builder()
+                .max_capacity(MAX_SKIPS)
+                .time_to_idle(SKIP_IDLE)
                 .build(),
             counters: Arc::default(),
         }

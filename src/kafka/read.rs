@@ -133,7 +133,8 @@ impl ClusterClient {
             // goes on from where they end, else a reader asking again from `offset` would be given the same nothing
             // for as long as they are all `max_bytes` holds. Each fetch after the first waits only for what is left
             // of the one wait, and the skipping stops (answering nothing) once the wait, or at least
-            // `SKIP_AT_LEAST`, is spent.
+            // `SKIP_AT_LEAST`, is spent; where it got to is kept for the reader's next request, which asks from
+            // `offset` again (`ClusterClient::skipped`).
             let started = tokio::time::Instant::now();
             let (wait_until, skip_until) = (started + wait, started + wait.max(SKIP_AT_LEAST));
             let mut from = offset;
@@ -165,11 +166,19 @@ impl ClusterClient {
                     Err(e) => return Err(client_error(e)),
                 };
                 match fetched.next_offset {
-                    Some(next)
-                        if next > from
-                            && !fetched.records.iter().any(|r| r.offset >= offset)
-                            && tokio::time::Instant::now() < skip_until =>
-                    {
+                    Some(next) if next > from && !fetched.records.iter().any(|r| r.offset >= offset) => {
+                        // Only aborted batches and markers, which stay so: once the first fetch shows that `offset`
+                        // is among them, a read of it that got further before goes on from there.
+                        let key = || (topic.to_owned(), partition, offset);
+                        let next = if from == offset {
+                            self.skipped.get(&key()).map_or(next, |further| further.max(next))
+                        } else {
+                            next
+                        };
+                        if tokio::time::Instant::now() >= skip_until {
+                            self.skipped.insert(key(), next);
+                            break (fetched.records, fetched.high_watermark);
+                        }
                         from = next;
                     }
                     _ => break (fetched.records, fetched.high_watermark),
