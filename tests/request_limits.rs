@@ -4,7 +4,7 @@
 mod common;
 
 use common::proxy::{KafkaProxy, METADATA};
-use common::read::assert_no_record;
+use common::read::{assert_no_record, librdkafka_create_topic};
 use common::{Harness, PRODUCE_FUNCTION, error_of};
 use serde_json::{Value, json};
 
@@ -178,6 +178,35 @@ fn peak_memory() -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
     let kb: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("kB");
     kb * 1024
+}
+
+/// A topic a pattern names that another client created between luka's listing and its own creation
+/// (`TopicAlreadyExists`) is not one luka created: it does not count against `max_created_topics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_first_by_another_client_is_not_counted_as_created() {
+    let broker = common::embedded_broker().await;
+    let config = format!(
+        "[clusters.local]\nbootstrap = [\"{}\"]\nmax_created_topics = 1\n\n[topics.\"made.*\"]\npartitions = 1\n\
+         [topics.\"events.*\"]\n\n{}",
+        broker.addr(),
+        demo_user!()
+    );
+    let h = Harness::start(0, &config).await;
+    // luka lists the cluster (no such topic: 404, nothing created), and trusts that listing for a second.
+    let (status, answer) = h.post("/produce/events.none", r#"{"value":"x"}"#).await;
+    assert_eq!(status, 404, "{answer}");
+    let listed = std::time::Instant::now();
+    librdkafka_create_topic(&broker.addr().to_string(), "made.elsewhere", 1).await;
+    let (status, answer) = h.post("/produce/made.elsewhere", r#"{"value":"x"}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        listed.elapsed() < std::time::Duration::from_secs(1),
+        "luka listed the cluster again: the test did not make it create a topic that exists"
+    );
+    let (status, answer) = h.post("/produce/made.here", r#"{"value":"x"}"#).await;
+    assert_eq!(status, 200, "the one topic luka may create: {answer}");
+    let (status, answer) = h.post("/produce/made.more", r#"{"value":"x"}"#).await;
+    assert_eq!(status, 404, "{answer}");
 }
 
 /// What anonymous or careless requests cost the broker: names that no topic has (new ones for a pattern each time),

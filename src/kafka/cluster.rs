@@ -324,10 +324,17 @@ impl ClusterClient {
                 });
             }
         }
-        let controller = self
-            .client
-            .controller_client()
-            .map_err(|e| self.create_error(topic, &e))?;
+        // Topics luka did not create after all are not counted against max_created_topics.
+        let give_back = || {
+            if !configured {
+                self.created_by_pattern
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        let controller = self.client.controller_client().map_err(|e| {
+            give_back();
+            self.create_error(topic, &e)
+        })?;
         let timeout_ms = i32::try_from(self.config.produce_timeout.as_millis()).unwrap_or(i32::MAX);
         self.guarded(self.config.produce_timeout, async {
             // The controller is found by a metadata request over the cluster's metadata connection.
@@ -338,21 +345,20 @@ impl ClusterClient {
                     tracing::info!(cluster = %self.config.name, %topic, partitions = create.partitions, "created topic");
                     Ok(())
                 }
-                // Another luka (or client) created it first: fine.
+                // Another luka (or client) created it first: fine, and not one luka created.
                 Err(ClientError::ServerError {
                     protocol_error: ProtocolError::TopicAlreadyExists,
                     ..
-                }) => Ok(()),
+                }) => {
+                    give_back();
+                    Ok(())
+                }
                 Err(e) => Err(self.create_error(topic, &e)),
             }
         })
         .await
-        .inspect_err(|_| {
-            // A creation that failed does not count against max_created_topics.
-            if !configured {
-                self.created_by_pattern.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        })?;
+        // A creation that failed does not count against max_created_topics.
+        .inspect_err(|_| give_back())?;
         // The controller answers once the topic is committed; a broker's metadata can show it a moment later (Apache
         // Kafka applies it asynchronously). Look again briefly rather than report a topic just created as unknown.
         let deadline = Instant::now() + self.config.produce_timeout;

@@ -305,3 +305,22 @@ pub async fn librdkafka_compressed_batch(
     .await
     .expect("writer thread");
 }
+
+/// Creates `topic` with `partitions` partitions through librdkafka's admin client (as another client of the cluster
+/// would, unknown to luka).
+pub async fn librdkafka_create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("an admin client");
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics([&new], &AdminOptions::new().operation_timeout(Some(READ_TIMEOUT)))
+        .await
+        .expect("create_topics");
+    for result in results {
+        result.expect("the topic is created");
+    }
+}
