@@ -5,8 +5,8 @@ mod common;
 
 use common::binary::Binary;
 use common::read::{assert_no_record, header_texts, read_records};
-use common::{Harness, Kafka, offset, sample};
-use serde_json::Value;
+use common::{Harness, Kafka, json_answer, offset, sample};
+use serde_json::{Value, json};
 use std::time::Duration;
 
 on_both_brokers!(
@@ -230,6 +230,59 @@ async fn every_request_gets_one_json_access_log_line_with_its_id() {
     assert_eq!(fields["status"], 200);
     assert_eq!(fields["records"], 2);
     assert!(fields["duration_ms"].as_f64().is_some(), "{fields}");
+}
+
+/// A request whose client leaves before the answer is made still gets its access log line, with nginx's 499 ("client
+/// closed request"): here a `/fetch` waiting for records that do not come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_client_left_is_logged_as_499() {
+    use tokio::io::AsyncWriteExt;
+
+    let dir = common::temp_dir();
+    let config = |http, broker| {
+        format!(
+            "[server]\nlisten = \"{http}\"\nlog_format = \"json\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\n\
+         embedded = true\n\n[topics.quiet]\npartitions = 1\n\n[[users]]\nname = \"demo\"\npassword = \"demo\"\n\
+         topics = [\"*\"]\nread_topics = [\"*\"]\n"
+        )
+    };
+    let luka = Binary::serve(&dir, config).await;
+    // The partition's end, where a fetch waits for the next record.
+    let (status, end) = json_answer(
+        reqwest::Client::new()
+            .post(format!("http://{}/offsets/latest", luka.http))
+            .basic_auth("demo", Some("demo"))
+            .body(r#"{"topic": "quiet", "partition": 0}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{end}");
+    let body = json!({"topic": "quiet", "partition": 0, "offset": end[0]["offset"], "timeout": 5000}).to_string();
+    let mut socket = tokio::net::TcpStream::connect(luka.http).await.unwrap();
+    let request = format!(
+        "POST /fetch HTTP/1.1\r\nHost: luka\r\nAuthorization: Basic ZGVtbzpkZW1v\r\nX-Request-Id: left-early\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(socket);
+    // Give luka a moment to see the connection close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = luka.stop_and_read_log().await;
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "luka::access" && l["fields"]["request_id"] == "left-early")
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let fields = &lines[0]["fields"];
+    assert_eq!(fields["path"], "/fetch");
+    assert_eq!(fields["status"], 499, "{fields}");
+    let waited = fields["duration_ms"].as_f64().expect("a duration");
+    assert!(
+        waited < 4000.0,
+        "logged when the client left, not at the fetch's end: {fields}"
+    );
 }
 
 /// SIGTERM stops luka as its README says: the listener closes, a keep-alive connection waiting for its next request

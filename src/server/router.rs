@@ -89,6 +89,7 @@ pub fn handle<B: RequestBody>(app: &Arc<App>, request: Request<B>, remote: Socke
         remote,
         timeout,
         access_log: app.config.server.access_log,
+        answered: false,
         _in_flight: in_flight,
     };
     let state = match routed {
@@ -181,11 +182,19 @@ struct Finish {
     /// The request timeout its work ran within.
     timeout: Duration,
     access_log: bool,
+    /// Set once the answer is made; a request dropped before (its client closed the connection) is recorded as
+    /// [`CLIENT_CLOSED`] when its `Finish` is dropped.
+    answered: bool,
     _in_flight: InFlight,
 }
 
+/// The status a request is recorded with (metrics, access log) when its connection closed before its answer was
+/// made (the client left, or shutdown cut it past its grace): nginx's "client closed request". Nothing was sent;
+/// what it wrote is in the line's `records`.
+const CLIENT_CLOSED: u16 = 499;
+
 impl Finish {
-    fn answer(self, result: Result<Response, RequestError>) -> Response {
+    fn answer(mut self, result: Result<Response, RequestError>) -> Response {
         let context = &self.context;
         let mut response =
             result.unwrap_or_else(|e| into_response(&e, &context.id, told_written(context), context.awaits_outcome()));
@@ -195,12 +204,20 @@ impl Finish {
         if let Ok(id) = HeaderValue::from_str(&context.id) {
             response.headers_mut().insert(REQUEST_ID, id);
         }
+        self.record(response.status().as_u16());
+        self.answered = true;
+        response
+    }
+
+    /// The request's metrics and access log line, with the status it was answered with.
+    fn record(&self, status: u16) {
+        let context = &self.context;
         let function = context.function();
         let duration = self.started.elapsed();
         crate::metrics::metrics().observe_request(
             route_kind(&self.path, function.is_some()),
             function.map(AsRef::as_ref),
-            response.status().as_u16(),
+            status,
             duration,
         );
         if self.access_log {
@@ -209,14 +226,23 @@ impl Finish {
                 remote: self.remote,
                 method: self.method.as_str(),
                 path: &self.path,
-                status: response.status().as_u16(),
+                status,
                 duration,
                 function: function.map_or("", |f| f.name()),
                 records: context.records(),
             };
             log_access(&line);
         }
-        response
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if !self.answered {
+            // Unwinding from a bug in the request's work: the connection goes without an answer too.
+            let status = if std::thread::panicking() { 500 } else { CLIENT_CLOSED };
+            self.record(status);
+        }
     }
 }
 
