@@ -23,7 +23,7 @@ const USERS: &str = concat!(
 [[users]]
 name = "limited"
 password = "limited"
-topics = ["other"]
+topics = ["s"]
 "#
 );
 

@@ -31,7 +31,7 @@ pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
             clusters.insert(name.get_ref().clone(), Arc::new(checked));
         }
     }
-    let users = check_users(&mut c, raw.users);
+    let users = check_users(&mut c, raw.users, &topics);
     let lua = check_lua(&mut c, &raw.lua, &raw.server, base_dir);
     let routes = check_routes(&mut c, &raw.routes, &lua.functions_dir, !users.is_empty());
     let metrics = MetricsSettings {
@@ -333,7 +333,7 @@ fn resolve_tls(c: &mut Checker<'_>, name: &Spanned<String>, tls: &TlsConfig, bas
     resolved
 }
 
-fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>) -> Vec<User> {
+fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>, topics: &[Topic]) -> Vec<User> {
     let mut seen = BTreeSet::new();
     let mut users = Vec::new();
     for user in raw {
@@ -354,6 +354,17 @@ fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>) -> Vec<User> {
             let mut parsed = Vec::new();
             for topic in list {
                 match TopicPattern::parse(topic.get_ref()) {
+                    // `*` is everything there is, whatever that is; anything else that no [topics] entry can match
+                    // is a name mistyped or a topic not defined yet, and would only ever be refused.
+                    Ok(p) if p.as_str() != "*" && !topics.iter().any(|t| t.pattern.overlaps(&p)) => c.at(
+                        topic,
+                        format!(
+                            "[[users]] '{name}' {key}: '{}' matches no [topics] entry ({}); define the topic, or \
+                             correct the name",
+                            p.as_str(),
+                            topic_list(topics)
+                        ),
+                    ),
                     Ok(p) => parsed.push(p),
                     Err(e) => c.at(topic, format!("[[users]] '{name}' {key}: {e}")),
                 }
@@ -382,6 +393,19 @@ fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>) -> Vec<User> {
         });
     }
     users
+}
+
+/// The `[topics]` names and patterns, for a message: the first few.
+fn topic_list(topics: &[Topic]) -> String {
+    const SHOWN: usize = 8;
+    if topics.is_empty() {
+        return "there are none".to_owned();
+    }
+    let mut list: Vec<&str> = topics.iter().take(SHOWN).map(|t| t.pattern.as_str()).collect();
+    if topics.len() > SHOWN {
+        list.push("...");
+    }
+    format!("they are: {}", list.join(", "))
 }
 
 fn is_host_port(s: &str) -> bool {
@@ -512,6 +536,39 @@ requests_per_second = 5
             assert!(errors.iter().any(|e| e == expected), "missing {expected:?} in:\n{all}");
         }
         assert!(!all.contains("requests_per_second"), "{all}");
+    }
+
+    /// A user's topic name or pattern that no `[topics]` entry can match would only ever be refused: a typo, or a
+    /// topic not defined. `*` is not one (it is everything there is).
+    #[test]
+    fn user_topics_that_no_topic_entry_matches_are_refused() {
+        let text = r#"
+[clusters.a]
+bootstrap = ["broker:9092"]
+
+[topics.orders]
+[topics."events.*"]
+
+[[users]]
+name = "u"
+password = "p"
+topics = ["orders", "order", "events.click", "*.created", "logs.*", "*"]
+read_topics = ["ordres"]
+"#;
+        let errors = load(text).unwrap_err();
+        let all = errors.join("\n");
+        assert_eq!(errors.len(), 3, "{all}");
+        for expected in [
+            "line 11: [[users]] 'u' topics: 'order' matches no [topics] entry (they are: orders, events.*); define \
+             the topic, or correct the name",
+            "line 11: [[users]] 'u' topics: 'logs.*' matches no [topics] entry",
+            "line 12: [[users]] 'u' read_topics: 'ordres' matches no [topics] entry",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(expected)),
+                "missing {expected:?} in:\n{all}"
+            );
+        }
     }
 
     #[test]

@@ -60,10 +60,52 @@ impl TopicPattern {
         }
     }
 
+    /// Whether some topic name matches both patterns (a user's and a `[topics]` entry's, say).
+    pub fn overlaps(&self, other: &TopicPattern) -> bool {
+        globs_overlap(self.text.as_bytes(), other.text.as_bytes())
+    }
+
     /// How specific a pattern is: the number of literal characters. The most specific match wins routing.
     pub fn specificity(&self) -> usize {
         self.text.chars().filter(|c| *c != '*').count()
     }
+}
+
+/// Whether two patterns whose only wildcard is `*` (any run of characters) match a common string: a walk over both
+/// at once, where a `*` on either side may match nothing more or take the other side's next character (or star),
+/// remembering the (position, position) pairs found dead (at most 250 x 250 for topic names).
+fn globs_overlap(a: &[u8], b: &[u8]) -> bool {
+    let mut dead = vec![false; (a.len() + 1) * (b.len() + 1)];
+    let mut todo = vec![(0, 0)];
+    while let Some((i, j)) = todo.pop() {
+        let seen = &mut dead[i * (b.len() + 1) + j];
+        if *seen {
+            continue;
+        }
+        *seen = true;
+        if i == a.len() && j == b.len() {
+            return true;
+        }
+        if a.get(i) == Some(&b'*') {
+            todo.push((i + 1, j));
+            if j < b.len() {
+                todo.push((i, j + 1));
+            }
+        }
+        if b.get(j) == Some(&b'*') {
+            todo.push((i, j + 1));
+            if i < a.len() {
+                todo.push((i + 1, j));
+            }
+        }
+        if let (Some(x), Some(y)) = (a.get(i), b.get(j))
+            && x == y
+            && *x != b'*'
+        {
+            todo.push((i + 1, j + 1));
+        }
+    }
+    false
 }
 
 /// Whether a concrete topic name (no pattern) is one Kafka accepts.
@@ -99,6 +141,42 @@ mod tests {
         assert!(!p.matches("eventsXclick"));
         assert!(!p.matches("other.events.click"));
         assert!(TopicPattern::parse("*").unwrap().matches("anything"));
+    }
+
+    #[test]
+    fn patterns_overlap_when_some_name_matches_both() {
+        let overlap = |a: &str, b: &str| {
+            let (a, b) = (TopicPattern::parse(a).unwrap(), TopicPattern::parse(b).unwrap());
+            assert_eq!(a.overlaps(&b), b.overlaps(&a), "{} and {}", a.as_str(), b.as_str());
+            a.overlaps(&b)
+        };
+        for (a, b) in [
+            ("orders", "orders"),
+            ("orders", "*"),
+            ("orders", "ord*"),
+            ("orders", "*ers"),
+            ("orders", "o*r*s"),
+            ("events.*", "*.created"),
+            ("events.*", "events.click"),
+            ("a*", "*b"),
+            ("*x*", "y*"),
+            ("events.*", "ev*"),
+            ("events.*", "*.log.x*y"),
+        ] {
+            assert!(overlap(a, b), "{a} and {b} should overlap");
+        }
+        for (a, b) in [
+            ("orders", "order"),
+            ("orders", "orders2"),
+            ("orders", "x*"),
+            ("orders", "*x"),
+            ("events.*", "logs.*"),
+            ("x*y", "*z"),
+            ("a*b", "c*"),
+            ("*.a", "*.b"),
+        ] {
+            assert!(!overlap(a, b), "{a} and {b} should not overlap");
+        }
     }
 
     #[test]
