@@ -205,6 +205,26 @@ async fn requests_luka_cannot_serve_correctly_are_refused_with_501() {
     );
 }
 
+/// A request head (request line and headers) is held in memory until it is whole, so its size is bounded: up to
+/// 64 KiB is served, more is a 431 and the connection closes (hyper's default would hold about 400 KB a connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_heads_past_64_kib_are_refused_with_431() {
+    let h = Harness::start_with(1, CONFIG, &[("open.lua", OPEN)]).await;
+    let server = server_addr(&h);
+    let head = |bytes: usize| {
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: luka\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(bytes)
+        )
+    };
+    let mut stream = stalled([127, 0, 0, 1], server, &head(60 * 1024)).await;
+    let served = answer(&mut stream, Duration::from_secs(5)).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served:?}");
+    let mut stream = stalled([127, 0, 0, 1], server, &head(100 * 1024)).await;
+    let refused = answer(&mut stream, Duration::from_secs(5)).await;
+    assert!(refused.starts_with("HTTP/1.1 431"), "{refused:?}");
+}
+
 /// Another site's page cannot make a logged-in browser write or read: browsers resend cached basic credentials, so
 /// requests they mark as cross-site are refused unless `[server] cors_origins` names the page's origin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::read::{
     assert_fetched, header_texts, java_create_topic, java_grow_topic, java_produce_with_null_header,
-    librdkafka_compressed_batch, librdkafka_transaction, read_records,
+    librdkafka_compressed_batch, librdkafka_record_with_empty_headers, librdkafka_transaction, read_records,
 };
 use common::{Harness, Kafka, error_of, json_answer, offset};
 use serde_json::{Value, json};
@@ -221,9 +221,9 @@ async fn records_of_aborted_transactions_are_never_read() {
     let aborted = (0..3)
         .map(|i| format!("aborted-{i}-{}", "x".repeat(2000)).into_bytes())
         .collect();
-    librdkafka_transaction(&h.bootstrap(0), "greetings", 0, aborted, false).await;
+    librdkafka_transaction(&h.bootstrap(0), ("greetings", 0), "none", aborted, false).await;
     let committed = vec![b"committed-0".to_vec(), b"committed-1".to_vec()];
-    librdkafka_transaction(&h.bootstrap(0), "greetings", 0, committed, true).await;
+    librdkafka_transaction(&h.bootstrap(0), ("greetings", 0), "none", committed, true).await;
     let position = json!({"topic": "greetings", "partition": 0, "offset": after_first});
     let (status, fetched) = call(&h, "POST", "/fetch", DEMO, &position.to_string()).await;
     assert_eq!(status, 200, "{fetched}");
@@ -251,8 +251,15 @@ async fn reads_inside_long_aborted_transactions_get_past_them() {
     let aborted = (0..4000)
         .map(|i| format!("aborted-{i}-{}", "x".repeat(1024)).into_bytes())
         .collect();
-    librdkafka_transaction(&h.bootstrap(0), "greetings", 0, aborted, false).await;
-    librdkafka_transaction(&h.bootstrap(0), "greetings", 0, vec![b"committed".to_vec()], true).await;
+    librdkafka_transaction(&h.bootstrap(0), ("greetings", 0), "none", aborted, false).await;
+    librdkafka_transaction(
+        &h.bootstrap(0),
+        ("greetings", 0),
+        "none",
+        vec![b"committed".to_vec()],
+        true,
+    )
+    .await;
     // No wait: each request skips for 200 ms (here about 500 of the 4,000 batches).
     let position = json!({"topic": "greetings", "partition": 0, "offset": after_first, "timeout": 0}).to_string();
     for request in 1..=100 {
@@ -313,6 +320,30 @@ async fn a_batch_that_decompresses_past_the_read_limit_is_refused() {
             "{codec}: {error}"
         );
     }
+    // A batch past the limit that belongs to an aborted transaction is dropped unread, as aborted batches are: the
+    // read goes on past it.
+    let (status, written) = call(h, "POST", "/produce/packed", ("writer", "w"), r#"{"value": "small"}"#).await;
+    assert_eq!(status, 200, "{written}");
+    let partition = written[0]["partition"].as_i64().unwrap() as i32;
+    let packed = ("packed", partition);
+    librdkafka_transaction(&h.bootstrap(0), packed, "zstd", vec![vec![b'x'; 4 << 20]], false).await;
+    librdkafka_transaction(&h.bootstrap(0), packed, "none", vec![b"after".to_vec()], true).await;
+    let position = json!({"topic": "packed", "partition": partition, "offset": offset(&written[0]) + 1});
+    let (status, fetched) = call(h, "POST", "/fetch", ("reader", "r"), &position.to_string()).await;
+    assert_eq!(status, 200, "{fetched}");
+    assert_eq!(fetched[0]["value"], "after", "{fetched}");
+    // Uncompressed too, what records take once read counts: 50,000 empty headers are 100 KB on the broker and about
+    // 2.4 MB once read.
+    let after = offset(&fetched[0]);
+    librdkafka_record_with_empty_headers(&h.bootstrap(0), "packed", partition, 50_000).await;
+    let position = json!({"topic": "packed", "partition": partition, "offset": after + 1});
+    let (status, refused) = call(h, "POST", "/fetch", ("reader", "r"), &position.to_string()).await;
+    assert_eq!(
+        status,
+        413,
+        "{}",
+        &refused.to_string()[..refused.to_string().len().min(300)]
+    );
 }
 
 /// Each partition read keeps its own client and broker connection for the next read; a user who may read every

@@ -209,13 +209,17 @@ pub async fn fetch(config: &Config, producer: &Producer, user: &User, body: &[u8
     Ok(serde_json::to_vec(&messages).expect("messages serialize"))
 }
 
+/// Positions one `/fetch` reads at once.
+const MAX_READS_AT_ONCE: usize = 4;
+
 /// The records at `positions`, waiting for data until `deadline` at most, and no longer once one position gave
 /// records (as a Kafka fetch answers once it has its minimum bytes).
 ///
 /// At most `fetch_max_total_bytes` of records are read and answered: positions are read a few at a time (as many
-/// as that holds whole fetches of `fetch_max_bytes`), and none is started once the budget is spent. Compressed
-/// records take more room once read: each position's read decompresses at most `fetch_max_total_bytes` (a batch
-/// that decompresses to more is a 413).
+/// as that holds whole fetches of `fetch_max_bytes`, at most [`MAX_READS_AT_ONCE`]), and none is started once the
+/// budget is spent. Records take more room once read than on the wire (compressed, or many small ones): each
+/// position's read takes at most `fetch_max_total_bytes` once read (a batch that would take more is a 413), so a
+/// request holds at most [`MAX_READS_AT_ONCE`] times that.
 async fn read_positions<'a>(
     config: &Config,
     positions: &'a [Position],
@@ -229,7 +233,7 @@ async fn read_positions<'a>(
         .zip(clusters)
         .map(|(p, cluster)| read_position(cluster, p, per_position.min(total), total, deadline, &found))
         .collect();
-    let mut reads = futures::stream::iter(reads).buffered((total / per_position).max(1));
+    let mut reads = futures::stream::iter(reads).buffered((total / per_position).clamp(1, MAX_READS_AT_ONCE));
     let (mut messages, mut bytes) = (Vec::new(), 0);
     'positions: while let Some((p, fetched)) = reads.next().await {
         for record in fetched.map_err(ApiError::Read)? {

@@ -31,7 +31,10 @@ pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
             clusters.insert(name.get_ref().clone(), Arc::new(checked));
         }
     }
-    let users = check_users(&mut c, raw.users, &topics);
+    // A user's topics are checked against the [topics] entries only when every entry passed its own checks: one left
+    // out for a mistake of its own would make each user naming it a second, misleading problem.
+    let all_topics = (topics.len() == raw.topics.len()).then_some(topics.as_slice());
+    let users = check_users(&mut c, raw.users, all_topics);
     let lua = check_lua(&mut c, &raw.lua, &raw.server, base_dir);
     let routes = check_routes(&mut c, &raw.routes, &lua.functions_dir, !users.is_empty());
     let metrics = MetricsSettings {
@@ -333,7 +336,7 @@ fn resolve_tls(c: &mut Checker<'_>, name: &Spanned<String>, tls: &TlsConfig, bas
     resolved
 }
 
-fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>, topics: &[Topic]) -> Vec<User> {
+fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>, topics: Option<&[Topic]>) -> Vec<User> {
     let mut seen = BTreeSet::new();
     let mut users = Vec::new();
     for user in raw {
@@ -356,15 +359,21 @@ fn check_users(c: &mut Checker<'_>, raw: Vec<RawUser>, topics: &[Topic]) -> Vec<
                 match TopicPattern::parse(topic.get_ref()) {
                     // `*` is everything there is, whatever that is; anything else that no [topics] entry can match
                     // is a name mistyped or a topic not defined yet, and would only ever be refused.
-                    Ok(p) if p.as_str() != "*" && !topics.iter().any(|t| t.pattern.overlaps(&p)) => c.at(
-                        topic,
-                        format!(
-                            "[[users]] '{name}' {key}: '{}' matches no [topics] entry ({}); define the topic, or \
+                    Ok(p)
+                        if let Some(topics) = topics
+                            && p.as_str() != "*"
+                            && !topics.iter().any(|t| t.pattern.overlaps(&p)) =>
+                    {
+                        c.at(
+                            topic,
+                            format!(
+                                "[[users]] '{name}' {key}: '{}' matches no [topics] entry ({}); define the topic, or \
                              correct the name",
-                            p.as_str(),
-                            topic_list(topics)
-                        ),
-                    ),
+                                p.as_str(),
+                                topic_list(topics)
+                            ),
+                        )
+                    }
                     Ok(p) => parsed.push(p),
                     Err(e) => c.at(topic, format!("[[users]] '{name}' {key}: {e}")),
                 }

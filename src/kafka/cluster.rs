@@ -50,8 +50,8 @@ const MAX_READERS: u64 = 256;
 /// Skip positions remembered per cluster ([`ClusterClient::skipped`]): one per offset a reader is stuck at.
 const MAX_SKIPS: u64 = 1024;
 
-/// How long a skip position no read asked for is kept.
-const SKIP_IDLE: Duration = Duration::from_secs(600);
+/// How long a skip position is kept.
+const SKIP_KEPT: Duration = Duration::from_secs(600);
 
 /// A reading client not used for this long is closed (moka drops it at the cache's next use; it runs no thread).
 const READER_IDLE: Duration = Duration::from_secs(300);
@@ -90,7 +90,7 @@ pub struct ClusterClient {
     /// Where reads that began at an offset inside aborted transactions got to (topic, partition, offset → the next
     /// offset to read): a read skips them for a limited time, and the reader asks again from the same offset, so
     /// without it a long enough run of aborted batches would be answered with nothing for good.
-    pub(crate) skipped: moka::sync::Cache<(String, i32, i64), i64>,
+    pub(crate) skipped: moka::sync::Cache<(String, i32, i64), super::read::Skip>,
     counters: Arc<ProduceCounters>,
     reachability: Arc<Reachability>,
     /// Produce calls waiting on the cluster; bounded by `max_in_flight`.
@@ -119,7 +119,7 @@ impl ClusterClient {
                 .build(),
             skipped: moka::sync::Cache::builder()
                 .max_capacity(MAX_SKIPS)
-                .time_to_idle(SKIP_IDLE)
+                .time_to_live(SKIP_KEPT)
                 .build(),
             counters: Arc::default(),
         }
@@ -357,8 +357,13 @@ impl ClusterClient {
             }
         })
         .await
-        // A creation that failed does not count against max_created_topics.
-        .inspect_err(|_| give_back())?;
+        // A creation that failed does not count against max_created_topics; one that timed out does (the topic may
+        // have been made, and a retry that finds it made gives its own slot back).
+        .inspect_err(|e| {
+            if !matches!(e, KafkaError::Timeout { .. }) {
+                give_back();
+            }
+        })?;
         // The controller answers once the topic is committed; a broker's metadata can show it a moment later (Apache
         // Kafka applies it asynchronously). Look again briefly rather than report a topic just created as unknown.
         let deadline = Instant::now() + self.config.produce_timeout;

@@ -86,11 +86,12 @@ pub enum KafkaError {
     #[error("kafka cluster '{cluster}' is misconfigured: {detail}")]
     Setup { cluster: String, detail: String },
 
-    /// The record batch at `offset` decompresses to more than a read may hold (a batch is read whole).
+    /// The record batch at `offset` takes more than a read may hold once read (decompressed, its records and headers
+    /// made): a batch is read whole.
     #[error(
-        "the records at offset {offset} of topic '{topic}' partition {partition} decompress to more than {limit} \
-         bytes, more than one /fetch may read (fetch_max_total_bytes); read them with a Kafka client, or raise the \
-         limit"
+        "the records at offset {offset} of topic '{topic}' partition {partition} take more than {limit} bytes once \
+         read (decompressed), more than one /fetch may read (fetch_max_total_bytes); read them with a Kafka client, \
+         or raise the limit"
     )]
     TooLargeToRead {
         cluster: String,

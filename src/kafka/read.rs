@@ -21,6 +21,24 @@ const BATCH_SCAN_DECODED_BYTES: usize = 16 * 1024 * 1024;
 /// reader asking again starts at the same offset, so what is not skipped now is read again next time.
 const SKIP_AT_LEAST: Duration = Duration::from_millis(200);
 
+/// Where a read from an offset inside aborted transactions got to ([`ClusterClient::skipped`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Skip {
+    /// Where the first batch read from the offset ended: the same batches are still there if it ends there again (a
+    /// topic deleted and made again under the same name would have to be written exactly alike).
+    first_end: i64,
+    /// The next offset to read.
+    further: i64,
+}
+
+impl Skip {
+    /// Whether a read whose first fetch ended at `first_end`, on a partition whose records end at `high_watermark`,
+    /// goes on from this skip.
+    fn applies(self, first_end: i64, high_watermark: i64) -> bool {
+        self.first_end == first_end && self.further > first_end && self.further <= high_watermark
+    }
+}
+
 /// Where in a partition to look up an offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListOffset {
@@ -137,7 +155,7 @@ impl ClusterClient {
             // `offset` again (`ClusterClient::skipped`).
             let started = tokio::time::Instant::now();
             let (wait_until, skip_until) = (started + wait, started + wait.max(SKIP_AT_LEAST));
-            let mut from = offset;
+            let (mut from, mut first_end) = (offset, offset);
             let (records, high_watermark) = loop {
                 let wait_ms = if from == offset {
                     wait_ms
@@ -153,7 +171,10 @@ impl ClusterClient {
                     Err(ClientError::ServerError {
                         protocol_error: ProtocolError::OffsetOutOfRange,
                         ..
-                    }) => return out_of_range().await,
+                    }) => {
+                        self.skipped.invalidate(&(topic.to_owned(), partition, offset));
+                        return out_of_range().await;
+                    }
                     Err(e) if e.decoded_over_budget().is_some() => {
                         return Err(KafkaError::TooLargeToRead {
                             cluster: self.config().name.clone(),
@@ -170,13 +191,31 @@ impl ClusterClient {
                         // Only aborted batches and markers, which stay so: once the first fetch shows that `offset`
                         // is among them, a read of it that got further before goes on from there.
                         let key = || (topic.to_owned(), partition, offset);
-                        let next = if from == offset {
-                            self.skipped.get(&key()).map_or(next, |further| further.max(next))
-                        } else {
-                            next
-                        };
+                        if from == offset {
+                            first_end = next;
+                            if let Some(skip) = self.skipped.get(&key())
+                                && skip.applies(next, fetched.high_watermark)
+                            {
+                                from = skip.further;
+                                continue;
+                            }
+                        }
                         if tokio::time::Instant::now() >= skip_until {
-                            self.skipped.insert(key(), next);
+                            // The furthest any read got: another read of the same offset may have gone further.
+                            let skip = Skip {
+                                first_end,
+                                further: next,
+                            };
+                            self.skipped.entry(key()).and_upsert_with(|kept| match kept {
+                                Some(kept) if kept.value().first_end == first_end => {
+                                    let kept = *kept.value();
+                                    Skip {
+                                        further: kept.further.max(next),
+                                        ..kept
+                                    }
+                                }
+                                _ => skip,
+                            });
                             break (fetched.records, fetched.high_watermark);
                         }
                         from = next;
@@ -251,5 +290,29 @@ impl Drop for ForgetReaderOnDrop<'_> {
         if self.armed {
             self.cluster.forget_reader(self.topic, self.partition);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Skip;
+
+    /// A kept skip is followed only from a read whose first batch ends where it ended then, and only to where the
+    /// partition's records still reach: a topic deleted and made again under its name would differ in one or both.
+    #[test]
+    fn a_skip_applies_only_to_the_batches_it_was_made_over() {
+        let skip = Skip {
+            first_end: 20,
+            further: 3000,
+        };
+        assert!(skip.applies(20, 5000));
+        assert!(skip.applies(20, 3000));
+        assert!(!skip.applies(21, 5000), "another first batch");
+        assert!(!skip.applies(20, 2999), "past the partition's end");
+        let backwards = Skip {
+            first_end: 20,
+            further: 20,
+        };
+        assert!(!backwards.applies(20, 5000), "no further than the first batch");
     }
 }

@@ -49,6 +49,12 @@ const IDLE_RECHECK: Duration = Duration::from_millis(100);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// The largest request head (request line and headers) luka takes (hyper's `max_header_size`): past it, 431. Also
+/// what a connection's read buffer grows to before a read (`max_buf_size`; one read can take it to about twice
+/// that). hyper's default is about 400 KB a connection, 400 MB over `max_connections`' default; nginx allows 32 KB
+/// of headers, Node.js 16 KB.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests (those with an
 /// `Idempotency-Key` whose client has gone too).
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
@@ -108,10 +114,13 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
                 _busy: busy,
             }
         });
-        let connection = http1::Builder::new().serve_connection(
-            TokioIo::new(deferred::DeferredWrites::new(stream).telling(reads)),
-            service,
-        );
+        let connection = http1::Builder::new()
+            .max_buf_size(MAX_HEAD_BYTES)
+            .max_header_size(MAX_HEAD_BYTES)
+            .serve_connection(
+                TokioIo::new(deferred::DeferredWrites::new(stream).telling(reads)),
+                service,
+            );
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
             // The header timeout is kept here rather than by hyper, whose own makes and registers a new timer for

@@ -243,15 +243,24 @@ async fn java_reference(args: &[&str]) -> String {
     super::kafka::script(command).await
 }
 
-/// Writes `values` to `topic`/`partition` in one transaction of librdkafka's, each value in a batch of its own, and
-/// then commits it or aborts it: records a `READ_COMMITTED` reader must show or drop.
-pub async fn librdkafka_transaction(bootstrap: &str, topic: &str, partition: i32, values: Vec<Vec<u8>>, commit: bool) {
+/// Writes `values` to `topic`/`partition` in one transaction of librdkafka's, each value in a batch of its own
+/// (compressed with `codec`, or "none"), and then commits it or aborts it: records a `READ_COMMITTED` reader must
+/// show or drop.
+pub async fn librdkafka_transaction(
+    bootstrap: &str,
+    (topic, partition): (&str, i32),
+    codec: &str,
+    values: Vec<Vec<u8>>,
+    commit: bool,
+) {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    let (bootstrap, topic, codec) = (bootstrap.to_owned(), topic.to_owned(), codec.to_owned());
     tokio::task::spawn_blocking(move || {
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
             .set("transactional.id", "luka-tests")
+            .set("compression.codec", &codec)
+            .set("message.max.bytes", "100000000")
             // A batch per value without waiting for each (a flush per value took about 70 ms on Apache Kafka).
             .set("batch.num.messages", "1")
             .create()
@@ -323,4 +332,32 @@ pub async fn librdkafka_create_topic(bootstrap: &str, topic: &str, partitions: i
     for result in results {
         result.expect("the topic is created");
     }
+}
+
+/// Writes one record with `count` empty headers to `topic`/`partition` with librdkafka: a few bytes each on the wire,
+/// far more once read.
+pub async fn librdkafka_record_with_empty_headers(bootstrap: &str, topic: &str, partition: i32, count: usize) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("a producer");
+        let headers = (0..count).fold(OwnedHeaders::new_with_capacity(count), |headers, _| {
+            headers.insert(Header {
+                key: "",
+                value: Some(&[] as &[u8]),
+            })
+        });
+        let record = BaseRecord::<(), [u8]>::to(&topic)
+            .partition(partition)
+            .payload(b"headers")
+            .headers(headers);
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+        producer.flush(READ_TIMEOUT).expect("flush");
+    })
+    .await
+    .expect("writer thread");
 }

@@ -96,18 +96,19 @@ pub enum Error {
 
     #[error("Timeout")]
     Timeout,
+
+    /// luka patch: the first record batch a fetch read takes more than the fetch's decompression budget
+    /// ([`PartitionClient::fetch_committed`](crate::client::partition::PartitionClient::fetch_committed)).
+    #[error("A record batch takes more than {limit} bytes to read")]
+    DecodedOverBudget { limit: usize },
 }
 
 impl Error {
-    /// luka patch: when a fetch failed because its first record batch decompresses to more than the limit it was
-    /// given ([`PartitionClient::fetch_committed`](crate::client::partition::PartitionClient::fetch_committed)), that
-    /// limit.
+    /// luka patch: when a fetch failed because its first record batch takes more than the decompression budget it
+    /// was given, that budget.
     pub fn decoded_over_budget(&self) -> Option<usize> {
-        use crate::protocol::{messages::ReadVersionedError, traits::ReadError};
         match self {
-            Self::Request(RequestError::ReadVersionedError(ReadVersionedError::ReadError(
-                ReadError::DecodedOverBudget { limit },
-            ))) => Some(*limit),
+            Self::DecodedOverBudget { limit } => Some(*limit),
             _ => None,
         }
     }

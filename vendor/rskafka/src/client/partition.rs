@@ -410,9 +410,10 @@ impl PartitionClient {
     /// transactions and the transaction markers are dropped (the request asks for `READ_COMMITTED`), so a fetch can
     /// give no record although it read batches; the next fetch starts at [`Fetched::next_offset`].
     ///
-    /// luka patch: `decoded_limit` bounds the bytes the fetched batches may decompress to. Past it the batches before
-    /// the one that crossed it are the answer; when the first batch alone crosses it the fetch fails
-    /// ([`Error::decoded_over_budget`]).
+    /// luka patch: `decoded_limit` bounds the bytes the fetched batches may decompress to (and the records and headers
+    /// read, each counted at what it takes in memory). Past it the batches before the one that crossed it are the
+    /// answer; when the first batch alone crosses it, the fetch fails with [`Error::DecodedOverBudget`] unless that
+    /// batch is aborted (then it is dropped as aborted batches are, and [`Fetched::next_offset`] is past it).
     pub async fn fetch_committed(
         &self,
         offset: i64,
@@ -1102,6 +1103,8 @@ fn extract_records(
             ControlBatchOrRecords::ControlBatch(_) => {
                 // ignore
             }
+            // luka patch: a committed batch whose records would take more than the fetch's decompression budget.
+            ControlBatchOrRecords::OverBudget { limit } => return Err(Error::DecodedOverBudget { limit }),
             ControlBatchOrRecords::Records(protocol_records) => {
                 records.reserve(protocol_records.len());
 

@@ -1,19 +1,20 @@
-//! luka patch: a limit on the bytes decompressed while one response is read.
+//! luka patch: a limit on what reading one response may take: the bytes its batches decompress to, and the records
+//! and headers it makes.
 //!
 //! A fetch asks the broker for at most so many bytes, but those are compressed: a batch of a few hundred bytes can
-//! decompress to gigabytes (a gzip or zstd bomb written by any producer with access to the topic). The reader of a
-//! response sets a budget ([`within`]) for the synchronous decode of that response; each compressed batch's
-//! decompressed bytes are spent from it ([`Budgeted`], [`spend`]), and a batch that would go past it fails to read
-//! ([`Records`](super::primitives::Records) then keeps the batches read before it, or fails with
-//! [`ReadError::DecodedOverBudget`] when it is the first).
+//! decompress to gigabytes (a gzip or zstd bomb written by any producer with access to the topic), or hold millions
+//! of empty records or headers, each far larger in memory than on the wire. The reader of a response sets a budget
+//! ([`within`]) for the synchronous decode of that response. Each compressed batch's decompressed bytes are spent
+//! from it ([`Budgeted`], [`spend`]), and each record and header read its size in memory. A batch that would go past
+//! it is left unread: its records are [`OverBudget`](super::record::ControlBatchOrRecords::OverBudget) and its header
+//! is kept. [`Records`](super::primitives::Records) keeps the batches read before it, and it only when it is the
+//! first.
 //!
 //! The budget is kept per thread: a response is decoded in one synchronous call (no `.await` inside), so it cannot
 //! be seen by another response's decode.
 
 use std::cell::Cell;
 use std::io::Read;
-
-use super::traits::ReadError;
 
 #[derive(Clone, Copy)]
 struct Budget {
@@ -60,15 +61,18 @@ pub(crate) fn spend(bytes: usize) -> std::io::Result<()> {
     })
 }
 
-/// The error for a read that failed because the budget was spent past, if that is why.
-pub(crate) fn spent_past() -> Option<ReadError> {
+/// The budget's limit, if a read failed because the budget was spent past.
+pub(crate) fn spent_past() -> Option<usize> {
     BUDGET.with(|b| {
         b.get()
             .filter(|budget| budget.spent_past)
-            .map(|budget| ReadError::DecodedOverBudget {
-                limit: budget.limit,
-            })
+            .map(|budget| budget.limit)
     })
+}
+
+/// What is left of the budget (`usize::MAX` without one).
+fn left() -> usize {
+    BUDGET.with(|b| b.get().map_or(usize::MAX, |budget| budget.left))
 }
 
 /// A decompressing reader whose output is spent from the budget.
@@ -76,7 +80,9 @@ pub(crate) struct Budgeted<R>(pub(crate) R);
 
 impl<R: Read> Read for Budgeted<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.0.read(buf)?;
+        // No more than one byte past what is left, so a large read cannot decompress far past the budget first.
+        let most = buf.len().min(left().saturating_add(1));
+        let n = self.0.read(&mut buf[..most])?;
         spend(n)?;
         Ok(n)
     }

@@ -12,7 +12,7 @@ use integer_encoding::{VarIntReader, VarIntWriter};
 use proptest::prelude::*;
 
 use super::{
-    record::RecordBatch,
+    record::{ControlBatchOrRecords, RecordBatch},
     traits::{ReadError, ReadType, WriteError, WriteType},
     vec_builder::VecBuilder,
 };
@@ -820,20 +820,23 @@ where
         while buf.position() < len {
             let batch = match RecordBatch::read(&mut buf) {
                 Ok(batch) => batch,
-                // luka patch: past the decompression budget, the batches read so far are the answer (the rest are
-                // read by the next fetch); a first batch past it alone cannot be read within the budget.
-                Err(e) => match super::budget::spent_past() {
-                    Some(over) if batches.is_empty() => return Err(over),
-                    Some(_) => break,
-                    None => match e {
-                        ReadError::IO(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                            // Record batch got cut off, likely due to `FetchRequest::max_bytes`.
-                            break;
-                        }
-                        e => return Err(e),
-                    },
-                },
+                Err(ReadError::IO(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    // Record batch got cut off, likely due to `FetchRequest::max_bytes`.
+                    break;
+                }
+                Err(e) => {
+                    return Err(e);
+                }
             };
+            // luka patch: past the decompression budget, the batches read before are the answer (the rest are read
+            // by the next fetch); a first batch past it is kept with its records unread, so that the reader can
+            // drop it if it is aborted, or else tell it cannot be read.
+            if matches!(batch.records, ControlBatchOrRecords::OverBudget { .. }) {
+                if batches.is_empty() {
+                    batches.push(batch);
+                }
+                break;
+            }
             batches.push(batch);
         }
 

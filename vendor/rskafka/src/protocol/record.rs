@@ -49,6 +49,9 @@ where
     R: Read,
 {
     fn read(reader: &mut R) -> Result<Self, ReadError> {
+        // luka patch: what a header takes in memory is spent from the response's budget (empty ones cost no bytes).
+        super::budget::spend(std::mem::size_of::<RecordHeader>())?;
+
         // key
         let len = Varint::read(reader)?;
         let len = usize::try_from(len.0).map_err(|e| ReadError::Malformed(Box::new(e)))?;
@@ -110,6 +113,9 @@ where
     R: Read,
 {
     fn read(reader: &mut R) -> Result<Self, ReadError> {
+        // luka patch: what a record takes in memory is spent from the response's budget (empty ones cost no bytes).
+        super::budget::spend(std::mem::size_of::<Record>())?;
+
         // length
         let len = Varint::read(reader)?;
         let len = u64::try_from(len.0).map_err(|e| ReadError::Malformed(Box::new(e)))?;
@@ -339,6 +345,12 @@ pub enum ControlBatchOrRecords {
         )
     )]
     Records(Vec<Record>),
+
+    /// luka patch: records not read because reading them would spend more than the response's decompression budget
+    /// ([`crate::protocol::budget`]); only read, never written. The batch's header (offsets, producer, whether it is
+    /// transactional) was read, so a reader can still drop it as aborted, or tell where it ends.
+    #[cfg_attr(test, proptest(skip))]
+    OverBudget { limit: usize },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,11 +450,12 @@ where
         let mut data = Cursor::new(data);
         let body = RecordBatchBody::read(&mut data)?;
 
-        // check if there is any trailing data because this is likely a bug
+        // check if there is any trailing data because this is likely a bug (luka patch: unless the records were left
+        // unread, over the decompression budget)
         let bytes_read = data.position();
         let bytes_total = u64::try_from(data.into_inner().len()).map_err(ReadError::Overflow)?;
         let bytes_left = bytes_total - bytes_read;
-        if bytes_left != 0 {
+        if bytes_left != 0 && !matches!(body.records, ControlBatchOrRecords::OverBudget { .. }) {
             return Err(ReadError::Malformed(
                 format!("Found {} trailing bytes after RecordBatch", bytes_left).into(),
             ));
@@ -480,7 +493,7 @@ where
             ControlBatchOrRecords::Records(records) => {
                 records.iter().map(Record::written_size_bound).sum()
             }
-            ControlBatchOrRecords::ControlBatch(_) => 0,
+            ControlBatchOrRecords::ControlBatch(_) | ControlBatchOrRecords::OverBudget { .. } => 0,
         };
         // The fields after the CRC: attributes 2, lastOffsetDelta 4, first and max timestamps 16, producer id 8,
         // epoch 2, base sequence 4, record count 4 (uncompressed: compressed records are smaller or close).
@@ -636,6 +649,38 @@ where
             -1 => 0,
             n => usize::try_from(n)?,
         };
+        let records = match Self::read_any_records(reader, compression, is_control, n_records) {
+            Ok(records) => records,
+            // luka patch: past the budget, the header read so far is kept and the records are not.
+            Err(e) => match super::budget::spent_past() {
+                Some(limit) => ControlBatchOrRecords::OverBudget { limit },
+                None => return Err(e),
+            },
+        };
+
+        Ok(Self {
+            last_offset_delta,
+            first_timestamp,
+            max_timestamp,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            compression,
+            timestamp_type,
+            is_transactional,
+            records,
+        })
+    }
+}
+
+impl RecordBatchBody {
+    /// The records of a batch, decompressed as `compression` says.
+    fn read_any_records<R: Read>(
+        reader: &mut R,
+        compression: RecordBatchCompression,
+        is_control: bool,
+        n_records: usize,
+    ) -> Result<ControlBatchOrRecords, ReadError> {
         let records = match compression {
             RecordBatchCompression::NoCompression => {
                 Self::read_records(reader, is_control, n_records)?
@@ -749,19 +794,7 @@ where
                 ));
             }
         };
-
-        Ok(Self {
-            last_offset_delta,
-            first_timestamp,
-            max_timestamp,
-            producer_id,
-            producer_epoch,
-            base_sequence,
-            compression,
-            timestamp_type,
-            is_transactional,
-            records,
-        })
+        Ok(records)
     }
 }
 
@@ -816,6 +849,7 @@ impl RecordBatchBodyRef<'_> {
                 }
                 Ok(())
             }
+            ControlBatchOrRecords::OverBudget { .. } => Ok(()),
         }
     }
 }
@@ -869,6 +903,7 @@ where
         let n_records = match &self.records {
             ControlBatchOrRecords::ControlBatch(_) => 1,
             ControlBatchOrRecords::Records(records) => records.len(),
+            ControlBatchOrRecords::OverBudget { .. } => 0,
         };
         Int32(i32::try_from(n_records)?).write(writer)?;
         match self.compression {

@@ -13,11 +13,6 @@ pub enum ReadError {
 
     #[error("Malformed data: {0}")]
     Malformed(#[from] Box<dyn std::error::Error + Send + Sync>),
-
-    /// luka patch: a compressed record batch decompresses to more than the reader allows
-    /// ([`crate::protocol::budget`]).
-    #[error("A record batch decompresses to more than {limit} bytes")]
-    DecodedOverBudget { limit: usize },
 }
 
 pub trait ReadType<R>: Sized
