@@ -31,8 +31,8 @@ pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
             clusters.insert(name.get_ref().clone(), Arc::new(checked));
         }
     }
-    // A user's topics are checked against the [topics] entries only when every entry passed its own checks: one left
-    // out for a mistake of its own would make each user naming it a second, misleading problem.
+    // A user's topics are checked against the [topics] entries only when every entry was kept: one left out for a
+    // mistake of its own would make each user naming it a second, misleading problem.
     let all_topics = (topics.len() == raw.topics.len()).then_some(topics.as_slice());
     let users = check_users(&mut c, raw.users, all_topics);
     let lua = check_lua(&mut c, &raw.lua, &raw.server, base_dir);
@@ -60,6 +60,10 @@ pub(super) fn check(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Confi
         routes,
     })
 }
+
+/// The least `fetch_max_total_bytes` may be: what a batch of a few hundred small records takes once read (each record
+/// is counted at its size in memory).
+const MIN_FETCH_TOTAL_BYTES: usize = 64 * 1024;
 
 /// The most of anything counted (connections, calls in flight, keys): far past what a server holds, far below what
 /// the counters (tokio's semaphores among them) take.
@@ -92,6 +96,12 @@ fn check_server(c: &mut Checker<'_>, server: &ServerConfig) {
         if value > MAX_COUNT {
             c.general(format!("[server] {key} must be at most {MAX_COUNT}"));
         }
+    }
+    if server.fetch_max_total_bytes < MIN_FETCH_TOTAL_BYTES {
+        c.general(format!(
+            "[server] fetch_max_total_bytes must be at least {MIN_FETCH_TOTAL_BYTES}: a record batch is read whole, \
+             and one read takes that much at most"
+        ));
     }
     if server.idempotency_window_ms == 0 {
         c.general("[server] idempotency_window_ms must be greater than 0 (0 would remember no answer)");
@@ -493,6 +503,7 @@ max_connections = 9223372036854775807
 idempotency_capacity = 9223372036854775807
 request_timeout_ms = 5000
 idempotency_window_ms = 0
+fetch_max_total_bytes = 1000
 
 [lua]
 vms = 100000
@@ -515,6 +526,7 @@ produce_timeout_ms = 10000
             "[clusters.a] metadata_max_age_ms must be greater than 0",
             "[clusters.a] produce_timeout_ms (10000) is not shorter than [server] request_timeout_ms (5000)",
             "[server] idempotency_window_ms must be greater than 0",
+            "[server] fetch_max_total_bytes must be at least 65536",
             "[lua] vms must be at most 1024",
         ] {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");

@@ -357,13 +357,9 @@ impl ClusterClient {
             }
         })
         .await
-        // A creation that failed does not count against max_created_topics; one that timed out does (the topic may
-        // have been made, and a retry that finds it made gives its own slot back).
-        .inspect_err(|e| {
-            if !matches!(e, KafkaError::Timeout { .. }) {
-                give_back();
-            }
-        })?;
+        // A creation that failed does not count against max_created_topics. Nor does one that timed out, though the
+        // topic may have been made: kept, a stalled controller would use the limit up for good on names never made.
+        .inspect_err(|_| give_back())?;
         // The controller answers once the topic is committed; a broker's metadata can show it a moment later (Apache
         // Kafka applies it asynchronously). Look again briefly rather than report a topic just created as unknown.
         let deadline = Instant::now() + self.config.produce_timeout;

@@ -34,10 +34,15 @@ pub(crate) fn within<T>(limit: Option<usize>, read: impl FnOnce() -> T) -> T {
         left: limit,
         spent_past: false,
     });
-    let outer = BUDGET.with(|b| b.replace(budget));
-    let result = read();
-    BUDGET.with(|b| b.set(outer));
-    result
+    /// Puts the outer budget back, also when `read` panics.
+    struct Restore(Option<Budget>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BUDGET.with(|b| b.set(self.0));
+        }
+    }
+    let _restore = Restore(BUDGET.with(|b| b.replace(budget)));
+    read()
 }
 
 /// Spends `bytes` of the budget; an error once the budget is spent past.
