@@ -15,6 +15,10 @@ use tokio::task::JoinHandle;
 /// How long `start` waits for the broker to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the broker must still be running after its address first accepts a connection: its bind, the first
+/// thing it does, has failed by then if it was going to.
+const BIND_SETTLE: Duration = Duration::from_millis(50);
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("embedded broker cannot listen on {addr}: {source} (is another broker running there?)")]
@@ -112,20 +116,44 @@ impl EmbeddedBroker {
         let probe = bind_with_retry(self.addr).await?;
         drop(probe);
         let task = tokio::spawn((self.listen)());
-        *self.task.lock().expect("broker task lock poisoned") = Some(task);
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
-            if tokio::time::Instant::now() > deadline {
-                return Err(BrokerError::Start {
-                    addr: self.addr,
-                    detail: "not accepting connections".into(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Err(e) = wait_listening(self.addr, &task).await {
+            task.abort();
+            return Err(e);
         }
+        *self.task.lock().expect("broker task lock poisoned") = Some(task);
         tracing::info!(addr = %self.addr, "embedded kafka broker listening");
         Ok(())
     }
+}
+
+/// Waits until `addr` accepts connections while `listening` (the broker's task) runs, or says why not.
+///
+/// tansu binds first thing, and its listening ends at once when the bind fails. A connection that succeeds proves
+/// only that something listens on the address: another process may have taken the port after the caller's probe
+/// let it go, so the broker must also still be running a moment after.
+async fn wait_listening(addr: SocketAddr, listening: &JoinHandle<()>) -> Result<(), BrokerError> {
+    let taken = || BrokerError::Bind {
+        addr,
+        source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "taken as the broker started"),
+    };
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if listening.is_finished() {
+            return Err(taken());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(BrokerError::Start {
+                addr,
+                detail: "not accepting connections".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(BIND_SETTLE).await;
+    if listening.is_finished() {
+        return Err(taken());
+    }
+    Ok(())
 }
 
 impl Drop for EmbeddedBroker {
@@ -170,4 +198,23 @@ pub async fn start_configured(config: &crate::config::Config) -> Result<Vec<Embe
         }
     }
     Ok(brokers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A broker whose listening ended (its bind failed) is not listening, though its address accepts connections
+    /// (another process took the port after the probe let it go); one still running is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broker_is_listening_only_while_its_listening_runs() {
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = other.local_addr().unwrap();
+        let failed = tokio::spawn(async {});
+        let answer = wait_listening(addr, &failed).await;
+        assert!(matches!(answer, Err(BrokerError::Bind { .. })), "{answer:?}");
+        let running = tokio::spawn(std::future::pending::<()>());
+        assert!(wait_listening(addr, &running).await.is_ok());
+        running.abort();
+    }
 }
