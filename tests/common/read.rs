@@ -235,6 +235,16 @@ pub async fn java_produce_with_null_header(bootstrap: &str, topic: &str, key: &s
     )
 }
 
+/// Writes one record of `bytes` zero bytes to `topic`/`partition` with the Java client, compressed with zstd at
+/// `level` (at 20 and above zstd frames ask the reader for a window of 32 to 128 MiB, whatever the data); gives its
+/// offset.
+pub async fn java_produce_zstd(bootstrap: &str, topic: &str, partition: i32, level: i32, bytes: usize) -> i64 {
+    let (partition, level, bytes) = (partition.to_string(), level.to_string(), bytes.to_string());
+    let answer = java_reference(&["produce-zstd", bootstrap, topic, &partition, &level, &bytes]).await;
+    let answer: Value = serde_json::from_str(answer.trim()).expect("a JSON answer");
+    answer["offset"].as_i64().expect("offset")
+}
+
 /// Runs `tests/java/KafkaReference.java` with `args` through `scripts/kafka java`; its standard output.
 async fn java_reference(args: &[&str]) -> String {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/KafkaReference.java");

@@ -16,6 +16,9 @@
 //   grow BOOTSTRAP TOPIC PARTITIONS          add partitions to the topic up to PARTITIONS, print {"partitions":N}
 //   produce-headers BOOTSTRAP TOPIC KEY      produce one record (key = value = KEY) with the headers x="1", x="2"
 //                                            and n=null, print {"partition":P,"offset":O}
+//   produce-zstd BOOTSTRAP TOPIC PARTITION LEVEL BYTES
+//                                            produce one record of BYTES zero bytes to PARTITION, compressed with
+//                                            zstd at LEVEL (compression.zstd.level), print {"partition":P,"offset":O}
 //   leaders BOOTSTRAP TOPIC                  print each partition's leader node id in partition order: [1,3,2]
 //                                            (-1: no leader)
 //   elect-preferred BOOTSTRAP TOPIC          run a preferred leader election for every partition of the topic,
@@ -84,6 +87,11 @@ public class KafkaReference {
                     need(args, 4);
                     produceHeaders(args[1], args[2], args[3]);
                 }
+                case "produce-zstd" -> {
+                    need(args, 6);
+                    int partition = Integer.parseInt(args[3]), level = Integer.parseInt(args[4]);
+                    produceZstd(args[1], args[2], partition, level, Integer.parseInt(args[5]));
+                }
                 case "leaders" -> {
                     need(args, 3);
                     leaders(args[1], args[2]);
@@ -92,7 +100,7 @@ public class KafkaReference {
                     need(args, 3);
                     electPreferred(args[1], args[2]);
                 }
-                default -> throw new Failure("usage: KafkaReference partitions|read|create|grow|produce-headers|leaders"
+                default -> throw new Failure("usage: KafkaReference partitions|read|create|grow|produce-headers|produce-zstd|leaders"
                     + "|elect-preferred ARGS..."
                     + " (see the top of the file)");
             }
@@ -134,6 +142,18 @@ public class KafkaReference {
         headers.add("n", null);
         try (KafkaProducer<byte[], byte[]> producer = producer(bootstrap)) {
             RecordMetadata metadata = producer.send(new ProducerRecord<>(topic, null, bytes, bytes, headers)).get();
+            System.out.println("{\"partition\":" + metadata.partition() + ",\"offset\":" + metadata.offset() + "}");
+        }
+    }
+
+    static void produceZstd(String bootstrap, String topic, int partition, int level, int bytes) throws Exception {
+        Properties props = new Properties();
+        props.put("compression.type", "zstd");
+        props.put("compression.zstd.level", String.valueOf(level));
+        props.put("max.request.size", String.valueOf(bytes + 1024 * 1024));
+        try (KafkaProducer<byte[], byte[]> producer = producer(bootstrap, props)) {
+            ProducerRecord<byte[], byte[]> record = new ProducerRecord<>(topic, partition, null, new byte[bytes]);
+            RecordMetadata metadata = producer.send(record).get();
             System.out.println("{\"partition\":" + metadata.partition() + ",\"offset\":" + metadata.offset() + "}");
         }
     }
@@ -221,7 +241,13 @@ public class KafkaReference {
     }
 
     static KafkaProducer<byte[], byte[]> producer(String bootstrap) {
+        return producer(bootstrap, new Properties());
+    }
+
+    /** {@link #producer(String)} with `extra` properties on top. */
+    static KafkaProducer<byte[], byte[]> producer(String bootstrap, Properties extra) {
         Properties props = config(bootstrap);
+        props.putAll(extra);
         props.put("acks", "all");
         // Fail in about 20 s rather than the defaults' 60 s (metadata) and 120 s (delivery).
         props.put("max.block.ms", "20000");

@@ -5,8 +5,8 @@
 //! decompress to gigabytes (a gzip or zstd bomb written by any producer with access to the topic), or hold millions
 //! of empty records or headers, each far larger in memory than on the wire. The reader of a response sets a budget
 //! ([`within`]) for the synchronous decode of that response. Each compressed batch's decompressed bytes are spent
-//! from it ([`Budgeted`], [`spend`]), and each record and header read its size in memory. A batch that would go past
-//! it is left unread: its records are [`OverBudget`](super::record::ControlBatchOrRecords::OverBudget) and its header
+//! from it ([`Budgeted`], [`spend`]), and each record and header read its size in memory; a zstd frame may ask for
+//! a window of at most [`zstd_window_log`]. A batch that would go past it is left unread: its records are [`OverBudget`](super::record::ControlBatchOrRecords::OverBudget) and its header
 //! is kept. [`Records`](super::primitives::Records) keeps the batches read before it, and it only when it is the
 //! first.
 //!
@@ -72,6 +72,29 @@ pub(crate) fn spent_past() -> Option<usize> {
         b.get()
             .filter(|budget| budget.spent_past)
             .map(|budget| budget.limit)
+    })
+}
+
+/// Marks the budget spent past: the read needs more than it allows in a way counted elsewhere (a zstd window).
+pub(crate) fn spend_all() {
+    BUDGET.with(|b| {
+        if let Some(mut budget) = b.get() {
+            budget.spent_past = true;
+            budget.left = 0;
+            b.set(Some(budget));
+        }
+    })
+}
+
+/// The largest window (log2 of its bytes) a zstd frame may ask for within the budget, if there is one: zstd makes
+/// the window a frame asks for before it decodes a byte of it, up to 2^27 bytes by its own limit. The budget rounded
+/// up to a power of two, and at least 2^23 (8 MiB: zstd's levels up to 19 ask for no more).
+pub(crate) fn zstd_window_log() -> Option<u32> {
+    BUDGET.with(|b| {
+        b.get().map(|budget| {
+            let log = usize::BITS - budget.limit.saturating_sub(1).leading_zeros();
+            log.clamp(23, 27)
+        })
     })
 }
 

@@ -780,10 +780,19 @@ impl RecordBatchBody {
             RecordBatchCompression::Zstd => {
                 use zstd::Decoder;
 
-                let mut decoder = Budgeted(Decoder::new(reader)?);
-                let records = Self::read_records(&mut decoder, is_control, n_records)?;
-
-                ensure_eof(&mut decoder, "Data left in zstd block")?;
+                // luka patch: within a budget, a frame that asks for a larger window than it allows is over it.
+                let mut zstd = Decoder::new(reader)?;
+                if let Some(log) = super::budget::zstd_window_log() {
+                    zstd.window_log_max(log)?;
+                }
+                let mut decoder = Budgeted(zstd);
+                let records = Self::read_records(&mut decoder, is_control, n_records)
+                    .and_then(|records| ensure_eof(&mut decoder, "Data left in zstd block").map(|()| records))
+                    .inspect_err(|e| {
+                        if is_zstd_window_too_large(e) {
+                            super::budget::spend_all();
+                        }
+                    })?;
 
                 records
             }
@@ -980,6 +989,14 @@ where
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
         Err(e) => Err(ReadError::IO(e)),
     }
+}
+
+/// luka patch: whether zstd refused a frame for the window it asks for (`window_log_max`).
+#[cfg(feature = "compression-zstd")]
+fn is_zstd_window_too_large(error: &ReadError) -> bool {
+    use zstd::zstd_safe::{self, zstd_sys::ZSTD_ErrorCode};
+    let code = 0usize.wrapping_sub(ZSTD_ErrorCode::ZSTD_error_frameParameter_windowTooLarge as usize);
+    matches!(error, ReadError::IO(e) if e.to_string() == zstd_safe::get_error_name(code))
 }
 
 /// Try to decompress a snappy message without blindly believing the uncompressed size encoded at the start of the
