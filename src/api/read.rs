@@ -247,8 +247,9 @@ async fn read_positions<'a>(
     Ok(messages)
 }
 
-/// The records at `p`, up to `max_bytes` (decompressing to at most `max_decoded_bytes`), waiting for data until `deadline` at most, and no longer once another
-/// position of the request has `found` records (this one's are read at the client's next fetch).
+/// The records at `p`, up to `max_bytes` (taking at most `max_decoded_bytes` once read), waiting for data until
+/// `deadline` at most, and no longer once another position of the request has `found` records (this one's are read
+/// at the client's next fetch).
 async fn read_position<'a>(
     cluster: &ClusterClient,
     p: &'a Position,

@@ -14,7 +14,8 @@ use super::{ClusterClient, KafkaError};
 /// Bytes read to find a timestamp within the batch a broker pointed at (Kafka's default batch bound).
 const BATCH_SCAN_BYTES: i32 = 1024 * 1024;
 
-/// Bytes those may decompress to: a batch that decompresses to more is not scanned (Kafka's own answer stands).
+/// What those may take once read (decompressed, their records and headers made): a batch that takes more is not
+/// scanned (Kafka's own answer stands).
 const BATCH_SCAN_DECODED_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long a fetch goes on past aborted transactions' batches at least, when it was given less time to wait: the
@@ -24,16 +25,16 @@ const SKIP_AT_LEAST: Duration = Duration::from_millis(200);
 /// Where a read from an offset inside aborted transactions got to ([`ClusterClient::skipped`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Skip {
-    /// Where the first batch read from the offset ended: the same batches are still there if it ends there again (a
-    /// topic deleted and made again under the same name would have to be written exactly alike).
+    /// Where the batches of the first fetch from the offset ended: the same batches are still there if they end there
+    /// again (a topic deleted and made again under the same name would have to be written exactly alike).
     first_end: i64,
     /// The next offset to read.
     further: i64,
 }
 
 impl Skip {
-    /// Whether a read whose first fetch ended at `first_end`, on a partition whose records end at `high_watermark`,
-    /// goes on from this skip.
+    /// Whether a read whose first fetch's batches ended at `first_end`, on a partition whose records end at
+    /// `high_watermark`, goes on from this skip.
     fn applies(self, first_end: i64, high_watermark: i64) -> bool {
         self.first_end == first_end && self.further > first_end && self.further <= high_watermark
     }
@@ -121,7 +122,7 @@ impl ClusterClient {
     }
 
     /// Records of `topic`/`partition` from `offset` on, at most about `max_bytes` of them (as stored: compressed,
-    /// if they are) decompressing to at most `max_decoded_bytes`, waiting up to `wait` for the first one.
+    /// if they are) taking at most `max_decoded_bytes` once read, waiting up to `wait` for the first one.
     pub async fn fetch(
         &self,
         topic: &str,
@@ -207,7 +208,7 @@ impl ClusterClient {
                                 further: next,
                             };
                             self.skipped.entry(key()).and_upsert_with(|kept| match kept {
-                                Some(kept) if kept.value().first_end == first_end => {
+                                Some(kept) if kept.value().applies(first_end, fetched.high_watermark) => {
                                     let kept = *kept.value();
                                     Skip {
                                         further: kept.further.max(next),
@@ -297,8 +298,9 @@ impl Drop for ForgetReaderOnDrop<'_> {
 mod tests {
     use super::Skip;
 
-    /// A kept skip is followed only from a read whose first batch ends where it ended then, and only to where the
-    /// partition's records still reach: a topic deleted and made again under its name would differ in one or both.
+    /// A kept skip is followed only from a read whose first fetch's batches end where they ended then, and only to
+    /// where the partition's records still reach: a topic deleted and made again under its name would differ in one
+    /// or both.
     #[test]
     fn a_skip_applies_only_to_the_batches_it_was_made_over() {
         let skip = Skip {
