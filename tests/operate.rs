@@ -195,17 +195,28 @@ async fn trace_context_is_not_copied_when_turned_off(kafka: Kafka) {
     assert!(records[0].headers.is_empty(), "/webhook: {:?}", records[0].headers);
 }
 
+/// A config for [`Binary::serve`]: JSON logs, an embedded broker with `topic` (one partition), and the user demo, who
+/// may write and read every topic.
+fn json_logging(http: std::net::SocketAddr, broker: std::net::SocketAddr, topic: &str) -> String {
+    format!(
+        "[server]\nlisten = \"{http}\"\nlog_format = \"json\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\n\
+         embedded = true\n\n[topics.{topic}]\npartitions = 1\n\n[[users]]\nname = \"demo\"\npassword = \"demo\"\n\
+         topics = [\"*\"]\nread_topics = [\"*\"]\n"
+    )
+}
+
+/// The access log lines of the request `request_id` in luka's JSON log `text`.
+fn access_lines(text: &str, request_id: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "luka::access" && l["fields"]["request_id"] == request_id)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_gets_one_json_access_log_line_with_its_id() {
     let dir = common::temp_dir();
-    let config = |http, broker| {
-        format!(
-            "[server]\nlisten = \"{http}\"\nlog_format = \"json\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\n\
-         embedded = true\n\n[topics.traced]\npartitions = 1\n\n[[users]]\nname = \"demo\"\npassword = \"demo\"\n\
-         topics = [\"*\"]\n"
-        )
-    };
-    let luka = Binary::serve(&dir, config).await;
+    let luka = Binary::serve(&dir, |http, broker| json_logging(http, broker, "traced")).await;
     let http = luka.http;
     let client = reqwest::Client::new();
     let response = client
@@ -218,11 +229,7 @@ async fn every_request_gets_one_json_access_log_line_with_its_id() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let text = luka.stop_and_read_log().await;
-    let lines: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["target"] == "luka::access" && l["fields"]["request_id"] == "access-log-test")
-        .collect();
+    let lines = access_lines(&text, "access-log-test");
     assert_eq!(lines.len(), 1, "{text}");
     let fields = &lines[0]["fields"];
     assert_eq!(fields["method"], "POST");
@@ -239,14 +246,7 @@ async fn a_request_whose_client_left_is_logged_as_499() {
     use tokio::io::AsyncWriteExt;
 
     let dir = common::temp_dir();
-    let config = |http, broker| {
-        format!(
-            "[server]\nlisten = \"{http}\"\nlog_format = \"json\"\n\n[clusters.local]\nbootstrap = [\"{broker}\"]\n\
-         embedded = true\n\n[topics.quiet]\npartitions = 1\n\n[[users]]\nname = \"demo\"\npassword = \"demo\"\n\
-         topics = [\"*\"]\nread_topics = [\"*\"]\n"
-        )
-    };
-    let luka = Binary::serve(&dir, config).await;
+    let luka = Binary::serve(&dir, |http, broker| json_logging(http, broker, "quiet")).await;
     // The partition's end, where a fetch waits for the next record.
     let (status, end) = json_answer(
         reqwest::Client::new()
@@ -269,11 +269,7 @@ async fn a_request_whose_client_left_is_logged_as_499() {
     // Give luka a moment to see the connection close.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let text = luka.stop_and_read_log().await;
-    let lines: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["target"] == "luka::access" && l["fields"]["request_id"] == "left-early")
-        .collect();
+    let lines = access_lines(&text, "left-early");
     assert_eq!(lines.len(), 1, "{text}");
     let fields = &lines[0]["fields"];
     assert_eq!(fields["path"], "/fetch");

@@ -206,24 +206,35 @@ async fn partitions_added_to_a_topic_can_be_read_at_once() {
     }
 }
 
+/// Apache Kafka with `fetch_max_bytes = 1024` (a fetch reads one of the batches below), where luka wrote "first" to
+/// greetings/0 (making the topic), then librdkafka `aborted` in an aborted transaction, each value in a batch of its
+/// own, and `committed` in a committed one; and the offset after "first".
+async fn after_an_aborted_transaction(aborted: Vec<Vec<u8>>, committed: Vec<Vec<u8>>) -> (Harness, i64) {
+    let config = format!("[server]\nfetch_max_bytes = 1024\n{CONFIG}");
+    let h = Harness::on(Kafka::Apache, 1, &config).await;
+    let (status, written) = call(&h, "POST", "/produce/greetings", DEMO, r#"{"value": "first"}"#).await;
+    assert_eq!(status, 200, "{written}");
+    librdkafka_transaction(&h.bootstrap(0), ("greetings", 0), "none", aborted, false).await;
+    librdkafka_transaction(&h.bootstrap(0), ("greetings", 0), "none", committed, true).await;
+    let after_first = offset(&written[0]) + 1;
+    (h, after_first)
+}
+
+/// `count` values "aborted-N-xxx...", each `length` x's long.
+fn aborted_values(count: usize, length: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| format!("aborted-{i}-{}", "x".repeat(length)).into_bytes())
+        .collect()
+}
+
 /// A reader never sees the records of an aborted transaction: Kafka sends them to a `READ_COMMITTED` fetch with the
 /// list of aborted transactions, for the reader to drop (luka showed them). And a fetch whose `fetch_max_bytes`
 /// holds aborted batches only goes on past them, rather than answer nothing to every fetch from that offset. Apache
 /// Kafka only: the development broker has no transactions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_of_aborted_transactions_are_never_read() {
-    let config = format!("[server]\nfetch_max_bytes = 1024\n{CONFIG}");
-    let h = Harness::on(Kafka::Apache, 1, &config).await;
-    // luka makes the topic as it first writes to it.
-    let (status, written) = call(&h, "POST", "/produce/greetings", DEMO, r#"{"value": "first"}"#).await;
-    assert_eq!(status, 200, "{written}");
-    let after_first = offset(&written[0]) + 1;
-    let aborted = (0..3)
-        .map(|i| format!("aborted-{i}-{}", "x".repeat(2000)).into_bytes())
-        .collect();
-    librdkafka_transaction(&h.bootstrap(0), ("greetings", 0), "none", aborted, false).await;
     let committed = vec![b"committed-0".to_vec(), b"committed-1".to_vec()];
-    librdkafka_transaction(&h.bootstrap(0), ("greetings", 0), "none", committed, true).await;
+    let (h, after_first) = after_an_aborted_transaction(aborted_values(3, 2000), committed).await;
     let position = json!({"topic": "greetings", "partition": 0, "offset": after_first});
     let (status, fetched) = call(&h, "POST", "/fetch", DEMO, &position.to_string()).await;
     assert_eq!(status, 200, "{fetched}");
@@ -243,23 +254,8 @@ async fn records_of_aborted_transactions_are_never_read() {
 /// offset: where a request got to is kept for the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_inside_long_aborted_transactions_get_past_them() {
-    let config = format!("[server]\nfetch_max_bytes = 1024\n{CONFIG}");
-    let h = Harness::on(Kafka::Apache, 1, &config).await;
-    let (status, written) = call(&h, "POST", "/produce/greetings", DEMO, r#"{"value": "first"}"#).await;
-    assert_eq!(status, 200, "{written}");
-    let after_first = offset(&written[0]) + 1;
-    let aborted = (0..4000)
-        .map(|i| format!("aborted-{i}-{}", "x".repeat(1024)).into_bytes())
-        .collect();
-    librdkafka_transaction(&h.bootstrap(0), ("greetings", 0), "none", aborted, false).await;
-    librdkafka_transaction(
-        &h.bootstrap(0),
-        ("greetings", 0),
-        "none",
-        vec![b"committed".to_vec()],
-        true,
-    )
-    .await;
+    let committed = vec![b"committed".to_vec()];
+    let (h, after_first) = after_an_aborted_transaction(aborted_values(4000, 1024), committed).await;
     // No wait: each request skips for 200 ms (here about 500 of the 4,000 batches).
     let position = json!({"topic": "greetings", "partition": 0, "offset": after_first, "timeout": 0}).to_string();
     for request in 1..=100 {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message as _};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
@@ -263,18 +264,15 @@ pub async fn librdkafka_transaction(
     values: Vec<Vec<u8>>,
     commit: bool,
 ) {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let (bootstrap, topic, codec) = (bootstrap.to_owned(), topic.to_owned(), codec.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("transactional.id", "luka-tests")
-            .set("compression.codec", &codec)
-            .set("message.max.bytes", "100000000")
-            // A batch per value without waiting for each (a flush per value took about 70 ms on Apache Kafka).
-            .set("batch.num.messages", "1")
-            .create()
-            .expect("a transactional producer");
+    let settings = [
+        ("transactional.id", "luka-tests"),
+        ("compression.codec", codec),
+        ("message.max.bytes", "100000000"),
+        // A batch per value without waiting for each (a flush per value took about 70 ms on Apache Kafka).
+        ("batch.num.messages", "1"),
+    ];
+    let topic = topic.to_owned();
+    librdkafka_writes(bootstrap, &settings, move |producer| {
         producer.init_transactions(READ_TIMEOUT).expect("init_transactions");
         producer.begin_transaction().expect("begin_transaction");
         for value in &values {
@@ -290,8 +288,7 @@ pub async fn librdkafka_transaction(
         };
         ended.expect("the transaction ends");
     })
-    .await
-    .expect("writer thread");
+    .await;
 }
 
 /// Writes `values` to `topic`/`partition` with librdkafka as one record batch compressed with `codec`: values of
@@ -303,26 +300,38 @@ pub async fn librdkafka_compressed_batch(
     values: Vec<Vec<u8>>,
     codec: &str,
 ) {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let (bootstrap, topic, codec) = (bootstrap.to_owned(), topic.to_owned(), codec.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("compression.codec", &codec)
-            // Held until all are queued (flushed below), and room for all of them in one batch.
-            .set("linger.ms", "10000")
-            .set("message.max.bytes", "100000000")
-            .set("batch.size", "100000000")
-            .create()
-            .expect("a producer");
+    let settings = [
+        ("compression.codec", codec),
+        // Held until all are queued (flushed below), and room for all of them in one batch.
+        ("linger.ms", "10000"),
+        ("message.max.bytes", "100000000"),
+        ("batch.size", "100000000"),
+    ];
+    let topic = topic.to_owned();
+    librdkafka_writes(bootstrap, &settings, move |producer| {
         for value in &values {
             let record = BaseRecord::<(), [u8]>::to(&topic).partition(partition).payload(value);
             producer.send(record).map_err(|(e, _)| e).expect("send");
         }
         producer.flush(READ_TIMEOUT).expect("flush");
     })
-    .await
-    .expect("writer thread");
+    .await;
+}
+
+/// Runs `write` on a thread of its own with a librdkafka producer for `bootstrap`, set up with `settings`.
+async fn librdkafka_writes(
+    bootstrap: &str,
+    settings: &[(&str, &str)],
+    write: impl FnOnce(BaseProducer) + Send + 'static,
+) {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    tokio::task::spawn_blocking(move || write(config.create().expect("a librdkafka producer")))
+        .await
+        .expect("writer thread");
 }
 
 /// Creates `topic` with `partitions` partitions through librdkafka's admin client (as another client of the cluster
@@ -348,13 +357,8 @@ pub async fn librdkafka_create_topic(bootstrap: &str, topic: &str, partitions: i
 /// far more once read.
 pub async fn librdkafka_record_with_empty_headers(bootstrap: &str, topic: &str, partition: i32, count: usize) {
     use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .create()
-            .expect("a producer");
+    let topic = topic.to_owned();
+    librdkafka_writes(bootstrap, &[], move |producer| {
         let headers = (0..count).fold(OwnedHeaders::new_with_capacity(count), |headers, _| {
             headers.insert(Header {
                 key: "",
@@ -368,6 +372,5 @@ pub async fn librdkafka_record_with_empty_headers(bootstrap: &str, topic: &str, 
         producer.send(record).map_err(|(e, _)| e).expect("send");
         producer.flush(READ_TIMEOUT).expect("flush");
     })
-    .await
-    .expect("writer thread");
+    .await;
 }

@@ -343,8 +343,8 @@ where
             .await
     }
 
-    /// luka patch: [`request`](Self::request), decompressing at most `decoded_limit` bytes of record batches (if
-    /// given) while its response is read ([`crate::protocol::budget`]).
+    /// luka patch: [`request`](Self::request), with reading its response (decompressed record batches, records and
+    /// headers made) limited to `decoded_limit` bytes, if given ([`crate::protocol::budget`]).
     pub async fn request_within<R>(
         &self,
         msg: R,

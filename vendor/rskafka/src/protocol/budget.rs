@@ -6,9 +6,9 @@
 //! of empty records or headers, each far larger in memory than on the wire. The reader of a response sets a budget
 //! ([`within`]) for the synchronous decode of that response. Each compressed batch's decompressed bytes are spent
 //! from it ([`Budgeted`], [`spend`]), and each record and header read its size in memory; a zstd frame may ask for
-//! a window of at most [`zstd_window_log`]. A batch that would go past it is left unread: its records are [`OverBudget`](super::record::ControlBatchOrRecords::OverBudget) and its header
-//! is kept. [`Records`](super::primitives::Records) keeps the batches read before it, and it only when it is the
-//! first.
+//! a window of at most [`zstd_window_log`]. A batch that would go past it is left unread: its records are
+//! [`OverBudget`](super::record::ControlBatchOrRecords::OverBudget) and its header is kept.
+//! [`Records`](super::primitives::Records) keeps the batches read before it, and it only when it is the first.
 //!
 //! The budget is kept per thread: a response is decoded in one synchronous call (no `.await` inside), so it cannot
 //! be seen by another response's decode.
@@ -27,7 +27,7 @@ thread_local! {
     static BUDGET: Cell<Option<Budget>> = const { Cell::new(None) };
 }
 
-/// Runs `read` with at most `limit` decompressed bytes (`None`: no limit, as upstream).
+/// Runs `read` within a budget of `limit` bytes (`None`: no limit, as upstream).
 pub(crate) fn within<T>(limit: Option<usize>, read: impl FnOnce() -> T) -> T {
     let budget = limit.map(|limit| Budget {
         limit,
@@ -52,9 +52,11 @@ pub(crate) fn spend(bytes: usize) -> std::io::Result<()> {
             return Ok(());
         };
         if budget.spent_past || bytes > budget.left {
-            budget.spent_past = true;
-            budget.left = 0;
-            b.set(Some(budget));
+            b.set(Some(Budget {
+                left: 0,
+                spent_past: true,
+                ..budget
+            }));
             return Err(std::io::Error::other(format!(
                 "more than {} bytes decompressed",
                 budget.limit
@@ -77,13 +79,7 @@ pub(crate) fn spent_past() -> Option<usize> {
 
 /// Marks the budget spent past: the read needs more than it allows in a way counted elsewhere (a zstd window).
 pub(crate) fn spend_all() {
-    BUDGET.with(|b| {
-        if let Some(mut budget) = b.get() {
-            budget.spent_past = true;
-            budget.left = 0;
-            b.set(Some(budget));
-        }
-    })
+    let _ = spend(usize::MAX);
 }
 
 /// The largest window (log2 of its bytes) a zstd frame may ask for within the budget, if there is one: zstd makes
