@@ -15,9 +15,10 @@
 #          instead of the default, larger one with a nested array (bench/ab.sh's)
 #   NGINX=1: also nginx + lua-nginx-module (bench/nginx/nginx.conf, master process off): static, constant, json
 #   SECS (default 4), CONNECTIONS (default 16), ROUNDS (default 2, the binaries interleaved)
+#   KEEP=DIR: keeps each count's callgrind profile in DIR (for callgrind_annotate)
 # Needs valgrind, wrk and curl (and nginx-light, libnginx-mod-http-lua, lua-cjson for NGINX=1); apt-installs them.
 set -euo pipefail
-[ $# -ge 1 ] || { sed -n 2,18p "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,19p "$0" >&2; exit 2; }
 bench=$(cd "$(dirname "$0")" && pwd)
 binaries=(); for b in "$@"; do binaries+=("$(realpath "$b")"); done
 SECS=${SECS:-4}; CONNECTIONS=${CONNECTIONS:-16}; ROUNDS=${ROUNDS:-2}; PATHS=${PATHS:-healthz constant json}
@@ -54,6 +55,8 @@ count() {
   wrk -t1 -c"$CONNECTIONS" -d"${SECS}s" "${script[@]}" "$url" > "$dir/wrk.out" 2>&1
   callgrind_control -i off "$server" >/dev/null 2>&1
   callgrind_control -d "$server" >/dev/null 2>&1
+  # KEEP=DIR keeps each count's profile, for callgrind_annotate.
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cat "$dir"/callgrind.out.*.* > "$KEEP/${name// /-}.callgrind"; fi
   # An answer that is not 2xx (a refused login, a broker gone) would count another path's instructions.
   if grep -q "Non-2xx" "$dir/wrk.out"; then echo "$name: $(grep Non-2xx "$dir/wrk.out")" >&2; exit 1; fi
   local requests instructions
