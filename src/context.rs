@@ -33,6 +33,8 @@ pub struct RequestContext {
     pub trace: Vec<(String, Vec<u8>)>,
     records: AtomicUsize,
     function: OnceLock<Arc<FunctionRequests>>,
+    /// The `[[routes]]` entry that chose the function, if one did ([`crate::lua::Target::route`]).
+    route: OnceLock<usize>,
     capture: Option<Capture>,
     /// The request waits for its records' real outcome instead of answering "in doubt" (it has an
     /// `Idempotency-Key`, whose entry must hold the true answer).
@@ -100,12 +102,21 @@ impl RequestContext {
         self.awaits_outcome.load(Ordering::Relaxed)
     }
 
-    /// The function that answers the request: its name and its request series.
-    pub fn set_function(&self, function: Arc<FunctionRequests>) {
+    /// The function that answers the request (its name and its request series), and the `[[routes]]` entry that
+    /// chose it, if one did.
+    pub fn set_function(&self, function: Arc<FunctionRequests>, route: Option<usize>) {
         let _ = self.function.set(function);
+        if let Some(route) = route {
+            let _ = self.route.set(route);
+        }
     }
 
     pub fn function(&self) -> Option<&Arc<FunctionRequests>> {
         self.function.get()
+    }
+
+    /// The `[[routes]]` entry that chose the request's function, if one did.
+    pub fn route(&self) -> Option<usize> {
+        self.route.get().copied()
     }
 }

@@ -1,7 +1,7 @@
 //! Rate limits: a checked config in; per user, requests and records per second with a burst (`[[users]]
-//! requests_per_second`, `records_per_second`, `burst_seconds`), per route, requests and records (written with
-//! `kafka.produce`) per second for all callers (`[[routes]] requests_per_second`, `records_per_second`,
-//! `burst_seconds`), and per client address, failed logins
+//! requests_per_second`, `records_per_second`, `burst_seconds`), per `[[routes]]` entry (each its own, also when
+//! several name one file), requests and records (written with `kafka.produce`) per second for all callers
+//! (`requests_per_second`, `records_per_second`, `burst_seconds`), and per client address, failed logins
 //! (`[server] max_auth_failures_per_minute`) out, as a [`RateLimited`] answer (429 with `Retry-After`).
 //!
 //! Besides the rates, [`PerClient`] counts what each client holds at once (its open connections, its requests with an
@@ -126,11 +126,10 @@ pub enum RecordsRefused {
 
 /// Every rate limit of one server.
 pub struct Limits {
-    users: HashMap<String, UserLimits>,
-    /// Requests by function file, from its `[[routes]]` entry.
-    functions: HashMap<String, (u32, DefaultDirectRateLimiter)>,
-    /// Records written with `kafka.produce` by function file: rate, limiter, burst seconds.
-    function_records: HashMap<String, (u32, DefaultDirectRateLimiter, u32)>,
+    users: HashMap<String, Rates>,
+    /// Each `[[routes]]` entry's own limits, in the config's order ([`crate::lua::Target::route`]): two routes of
+    /// one function file are counted apart, and a route that sets none has none.
+    routes: Vec<Rates>,
     failures: Option<DefaultKeyedRateLimiter<AddressKey>>,
     /// Addresses that failed too often, until when.
     blocked: Mutex<HashMap<AddressKey, Instant>>,
@@ -171,7 +170,8 @@ impl std::fmt::Debug for Limits {
     }
 }
 
-struct UserLimits {
+/// A user's or a route's rates: requests and records per second, each with its limiter, and the burst.
+struct Rates {
     requests: Option<(u32, DefaultDirectRateLimiter)>,
     records: Option<(u32, DefaultDirectRateLimiter)>,
     burst_seconds: u32,
@@ -214,7 +214,7 @@ impl Limits {
             .users
             .iter()
             .map(|user| {
-                let limits = UserLimits {
+                let limits = Rates {
                     requests: user.requests_per_second.and_then(|r| per_second(r, user.burst_seconds)),
                     records: user.records_per_second.and_then(|r| per_second(r, user.burst_seconds)),
                     burst_seconds: user.burst_seconds,
@@ -222,32 +222,24 @@ impl Limits {
                 (user.name.clone(), limits)
             })
             .collect();
-        let functions = config
+        let routes = config
             .routes
             .iter()
-            .filter_map(|route| {
-                let limit = route
+            .map(|route| Rates {
+                requests: route
                     .requests_per_second
-                    .and_then(|r| per_second(r, route.burst_seconds))?;
-                Some((route.function.clone(), limit))
-            })
-            .collect();
-        let function_records = config
-            .routes
-            .iter()
-            .filter_map(|route| {
-                let (rate, limiter) = route
+                    .and_then(|r| per_second(r, route.burst_seconds)),
+                records: route
                     .records_per_second
-                    .and_then(|r| per_second(r, route.burst_seconds))?;
-                Some((route.function.clone(), (rate, limiter, route.burst_seconds)))
+                    .and_then(|r| per_second(r, route.burst_seconds)),
+                burst_seconds: route.burst_seconds,
             })
             .collect();
         let failures = NonZeroU32::new(config.server.max_auth_failures_per_minute)
             .map(|n| DefaultKeyedRateLimiter::keyed(Quota::per_minute(n)));
         Self {
             users,
-            functions,
-            function_records,
+            routes,
             failures,
             blocked: Mutex::new(HashMap::new()),
             suspect: Mutex::new(HashMap::new()),
@@ -336,9 +328,9 @@ impl Limits {
         })
     }
 
-    /// One request to `function` (its file, as `[[routes]]` names it).
-    pub fn function_request(&self, function: &str) -> Result<(), RateLimited> {
-        let Some((rate, limiter)) = self.functions.get(function) else {
+    /// One request to the `[[routes]]` entry at `route` (its place in the config).
+    pub fn route_request(&self, route: usize) -> Result<(), RateLimited> {
+        let Some((rate, limiter)) = self.routes.get(route).and_then(|r| r.requests.as_ref()) else {
             return Ok(());
         };
         limiter.check().map_err(|not_until| RateLimited {
@@ -362,15 +354,18 @@ impl Limits {
         })
     }
 
-    /// `count` records written by `function` (its file, as `[[routes]]` names it) with `kafka.produce`, all or none.
-    pub fn function_records(&self, function: &str, count: usize) -> Result<(), RecordsRefused> {
-        let Some((rate, limiter, burst_seconds)) = self.function_records.get(function) else {
+    /// `count` records written with `kafka.produce` by a request of the `[[routes]]` entry at `route`, all or none.
+    pub fn route_records(&self, route: usize, count: usize) -> Result<(), RecordsRefused> {
+        let Some(limits) = self.routes.get(route) else {
+            return Ok(());
+        };
+        let Some((rate, limiter)) = &limits.records else {
             return Ok(());
         };
         take_records(limiter, count, || RecordsLimit {
             who: "this route".to_owned(),
             what: format!("this route writes {rate} records per second (records_per_second)"),
-            burst: rate.saturating_mul(*burst_seconds),
+            burst: rate.saturating_mul(limits.burst_seconds),
         })
     }
 }

@@ -645,12 +645,14 @@ async fn slow_request_heads_and_idle_connections_are_closed_after_the_header_tim
     assert!(healthz_answered(&mut fresh).await);
 }
 
-/// A route's `requests_per_second` holds for all its callers together, anonymous ones included.
+/// A route's `requests_per_second` holds for all its callers together, anonymous ones included. Each `[[routes]]`
+/// entry counts its own, also when several name one file, and one that sets none has none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_rate_limit_answers_429_for_all_callers() {
     let config = CONFIG.replace(
         "function = \"open.lua\"",
-        "function = \"open.lua\"\nrequests_per_second = 3",
+        "function = \"open.lua\"\nrequests_per_second = 3\n\n[[routes]]\npath = \"/open/free\"\nfunction = \"open.lua\"\n\n\
+         [[routes]]\npath = \"/open/slow\"\nfunction = \"open.lua\"\nrequests_per_second = 1",
     );
     let h = Harness::start_with(1, &config, &[("open.lua", OPEN)]).await;
     let mut statuses = Vec::new();
@@ -667,6 +669,20 @@ async fn a_route_rate_limit_answers_429_for_all_callers() {
         }
     }
     assert_eq!(statuses, [200, 200, 200, 429]);
+    let mut statuses = Vec::new();
+    for path in ["/open/free"; 5].into_iter().chain(["/open/slow"; 2]) {
+        statuses.push(
+            h.http
+                .post(h.url(path))
+                .body("x")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 429]);
 }
 
 /// A route's `records_per_second` counts the records its function writes with `kafka.produce`, for all callers
@@ -688,7 +704,8 @@ return function(req)
 end"#;
     let config = CONFIG.replace(
         "function = \"open.lua\"",
-        "function = \"open.lua\"\n\n[[routes]]\npath = \"/write\"\nfunction = \"write.lua\"\nrecords_per_second = 3",
+        "function = \"open.lua\"\n\n[[routes]]\npath = \"/write\"\nfunction = \"write.lua\"\nrecords_per_second = 3\n\n\
+         [[routes]]\npath = \"/write/free\"\nfunction = \"write.lua\"",
     );
     let h = Harness::start_with(1, &config, &[("open.lua", OPEN), ("write.lua", WRITER)]).await;
     let (status, answer) = h.send("/write?n=2", &[], "").await;
@@ -709,6 +726,9 @@ end"#;
         common::error_of(&answer).contains("this route may write at most 3 at once"),
         "{answer}"
     );
+    // Another route of the same file counts on its own: this one sets no limit.
+    let (status, answer) = h.send("/write/free?n=4", &[], "").await;
+    assert_eq!(status, 200, "{answer}");
 }
 
 /// The whole responses read from `stream` until `count` have come (or 5 s pass), each with its head.

@@ -20,6 +20,9 @@ pub struct Target {
     /// The route honours `Idempotency-Key`.
     pub idempotency: bool,
     pub env: Arc<BTreeMap<String, String>>,
+    /// The `[[routes]]` entry that chose the function (its place in the config), whose rate limits the request
+    /// counts against; none for a file's own path.
+    pub route: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -50,6 +53,8 @@ pub struct RouteTable {
 #[derive(Debug)]
 struct Explicit {
     route: Route,
+    /// The entry's place in the config.
+    index: usize,
     env: Arc<BTreeMap<String, String>>,
     /// None: the file is gone (deleted while serving); the route then serves nothing.
     function: Option<Arc<Compiled>>,
@@ -59,8 +64,10 @@ impl RouteTable {
     pub fn new(routes: &[Route], functions: FunctionSet) -> Self {
         let mut explicit: Vec<Explicit> = routes
             .iter()
-            .map(|route| Explicit {
+            .enumerate()
+            .map(|(index, route)| Explicit {
                 route: route.clone(),
+                index,
                 env: Arc::new(route.env.clone()),
                 function: functions.get(&route.function).cloned(),
             })
@@ -102,7 +109,13 @@ impl RouteTable {
 
     pub fn find(&self, method: &str, path: &str) -> Found {
         let mut allowed: Vec<&str> = Vec::new();
-        for Explicit { route, env, function } in &self.explicit {
+        for Explicit {
+            route,
+            index,
+            env,
+            function,
+        } in &self.explicit
+        {
             let Some(params) = route.path.matches(path) else {
                 continue;
             };
@@ -116,6 +129,7 @@ impl RouteTable {
                     auth: route.auth,
                     idempotency: route.idempotency,
                     env: Arc::clone(env),
+                    route: Some(*index),
                 });
             }
             allowed.extend(route.methods.iter().map(String::as_str));
@@ -131,6 +145,7 @@ impl RouteTable {
                 auth: false,
                 idempotency: false,
                 env: Arc::clone(&self.no_env),
+                route: None,
             });
         }
         if allowed.is_empty() {

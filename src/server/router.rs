@@ -426,7 +426,7 @@ fn route<B: RequestBody>(
     }
     match app.functions.find(request.method().as_str(), path) {
         Found::Target(target) => {
-            context.set_function(Arc::clone(&target.function.requests));
+            context.set_function(Arc::clone(&target.function.requests), target.route);
             Routed::Pending(Box::pin(call_function(Arc::clone(app), request, remote, target)))
         }
         Found::MethodNotAllowed { allowed } => Routed::Answered(Err(RequestError::MethodNotAllowed {
@@ -673,7 +673,9 @@ async fn call_function<B: RequestBody>(
         None
     };
     // After credentials: callers without them do not use up an auth route's requests.
-    app.limits.function_request(&target.function.name)?;
+    if let Some(route) = target.route {
+        app.limits.route_request(route)?;
+    }
     check_declared_length(&request, app.config.server.max_body_bytes)?;
     let (parts, body) = request.into_parts();
     let body = collect_body(body, &app.config.server).await?;

@@ -42,18 +42,19 @@ impl KafkaContext {
         })
     }
 
-    /// `count` records the current request's function writes now, within its route's `records_per_second`: the
-    /// handler's error text if not (the refusal is noted on the request, for its answer's status).
+    /// `count` records the current request's function writes now, within the `records_per_second` of the
+    /// `[[routes]]` entry that chose it: the handler's error text if not (the refusal is noted on the request, for
+    /// its answer's status).
     fn allow(
         &self,
         count: usize,
         request: Option<&Arc<crate::lua::state::RequestState>>,
     ) -> std::result::Result<(), String> {
         let context = crate::context::RequestContext::current();
-        let Some(function) = context.as_ref().and_then(|context| context.function()) else {
+        let Some(route) = context.as_ref().and_then(|context| context.route()) else {
             return Ok(());
         };
-        self.limits.function_records(function.name(), count).map_err(|refused| {
+        self.limits.route_records(route, count).map_err(|refused| {
             let message = format!("kafka.produce: {refused}");
             if let Some(request) = request {
                 let noted = message.clone();
