@@ -53,13 +53,14 @@ const DEMO: (&str, &str) = ("demo", "demo");
 
 async fn webhook_writes_the_raw_body_with_its_headers(kafka: Kafka) {
     let h = Harness::on(kafka, 1, CONFIG).await;
-    // Query-parameter credentials, a key, non-standard headers (one repeated), a body that is not JSON.
+    // Query-parameter credentials, a key, non-standard headers (one repeated, around another: the values of one
+    // name are written together), a body that is not JSON.
     let response = h
         .http
         .post(h.url("/webhook?topic=greetings&key=k1&user=demo&pass=demo"))
         .header("Content-Type", "application/x-www-form-urlencoded")
-        .header("X-Event", "push")
         .header("X-Hop", "1")
+        .header("X-Event", "push")
         .header("X-Hop", "2")
         .body("a=1&b=2")
         .send()
@@ -73,9 +74,20 @@ async fn webhook_writes_the_raw_body_with_its_headers(kafka: Kafka) {
     assert_eq!(records[0].value.as_deref(), Some(&b"a=1&b=2"[..]));
     assert_eq!(
         header_texts(&records[0]),
-        [("x-event", "push"), ("x-hop", "1"), ("x-hop", "2")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+        [("x-hop", "1"), ("x-hop", "2"), ("x-event", "push")].map(|(k, v)| (k.to_owned(), v.to_owned()))
     );
     assert_eq!(records[0].timestamp_ms, answer["timestamp"].as_i64());
+
+    // A sender's own bearer token (a push service's, for its receiver) does not hide the query's credentials.
+    let response = h
+        .http
+        .post(h.url("/webhook?topic=greetings&user=demo&pass=demo"))
+        .bearer_auth("eyJhbGciOiJSUzI1NiJ9.e30.c2ln")
+        .body("pushed")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 
     // A key that is not UTF-8 is written as its bytes, as `/produce` writes it (not replaced by U+FFFD).
     let (status, answer) = call(&h, "POST", "/webhook?topic=greetings&key=%FF%FEk+1", DEMO, "binary key").await;

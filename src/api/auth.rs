@@ -15,11 +15,7 @@ pub fn authenticate<'u>(users: &'u [User], authorization: Option<&str>) -> Resul
     }
     let header = authorization
         .ok_or_else(|| ApiError::Unauthenticated("send HTTP basic auth credentials (curl -u user:password)".into()))?;
-    // The scheme's name is case-insensitive (RFC 9110, section 11.1).
-    let encoded = header
-        .split_once(' ')
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
-        .map(|(_, credentials)| credentials)
+    let encoded = basic_credentials(header)
         .ok_or_else(|| ApiError::Unauthenticated("only HTTP basic auth is supported".into()))?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
@@ -31,7 +27,18 @@ pub fn authenticate<'u>(users: &'u [User], authorization: Option<&str>) -> Resul
     check_credentials(users, name, password)
 }
 
-/// For webhook senders that cannot send basic auth: the `user` and `pass` query parameters, else basic auth.
+/// What follows `Basic ` in an `Authorization` header; none for another scheme. The scheme's name is
+/// case-insensitive (RFC 9110, section 11.1).
+fn basic_credentials(header: &str) -> Option<&str> {
+    header
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, credentials)| credentials)
+}
+
+/// For webhook senders that cannot send basic auth: the `user` and `pass` query parameters, else basic auth. A
+/// sender's own `Authorization` of another scheme (a push service's bearer token for its receiver) does not hide
+/// the query's credentials; basic auth, when sent, is the one used.
 pub fn authenticate_webhook<'u>(
     users: &'u [User],
     authorization: Option<&str>,
@@ -42,8 +49,9 @@ pub fn authenticate_webhook<'u>(
             .find(|(k, _)| k == wanted)
             .map(|(_, v)| v.into_owned())
     };
-    match (authorization, param("user"), param("pass")) {
-        (None, Some(name), Some(password)) if !users.is_empty() => check_credentials(users, &name, &password),
+    let basic = authorization.and_then(basic_credentials).is_some();
+    match (basic, param("user"), param("pass")) {
+        (false, Some(name), Some(password)) if !users.is_empty() => check_credentials(users, &name, &password),
         _ => authenticate(users, authorization),
     }
 }
@@ -103,5 +111,28 @@ mod tests {
                 .to_string()
                 .contains("no users")
         );
+    }
+
+    /// `/webhook` takes the query's credentials unless basic auth is sent: a sender's bearer token for its
+    /// receiver does not hide them.
+    #[test]
+    fn webhook_query_credentials_stand_beside_another_scheme() {
+        let users = users();
+        let query = Some("topic=t&user=demo&pass=s3cret");
+        let wrong = Some("topic=t&user=demo&pass=wrong");
+        let name = |r: Result<&User, ApiError>| r.map(|u| u.name.clone()).map_err(|e| e.to_string());
+        assert_eq!(name(authenticate_webhook(&users, None, query)), Ok("demo".into()));
+        assert_eq!(
+            name(authenticate_webhook(&users, Some("Bearer eyJh"), query)),
+            Ok("demo".into())
+        );
+        assert!(authenticate_webhook(&users, Some("Bearer eyJh"), wrong).is_err());
+        // Basic auth sent is the one used, right or wrong.
+        assert!(authenticate_webhook(&users, Some(&basic("demo:wrong")), query).is_err());
+        assert_eq!(
+            name(authenticate_webhook(&users, Some(&basic("demo:s3cret")), wrong)),
+            Ok("demo".into())
+        );
+        assert!(authenticate_webhook(&users, Some("Bearer eyJh"), Some("topic=t")).is_err());
     }
 }

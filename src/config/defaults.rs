@@ -122,7 +122,8 @@ pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// the offsets list) of one request when records are tiny.
 pub const MAX_BATCH_RECORDS: usize = 10_000;
 
-/// Produce calls waiting on one cluster at once; past it, 503 with `Retry-After` instead of an unbounded queue.
+/// Produce calls waiting on one cluster at once (one per partition a call writes); past it, 503 with `Retry-After`
+/// instead of an unbounded queue.
 pub const MAX_IN_FLIGHT: usize = 10_000;
 
 /// Topics created by pattern per cluster: each costs the cluster a topic, luka a writer per partition and metric

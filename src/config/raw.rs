@@ -92,8 +92,8 @@ pub struct ServerConfig {
     /// Origins (`https://app.example.com`) whose web pages may call the produce and read endpoints (CORS); other
     /// sites' pages are refused 403.
     pub cors_origins: Vec<String>,
-    /// Failed logins one client address (IPv4, or IPv6 /64) may make per minute; past it, 429 until the minute
-    /// has passed. 0 turns the limit off.
+    /// Failed logins one client address (IPv4, or IPv6 /64) may make per minute; past it, 429 until its attempts
+    /// are back within the rate (one more every minute / this many). 0 turns the limit off.
     pub max_auth_failures_per_minute: u32,
     /// On SIGTERM/ctrl-c, how long in-flight requests may still finish; default `request_timeout_ms`
     /// ([`ServerConfig::shutdown_grace`]).
@@ -189,16 +189,18 @@ pub struct RawRoute {
     /// Require HTTP basic auth against `[[users]]`.
     #[serde(default)]
     pub auth: bool,
-    /// Honour an `Idempotency-Key` header: a repeat answers the first successful response again without running
-    /// the handler.
+    /// Honour an `Idempotency-Key` header: a repeat answers the first response again without running the handler,
+    /// if that was a success or a failure after which its records may be in Kafka (one that wrote nothing may be
+    /// tried again).
     #[serde(default)]
     pub idempotency: bool,
     /// Values the handler reads as `env.NAME` (use `${VAR}` to take them from the environment).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Requests the route's function may serve per second, from all callers together; unlimited unless set.
+    /// Requests this route may serve per second, from all callers together; unlimited unless set. Each entry counts
+    /// its own, also when several name one function file.
     pub requests_per_second: Option<u32>,
-    /// Records the route's function may write per second with `kafka.produce`, from all callers together;
+    /// Records this route's requests may write per second with `kafka.produce`, from all callers together;
     /// unlimited unless set.
     pub records_per_second: Option<u32>,
     /// How many seconds' worth of requests or records may come at once (the burst).
@@ -232,8 +234,8 @@ pub struct RawCluster {
     pub max_batch_bytes: Option<usize>,
     /// Most records sent in one produce request.
     pub max_batch_records: Option<usize>,
-    /// Produce calls (REST requests, `kafka.produce` calls) waiting on this cluster at once; past it, 503 with
-    /// `Retry-After`.
+    /// Produce calls waiting on this cluster at once, one per partition a call writes (a REST request or a
+    /// `kafka.produce` call over three partitions holds three); past it, 503 with `Retry-After`.
     pub max_in_flight: Option<usize>,
     /// Age after which cached topic metadata is fetched again.
     pub metadata_max_age_ms: Option<u64>,
