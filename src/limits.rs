@@ -29,7 +29,8 @@ const MAX_BLOCKED: usize = 100_000;
 /// addresses, each in its first minute), sweeping at every failure would scan all of it under its lock each time.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// How long after a failed login an address's attempts are counted before its credentials are looked at.
+/// How long after a failed login an address's attempts made at the same moment are counted before their credentials
+/// are looked at.
 const SUSPECT_FOR: Duration = Duration::from_secs(60);
 
 /// What each client (IPv4 address, IPv6 /64) holds at once of something bounded per client: open connections, or
@@ -102,6 +103,32 @@ pub struct RateLimited {
     pub retry_after: Duration,
 }
 
+/// A login attempt being checked ([`Limits::may_log_in`]); over when dropped.
+pub struct Attempt<'a> {
+    limits: &'a Limits,
+    /// The suspect address it is counted among those being checked.
+    checking: Option<AddressKey>,
+    /// Counted as a failure before its credentials were checked.
+    pub counted: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let Some(key) = self.checking else { return };
+        let mut checking = self
+            .limits
+            .checking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(now) = checking.get_mut(&key) {
+            *now -= 1;
+            if *now == 0 {
+                checking.remove(&key);
+            }
+        }
+    }
+}
+
 /// A request with more records than a user's burst: it could never pass, so it is refused for good (413).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -133,9 +160,12 @@ pub struct Limits {
     failures: Option<DefaultKeyedRateLimiter<AddressKey>>,
     /// Addresses that failed too often, until when.
     blocked: Mutex<HashMap<AddressKey, Instant>>,
-    /// Addresses that failed a login within the last minute: their attempts are counted before their credentials
-    /// are looked at, so that guesses sent at once cannot slip past the limit together.
+    /// Addresses that failed a login within the last minute: their attempts checked at the same moment as another
+    /// of theirs are counted before their credentials are looked at, so that guesses sent at once cannot slip past
+    /// the limit together.
     suspect: Mutex<HashMap<AddressKey, Instant>>,
+    /// Login attempts of suspect addresses being checked now, per address (an entry lives while one is).
+    checking: Mutex<HashMap<AddressKey, usize>>,
     /// When each of the tables above (`failures`, `blocked`, `suspect`) was last swept full.
     swept: [Sweep; 3],
 }
@@ -243,15 +273,24 @@ impl Limits {
             failures,
             blocked: Mutex::new(HashMap::new()),
             suspect: Mutex::new(HashMap::new()),
+            checking: Mutex::new(HashMap::new()),
             swept: Default::default(),
         }
     }
 
-    /// Before checking credentials from `address`: refused while the address is shut out for failing too often;
-    /// an address that failed within the last minute has this attempt counted now. Gives whether it was counted.
-    pub fn may_log_in(&self, address: IpAddr) -> Result<bool, RateLimited> {
+    /// Before checking credentials from `address`: refused while the address is shut out for failing too often. An
+    /// address that failed within the last minute has this attempt counted now if another of its attempts is being
+    /// checked at the same moment: guesses sent at once cannot all be checked before the first failures are counted.
+    /// Attempts one after another are counted only when they fail, so one wrong password does not make the right
+    /// logins after it (a whole office behind one NAT) count as failures.
+    pub fn may_log_in(&self, address: IpAddr) -> Result<Attempt<'_>, RateLimited> {
+        let uncounted = Attempt {
+            limits: self,
+            checking: None,
+            counted: false,
+        };
         if self.failures.is_none() {
-            return Ok(false); // nothing is counted, so nothing is shut out
+            return Ok(uncounted); // nothing is counted, so nothing is shut out
         }
         let key = AddressKey::from(address);
         {
@@ -270,10 +309,25 @@ impl Limits {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
             .is_some_and(|at| at.elapsed() < SUSPECT_FOR);
-        if suspect {
+        if !suspect {
+            return Ok(uncounted);
+        }
+        let alongside = {
+            let mut checking = self.checking.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = checking.entry(key).or_insert(0);
+            *now += 1;
+            *now > 1
+        };
+        // Made before counting: refused, the attempt is over all the same.
+        let attempt = Attempt {
+            limits: self,
+            checking: Some(key),
+            counted: alongside,
+        };
+        if alongside {
             self.count_failure(key)?;
         }
-        Ok(suspect)
+        Ok(attempt)
     }
 
     /// After credentials from `address` were wrong (`counted`: already counted by [`Limits::may_log_in`]): refused

@@ -395,6 +395,17 @@ records_per_second = 2
         .unwrap();
     let response = produce(&elsewhere, "demo", "demo", messages(1)).await.unwrap();
     assert_eq!(response.status(), 200, "another address is not affected");
+    // One wrong password from an address does not make its right logins count as failures afterwards.
+    let office = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 4]))
+        .build()
+        .unwrap();
+    let typo = produce(&office, "demo", "wrong", messages(1)).await.unwrap();
+    assert_eq!(typo.status(), 401);
+    for _ in 0..5 {
+        let right = produce(&office, "demo", "demo", messages(1)).await.unwrap();
+        assert_eq!(right.status(), 200, "a right login after one wrong one");
+    }
 
     // /metrics counts failed logins like every other login: no place to guess passwords at leisure.
     let guesser = reqwest::Client::builder()

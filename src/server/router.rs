@@ -266,8 +266,11 @@ fn logged_in<'a>(
     remote: SocketAddr,
     login: impl FnOnce() -> Result<&'a crate::config::User, api::ApiError>,
 ) -> Result<&'a crate::config::User, RequestError> {
-    let counted = app.limits.may_log_in(remote.ip())?;
-    match login() {
+    let attempt = app.limits.may_log_in(remote.ip())?;
+    let checked = login();
+    let counted = attempt.counted;
+    drop(attempt);
+    match checked {
         Ok(user) => {
             app.limits.request(&user.name)?;
             Ok(user)
@@ -444,6 +447,7 @@ fn route<B: RequestBody>(
 /// Longest method and path a 404 or 405 repeats back: both are the client's (hyper takes heads of hundreds of
 /// kilobytes, and a method is any token), and the answer need not be larger than the question's useful part.
 const MAX_ECHOED_METHOD: usize = 32;
+const MAX_ECHOED_CODING: usize = 32;
 const MAX_ECHOED_PATH: usize = 2 * 1024;
 
 /// `text` as an answer repeats it: one line, cut at `max` bytes.
@@ -631,7 +635,8 @@ fn refuse_unsupported<B>(request: &Request<B>) -> Result<(), RequestError> {
             .find(|c| !c.eq_ignore_ascii_case("chunked"))
         {
             return Err(RequestError::NotImplemented(format!(
-                "Transfer-Encoding '{coding}' is not supported; send the body uncompressed (chunked is fine)"
+                "Transfer-Encoding '{}' is not supported; send the body uncompressed (chunked is fine)",
+                echoed(coding, MAX_ECHOED_CODING)
             )));
         }
     }
@@ -953,12 +958,7 @@ async fn ready(app: &App) -> Response {
     let all_ok = checks.iter().all(|(_, r)| r.is_ok());
     let clusters: serde_json::Map<String, serde_json::Value> = checks
         .into_iter()
-        .map(|(name, result)| {
-            if let Err(e) = &result {
-                tracing::warn!(cluster = %name, error = %e, "readiness check failed");
-            }
-            (name, json!(if result.is_ok() { "ok" } else { "unavailable" }))
-        })
+        .map(|(name, result)| (name, json!(if result.is_ok() { "ok" } else { "unavailable" })))
         .collect();
     let (status, word) = if all_ok {
         (StatusCode::OK, "ready")
