@@ -18,7 +18,10 @@ return function(req)
     if _G[name] ~= nil then table.insert(escapes, name) end
   end
   local ok = pcall(function() string.upper = nil end)
-  return { json = { seen = seen or json.null, counter = counter, escapes = escapes, string_writable = ok } }
+  -- The random generator is the VM's: seeding it would choose what later requests get.
+  local seeded, seed_error = pcall(math.randomseed, 42)
+  return { json = { seen = seen or json.null, counter = counter, escapes = escapes, string_writable = ok,
+    seeded = seeded, seed_error = tostring(seed_error), random = math.random(1, 1000000000) } }
 end
 "#;
 
@@ -94,6 +97,7 @@ async fn start() -> Harness {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_do_not_share_globals_and_cannot_escape_the_sandbox() {
     let h = start().await;
+    let mut randoms = std::collections::BTreeSet::new();
     for n in 0..20 {
         let (_, answer) = json_answer(h.http.get(h.url(&format!("/sandbox?n={n}")))).await;
         assert_eq!(
@@ -104,7 +108,21 @@ async fn requests_do_not_share_globals_and_cannot_escape_the_sandbox() {
         assert_eq!(answer["counter"], 1, "top-level state is per request");
         assert_eq!(answer["escapes"], json!({}), "{answer}");
         assert_eq!(answer["string_writable"], false);
+        assert_eq!(answer["seeded"], false, "{answer}");
+        assert!(
+            answer["seed_error"]
+                .as_str()
+                .unwrap()
+                .contains("math.randomseed is not available"),
+            "{answer}"
+        );
+        randoms.insert(answer["random"].to_string());
     }
+    assert_eq!(
+        randoms.len(),
+        20,
+        "no request chose the numbers of the next: {randoms:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

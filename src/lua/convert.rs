@@ -80,6 +80,18 @@ impl Budget {
     }
 }
 
+/// What `bytes` cost written as a JSON string, at most: their length, and what escaping adds (a control character
+/// becomes `\u00XX`, or two bytes for the five with short escapes; a quote or backslash two bytes). Charged as the
+/// input's length, a megabyte of control characters took a megabyte of the budget and became six of text.
+pub(super) fn text_cost(bytes: &[u8]) -> usize {
+    let (mut controls, mut quoted) = (0, 0);
+    for &b in bytes {
+        controls += usize::from(b < 0x20);
+        quoted += usize::from(b == b'"' || b == b'\\');
+    }
+    bytes.len() + 5 * controls + quoted
+}
+
 /// Unmetered (size-bounded only): for conversions outside a request.
 pub fn to_json(value: &Value) -> Result<serde_json::Value, String> {
     to_json_within(value, &mut Budget::unmetered())
@@ -197,7 +209,7 @@ impl Serialize for ViewJson<'_, '_, '_> {
         self.enter(self.depth)?;
         match self.view {
             ValueView::String(bytes) => {
-                self.spend(bytes.len())?;
+                self.spend(text_cost(bytes))?;
                 let text = std::str::from_utf8(bytes).map_err(|_| S::Error::custom("a string is not valid UTF-8"))?;
                 serializer.serialize_str(text)
             }
@@ -307,13 +319,16 @@ impl ViewJson<'_, '_, '_> {
         let mut entries: SmallVec<[(Key, Item); SMALL_TABLE]> = SmallVec::new();
         let mut dropped = 0;
         let read = table.for_each_entry(|entry| {
+            // Charged as it is read: a table of millions of entries is stopped by the budget (and the clock) while
+            // it is walked, not after.
+            self.spend(2 * NODE_COST)?;
             let key = match entry.key {
                 ValueView::Integer(i) => Some(Key::Whole(i)),
                 // Past the range of `i64` a whole number's text is `i64`'s bound, as it always was here.
                 ValueView::Number(n) if n.fract() == 0.0 => Some(Key::Whole(n as i64)),
                 _ if marked => None,
                 ValueView::String(bytes) => {
-                    self.spend(bytes.len())?;
+                    self.spend(text_cost(bytes))?;
                     Some(Key::Text(text.add(bytes)?))
                 }
                 ref other => Some(Key::Other(view_type(other))),
@@ -324,7 +339,7 @@ impl ViewJson<'_, '_, '_> {
             };
             let item = match entry.value {
                 ValueView::String(bytes) => {
-                    self.spend(bytes.len())?;
+                    self.spend(text_cost(bytes))?;
                     Item::Text(text.add(bytes)?)
                 }
                 ValueView::Table(_) => Item::Table(entry.position),
@@ -335,7 +350,6 @@ impl ViewJson<'_, '_, '_> {
         });
         read.map_err(S::Error::custom)??;
         let len = entries.len() + dropped;
-        self.spend(len * NODE_COST * 2)?;
         let checked = text.checked();
         let written = |item: &Item| ItemJson {
             item: *item,
@@ -1161,6 +1175,26 @@ mod tests {
             .eval()
             .unwrap();
         assert!(to_json(&doubling).unwrap_err().contains("larger than 64 MiB"));
+    }
+
+    /// The budget counts the text a string becomes: 12 MiB of control characters are 72 MiB of JSON, refused, as
+    /// the same number of plain letters are not.
+    #[test]
+    fn the_budget_counts_the_text_a_string_becomes() {
+        let lua = Lua::new();
+        for (byte, refused) in [("\\1", true), ("a", false)] {
+            let table: Value = lua
+                .load(format!("return {{ string.rep('{byte}', 12 * 1024 * 1024) }}"))
+                .eval()
+                .unwrap();
+            let encoded = encode_within(&table, &mut Budget::unmetered());
+            assert_eq!(encoded.is_err(), refused, "{byte}");
+            if refused {
+                assert!(encoded.unwrap_err().contains("larger than 64 MiB"));
+            }
+        }
+        // Seven bytes; a quote and a backslash one more each, two control characters five more each.
+        assert_eq!(text_cost(b"a\"b\\c\n\x01"), 7 + 2 + 2 * 5);
     }
 
     #[test]

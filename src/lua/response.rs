@@ -85,7 +85,12 @@ fn from_fields(
         // 1xx would switch the connection's protocol handling; a handler answers with a final status.
         Value::Integer(n) if (200..=599).contains(&n) => n as u16,
         Value::Number(n) if n.fract() == 0.0 && (200.0..=599.0).contains(&n) => n as u16,
-        other => return Err(format!("status must be a number from 200 to 599, not {other:?}")),
+        other => {
+            return Err(format!(
+                "status must be a number from 200 to 599, not {}",
+                shown(&other)
+            ));
+        }
     };
     let mut headers = match headers {
         Value::Nil => Headers::new(),
@@ -123,6 +128,29 @@ fn json_body(headers: &mut Headers, text: Result<Vec<u8>, String>) -> Result<Byt
     Ok(Bytes::from(text))
 }
 
+/// Characters of a handler's value an error message shows.
+const SHOWN_CHARS: usize = 64;
+
+/// A wrong `status` as its error shows it: a string cut (a handler may make it huge; its bytes are never copied
+/// whole), another value by its type.
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(s) => {
+            let bytes = s.as_bytes();
+            let start = String::from_utf8_lossy(&bytes[..bytes.len().min(SHOWN_CHARS * 4)]);
+            let cut = convert::cut(&start, SHOWN_CHARS);
+            if cut.len() < bytes.len() && !cut.ends_with('…') {
+                format!("{:?}", format!("{cut}…"))
+            } else {
+                format!("{cut:?}")
+            }
+        }
+        Value::Integer(n) => n.to_string(),
+        Value::Number(n) => n.to_string(),
+        other => format!("a {}", other.type_name()),
+    }
+}
+
 fn read_headers(given: &Table) -> Result<Headers, String> {
     let mut headers = Headers::new();
     let mut header_bytes = 0;
@@ -135,38 +163,73 @@ fn read_headers(given: &Table) -> Result<Headers, String> {
             .to_str()
             .map_err(|_| "header names must be UTF-8".to_owned())?
             .to_string();
+        if header_bytes + name.len() > MAX_HEADER_BYTES {
+            return Err(format!("the headers are larger than {MAX_HEADER_BYTES} bytes"));
+        }
         if headers.len() == MAX_HEADERS {
             return Err(format!("more than {MAX_HEADERS} headers"));
         }
+        let shown_name = convert::cut(&name, SHOWN_CHARS);
         if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(format!("header {name} is set by luka, not by handlers"));
+            return Err(format!("header {shown_name} is set by luka, not by handlers"));
         }
         let value = match value {
+            Value::String(s) if header_bytes + name.len() + s.as_bytes().len() > MAX_HEADER_BYTES => {
+                return Err(format!("the headers are larger than {MAX_HEADER_BYTES} bytes"));
+            }
             Value::String(s) => s
                 .to_str_ref()
-                .map_err(|_| format!("header {name} is not UTF-8"))?
+                .map_err(|_| format!("header {shown_name} is not UTF-8"))?
                 .to_owned(),
             Value::Integer(_) | Value::Number(_) | Value::Boolean(_) => convert::to_json(&value)
-                .map_err(|e| format!("header {name}: {e}"))?
+                .map_err(|e| format!("header {shown_name}: {e}"))?
                 .to_string(),
             other => {
                 return Err(format!(
-                    "header {name} must be a string or number, not a {}",
+                    "header {shown_name} must be a string or number, not a {}",
                     other.type_name()
                 ));
             }
         };
-        // HeaderName lower-cases the name, as HTTP/2 needs and as luka's other answers write them.
-        let (Ok(parsed_name), Ok(parsed_value)) =
-            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value))
-        else {
-            return Err(format!("header {name}: {value:?} is not a valid HTTP header"));
-        };
+        // Counted before anything else is done with them: an error below echoes them (cut).
         header_bytes += name.len() + value.len();
         if header_bytes > MAX_HEADER_BYTES {
             return Err(format!("the headers are larger than {MAX_HEADER_BYTES} bytes"));
         }
+        // HeaderName lower-cases the name, as HTTP/2 needs and as luka's other answers write them.
+        let (Ok(parsed_name), Ok(parsed_value)) =
+            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value))
+        else {
+            return Err(format!(
+                "header {shown_name}: {:?} is not a valid HTTP header",
+                convert::cut(&value, SHOWN_CHARS)
+            ));
+        };
         headers.push((parsed_name, parsed_value));
     }
     Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handler's wrong status or header is echoed cut: escaped whole, a string of a megabyte became six in the
+    /// error text, and again in each copy of it.
+    #[test]
+    fn errors_echo_a_handlers_values_cut() {
+        let lua = mlua::Lua::new();
+        let huge = lua.create_string(vec![0x7f_u8; 1 << 20]).unwrap();
+        let status = shown(&Value::String(huge.clone()));
+        assert!(status.len() < 8 * SHOWN_CHARS, "{status}");
+        assert!(status.ends_with("…\""), "{status}");
+        for value in [huge, lua.create_string(vec![0x7f_u8; 60_000]).unwrap()] {
+            let headers = lua.create_table().unwrap();
+            headers.raw_set("x-bad", value).unwrap();
+            let error = read_headers(&headers).unwrap_err();
+            assert!(error.len() < 8 * SHOWN_CHARS, "{} bytes", error.len());
+        }
+        assert_eq!(shown(&Value::Boolean(true)), "a boolean");
+        assert_eq!(shown(&Value::Integer(99)), "99");
+    }
 }

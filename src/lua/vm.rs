@@ -239,8 +239,18 @@ pub(super) fn standard_lua() -> mlua::Result<Lua> {
     for name in REMOVED_GLOBALS {
         globals.raw_remove(name)?;
     }
+    // One generator serves every request of a VM (Luau seeds it when the VM starts): a handler that seeded it would
+    // choose the numbers every later request on the VM gets, other routes' included.
+    let math: Table = globals.raw_get("math")?;
+    let refuse =
+        lua.create_function(|_, _: MultiValue| -> mlua::Result<()> { Err(mlua::Error::runtime(RANDOMSEED_REFUSED)) })?;
+    math.raw_set("randomseed", refuse)?;
     Ok(lua)
 }
+
+/// What `math.randomseed` raises.
+const RANDOMSEED_REFUSED: &str = "math.randomseed is not available: math.random's generator is shared by every \
+                                  request of the VM, and is seeded when the VM starts";
 
 /// [`standard_lua`] with the handler modules installed: the globals every handler sees (before the sandbox).
 ///

@@ -7,7 +7,7 @@
 use mlua::{Table, TableView, ValueView};
 use smallvec::SmallVec;
 
-use super::{Budget, NODE_COST, Scalar};
+use super::{Budget, NODE_COST, Scalar, text_cost};
 
 /// Entries a table may have to be written here.
 const MAX_ENTRIES: usize = 8;
@@ -49,7 +49,7 @@ pub(super) fn encode_view(view: &TableView<'_>, budget: &mut Budget) -> Option<R
             let key_start = text.len();
             text.extend_from_slice(key);
             let key_end = text.len();
-            cost += key.len() + 3 * NODE_COST;
+            cost += text_cost(key) + 3 * NODE_COST;
             let written = write_str(&mut text, std::str::from_utf8(key).map_err(|_| ())?);
             text.push(b':');
             write_value(&mut text, &entry.value, &mut cost)?;
@@ -88,7 +88,7 @@ fn write_value(text: &mut SmallVec<[u8; 256]>, value: &ValueView<'_>, cost: &mut
     match *value {
         // A long string is left to the general encoder, which charges it before copying it.
         ValueView::String(bytes) if bytes.len() <= MAX_STRING => {
-            *cost += bytes.len();
+            *cost += text_cost(bytes);
             write_str(text, std::str::from_utf8(bytes).map_err(|_| ())?);
         }
         ValueView::String(_) | ValueView::Table(_) => return Err(()),

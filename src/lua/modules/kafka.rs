@@ -462,7 +462,8 @@ fn read_call(producer: &Producer, args: &Table, budget: &mut Budget) -> std::res
              over several calls"
         )));
     }
-    if count == 0 || list.pairs::<Value, Value>().count() != count {
+    // Walked no further than one past the count: a list with gaps has a `#` (a border) far below its entries.
+    if count == 0 || list.pairs::<Value, Value>().take(count + 1).count() != count {
         return Err(CallError::Invalid(
             "messages must be a non-empty list of tables: messages = { {key = ..., value = ...} }".into(),
         ));
@@ -611,7 +612,7 @@ fn read_headers(headers: &Table, budget: &mut Budget) -> std::result::Result<Vec
             let value: Value = entry.raw_get("value").map_err(|e| e.to_string())?;
             out.push((name.clone(), header_value(&name, &value, budget)?));
         }
-        if out.len() != headers.pairs::<Value, Value>().count() {
+        if out.len() != headers.pairs::<Value, Value>().take(out.len() + 1).count() {
             return Err(
                 "headers must be either a list of {key = ..., value = ...} or a name = value table, not both".into(),
             );
