@@ -735,6 +735,18 @@ async fn each_functions_distinct_errors_reach_the_log() {
         let response = client.get(format!("http://{http}{path}")).send().await.unwrap();
         assert_eq!(response.status(), 500, "{path}");
     }
+    // A request luka does not serve (501) is the client's doing, in words it chooses: nothing is logged for it.
+    for request in [
+        "POST /quiet HTTP/1.1\r\nHost: luka\r\nTransfer-Encoding: zz-7, chunked\r\n\r\n0\r\n\r\n",
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 501", "{request:?}");
+    }
     let text = luka.stop_and_read_log().await;
     let failures: Vec<String> = text
         .lines()
@@ -756,6 +768,7 @@ async fn each_functions_distinct_errors_reach_the_log() {
     );
     assert_eq!(count("boom 3\\n2026-01-01T00:00:00Z INFO"), 1, "{failures:?}");
     assert!(failures.iter().all(|e| !e.contains('\n')), "{failures:?}");
+    assert_eq!(count("is not supported"), 0, "501s are not failures: {failures:?}");
     let cut = failures
         .iter()
         .find(|e| e.contains("boom xxx"))

@@ -43,8 +43,9 @@ async fn values(bootstrap: &str, topic: &str, partition: i32) -> Vec<String> {
         .collect()
 }
 
-/// Writes "warm" (connecting and creating the topic), then "the-one" while the proxy loses the broker's answer to
-/// its first produce request; gives the answer to "the-one" and what the partition holds.
+/// Writes "warm" (connecting and creating the topic), then "the-one" (with a timestamp of its own) and "after" (at
+/// the time it is sent) in one request while the proxy loses the broker's answer to its first produce request;
+/// gives the answer to that request and what the partition holds.
 async fn write_with_a_lost_answer(idempotence: bool) -> ((u16, Value), Vec<String>) {
     let extra = format!("idempotence = {idempotence}");
     let harness = Harness::on(Kafka::Apache, 1, &config("{broker0:PROXIED}", &extra)).await;
@@ -52,24 +53,33 @@ async fn write_with_a_lost_answer(idempotence: bool) -> ((u16, Value), Vec<Strin
     assert_eq!(status, 200);
     let proxy = &harness.proxies[0];
     proxy.lose_answers(PRODUCE, 1);
-    let answer = harness
-        .post("/produce/once", r#"{"value":"the-one","partition":0}"#)
-        .await;
+    let body = format!(
+        r#"[{{"value":"the-one","partition":0,"timestamp":{THE_ONES_TIME}}},{{"value":"after","partition":0}}]"#
+    );
+    let answer = harness.post("/produce/once", &body).await;
     assert_eq!(proxy.lost(PRODUCE), 1, "the proxy lost the answer to the produce");
     let values = values(&harness.bootstrap(0), "once", 0).await;
     (answer, values)
 }
 
+/// The timestamp "the-one" is sent with: long before the other record of its batch.
+const THE_ONES_TIME: i64 = 1_700_000_000_000;
+
+/// Written once, and answered with each record's own offset and timestamp: the broker's answer to the resend it
+/// finds to be a duplicate carries the batch's largest timestamp as a "log append time" even on a CreateTime topic,
+/// which is no record's but the last's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_answer_was_lost_is_written_once() {
     let ((status, answer), values) = write_with_a_lost_answer(true).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(values, ["warm", "the-one"], "written once");
+    assert_eq!(values, ["warm", "the-one", "after"], "written once");
     assert_eq!(
-        offset(&answer[0]),
-        1,
-        "the caller got the offset it was written at: {answer}"
+        (offset(&answer[0]), offset(&answer[1])),
+        (1, 2),
+        "the caller got the offsets they were written at: {answer}"
     );
+    assert_eq!(answer[0]["timestamp"], THE_ONES_TIME, "{answer}");
+    assert_ne!(answer[1]["timestamp"], THE_ONES_TIME, "{answer}");
 }
 
 /// The same without idempotence: rskafka sends the batch again and the broker writes it twice. This is what the
@@ -78,8 +88,8 @@ async fn a_batch_whose_answer_was_lost_is_written_once() {
 async fn without_idempotence_a_batch_whose_answer_was_lost_is_written_twice() {
     let ((status, answer), values) = write_with_a_lost_answer(false).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(values, ["warm", "the-one", "the-one"]);
-    assert_eq!(offset(&answer[0]), 2, "the caller is told of the second copy: {answer}");
+    assert_eq!(values, ["warm", "the-one", "after", "the-one", "after"]);
+    assert_eq!(offset(&answer[0]), 3, "the caller is told of the second copy: {answer}");
 }
 
 /// A broker may say for a moment that it does not know a partition (after the partition's leader moved, before the

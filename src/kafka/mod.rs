@@ -155,6 +155,12 @@ impl ClusterPool {
             (name.clone(), deadline::within(config, within, ping).await)
         });
         let answer = futures::future::join_all(checks).await;
+        // Logged as checked, not as answered: an answer reused is no news, and `/readyz` is anyone's to call.
+        for (name, result) in &answer {
+            if let Err(e) = result {
+                tracing::warn!(cluster = %name, error = %e, "readiness check failed");
+            }
+        }
         *last = Some((Instant::now(), answer.clone()));
         answer
     }

@@ -37,6 +37,9 @@ pub struct TopicRules {
     /// be, in milliseconds (Kafka's defaults allow any).
     pub timestamp_before_ms: Option<i64>,
     pub timestamp_after_ms: Option<i64>,
+    /// `message.timestamp.type` is `LogAppendTime` (the broker's time is each record's), `CreateTime` (false), or
+    /// not known.
+    pub log_append_time: Option<bool>,
 }
 
 impl TopicRules {
@@ -56,6 +59,7 @@ impl TopicRules {
             max_message_bytes: number("max.message.bytes").and_then(|n| usize::try_from(n).ok()),
             timestamp_before_ms: window("message.timestamp.before.max.ms"),
             timestamp_after_ms: window("message.timestamp.after.max.ms"),
+            log_append_time: value("message.timestamp.type").map(|t| t == "LogAppendTime"),
         }
     }
 }
@@ -128,6 +132,7 @@ mod tests {
             TopicRules::from_configs(&defaults),
             TopicRules {
                 max_message_bytes: Some(1_048_588),
+                log_append_time: Some(false),
                 ..TopicRules::default()
             }
         );
@@ -138,10 +143,12 @@ mod tests {
         let rules = TopicRules::from_configs(&strict);
         assert!(rules.compacted);
         assert_eq!(rules.timestamp_before_ms, Some(3_600_000));
+        assert_eq!(rules.log_append_time, None, "not known");
         let append_time = configs(&[
             ("message.timestamp.type", "LogAppendTime"),
             ("message.timestamp.before.max.ms", "3600000"),
         ]);
         assert_eq!(TopicRules::from_configs(&append_time).timestamp_before_ms, None);
+        assert_eq!(TopicRules::from_configs(&append_time).log_append_time, Some(true));
     }
 }

@@ -73,12 +73,43 @@ pub enum ProduceError {
     Kafka(#[from] KafkaError),
 
     /// Some messages may have been written before the failure: `results` holds, in request order, the
-    /// delivery of each message that was acknowledged.
-    #[error("{source}")]
+    /// delivery of each message that was acknowledged. Its text names them (a handler that catches the error
+    /// learns what a retry would write again).
+    #[error("{source}{}", written_note(.results, .source))]
     Write {
         source: KafkaError,
         results: Vec<Option<Delivery>>,
     },
+}
+
+/// Message numbers a partial write's text names at most; the rest are counted.
+const NAMED_WRITTEN: usize = 10;
+
+/// `; messages 1 and 3 of 4 were written (the others were not)`, for a call some of whose messages were written
+/// before another part failed; nothing when none were.
+fn written_note(results: &[Option<Delivery>], source: &KafkaError) -> String {
+    let written: Vec<usize> = (1..=results.len()).filter(|n| results[n - 1].is_some()).collect();
+    let Some(&last) = written.last() else {
+        return String::new();
+    };
+    let named = match written.len() {
+        1 => format!("message {last}"),
+        n if n <= NAMED_WRITTEN => {
+            let first: Vec<String> = written[..n - 1].iter().map(usize::to_string).collect();
+            format!("messages {} and {last}", first.join(", "))
+        }
+        n => {
+            let first: Vec<String> = written[..NAMED_WRITTEN].iter().map(usize::to_string).collect();
+            format!("messages {} and {} more", first.join(", "), n - NAMED_WRITTEN)
+        }
+    };
+    let verb = if written.len() == 1 { "was" } else { "were" };
+    let others = if matches!(source, KafkaError::InDoubt { .. }) {
+        "the others may or may not have been"
+    } else {
+        "the others were not"
+    };
+    format!("; {named} of {} {verb} written ({others})", results.len())
 }
 
 impl ProduceError {
@@ -123,5 +154,62 @@ impl ProduceError {
             Self::InMessage { source, .. } => source.class(),
             Self::Kafka(error) | Self::Write { source: error, .. } => error.class(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rskafka::client::error::ProtocolError;
+
+    fn delivered(partition: i32) -> Option<Delivery> {
+        Some(Delivery {
+            cluster: "c".into(),
+            topic: "t".into(),
+            partition,
+            offset: 7,
+            timestamp_ms: 1,
+        })
+    }
+
+    /// A call refused on one partition after another was written says which messages were: a handler that catches
+    /// it (or a REST client reading only the error) would otherwise send them again.
+    #[test]
+    fn a_partial_write_names_what_was_written() {
+        let refused = || KafkaError::Rejected {
+            cluster: "c".into(),
+            topic: "t".into(),
+            partition: 0,
+            error: ProtocolError::MessageTooLarge,
+        };
+        let partial = |results: Vec<Option<Delivery>>, source: KafkaError| ProduceError::Write { source, results };
+        let text = partial(vec![delivered(1), None, delivered(1)], refused()).to_string();
+        assert!(
+            text.starts_with("kafka cluster 'c' rejected the records for 't' partition 0"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("; messages 1 and 3 of 3 were written (the others were not)"),
+            "{text}"
+        );
+        let in_doubt = KafkaError::InDoubt {
+            cluster: "c".into(),
+            topic: "t".into(),
+            partition: 0,
+        };
+        let text = partial(vec![None, delivered(1)], in_doubt).to_string();
+        assert!(
+            text.ends_with("; message 2 of 2 was written (the others may or may not have been)"),
+            "{text}"
+        );
+        let many = (0..14).map(|_| delivered(1)).chain([None]).collect();
+        let text = partial(many, refused()).to_string();
+        assert!(
+            text.ends_with(
+                "; messages 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 4 more of 15 were written (the others were not)"
+            ),
+            "{text}"
+        );
+        assert_eq!(partial(vec![None, None], refused()).to_string(), refused().to_string());
     }
 }

@@ -99,6 +99,10 @@ struct Placed {
     topic: String,
     partition: i32,
     timestamp_ms: i64,
+    /// The topic may be one whose records take the broker's time (`LogAppendTime`, or its rules are not known):
+    /// a time in the broker's answer is then the record's. On a `CreateTime` topic the answer carries one too after
+    /// a resend the broker found to be a duplicate (the batch's largest timestamp), which is no record's own.
+    broker_time: bool,
     record: Record,
 }
 
@@ -264,6 +268,7 @@ impl Producer {
                 topic: message.topic,
                 partition,
                 timestamp_ms,
+                broker_time: rules.log_append_time != Some(false),
                 record,
             });
         }
@@ -371,12 +376,12 @@ impl Producer {
         let mut meta = Vec::with_capacity(placed.len());
         let mut records = Vec::with_capacity(placed.len());
         for p in placed {
-            meta.push((p.cluster, p.topic, p.partition, p.timestamp_ms));
+            meta.push((p.cluster, p.topic, p.partition, p.timestamp_ms, p.broker_time));
             records.push(p.record);
         }
         // Grouped under the names `meta` holds (no copies per record); each delivery then takes its names from there.
         let mut groups = BTreeMap::<_, Vec<(usize, Record)>>::new();
-        for (index, (record, (cluster, topic, partition, _))) in records.into_iter().zip(&meta).enumerate() {
+        for (index, (record, (cluster, topic, partition, _, _))) in records.into_iter().zip(&meta).enumerate() {
             groups
                 .entry((cluster.as_str(), topic.as_str(), *partition))
                 .or_default()
@@ -411,14 +416,14 @@ impl Producer {
                 Ok(written) => {
                     for (index, offset, log_append_time_ms) in written {
                         // Each index is in one group and written once: its names are moved out, not copied.
-                        let (cluster, topic, partition, timestamp_ms) = &mut meta[index];
+                        let (cluster, topic, partition, timestamp_ms, broker_time) = &mut meta[index];
                         results[index] = Some(Delivery {
                             cluster: std::mem::take(cluster),
                             topic: std::mem::take(topic),
                             partition: *partition,
                             offset,
                             // On a LogAppendTime topic the broker's time is the record's, whatever was sent.
-                            timestamp_ms: log_append_time_ms.unwrap_or(*timestamp_ms),
+                            timestamp_ms: log_append_time_ms.filter(|_| *broker_time).unwrap_or(*timestamp_ms),
                         });
                     }
                 }

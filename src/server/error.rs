@@ -111,12 +111,20 @@ pub fn into_response(error: &RequestError, request_id: &str, written: Written, k
     } else {
         own_status
     };
-    if status.is_server_error() {
+    // A 501 is a request luka does not serve (CONNECT, a transfer coding, consumer groups): nothing failed here, and
+    // its text is the client's to vary at will.
+    if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
         // Limited per distinct error (its full text: the function and its message, the cluster and its cause), so
         // that one function failing often cannot hide another's error.
         // A handler's error text is its own (and may carry request data): one line, cut.
         let text = error.to_string();
-        if let Some(suppressed) = repeats::allow(cut(&text, MAX_LOG_KEY)) {
+        // A partial write's text ends by naming the messages written, which differ from request to request: its
+        // repeats are the same failure all the same.
+        let key = match error {
+            RequestError::Api(ApiError::Produce(ProduceError::Write { source, .. })) => source.to_string(),
+            _ => text.clone(),
+        };
+        if let Some(suppressed) = repeats::allow(cut(&key, MAX_LOG_KEY)) {
             let records_written = written.records;
             let error = crate::logging::one_line(&text, MAX_LOGGED_ERROR);
             tracing::warn!(request_id, %status, %error, suppressed, records_written, in_doubt, "request failed");
