@@ -154,6 +154,7 @@ fn shown(value: &Value) -> String {
 fn read_headers(given: &Table) -> Result<Headers, String> {
     let mut headers = Headers::new();
     let mut header_bytes = 0;
+    let too_large = || format!("the headers are larger than {MAX_HEADER_BYTES} bytes");
     for pair in given.pairs::<Value, Value>() {
         // Read as any value: mlua would turn a number key (`headers = { "text/plain" }`) into the name "1".
         let (Value::String(name), value) = pair.map_err(|e| e.to_string())? else {
@@ -164,7 +165,7 @@ fn read_headers(given: &Table) -> Result<Headers, String> {
             .map_err(|_| "header names must be UTF-8".to_owned())?
             .to_string();
         if header_bytes + name.len() > MAX_HEADER_BYTES {
-            return Err(format!("the headers are larger than {MAX_HEADER_BYTES} bytes"));
+            return Err(too_large());
         }
         if headers.len() == MAX_HEADERS {
             return Err(format!("more than {MAX_HEADERS} headers"));
@@ -175,7 +176,7 @@ fn read_headers(given: &Table) -> Result<Headers, String> {
         }
         let value = match value {
             Value::String(s) if header_bytes + name.len() + s.as_bytes().len() > MAX_HEADER_BYTES => {
-                return Err(format!("the headers are larger than {MAX_HEADER_BYTES} bytes"));
+                return Err(too_large());
             }
             Value::String(s) => s
                 .to_str_ref()
@@ -194,7 +195,7 @@ fn read_headers(given: &Table) -> Result<Headers, String> {
         // Counted before anything else is done with them: an error below echoes them (cut).
         header_bytes += name.len() + value.len();
         if header_bytes > MAX_HEADER_BYTES {
-            return Err(format!("the headers are larger than {MAX_HEADER_BYTES} bytes"));
+            return Err(too_large());
         }
         // HeaderName lower-cases the name, as HTTP/2 needs and as luka's other answers write them.
         let (Ok(parsed_name), Ok(parsed_value)) =

@@ -1,6 +1,6 @@
 //! Errors of the produce core: routing, per-message checks, and what Kafka answered.
 
-use super::Delivery;
+use super::{Delivery, MAX_REPORTED};
 use crate::kafka::{ErrorClass, KafkaError};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,26 +82,21 @@ pub enum ProduceError {
     },
 }
 
-/// Message numbers a partial write's text names at most; the rest are counted.
-const NAMED_WRITTEN: usize = 10;
-
 /// `; messages 1 and 3 of 4 were written (the others were not)`, for a call some of whose messages were written
-/// before another part failed; nothing when none were.
+/// before another part failed; nothing when none were. Names the first [`MAX_REPORTED`] and counts the rest, as a
+/// call's invalid messages are listed.
 fn written_note(results: &[Option<Delivery>], source: &KafkaError) -> String {
     let written: Vec<usize> = (1..=results.len()).filter(|n| results[n - 1].is_some()).collect();
-    let Some(&last) = written.last() else {
-        return String::new();
+    let mut named: Vec<String> = written.iter().take(MAX_REPORTED).map(usize::to_string).collect();
+    let last = match written.len() {
+        0 => return String::new(),
+        n if n > MAX_REPORTED => format!("{} more", n - MAX_REPORTED),
+        _ => named.pop().expect("one was written"),
     };
-    let named = match written.len() {
-        1 => format!("message {last}"),
-        n if n <= NAMED_WRITTEN => {
-            let first: Vec<String> = written[..n - 1].iter().map(usize::to_string).collect();
-            format!("messages {} and {last}", first.join(", "))
-        }
-        n => {
-            let first: Vec<String> = written[..NAMED_WRITTEN].iter().map(usize::to_string).collect();
-            format!("messages {} and {} more", first.join(", "), n - NAMED_WRITTEN)
-        }
+    let named = if named.is_empty() {
+        format!("message {last}")
+    } else {
+        format!("messages {} and {last}", named.join(", "))
     };
     let verb = if written.len() == 1 { "was" } else { "were" };
     let others = if matches!(source, KafkaError::InDoubt { .. }) {

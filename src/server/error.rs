@@ -3,6 +3,8 @@
 //! Client errors (4xx) say what was wrong and how to fix it. Server-side errors (5xx) say which cluster failed
 //! and nothing more; the detail goes to the log.
 
+use std::borrow::Cow;
+
 use crate::limits::RecordsRefused;
 use hyper::StatusCode;
 use hyper::header::{HeaderValue, WWW_AUTHENTICATE};
@@ -120,9 +122,9 @@ pub fn into_response(error: &RequestError, request_id: &str, written: Written, k
         let text = error.to_string();
         // A partial write's text ends by naming the messages written, which differ from request to request: its
         // repeats are the same failure all the same.
-        let key = match error {
-            RequestError::Api(ApiError::Produce(ProduceError::Write { source, .. })) => source.to_string(),
-            _ => text.clone(),
+        let key: Cow<'_, str> = match error {
+            RequestError::Api(ApiError::Produce(ProduceError::Write { source, .. })) => source.to_string().into(),
+            _ => Cow::Borrowed(&text),
         };
         if let Some(suppressed) = repeats::allow(cut(&key, MAX_LOG_KEY)) {
             let records_written = written.records;
