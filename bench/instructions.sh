@@ -7,7 +7,8 @@
 # counted; the rate under valgrind means nothing. luka runs as compare's per-core rows do (one tokio worker, one Lua
 # VM, access log on, to a file; a CPU budget of 5 s, as valgrind is slow) with a fresh `luka broker` from the first
 # BINARY beside it, not counted.
-#   PATHS: any of healthz, constant, json (req:json(), one field), webhook (compare's: one keyed record; needs the
+#   PATHS: any of healthz, constant, constant_post (compare's constant row: the order POSTed to the constant
+#          handler, which does not read it), json (req:json(), one field), webhook (compare's: one keyed record; needs the
 #          broker), orders (the shipped functions/orders.lua: its order produced as `data`, encoded to JSON, and a
 #          JSON answer), rest1 (compare's REST x1: the example order as one keyed record through `POST /produce/bench`,
 #          with basic auth; needs the broker); default "healthz constant json"
@@ -18,7 +19,7 @@
 #   KEEP=DIR: keeps each count's callgrind profile in DIR (for callgrind_annotate)
 # Needs valgrind, wrk and curl (and nginx-light, libnginx-mod-http-lua, lua-cjson for NGINX=1); apt-installs them.
 set -euo pipefail
-[ $# -ge 1 ] || { sed -n 2,19p "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,20p "$0" >&2; exit 2; }
 bench=$(cd "$(dirname "$0")" && pwd)
 binaries=(); for b in "$@"; do binaries+=("$(realpath "$b")"); done
 SECS=${SECS:-4}; CONNECTIONS=${CONNECTIONS:-16}; ROUNDS=${ROUNDS:-2}; PATHS=${PATHS:-healthz constant json}
@@ -91,6 +92,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for path in $PATHS; do
       case "$path" in
         healthz|constant) count "$round $(basename "$binary") $path" "http://127.0.0.1:18080/$path" ;;
+        constant_post) count "$round $(basename "$binary") constant_post" http://127.0.0.1:18080/constant "$dir/order.lua" ;;
         json) count "$round $(basename "$binary") json" http://127.0.0.1:18080/json "$dir/order.lua" ;;
         webhook) count "$round $(basename "$binary") webhook" http://127.0.0.1:18080/hook "$dir/order.lua" ;;
         orders) count "$round $(basename "$binary") orders" http://127.0.0.1:18080/orders "$dir/example.lua" ;;

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::proxy::{INIT_PRODUCER_ID, PRODUCE};
+use common::proxy::{INIT_PRODUCER_ID, OUT_OF_ORDER_SEQUENCE_NUMBER, PRODUCE};
 use common::read::{high_watermark, read_records, text};
 use common::{Harness, error_of, offset};
 use serde_json::Value;
@@ -90,6 +90,38 @@ async fn without_idempotence_a_batch_whose_answer_was_lost_is_written_twice() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(values, ["warm", "the-one", "after", "the-one", "after"]);
     assert_eq!(offset(&answer[0]), 3, "the caller is told of the second copy: {answer}");
+}
+
+/// A batch in doubt (the answer to its first send lost; the broker appended it) whose resend the broker refuses as
+/// out of sequence (the proxy puts that code in the broker's answer, which was "a duplicate"): sent again under a new
+/// producer id, the broker could not tell it from a new batch and would write it a second time. It ends in doubt,
+/// written once, and the partition's next records get a new writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_in_doubt_is_not_sent_again_under_a_new_producer_id() {
+    let harness = Harness::on(Kafka::Apache, 1, &config("{broker0:PROXIED}", "")).await;
+    let (status, answer) = harness.post("/produce/once", r#"{"value":"warm","partition":0}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    let proxy = &harness.proxies[0];
+    let producer_ids = proxy.requests(INIT_PRODUCER_ID);
+    proxy.lose_answers(PRODUCE, 1);
+    proxy.recode_produce_answers(1, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    let (status, answer) = harness
+        .post("/produce/once", r#"{"value":"the-one","partition":0}"#)
+        .await;
+    assert_eq!((proxy.lost(PRODUCE), proxy.recoded()), (1, 1), "{answer}");
+    assert_eq!(status, 504, "{answer}");
+    assert!(error_of(&answer).contains("may or may not"), "{answer}");
+    assert_eq!(
+        proxy.requests(INIT_PRODUCER_ID),
+        producer_ids,
+        "no new producer id was asked for the batch in doubt"
+    );
+    let (status, answer) = harness.post("/produce/once", r#"{"value":"next","partition":0}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        values(&harness.bootstrap(0), "once", 0).await,
+        ["warm", "the-one", "next"]
+    );
 }
 
 /// A broker may say for a moment that it does not know a partition (after the partition's leader moved, before the

@@ -535,6 +535,22 @@ impl Writer {
                         log_append_time_ms: None,
                     }));
                 }
+                // An earlier send may have been appended under this producer id: sent again under a new one, the broker
+                // could not tell it is the same batch and would write it a second time. It ends in doubt; the writer
+                // stops, and the next batch gets a new writer with a new producer id.
+                Ok(Err(error)) if needs_new_producer_id(&error) && in_doubt => {
+                    tracing::warn!(
+                        topic = self.client.topic(),
+                        partition = self.client.partition(),
+                        %error,
+                        "the broker no longer accepts this writer's producer id for a batch that may already be \
+                         written; giving it up as in doubt rather than write it again under a new one"
+                    );
+                    return Delivered::Dropped {
+                        in_doubt: true,
+                        stop: true,
+                    };
+                }
                 Ok(Err(e)) if needs_new_producer_id(&e) && new_ids < MAX_NEW_PRODUCER_IDS => {
                     tracing::warn!(
                         topic = self.client.topic(),

@@ -21,6 +21,9 @@ pub const PRODUCE: i16 = 0;
 /// Kafka's API key of InitProducerId requests (one per idempotent writer, and again when its producer id is refused).
 pub const INIT_PRODUCER_ID: i16 = 22;
 
+/// Kafka's error code for a batch whose sequence number is not the one the broker expects of its producer id.
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+
 /// The partition a misdirected produce names instead of its own: no topic here has it.
 const NO_SUCH_PARTITION: i32 = 0x7fff_0000;
 
@@ -35,6 +38,11 @@ struct Shared {
     misdirected: usize,
     /// How long a misdirected produce is held before it is passed on.
     misdirect_hold: std::time::Duration,
+    /// Produce requests still to have their answer's error code replaced (see [`KafkaProxy::recode_produce_answers`]),
+    /// with the code, and how many were.
+    to_recode: usize,
+    recode_to: i16,
+    recoded: usize,
     /// Connections opened so far (each is numbered in the order it came).
     opened: u64,
     /// Connections numbered below this get no more answers, and stay open.
@@ -130,6 +138,21 @@ impl KafkaProxy {
         shared.misdirect_hold = hold;
     }
 
+    /// The broker's answers to the next `count` produce requests (after those whose answers are to be lost, see
+    /// [`KafkaProxy::lose_answers`]) are passed on with `error_code` in place of the broker's own: to the client, the
+    /// broker refused the batch so, whatever it did with it. Only the produce versions rskafka sends (3 to 7, one topic
+    /// and partition each) are understood; others pass unchanged.
+    pub fn recode_produce_answers(&self, count: usize, error_code: i16) {
+        let mut shared = self.shared.lock().expect("proxy state");
+        shared.to_recode += count;
+        shared.recode_to = error_code;
+    }
+
+    /// Produce answers whose error code was replaced so far.
+    pub fn recoded(&self) -> usize {
+        self.shared.lock().expect("proxy state").recoded
+    }
+
     /// Produce requests misdirected so far.
     pub fn misdirected(&self) -> usize {
         self.shared.lock().expect("proxy state").misdirected
@@ -173,6 +196,9 @@ async fn forward(client: TcpStream, broker: TcpStream, shared: Arc<Mutex<Shared>
     // Correlation ids of produce requests sent to a partition the broker does not have, with the partition asked for.
     let misdirected: Arc<Mutex<HashMap<i32, [u8; 4]>>> = Arc::default();
     let to_restore = Arc::clone(&misdirected);
+    // Correlation ids of produce requests whose answers get another error code, with the code.
+    let recode: Arc<Mutex<HashMap<i32, i16>>> = Arc::default();
+    let to_recode = Arc::clone(&recode);
     let state = Arc::clone(&shared);
     let answers = tokio::spawn(async move {
         while let Some((size, mut frame)) = read_frame(&mut broker_read).await {
@@ -182,6 +208,14 @@ async fn forward(client: TcpStream, broker: TcpStream, shared: Arc<Mutex<Shared>
             let asked_for = correlation.and_then(|id| to_restore.lock().expect("misdirected").remove(&id));
             if let (Some(partition), Some(at)) = (asked_for, one_partition(&frame, 4)) {
                 frame[at..at + 4].copy_from_slice(&partition);
+            }
+            let new_code = correlation.and_then(|id| to_recode.lock().expect("recode").remove(&id));
+            // The partition's error code follows its index.
+            if let (Some(code), Some(at)) = (new_code, one_partition(&frame, 4))
+                && frame.len() >= at + 6
+            {
+                frame[at + 4..at + 6].copy_from_slice(&code.to_be_bytes());
+                state.lock().expect("proxy state").recoded += 1;
             }
             let lost = {
                 let mut doomed = marked.lock().expect("doomed");
@@ -212,6 +246,9 @@ async fn forward(client: TcpStream, broker: TcpStream, shared: Arc<Mutex<Shared>
                 if let Some(left) = state.to_lose.get_mut(&api_key).filter(|left| **left > 0) {
                     *left -= 1;
                     doomed.lock().expect("doomed").insert((correlation, api_key));
+                } else if api_key == PRODUCE && state.to_recode > 0 && produce_request_partition(&frame).is_some() {
+                    state.to_recode -= 1;
+                    recode.lock().expect("recode").insert(correlation, state.recode_to);
                 }
                 let partition = (api_key == PRODUCE && state.to_misdirect > 0)
                     .then(|| produce_request_partition(&frame))
