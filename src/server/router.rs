@@ -789,7 +789,7 @@ where
         },
     };
     let Some((claim, slot)) = claim else {
-        return Ok(answer_response(&run(Arc::clone(app)).await?));
+        return Ok(answer_into_response(run(Arc::clone(app)).await?));
     };
     let context = RequestContext::current();
     if let Some(context) = &context {
@@ -807,7 +807,7 @@ where
         None => tokio::spawn(owned),
     };
     match task.await {
-        Ok(result) => Ok(answer_response(&result?)),
+        Ok(result) => Ok(answer_into_response(result?)),
         Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
         // Only when the runtime shuts down, and then nobody reads the answer.
         Err(_) => Err(RequestError::Timeout { ms: 0 }),
@@ -879,11 +879,22 @@ async fn answer_of(response: Response) -> Answer {
     }
 }
 
+/// The response of a remembered answer (a replay): its body and headers are shared with the one remembered.
 fn answer_response(answer: &Answer) -> Response {
-    let mut response = hyper::Response::new(Full::new(answer.body.clone()));
-    *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    for (name, value) in &answer.headers {
-        response.headers_mut().append(name, value.clone());
+    response_of(answer.status, answer.body.clone(), answer.headers.iter().cloned())
+}
+
+/// The response of an answer made now, taken as it is: a body made from a `Vec` (a handler's JSON) becomes shared
+/// when cloned, an allocation per request that moving it saves.
+fn answer_into_response(answer: Answer) -> Response {
+    response_of(answer.status, answer.body, answer.headers)
+}
+
+fn response_of(status: u16, body: Bytes, headers: impl IntoIterator<Item = (HeaderName, HeaderValue)>) -> Response {
+    let mut response = hyper::Response::new(Full::new(body));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in headers {
+        response.headers_mut().append(name, value);
     }
     response
 }
