@@ -22,6 +22,11 @@ return function(req)
     local at = string.find(string.rep("a", 2e6), string.rep("a", 1e6) .. "b", 1, true)
     return { json = { found = at or false } }
   end
+  -- `)` and `]` are not special to Luau: a pattern with only those is searched for as plain text, the slow way.
+  if mode == "find_paren" then
+    local at = string.find(string.rep("a", 2e6), string.rep("a", 1e6) .. ")")
+    return { json = { found = at or false } }
+  end
   if mode == "sort" then
     local a, b = string.rep("x", 1e6) .. "a", string.rep("x", 1e6) .. "b"
     local t = table.create(100000)
@@ -112,6 +117,27 @@ async fn a_handler_past_its_memory_is_stopped() {
     );
 }
 
+/// A pattern whose only punctuation is `)` or `]` has no special character to Luau, which searches for it as plain
+/// text with its quadratic search, in one C call the CPU limit cannot stop (23 s for this one in a debug build): it is
+/// searched for in linear time, as a plain needle is. With CPU to spare, so that the search itself is reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_without_luaus_special_characters_is_searched_for_in_linear_time() {
+    let h = Harness::start_with(
+        1,
+        &LUA.replace("[lua]\n", "[lua]\ncpu_ms = 5000\n"),
+        &[("limits.lua", LIMITS)],
+    )
+    .await;
+    let started = Instant::now();
+    let (status, answer) = h.get("/limits?mode=find_paren").await;
+    assert_eq!((status, &answer["found"]), (200, &serde_json::json!(false)), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runaway_handlers_are_stopped_while_others_carry_on() {
     let h = start().await;
@@ -120,7 +146,18 @@ async fn runaway_handlers_are_stopped_while_others_carry_on() {
         let request = h.http.get(h.url(&format!("/limits?i={i}")));
         json_answer(request)
     });
-    let runaway = ["loop", "pcall", "memory", "find", "sort", "csort", "move", "json"].map(|mode| {
+    let runaway = [
+        "loop",
+        "pcall",
+        "memory",
+        "find",
+        "find_paren",
+        "sort",
+        "csort",
+        "move",
+        "json",
+    ]
+    .map(|mode| {
         let request = h.http.get(h.url(&format!("/limits?mode={mode}")));
         async move {
             let started = Instant::now();

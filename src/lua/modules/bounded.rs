@@ -1,9 +1,9 @@
 //! Standard-library functions that Luau runs as one long C call, out of reach of the CPU interrupt, replaced by
 //! bounded versions: a handler must not be able to hold its VM for minutes with a few megabytes.
 //!
-//! - `string.find` with a plain needle (or a pattern without special characters) and `string.split`: Luau compares
-//!   the needle at every position (quadratic on `("a"):rep(8e6)` / `("a"):rep(4e6) .. "b"`); here they use
-//!   `memchr::memmem`, linear in the haystack.
+//! - `string.find` with a plain needle (or a pattern without Luau's special characters, which `)` and `]` are not)
+//!   and `string.split`: Luau compares the needle at every position (quadratic on `("a"):rep(8e6)` /
+//!   `("a"):rep(4e6) .. "b"`); here they use `memchr::memmem`, linear in the haystack.
 //! - `table.sort` without a comparator compares long strings with one `memcmp` per step, no interrupt between, and
 //!   with a C function as comparator (`coroutine.isyieldable`) calls it millions of times without one; here it
 //!   always sorts with a Lua comparator (one of its own, or one that calls the handler's), so the interrupt runs at
@@ -20,7 +20,9 @@ use crate::lua::state::VmShared;
 const WRAPPERS: &str = r#"
 local string, table, find_plain, split = ...
 local find, sort = string.find, table.sort
-local SPECIALS = "[%^%$%*%+%?%.%(%)%[%]%%%-]"
+-- Exactly Luau's own (`lstrlib.cpp`, SPECIALS): a pattern without any of these is searched for as plain text by
+-- Luau's quadratic search, `)` and `]` included.
+local SPECIALS = "[%^%$%*%+%?%.%(%[%%%-]"
 string.find = function(s, pattern, init, plain)
   if type(s) == "string" and type(pattern) == "string" and (plain or not find(pattern, SPECIALS)) then
     return find_plain(s, pattern, init)
