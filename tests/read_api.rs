@@ -359,6 +359,40 @@ async fn a_batch_that_decompresses_past_the_read_limit_is_refused() {
     assert_eq!(status, 200, "{}", start_of(&fetched));
 }
 
+/// What records take once read counts over all of a request's positions, not only within each one's read: records
+/// of 15,000 empty headers (30 KB each on the broker, about 700 KB once read and answered) at ten positions are
+/// answered up to `fetch_max_total_bytes`, the record that crosses it the last. Counted by their key, value and header
+/// bytes alone (7 bytes each), all ten were held and answered: 150,000 headers, 3 MB of JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_records_take_once_read_counts_over_all_positions() {
+    let config = format!("[server]\nfetch_max_total_bytes = 1048576\n{CONFIG}\n[topics.headers]\npartitions = 1\n");
+    let h = &Harness::on(Kafka::Apache, 1, &config).await;
+    let (status, written) = call(h, "POST", "/produce/headers", ("writer", "w"), r#"{"value": "first"}"#).await;
+    assert_eq!(status, 200, "{written}");
+    let first = offset(&written[0]) + 1;
+    for _ in 0..10 {
+        librdkafka_record_with_empty_headers(&h.bootstrap(0), "headers", 0, 15_000).await;
+    }
+    let positions: Vec<Value> = (0..10)
+        .map(|i| json!({"topic": "headers", "partition": 0, "offset": first + i}))
+        .collect();
+    let body = json!({ "topicPartitionOffsets": positions }).to_string();
+    let (status, fetched) = call(h, "POST", "/fetch", ("reader", "r"), &body).await;
+    assert_eq!(status, 200, "{}", start_of(&fetched));
+    let messages = fetched.as_array().expect("a list of messages");
+    let offsets: Vec<i64> = messages.iter().map(offset).collect();
+    assert_eq!(
+        offsets,
+        [first, first + 1],
+        "the second record crosses 1 MiB and is the last"
+    );
+    assert!(
+        messages
+            .iter()
+            .all(|m| m["headers"].as_array().map(Vec::len) == Some(15_000))
+    );
+}
+
 /// The first 300 characters of an answer, for an assertion's message.
 fn start_of(answer: &Value) -> String {
     answer.to_string().chars().take(300).collect()

@@ -215,11 +215,12 @@ const MAX_READS_AT_ONCE: usize = 4;
 /// The records at `positions`, waiting for data until `deadline` at most, and no longer once one position gave
 /// records (as a Kafka fetch answers once it has its minimum bytes).
 ///
-/// At most `fetch_max_total_bytes` of records are read and answered: positions are read a few at a time (as many
-/// as that holds whole fetches of `fetch_max_bytes`, at most [`MAX_READS_AT_ONCE`]), and none is started once the
-/// budget is spent. Records take more room once read than on the wire (compressed, or many small ones): each
-/// position's read takes at most `fetch_max_total_bytes` once read (a batch that would take more is a 413), so a
-/// request holds at most [`MAX_READS_AT_ONCE`] times that.
+/// At most `fetch_max_total_bytes` of records (counted as [`record_bytes`] counts them) are read and answered:
+/// positions are read a few at a time (as many as that holds whole fetches of `fetch_max_bytes`, at most
+/// [`MAX_READS_AT_ONCE`]), and none is started once the budget is spent. Records take more room once read than on the
+/// wire (compressed, or many small ones): each position's read takes at most `fetch_max_total_bytes` once read (a
+/// batch that would take more is a 413), so a request holds at most [`MAX_READS_AT_ONCE`] + 1 times that (the reads
+/// running, and the records kept).
 async fn read_positions<'a>(
     config: &Config,
     positions: &'a [Position],
@@ -276,11 +277,23 @@ async fn read_position<'a>(
     (p, result)
 }
 
-/// A record's key, value and header bytes: what it costs to hold and answer.
+/// What a record costs to hold and answer: its key, value and header bytes, and what the message and each header take
+/// in memory besides, as a position's read counts them. Counted by bytes alone, records with nothing in them (a
+/// record with thousands of empty headers) cost nothing, and a request of many positions held each one's read in full.
 fn record_bytes(record: &FetchedRecord) -> usize {
-    let headers: usize = record.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-    record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len) + headers
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|(k, v)| HEADER_COST + k.len() + v.len())
+        .sum();
+    MESSAGE_COST + record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len) + headers
 }
+
+/// What a message of the answer takes in memory, its texts aside.
+const MESSAGE_COST: usize = std::mem::size_of::<FetchedMessage<'static>>();
+
+/// What a header of the answer takes in memory, its texts aside.
+const HEADER_COST: usize = std::mem::size_of::<HeaderAnswer>();
 
 /// 413 when a request names more distinct positions than `[server] max_positions_per_request`.
 fn check_position_count(config: &Config, count: usize) -> Result<(), ApiError> {
