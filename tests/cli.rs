@@ -109,6 +109,30 @@ fn check_compiles_every_function_and_checks_routes() {
         stderr.contains("line 3: [[routes]] function 'missing.lua' not found"),
         "{stderr}"
     );
+
+    // Names the file system finds but no function has: the route would serve nothing, and the file would be served
+    // at its own path without the route's auth.
+    std::fs::write(
+        dir.join("functions/hooks/github.lua"),
+        "return function() return 'ok' end",
+    )
+    .unwrap();
+    for name in ["hooks//github.lua", "hooks/./github.lua", "./ok.lua"] {
+        let route = format!("[[routes]]\npath = \"/x\"\nfunction = \"{name}\"\nauth = true\n");
+        std::fs::write(&path, route).unwrap();
+        let stderr = failed_check(&path);
+        assert!(stderr.contains("named as it is there"), "{name}: {stderr}");
+    }
+    // A file behind a symlinked folder, which the folder's scan does not follow.
+    std::fs::create_dir_all(dir.join("elsewhere")).unwrap();
+    std::fs::write(dir.join("elsewhere/a.lua"), "return function() return 'ok' end").unwrap();
+    std::os::unix::fs::symlink(dir.join("elsewhere"), dir.join("functions/linked")).unwrap();
+    std::fs::write(&path, "[[routes]]\npath = \"/x\"\nfunction = \"linked/a.lua\"\n").unwrap();
+    let stderr = failed_check(&path);
+    assert!(
+        stderr.contains("path '/x' names linked/a.lua, which is not among the functions"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -230,7 +230,10 @@ pub(super) fn check_routes(c: &mut Checker<'_>, raw: &[RawRoute], functions_dir:
         if !is_inside(&function) || !function.ends_with(".lua") {
             c.at(
                 &route.function,
-                format!("[[routes]] function '{function}' must be a .lua file inside the functions folder"),
+                format!(
+                    "[[routes]] function '{function}' must be a .lua file inside the functions folder, named as it \
+                     is there (like 'hooks/github.lua': no leading '/', no '//', '.' or '..', no hidden folder or file)"
+                ),
             );
         } else if function.ends_with(TEST_SUFFIX) {
             c.at(
@@ -312,10 +315,17 @@ pub(super) fn check_routes(c: &mut Checker<'_>, raw: &[RawRoute], functions_dir:
 }
 
 /// A relative path that stays inside its folder (no `..`, no root).
+/// Whether `relative` names a file inside the functions folder as luka names its files: segments joined by single
+/// `/`, none empty, `.`, `..` or hidden (which the folder's scan skips). The file system would find `hooks//github.lua`
+/// or `hooks/./github.lua`, but no function has that name: the route would serve nothing, and the file would be served
+/// at its own path, without the route's `auth`.
 fn is_inside(relative: &str) -> bool {
-    Path::new(relative)
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)))
+    relative
+        .split('/')
+        .all(|segment| !segment.is_empty() && !segment.starts_with('.'))
+        && Path::new(relative)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
 }
 
 #[cfg(test)]

@@ -75,7 +75,20 @@ impl RouteTable {
         explicit.sort_by_key(|e| e.route.path.param_count());
         let routed: BTreeSet<&str> = routes.iter().map(|r| r.function.as_str()).collect();
         let mut files: HashMap<String, Arc<Compiled>> = HashMap::new();
-        let mut problems = Vec::new();
+        // A route whose file is not among the functions (a file behind a symlinked folder, which the scan does not
+        // follow, or one deleted since the config was checked) serves nothing.
+        let mut problems: Vec<String> = explicit
+            .iter()
+            .filter(|e| e.function.is_none())
+            .map(|e| {
+                format!(
+                    "[[routes]] path '{}' names {}, which is not among the functions (symlinked folders are not \
+                     read); the route serves nothing",
+                    e.route.path.as_str(),
+                    e.route.function
+                )
+            })
+            .collect();
         for (name, compiled) in functions.iter().filter(|(name, _)| !routed.contains(name.as_str())) {
             let path = file_path(name);
             if is_builtin(&path) {
