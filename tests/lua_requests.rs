@@ -87,9 +87,28 @@ methods = ["POST"]
 env = { SECRET = "whsec_test" }
 
 [[routes]]
+path = "/hooks/unset"
+function = "github.lua"
+methods = ["POST"]
+env = { SECRET = "" }
+
+[[routes]]
+path = "/hooks/caught"
+function = "caught.lua"
+methods = ["POST"]
+
+[[routes]]
 path = "/items/{id}"
 function = "echo.lua"
 auth = true
+"#;
+
+/// A verify call whose secret is empty, caught: the error is a plain string, as Lua's own are.
+const CAUGHT: &str = r#"
+return function(req)
+  local ok, err = pcall(webhook.verify_stripe, req, "")
+  return { status = 500, json = { ok = ok, error = err, type = type(err) } }
+end
 "#;
 
 async fn start(kafka: Kafka) -> Harness {
@@ -97,6 +116,7 @@ async fn start(kafka: Kafka) -> Harness {
     let functions = [
         ("github.lua", GITHUB),
         ("stripe.lua", STRIPE),
+        ("caught.lua", CAUGHT),
         ("echo.lua", ECHO),
         ("forms.lua", FORMS),
         ("fields.lua", FIELDS),
@@ -142,6 +162,25 @@ async fn webhooks_with_valid_signatures_produce_and_others_get_401(kafka: Kafka)
     );
     let (status, _) = h.send("/hooks/github", &[], body).await;
     assert_eq!(status, 401);
+    // An empty secret (an environment variable set to nothing) is the handler's error, not a key anyone may sign
+    // with: signed with it, the request is not written.
+    let unsigned = format!("sha256={}", hmac_hex("", body.as_bytes()));
+    let (status, answer) = h.send("/hooks/unset", &[("X-Hub-Signature-256", unsigned)], body).await;
+    assert_eq!(status, 500, "{answer}");
+    let (status, answer) = h
+        .send("/hooks/caught", &[("Stripe-Signature", "t=1,v1=00".into())], body)
+        .await;
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(
+        (&answer["ok"], &answer["type"]),
+        (&json!(false), &json!("string")),
+        "{answer}"
+    );
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("webhook.verify_stripe: the secret is missing or empty"),
+        "{error}"
+    );
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

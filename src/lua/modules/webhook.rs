@@ -3,7 +3,7 @@
 //! Both take the `req` table a handler receives (its raw `body` and its headers) and return `true`, or `false`
 //! and the reason, so a handler can answer 401 and log why. Signatures are compared in constant time.
 
-use mlua::{Lua, LuaString, Result, Table};
+use mlua::{Lua, LuaString, Result, Table, Value};
 use subtle::ConstantTimeEq;
 
 use super::codec::hmac_sha256;
@@ -13,16 +13,19 @@ const STRIPE_DEFAULT_TOLERANCE_S: i64 = 300;
 
 pub fn module(lua: &Lua) -> Result<Table> {
     let table = lua.create_table()?;
-    table.set(
-        "verify_github",
-        lua.create_function(|_, (req, secret): (Table, LuaString)| {
-            let (body, header) = body_and_header(&req, "x-hub-signature-256")?;
-            Ok(verdict(verify_github(&body, header.as_deref(), &secret.as_bytes_ref())))
-        })?,
-    )?;
-    table.set(
-        "verify_stripe",
-        lua.create_function(|_, (req, secret, tolerance): (Table, LuaString, Option<i64>)| {
+    let verify_github = lua.create_function(|lua, (req, secret): (Table, Option<LuaString>)| {
+        let Some(secret) = usable(secret) else {
+            return refused(lua, "verify_github");
+        };
+        let (body, header) = body_and_header(&req, "x-hub-signature-256")?;
+        Ok(verdict(verify_github(&body, header.as_deref(), &secret.as_bytes_ref())))
+    })?;
+    table.set("verify_github", raising(lua, verify_github)?)?;
+    let verify_stripe = lua.create_function(
+        |lua, (req, secret, tolerance): (Table, Option<LuaString>, Option<i64>)| {
+            let Some(secret) = usable(secret) else {
+                return refused(lua, "verify_stripe");
+            };
             let (body, header) = body_and_header(&req, "stripe-signature")?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -35,15 +38,43 @@ pub fn module(lua: &Lua) -> Result<Table> {
                 now,
                 tolerance,
             )))
-        })?,
+        },
     )?;
+    table.set("verify_stripe", raising(lua, verify_stripe)?)?;
     Ok(table)
 }
 
-fn verdict(result: std::result::Result<(), &'static str>) -> (bool, Option<&'static str>) {
+/// What a verify function's Rust side gives: `(true, verdict, reason)`, or `(false, message)` for an error to raise.
+type Given = (bool, Value, Option<&'static str>);
+
+/// Like [`super::raising`], for a verdict of two values: `(true, verdict, reason)` gives the verdict and its reason,
+/// and `(false, message)` raises the message as a plain string error at the caller's line.
+const RAISE_VERDICT: &str = "local f = ... return function(...) local ok, verdict, reason = f(...) \
+                             if ok then return verdict, reason end error(verdict, 2) end";
+
+fn raising(lua: &Lua, f: mlua::Function) -> Result<mlua::Function> {
+    lua.load(RAISE_VERDICT).set_name("=luka").call(f)
+}
+
+/// A secret anyone could sign with is no secret: with an empty one (an environment variable set to nothing, say),
+/// any request signed with an empty key would pass. `None` when there is no usable secret.
+fn usable(secret: Option<LuaString>) -> Option<LuaString> {
+    secret.filter(|s| !s.as_bytes_ref().is_empty())
+}
+
+/// The error raised for a missing or empty secret: the handler's configuration is wrong, not the sender's request.
+fn refused(lua: &Lua, function: &str) -> Result<Given> {
+    let message = format!(
+        "webhook.{function}: the secret is missing or empty (is its environment variable set?); a signature made \
+         with an empty key proves nothing"
+    );
+    Ok((false, Value::String(lua.create_string(message)?), None))
+}
+
+fn verdict(result: std::result::Result<(), &'static str>) -> Given {
     match result {
-        Ok(()) => (true, None),
-        Err(reason) => (false, Some(reason)),
+        Ok(()) => (true, Value::Boolean(true), None),
+        Err(reason) => (true, Value::Boolean(false), Some(reason)),
     }
 }
 
