@@ -393,6 +393,43 @@ async fn what_records_take_once_read_counts_over_all_positions() {
     );
 }
 
+/// `/topics` asks only the clusters that may hold a topic the user may write: another cluster being down does not
+/// fail the list (it was a 503 naming that cluster); the user's own cluster being down still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_asks_only_the_clusters_of_the_users_topics() {
+    let config = r#"
+[clusters.up]
+bootstrap = ["{broker0}"]
+
+[clusters.down]
+bootstrap = ["127.0.0.1:1"]
+
+[topics.here]
+cluster = "up"
+partitions = 2
+
+[topics.there]
+cluster = "down"
+
+[[users]]
+name = "near"
+password = "n"
+topics = ["here"]
+
+[[users]]
+name = "far"
+password = "f"
+topics = ["there"]
+"#;
+    let h = &Harness::on(Kafka::Embedded, 1, config).await;
+    let (status, written) = call(h, "POST", "/produce/here", ("near", "n"), r#"{"value": "x"}"#).await;
+    assert_eq!(status, 200, "{written}");
+    let (status, topics) = call(h, "GET", "/topics", ("near", "n"), "").await;
+    assert_eq!((status, &topics), (200, &json!({"here": 2})));
+    let (status, answer) = call(h, "GET", "/topics", ("far", "f"), "").await;
+    assert_eq!(status, 503, "{answer}");
+}
+
 /// The first 300 characters of an answer, for an assertion's message.
 fn start_of(answer: &Value) -> String {
     answer.to_string().chars().take(300).collect()

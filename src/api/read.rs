@@ -18,10 +18,21 @@ use crate::config::{Config, User};
 use crate::kafka::{ClusterClient, FetchedRecord, KafkaError, ListOffset};
 use crate::produce::{Producer, resolve};
 
-/// `GET /topics`: `{topic: partitions}` for every topic the user may write that exists on its cluster.
+/// `GET /topics`: `{topic: partitions}` for every topic the user may write that exists on its cluster. Only the
+/// clusters that may hold such a topic are asked: one down or slow does not fail the list of a user who writes
+/// elsewhere.
 pub async fn topics(config: &Config, producer: &Producer, user: &User) -> Result<Vec<u8>, ApiError> {
     let mut answer = serde_json::Map::new();
     for name in producer.pool().names() {
+        // A configured pattern may match topics the user may write; an exact name, only if it is one of them.
+        let may_hold = config
+            .topics
+            .iter()
+            .filter(|t| t.cluster == name)
+            .any(|t| !t.pattern.is_exact() || user.may_write(t.pattern.as_str()));
+        if !may_hold {
+            continue;
+        }
         let cluster = producer.pool().cluster(name).await.map_err(ApiError::Read)?;
         for (topic, partitions) in cluster.topics().await.map_err(ApiError::Read)? {
             let routed_here = resolve(config, None, &topic).is_ok_and(|t| t.cluster == name);
