@@ -28,6 +28,8 @@ async fn edits_are_served_without_restart_and_broken_edits_keep_the_old_version(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     write_function(&h.dir, "reload/me.lua", "return function( return 'v3' end");
+    // A new file on the path me.lua serves: not served (the same files would stop startup); me.lua keeps its path.
+    write_function(&h.dir, "reload/me/index.lua", "return function() return 'usurper' end");
     write_function(&h.dir, "reload/new.lua", "return function() return 'new' end");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -39,7 +41,8 @@ async fn edits_are_served_without_restart_and_broken_edits_keep_the_old_version(
         assert!(Instant::now() < deadline, "the new file was not picked up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The broken edit was seen in the same reload as the new file, and v2 keeps serving.
+    // The broken edit and the clashing file were seen in the same reload as the new file (written after them: the
+    // reload reads the folder as it is), and v2 keeps serving.
     assert_eq!(fetch().await, "v2");
 }
 

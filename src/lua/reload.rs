@@ -107,9 +107,24 @@ pub fn reload(functions: &Functions) {
     for name in current.functions().keys().filter(|n| !next.contains_key(*n)) {
         tracing::info!(function = %format!("{prefix}/{name}"), "removed");
     }
-    let table = Arc::new(RouteTable::new(&config.routes, next));
+    let mut table = RouteTable::new(&config.routes, next.clone());
+    // A new file on a path another function serves (or luka itself) is not served: the same files would stop
+    // startup, and while serving, the path keeps the function it has (which one won went by their names).
+    let newcomers: Vec<String> = table
+        .clashing()
+        .filter(|name| !current.functions().contains_key(*name))
+        .map(str::to_owned)
+        .collect();
+    if !newcomers.is_empty() {
+        for name in &newcomers {
+            tracing::error!(function = %format!("{prefix}/{name}"), "the new file would serve a path that is served already; not serving it");
+            next.remove(name);
+        }
+        table = RouteTable::new(&config.routes, next);
+    }
     for problem in table.problems() {
         tracing::error!("{problem}");
     }
+    let table = Arc::new(table);
     *functions.table.write().unwrap_or_else(PoisonError::into_inner) = table;
 }

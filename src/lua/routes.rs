@@ -44,6 +44,8 @@ pub struct RouteTable {
     functions: FunctionSet,
     /// Files that could never be reached: two on one path, or on a path luka serves itself.
     problems: Vec<String>,
+    /// The files of those problems, by name: both of two on one path.
+    clashing: BTreeSet<String>,
     /// The `env` of every file route: none.
     no_env: Arc<BTreeMap<String, String>>,
 }
@@ -89,6 +91,7 @@ impl RouteTable {
                 )
             })
             .collect();
+        let mut clashing = BTreeSet::new();
         for (name, compiled) in functions.iter().filter(|(name, _)| !routed.contains(name.as_str())) {
             let path = file_path(name);
             if is_builtin(&path) {
@@ -96,11 +99,13 @@ impl RouteTable {
                     "{} would serve {path}, which luka serves itself; rename it",
                     compiled.display
                 ));
+                clashing.insert(name.clone());
             } else if let Some(other) = files.insert(path.clone(), Arc::clone(compiled)) {
                 problems.push(format!(
                     "{} and {} both serve {path}; rename one",
                     other.display, compiled.display
                 ));
+                clashing.extend([other.name.to_string(), name.clone()]);
             }
         }
         Self {
@@ -108,12 +113,18 @@ impl RouteTable {
             files,
             functions,
             problems,
+            clashing,
             no_env: Arc::default(),
         }
     }
 
     pub fn problems(&self) -> &[String] {
         &self.problems
+    }
+
+    /// The files of the [`RouteTable::problems`] of paths: two on one path (both), or one on a path luka serves.
+    pub fn clashing(&self) -> impl Iterator<Item = &str> {
+        self.clashing.iter().map(String::as_str)
     }
 
     pub fn functions(&self) -> &FunctionSet {
