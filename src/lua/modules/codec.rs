@@ -117,11 +117,16 @@ pub fn crypto(lua: &Lua) -> Result<Table> {
         )
     })?;
     table.set("hmac_sha256", raising(lua, hmac)?)?;
-    // Compares in time that depends only on the lengths, so a signature check leaks nothing about the secret.
+    // Compares in time that depends only on the lengths, so a signature check leaks nothing about the secret. A nil
+    // (a header the request did not send, say) equals nothing, another nil included: it was an error, and the
+    // request a 500 instead of a refusal.
     table.set(
         "equals",
-        lua.create_function(|_, (a, b): (LuaString, LuaString)| {
-            Ok(bool::from(a.as_bytes_ref().ct_eq(&b.as_bytes_ref())))
+        lua.create_function(|_, (a, b): (Option<LuaString>, Option<LuaString>)| {
+            Ok(match (a, b) {
+                (Some(a), Some(b)) => bool::from(a.as_bytes_ref().ct_eq(&b.as_bytes_ref())),
+                _ => false,
+            })
         })?,
     )?;
     Ok(table)
@@ -150,6 +155,7 @@ mod tests {
               == "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8")
             assert(crypto.sha256("", "base64") == "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")
             assert(crypto.equals("a", "a") and not crypto.equals("a", "b"))
+            assert(not crypto.equals(nil, "a") and not crypto.equals("a", nil) and not crypto.equals(nil, nil))
             assert(json.encode({a = {1, 2}, b = json.null}) == '{"a":[1,2],"b":null}')
             assert(json.decode('{"x":[]}').x ~= nil and json.encode(json.decode('[]')) == "[]")
             local ok, err = pcall(hex.decode, "zz")
