@@ -411,6 +411,9 @@ partitions = 2
 [topics.there]
 cluster = "down"
 
+[topics."logs.*"]
+cluster = "down"
+
 [[users]]
 name = "near"
 password = "n"

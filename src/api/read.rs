@@ -24,12 +24,12 @@ use crate::produce::{Producer, resolve};
 pub async fn topics(config: &Config, producer: &Producer, user: &User) -> Result<Vec<u8>, ApiError> {
     let mut answer = serde_json::Map::new();
     for name in producer.pool().names() {
-        // A configured pattern may match topics the user may write; an exact name, only if it is one of them.
+        // Some topic matches both one of the cluster's `[topics]` entries and one of the user's patterns.
         let may_hold = config
             .topics
             .iter()
             .filter(|t| t.cluster == name)
-            .any(|t| !t.pattern.is_exact() || user.may_write(t.pattern.as_str()));
+            .any(|t| user.topics.iter().any(|mine| mine.overlaps(&t.pattern)));
         if !may_hold {
             continue;
         }
@@ -288,9 +288,10 @@ async fn read_position<'a>(
     (p, result)
 }
 
-/// What a record costs to hold and answer: its key, value and header bytes, and what the message and each header take
-/// in memory besides, as a position's read counts them. Counted by bytes alone, records with nothing in them (a
-/// record with thousands of empty headers) cost nothing, and a request of many positions held each one's read in full.
+/// What a record costs to hold and answer: its key, value and header bytes, and what its message and each header of
+/// the answer take in memory besides (as a position's read counts what it reads, by rskafka's records and headers).
+/// Counted by bytes alone, records with nothing in them (a record with thousands of empty headers) cost nothing, and a
+/// request of many positions held each one's read in full.
 fn record_bytes(record: &FetchedRecord) -> usize {
     let headers: usize = record
         .headers
