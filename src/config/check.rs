@@ -297,6 +297,17 @@ fn embedded_address(c: &mut Checker<'_>, name: &Spanned<String>, raw: &RawCluste
         );
         return None;
     }
+    // The development broker listens in plain text and asks for no login: a client set up for TLS or SASL could
+    // never talk to it.
+    if raw.tls.is_some() || raw.sasl.is_some() {
+        c.at(
+            name,
+            format!(
+                "[clusters.{n}] embedded = true runs the development broker, which has no TLS or SASL; remove \
+                 [clusters.{n}.tls] and [clusters.{n}.sasl], or point bootstrap at a broker that has them"
+            ),
+        );
+    }
     match raw.bootstrap.as_slice() {
         [one] => match one.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
@@ -446,6 +457,28 @@ mod tests {
     fn load(text: &str) -> Result<Config, Vec<String>> {
         Config::from_toml(text, std::path::Path::new("."), |_| None)
             .map_err(|ps| ps.into_iter().map(|p| p.to_string()).collect())
+    }
+
+    #[cfg(feature = "embedded-broker")]
+    #[test]
+    fn the_development_broker_takes_no_tls_or_sasl() {
+        let text = r#"
+[clusters.dev]
+embedded = true
+bootstrap = ["127.0.0.1:9092"]
+
+[clusters.dev.sasl]
+mechanism = "PLAIN"
+username = "u"
+password = "p"
+"#;
+        let errors = load(text).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("development broker, which has no TLS or SASL"),
+            "{errors:?}"
+        );
+        assert!(load(&text[..text.find("[clusters.dev.sasl]").unwrap()]).is_ok());
     }
 
     #[test]

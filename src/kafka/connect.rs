@@ -55,7 +55,16 @@ fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     match &tls.ca_file {
         Some(path) => {
-            for cert in read_pem_certs(path)? {
+            let certs = read_pem_certs(path)?;
+            // A file of no PEM certificate (a DER file, or the key) would trust nothing, and every handshake would
+            // fail saying the broker's certificate is not signed by a trusted CA.
+            if certs.is_empty() {
+                return Err(format!(
+                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----) to trust",
+                    path.display()
+                ));
+            }
+            for cert in certs {
                 roots
                     .add(cert)
                     .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
@@ -86,4 +95,25 @@ fn read_pem_certs(path: &std::path::Path) -> Result<Vec<rustls::pki_types::Certi
     rustls_pemfile::certs(&mut BufReader::new(file))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `ca_file` of no PEM certificate (here a key) is refused saying so, not taken as trusting nothing.
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused() {
+        let dir = std::env::temp_dir().join(format!("luka-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+        let tls = TlsConfig {
+            ca_file: Some(path.clone()),
+            ..TlsConfig::default()
+        };
+        let error = tls_client_config(&tls).expect_err("refused");
+        assert!(error.contains("holds no PEM certificate"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
