@@ -12,7 +12,7 @@
 #          broker), orders (the shipped functions/orders.lua: its order produced as `data`, encoded to JSON, and a
 #          JSON answer), rest1 (compare's REST x1: the example order as one keyed record through `POST /produce/bench`,
 #          with basic auth; needs the broker); default "healthz constant json"
-#   ORDER=compare: json and webhook send compare's order (five fields, as bench/compare.rs and the orders path do)
+#   ORDER=compare: json, webhook and constant_post send compare's order (five fields, as bench/compare.rs and the orders path do)
 #          instead of the default, larger one with a nested array (bench/ab.sh's)
 #   NGINX=1: also nginx + lua-nginx-module (bench/nginx/nginx.conf, master process off): static, constant, json
 #   SECS (default 4), CONNECTIONS (default 16), ROUNDS (default 2, the binaries interleaved)

@@ -117,8 +117,14 @@ fn check_compiles_every_function_and_checks_routes() {
         "return function() return 'ok' end",
     )
     .unwrap();
-    for name in ["hooks//github.lua", "hooks/./github.lua", "./ok.lua"] {
-        let route = format!("[[routes]]\npath = \"/x\"\nfunction = \"{name}\"\nauth = true\n");
+    std::fs::create_dir_all(dir.join("functions/.hidden")).unwrap();
+    std::fs::write(
+        dir.join("functions/.hidden/github.lua"),
+        "return function() return 'ok' end",
+    )
+    .unwrap();
+    for name in ["hooks//github.lua", "hooks/./github.lua", ".hidden/github.lua"] {
+        let route = format!("[[routes]]\npath = \"/x\"\nfunction = \"{name}\"\n");
         std::fs::write(&path, route).unwrap();
         let stderr = failed_check(&path);
         assert!(stderr.contains("named as it is there"), "{name}: {stderr}");

@@ -314,7 +314,6 @@ pub(super) fn check_routes(c: &mut Checker<'_>, raw: &[RawRoute], functions_dir:
     routes
 }
 
-/// A relative path that stays inside its folder (no `..`, no root).
 /// Whether `relative` names a file inside the functions folder as luka names its files: segments joined by single
 /// `/`, none empty, `.`, `..` or hidden (which the folder's scan skips). The file system would find `hooks//github.lua`
 /// or `hooks/./github.lua`, but no function has that name: the route would serve nothing, and the file would be served

@@ -109,7 +109,8 @@ pub fn reload(functions: &Functions) {
     }
     let mut table = RouteTable::new(&config.routes, next.clone());
     // A new file on a path another function serves (or luka itself) is not served: the same files would stop
-    // startup, and while serving, the path keeps the function it has (which one won went by their names).
+    // startup, and while serving, the path keeps the function it has (which one won went by their names). Two new
+    // files on one path are both left out.
     let newcomers: Vec<String> = table
         .clashing()
         .filter(|name| !current.functions().contains_key(*name))
@@ -117,7 +118,7 @@ pub fn reload(functions: &Functions) {
         .collect();
     if !newcomers.is_empty() {
         for name in &newcomers {
-            tracing::error!(function = %format!("{prefix}/{name}"), "the new file would serve a path that is served already; not serving it");
+            tracing::error!(function = %format!("{prefix}/{name}"), "the new file shares its path with another function (or luka's own); not serving it");
             next.remove(name);
         }
         table = RouteTable::new(&config.routes, next);

@@ -42,7 +42,8 @@ pub struct RouteTable {
     /// Request path → function.
     files: HashMap<String, Arc<Compiled>>,
     functions: FunctionSet,
-    /// Files that could never be reached: two on one path, or on a path luka serves itself.
+    /// Files that could never be reached (two on one path, or on a path luka serves itself), and routes whose file
+    /// is not among the functions.
     problems: Vec<String>,
     /// The files of those problems, by name: both of two on one path.
     clashing: BTreeSet<String>,
@@ -58,7 +59,8 @@ struct Explicit {
     /// The entry's place in the config.
     index: usize,
     env: Arc<BTreeMap<String, String>>,
-    /// None: the file is gone (deleted while serving); the route then serves nothing.
+    /// None: the file is not among the functions (deleted while serving, or behind a symlinked folder); the route
+    /// then serves nothing.
     function: Option<Arc<Compiled>>,
 }
 
