@@ -55,15 +55,18 @@ struct Shared {
     dropped: AtomicU64,
     /// [`GATHER`], but for tests.
     gather: Duration,
+    /// The log is JSON, one object per line: so is the notice of lines dropped.
+    json: bool,
 }
 
 impl Shared {
-    fn new(gather: Duration) -> Self {
+    fn new(gather: Duration, json: bool) -> Self {
         Self {
             state: Mutex::default(),
             wake: Condvar::new(),
             dropped: AtomicU64::new(0),
             gather,
+            json,
         }
     }
 }
@@ -86,13 +89,13 @@ pub struct Guard {
     thread: Option<JoinHandle<()>>,
 }
 
-/// A writer of lines to `out` on a thread of its own, and the guard that ends it.
-pub fn batched(out: impl Write + Send + 'static) -> (Lines, Guard) {
-    batched_every(GATHER, out)
+/// A writer of lines to `out` on a thread of its own, and the guard that ends it; `json`: the lines are JSON objects.
+pub fn batched(out: impl Write + Send + 'static, json: bool) -> (Lines, Guard) {
+    batched_every(GATHER, out, json)
 }
 
-fn batched_every(gather: Duration, out: impl Write + Send + 'static) -> (Lines, Guard) {
-    let shared = Arc::new(Shared::new(gather));
+fn batched_every(gather: Duration, out: impl Write + Send + 'static, json: bool) -> (Lines, Guard) {
+    let shared = Arc::new(Shared::new(gather, json));
     let thread = {
         let shared = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -136,7 +139,7 @@ fn write_batches(shared: &Shared, mut out: impl Write) {
         };
         let dropped = shared.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
-            let _ = writeln!(out, "luka: {dropped} log lines dropped: stdout did not keep up");
+            let _ = out.write_all(dropped_notice(dropped, shared.json).as_bytes());
         }
         let _ = out.write_all(&batch).and_then(|()| out.flush());
         batch.clear();
@@ -144,6 +147,22 @@ fn write_batches(shared: &Shared, mut out: impl Write) {
             return;
         }
     }
+}
+
+/// The line that says `dropped` lines were lost, in the log's own format (a JSON log's reader could not parse
+/// another).
+fn dropped_notice(dropped: u64, json: bool) -> String {
+    const WHY: &str = "log lines dropped: stdout did not keep up";
+    if !json {
+        return format!("luka: {dropped} {WHY}\n");
+    }
+    let mut line = String::from(r#"{"timestamp":""#);
+    access::timestamp(&mut line);
+    line.push_str(&format!(
+        r#"","level":"WARN","fields":{{"message":"{WHY}","dropped":{dropped}}},"target":"luka::logging"}}"#
+    ));
+    line.push('\n');
+    line
 }
 
 impl Lines {
@@ -222,7 +241,7 @@ mod tests {
     #[test]
     fn lines_appear_soon_and_all_are_written_at_the_end() {
         let sink = Sink::default();
-        let (mut lines, guard) = batched(sink.clone());
+        let (mut lines, guard) = batched(sink.clone(), false);
         lines.write_all(b"first\n").unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while sink.0.lock().unwrap().is_empty() {
@@ -241,7 +260,7 @@ mod tests {
     #[test]
     fn a_busy_server_s_lines_are_written_in_steps_without_waiting_out_the_gathering() {
         let sink = Sink::default();
-        let (mut lines, guard) = batched_every(Duration::from_secs(60), sink.clone());
+        let (mut lines, guard) = batched_every(Duration::from_secs(60), sink.clone(), false);
         let line = [b'x'; 99].iter().chain(b"\n").copied().collect::<Vec<u8>>();
         let started = Instant::now();
         for _ in 0..WRITE_AT / line.len() + 1 {
@@ -259,7 +278,7 @@ mod tests {
 
     #[test]
     fn a_stalled_output_drops_lines_and_says_how_many() {
-        let shared = Arc::new(Shared::new(GATHER));
+        let shared = Arc::new(Shared::new(GATHER, false));
         let mut lines = Lines {
             shared: Arc::clone(&shared),
         };
@@ -276,6 +295,24 @@ mod tests {
         assert_eq!(
             written.len() - written.iter().position(|b| *b == b'x').unwrap(),
             16 * 1024 * 1024
+        );
+    }
+
+    /// In a JSON log the notice is a JSON object too, as `tracing`'s JSON lines are.
+    #[test]
+    fn the_notice_of_lines_dropped_is_in_the_logs_format() {
+        let notice = dropped_notice(4, true);
+        assert!(notice.ends_with("}\n") && notice.lines().count() == 1, "{notice}");
+        let object: serde_json::Value = serde_json::from_str(&notice).expect("a JSON object");
+        assert_eq!(object["fields"]["dropped"], 4, "{notice}");
+        assert_eq!(object["level"], "WARN", "{notice}");
+        assert!(
+            object["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{notice}"
+        );
+        assert_eq!(
+            dropped_notice(4, false),
+            "luka: 4 log lines dropped: stdout did not keep up\n"
         );
     }
 }

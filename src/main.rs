@@ -227,7 +227,7 @@ fn init_tracing_at(
 ) -> logging::Guard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let colours = out.is_terminal();
-    let (writer, guard) = logging::batched(out);
+    let (writer, guard) = logging::batched(out, json);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colours)

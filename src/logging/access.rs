@@ -194,7 +194,7 @@ fn json_string(text: &mut String, value: &str) {
 
 /// The current UTC time as RFC 3339 with microseconds, e.g. `2026-12-02T08:28:12.520804Z`. The part up to the second
 /// is formatted once per second per thread.
-fn timestamp(text: &mut String) {
+pub(super) fn timestamp(text: &mut String) {
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
