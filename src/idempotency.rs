@@ -30,7 +30,7 @@ pub const MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Request headers left out of a Lua route's fingerprint: they change between a request and its retry without
 /// changing what is asked (the connection's own, tracing, and what proxies and load balancers add on the way; a
 /// retry through one would otherwise be refused as a different request, 422, and never learn its outcome).
-const UNFINGERPRINTED: [&str; 22] = [
+const UNFINGERPRINTED: [&str; 26] = [
     "date",
     "x-request-id",
     "traceparent",
@@ -53,10 +53,14 @@ const UNFINGERPRINTED: [&str; 22] = [
     "cf-ray",
     "sentry-trace",
     "b3",
+    "uber-trace-id",
+    "x-amz-cf-id",
+    "x-azure-ref",
+    "x-request-start",
 ];
 
-/// Prefixes of more such headers (Envoy's per-attempt headers, Zipkin's B3 headers).
-const UNFINGERPRINTED_PREFIXES: [&str; 2] = ["x-envoy-", "x-b3-"];
+/// Prefixes of more such headers (Envoy's per-attempt headers, Zipkin's B3 headers, Datadog's trace and span ids).
+const UNFINGERPRINTED_PREFIXES: [&str; 3] = ["x-envoy-", "x-b3-", "x-datadog-"];
 
 /// Whether a request header is part of a Lua route's fingerprint.
 fn fingerprinted(name: &str) -> bool {
@@ -279,9 +283,15 @@ impl Claim {
             return;
         };
         if let Some(entry) = entries.map.get_mut(&slot).filter(|e| e.at == self.at) {
+            // The window counts from the answer: counted from the request's start, a request that ran longer than
+            // the window (a produce sent again until its delivery timeout) left its answer expired at once, and a
+            // retry ran it again. The record of its start in `order` is now stale and is passed over.
+            let now = Instant::now();
             entry.state = State::Done(Arc::new(answer.clone()));
             entry.size = size;
+            entry.at = now;
             entries.bytes += size;
+            entries.order.push_back((slot, now));
         }
     }
 }
@@ -396,6 +406,26 @@ mod tests {
         assert!(matches!(store.begin("", "u", "k3", a), Begin::Replay(answer) if answer.status == 504));
     }
 
+    /// An answer is kept for the window from when it was made, not from when its request began: a request that ran
+    /// longer than the window is replayed to a retry that follows its answer, not run again.
+    #[test]
+    fn the_window_counts_from_the_answer() {
+        let store = Idempotency::new(Duration::from_millis(200), 10);
+        let f = fingerprint("POST", "/produce/t", None, b"a");
+        let Begin::Run(claim) = store.begin("", "u", "k", f) else {
+            panic!("first use runs")
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        claim.complete(&ok(b"[1]"), true);
+        assert!(
+            matches!(store.begin("", "u", "k", f), Begin::Replay(_)),
+            "replayed, not run again"
+        );
+        // And it expires a window after the answer.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(matches!(store.begin("", "u", "k", f), Begin::Run(_)));
+    }
+
     /// Past the byte budget, the user whose answers take the most loses its oldest: another user's answers, within
     /// their share, stay.
     #[test]
@@ -484,6 +514,17 @@ mod tests {
             ("x-amzn-trace-id", "Root=1-67891233-abcdef012345678912345678"),
             ("x-envoy-attempt-count", "2"),
             ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+            (
+                "x-amz-cf-id",
+                "Hi8XVJgNwCvGNvrJdYfVRnRqw6ugBTbw1aZmVm4qj5_2NlDCQQeLCg==",
+            ),
+            (
+                "x-azure-ref",
+                "0zxV+XAAAAABKMMOjBv2NT4TY6SQVjC0zV1NURURHRTA2MTkANjVlMjY1",
+            ),
+            ("x-request-start", "t=1733500000123"),
+            ("x-datadog-parent-id", "5678"),
+            ("uber-trace-id", "5af7183fb1d4cf5f:6fb5b0c7c55c17a4:0:1"),
         ]);
         assert_eq!(print(&signed), print(&through_a_proxy));
     }

@@ -313,6 +313,15 @@ end"#,
     assert_eq!(first.status(), 500);
     let first: Value = first.json().await.expect("json");
     assert_eq!(first["records_written"], 1, "{first}");
+    // Kept for the key, the answer does not say that sending the request again writes the record again.
+    let error = first["error"].as_str().unwrap_or_default();
+    assert!(
+        error.ends_with(
+            "1 record of this request was written before it failed; a retry with its Idempotency-Key \
+                         writes nothing again"
+        ),
+        "{error}"
+    );
     let again = send().await.expect("retry");
     assert_eq!(again.status(), 500);
     assert_eq!(again.headers()["idempotent-replayed"], "true");

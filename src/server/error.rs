@@ -134,7 +134,7 @@ pub fn into_response(error: &RequestError, request_id: &str, written: Written, k
     }
     let mut body = json!({ "error": message, "status": status.as_u16() });
     if written.records > 0 {
-        body["error"] = format!("{message}; {}", written_before(written.records)).into();
+        body["error"] = format!("{message}; {}", written_before(written.records, keyed)).into();
         body["records_written"] = written.records.into();
     }
     if in_doubt && !says_in_doubt {
@@ -196,15 +196,18 @@ pub fn may_have_written(error: &RequestError, written: Written) -> bool {
 }
 
 /// What a failed function route's answer adds when the request had written records: they are in Kafka, and a client
-/// that sends the request again (as after any failure) writes them again.
-fn written_before(written: usize) -> String {
-    if written == 1 {
-        "1 record of this request was written before it failed, so sending the request again writes it again".to_owned()
+/// that sends the request again (as after any failure) writes them again; unless it was `keyed`: a retry with its
+/// `Idempotency-Key` is answered from the key (this answer, or the outcome once known) and writes nothing.
+fn written_before(written: usize, keyed: bool) -> String {
+    let (what, it) = if written == 1 {
+        ("1 record of this request was".to_owned(), "it")
     } else {
-        format!(
-            "{written} records of this request were written before it failed, so sending the request again writes \
-             them again"
-        )
+        (format!("{written} records of this request were"), "them")
+    };
+    if keyed {
+        format!("{what} written before it failed; a retry with its Idempotency-Key writes nothing again")
+    } else {
+        format!("{what} written before it failed, so sending the request again writes {it} again")
     }
 }
 
