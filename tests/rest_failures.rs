@@ -439,3 +439,25 @@ async fn tls_to_a_plaintext_broker_is_a_quick_503_that_says_tls() {
     let tls = ["cluster=\"local\"", "topic=\"greetings\"", "result=\"tls\""];
     assert_eq!(sample(&metrics, "luka_records_total", &tls), 3.0, "{metrics}");
 }
+
+/// A cluster found down by `/readyz` alone (no produce or read meanwhile, which would probe it) is reported down by
+/// `luka_kafka_cluster_reachable` too: it stayed 1 while `/readyz` answered 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_found_down_by_readyz_alone_is_unreachable_in_the_metrics() {
+    let h = Harness::on(Kafka::Embedded, 1, REST).await;
+    let (status, _) = h.post("/produce/greetings", r#"{"value":"before"}"#).await;
+    assert_eq!(status, 200);
+    h.brokers[0].stop().await;
+    // A readiness answer is reused for a second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.get("/readyz").await.0 != 503 {
+        assert!(Instant::now() < deadline, "/readyz never saw the broker gone");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = h.scrape_metrics().await;
+    assert_eq!(
+        sample(&metrics, "luka_kafka_cluster_reachable", &["cluster=\"local\""]),
+        0.0,
+        "{metrics}"
+    );
+}

@@ -159,6 +159,11 @@ impl ClusterPool {
         for (name, result) in &answer {
             if let Err(e) = result {
                 tracing::warn!(cluster = %name, error = %e, "readiness check failed");
+                // A failed check is also news for the cluster's outage state (and its reachability metric), which
+                // otherwise only a produce or read probes: a cluster with no traffic stayed "reachable" while down.
+                if let Some(reachability) = self.reachability.get(name) {
+                    reachability.check().await;
+                }
             }
         }
         *last = Some((Instant::now(), answer.clone()));

@@ -106,7 +106,7 @@ impl Reachability {
     }
 
     /// Probes (or reuses a fresh probe) and marks the cluster down if no broker accepts; gives why it is down.
-    async fn check(self: &Arc<Self>) -> Option<Arc<str>> {
+    pub(crate) async fn check(self: &Arc<Self>) -> Option<Arc<str>> {
         if self.probe().await {
             return None;
         }
