@@ -8,8 +8,8 @@
 //! | `luka_http_request_duration_seconds` | `kind` |
 //! | `luka_http_in_flight_requests` | |
 //! | `luka_records_total`, `luka_record_bytes_total` | `cluster`, `topic`, `result` (ok or the error kind) |
-//! | `luka_produce_requests_total` | `cluster`, `topic`, `result` (one per Kafka produce request) |
-//! | `luka_produce_batch_records` | (records per Kafka produce request) |
+//! | `luka_produce_requests_total` | `cluster`, `topic`, `result` (one per batch sent, resends of it included) |
+//! | `luka_produce_batch_records` | (records per batch counted above) |
 //! | `luka_lua_limit_hits_total` | `kind` (cpu, memory, timeout) |
 //! | `luka_lua_vm_memory_bytes` | `vm` |
 //! | `luka_kafka_cluster_reachable` | `cluster` (1 reachable, 0 down) |

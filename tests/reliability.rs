@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::proxy::{INIT_PRODUCER_ID, OUT_OF_ORDER_SEQUENCE_NUMBER, PRODUCE};
 use common::read::{high_watermark, read_records, text};
-use common::{Harness, error_of, offset};
+use common::{Harness, error_of, offset, sample};
 use serde_json::Value;
 
 use crate::common::kafka::Kafka;
@@ -379,6 +379,10 @@ linger_ms = 200
         "{} produce requests: the batch was not shared and split",
         harness.proxies[0].requests(PRODUCE)
     );
+    // The refused shared batch is counted, besides the offending caller's own batch refused after the split.
+    let metrics = harness.scrape_metrics().await;
+    let refused = ["topic=\"zipped\"", "result=\"rejected\""];
+    assert_eq!(sample(&metrics, "luka_produce_requests_total", &refused), 2.0, "{metrics}");
     for (i, (status, answer)) in answers.iter().enumerate() {
         assert_eq!(*status, 200, "valid request {i} failed with another's record: {answer}");
     }

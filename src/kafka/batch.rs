@@ -332,6 +332,11 @@ impl Writer {
                 // topic's window, a keyless record on a compacted topic, a record too large): nothing was written,
                 // and each caller's records go again on their own, so only the offending caller is refused.
                 Delivered::Refused { error, batch } if callers.len() > 1 && refused_for_a_record(&error) => {
+                    // The refused batch is a produce request of its own, besides each caller's that follow.
+                    let kind =
+                        KafkaError::from_client(&self.cluster, self.client.topic(), self.client.partition(), &error)
+                            .kind();
+                    self.observe(kind, callers.last().map_or(0, |(range, _)| range.end));
                     self.split(batch.into_records(), callers, stages).await
                 }
                 delivered => self.settle(delivered, callers, &stages),
