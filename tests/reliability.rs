@@ -124,6 +124,53 @@ async fn a_batch_in_doubt_is_not_sent_again_under_a_new_producer_id() {
     );
 }
 
+/// A request whose client leaves while its record is being sent again (the answer to the first send lost): the record
+/// is written all the same, and counted as written in `luka_records_total`, by the partition's writer since the
+/// request is gone (it was counted nowhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_written_after_its_client_left_is_counted() {
+    use tokio::io::AsyncWriteExt;
+
+    let harness = Harness::on(Kafka::Apache, 1, &config("{broker0:PROXIED}", "")).await;
+    let (status, answer) = harness.post("/produce/once", r#"{"value":"warm","partition":0}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    let written = ["topic=\"once\"", "result=\"ok\""];
+    let before = sample(&harness.scrape_metrics().await, "luka_records_total", &written);
+    harness.proxies[0].lose_answers(PRODUCE, 1);
+    let body = r#"{"value":"left","partition":0}"#;
+    let mut socket =
+        tokio::net::TcpStream::connect(harness.url("/").trim_start_matches("http://").trim_end_matches('/'))
+            .await
+            .expect("connect");
+    let request = format!(
+        "POST /produce/once HTTP/1.1\r\nHost: luka\r\nAuthorization: Basic ZGVtbzpkZW1v\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.expect("send");
+    // Gone once the first send's answer is lost, before the resend (0.1 s later) is answered.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while harness.proxies[0].lost(PRODUCE) == 0 {
+        assert!(Instant::now() < deadline, "the first send's answer was not lost");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(socket);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let after = sample(&harness.scrape_metrics().await, "luka_records_total", &written);
+        if after == before + 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "written, but counted {} more",
+            after - before
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(values(&harness.bootstrap(0), "once", 0).await, ["warm", "left"]);
+}
+
 /// A broker may say for a moment that it does not know a partition (after the partition's leader moved, before the
 /// new leader has the metadata). The request it refuses is answered so, nothing of it written, and the partition
 /// keeps its writer while that has records queued: the requests queued behind the refused one, and those after, are
@@ -382,7 +429,11 @@ linger_ms = 200
     // The refused shared batch is counted, besides the offending caller's own batch refused after the split.
     let metrics = harness.scrape_metrics().await;
     let refused = ["topic=\"zipped\"", "result=\"rejected\""];
-    assert_eq!(sample(&metrics, "luka_produce_requests_total", &refused), 2.0, "{metrics}");
+    assert_eq!(
+        sample(&metrics, "luka_produce_requests_total", &refused),
+        2.0,
+        "{metrics}"
+    );
     for (i, (status, answer)) in answers.iter().enumerate() {
         assert_eq!(*status, 200, "valid request {i} failed with another's record: {answer}");
     }

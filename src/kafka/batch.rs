@@ -25,7 +25,7 @@
 //! batch it already has, so nothing is written twice, and the records' outcome becomes known.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -105,29 +105,63 @@ struct Job {
 }
 
 /// Where a caller's outcome goes; counted among its writer's unanswered callers until it is sent or dropped.
+///
+/// A caller counts its records' outcome in `luka_records_total` itself ([`super::ClusterClient::produce`]); one that
+/// is gone before it got an outcome (its request dropped: the client left) cannot, and the records it had sent may
+/// still be written. Their outcome is then counted here, where it is known: written, refused, or in doubt when the
+/// writer gives the batch up. Records taken back before they were sent were not written, and are not counted.
 struct Reply {
     sender: Option<oneshot::Sender<Written>>,
     unanswered: Arc<AtomicUsize>,
+    /// The caller's records and their bytes (as the caller counts them), and its stage.
+    tally: (u64, u64),
+    stage: Arc<AtomicU8>,
+    /// Set by the caller once it has an outcome to count (see [`Ticket::counted`]).
+    counted: Arc<AtomicBool>,
+    counts: Arc<Counts>,
+}
+
+/// What a writer counts its callers' outcomes with.
+#[derive(Debug)]
+struct Counts {
+    written: RecordSeries,
+    cluster: Arc<str>,
+    topic: String,
+    partition: i32,
 }
 
 impl Reply {
-    fn new(sender: oneshot::Sender<Written>, unanswered: &Arc<AtomicUsize>) -> Self {
-        unanswered.fetch_add(1, Ordering::Relaxed);
-        Self {
-            sender: Some(sender),
-            unanswered: Arc::clone(unanswered),
-        }
-    }
-
     fn send(mut self, written: Written) {
-        if let Some(sender) = self.sender.take() {
-            let _ = sender.send(written);
+        if let Some(sender) = self.sender.take()
+            && let Err(written) = sender.send(written)
+            && !self.counted.load(Ordering::Acquire)
+        {
+            let (records, bytes) = self.tally;
+            let counts = &self.counts;
+            match written {
+                Ok(_) => counts.written.add(records, bytes),
+                Err(refused) => {
+                    let kind =
+                        KafkaError::from_client(&counts.cluster, &counts.topic, counts.partition, &refused).kind();
+                    crate::metrics::metrics().record_outcome(&counts.cluster, &counts.topic, kind, records, bytes);
+                }
+            }
         }
     }
 }
 
 impl Drop for Reply {
     fn drop(&mut self) {
+        // Dropped unanswered (the writer gave its batch up): in doubt if they were sent, for a caller gone too.
+        if let Some(sender) = &self.sender
+            && sender.is_closed()
+            && !self.counted.load(Ordering::Acquire)
+            && self.stage.load(Ordering::Acquire) == SENT
+        {
+            let (records, bytes) = self.tally;
+            let counts = &self.counts;
+            crate::metrics::metrics().record_outcome(&counts.cluster, &counts.topic, "in_doubt", records, bytes);
+        }
         self.unanswered.fetch_sub(1, Ordering::Release);
     }
 }
@@ -136,8 +170,8 @@ impl Drop for Reply {
 #[derive(Debug)]
 pub(crate) struct PartitionWriter {
     jobs: mpsc::Sender<Job>,
-    /// The partition's `ok` record series, counted by its callers as their records are written.
-    written: RecordSeries,
+    /// The partition's `ok` record series (counted by its callers as their records are written) and its labels.
+    counts: Arc<Counts>,
     /// Callers queued or in a batch, not answered yet.
     unanswered: Arc<AtomicUsize>,
 }
@@ -159,9 +193,16 @@ pub(crate) enum WriteError {
 pub(crate) struct Ticket {
     stage: Arc<AtomicU8>,
     answer: oneshot::Receiver<Written>,
+    counted: Arc<AtomicBool>,
 }
 
 impl Ticket {
+    /// The caller has an outcome to count (the records' own, or the one it answers when cut short): the writer
+    /// must not count them again (see [`Reply`]).
+    pub(crate) fn counted(&self) {
+        self.counted.store(true, Ordering::Release);
+    }
+
     /// Waits for the records' outcome.
     pub(crate) async fn outcome(&mut self) -> Result<Appended, WriteError> {
         match (&mut self.answer).await {
@@ -210,7 +251,12 @@ impl PartitionWriter {
         outage: watch::Receiver<Option<Arc<str>>>,
         cluster: Arc<str>,
     ) -> Self {
-        let written = crate::metrics::metrics().record_series(&cluster, client.topic(), "ok");
+        let counts = Arc::new(Counts {
+            written: crate::metrics::metrics().record_series(&cluster, client.topic(), "ok"),
+            cluster: Arc::clone(&cluster),
+            topic: client.topic().to_owned(),
+            partition: client.partition(),
+        });
         let (jobs, queue) = mpsc::channel(QUEUE);
         let writer = Writer {
             client,
@@ -224,14 +270,14 @@ impl PartitionWriter {
         tokio::spawn(writer.run(queue));
         Self {
             jobs,
-            written,
+            counts,
             unanswered: Arc::default(),
         }
     }
 
     /// The partition's `ok` record series.
     pub(crate) fn written(&self) -> &RecordSeries {
-        &self.written
+        &self.counts.written
     }
 
     /// Whether the task is still serving.
@@ -248,8 +294,17 @@ impl PartitionWriter {
     pub(crate) async fn queue(&self, records: Vec<Record>) -> Result<Ticket, WriteError> {
         let bytes = records.iter().map(encoded_size).sum();
         let (sender, answer) = oneshot::channel();
-        let done = Reply::new(sender, &self.unanswered);
         let stage = Arc::new(AtomicU8::new(QUEUED));
+        let counted = Arc::new(AtomicBool::new(false));
+        self.unanswered.fetch_add(1, Ordering::Relaxed);
+        let done = Reply {
+            sender: Some(sender),
+            unanswered: Arc::clone(&self.unanswered),
+            tally: super::cluster::tally(&records),
+            stage: Arc::clone(&stage),
+            counted: Arc::clone(&counted),
+            counts: Arc::clone(&self.counts),
+        };
         let job = Job {
             records,
             bytes,
@@ -257,7 +312,7 @@ impl PartitionWriter {
             done,
         };
         self.jobs.send(job).await.map_err(|_| WriteError::NotSent)?;
-        Ok(Ticket { stage, answer })
+        Ok(Ticket { stage, answer, counted })
     }
 }
 
@@ -777,7 +832,19 @@ mod tests {
             records: vec![record; records],
             bytes: records * bytes,
             stage: Arc::default(),
-            done: Reply::new(oneshot::channel().0, &Arc::default()),
+            done: Reply {
+                sender: Some(oneshot::channel().0),
+                unanswered: Arc::default(),
+                tally: (records as u64, (records * bytes) as u64),
+                stage: Arc::default(),
+                counted: Arc::default(),
+                counts: Arc::new(Counts {
+                    written: crate::metrics::metrics().record_series("test", "t", "ok"),
+                    cluster: Arc::from("test"),
+                    topic: "t".into(),
+                    partition: 0,
+                }),
+            },
         }
     }
 

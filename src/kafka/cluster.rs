@@ -384,7 +384,8 @@ impl ClusterClient {
     /// for the writer, which resends until the broker answers or the delivery timeout passes.
     ///
     /// Every outcome is counted in `luka_records_total` and `luka_record_bytes_total`: records written in the
-    /// partition writer's own series, the rest by label set.
+    /// partition writer's own series, the rest by label set; by the writer, for a caller gone (its client left) after
+    /// its records were sent.
     pub async fn produce(&self, topic: &str, partition: i32, records: Vec<Record>) -> Result<Appended, KafkaError> {
         let (count, bytes) = tally(&records);
         let result = self.write(topic, partition, records).await;
@@ -435,6 +436,8 @@ impl ClusterClient {
                 outcome => outcome,
             },
         };
+        // This caller counts the outcome (see `produce`); the writer counts only for callers gone before theirs.
+        ticket.counted();
         let result = written.map_err(|e| self.write_error(topic, partition, e));
         if let Err(KafkaError::UnknownTopic { .. }) = &result {
             self.forget_topic(topic);
