@@ -291,7 +291,9 @@ impl PartitionWriter {
     }
 
     /// Queues `records` (waiting for room in the queue); the ticket gives their outcome.
-    pub(crate) async fn queue(&self, records: Vec<Record>) -> Result<Ticket, WriteError> {
+    /// `tally`: the records and their bytes as the caller counts them ([`super::cluster::tally`]), for the writer to
+    /// count with should the caller be gone (see [`Reply`]).
+    pub(crate) async fn queue(&self, records: Vec<Record>, tally: (u64, u64)) -> Result<Ticket, WriteError> {
         let bytes = records.iter().map(encoded_size).sum();
         let (sender, answer) = oneshot::channel();
         let stage = Arc::new(AtomicU8::new(QUEUED));
@@ -300,7 +302,7 @@ impl PartitionWriter {
         let done = Reply {
             sender: Some(sender),
             unanswered: Arc::clone(&self.unanswered),
-            tally: super::cluster::tally(&records),
+            tally,
             stage: Arc::clone(&stage),
             counted: Arc::clone(&counted),
             counts: Arc::clone(&self.counts),
@@ -1013,9 +1015,9 @@ mod scheduling_tests {
     /// many produce requests carried the two, which were written one after the other.
     async fn requests_for_a_caller_and_one_right_behind(setup: &Setup) -> u64 {
         let before = setup.counters.requests.load(Ordering::Relaxed);
-        let mut first = setup.writer.queue(vec![record()]).await.unwrap();
+        let mut first = setup.writer.queue(vec![record()], (1, 0)).await.unwrap();
         let writer = Arc::clone(&setup.writer);
-        let behind = tokio::spawn(async move { writer.queue(vec![record()]).await.unwrap().outcome().await });
+        let behind = tokio::spawn(async move { writer.queue(vec![record()], (1, 0)).await.unwrap().outcome().await });
         let first = first.outcome().await.unwrap();
         let behind = behind.await.unwrap().unwrap();
         assert_eq!(behind.offsets[0], first.offsets[0] + 1);
@@ -1034,7 +1036,7 @@ mod scheduling_tests {
         let runtime = single_threaded();
         let setup = setup(&runtime);
         runtime.block_on(async {
-            let mut alone = setup.writer.queue(vec![record()]).await.unwrap();
+            let mut alone = setup.writer.queue(vec![record()], (1, 0)).await.unwrap();
             alone.outcome().await.unwrap();
             assert_eq!(
                 requests_for_a_caller_and_one_right_behind(&setup).await,
@@ -1050,15 +1052,15 @@ mod scheduling_tests {
         let setup = setup(&runtime);
         runtime.block_on(async {
             // Both queued before the writer runs (one thread): the first caller's request is dropped meanwhile.
-            drop(setup.writer.queue(vec![record()]).await.unwrap());
-            let mut kept = setup.writer.queue(vec![record()]).await.unwrap();
+            drop(setup.writer.queue(vec![record()], (1, 0)).await.unwrap());
+            let mut kept = setup.writer.queue(vec![record()], (1, 0)).await.unwrap();
             let written = kept.outcome().await.unwrap();
             assert_eq!(
                 written.offsets,
                 [0],
                 "the dropped caller's record was not written before it"
             );
-            let mut next = setup.writer.queue(vec![record()]).await.unwrap();
+            let mut next = setup.writer.queue(vec![record()], (1, 0)).await.unwrap();
             assert_eq!(next.outcome().await.unwrap().offsets, [1], "nor after it");
         });
     }
@@ -1068,8 +1070,8 @@ mod scheduling_tests {
         let runtime = single_threaded();
         let setup = setup(&runtime);
         runtime.block_on(async {
-            let mut one = setup.writer.queue(vec![record()]).await.unwrap();
-            let mut two = setup.writer.queue(vec![record()]).await.unwrap();
+            let mut one = setup.writer.queue(vec![record()], (1, 0)).await.unwrap();
+            let mut two = setup.writer.queue(vec![record()], (1, 0)).await.unwrap();
             one.outcome().await.unwrap();
             two.outcome().await.unwrap();
             assert_eq!(

@@ -388,7 +388,7 @@ impl ClusterClient {
     /// its records were sent.
     pub async fn produce(&self, topic: &str, partition: i32, records: Vec<Record>) -> Result<Appended, KafkaError> {
         let (count, bytes) = tally(&records);
-        let result = self.write(topic, partition, records).await;
+        let result = self.write(topic, partition, records, (count, bytes)).await;
         match &result {
             Ok((_, writer)) => writer.written().add(count, bytes),
             Err(e) => crate::metrics::metrics().record_outcome(&self.config.name, topic, e.kind(), count, bytes),
@@ -402,6 +402,7 @@ impl ClusterClient {
         topic: &str,
         partition: i32,
         records: Vec<Record>,
+        tally: (u64, u64),
     ) -> Result<(Appended, Arc<PartitionWriter>), KafkaError> {
         let Ok(_in_flight) = self.in_flight.try_acquire() else {
             return Err(KafkaError::Busy {
@@ -413,7 +414,7 @@ impl ClusterClient {
         let queued = async {
             let writer = self.writer(topic, partition).await?;
             let ticket = writer
-                .queue(records)
+                .queue(records, tally)
                 .await
                 .map_err(|e| self.write_error(topic, partition, e))?;
             Ok((writer, ticket))
