@@ -69,6 +69,17 @@ async fn start() -> Harness {
     .await
 }
 
+/// [`LIMITS`] with a CPU budget of 5 s: for handlers that must reach the limit or the call they test, however slow the
+/// build.
+async fn with_cpu_to_spare() -> Harness {
+    Harness::start_with(
+        1,
+        &LUA.replace("[lua]\n", "[lua]\ncpu_ms = 5000\n"),
+        &[("limits.lua", LIMITS)],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metamethods_never_run_where_luka_lifts_the_memory_limit() {
     let h = start().await;
@@ -100,12 +111,7 @@ async fn metamethods_never_run_where_luka_lifts_the_memory_limit() {
 /// With CPU to spare, a handler that allocates without end is stopped by its VM's memory limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_past_its_memory_is_stopped() {
-    let h = Harness::start_with(
-        1,
-        &LUA.replace("[lua]\n", "[lua]\ncpu_ms = 5000\n"),
-        &[("limits.lua", LIMITS)],
-    )
-    .await;
+    let h = with_cpu_to_spare().await;
     let started = Instant::now();
     let (status, answer) = h.get("/limits?mode=memory").await;
     assert_eq!(status, 500, "{answer}");
@@ -122,12 +128,7 @@ async fn a_handler_past_its_memory_is_stopped() {
 /// searched for in linear time, as a plain needle is. With CPU to spare, so that the search itself is reached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pattern_without_luaus_special_characters_is_searched_for_in_linear_time() {
-    let h = Harness::start_with(
-        1,
-        &LUA.replace("[lua]\n", "[lua]\ncpu_ms = 5000\n"),
-        &[("limits.lua", LIMITS)],
-    )
-    .await;
+    let h = with_cpu_to_spare().await;
     let started = Instant::now();
     let (status, answer) = h.get("/limits?mode=find_paren").await;
     assert_eq!((status, &answer["found"]), (200, &serde_json::json!(false)), "{answer}");
