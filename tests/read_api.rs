@@ -6,8 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::read::{
-    assert_fetched, header_texts, java_create_topic, java_grow_topic, java_produce_with_null_header, java_produce_zstd,
-    librdkafka_compressed_batch, librdkafka_record_with_empty_headers, librdkafka_transaction, read_records,
+    assert_fetched, header_texts, java_create_topic, java_grow_topic, java_produce_at, java_produce_with_null_header,
+    java_produce_zstd, librdkafka_compressed_batch, librdkafka_record_with_empty_headers, librdkafka_transaction,
+    read_records,
 };
 use common::{Harness, Kafka, error_of, json_answer, offset};
 use serde_json::{Value, json};
@@ -146,6 +147,35 @@ async fn a_null_header_value_is_read_as_empty() {
         json!([{"key": "x", "value": "1"}, {"key": "x", "value": "2"}, {"key": "n", "value": ""}]),
         "{fetched}"
     );
+}
+
+/// Kafka stores any timestamp a producer sends and the topic's window allows, also one past the year 262142 where
+/// chrono's dates end: such a record is read with its timestamp as stored, and does not fail the read of the
+/// records after it (it did: every /fetch that reached it was a 503). Apache Kafka only: the window is a topic config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_timestamp_past_chronos_dates_is_read_as_stored() {
+    let config = format!("{CONFIG}\n[topics.far]\ncluster = \"local\"\n");
+    let h = Harness::on(Kafka::Apache, 1, &config).await;
+    java_create_topic(
+        &h.bootstrap(0),
+        "far",
+        1,
+        &[("message.timestamp.after.max.ms", &i64::MAX.to_string())],
+    )
+    .await;
+    let far = 9_000_000_000_000_000_i64;
+    let first = java_produce_at(&h.bootstrap(0), "far", 0, far).await;
+    java_produce_at(&h.bootstrap(0), "far", 0, 1_637_745_834_744).await;
+    let position = json!({"topic": "far", "partition": 0, "offset": first});
+    let (status, fetched) = call(&h, "POST", "/fetch", ("reader", "r"), &position.to_string()).await;
+    assert_eq!(status, 200, "{fetched}");
+    let times: Vec<i64> = fetched
+        .as_array()
+        .expect("a list of messages")
+        .iter()
+        .map(|m| m["timestamp"].as_i64().expect("a timestamp"))
+        .collect();
+    assert_eq!(times, [far, 1_637_745_834_744], "{fetched}");
 }
 
 /// On a topic whose records take the broker's time (`message.timestamp.type=LogAppendTime`), /fetch gives that time,

@@ -23,14 +23,14 @@ async fn errors_have_the_right_status_and_say_what_to_fix(kafka: Kafka) {
             "/produce/greetings",
             r#"{"value":"a","timestamp":-5}"#,
             400,
-            "timestamp -5 is not a time Kafka can store",
+            "timestamp -5 is out of range; give milliseconds since 1970-01-01, from 0 to 8210266876799999",
         ),
         (
             "/produce/greetings",
             r#"[{"value":"a","timestamp":-5},{"value":"b"},{"value":"c","timestamp":-6}]"#,
             400,
-            "2 of 3 messages are invalid (nothing was written): message 1: timestamp -5 is not a time Kafka can store; \
-             give milliseconds since 1970-01-01; message 3: timestamp -6",
+            "2 of 3 messages are invalid (nothing was written): message 1: timestamp -5 is out of range; \
+             give milliseconds since 1970-01-01, from 0 to 8210266876799999; message 3: timestamp -6",
         ),
         (
             "/produce/greetings",

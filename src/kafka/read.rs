@@ -99,10 +99,7 @@ impl ClusterClient {
                 Err(e) => return Err(client_error(e)),
             };
             let scanned: Vec<_> = records.iter().filter(|r| r.offset >= offset).collect();
-            let first_after = scanned
-                .iter()
-                .find(|r| r.record.timestamp.timestamp_millis() >= target)
-                .map(|r| r.offset);
+            let first_after = scanned.iter().find(|r| r.timestamp_millis >= target).map(|r| r.offset);
             // None in what was scanned (the development broker answers a time past every record with an earlier
             // batch): the first record after them is the first at or after the timestamp.
             Ok(first_after.unwrap_or_else(|| scanned.last().map_or(offset, |r| r.offset + 1)))
@@ -234,7 +231,7 @@ impl ClusterClient {
                 .filter(|r| r.offset >= offset)
                 .map(|r| FetchedRecord {
                     offset: r.offset,
-                    timestamp_ms: r.record.timestamp.timestamp_millis(),
+                    timestamp_ms: r.timestamp_millis,
                     key: r.record.key,
                     value: r.record.value,
                     headers: r.record.headers,

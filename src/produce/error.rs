@@ -3,6 +3,10 @@
 use super::{Delivery, MAX_REPORTED};
 use crate::kafka::{ErrorClass, KafkaError};
 
+/// The latest record timestamp luka writes (chrono's last time, the end of the year 262142); Kafka's clients refuse
+/// negative ones.
+pub const LATEST_TIMESTAMP_MS: i64 = rskafka::chrono::DateTime::<rskafka::chrono::Utc>::MAX_UTC.timestamp_millis();
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
     #[error("kafka topic '{topic}' not found (configure it under [topics] in config.toml)")]
@@ -23,7 +27,9 @@ pub enum ProduceError {
     #[error("'{topic}' is not a valid kafka topic name (letters, digits, '.', '_' and '-', at most 249)")]
     InvalidTopicName { topic: String },
 
-    #[error("timestamp {timestamp_ms} is not a time Kafka can store; give milliseconds since 1970-01-01")]
+    #[error(
+        "timestamp {timestamp_ms} is out of range; give milliseconds since 1970-01-01, from 0 to {LATEST_TIMESTAMP_MS}"
+    )]
     InvalidTimestamp { timestamp_ms: i64 },
 
     /// `data` that does not match the topic's value schema; every violation, each with its JSON pointer.

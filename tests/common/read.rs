@@ -246,6 +246,15 @@ pub async fn java_produce_zstd(bootstrap: &str, topic: &str, partition: i32, lev
     answer["offset"].as_i64().expect("offset")
 }
 
+/// Writes one record (value "at") to `topic`/`partition` with the Java client at `timestamp_ms`, which luka's own
+/// API may not write; gives its offset.
+pub async fn java_produce_at(bootstrap: &str, topic: &str, partition: i32, timestamp_ms: i64) -> i64 {
+    let (partition, timestamp) = (partition.to_string(), timestamp_ms.to_string());
+    let answer = java_reference(&["produce-at", bootstrap, topic, &partition, &timestamp]).await;
+    let answer: Value = serde_json::from_str(answer.trim()).expect("a JSON answer");
+    answer["offset"].as_i64().expect("offset")
+}
+
 /// Runs `tests/java/KafkaReference.java` with `args` through `scripts/kafka java`; its standard output.
 async fn java_reference(args: &[&str]) -> String {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/KafkaReference.java");

@@ -19,6 +19,9 @@
 //   produce-zstd BOOTSTRAP TOPIC PARTITION LEVEL BYTES
 //                                            produce one record of BYTES zero bytes to PARTITION, compressed with
 //                                            zstd at LEVEL (compression.zstd.level), print {"partition":P,"offset":O}
+//   produce-at BOOTSTRAP TOPIC PARTITION TIMESTAMP
+//                                            produce one record (value "at") to PARTITION with TIMESTAMP (ms),
+//                                            print {"partition":P,"offset":O}
 //   leaders BOOTSTRAP TOPIC                  print each partition's leader node id in partition order: [1,3,2]
 //                                            (-1: no leader)
 //   elect-preferred BOOTSTRAP TOPIC          run a preferred leader election for every partition of the topic,
@@ -92,6 +95,10 @@ public class KafkaReference {
                     int partition = Integer.parseInt(args[3]), level = Integer.parseInt(args[4]);
                     produceZstd(args[1], args[2], partition, level, Integer.parseInt(args[5]));
                 }
+                case "produce-at" -> {
+                    need(args, 5);
+                    produceAt(args[1], args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]));
+                }
                 case "leaders" -> {
                     need(args, 3);
                     leaders(args[1], args[2]);
@@ -100,7 +107,7 @@ public class KafkaReference {
                     need(args, 3);
                     electPreferred(args[1], args[2]);
                 }
-                default -> throw new Failure("usage: KafkaReference partitions|read|create|grow|produce-headers|produce-zstd|leaders"
+                default -> throw new Failure("usage: KafkaReference partitions|read|create|grow|produce-headers|produce-zstd|produce-at|leaders"
                     + "|elect-preferred ARGS..."
                     + " (see the top of the file)");
             }
@@ -153,6 +160,15 @@ public class KafkaReference {
         props.put("max.request.size", String.valueOf(bytes + 1024 * 1024));
         try (KafkaProducer<byte[], byte[]> producer = producer(bootstrap, props)) {
             ProducerRecord<byte[], byte[]> record = new ProducerRecord<>(topic, partition, null, new byte[bytes]);
+            RecordMetadata metadata = producer.send(record).get();
+            System.out.println("{\"partition\":" + metadata.partition() + ",\"offset\":" + metadata.offset() + "}");
+        }
+    }
+
+    static void produceAt(String bootstrap, String topic, int partition, long timestamp) throws Exception {
+        byte[] value = "at".getBytes(StandardCharsets.UTF_8);
+        try (KafkaProducer<byte[], byte[]> producer = producer(bootstrap)) {
+            ProducerRecord<byte[], byte[]> record = new ProducerRecord<>(topic, partition, timestamp, null, value);
             RecordMetadata metadata = producer.send(record).get();
             System.out.println("{\"partition\":" + metadata.partition() + ",\"offset\":" + metadata.offset() + "}");
         }

@@ -444,6 +444,7 @@ mod tests {
                     buffer.push(RecordAndOffset {
                         record: record.clone(),
                         offset: record_offset as i64,
+                        timestamp_millis: record.timestamp.timestamp_millis(),
                     });
                     buffered += size;
                 }
@@ -475,6 +476,7 @@ mod tests {
                                 }
 
                                 buffer.push(RecordAndOffset {
+                                    timestamp_millis: record.timestamp.timestamp_millis(),
                                     record,
                                     offset: record_offset,
                                 });

@@ -1131,18 +1131,12 @@ fn extract_records(
                                 )));
                             }
                         };
+                    // Kafka stores any i64; a time chrono cannot hold is kept as the nearest it can, and the
+                    // stored value beside it, rather than failing the read of every record after it.
                     let timestamp = match Utc.timestamp_millis_opt(timestamp_millis) {
-                        LocalResult::None => {
-                            return Err(Error::InvalidResponse(format!(
-                                "Not a valid timestamp ({timestamp_millis})"
-                            )));
-                        }
                         LocalResult::Single(ts) => ts,
-                        LocalResult::Ambiguous(a, b) => {
-                            return Err(Error::InvalidResponse(format!(
-                                "Ambiguous timestamp ({timestamp_millis}): {a} or {b}"
-                            )));
-                        }
+                        _ if timestamp_millis < 0 => DateTime::<Utc>::MIN_UTC,
+                        _ => DateTime::<Utc>::MAX_UTC,
                     };
 
                     records.push(RecordAndOffset {
@@ -1157,6 +1151,7 @@ fn extract_records(
                             timestamp,
                         },
                         offset,
+                        timestamp_millis,
                     })
                 }
             }
