@@ -348,11 +348,16 @@ fn resolve_tls(c: &mut Checker<'_>, name: &Spanned<String>, tls: &TlsConfig, bas
         cert_file: resolve("cert_file", &tls.cert_file),
         key_file: resolve("key_file", &tls.key_file),
     };
+    let files = [&resolved.ca_file, &resolved.cert_file, &resolved.key_file];
     if resolved.cert_file.is_some() != resolved.key_file.is_some() {
         c.at(
             name,
             format!("[clusters.{n}.tls] cert_file and key_file go together; set both or neither"),
         );
+    } else if files.into_iter().flatten().all(|file| file.is_file())
+        && let Err(problem) = resolved.client_config()
+    {
+        c.at(name, format!("[clusters.{n}.tls] {problem}"));
     }
     resolved
 }
@@ -457,6 +462,56 @@ mod tests {
     fn load(text: &str) -> Result<Config, Vec<String>> {
         Config::from_toml(text, std::path::Path::new("."), |_| None)
             .map_err(|ps| ps.into_iter().map(|p| p.to_string()).collect())
+    }
+
+    /// TLS files that exist but hold no certificate or key are named at startup (`luka check`), not at the first
+    /// connection to the cluster.
+    #[test]
+    fn tls_files_without_what_they_should_hold_are_refused() {
+        let dir = std::env::temp_dir().join(format!("luka-tls-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        std::fs::write(dir.join("key-as-ca.pem"), key).unwrap();
+        std::fs::write(dir.join("empty.pem"), "").unwrap();
+        // A self-signed certificate (openssl req -x509 -newkey ec), without its key.
+        std::fs::write(dir.join("cert.pem"), "-----BEGIN CERTIFICATE-----\nMIIBfzCCASWgAwIBAgIUANKunmOxTJjNVyAbfHlQLYPHU4IwCgYIKoZIzj0EAwIw\nFDESMBAGA1UEAwwJbHVrYS10ZXN0MCAXDTI2MTIwNzIzMDE0OFoYDzIxMjYxMTEz\nMjMwMTQ4WjAUMRIwEAYDVQQDDAlsdWthLXRlc3QwWTATBgcqhkjOPQIBBggqhkjO\nPQMBBwNCAAQkxWYuhpiXxu6XHd6nBntUBUqW+60fA5PQhEhz2FBpfn4oGuCHMHjh\nwVtIUOEBXCi876E4BtvCehQXCWjXUM/0o1MwUTAdBgNVHQ4EFgQUK39m6opsS9FL\nF6BIB/UL/gteya4wHwYDVR0jBBgwFoAUK39m6opsS9FLF6BIB/UL/gteya4wDwYD\nVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiBti7Odq3eHwQkEIyTyij3a\no8FY0DcVDhM6dKVA4ochUwIhANx5fu6JfKrp5RnbrbYKZtPyc5M11Qruox5ft1cC\naMzL\n-----END CERTIFICATE-----\n").unwrap();
+        let text = r#"
+[clusters.a]
+bootstrap = ["broker:9093"]
+[clusters.a.tls]
+ca_file = "key-as-ca.pem"
+
+[clusters.b]
+bootstrap = ["broker:9093"]
+[clusters.b.tls]
+cert_file = "empty.pem"
+key_file = "empty.pem"
+
+[clusters.c]
+bootstrap = ["broker:9093"]
+[clusters.c.tls]
+cert_file = "cert.pem"
+key_file = "cert.pem"
+
+[clusters.fine]
+bootstrap = ["broker:9093"]
+[clusters.fine.tls]
+ca_file = "cert.pem"
+
+[topics.t]
+cluster = "a"
+"#;
+        let problems = Config::from_toml(text, &dir, |_| None).expect_err("refused");
+        let all = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+        for expected in [
+            "[clusters.a.tls] ",
+            "key-as-ca.pem holds no PEM certificate (-----BEGIN CERTIFICATE-----) to trust",
+            "[clusters.b.tls] ",
+            "empty.pem holds no PEM certificate (-----BEGIN CERTIFICATE-----) to present",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
     }
 
     #[cfg(feature = "embedded-broker")]

@@ -21,6 +21,7 @@ mod import;
 mod pattern;
 mod problem;
 mod raw;
+mod tls;
 mod topics;
 
 use std::path::{Path, PathBuf};
