@@ -46,6 +46,53 @@ async fn edits_are_served_without_restart_and_broken_edits_keep_the_old_version(
     assert_eq!(fetch().await, "v2");
 }
 
+/// A functions folder replaced while serving is watched again: a symlink to a release folder swapped as deploy
+/// tools swap it (`ln -sfn`: a new link renamed over the old one), or the folder removed and written again. Its files
+/// are served, and so are later edits to them (the watch followed the old folder, wherever it went).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_functions_folder_replaced_while_serving_is_watched_again() {
+    let h = Harness::start_with(1, LUA, &[("swap/me.lua", "return function() return 'v1' end")]).await;
+    let served = |expected: &'static str, what: &'static str| {
+        let h = &h;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let answer = h.http.get(h.url("/swap/me")).send().await.unwrap();
+                if answer.text().await.unwrap() == expected {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{what}: {expected} was not served");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let write = |folder: &str, source: &str| {
+        let file = h.dir.join(folder).join("swap/me.lua");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, source).unwrap();
+    };
+    let swap_link_to = |release: &str| {
+        let next = h.dir.join("functions.next");
+        std::os::unix::fs::symlink(release, &next).unwrap();
+        std::fs::rename(&next, h.dir.join("functions")).unwrap();
+    };
+    served("v1", "at startup").await;
+    std::fs::rename(h.dir.join("functions"), h.dir.join("release-1")).unwrap();
+    swap_link_to("release-1");
+    write("release-1", "return function() return 'v2' end");
+    served("v2", "an edit behind the link").await;
+    write("release-2", "return function() return 'v3' end");
+    swap_link_to("release-2");
+    served("v3", "the link swapped to another release").await;
+    write("release-2", "return function() return 'v4' end");
+    served("v4", "an edit in the new release").await;
+    std::fs::remove_file(h.dir.join("functions")).unwrap();
+    write("functions", "return function() return 'v5' end");
+    served("v5", "the link replaced by a folder").await;
+    write("functions", "return function() return 'v6' end");
+    served("v6", "an edit in that folder").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn functions_that_do_not_load_stop_startup_with_file_and_line() {
     let dir = common::temp_dir();

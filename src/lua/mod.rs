@@ -146,7 +146,7 @@ impl Functions {
             pool,
             watcher: Mutex::new(None),
         });
-        if functions.config.lua.watch && functions.config.lua.functions_dir.is_dir() {
+        if functions.config.lua.watch {
             let watcher = reload::watch(&functions).map_err(|e| LoadErrors(vec![e]))?;
             *functions.watcher.lock().unwrap_or_else(PoisonError::into_inner) = Some(watcher);
         }

@@ -2,7 +2,9 @@
 //!
 //! Events are gathered for a short quiet period (editors write a file in several steps), then the folder is
 //! scanned again. A file whose source changed is compiled and loaded once; if that fails, the previous version keeps
-//! serving and the error is logged. New files start serving, deleted files stop.
+//! serving and the error is logged. New files start serving, deleted files stop. The folder's parent is watched for
+//! the folder itself: one replaced while serving (removed and written again, or a symlink to a release folder
+//! swapped), or absent at startup and made later, is watched from then on.
 
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
@@ -19,33 +21,80 @@ use super::{Functions, LoadError, limits};
 const SETTLE: Duration = Duration::from_millis(150);
 
 pub fn watch(functions: &Arc<Functions>) -> Result<notify::RecommendedWatcher, LoadError> {
-    let dir = functions.config.lua.functions_dir.clone();
+    let configured = &functions.config.lua.functions_dir;
+    // Absolute without resolving symlinks: the folder may be a link to a release folder, swapped at deploys.
+    let dir = std::path::absolute(configured).unwrap_or_else(|_| configured.clone());
     let (events, mut received) = mpsc::unbounded_channel();
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = events.send(());
+    let ours = dir.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        // The parent folder is watched only for the functions folder's own entry (the folder replaced, or the link
+        // to it swapped); events of its other entries are not ours. No path: the system lost events (a rescan).
+        let replaced = event.paths.is_empty() || event.paths.contains(&ours);
+        if replaced || event.paths.iter().any(|p| p.starts_with(&ours)) {
+            let _ = events.send(replaced);
         }
     })
-    .and_then(|mut w| w.watch(&dir, RecursiveMode::Recursive).map(|()| w))
-    .map_err(|e| LoadError::Watch {
-        path: dir.clone(),
-        message: e.to_string(),
-    })?;
+    .map_err(|e| watch_error(&dir, &e))?;
+    if let Some(parent) = dir.parent() {
+        watcher
+            .watch(parent, RecursiveMode::NonRecursive)
+            .map_err(|e| watch_error(parent, &e))?;
+    }
+    if dir.is_dir() {
+        watcher
+            .watch(&dir, RecursiveMode::Recursive)
+            .map_err(|e| watch_error(&dir, &e))?;
+    }
     let weak: Weak<Functions> = Arc::downgrade(functions);
     tokio::spawn(async move {
-        while received.recv().await.is_some() {
+        while let Some(mut replaced) = received.recv().await {
             // Wait until events stop arriving, then reload once.
-            while tokio::time::timeout(SETTLE, received.recv())
-                .await
-                .is_ok_and(|e| e.is_some())
-            {}
+            while let Ok(Some(also_replaced)) = tokio::time::timeout(SETTLE, received.recv()).await {
+                replaced |= also_replaced;
+            }
             let Some(functions) = weak.upgrade() else { break };
+            // Before the scan: files written into the new folder after it are seen by the new watch.
+            if replaced {
+                watch_again(&functions, &dir);
+            }
             // Compiling and running top-level code is CPU work: keep it off the async workers.
             let _ = tokio::task::spawn_blocking(move || reload(&functions)).await;
         }
     });
     // Events flow only while `watcher` is alive; the caller keeps it.
     Ok(watcher)
+}
+
+fn watch_error(path: &std::path::Path, e: &notify::Error) -> LoadError {
+    LoadError::Watch {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// The functions folder was replaced (or the link to it swapped, or it is gone): the folder now at `dir`, if any, is
+/// watched instead of the one that was there (a watch follows the folder it was made on, wherever it goes).
+fn watch_again(functions: &Functions, dir: &std::path::Path) {
+    let mut watcher = functions.watcher.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(watcher) = watcher.as_mut() else { return };
+    // Not found when the old folder's watch ended with it.
+    let _ = watcher.unwatch(dir);
+    if dir.is_dir() {
+        match watcher.watch(dir, RecursiveMode::Recursive) {
+            Ok(()) => {
+                tracing::info!(folder = %dir.display(), "the functions folder was replaced; watching the new one")
+            }
+            Err(e) => {
+                tracing::error!(folder = %dir.display(), error = %e, "cannot watch the new functions folder; its edits are not reloaded")
+            }
+        }
+    } else {
+        tracing::warn!(folder = %dir.display(), "the functions folder is gone; it is watched again when it comes back");
+    }
 }
 
 /// Scans the folder again and swaps in the new table; broken edits keep their previous version.
