@@ -7,6 +7,7 @@
 //! | `luka_http_requests_total` | `kind` (rest, function, health, metrics, other), `function`, `class` (2xx...) |
 //! | `luka_http_request_duration_seconds` | `kind` |
 //! | `luka_http_in_flight_requests` | |
+//! | `luka_http_refused_total` | `reason` (address_share, bad_head, head_too_large) |
 //! | `luka_records_total`, `luka_record_bytes_total` | `cluster`, `topic`, `result` (ok or the error kind) |
 //! | `luka_produce_requests_total` | `cluster`, `topic`, `result` (one per batch sent, resends of it included) |
 //! | `luka_produce_batch_records` | (records per batch counted above) |
@@ -57,6 +58,11 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 /// `luka_records_total` and `luka_record_bytes_total` of one label set (see [`Metrics::record_series`]).
 #[derive(Debug, Clone)]
 pub struct RecordSeries {
@@ -96,6 +102,7 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: HistogramFamily<KindLabel>,
     pub in_flight: Gauge,
+    pub http_refused: Family<ReasonLabel, Counter>,
     pub records: Family<RecordLabels, Counter>,
     pub record_bytes: Family<RecordLabels, Counter>,
     pub produce_requests: Family<RecordLabels, Counter>,
@@ -192,6 +199,13 @@ impl Metrics {
             "HTTP requests being served",
             in_flight.clone(),
         );
+        let http_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "http_refused",
+            "Connections answered before any request was read: over the address's share (503), or a request head \
+             that could not be read (400) or was too large (431)",
+            http_refused.clone(),
+        );
         let records = Family::<RecordLabels, Counter>::default();
         registry.register("records", "Records produced, by outcome", records.clone());
         let record_bytes = Family::<RecordLabels, Counter>::default();
@@ -237,6 +251,7 @@ impl Metrics {
             http_requests,
             http_duration,
             in_flight,
+            http_refused,
             records,
             record_bytes,
             produce_requests,
@@ -361,6 +376,11 @@ impl Metrics {
         };
         self.produce_requests.get_or_create(&labels).inc();
         self.batch_records.observe(records as f64);
+    }
+
+    /// A connection answered before any request of it was routed (see `luka_http_refused_total`).
+    pub fn http_refused(&self, reason: &'static str) {
+        self.http_refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn lua_limit_hit(&self, kind: &'static str) {

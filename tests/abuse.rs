@@ -92,6 +92,28 @@ fn first_response_length(text: &str) -> Option<usize> {
     (body.len() >= length).then_some(head.len() + 4 + length)
 }
 
+/// `luka_http_refused_total{reason}` now (the metrics are the process's: tests beside this one add to them too).
+async fn refused(h: &Harness, reason: &str) -> f64 {
+    common::sample(
+        &h.scrape_metrics().await,
+        "luka_http_refused_total",
+        &[&format!("reason=\"{reason}\"")],
+    )
+}
+
+/// Waits until `luka_http_refused_total{reason}` is at least `count` (hyper's refusals are counted once their
+/// connection has ended, just after the client has read the answer).
+async fn refused_reaches(h: &Harness, reason: &str, count: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while refused(h, reason).await < count {
+        assert!(
+            Instant::now() < deadline,
+            "luka_http_refused_total{{reason={reason:?}}} stayed below {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn server_addr(h: &Harness) -> SocketAddr {
     h.base.trim_start_matches("http://").parse().unwrap()
 }
@@ -111,7 +133,8 @@ async fn stalled_bodies_and_floods_from_one_address_do_not_lock_others_out() {
         let head = if i % 2 == 0 { with_credentials } else { open_route };
         held.push(stalled([127, 0, 0, 2], server, head).await);
     }
-    // Past its share, the same address is turned away at once.
+    // Past its share, the same address is turned away at once, and counted.
+    let refused_before = refused(&h, "address_share").await;
     for _ in 0..8 {
         let mut extra = stalled([127, 0, 0, 2], server, open_route).await;
         let refused = answer(&mut extra, Duration::from_secs(2)).await;
@@ -120,6 +143,7 @@ async fn stalled_bodies_and_floods_from_one_address_do_not_lock_others_out() {
             "{refused:?}"
         );
     }
+    refused_reaches(&h, "address_share", refused_before + 8.0).await;
     // Everyone else is served at once.
     let asked = Instant::now();
     let (status, _) = h.get("/healthz").await;
@@ -207,6 +231,7 @@ async fn requests_luka_cannot_serve_correctly_are_refused_with_501() {
 
 /// A request head (request line and headers) is held in memory until it is whole, so its size is bounded: up to
 /// 64 KiB is served, more is a 431 and the connection closes (hyper's default would hold about 400 KB a connection).
+/// hyper answers these (and heads it cannot read, 400) itself, so `luka_http_refused_total` counts them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_heads_past_64_kib_are_refused_with_431() {
     let h = Harness::start_with(1, CONFIG, &[("open.lua", OPEN)]).await;
@@ -220,9 +245,17 @@ async fn request_heads_past_64_kib_are_refused_with_431() {
     let mut stream = stalled([127, 0, 0, 1], server, &head(60 * 1024)).await;
     let served = answer(&mut stream, Duration::from_secs(5)).await;
     assert!(served.starts_with("HTTP/1.1 200"), "{served:?}");
+    let too_large_before = refused(&h, "head_too_large").await;
     let mut stream = stalled([127, 0, 0, 1], server, &head(100 * 1024)).await;
-    let refused = answer(&mut stream, Duration::from_secs(5)).await;
-    assert!(refused.starts_with("HTTP/1.1 431"), "{refused:?}");
+    let answered = answer(&mut stream, Duration::from_secs(5)).await;
+    assert!(answered.starts_with("HTTP/1.1 431"), "{answered:?}");
+    refused_reaches(&h, "head_too_large", too_large_before + 1.0).await;
+    // A head hyper cannot read is answered 400 by hyper itself; it is counted too.
+    let bad_before = refused(&h, "bad_head").await;
+    let mut stream = stalled([127, 0, 0, 1], server, "NOT A REQUEST\r\n\r\n").await;
+    let answered = answer(&mut stream, Duration::from_secs(5)).await;
+    assert!(answered.starts_with("HTTP/1.1 400"), "{answered:?}");
+    refused_reaches(&h, "bad_head", bad_before + 1.0).await;
 }
 
 /// Another site's page cannot make a logged-in browser write or read: browsers resend cached basic credentials, so

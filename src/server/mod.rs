@@ -145,6 +145,12 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             })
             .await;
             if let Err(e) = result {
+                // hyper answered these itself (400 or 431) before anything was routed.
+                if e.is_parse_too_large() {
+                    crate::metrics::metrics().http_refused("head_too_large");
+                } else if e.is_parse() {
+                    crate::metrics::metrics().http_refused("bad_head");
+                }
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
             drop((watch, permit, address_slot));
@@ -203,6 +209,7 @@ fn refuse_busy_address(stream: &tokio::net::TcpStream, remote: SocketAddr) {
         BODY.len()
     );
     let _ = stream.try_write(response.as_bytes());
+    crate::metrics::metrics().http_refused("address_share");
     tracing::debug!(%remote, "connection refused: address over its connection share");
 }
 
