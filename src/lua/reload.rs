@@ -39,10 +39,11 @@ pub fn watch(functions: &Arc<Functions>) -> Result<notify::RecommendedWatcher, L
         }
     })
     .map_err(|e| watch_error(&dir, &e))?;
-    if let Some(parent) = dir.parent() {
-        watcher
-            .watch(parent, RecursiveMode::NonRecursive)
-            .map_err(|e| watch_error(parent, &e))?;
+    // Without it (a parent that does not exist, or cannot be read) the folder is still watched, as it is now.
+    if let Some(parent) = dir.parent()
+        && let Err(e) = watcher.watch(parent, RecursiveMode::NonRecursive)
+    {
+        tracing::warn!(folder = %parent.display(), error = %e, "cannot watch the functions folder's parent; a functions folder replaced while serving will not be seen");
     }
     if dir.is_dir() {
         watcher
