@@ -202,8 +202,8 @@ impl Metrics {
         let http_refused = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "http_refused",
-            "Connections answered before any request was read: over the address's share (503), or a request head \
-             that could not be read (400) or was too large (431)",
+            "Answered before routing: a connection over its address's share (503), a request head that could not \
+             be read (400) or was over 64 KiB (431)",
             http_refused.clone(),
         );
         let records = Family::<RecordLabels, Counter>::default();
@@ -378,7 +378,7 @@ impl Metrics {
         self.batch_records.observe(records as f64);
     }
 
-    /// A connection answered before any request of it was routed (see `luka_http_refused_total`).
+    /// A connection or request answered before routing (see `luka_http_refused_total`).
     pub fn http_refused(&self, reason: &'static str) {
         self.http_refused.get_or_create(&ReasonLabel { reason }).inc();
     }

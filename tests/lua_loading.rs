@@ -48,7 +48,8 @@ async fn edits_are_served_without_restart_and_broken_edits_keep_the_old_version(
 
 /// A functions folder replaced while serving is watched again: a symlink to a release folder swapped as deploy
 /// tools swap it (`ln -sfn`: a new link renamed over the old one), or the folder removed and written again. Its files
-/// are served, and so are later edits to them (the watch followed the old folder, wherever it went).
+/// are served, and so are later edits to them (the watch followed the old folder, wherever it went); while the
+/// folder is gone, the functions loaded keep serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_functions_folder_replaced_while_serving_is_watched_again() {
     let h = Harness::start_with(1, LUA, &[("swap/me.lua", "return function() return 'v1' end")]).await;
@@ -86,7 +87,16 @@ async fn a_functions_folder_replaced_while_serving_is_watched_again() {
     served("v3", "the link swapped to another release").await;
     write("release-2", "return function() return 'v4' end");
     served("v4", "an edit in the new release").await;
+    // Gone for longer than a reload waits for events to settle: what was loaded keeps serving meanwhile.
     std::fs::remove_file(h.dir.join("functions")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let meanwhile = h.http.get(h.url("/swap/me")).send().await.unwrap();
+    assert_eq!(
+        meanwhile.status(),
+        200,
+        "the functions loaded stop serving while their folder is gone"
+    );
+    assert_eq!(meanwhile.text().await.unwrap(), "v4");
     write("functions", "return function() return 'v5' end");
     served("v5", "the link replaced by a folder").await;
     write("functions", "return function() return 'v6' end");

@@ -1,6 +1,6 @@
 //! A cluster's `[tls]` files made into a rustls client configuration: at startup, so `luka check` and `serve` name a
-//! file that holds no certificate or key, and again at each connection, so a renewed certificate is used without a
-//! restart.
+//! file that holds no certificate or key, and again when the cluster's client is made (at its first use), for the
+//! client's whole life: renewed files are used after a restart.
 
 use std::io::BufReader;
 use std::path::Path;

@@ -9,7 +9,8 @@
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::ModifyKind;
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::compile::{self, FunctionSet};
@@ -31,9 +32,14 @@ pub fn watch(functions: &Arc<Functions>) -> Result<notify::RecommendedWatcher, L
         if event.kind.is_access() {
             return;
         }
-        // The parent folder is watched only for the functions folder's own entry (the folder replaced, or the link
-        // to it swapped); events of its other entries are not ours. No path: the system lost events (a rescan).
-        let replaced = event.paths.is_empty() || event.paths.contains(&ours);
+        // The parent folder is watched only for the functions folder's own entry: made, removed or renamed, the
+        // folder was replaced (or the link to it swapped). Events of the parent's other entries are not ours. No
+        // path: the system lost events (a rescan), so anything may have happened.
+        let entry_changed = matches!(
+            event.kind,
+            EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) | EventKind::Any
+        );
+        let replaced = event.paths.is_empty() || (entry_changed && event.paths.contains(&ours));
         if replaced || event.paths.iter().any(|p| p.starts_with(&ours)) {
             let _ = events.send(replaced);
         }
@@ -58,12 +64,22 @@ pub fn watch(functions: &Arc<Functions>) -> Result<notify::RecommendedWatcher, L
                 replaced |= also_replaced;
             }
             let Some(functions) = weak.upgrade() else { break };
-            // Before the scan: files written into the new folder after it are seen by the new watch.
-            if replaced {
-                watch_again(&functions, &dir);
-            }
-            // Compiling and running top-level code is CPU work: keep it off the async workers.
-            let _ = tokio::task::spawn_blocking(move || reload(&functions)).await;
+            let dir = dir.clone();
+            // Compiling and running top-level code, and watching a folder (notify walks it), is blocking work: keep
+            // it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || {
+                // Before the scan: files written into the new folder after it are seen by the new watch.
+                if replaced {
+                    watch_again(&functions, &dir);
+                }
+                // Gone for a moment, as while a deploy writes it again: nothing to reload from.
+                if !dir.is_dir() {
+                    tracing::warn!(folder = %dir.display(), "the functions folder is gone; the functions loaded keep serving until it is back");
+                    return;
+                }
+                reload(&functions);
+            })
+            .await;
         }
     });
     // Events flow only while `watcher` is alive; the caller keeps it.
@@ -78,7 +94,8 @@ fn watch_error(path: &std::path::Path, e: &notify::Error) -> LoadError {
 }
 
 /// The functions folder was replaced (or the link to it swapped, or it is gone): the folder now at `dir`, if any, is
-/// watched instead of the one that was there (a watch follows the folder it was made on, wherever it goes).
+/// watched instead of the one that was there (a watch follows the folder it was made on, wherever it goes; a folder
+/// gone is watched again on the parent's event when it is back).
 fn watch_again(functions: &Functions, dir: &std::path::Path) {
     let mut watcher = functions.watcher.lock().unwrap_or_else(PoisonError::into_inner);
     let Some(watcher) = watcher.as_mut() else { return };
@@ -93,8 +110,6 @@ fn watch_again(functions: &Functions, dir: &std::path::Path) {
                 tracing::error!(folder = %dir.display(), error = %e, "cannot watch the new functions folder; its edits are not reloaded")
             }
         }
-    } else {
-        tracing::warn!(folder = %dir.display(), "the functions folder is gone; it is watched again when it comes back");
     }
 }
 

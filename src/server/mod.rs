@@ -145,10 +145,11 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             })
             .await;
             if let Err(e) = result {
-                // hyper answered these itself (400 or 431) before anything was routed.
+                // hyper answered these itself (431, 400) before anything was routed. An HTTP/2 preface gets no answer
+                // (luka serves HTTP/1.1), and is no refused request.
                 if e.is_parse_too_large() {
                     crate::metrics::metrics().http_refused("head_too_large");
-                } else if e.is_parse() {
+                } else if e.is_parse() && !e.is_parse_version_h2() {
                     crate::metrics::metrics().http_refused("bad_head");
                 }
                 tracing::debug!(%remote, error = %e, "connection ended with an error");

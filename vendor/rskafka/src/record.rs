@@ -29,7 +29,8 @@ pub struct RecordAndOffset {
     pub record: Record,
     pub offset: i64,
     /// The record's timestamp as stored, in milliseconds since 1970-01-01. Kafka stores any `i64`; where chrono
-    /// cannot represent it (past the year 262143 either way), `record.timestamp` is chrono's first or last time.
+    /// cannot represent it (about 262,000 years either side of year 0), `record.timestamp` is chrono's first or last
+    /// time.
     pub timestamp_millis: i64,
 }
 
