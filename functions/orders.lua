@@ -16,5 +16,6 @@ return function(req)
     topic = "orders",
     messages = { { key = order.id, data = order } },
   }
-  return { status = 201, json = { id = order.id, partition = result.partition, offset = result.offset } }
+  local written = result.messages[1]
+  return { status = 201, json = { id = order.id, partition = written.partition, offset = written.offset } }
 end

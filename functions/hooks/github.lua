@@ -24,5 +24,6 @@ return function(req)
       },
     },
   }
-  return { status = 202, json = { partition = result.partition, offset = result.offset } }
+  local written = result.messages[1]
+  return { status = 202, json = { partition = written.partition, offset = written.offset } }
 end

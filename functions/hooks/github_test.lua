@@ -1,7 +1,9 @@
 -- Tests for hooks/github.lua (run with `luka test`).
 
--- The secret config.toml gives the route: GITHUB_WEBHOOK_SECRET from the environment, else "dev-secret".
-local SECRET = getenv("GITHUB_WEBHOOK_SECRET") or "dev-secret"
+-- The secret config.toml gives the route: GITHUB_WEBHOOK_SECRET from the environment, else (unset or empty)
+-- "dev-secret".
+local SECRET = getenv("GITHUB_WEBHOOK_SECRET")
+if SECRET == nil or SECRET == "" then SECRET = "dev-secret" end
 local BODY = '{"action":"opened","repository":{"full_name":"octo/hello"}}'
 
 local function signed(body, secret)

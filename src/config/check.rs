@@ -464,8 +464,31 @@ mod tests {
             .map_err(|ps| ps.into_iter().map(|p| p.to_string()).collect())
     }
 
-    /// TLS files that exist but hold no certificate or key are named at startup (`luka check`), not at the first
-    /// connection to the cluster.
+    /// A self-signed certificate (`openssl req -x509 -newkey ec`), its key, and the key of another certificate.
+    const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----\n\
+        MIIBfzCCASWgAwIBAgIUANKunmOxTJjNVyAbfHlQLYPHU4IwCgYIKoZIzj0EAwIw\n\
+        FDESMBAGA1UEAwwJbHVrYS10ZXN0MCAXDTI2MTIwNzIzMDE0OFoYDzIxMjYxMTEz\n\
+        MjMwMTQ4WjAUMRIwEAYDVQQDDAlsdWthLXRlc3QwWTATBgcqhkjOPQIBBggqhkjO\n\
+        PQMBBwNCAAQkxWYuhpiXxu6XHd6nBntUBUqW+60fA5PQhEhz2FBpfn4oGuCHMHjh\n\
+        wVtIUOEBXCi876E4BtvCehQXCWjXUM/0o1MwUTAdBgNVHQ4EFgQUK39m6opsS9FL\n\
+        F6BIB/UL/gteya4wHwYDVR0jBBgwFoAUK39m6opsS9FLF6BIB/UL/gteya4wDwYD\n\
+        VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiBti7Odq3eHwQkEIyTyij3a\n\
+        o8FY0DcVDhM6dKVA4ochUwIhANx5fu6JfKrp5RnbrbYKZtPyc5M11Qruox5ft1cC\n\
+        aMzL\n\
+        -----END CERTIFICATE-----\n";
+    const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+        MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQguKZ+o14cStdzhxf6\n\
+        STDHQzUioZau3RET7vgO+6dUPzuhRANCAAQkxWYuhpiXxu6XHd6nBntUBUqW+60f\n\
+        A5PQhEhz2FBpfn4oGuCHMHjhwVtIUOEBXCi876E4BtvCehQXCWjXUM/0\n\
+        -----END PRIVATE KEY-----\n";
+    const OTHER_KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+        MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgf1/iZv8UNhc2Y2Vq\n\
+        HozPqbE4U19upQZj4kEw/c86bjWhRANCAASc1AdqvGBGNX5dXf/oaIpzaG6dZUa9\n\
+        3ydOnmxHdT06JOdzv83bd7aULxaTJNlaFTk3n/fhpwwHmWpHC+FRoMre\n\
+        -----END PRIVATE KEY-----\n";
+
+    /// TLS files that exist but hold no certificate or key (or a key that is not the certificate's) are named at
+    /// startup (`luka check`), not at the first connection to the cluster.
     #[test]
     fn tls_files_without_what_they_should_hold_are_refused() {
         let dir = std::env::temp_dir().join(format!("luka-tls-check-{}", std::process::id()));
@@ -473,8 +496,9 @@ mod tests {
         let key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
         std::fs::write(dir.join("key-as-ca.pem"), key).unwrap();
         std::fs::write(dir.join("empty.pem"), "").unwrap();
-        // A self-signed certificate (openssl req -x509 -newkey ec), without its key.
-        std::fs::write(dir.join("cert.pem"), "-----BEGIN CERTIFICATE-----\nMIIBfzCCASWgAwIBAgIUANKunmOxTJjNVyAbfHlQLYPHU4IwCgYIKoZIzj0EAwIw\nFDESMBAGA1UEAwwJbHVrYS10ZXN0MCAXDTI2MTIwNzIzMDE0OFoYDzIxMjYxMTEz\nMjMwMTQ4WjAUMRIwEAYDVQQDDAlsdWthLXRlc3QwWTATBgcqhkjOPQIBBggqhkjO\nPQMBBwNCAAQkxWYuhpiXxu6XHd6nBntUBUqW+60fA5PQhEhz2FBpfn4oGuCHMHjh\nwVtIUOEBXCi876E4BtvCehQXCWjXUM/0o1MwUTAdBgNVHQ4EFgQUK39m6opsS9FL\nF6BIB/UL/gteya4wHwYDVR0jBBgwFoAUK39m6opsS9FLF6BIB/UL/gteya4wDwYD\nVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiBti7Odq3eHwQkEIyTyij3a\no8FY0DcVDhM6dKVA4ochUwIhANx5fu6JfKrp5RnbrbYKZtPyc5M11Qruox5ft1cC\naMzL\n-----END CERTIFICATE-----\n").unwrap();
+        std::fs::write(dir.join("cert.pem"), TEST_CERT).unwrap();
+        std::fs::write(dir.join("key.pem"), TEST_KEY).unwrap();
+        std::fs::write(dir.join("other-key.pem"), OTHER_KEY).unwrap();
         let text = r#"
 [clusters.a]
 bootstrap = ["broker:9093"]
@@ -493,10 +517,18 @@ bootstrap = ["broker:9093"]
 cert_file = "cert.pem"
 key_file = "cert.pem"
 
+[clusters.d]
+bootstrap = ["broker:9093"]
+[clusters.d.tls]
+cert_file = "cert.pem"
+key_file = "other-key.pem"
+
 [clusters.fine]
 bootstrap = ["broker:9093"]
 [clusters.fine.tls]
 ca_file = "cert.pem"
+cert_file = "cert.pem"
+key_file = "key.pem"
 
 [topics.t]
 cluster = "a"
@@ -509,9 +541,15 @@ cluster = "a"
             "key-as-ca.pem holds no PEM certificate (-----BEGIN CERTIFICATE-----) to trust",
             "[clusters.b.tls] ",
             "empty.pem holds no PEM certificate (-----BEGIN CERTIFICATE-----) to present",
+            "[clusters.c.tls] ",
+            "cert.pem holds no PEM private key",
+            "[clusters.d.tls] ",
+            "cert.pem and ",
+            "other-key.pem: ",
         ] {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }
+        assert!(!all.contains("[clusters.fine"), "{all}");
     }
 
     #[cfg(feature = "embedded-broker")]

@@ -649,7 +649,13 @@ fn idempotency_key(headers: &hyper::HeaderMap) -> Result<Option<String>, Request
         return Ok(None);
     };
     match value.to_str() {
-        Ok(key) if !key.is_empty() && key.len() <= idempotency::MAX_KEY_LEN => Ok(Some(key.to_owned())),
+        Ok(key)
+            if !key.is_empty()
+                && key.len() <= idempotency::MAX_KEY_LEN
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key.to_owned()))
+        }
         _ => Err(RequestError::Api(api::ApiError::BadRequest(format!(
             "Idempotency-Key must be 1 to {} visible ASCII characters",
             idempotency::MAX_KEY_LEN
@@ -1068,6 +1074,24 @@ mod trace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `Idempotency-Key` is 1 to 255 visible ASCII characters: no spaces or tabs (which HTTP lets a header value
+    /// hold), as for `x-request-id`.
+    #[test]
+    fn idempotency_keys_are_visible_ascii() {
+        let key = |value: &str| {
+            let mut headers = hyper::HeaderMap::new();
+            headers.insert("idempotency-key", value.parse().unwrap());
+            idempotency_key(&headers)
+        };
+        for good in ["order-1", "a", &"k".repeat(idempotency::MAX_KEY_LEN), "\"quoted\""] {
+            assert_eq!(key(good).ok().flatten().as_deref(), Some(good));
+        }
+        for bad in ["", "a b", "a\tb", &"k".repeat(idempotency::MAX_KEY_LEN + 1)] {
+            assert!(key(bad).is_err(), "{bad:?} was taken");
+        }
+        assert_eq!(idempotency_key(&hyper::HeaderMap::new()).ok(), Some(None));
+    }
 
     /// A keyed request's work that panics (a bug) once it has written `records`.
     async fn panics_after(context: &RequestContext, records: usize) -> Result<Answer, RequestError> {

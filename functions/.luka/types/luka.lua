@@ -131,8 +131,8 @@ function crypto.sha256(data, encoding) end
 function crypto.hmac_sha256(key, data, encoding) end
 
 --- Compares two strings in time that depends only on their lengths (for signatures).
----@param a string
----@param b string
+---@param a string?
+---@param b string?
 ---@return boolean
 function crypto.equals(a, b) end
 
