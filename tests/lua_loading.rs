@@ -109,9 +109,14 @@ async fn functions_that_do_not_load_stop_startup_with_file_and_line() {
     write_function(&dir, "ok.lua", "return function() return 'ok' end");
     write_function(&dir, "hooks/broken.lua", "return function(req)\n  local x = = 1\nend");
     write_function(&dir, "not_a_function.lua", "return 42");
+    // Both at once: a file that does not compile does not hide one that compiles but does not load.
     let config = luka::config::Config::from_toml("", &dir, |_| None).unwrap();
     let error = luka::App::new(config).unwrap_err().to_string();
     assert!(error.contains("functions/hooks/broken.lua:2:"), "{error}");
+    assert!(
+        error.contains("functions/not_a_function.lua") && error.contains("must return a function"),
+        "{error}"
+    );
     std::fs::remove_file(dir.join("functions/hooks/broken.lua")).unwrap();
     let config = luka::config::Config::from_toml("", &dir, |_| None).unwrap();
     let error = luka::App::new(config).unwrap_err().to_string();
@@ -119,4 +124,5 @@ async fn functions_that_do_not_load_stop_startup_with_file_and_line() {
         error.contains("functions/not_a_function.lua") && error.contains("must return a function"),
         "{error}"
     );
+    assert!(!error.contains("broken.lua"), "{error}");
 }

@@ -158,9 +158,13 @@ fn syntax_message(display: &str, error: &mlua::Error) -> String {
 }
 
 /// Compiles every file under `dir`; all syntax errors are reported, not just the first.
-pub fn compile_all(dir: &Path) -> Result<FunctionSet, Vec<LoadError>> {
+/// Every function under `dir` that compiles, and the error of each that does not.
+pub fn compile_all(dir: &Path) -> (FunctionSet, Vec<LoadError>) {
     let prefix = display_prefix(dir);
-    let files = scan(dir).map_err(|e| vec![e])?;
+    let files = match scan(dir) {
+        Ok(files) => files,
+        Err(e) => return (FunctionSet::new(), vec![e]),
+    };
     let mut set = FunctionSet::new();
     let mut errors = Vec::new();
     for (name, path) in files {
@@ -172,7 +176,7 @@ pub fn compile_all(dir: &Path) -> Result<FunctionSet, Vec<LoadError>> {
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() { Ok(set) } else { Err(errors) }
+    (set, errors)
 }
 
 #[cfg(test)]

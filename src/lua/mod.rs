@@ -57,7 +57,6 @@ pub use state::HttpRequest;
 use crate::config::Config;
 use crate::context::RequestContext;
 use crate::produce::Producer;
-use compile::FunctionSet;
 use modules::KafkaContext;
 use pool::Pool;
 use routes::RouteTable;
@@ -82,21 +81,22 @@ fn limits(config: &Config) -> Limits {
 }
 
 /// Compiles every function, checks that each file gives a handler and that each can be reached; every problem
-/// is reported.
+/// is reported: each file that does not compile beside each that compiles but does not load. Which paths clash or
+/// are missing is told once every file compiles (a file that does not would show as missing).
 fn load_all(config: &Config, context: &Arc<KafkaContext>) -> Result<RouteTable, LoadErrors> {
-    let set: FunctionSet = compile::compile_all(&config.lua.functions_dir).map_err(LoadErrors)?;
+    let (set, mut errors) = compile::compile_all(&config.lua.functions_dir);
+    let compiled = errors.is_empty();
     let mut checker = Vm::new(context, limits(config)).map_err(setup_error)?;
-    let mut errors: Vec<LoadError> = set
-        .values()
-        .filter_map(|compiled| checker.check_loads(compiled).err())
-        .collect();
+    errors.extend(set.values().filter_map(|compiled| checker.check_loads(compiled).err()));
     let table = RouteTable::new(&config.routes, set);
-    errors.extend(
-        table
-            .problems()
-            .iter()
-            .map(|problem| LoadError::Unreachable(problem.clone())),
-    );
+    if compiled {
+        errors.extend(
+            table
+                .problems()
+                .iter()
+                .map(|problem| LoadError::Unreachable(problem.clone())),
+        );
+    }
     if errors.is_empty() {
         Ok(table)
     } else {
