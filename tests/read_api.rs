@@ -6,9 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::read::{
-    assert_fetched, header_texts, java_create_topic, java_grow_topic, java_produce_at, java_produce_with_null_header,
-    java_produce_zstd, librdkafka_compressed_batch, librdkafka_record_with_empty_headers, librdkafka_transaction,
-    read_records,
+    assert_fetched, fetched_timestamps, header_texts, java_create_topic, java_grow_topic, java_produce_at,
+    java_produce_with_null_header, java_produce_zstd, librdkafka_compressed_batch,
+    librdkafka_record_with_empty_headers, librdkafka_transaction, read_records,
 };
 use common::{Harness, Kafka, error_of, json_answer, offset};
 use serde_json::{Value, json};
@@ -169,12 +169,7 @@ async fn a_record_timestamp_past_chronos_dates_is_read_as_stored() {
     let position = json!({"topic": "far", "partition": 0, "offset": first});
     let (status, fetched) = call(&h, "POST", "/fetch", ("reader", "r"), &position.to_string()).await;
     assert_eq!(status, 200, "{fetched}");
-    let times: Vec<i64> = fetched
-        .as_array()
-        .expect("a list of messages")
-        .iter()
-        .map(|m| m["timestamp"].as_i64().expect("a timestamp"))
-        .collect();
+    let times = fetched_timestamps(&fetched);
     assert_eq!(times, [far, 1_637_745_834_744], "{fetched}");
 }
 
@@ -203,12 +198,7 @@ async fn log_append_time_topics_are_read_at_the_brokers_time() {
     let position = json!({"topic": "appended", "partition": 0, "offset": first});
     let (status, fetched) = call(&h, "POST", "/fetch", ("reader", "r"), &position.to_string()).await;
     assert_eq!(status, 200, "{fetched}");
-    let times: Vec<i64> = fetched
-        .as_array()
-        .expect("a list of messages")
-        .iter()
-        .map(|m| m["timestamp"].as_i64().expect("a timestamp"))
-        .collect();
+    let times = fetched_timestamps(&fetched);
     assert_eq!(times, [appended, appended], "{fetched}");
     let tp = r#"{"topic": "appended", "partition": 0}"#;
     let (status, at) = call(&h, "GET", &format!("/offsets/{appended}"), ("reader", "r"), tp).await;

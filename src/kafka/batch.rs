@@ -136,17 +136,20 @@ impl Reply {
             && let Err(written) = sender.send(written)
             && !self.counted.load(Ordering::Acquire)
         {
-            let (records, bytes) = self.tally;
             let counts = &self.counts;
             match written {
-                Ok(_) => counts.written.add(records, bytes),
-                Err(refused) => {
-                    let kind =
-                        KafkaError::from_client(&counts.cluster, &counts.topic, counts.partition, &refused).kind();
-                    crate::metrics::metrics().record_outcome(&counts.cluster, &counts.topic, kind, records, bytes);
-                }
+                Ok(_) => counts.written.add(self.tally.0, self.tally.1),
+                Err(refused) => self.count_as(
+                    KafkaError::from_client(&counts.cluster, &counts.topic, counts.partition, &refused).kind(),
+                ),
             }
         }
+    }
+
+    /// Counts the caller's records under `result` (not `ok`, which has its series).
+    fn count_as(&self, result: &'static str) {
+        let ((records, bytes), counts) = (self.tally, &self.counts);
+        crate::metrics::metrics().record_outcome(&counts.cluster, &counts.topic, result, records, bytes);
     }
 }
 
@@ -158,9 +161,7 @@ impl Drop for Reply {
             && !self.counted.load(Ordering::Acquire)
             && self.stage.load(Ordering::Acquire) == SENT
         {
-            let (records, bytes) = self.tally;
-            let counts = &self.counts;
-            crate::metrics::metrics().record_outcome(&counts.cluster, &counts.topic, "in_doubt", records, bytes);
+            self.count_as("in_doubt");
         }
         self.unanswered.fetch_sub(1, Ordering::Release);
     }

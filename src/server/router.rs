@@ -345,7 +345,7 @@ fn request_id<B>(request: &Request<B>) -> String {
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic()));
+        .filter(|id| visible_ascii(id, MAX_REQUEST_ID));
     match given {
         Some(id) => id.to_owned(),
         None => new_request_id(),
@@ -643,19 +643,19 @@ fn refuse_unsupported<B>(request: &Request<B>) -> Result<(), RequestError> {
     Ok(())
 }
 
+/// Whether a caller's id (`x-request-id`, `Idempotency-Key`) is 1 to `max` visible ASCII characters: no spaces or
+/// tabs, which a header value may hold.
+fn visible_ascii(text: &str, max: usize) -> bool {
+    !text.is_empty() && text.len() <= max && text.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The request's `Idempotency-Key`, if it sends one.
 fn idempotency_key(headers: &hyper::HeaderMap) -> Result<Option<String>, RequestError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
     match value.to_str() {
-        Ok(key)
-            if !key.is_empty()
-                && key.len() <= idempotency::MAX_KEY_LEN
-                && key.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Ok(Some(key.to_owned()))
-        }
+        Ok(key) if visible_ascii(key, idempotency::MAX_KEY_LEN) => Ok(Some(key.to_owned())),
         _ => Err(RequestError::Api(api::ApiError::BadRequest(format!(
             "Idempotency-Key must be 1 to {} visible ASCII characters",
             idempotency::MAX_KEY_LEN

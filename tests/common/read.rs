@@ -112,6 +112,16 @@ pub fn header_texts(record: &ReadRecord) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The timestamps of the messages of a `/fetch` answer, in order.
+pub fn fetched_timestamps(fetched: &Value) -> Vec<i64> {
+    fetched
+        .as_array()
+        .expect("a list of messages")
+        .iter()
+        .map(|m| m["timestamp"].as_i64().expect("a timestamp"))
+        .collect()
+}
+
 /// Asserts that `message`, a record as `/fetch` answered it, is `record` as librdkafka read it (a missing key or
 /// value reads as an empty string).
 pub fn assert_fetched(message: &Value, record: &ReadRecord) {
